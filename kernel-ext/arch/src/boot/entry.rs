@@ -1,0 +1,320 @@
+//! The first instructions: the PVH entry (32-bit, paging off) and the Hermit
+//! entry (64-bit, paging on), and the ELF notes that name them.
+//!
+//! Both paths read the time stamp counter first (so that "ready in N µs"
+//! counts from the very first instruction), zero `.bss`, switch to the boot
+//! stack, enable SSE state handling (CR0.MP, CR4.OSFXSR/OSXMMEXCPT, no lazy
+//! FPU traps) and call Rust with the loader's boot information.
+
+use core::arch::global_asm;
+
+/// Size of the boot CPU's stack, used until the scheduler gives it a thread.
+pub const BOOT_STACK_SIZE: usize = 64 * 1024;
+
+/// The Hermit ABI level this image speaks (the `.note.ABI-tag` version).
+/// uhyve 0.10 gates virtio-net on a kernel of 0.13.2 or newer; rtedge
+/// implements that interface (modern virtio-net PCI), so it declares it.
+pub const HERMIT_ABI_VERSION: (u32, u32, u32) = (0, 13, 2);
+
+/// uhyve interface version 1: console and exit through I/O ports 0x800/0x880
+/// and 0x540 with 32-bit parameter addresses, guest memory from physical 0,
+/// and a non-relocatable image at its link address. Version 2/3 would put
+/// guest memory above 4 GiB, which a PVH image loaded by QEMU at 2 MiB cannot
+/// share. The virtio-net device is the same PCI device under both versions.
+pub const UHYVE_INTERFACE_VERSION: u32 = 1;
+
+#[repr(C, align(4))]
+struct Note<const NAME: usize, const DESC: usize> {
+    name_size: u32,
+    desc_size: u32,
+    kind: u32,
+    name: [u8; NAME],
+    desc: [u8; DESC],
+}
+
+const fn abi_tag_desc() -> [u8; 16] {
+    let mut desc = [0u8; 16];
+    let words = [6u32 /* ELF_NOTE_OS_HERMIT */, HERMIT_ABI_VERSION.0, HERMIT_ABI_VERSION.1, HERMIT_ABI_VERSION.2];
+    let mut i = 0;
+    while i < 4 {
+        let bytes = words[i].to_le_bytes();
+        desc[i * 4] = bytes[0];
+        desc[i * 4 + 1] = bytes[1];
+        desc[i * 4 + 2] = bytes[2];
+        desc[i * 4 + 3] = bytes[3];
+        i += 1;
+    }
+    desc
+}
+
+#[used]
+#[unsafe(link_section = ".note.hermit.entry-version")]
+static HERMIT_ENTRY_VERSION: Note<8, 4> = Note {
+    name_size: 7,
+    desc_size: 1,
+    kind: 0x5a00,
+    name: *b"HERMIT\0\0",
+    desc: [4, 0, 0, 0],
+};
+
+#[used]
+#[unsafe(link_section = ".note.hermit.uhyve-interface-version")]
+static HERMIT_UHYVE_INTERFACE: Note<8, 4> = Note {
+    name_size: 8,
+    desc_size: 4,
+    kind: 0x5b00,
+    name: *b"UHYVEIF\0",
+    desc: UHYVE_INTERFACE_VERSION.to_be_bytes(),
+};
+
+#[used]
+#[unsafe(link_section = ".note.ABI-tag")]
+static HERMIT_ABI_TAG: Note<4, 16> = Note {
+    name_size: 4,
+    desc_size: 16,
+    kind: 1,
+    name: *b"GNU\0",
+    desc: abi_tag_desc(),
+};
+
+// The PVH note (Xen ELF note type 18, PHYS32_ENTRY). QEMU reads its value as
+// 8 bytes for an ELF64 image, so the 32-bit entry address is stored as a quad.
+global_asm!(
+    r#"
+    .pushsection .note.Xen, "a", @note
+    .p2align 2
+    .long 4
+    .long 8
+    .long 18
+    .asciz "Xen"
+    .p2align 2
+    .quad pvh_start32
+    .popsection
+    "#,
+    options(att_syntax)
+);
+
+global_asm!(
+    r#"
+    .pushsection .text.boot, "ax"
+
+    /* ---------------- PVH: 32-bit protected mode, paging off ------------- */
+    .code32
+    .global pvh_start32
+pvh_start32:
+    cli
+    cld
+    /* ebx = physical address of hvm_start_info; keep it in ebx. */
+    rdtsc
+    movl %eax, %esi
+    movl %edx, %ebp
+
+    movl $__bss_start, %edi
+    movl $__bss_end, %ecx
+    subl %edi, %ecx
+    shrl $2, %ecx
+    xorl %eax, %eax
+    rep stosl
+
+    movl %esi, BOOT_TSC
+    movl %ebp, BOOT_TSC+4
+
+    /* Identity-map the first 4 GiB with 2 MiB pages for the jump to 64-bit;
+       the kernel builds its own tables right after. */
+    movl $BOOT_PDPT, %eax
+    orl $0x3, %eax
+    movl %eax, BOOT_PML4
+    xorl %ecx, %ecx
+1:  movl %ecx, %eax
+    shll $12, %eax
+    addl $BOOT_PD, %eax
+    orl $0x3, %eax
+    movl %eax, BOOT_PDPT(,%ecx,8)
+    incl %ecx
+    cmpl $4, %ecx
+    jb 1b
+    xorl %ecx, %ecx
+2:  movl %ecx, %eax
+    shll $21, %eax
+    orl $0x83, %eax
+    movl %eax, BOOT_PD(,%ecx,8)
+    incl %ecx
+    cmpl $2048, %ecx
+    jb 2b
+
+    /* CR4: PAE, OSFXSR, OSXMMEXCPT */
+    movl %cr4, %eax
+    orl $((1 << 5) | (1 << 9) | (1 << 10)), %eax
+    movl %eax, %cr4
+    movl $BOOT_PML4, %eax
+    movl %eax, %cr3
+    /* EFER: LME, NXE */
+    movl $0xC0000080, %ecx
+    rdmsr
+    orl $((1 << 8) | (1 << 11)), %eax
+    wrmsr
+    /* CR0: PG, PE, MP; clear EM and TS so SSE never traps */
+    movl %cr0, %eax
+    andl $~((1 << 2) | (1 << 3)), %eax
+    orl $((1 << 31) | (1 << 1) | 1), %eax
+    movl %eax, %cr0
+
+    lgdt BOOT_GDT_POINTER
+    ljmp $0x08, $pvh_start64
+
+    .code64
+pvh_start64:
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    xorw %ax, %ax
+    movw %ax, %fs
+    movw %ax, %gs
+    leaq BOOT_STACK_TOP(%rip), %rsp
+    movl %ebx, %edi
+    movq BOOT_TSC(%rip), %rsi
+    xorl %ebp, %ebp
+    call rtedge_pvh_entry
+    ud2
+
+    /* ------------- Hermit: 64-bit long mode, paging on (uhyve) ----------- */
+    .global _start
+_start:
+    cli
+    cld
+    /* rdi = &RawBootInfo, esi = cpu_id. Every vCPU starts here at once. */
+    movq %rdi, %r12
+    movl %esi, %r13d
+    rdtsc
+    shlq $32, %rdx
+    orq %rdx, %rax
+    movq %rax, %r14
+    testl %r13d, %r13d
+    jnz hermit_secondary
+
+    leaq __bss_start(%rip), %rdi
+    leaq __bss_end(%rip), %rcx
+    subq %rdi, %rcx
+    shrq $3, %rcx
+    xorl %eax, %eax
+    rep stosq
+    movq %r14, BOOT_TSC(%rip)
+
+    movq %cr4, %rax
+    orq $((1 << 9) | (1 << 10)), %rax
+    movq %rax, %cr4
+    movq %cr0, %rax
+    andq $~((1 << 2) | (1 << 3)), %rax
+    orq $(1 << 1), %rax
+    movq %rax, %cr0
+
+    leaq BOOT_STACK_TOP(%rip), %rsp
+    movq %r12, %rdi
+    movq %r14, %rsi
+    xorl %ebp, %ebp
+    call rtedge_hermit_entry
+    ud2
+
+    /* Secondary vCPUs under uhyve: wait, without touching .bss (the boot CPU
+       is zeroing it), until the boot CPU publishes a stack for this CPU. */
+hermit_secondary:
+    movq %cr4, %rax
+    orq $((1 << 9) | (1 << 10)), %rax
+    movq %rax, %cr4
+    movq %cr0, %rax
+    andq $~((1 << 2) | (1 << 3)), %rax
+    orq $(1 << 1), %rax
+    movq %rax, %cr0
+3:  pause
+    movl HERMIT_AP_RELEASE(%rip), %eax
+    cmpl %eax, %r13d
+    jne 3b
+    movq HERMIT_AP_STACK(%rip), %rsp
+    movl %r13d, %edi
+    xorl %ebp, %ebp
+    call rtedge_hermit_secondary_entry
+    ud2
+
+    .popsection
+
+    .pushsection .rodata.boot, "a"
+    .p2align 3
+BOOT_GDT:
+    .quad 0
+    .quad 0x00AF9A000000FFFF  /* 0x08: 64-bit code */
+    .quad 0x00CF92000000FFFF  /* 0x10: data */
+BOOT_GDT_END:
+    .p2align 3
+BOOT_GDT_POINTER:
+    .word BOOT_GDT_END - BOOT_GDT - 1
+    .quad BOOT_GDT
+    .popsection
+
+    .pushsection .bss.boot, "aw", @nobits
+    .p2align 12
+BOOT_PML4:
+    .space 4096
+BOOT_PDPT:
+    .space 4096
+BOOT_PD:
+    .space 4096 * 4
+    .global BOOT_STACK_BOTTOM
+BOOT_STACK_BOTTOM:
+    .space {stack_size}
+    .global BOOT_STACK_TOP
+BOOT_STACK_TOP:
+    .p2align 3
+    .global BOOT_TSC
+BOOT_TSC:
+    .quad 0
+    .popsection
+
+    /* In .data, not .bss: secondary CPUs read these while .bss is zeroed. */
+    .pushsection .data.boot, "aw"
+    .p2align 3
+    .global HERMIT_AP_STACK
+HERMIT_AP_STACK:
+    .quad 0
+    .global HERMIT_AP_RELEASE
+HERMIT_AP_RELEASE:
+    .long 0xffffffff
+    .popsection
+    "#,
+    stack_size = const BOOT_STACK_SIZE,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    static BOOT_TSC: u64;
+    static BOOT_STACK_BOTTOM: u8;
+    static BOOT_STACK_TOP: u8;
+    static mut HERMIT_AP_STACK: u64;
+    static mut HERMIT_AP_RELEASE: u32;
+}
+
+/// The time stamp counter read by the first instruction of the boot CPU.
+pub fn boot_tsc() -> u64 {
+    // SAFETY: written once by the entry code before any Rust runs, read-only after.
+    unsafe { core::ptr::read_volatile(&raw const BOOT_TSC) }
+}
+
+/// The boot CPU's stack, as `(lowest address, top)`.
+pub fn boot_stack() -> (u64, u64) {
+    (&raw const BOOT_STACK_BOTTOM as u64, &raw const BOOT_STACK_TOP as u64)
+}
+
+/// Lets the uhyve secondary CPU `cpu_id` leave its wait loop on `stack_top`.
+///
+/// # Safety
+/// `stack_top` must be the top of a stack that belongs to that CPU alone, and
+/// the previous secondary CPU must already have taken its stack (the two
+/// words are shared by all waiting CPUs).
+pub unsafe fn release_hermit_secondary(cpu_id: u32, stack_top: u64) {
+    // SAFETY: the caller serialises releases; the waiting CPUs only read.
+    unsafe {
+        core::ptr::write_volatile(&raw mut HERMIT_AP_STACK, stack_top);
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        core::ptr::write_volatile(&raw mut HERMIT_AP_RELEASE, cpu_id);
+    }
+}

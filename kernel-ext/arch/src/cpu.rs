@@ -1,0 +1,259 @@
+//! Single instructions and registers of the x86_64 CPU, wrapped once so that
+//! the rest of the kernel never writes inline assembly.
+
+use core::arch::asm;
+
+/// Reads the time stamp counter.
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects; CR4.TSD is never set by rtedge.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Runs CPUID for `leaf`/`subleaf`, returning (eax, ebx, ecx, edx).
+#[inline]
+pub fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    (r.eax, r.ebx, r.ecx, r.edx)
+}
+
+/// Reads a model-specific register.
+///
+/// # Safety
+/// `msr` must exist on this CPU (reading an absent MSR faults).
+#[inline]
+pub unsafe fn read_msr(msr: u32) -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: the caller guarantees the MSR exists.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags)) };
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// Writes a model-specific register.
+///
+/// # Safety
+/// `msr` must exist and `value` must be valid for it; the caller owns the
+/// consequences (e.g. GS base, APIC state).
+#[inline]
+pub unsafe fn write_msr(msr: u32, value: u64) {
+    // SAFETY: the caller guarantees the MSR and value are valid.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags))
+    };
+}
+
+/// Writes a byte to an I/O port.
+///
+/// # Safety
+/// Port I/O reaches devices; the caller must own the device behind `port`.
+#[inline]
+pub unsafe fn outb(port: u16, value: u8) {
+    // SAFETY: the caller owns the device.
+    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// Writes a 16-bit word to an I/O port.
+///
+/// # Safety
+/// As [`outb`].
+#[inline]
+pub unsafe fn outw(port: u16, value: u16) {
+    // SAFETY: the caller owns the device.
+    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// Writes a 32-bit word to an I/O port.
+///
+/// # Safety
+/// As [`outb`].
+#[inline]
+pub unsafe fn outl(port: u16, value: u32) {
+    // SAFETY: the caller owns the device.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// Reads a byte from an I/O port.
+///
+/// # Safety
+/// As [`outb`]; reads may have side effects on the device.
+#[inline]
+pub unsafe fn inb(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: the caller owns the device.
+    unsafe { asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Reads a 16-bit word from an I/O port.
+///
+/// # Safety
+/// As [`inb`].
+#[inline]
+pub unsafe fn inw(port: u16) -> u16 {
+    let value: u16;
+    // SAFETY: the caller owns the device.
+    unsafe { asm!("in ax, dx", in("dx") port, out("ax") value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Reads a 32-bit word from an I/O port.
+///
+/// # Safety
+/// As [`inb`].
+#[inline]
+pub unsafe fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: the caller owns the device.
+    unsafe { asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Enables maskable interrupts on this CPU.
+#[inline(always)]
+pub fn interrupts_enable() {
+    // SAFETY: every vector has a handler once the IDT is loaded, which
+    // precedes the first call (checked by `idt::is_loaded` in debug builds).
+    unsafe { asm!("sti", options(nomem, nostack)) };
+}
+
+/// Disables maskable interrupts on this CPU.
+#[inline(always)]
+pub fn interrupts_disable() {
+    // SAFETY: masking interrupts cannot break memory safety.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+}
+
+/// Whether maskable interrupts are enabled (RFLAGS.IF).
+#[inline(always)]
+pub fn interrupts_enabled() -> bool {
+    let flags: u64;
+    // SAFETY: reading RFLAGS has no side effects.
+    unsafe { asm!("pushfq; pop {}", out(reg) flags, options(nomem, preserves_flags)) };
+    flags & (1 << 9) != 0
+}
+
+/// Disables interrupts and returns whether they were enabled, for
+/// [`interrupts_restore`].
+#[inline(always)]
+pub fn interrupts_save() -> bool {
+    let was = interrupts_enabled();
+    interrupts_disable();
+    was
+}
+
+/// Re-enables interrupts if `was_enabled`.
+#[inline(always)]
+pub fn interrupts_restore(was_enabled: bool) {
+    if was_enabled {
+        interrupts_enable();
+    }
+}
+
+/// Enables interrupts and halts until the next one, atomically (STI's
+/// one-instruction shadow covers HLT, so no wake-up is lost).
+#[inline(always)]
+pub fn enable_and_halt() {
+    // SAFETY: as `interrupts_enable`.
+    unsafe { asm!("sti; hlt", options(nomem, nostack)) };
+}
+
+/// Halts until the next interrupt (interrupts stay as they are).
+#[inline(always)]
+pub fn halt() {
+    // SAFETY: HLT only waits.
+    unsafe { asm!("hlt", options(nomem, nostack)) };
+}
+
+/// A spin-loop hint.
+#[inline(always)]
+pub fn pause() {
+    core::hint::spin_loop();
+}
+
+/// Reads CR2, the faulting address of the last page fault.
+#[inline]
+pub fn read_cr2() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Reads CR3, the physical address of the active top-level page table.
+#[inline]
+pub fn read_cr3() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Loads CR3.
+///
+/// # Safety
+/// `value` must be the physical address of a page table that maps the
+/// currently executing code, stack and all live data identically.
+#[inline]
+pub unsafe fn write_cr3(value: u64) {
+    // SAFETY: the caller guarantees the new tables map everything in use.
+    unsafe { asm!("mov cr3, {}", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// Invalidates the TLB entry of the page containing `address` on this CPU.
+#[inline]
+pub fn invalidate_page(address: u64) {
+    // SAFETY: INVLPG only drops a cached translation.
+    unsafe { asm!("invlpg [{}]", in(reg) address, options(nostack, preserves_flags)) };
+}
+
+/// The CPU's brand string (CPUID 0x80000002..4), or "unknown".
+pub fn brand_string(buffer: &mut [u8; 48]) -> &str {
+    let (max_extended, ..) = cpuid(0x8000_0000, 0);
+    if max_extended < 0x8000_0004 {
+        return "unknown";
+    }
+    for (i, leaf) in (0x8000_0002u32..=0x8000_0004).enumerate() {
+        let (a, b, c, d) = cpuid(leaf, 0);
+        for (j, word) in [a, b, c, d].into_iter().enumerate() {
+            let start = i * 16 + j * 4;
+            buffer[start..start + 4].copy_from_slice(&word.to_le_bytes());
+        }
+    }
+    let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
+    core::str::from_utf8(&buffer[..end]).map(str::trim).unwrap_or("unknown")
+}
+
+/// Whether CPUID says we run under a hypervisor, and its vendor signature.
+pub fn hypervisor_signature() -> Option<[u8; 12]> {
+    let (_, _, ecx, _) = cpuid(1, 0);
+    if ecx & (1 << 31) == 0 {
+        return None;
+    }
+    let (_, b, c, d) = cpuid(0x4000_0000, 0);
+    let mut signature = [0u8; 12];
+    signature[0..4].copy_from_slice(&b.to_le_bytes());
+    signature[4..8].copy_from_slice(&c.to_le_bytes());
+    signature[8..12].copy_from_slice(&d.to_le_bytes());
+    Some(signature)
+}
+
+/// Saves the x87/SSE state into `area` (FXSAVE).
+///
+/// # Safety
+/// `area` must be valid for 512 bytes and 16-byte aligned.
+#[inline(always)]
+pub unsafe fn fxsave(area: *mut u8) {
+    // SAFETY: the caller guarantees the save area.
+    unsafe { asm!("fxsave64 [{}]", in(reg) area, options(nostack, preserves_flags)) };
+}
+
+/// Restores the x87/SSE state from `area` (FXRSTOR).
+///
+/// # Safety
+/// `area` must hold a state written by FXSAVE (or a valid initial state) and
+/// be 16-byte aligned.
+#[inline(always)]
+pub unsafe fn fxrstor(area: *const u8) {
+    // SAFETY: the caller guarantees the save area.
+    unsafe { asm!("fxrstor64 [{}]", in(reg) area, options(nostack, preserves_flags)) };
+}
