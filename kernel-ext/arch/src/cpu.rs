@@ -42,14 +42,15 @@ pub unsafe fn write_msr(msr: u32, value: u64) {
     };
 }
 
-/// Writes a byte to an I/O port.
+/// Writes a byte to an I/O port. Port writes are not `nomem`: some are
+/// hypercalls whose hypervisor reads guest memory named by the value.
 ///
 /// # Safety
 /// Port I/O reaches devices; the caller must own the device behind `port`.
 #[inline]
 pub unsafe fn outb(port: u16, value: u8) {
     // SAFETY: the caller owns the device.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nostack, preserves_flags)) };
 }
 
 /// Writes a 16-bit word to an I/O port.
@@ -59,7 +60,7 @@ pub unsafe fn outb(port: u16, value: u8) {
 #[inline]
 pub unsafe fn outw(port: u16, value: u16) {
     // SAFETY: the caller owns the device.
-    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nostack, preserves_flags)) };
 }
 
 /// Writes a 32-bit word to an I/O port.
@@ -69,7 +70,7 @@ pub unsafe fn outw(port: u16, value: u16) {
 #[inline]
 pub unsafe fn outl(port: u16, value: u32) {
     // SAFETY: the caller owns the device.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nostack, preserves_flags)) };
 }
 
 /// Reads a byte from an I/O port.
@@ -108,19 +109,23 @@ pub unsafe fn inl(port: u16) -> u32 {
     value
 }
 
+// Interrupt-flag changes are compiler barriers (no `nomem`): memory
+// accesses must not move across them, or a lock's critical section could
+// leak outside its interrupts-off window.
+
 /// Enables maskable interrupts on this CPU.
 #[inline(always)]
 pub fn interrupts_enable() {
     // SAFETY: every vector has a handler once the IDT is loaded, which
     // precedes the first call (checked by `idt::is_loaded` in debug builds).
-    unsafe { asm!("sti", options(nomem, nostack)) };
+    unsafe { asm!("sti", options(nostack)) };
 }
 
 /// Disables maskable interrupts on this CPU.
 #[inline(always)]
 pub fn interrupts_disable() {
     // SAFETY: masking interrupts cannot break memory safety.
-    unsafe { asm!("cli", options(nomem, nostack)) };
+    unsafe { asm!("cli", options(nostack)) };
 }
 
 /// Whether maskable interrupts are enabled (RFLAGS.IF).
@@ -154,14 +159,14 @@ pub fn interrupts_restore(was_enabled: bool) {
 #[inline(always)]
 pub fn enable_and_halt() {
     // SAFETY: as `interrupts_enable`.
-    unsafe { asm!("sti; hlt", options(nomem, nostack)) };
+    unsafe { asm!("sti; hlt", options(nostack)) };
 }
 
 /// Halts until the next interrupt (interrupts stay as they are).
 #[inline(always)]
 pub fn halt() {
     // SAFETY: HLT only waits.
-    unsafe { asm!("hlt", options(nomem, nostack)) };
+    unsafe { asm!("hlt", options(nostack)) };
 }
 
 /// A spin-loop hint.

@@ -1,3 +1,14 @@
-//! rtedge's policy, apart from hardware.
+//! rtedge's policy, apart from hardware: who runs next, when a timer fires,
+//! whether a tasklet may run, how the command line reads. Portable state
+//! machines tested on the host with a fake clock and exact event traces.
+//!
+//! This crate must never touch hardware, never block, and never use
+//! `unsafe`; the kernel crate puts it on the machine.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod clock;
+pub mod cmdline;
+pub mod timerqueue;

@@ -1,23 +1,73 @@
+//! The rtedge kernel: puts the portable policy (`rtedge-engine`) on the
+//! x86_64 layer (`rtedge-arch`). It owns the console and log, memory (page
+//! tables, heap, guarded stacks), time and the local timer, interrupt
+//! dispatch, and the public API applications use.
+//!
+//! Rules it keeps: hard-IRQ handlers never allocate or block; real-time
+//! threads never touch the general heap (checked on every allocation);
+//! nothing here writes inline assembly (that is `rtedge-arch`'s job).
 #![no_std]
-use rtedge_arch::{boot::BootInfo, console, exit};
 
-#[unsafe(no_mangle)]
-fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
-    // SAFETY: boot CPU, first thing.
-    unsafe { console::init(if info.path == rtedge_arch::boot::BootPath::Hermit { console::Console::Uhyve } else { console::Console::Serial }) };
-    console::write(b"hello from rtedge\n");
-    console::write(info.command_line().as_bytes());
-    console::write(b"\n");
-    exit::exit(0)
-}
+extern crate alloc;
 
-#[unsafe(no_mangle)]
-fn __rtedge_secondary_entry(_cpu: u32) -> ! {
-    loop { rtedge_arch::cpu::halt() }
+pub mod boot;
+pub mod clockevent;
+pub mod console;
+pub mod context;
+pub mod cpu_local;
+pub mod ktest;
+pub mod memory;
+pub mod shutdown;
+pub mod sync;
+pub mod time;
+pub mod trap;
+
+#[cfg(feature = "ktest")]
+pub mod selftest;
+
+pub use shutdown::{shutdown, ExitCode};
+
+/// Declares the application's entry point: `main!(run)` makes the kernel
+/// call `run() -> u8` after boot and shut down with its result. An optional
+/// list names the command line keys the application reads, so the kernel
+/// does not warn about them: `main!(run, keys = ["file"])`.
+#[macro_export]
+macro_rules! main {
+    ($entry:path) => {
+        $crate::main!($entry, keys = []);
+    };
+    ($entry:path, keys = [$($key:expr),* $(,)?]) => {
+        #[unsafe(no_mangle)]
+        fn __rtedge_main() -> u8 {
+            $entry()
+        }
+        #[unsafe(no_mangle)]
+        static __RTEDGE_APP_KEYS: &[&str] = &[$($key),*];
+    };
 }
 
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    console::write(b"panic\n");
-    exit::exit(3)
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    rtedge_arch::cpu::interrupts_disable();
+    if console::enter_panic() {
+        // A panic while reporting a panic: stop without more output.
+        rtedge_arch::exit::exit(ExitCode::Panic as u8);
+    }
+    let cpu = context::cpu_index();
+    let thread = context::current_name();
+    let location = info.location();
+    let message = info.message();
+    match location {
+        Some(location) => console_line!(
+            "rtedge: PANIC on cpu {cpu} in thread '{thread}' at {}:{}: {message}",
+            location.file(),
+            location.line()
+        ),
+        None => console_line!("rtedge: PANIC on cpu {cpu} in thread '{thread}': {message}"),
+    }
+    let out_of_memory = memory::heap::last_allocation_failed();
+    if out_of_memory {
+        console_line!("rtedge: the heap could not satisfy an allocation (out of memory)");
+    }
+    shutdown(if out_of_memory { ExitCode::OutOfMemory as u8 } else { ExitCode::Panic as u8 })
 }

@@ -1,3 +1,9 @@
+//! The kernel test image: runs every kernel test and exits 0 only if all pass.
 #![no_std]
 #![no_main]
-extern crate rtedge_kernel;
+
+fn run() -> u8 {
+    rtedge_kernel::ktest::run(&[rtedge_kernel::selftest::TESTS])
+}
+
+rtedge_kernel::main!(run);

@@ -259,6 +259,9 @@ BOOT_PDPT:
     .space 4096
 BOOT_PD:
     .space 4096 * 4
+    .global BOOT_STACK_GUARD
+BOOT_STACK_GUARD:
+    .space 4096
     .global BOOT_STACK_BOTTOM
 BOOT_STACK_BOTTOM:
     .space {stack_size}
@@ -287,6 +290,7 @@ HERMIT_AP_RELEASE:
 
 unsafe extern "C" {
     static BOOT_TSC: u64;
+    static BOOT_STACK_GUARD: u8;
     static BOOT_STACK_BOTTOM: u8;
     static BOOT_STACK_TOP: u8;
     static mut HERMIT_AP_STACK: u64;
@@ -302,6 +306,11 @@ pub fn boot_tsc() -> u64 {
 /// The boot CPU's stack, as `(lowest address, top)`.
 pub fn boot_stack() -> (u64, u64) {
     (&raw const BOOT_STACK_BOTTOM as u64, &raw const BOOT_STACK_TOP as u64)
+}
+
+/// The page below the boot stack, to be left unmapped.
+pub fn boot_stack_guard() -> u64 {
+    &raw const BOOT_STACK_GUARD as u64
 }
 
 /// Lets the uhyve secondary CPU `cpu_id` leave its wait loop on `stack_top`.

@@ -70,10 +70,8 @@ impl Fdt {
         let mut matched = 0usize;
         let wanted: [&[u8]; 8] = {
             let mut parts: [&[u8]; 8] = [&[]; 8];
-            let mut count = 0;
-            for part in path.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
+            for (count, part) in path.split(|&b| b == b'/').filter(|p| !p.is_empty()).enumerate() {
                 *parts.get_mut(count)? = part;
-                count += 1;
             }
             parts
         };

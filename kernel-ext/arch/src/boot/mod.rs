@@ -8,7 +8,7 @@ use core::fmt;
 
 use hermit_entry::boot_info::{BootInfo as HermitBootInfo, PlatformInfo, RawBootInfo};
 
-pub use entry::{boot_stack, boot_tsc, release_hermit_secondary, HERMIT_ABI_VERSION, UHYVE_INTERFACE_VERSION};
+pub use entry::{boot_stack, boot_stack_guard, boot_tsc, release_hermit_secondary, HERMIT_ABI_VERSION, UHYVE_INTERFACE_VERSION};
 
 /// How the image was entered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

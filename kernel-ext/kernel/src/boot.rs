@@ -1,0 +1,208 @@
+//! Bringing the boot CPU up: console, traps, page tables and heap, local
+//! APIC and clock, then the banner and the application's main.
+
+use core::sync::atomic::Ordering;
+
+use rtedge_arch::boot::{self, BootInfo, BootPath};
+use rtedge_arch::tables::{CpuTables, GuardedStack, IST_COUNT};
+use rtedge_arch::{apic, calibrate, console as arch_console, cpu, traps as arch_traps};
+use rtedge_engine::cmdline;
+
+use crate::cpu_local::{self, CpuLocal};
+use crate::shutdown::{self, ExitCode};
+use crate::{console, console_line, memory, time, trap};
+
+/// Size of each exception (IST) stack.
+const EXCEPTION_STACK_SIZE: usize = 16 * 1024;
+
+static mut BOOT_CPU_TABLES: CpuTables = CpuTables::new();
+static mut BOOT_CPU_EXCEPTION_STACKS: [GuardedStack<EXCEPTION_STACK_SIZE>; IST_COUNT] =
+    [const { GuardedStack::new() }; IST_COUNT];
+static mut BOOT_CPU_LOCAL: CpuLocal = CpuLocal::new(0);
+
+static mut BOOT_INFO: Option<&'static BootInfo> = None;
+
+/// The loader's information, once boot has started.
+pub fn info() -> &'static BootInfo {
+    // SAFETY: written once at the very start of boot, read-only afterwards.
+    unsafe { BOOT_INFO }.unwrap_or_else(|| shutdown::shutdown_with(ExitCode::BootFailure))
+}
+
+/// The kernel command line.
+pub fn command_line() -> &'static str {
+    info().command_line()
+}
+
+/// Command line keys the kernel and its subsystems understand.
+const KERNEL_KEYS: &[&str] = &[
+    "log", "boot_only", "x2apic", "reserve", "isolcpus", "ip", "gw", "dns", "auth", "port", "net", "file",
+    "config", "quiet", "test",
+];
+
+unsafe extern "Rust" {
+    /// The application's entry, defined by `rtedge_kernel::main!`.
+    fn __rtedge_main() -> u8;
+    /// Command line keys the application understands.
+    static __RTEDGE_APP_KEYS: &'static [&'static str];
+}
+
+fn report_unknown_keys(line: &str) {
+    // SAFETY: defined by the `main!` macro in the binary as a plain static.
+    let app_keys: &[&str] = unsafe { __RTEDGE_APP_KEYS };
+    for item in cmdline::items(line) {
+        if !KERNEL_KEYS.contains(&item.key) && !app_keys.contains(&item.key) {
+            log::warn!("command line: unknown key '{}' ignored", item.key);
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
+    // SAFETY: boot CPU, single-threaded, interrupts off.
+    unsafe { BOOT_INFO = Some(info) };
+    let console_kind = match info.path {
+        BootPath::Pvh => arch_console::Console::Serial,
+        BootPath::Hermit => arch_console::Console::Uhyve,
+    };
+    // SAFETY: first use of the console, on the boot CPU.
+    unsafe { arch_console::init(console_kind) };
+    trap::init();
+
+    // SAFETY: the boot CPU's tables and stacks are statics used only here.
+    let (tables, exception_stacks) = unsafe { (&mut *(&raw mut BOOT_CPU_TABLES), &*(&raw const BOOT_CPU_EXCEPTION_STACKS)) };
+    for (slot, stack) in exception_stacks.iter().enumerate() {
+        tables.set_interrupt_stack(slot as u8 + 1, stack.top());
+    }
+    // SAFETY: the tables are static and their IST slots hold stacks.
+    unsafe {
+        tables.load();
+        arch_traps::init();
+        arch_traps::load();
+    }
+    // SAFETY: the boot CPU's block is a static used by this CPU only.
+    unsafe { cpu_local::install(&mut *(&raw mut BOOT_CPU_LOCAL)) };
+
+    let line = info.command_line();
+    let level = cmdline::get(line, "log").map(|value| match console::parse_level(value) {
+        Some(level) => level,
+        None => log::LevelFilter::Info,
+    });
+    console::init_logger(level.unwrap_or(log::LevelFilter::Info));
+
+    let mut guards = [0u64; 1 + IST_COUNT];
+    guards[0] = boot::boot_stack_guard();
+    for (i, stack) in exception_stacks.iter().enumerate() {
+        guards[i + 1] = stack.guard_page();
+    }
+    for &guard in &guards {
+        trap::add_static_guard(guard);
+    }
+    let reserve = match cmdline::get(line, "reserve").map(cmdline::parse_size) {
+        Some(Ok(bytes)) => bytes,
+        Some(Err(_)) => {
+            log::warn!("command line: reserve= needs a size such as 4M; nothing reserved");
+            0
+        }
+        None => 0,
+    };
+    let memory = match memory::init(info, &guards, reserve) {
+        Ok(report) => report,
+        Err(error) => {
+            console_line!("rtedge: boot failed: memory: {error}");
+            shutdown::shutdown_with(ExitCode::BootFailure);
+        }
+    };
+
+    let prefer_x2apic = cmdline::get(line, "x2apic").map(|v| cmdline::parse_bool(v).unwrap_or(true)).unwrap_or(true);
+    let apic_mode = apic::choose_mode(prefer_x2apic);
+    if apic_mode == apic::Mode::XApic
+        && let Err(error) = memory::map_device(apic::xapic_physical_base(), 4096) {
+            console_line!("rtedge: boot failed: cannot map the local APIC: {error}");
+            shutdown::shutdown_with(ExitCode::BootFailure);
+        }
+    // SAFETY: the APIC mode is chosen and its registers mapped; interrupts are off.
+    unsafe { apic::init_local(trap::TIMER_VECTOR, trap::APIC_ERROR_VECTOR) };
+    cpu_local::current().apic_id.store(apic::id(), Ordering::Relaxed);
+
+    if info.path == BootPath::Pvh {
+        calibrate::disable_legacy_pic();
+    }
+    let hint = info.uhyve.and_then(|facts| facts.cpu_khz);
+    let calibration = match calibrate::calibrate(hint) {
+        Ok(calibration) => calibration,
+        Err(_) => {
+            console_line!("rtedge: boot failed: no way to measure the TSC frequency (no hint, no CPUID leaf, no PIT)");
+            shutdown::shutdown_with(ExitCode::BootFailure);
+        }
+    };
+    time::init(calibration, info.boot_tsc);
+    trap::register_kernel_handlers();
+
+    banner(info, &memory, calibration, apic_mode);
+    report_unknown_keys(line);
+    cpu::interrupts_enable();
+    console_line!("rtedge {} ready in {} us", env!("CARGO_PKG_VERSION"), time::now_ns() / 1000);
+    if cmdline::get(line, "boot_only").is_some_and(|v| cmdline::parse_bool(v).unwrap_or(false)) {
+        shutdown::shutdown_with(ExitCode::Success);
+    }
+    // SAFETY: `__rtedge_main` is the application's entry (see `main!`).
+    let code = unsafe { __rtedge_main() };
+    shutdown::shutdown(code)
+}
+
+fn banner(info: &BootInfo, memory: &memory::MemoryReport, calibration: calibrate::Calibration, apic_mode: apic::Mode) {
+    let mut brand = [0u8; 48];
+    let model = cpu::brand_string(&mut brand);
+    let layout = rtedge_arch::paging::image_layout();
+    let cpus = info.uhyve.map_or(1, |facts| facts.cpu_count);
+    console_line!(
+        "rtedge {} booted via {} on '{}' ({} cpu{} offered)",
+        env!("CARGO_PKG_VERSION"),
+        info.path.name(),
+        model,
+        cpus,
+        if cpus == 1 { "" } else { "s" }
+    );
+    console_line!(
+        "memory: {} MiB usable, heap {} MiB in {} range{}, image {:#x}..{:#x} ({} KiB), {} page-table frames",
+        memory.usable_bytes >> 20,
+        memory.heap_bytes >> 20,
+        memory.heap_ranges,
+        if memory.heap_ranges == 1 { "" } else { "s" },
+        layout.start,
+        layout.end,
+        (layout.end - layout.start) >> 10,
+        memory.page_table_frames
+    );
+    if let Some((start, end)) = memory.reserved_region {
+        console_line!("memory: reserved raw region {start:#x}..{end:#x} ({} KiB)", (end - start) >> 10);
+    }
+    let timer = match apic::timer_mode() {
+        apic::TimerMode::TscDeadline => "TSC-deadline",
+        apic::TimerMode::OneShot => "one-shot",
+    };
+    console_line!(
+        "clock: TSC {}.{:03} MHz from {}; local APIC {} with {} timer (tickless), HZ={}",
+        calibration.tsc_hz / 1_000_000,
+        (calibration.tsc_hz / 1000) % 1000,
+        calibration.source.name(),
+        match apic_mode {
+            apic::Mode::X2Apic => "x2APIC",
+            apic::Mode::XApic => "xAPIC",
+        },
+        timer,
+        time::HZ
+    );
+    if info.command_line_truncated {
+        log::warn!("command line longer than 4096 bytes; the rest was dropped");
+    }
+    console_line!("command line: '{}'", info.command_line());
+}
+
+#[unsafe(no_mangle)]
+fn __rtedge_secondary_entry(_cpu_index: u32) -> ! {
+    loop {
+        cpu::interrupts_disable();
+        cpu::halt();
+    }
+}

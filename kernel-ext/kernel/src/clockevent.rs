@@ -1,0 +1,104 @@
+//! Per-CPU alarms on the local APIC timer, tickless: the timer is armed for
+//! the earliest alarm of its CPU and disarmed when there is none, so an idle
+//! CPU takes no timer interrupts at all.
+//!
+//! An alarm's callback runs in hard-IRQ context on the alarm's CPU; it must
+//! be short and must not block or allocate.
+
+use rtedge_arch::apic;
+use rtedge_engine::timerqueue::TimerId;
+
+use crate::cpu_local::{self, CpuLocal};
+use crate::time;
+
+/// What to do when an alarm fires.
+#[derive(Clone, Copy, Debug)]
+pub struct Alarm {
+    pub callback: fn(AlarmId, u64),
+    pub data: u64,
+}
+
+/// A registered alarm: its CPU and its handle there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlarmId {
+    cpu: u32,
+    timer: TimerId,
+}
+
+impl AlarmId {
+    /// The CPU whose timer serves this alarm.
+    pub fn cpu(self) -> u32 {
+        self.cpu
+    }
+}
+
+/// Registers a disarmed alarm on the current CPU (may allocate).
+pub fn register(callback: fn(AlarmId, u64), data: u64) -> AlarmId {
+    let cpu = cpu_local::current();
+    let timer = cpu.alarms.lock().register(Alarm { callback, data });
+    AlarmId { cpu: cpu.index, timer }
+}
+
+/// Removes an alarm, cancelling it.
+pub fn unregister(id: AlarmId) {
+    if let Some(cpu) = cpu_local::get(id.cpu as usize) {
+        cpu.alarms.lock().unregister(id.timer);
+        reprogram_if_local(cpu);
+    }
+}
+
+/// Arms `id` to fire at `deadline_ns` (clock time), re-arming if armed.
+/// Never allocates.
+pub fn arm(id: AlarmId, deadline_ns: u64) {
+    if let Some(cpu) = cpu_local::get(id.cpu as usize) {
+        cpu.alarms.lock().arm(id.timer, deadline_ns);
+        reprogram_if_local(cpu);
+    }
+}
+
+/// Disarms `id`; returns whether it was armed.
+pub fn cancel(id: AlarmId) -> bool {
+    match cpu_local::get(id.cpu as usize) {
+        Some(cpu) => {
+            let was = cpu.alarms.lock().cancel(id.timer);
+            reprogram_if_local(cpu);
+            was
+        }
+        None => false,
+    }
+}
+
+/// Whether `id` is armed.
+pub fn is_armed(id: AlarmId) -> bool {
+    cpu_local::get(id.cpu as usize).is_some_and(|cpu| cpu.alarms.lock().is_armed(id.timer))
+}
+
+fn reprogram_if_local(cpu: &CpuLocal) {
+    if cpu.index == cpu_local::current().index {
+        reprogram(cpu);
+    }
+}
+
+fn reprogram(cpu: &CpuLocal) {
+    let alarms = cpu.alarms.lock();
+    match alarms.next_deadline() {
+        Some(deadline) => apic::arm_at_tsc(time::ns_to_tsc_deadline(deadline)),
+        None => apic::disarm(),
+    }
+}
+
+/// The local timer interrupt: runs every due alarm, then re-arms the timer
+/// for the next one.
+pub fn handle_interrupt() {
+    let cpu = cpu_local::current();
+    loop {
+        let now = time::now_ns();
+        let due = {
+            let mut alarms = cpu.alarms.lock();
+            alarms.pop_expired(now).and_then(|(timer, _)| alarms.data(timer).map(|alarm| (timer, *alarm)))
+        };
+        let Some((timer, alarm)) = due else { break };
+        (alarm.callback)(AlarmId { cpu: cpu.index, timer }, alarm.data);
+    }
+    reprogram(cpu);
+}

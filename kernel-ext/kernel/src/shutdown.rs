@@ -1,0 +1,43 @@
+//! Stopping the machine with a documented exit code.
+//!
+//! The guest code reaches the host as `(code << 1) | 1` under QEMU
+//! (isa-debug-exit) and as `code` under uhyve. The runner (images/) holds the
+//! same table.
+
+use rtedge_arch::exit;
+
+/// Why the kernel stopped. The numbers are the guest exit codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// Normal shutdown; all kernel tests passed.
+    Success = 0,
+    /// At least one kernel test failed.
+    TestsFailed = 1,
+    /// A Rust panic.
+    Panic = 2,
+    /// A stack ran into its guard page.
+    StackOverflow = 3,
+    /// A double fault not caused by a stack overflow.
+    DoubleFault = 4,
+    /// The heap could not satisfy an allocation.
+    OutOfMemory = 5,
+    /// Boot could not complete (no memory map, no clock, ...).
+    BootFailure = 6,
+}
+
+/// The guest exit code for CPU exception `vector` (32 + vector).
+pub const fn exception_exit_code(vector: u8) -> u8 {
+    32 + vector
+}
+
+/// Logs the shutdown line the runner checks, then exits with `code`.
+pub fn shutdown(code: u8) -> ! {
+    crate::console::line(format_args!("rtedge: shutdown code={code}"));
+    exit::exit(code)
+}
+
+/// As [`shutdown`] with a symbolic code.
+pub fn shutdown_with(code: ExitCode) -> ! {
+    shutdown(code as u8)
+}

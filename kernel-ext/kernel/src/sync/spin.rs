@@ -1,0 +1,120 @@
+//! Spinlocks that are safe across CPUs and with interrupts.
+//!
+//! [`IrqSpinLock`] disables interrupts on the local CPU while held, so an
+//! interrupt handler on the same CPU can never spin on a lock its own CPU
+//! holds. Use it for anything an interrupt handler or the scheduler touches.
+//! It is a ticket lock: waiters are served in arrival order, so no CPU
+//! starves another (bounded wait, which real-time code needs).
+
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use rtedge_arch::cpu;
+
+/// A ticket spinlock that disables interrupts while held.
+pub struct IrqSpinLock<T: ?Sized> {
+    next_ticket: AtomicU32,
+    now_serving: AtomicU32,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the lock serialises all access to `value` across CPUs.
+unsafe impl<T: ?Sized + Send> Sync for IrqSpinLock<T> {}
+// SAFETY: moving the lock moves the value; no CPU can hold a guard then.
+unsafe impl<T: ?Sized + Send> Send for IrqSpinLock<T> {}
+
+impl<T> IrqSpinLock<T> {
+    pub const fn new(value: T) -> Self {
+        Self { next_ticket: AtomicU32::new(0), now_serving: AtomicU32::new(0), value: UnsafeCell::new(value) }
+    }
+}
+
+impl<T: ?Sized> IrqSpinLock<T> {
+    /// Disables interrupts and takes the lock.
+    #[inline]
+    pub fn lock(&self) -> IrqSpinLockGuard<'_, T> {
+        let interrupts_were_enabled = cpu::interrupts_save();
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        while self.now_serving.load(Ordering::Acquire) != ticket {
+            cpu::pause();
+        }
+        IrqSpinLockGuard { lock: self, interrupts_were_enabled }
+    }
+
+    /// Takes the lock only if it is free right now.
+    pub fn try_lock(&self) -> Option<IrqSpinLockGuard<'_, T>> {
+        let interrupts_were_enabled = cpu::interrupts_save();
+        let serving = self.now_serving.load(Ordering::Acquire);
+        if self
+            .next_ticket
+            .compare_exchange(serving, serving.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            Some(IrqSpinLockGuard { lock: self, interrupts_were_enabled })
+        } else {
+            cpu::interrupts_restore(interrupts_were_enabled);
+            None
+        }
+    }
+
+    /// Whether some CPU holds the lock.
+    pub fn is_locked(&self) -> bool {
+        self.next_ticket.load(Ordering::Relaxed) != self.now_serving.load(Ordering::Relaxed)
+    }
+
+    /// Releases the lock without a guard.
+    ///
+    /// # Safety
+    /// Only for the panic path, where the holder will never run again: the
+    /// caller must know that no guard of this lock is still in use.
+    pub unsafe fn force_unlock(&self) {
+        self.now_serving.store(self.next_ticket.load(Ordering::Relaxed), Ordering::Release);
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for IrqSpinLock<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.try_lock() {
+            Some(guard) => f.debug_struct("IrqSpinLock").field("value", &&*guard).finish(),
+            None => f.write_str("IrqSpinLock { <locked> }"),
+        }
+    }
+}
+
+/// Proof of holding an [`IrqSpinLock`]; releases it (and restores the
+/// interrupt flag) when dropped.
+pub struct IrqSpinLockGuard<'a, T: ?Sized> {
+    lock: &'a IrqSpinLock<T>,
+    interrupts_were_enabled: bool,
+}
+
+impl<T: ?Sized> IrqSpinLockGuard<'_, T> {
+    /// Whether interrupts were enabled when the lock was taken.
+    pub fn interrupts_were_enabled(&self) -> bool {
+        self.interrupts_were_enabled
+    }
+}
+
+impl<T: ?Sized> Deref for IrqSpinLockGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard proves exclusive access.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for IrqSpinLockGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard proves exclusive access.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for IrqSpinLockGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.now_serving.fetch_add(1, Ordering::Release);
+        cpu::interrupts_restore(self.interrupts_were_enabled);
+    }
+}

@@ -1,0 +1,145 @@
+//! What happens on every trap: CPU exceptions get a readable report and a
+//! distinct exit code; device and timer interrupts are counted, acknowledged
+//! and dispatched to their handlers (top halves: acknowledge, record, wake).
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use rtedge_arch::traps::{self, TrapFrame};
+use rtedge_arch::{apic, cpu};
+
+use crate::shutdown::{self, ExitCode};
+use crate::sync::IrqSpinLock;
+use crate::{console_line, context, cpu_local, memory};
+
+/// The local APIC timer.
+pub const TIMER_VECTOR: u8 = 0xf0;
+/// Reschedule request from another CPU.
+pub const RESCHEDULE_VECTOR: u8 = 0xf1;
+/// Run queued cross-CPU calls.
+pub const CALL_VECTOR: u8 = 0xf2;
+/// Local APIC internal error.
+pub const APIC_ERROR_VECTOR: u8 = 0xfe;
+
+type IrqHandler = fn(u8);
+
+/// Interrupt handlers by vector (fn pointers as usize; 0 = none).
+static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
+static NAMES: IrqSpinLock<[Option<&'static str>; 256]> = IrqSpinLock::new([None; 256]);
+
+/// Static guard pages (boot and exception stacks) for overflow reports.
+static STATIC_GUARDS: IrqSpinLock<[u64; 8]> = IrqSpinLock::new([0; 8]);
+
+/// Records a static stack's guard page so a hit is reported as overflow.
+pub fn add_static_guard(page: u64) {
+    let mut guards = STATIC_GUARDS.lock();
+    if let Some(slot) = guards.iter_mut().find(|slot| **slot == 0) {
+        *slot = page;
+    }
+}
+
+/// Errors when attaching handlers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqError {
+    /// The vector is a CPU exception or reserved by the kernel.
+    Reserved,
+    /// Another handler owns the vector.
+    Busy,
+}
+
+/// Attaches `handler` to `vector` under `name` (shown in the interrupt list).
+pub fn register(vector: u8, name: &'static str, handler: IrqHandler) -> Result<(), IrqError> {
+    if vector < traps::FIRST_EXTERNAL_VECTOR || vector == apic::SPURIOUS_VECTOR {
+        return Err(IrqError::Reserved);
+    }
+    let mut names = NAMES.lock();
+    if HANDLERS[usize::from(vector)]
+        .compare_exchange(0, handler as usize, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return Err(IrqError::Busy);
+    }
+    names[usize::from(vector)] = Some(name);
+    Ok(())
+}
+
+/// Detaches whatever handler `vector` has.
+pub fn unregister(vector: u8) {
+    let mut names = NAMES.lock();
+    HANDLERS[usize::from(vector)].store(0, Ordering::Release);
+    names[usize::from(vector)] = None;
+}
+
+/// The name attached to `vector`.
+pub fn name(vector: u8) -> Option<&'static str> {
+    NAMES.lock()[usize::from(vector)]
+}
+
+/// Installs the trap handler (boot CPU, before interrupts are enabled).
+pub fn init() {
+    traps::set_handler(handle);
+}
+
+/// Registers the kernel's own interrupt handlers.
+pub fn register_kernel_handlers() {
+    let _ = register(TIMER_VECTOR, "local-timer", |_| crate::clockevent::handle_interrupt());
+    let _ = register(APIC_ERROR_VECTOR, "apic-error", |_| {
+        log::warn!("local APIC error, status {:#x}", apic::error_status());
+    });
+}
+
+fn handle(frame: &mut TrapFrame) {
+    let vector = frame.vector as u8;
+    if vector < traps::FIRST_EXTERNAL_VECTOR {
+        exception(frame);
+    }
+    if vector == apic::SPURIOUS_VECTOR {
+        // Spurious interrupts are not acknowledged.
+        if cpu_local::is_installed() {
+            cpu_local::current().interrupt_counts[usize::from(vector)].fetch_add(1, Ordering::Relaxed);
+        }
+        return;
+    }
+    let local = cpu_local::current();
+    local.interrupt_counts[usize::from(vector)].fetch_add(1, Ordering::Relaxed);
+    local.irq_depth.fetch_add(1, Ordering::Relaxed);
+    let handler = HANDLERS[usize::from(vector)].load(Ordering::Acquire);
+    if handler != 0 {
+        // SAFETY: only `register` stores into HANDLERS, always an `IrqHandler`.
+        let handler: IrqHandler = unsafe { core::mem::transmute::<usize, IrqHandler>(handler) };
+        handler(vector);
+    }
+    apic::end_of_interrupt();
+    local.irq_depth.fetch_sub(1, Ordering::Relaxed);
+}
+
+fn exception(frame: &TrapFrame) -> ! {
+    let vector = frame.vector as u8;
+    let name = traps::exception_name(vector).unwrap_or("unknown exception");
+    crate::console::enter_panic();
+    let cpu = context::cpu_index();
+    let thread = context::current_name();
+    let mut code = shutdown::exception_exit_code(vector);
+    if vector == 14 {
+        let address = cpu::read_cr2();
+        let overflow = memory::stacks::guard_hit(address).is_some()
+            || STATIC_GUARDS.lock().iter().any(|&guard| guard != 0 && (guard..guard + 4096).contains(&address));
+        if overflow {
+            code = ExitCode::StackOverflow as u8;
+            console_line!("rtedge: STACK OVERFLOW on cpu {cpu} in thread '{thread}': guard page {:#x} hit", address & !0xfff);
+        }
+        console_line!("rtedge: CPU EXCEPTION {name} on cpu {cpu} in thread '{thread}'");
+        console_line!("rtedge:   error code {:#x} ({})", frame.error_code, traps::describe_page_fault(frame.error_code));
+        console_line!("rtedge:   faulting address (CR2) {address:#018x}");
+    } else {
+        if vector == 8 {
+            code = ExitCode::DoubleFault as u8;
+        }
+        console_line!("rtedge: CPU EXCEPTION {name} on cpu {cpu} in thread '{thread}'");
+        if traps::has_error_code(vector) {
+            console_line!("rtedge:   error code {:#x}", frame.error_code);
+        }
+    }
+    console_line!("rtedge:   at rip {:#018x}, rsp {:#018x}", frame.rip, frame.rsp);
+    console_line!("{}", frame);
+    shutdown::shutdown(code)
+}

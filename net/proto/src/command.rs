@@ -1,0 +1,496 @@
+//! The command model: a static table of every built-in control-plane
+//! command, used for dispatch checks (arity, authentication, pub/sub
+//! mode), for `COMMAND`, `COMMAND DOCS`, `COMMAND INFO` and `HELP`, and by
+//! `rtctl`.
+//!
+//! Commands the application registers at run time live in a registry in
+//! the server; they are described with the same [`CommandSpec`], which
+//! anyone can build (`const fn new`), and the reply builders here take any
+//! list of specs.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::ops::BitOr;
+
+use crate::reply::Reply;
+
+/// What a command may do and when it may run: a small bit set.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct CommandFlags(u32);
+
+impl CommandFlags {
+    /// No flag.
+    pub const NONE: CommandFlags = CommandFlags(0);
+    /// May run before `AUTH` (Redis's `no-auth`).
+    pub const ALLOWED_BEFORE_AUTH: CommandFlags = CommandFlags(1 << 0);
+    /// Changes state.
+    pub const WRITE: CommandFlags = CommandFlags(1 << 1);
+    /// Only reads state.
+    pub const READONLY: CommandFlags = CommandFlags(1 << 2);
+    /// A pub/sub command.
+    pub const PUBSUB: CommandFlags = CommandFlags(1 << 3);
+    /// Administrative (shutdown, modules, configuration, killing threads).
+    pub const ADMIN: CommandFlags = CommandFlags(1 << 4);
+    /// Allowed on a RESP2 connection in subscribed mode (Redis allows only
+    /// (P)SUBSCRIBE, (P)UNSUBSCRIBE, PING and QUIT there).
+    pub const ALLOWED_WHILE_SUBSCRIBED: CommandFlags = CommandFlags(1 << 5);
+
+    /// Flags with their Redis `COMMAND INFO` names, in output order.
+    const NAMED: [(CommandFlags, &'static str); 5] = [
+        (Self::WRITE, "write"),
+        (Self::READONLY, "readonly"),
+        (Self::ADMIN, "admin"),
+        (Self::PUBSUB, "pubsub"),
+        (Self::ALLOWED_BEFORE_AUTH, "no-auth"),
+    ];
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Flags from raw bits.
+    pub const fn from_bits(bits: u32) -> CommandFlags {
+        CommandFlags(bits)
+    }
+
+    /// Both sets of flags (usable in `const` tables).
+    pub const fn union(self, other: CommandFlags) -> CommandFlags {
+        CommandFlags(self.0 | other.0)
+    }
+
+    /// Whether every flag in `other` is set.
+    pub const fn contains(self, other: CommandFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The Redis names of the set flags that Redis also has (`write`,
+    /// `readonly`, `admin`, `pubsub`, `no-auth`).
+    pub fn redis_names(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMED
+            .into_iter()
+            .filter(move |(flag, _)| self.contains(*flag))
+            .map(|(_, name)| name)
+    }
+}
+
+impl BitOr for CommandFlags {
+    type Output = CommandFlags;
+
+    fn bitor(self, other: CommandFlags) -> CommandFlags {
+        self.union(other)
+    }
+}
+
+impl fmt::Debug for CommandFlags {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = formatter.debug_set();
+        for name in self.redis_names() {
+            list.entry(&name);
+        }
+        if self.contains(Self::ALLOWED_WHILE_SUBSCRIBED) {
+            list.entry(&"allowed-while-subscribed");
+        }
+        list.finish()
+    }
+}
+
+/// One command: its name, arity, flags and documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Lower-case name, as Redis lists its commands.
+    pub name: &'static str,
+    /// Redis's convention: positive = exactly this many arguments counting
+    /// the name; negative = at least `-arity`.
+    pub arity: i32,
+    /// What it may do and when it may run.
+    pub flags: CommandFlags,
+    /// Documentation group, e.g. `connection`, `kernel`.
+    pub group: &'static str,
+    /// One-line summary.
+    pub summary: &'static str,
+    /// Usage, e.g. `GET key`.
+    pub syntax: &'static str,
+}
+
+impl CommandSpec {
+    /// A spec; for the application's own commands too.
+    pub const fn new(
+        name: &'static str,
+        arity: i32,
+        flags: CommandFlags,
+        group: &'static str,
+        summary: &'static str,
+        syntax: &'static str,
+    ) -> CommandSpec {
+        CommandSpec {
+            name,
+            arity,
+            flags,
+            group,
+            summary,
+            syntax,
+        }
+    }
+
+    /// Whether `argc` arguments (the name included) suit this command.
+    pub fn check_arity(&self, argc: usize) -> bool {
+        check_arity(self, argc)
+    }
+
+    /// Whether this command carries `flag`.
+    pub fn has(&self, flag: CommandFlags) -> bool {
+        self.flags.contains(flag)
+    }
+}
+
+/// Whether `argc` arguments (the name included) suit `spec`, with Redis's
+/// rule: `arity > 0` needs exactly `arity`, `arity < 0` at least `-arity`
+/// (and, as in Redis, `0` accepts any count).
+pub fn check_arity(spec: &CommandSpec, argc: usize) -> bool {
+    let argc = i64::try_from(argc).unwrap_or(i64::MAX);
+    let arity = i64::from(spec.arity);
+    !((arity > 0 && arity != argc) || argc < -arity)
+}
+
+const AUTH_FREE: CommandFlags = CommandFlags::ALLOWED_BEFORE_AUTH;
+const READ: CommandFlags = CommandFlags::READONLY;
+const WRITE: CommandFlags = CommandFlags::WRITE;
+const ADMIN: CommandFlags = CommandFlags::ADMIN;
+const SUBSCRIBED: CommandFlags = CommandFlags::ALLOWED_WHILE_SUBSCRIBED;
+const PUBSUB: CommandFlags = CommandFlags::PUBSUB.union(SUBSCRIBED);
+
+/// Every built-in command, sorted by name.
+static COMMANDS: [CommandSpec; 30] = [
+    CommandSpec::new(
+        "auth",
+        -2,
+        AUTH_FREE,
+        "connection",
+        "Authenticates the connection.",
+        "AUTH [username] token",
+    ),
+    CommandSpec::new(
+        "client",
+        -2,
+        CommandFlags::NONE,
+        "connection",
+        "Names, identifies and describes the connection (SETNAME, GETNAME, ID, INFO, SETINFO).",
+        "CLIENT subcommand [argument ...]",
+    ),
+    CommandSpec::new(
+        "command",
+        -1,
+        READ,
+        "server",
+        "Lists the commands, counts them, or returns their docs or details.",
+        "COMMAND [COUNT|DOCS [name ...]|INFO [name ...]]",
+    ),
+    CommandSpec::new(
+        "config",
+        -3,
+        ADMIN.union(READ),
+        "server",
+        "Returns configuration parameters (none are exposed; the answer is empty).",
+        "CONFIG GET parameter [parameter ...]",
+    ),
+    CommandSpec::new(
+        "echo",
+        2,
+        CommandFlags::NONE,
+        "connection",
+        "Returns the given message.",
+        "ECHO message",
+    ),
+    CommandSpec::new(
+        "get",
+        2,
+        READ,
+        "string",
+        "Returns the value of a shared static.",
+        "GET key",
+    ),
+    CommandSpec::new(
+        "hello",
+        -1,
+        AUTH_FREE,
+        "connection",
+        "Chooses the protocol version, optionally authenticates and names the connection.",
+        "HELLO [protover [AUTH username password] [SETNAME name]]",
+    ),
+    CommandSpec::new(
+        "help",
+        -1,
+        READ,
+        "server",
+        "Lists the commands with their syntax.",
+        "HELP [command]",
+    ),
+    CommandSpec::new(
+        "info",
+        -1,
+        READ,
+        "server",
+        "Returns statistics by section: server, memory, cpu, threads, softirqs, interrupts, net, rtpool, all.",
+        "INFO [section]",
+    ),
+    CommandSpec::new(
+        "irqs",
+        1,
+        READ,
+        "kernel",
+        "Lists interrupt counts per vector and CPU.",
+        "IRQS",
+    ),
+    CommandSpec::new(
+        "keys",
+        2,
+        READ,
+        "generic",
+        "Lists the shared statics whose names match a glob pattern.",
+        "KEYS pattern",
+    ),
+    CommandSpec::new(
+        "kill",
+        -2,
+        ADMIN.union(WRITE),
+        "kernel",
+        "Cancels a thread (runs its cleanup handlers), or wakes it with WAKE.",
+        "KILL thread [TERM|WAKE]",
+    ),
+    CommandSpec::new(
+        "latency",
+        -2,
+        WRITE,
+        "kernel",
+        "Returns the latency and jitter histogram of a source, or resets it.",
+        "LATENCY source [RESET]",
+    ),
+    CommandSpec::new(
+        "mget",
+        -2,
+        READ,
+        "string",
+        "Returns the values of several shared statics.",
+        "MGET key [key ...]",
+    ),
+    CommandSpec::new(
+        "module",
+        -2,
+        ADMIN,
+        "server",
+        "Lists, loads or unloads application modules.",
+        "MODULE LIST | MODULE LOAD name | MODULE UNLOAD name",
+    ),
+    CommandSpec::new(
+        "ping",
+        -1,
+        AUTH_FREE.union(SUBSCRIBED),
+        "connection",
+        "Returns PONG, or the given message.",
+        "PING [message]",
+    ),
+    CommandSpec::new(
+        "psubscribe",
+        -2,
+        PUBSUB,
+        "pubsub",
+        "Listens for messages on channels matching glob patterns.",
+        "PSUBSCRIBE pattern [pattern ...]",
+    ),
+    CommandSpec::new(
+        "punsubscribe",
+        -1,
+        PUBSUB,
+        "pubsub",
+        "Stops listening on patterns (all of them without arguments).",
+        "PUNSUBSCRIBE [pattern ...]",
+    ),
+    CommandSpec::new(
+        "quit",
+        -1,
+        AUTH_FREE.union(SUBSCRIBED),
+        "connection",
+        "Closes the connection.",
+        "QUIT",
+    ),
+    CommandSpec::new(
+        "set",
+        3,
+        WRITE,
+        "string",
+        "Sets a writable shared static, checked against its type.",
+        "SET key value",
+    ),
+    CommandSpec::new(
+        "shutdown",
+        -1,
+        ADMIN.union(WRITE),
+        "server",
+        "Stops the appliance with an exit code.",
+        "SHUTDOWN [code]",
+    ),
+    CommandSpec::new(
+        "softirq",
+        3,
+        WRITE,
+        "kernel",
+        "Raises a named soft IRQ.",
+        "SOFTIRQ RAISE name",
+    ),
+    CommandSpec::new(
+        "softirqs",
+        1,
+        READ,
+        "kernel",
+        "Lists soft IRQ counts per vector and CPU.",
+        "SOFTIRQS",
+    ),
+    CommandSpec::new(
+        "subscribe",
+        -2,
+        PUBSUB,
+        "pubsub",
+        "Listens for messages on channels.",
+        "SUBSCRIBE channel [channel ...]",
+    ),
+    CommandSpec::new(
+        "tasklet",
+        3,
+        WRITE,
+        "kernel",
+        "Schedules (normal or HI), disables, enables or kills a tasklet.",
+        "TASKLET SCHEDULE|HI|DISABLE|ENABLE|KILL name",
+    ),
+    CommandSpec::new(
+        "threads",
+        1,
+        READ,
+        "kernel",
+        "Lists threads with state, priority and run time.",
+        "THREADS",
+    ),
+    CommandSpec::new(
+        "timer",
+        -3,
+        WRITE,
+        "kernel",
+        "Re-arms a named timer in milliseconds, or deletes it.",
+        "TIMER MOD name ms | TIMER DEL name",
+    ),
+    CommandSpec::new(
+        "unsubscribe",
+        -1,
+        PUBSUB,
+        "pubsub",
+        "Stops listening on channels (all of them without arguments).",
+        "UNSUBSCRIBE [channel ...]",
+    ),
+    CommandSpec::new(
+        "wake",
+        2,
+        WRITE,
+        "kernel",
+        "Wakes a suspended thread.",
+        "WAKE thread",
+    ),
+    CommandSpec::new(
+        "work",
+        -3,
+        WRITE,
+        "kernel",
+        "Queues (optionally delayed), cancels or flushes work on a workqueue.",
+        "WORK QUEUE|CANCEL|FLUSH queue [item] [delay_ms]",
+    ),
+];
+
+/// Every built-in command.
+pub fn all() -> &'static [CommandSpec] {
+    &COMMANDS
+}
+
+/// The built-in command called `name`, ignoring ASCII case.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    COMMANDS
+        .iter()
+        .find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// The `COMMAND DOCS` reply for `specs`, in Redis 7's shape: a map from
+/// each name to a map with `summary`, `since`, `group`, `syntax` and
+/// `arguments`. Keys and values are bulk strings, which `redis-cli`
+/// asserts. `arguments` holds one argument whose display text is the
+/// syntax after the name, so `redis-cli` shows it as a hint (it is empty
+/// for commands without arguments).
+pub fn docs_reply<'a>(specs: impl IntoIterator<Item = &'a CommandSpec>) -> Reply {
+    Reply::Map(
+        specs
+            .into_iter()
+            .map(|spec| (Reply::bulk_str(spec.name), docs_entry(spec)))
+            .collect(),
+    )
+}
+
+fn docs_entry(spec: &CommandSpec) -> Reply {
+    let parameters = syntax_arguments(spec);
+    let mut arguments = Vec::new();
+    if !parameters.is_empty() {
+        arguments.push(Reply::Map(alloc::vec![
+            (Reply::bulk_str("name"), Reply::bulk_str(parameters)),
+            (Reply::bulk_str("type"), Reply::bulk_str("string")),
+            (Reply::bulk_str("display_text"), Reply::bulk_str(parameters)),
+        ]));
+    }
+    Reply::Map(alloc::vec![
+        (Reply::bulk_str("summary"), Reply::bulk_str(spec.summary)),
+        (
+            Reply::bulk_str("since"),
+            Reply::bulk_str(env!("CARGO_PKG_VERSION"))
+        ),
+        (Reply::bulk_str("group"), Reply::bulk_str(spec.group)),
+        (Reply::bulk_str("syntax"), Reply::bulk_str(spec.syntax)),
+        (Reply::bulk_str("arguments"), Reply::Array(arguments)),
+    ])
+}
+
+/// The syntax after the command name: `key` for `GET key`.
+fn syntax_arguments(spec: &CommandSpec) -> &'static str {
+    match spec.syntax.split_once(' ') {
+        Some((_, rest)) => rest.trim(),
+        None => "",
+    }
+}
+
+/// One command's `COMMAND INFO` entry in Redis 7's shape: name, arity,
+/// flags (a set of status strings), first key, last key, key step, ACL
+/// categories, tips, key specs, subcommands. Key positions are not
+/// modelled and are reported as 0.
+pub fn info_reply(spec: &CommandSpec) -> Reply {
+    Reply::Array(alloc::vec![
+        Reply::bulk_str(spec.name),
+        Reply::Integer(i64::from(spec.arity)),
+        Reply::Set(spec.flags.redis_names().map(Reply::simple).collect()),
+        Reply::Integer(0),
+        Reply::Integer(0),
+        Reply::Integer(0),
+        Reply::Set(Vec::new()),
+        Reply::Array(Vec::new()),
+        Reply::Array(Vec::new()),
+        Reply::Array(Vec::new()),
+    ])
+}
+
+/// The `HELP` reply: an array of status lines, a heading then, for each
+/// command, its syntax and an indented summary (the layout of Redis's
+/// `... HELP` replies).
+pub fn help_reply<'a>(specs: impl IntoIterator<Item = &'a CommandSpec>) -> Reply {
+    let mut lines = alloc::vec![Reply::simple("rtedge control plane. Commands are:")];
+    for spec in specs {
+        lines.push(Reply::simple(spec.syntax));
+        let mut summary = String::from("    ");
+        summary.push_str(spec.summary);
+        lines.push(Reply::Simple(summary));
+    }
+    Reply::Array(lines)
+}
