@@ -1,1 +1,120 @@
-fn main() {}
+//! `rtedge-image`: builds rtedge kernel images from the profiles in
+//! `images/profiles/` and boots them under QEMU (`microvm`, `q35`) and
+//! uhyve. It owns every hypervisor command line, timeout and exit-code
+//! mapping; the Makefile only calls it.
+//!
+//! It never decides pass/fail from wall time: timeouts only stop hung VMs,
+//! and timings are printed as figures.
+
+mod commands;
+mod console;
+mod exitcode;
+mod hypervisor;
+mod image;
+mod profile;
+mod vm;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::hypervisor::{Accel, Hypervisor};
+
+/// Build and boot rtedge images.
+///
+/// Exit status: `run` exits with the guest's code (125 when the hypervisor
+/// gave none, 128+N when it was killed by signal N); `test`, `bench` and
+/// `boot-time` exit 0 when every run passed, 1 otherwise; 125 on the
+/// runner's own errors (bad profile, failed build, missing tool); 130 when
+/// interrupted.
+#[derive(Debug, Parser)]
+#[command(name = "rtedge-image", version)]
+pub struct Cli {
+    /// Show the hypervisor command lines and their warnings.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a profile's image: cargo build, copy to target/rtedge/<profile>.elf, patch ELF OS/ABI.
+    Build {
+        /// Profile name (a file in images/profiles/).
+        profile: String,
+    },
+    /// Build, then boot interactively with the console on this terminal.
+    Run(RunArgs),
+    /// Boot test profiles under each of their hypervisors and check exit codes and the test harness.
+    Test(TestArgs),
+    /// Boot the `bench` profile and print its `bench:` lines per hypervisor.
+    Bench {
+        /// Only these hypervisors (repeatable; default: the profile's list).
+        #[arg(long = "hv", value_enum)]
+        hypervisors: Vec<Hypervisor>,
+    },
+    /// Boot the `ktest` image with `boot_only=1` repeatedly and report its boot times.
+    BootTime {
+        /// Boots per hypervisor.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        runs: u32,
+        /// Only these hypervisors (repeatable; default: all).
+        #[arg(long = "hv", value_enum)]
+        hypervisors: Vec<Hypervisor>,
+    },
+    /// Show the profiles, their built images and the hypervisors found.
+    Info,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Profile name (a file in images/profiles/).
+    pub profile: String,
+    /// Hypervisor (default: the first one the profile lists).
+    #[arg(long = "hv", value_enum)]
+    pub hypervisor: Option<Hypervisor>,
+    /// QEMU accelerator (uhyve is always KVM).
+    #[arg(long, value_enum)]
+    pub accel: Option<Accel>,
+    /// Guest CPUs (default: $RTEDGE_SMP, else the profile's `smp`).
+    #[arg(long)]
+    pub smp: Option<u32>,
+    /// Words appended to the profile's kernel command line.
+    #[arg(long, value_name = "K=V ...")]
+    pub append: Option<String>,
+    /// Host port forwarded to the control plane (default: $RTEDGE_PORT, else the profile's).
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Profiles to test (repeatable; default: ktest, fault-page, fault-stack, fault-panic).
+    #[arg(long = "profile")]
+    pub profiles: Vec<String>,
+    /// Only these hypervisors (repeatable; default: each profile's list).
+    #[arg(long = "hv", value_enum)]
+    pub hypervisors: Vec<Hypervisor>,
+    /// QEMU accelerator (uhyve is always KVM).
+    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    pub accel: Accel,
+    /// Guest CPUs (default: $RTEDGE_SMP, else each profile's `smp`).
+    #[arg(long)]
+    pub smp: Option<u32>,
+}
+
+/// The runner's own failure (not a guest's).
+const EXIT_RUNNER_ERROR: u8 = 125;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    vm::install_interrupt_handler();
+    match commands::dispatch(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("rtedge-image: error: {error:#}");
+            ExitCode::from(EXIT_RUNNER_ERROR)
+        }
+    }
+}

@@ -11,4 +11,5 @@ extern crate alloc;
 
 pub mod clock;
 pub mod cmdline;
+pub mod histogram;
 pub mod timerqueue;

@@ -27,6 +27,11 @@ pub mod selftest;
 
 pub use shutdown::{shutdown, ExitCode};
 
+/// Waits for the next interrupt with interrupts enabled (the idle loop body).
+pub fn idle() {
+    rtedge_arch::cpu::enable_and_halt();
+}
+
 /// Declares the application's entry point: `main!(run)` makes the kernel
 /// call `run() -> u8` after boot and shut down with its result. An optional
 /// list names the command line keys the application reads, so the kernel

@@ -1,0 +1,52 @@
+# rtedge entry points. `make` lists them. The recipes stay short: building
+# and booting images is done by the runner in images/ (`rtedge-image`),
+# which owns every QEMU/uhyve command line, timeout and exit-code check.
+#
+# Pass-through: HV=qemu-microvm|qemu-q35|uhyve (several: HV="qemu-q35 uhyve"),
+# RTEDGE_SMP=N (guest CPUs), RTEDGE_PORT=P (host port of the control plane),
+# RTEDGE_TOKEN (release profiles), RUNS=N (boot-time), V=1 (verbose runner).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+RUNNER = $(CARGO) run --release --quiet -p rtedge-images --
+HV_ARGS = $(foreach hv,$(HV),--hv $(hv))
+RUNNER_FLAGS = $(if $(V),--verbose)
+RUNS ?= 5
+
+export RTEDGE_SMP RTEDGE_PORT RTEDGE_TOKEN
+
+.DEFAULT_GOAL := help
+.PHONY: help deps run run-uhyve test image bench boot-time info clean
+
+help: ## list the targets
+	@echo "rtedge — make targets:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/\1|\2/' | awk -F'|' '{ printf "  %-11s %s\n", $$1, $$2 }'
+	@echo "variables: HV=<hypervisor> RTEDGE_SMP=<cpus> RTEDGE_PORT=<port> RUNS=<n> V=1"
+
+deps: ## install what is missing: kernel target, QEMU, redis-cli, uhyve 0.10.0
+	@ci/deps.sh
+
+run: deps ## boot the appliance under QEMU with the console here (Ctrl-A X quits)
+	$(RUNNER) $(RUNNER_FLAGS) run appliance $(HV_ARGS)
+
+run-uhyve: deps ## boot the appliance under uhyve (Ctrl-C quits)
+	$(RUNNER) $(RUNNER_FLAGS) run appliance --hv uhyve
+
+test: deps ## host tests, then every test image under every hypervisor
+	$(CARGO) test
+	$(RUNNER) $(RUNNER_FLAGS) test $(HV_ARGS)
+
+image: deps ## build the appliance image and print its path and size
+	$(RUNNER) $(RUNNER_FLAGS) build appliance
+
+bench: deps ## run the benchmark image and print its figures per hypervisor
+	$(RUNNER) $(RUNNER_FLAGS) bench $(HV_ARGS)
+
+boot-time: deps ## boot the ktest image RUNS times per hypervisor and report boot times
+	$(RUNNER) $(RUNNER_FLAGS) boot-time --runs $(RUNS) $(HV_ARGS)
+
+info: ## show the profiles, built images and hypervisor versions
+	$(RUNNER) $(RUNNER_FLAGS) info
+
+clean: ## remove build output (target/, including images and the dev token)
+	$(CARGO) clean

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what building and booting rtedge images needs, and only what is
+# missing: the x86_64-unknown-none target, QEMU (+ qboot, redis-cli) from
+# Debian, uhyve 0.10.0 from crates.io. Takes well under a second when all
+# is there.
+set -euo pipefail
+
+UHYVE_VERSION=0.10.0
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+export PATH="$PATH:$CARGO_BIN"
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif have sudo; then
+        sudo "$@"
+    else
+        echo "deps: need root to run: $*" >&2
+        return 1
+    fi
+}
+
+# 1. The kernel target.
+if ! rustup target list --installed | grep -qx x86_64-unknown-none; then
+    echo "deps: adding the x86_64-unknown-none target"
+    rustup target add x86_64-unknown-none
+fi
+
+# 2. Debian packages: QEMU (qboot.rom comes with qemu-system-data) and redis-cli.
+packages=()
+have qemu-system-x86_64 || packages+=(qemu-system-x86)
+[ -f /usr/share/qemu/qboot.rom ] || packages+=(qemu-system-data)
+have redis-cli || packages+=(redis-tools)
+if [ "${#packages[@]}" -gt 0 ]; then
+    echo "deps: installing ${packages[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Refresh the package lists only when the install cannot find something.
+    if ! as_root apt-get install -y "${packages[@]}"; then
+        as_root apt-get update
+        as_root apt-get install -y "${packages[@]}"
+    fi
+fi
+
+# 3. uhyve, the Hermit hypervisor (pinned: the boot protocol depends on it).
+uhyve_bin="$(command -v uhyve || echo "$CARGO_BIN/uhyve")"
+if ! "$uhyve_bin" --version 2>/dev/null | grep -qx "uhyve $UHYVE_VERSION"; then
+    echo "deps: installing uhyve $UHYVE_VERSION"
+    cargo install uhyve --version "$UHYVE_VERSION" --locked
+fi
