@@ -102,7 +102,7 @@ impl LatencyHistogram {
 
     /// Non-empty buckets as `(exclusive upper bound, count)`.
     pub fn non_empty_buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.buckets.iter().enumerate().filter(|(_, &count)| count > 0).map(|(index, &count)| (bucket_upper_bound(index), count))
+        self.buckets.iter().enumerate().filter(|&(_, &count)| count > 0).map(|(index, &count)| (bucket_upper_bound(index), count))
     }
 
     /// The raw bucket counts.
