@@ -51,6 +51,8 @@ struct UhyveBuffer {
     len: u64,
 }
 
+static mut UHYVE_BUFFER_BLOCK: UhyveBuffer = UhyveBuffer { address: 0, len: 0 };
+
 /// Writes bytes to the console. Callers serialise (the kernel's console lock).
 pub fn write(bytes: &[u8]) {
     match kind() {
@@ -74,18 +76,34 @@ pub fn write(bytes: &[u8]) {
             }
         }
         Console::Uhyve => {
-            // Memory is identity mapped below 4 GiB under uhyve v1, so the
-            // virtual address of the block is its physical address.
-            let block = UhyveBuffer { address: bytes.as_ptr() as u64, len: bytes.len() as u64 };
-            let address = &raw const block as u64;
-            if address >> 32 == 0 && (bytes.as_ptr() as u64) >> 32 == 0 {
-                // SAFETY: the hypercall only reads the block and the buffer.
-                unsafe { cpu::outl(UHYVE_PORT_SERIAL_BUFFER, address as u32) };
-            } else {
-                for &byte in bytes {
-                    // SAFETY: the uhyve UART hypercall takes the byte in the low bits.
-                    unsafe { cpu::outl(UHYVE_PORT_UART, u32::from(byte)) };
+            // The hypervisor reads guest-physical memory: the buffer may live
+            // on a stack in the (non-identity) stack window, so each page's
+            // part is translated; the parameter block is a static in the
+            // identity-mapped image, its address below 4 GiB (interface v1).
+            let space = crate::paging::AddressSpace::active();
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let address = rest.as_ptr() as u64;
+                let in_page = (crate::paging::PAGE_SIZE - (address % crate::paging::PAGE_SIZE)) as usize;
+                let (chunk, tail) = rest.split_at(in_page.min(rest.len()));
+                match space.translate(address) {
+                    Some(translation) if translation.physical >> 32 == 0 => {
+                        // SAFETY: the caller serialises console output, so
+                        // the static block has one user at a time.
+                        unsafe {
+                            let block = &raw mut UHYVE_BUFFER_BLOCK;
+                            core::ptr::write_volatile(block, UhyveBuffer { address: translation.physical, len: chunk.len() as u64 });
+                            cpu::outl(UHYVE_PORT_SERIAL_BUFFER, block as u64 as u32);
+                        }
+                    }
+                    _ => {
+                        for &byte in chunk {
+                            // SAFETY: the uhyve UART hypercall takes the byte in the low bits.
+                            unsafe { cpu::outl(UHYVE_PORT_UART, u32::from(byte)) };
+                        }
+                    }
                 }
+                rest = tail;
             }
         }
     }

@@ -262,3 +262,39 @@ pub unsafe fn fxrstor(area: *const u8) {
     // SAFETY: the caller guarantees the save area.
     unsafe { asm!("fxrstor64 [{}]", in(reg) area, options(nostack, preserves_flags)) };
 }
+
+/// Fills XMM0..XMM15 with values derived from `seed` (for tests of the
+/// context switch's FPU/SSE handling).
+pub fn fill_vector_registers(seed: u64) {
+    let values: [u64; 32] = core::array::from_fn(|i| seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(i as u64));
+    // SAFETY: loads 16 XMM registers from a local array; SSE2 is always
+    // present and enabled (CR4.OSFXSR) on x86_64 as rtedge boots it.
+    unsafe {
+        asm!(
+            "movdqu xmm0, [{p}]", "movdqu xmm1, [{p} + 16]", "movdqu xmm2, [{p} + 32]", "movdqu xmm3, [{p} + 48]",
+            "movdqu xmm4, [{p} + 64]", "movdqu xmm5, [{p} + 80]", "movdqu xmm6, [{p} + 96]", "movdqu xmm7, [{p} + 112]",
+            "movdqu xmm8, [{p} + 128]", "movdqu xmm9, [{p} + 144]", "movdqu xmm10, [{p} + 160]", "movdqu xmm11, [{p} + 176]",
+            "movdqu xmm12, [{p} + 192]", "movdqu xmm13, [{p} + 208]", "movdqu xmm14, [{p} + 224]", "movdqu xmm15, [{p} + 240]",
+            p = in(reg) values.as_ptr(),
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+}
+
+/// Whether XMM0..XMM15 still hold what [`fill_vector_registers`] put there.
+pub fn check_vector_registers(seed: u64) -> bool {
+    let expected: [u64; 32] = core::array::from_fn(|i| seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(i as u64));
+    let mut actual = [0u64; 32];
+    // SAFETY: stores 16 XMM registers into a local array.
+    unsafe {
+        asm!(
+            "movdqu [{p}], xmm0", "movdqu [{p} + 16], xmm1", "movdqu [{p} + 32], xmm2", "movdqu [{p} + 48], xmm3",
+            "movdqu [{p} + 64], xmm4", "movdqu [{p} + 80], xmm5", "movdqu [{p} + 96], xmm6", "movdqu [{p} + 112], xmm7",
+            "movdqu [{p} + 128], xmm8", "movdqu [{p} + 144], xmm9", "movdqu [{p} + 160], xmm10", "movdqu [{p} + 176], xmm11",
+            "movdqu [{p} + 192], xmm12", "movdqu [{p} + 208], xmm13", "movdqu [{p} + 224], xmm14", "movdqu [{p} + 240], xmm15",
+            p = in(reg) actual.as_mut_ptr(),
+            options(nostack, preserves_flags)
+        );
+    }
+    actual == expected
+}

@@ -19,14 +19,21 @@ struct UhyveExit {
     code: i32,
 }
 
+/// In the identity-mapped image: the hypervisor reads it by physical address.
+static mut UHYVE_EXIT_BLOCK: UhyveExit = UhyveExit { code: 0 };
+
 /// Exits the VM with `code` (0..=127 reach the host intact under QEMU).
 pub fn exit(code: u8) -> ! {
     cpu::interrupts_disable();
     match console::kind() {
         Console::Uhyve => {
-            let block = UhyveExit { code: i32::from(code) };
-            // SAFETY: the block is identity mapped below 4 GiB (uhyve v1).
-            unsafe { cpu::outl(UHYVE_PORT_EXIT, &raw const block as u32) };
+            // SAFETY: interrupts are off and this CPU stops here; the block is
+            // identity mapped below 4 GiB (uhyve v1).
+            unsafe {
+                let block = &raw mut UHYVE_EXIT_BLOCK;
+                core::ptr::write_volatile(block, UhyveExit { code: i32::from(code) });
+                cpu::outl(UHYVE_PORT_EXIT, block as u64 as u32);
+            }
         }
         Console::Serial => {
             // SAFETY: isa-debug-exit ends the VM; absent, the write is ignored.

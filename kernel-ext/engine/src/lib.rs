@@ -12,4 +12,6 @@ extern crate alloc;
 pub mod clock;
 pub mod cmdline;
 pub mod histogram;
+pub mod periodic;
+pub mod sched;
 pub mod timerqueue;

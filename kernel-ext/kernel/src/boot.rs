@@ -10,7 +10,7 @@ use rtedge_engine::cmdline;
 
 use crate::cpu_local::{self, CpuLocal};
 use crate::shutdown::{self, ExitCode};
-use crate::{console, console_line, memory, time, trap};
+use crate::{console, console_line, memory, softirq, thread, time, trap};
 
 /// Size of each exception (IST) stack.
 const EXCEPTION_STACK_SIZE: usize = 16 * 1024;
@@ -145,9 +145,22 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     if cmdline::get(line, "boot_only").is_some_and(|v| cmdline::parse_bool(v).unwrap_or(false)) {
         shutdown::shutdown_with(ExitCode::Success);
     }
-    // SAFETY: `__rtedge_main` is the application's entry (see `main!`).
-    let code = unsafe { __rtedge_main() };
-    shutdown::shutdown(code)
+    // The boot context becomes idle/0; the application runs in "main".
+    thread::finish_boot_cpu();
+    if let Err(error) = softirq::start_ksoftirqd(0) {
+        console_line!("rtedge: boot failed: cannot start ksoftirqd/0: {error}");
+        shutdown::shutdown_with(ExitCode::BootFailure);
+    }
+    let main = thread::Builder::new("main").stack_size(256 * 1024).spawn(|| {
+        // SAFETY: `__rtedge_main` is the application's entry (see `main!`).
+        let code = unsafe { __rtedge_main() };
+        shutdown::shutdown(code)
+    });
+    if let Err(error) = main {
+        console_line!("rtedge: boot failed: cannot start the main thread: {error}");
+        shutdown::shutdown_with(ExitCode::BootFailure);
+    }
+    thread::idle_loop()
 }
 
 fn banner(info: &BootInfo, memory: &memory::MemoryReport, calibration: calibrate::Calibration, apic_mode: apic::Mode) {

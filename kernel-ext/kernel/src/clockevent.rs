@@ -39,6 +39,17 @@ pub fn register(callback: fn(AlarmId, u64), data: u64) -> AlarmId {
     AlarmId { cpu: cpu.index, timer }
 }
 
+/// Registers a disarmed alarm on CPU `cpu` (may allocate).
+pub fn register_on(cpu: u32, callback: fn(AlarmId, u64), data: u64) -> AlarmId {
+    match cpu_local::get(cpu as usize) {
+        Some(local) => {
+            let timer = local.alarms.lock().register(Alarm { callback, data });
+            AlarmId { cpu: local.index, timer }
+        }
+        None => register(callback, data),
+    }
+}
+
 /// Removes an alarm, cancelling it.
 pub fn unregister(id: AlarmId) {
     if let Some(cpu) = cpu_local::get(id.cpu as usize) {
@@ -76,6 +87,9 @@ pub fn is_armed(id: AlarmId) -> bool {
 fn reprogram_if_local(cpu: &CpuLocal) {
     if cpu.index == cpu_local::current().index {
         reprogram(cpu);
+    } else {
+        // Another CPU's timer: let it re-arm itself for its new head.
+        apic::send_ipi(cpu.apic_id.load(core::sync::atomic::Ordering::Relaxed), apic::Ipi::Fixed(crate::trap::TIMER_VECTOR));
     }
 }
 

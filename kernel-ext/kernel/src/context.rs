@@ -18,7 +18,10 @@ pub fn in_interrupt() -> bool {
 
 /// The name of the running thread, for reports.
 pub fn current_name() -> &'static str {
-    if in_interrupt() { "<interrupt>" } else { "boot" }
+    match crate::thread::try_current() {
+        Some(thread) => thread.name(),
+        None => "boot",
+    }
 }
 
 /// The running CPU's index, or 0 before per-CPU data exists.

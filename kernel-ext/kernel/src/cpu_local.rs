@@ -1,13 +1,14 @@
 //! Per-CPU data, reached through GS (one load, no lock): the CPU's index,
 //! its alarm queue, interrupt counts and the context it is running in.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use rtedge_arch::switch;
 use rtedge_engine::timerqueue::TimerQueue;
 
 use crate::clockevent::Alarm;
 use crate::sync::IrqSpinLock;
+use crate::thread::scheduler_state::CpuScheduler;
 
 /// Most CPUs rtedge brings up.
 pub const MAX_CPUS: usize = 16;
@@ -30,6 +31,26 @@ pub struct CpuLocal {
     pub alarms: IrqSpinLock<TimerQueue<Alarm>>,
     /// Interrupts taken per vector.
     pub interrupt_counts: [AtomicU64; 256],
+    /// The thread running here (a `&'static Thread`, 0 before scheduling).
+    pub current_thread: AtomicUsize,
+    /// The thread just switched away from, until its registers are saved.
+    pub previous_thread: AtomicUsize,
+    /// Set when a more urgent thread is ready here.
+    pub need_resched: AtomicBool,
+    /// What runs here: 0 idle, 1 kernel thread, 2 RT thread.
+    pub running_class: AtomicU32,
+    /// Threads queued here (runnable, not running).
+    pub queued: AtomicU32,
+    /// This CPU's run queue.
+    pub scheduler: IrqSpinLock<Option<CpuScheduler>>,
+    /// Pending soft interrupts (bit n = vector n).
+    pub softirq_pending: AtomicU64,
+    /// Softirq processing / bottom-half disable depth.
+    pub softirq_depth: AtomicU32,
+    /// Set while ksoftirqd owns a flood on this CPU.
+    pub softirq_deferred: AtomicBool,
+    /// Softirqs run per vector.
+    pub softirq_counts: [AtomicU64; crate::softirq::MAX_VECTORS],
 }
 
 impl CpuLocal {
@@ -42,6 +63,16 @@ impl CpuLocal {
             realtime: AtomicU32::new(0),
             alarms: IrqSpinLock::new(TimerQueue::new()),
             interrupt_counts: [const { AtomicU64::new(0) }; 256],
+            current_thread: AtomicUsize::new(0),
+            previous_thread: AtomicUsize::new(0),
+            need_resched: AtomicBool::new(false),
+            running_class: AtomicU32::new(0),
+            queued: AtomicU32::new(0),
+            scheduler: IrqSpinLock::new(None),
+            softirq_pending: AtomicU64::new(0),
+            softirq_depth: AtomicU32::new(0),
+            softirq_deferred: AtomicBool::new(false),
+            softirq_counts: [const { AtomicU64::new(0) }; crate::softirq::MAX_VECTORS],
         }
     }
 }

@@ -15,13 +15,18 @@ pub mod clockevent;
 pub mod console;
 pub mod context;
 pub mod cpu_local;
+pub mod events;
 pub mod ktest;
 pub mod memory;
 pub mod shutdown;
+pub mod softirq;
 pub mod sync;
+pub mod thread;
 pub mod time;
 pub mod trap;
 
+#[cfg(feature = "ktest")]
+pub mod bench;
 #[cfg(feature = "ktest")]
 pub mod selftest;
 

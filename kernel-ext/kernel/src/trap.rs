@@ -82,6 +82,7 @@ pub fn init() {
 /// Registers the kernel's own interrupt handlers.
 pub fn register_kernel_handlers() {
     let _ = register(TIMER_VECTOR, "local-timer", |_| crate::clockevent::handle_interrupt());
+    let _ = register(RESCHEDULE_VECTOR, "reschedule-ipi", crate::thread::reschedule_interrupt);
     let _ = register(APIC_ERROR_VECTOR, "apic-error", |_| {
         log::warn!("local APIC error, status {:#x}", apic::error_status());
     });
@@ -109,7 +110,16 @@ fn handle(frame: &mut TrapFrame) {
         handler(vector);
     }
     apic::end_of_interrupt();
-    local.irq_depth.fetch_sub(1, Ordering::Relaxed);
+    if local.irq_depth.fetch_sub(1, Ordering::Relaxed) == 1 {
+        // Back to thread level: bottom halves first (unless an RT thread
+        // was interrupted), then a pending reschedule.
+        if local.realtime.load(Ordering::Relaxed) == 0 {
+            crate::softirq::run_pending();
+        }
+        if local.need_resched.load(Ordering::Acquire) && local.current_thread.load(Ordering::Relaxed) != 0 {
+            crate::thread::preempt_from_interrupt();
+        }
+    }
 }
 
 fn exception(frame: &TrapFrame) -> ! {

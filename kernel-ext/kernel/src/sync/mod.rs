@@ -2,13 +2,21 @@
 //!
 //! Lock order (outermost first); never take an earlier lock while holding a
 //! later one:
-//! 1. subsystem registries (IRQ handler table, timer registry)
-//! 2. per-CPU alarm queues
-//! 3. the heap
-//! 4. the console
+//! 1. sleeping locks (`Mutex`, semaphores): never held across an
+//!    interrupt-disabled section's blocking wait
+//! 2. subsystem registries (IRQ handler table, thread table, timer registry)
+//! 3. wait-queue lists
+//! 4. per-CPU run queues (`scheduler`), then per-CPU alarm queues
+//! 5. a thread's own statistics lock
+//! 6. the heap
+//! 7. the console
 //!
 //! The console lock is innermost: anything may log while holding a lock.
 
+mod mutex;
+mod semaphore;
 mod spin;
 
+pub use mutex::{Mutex, MutexGuard};
+pub use semaphore::Semaphore;
 pub use spin::{IrqSpinLock, IrqSpinLockGuard};

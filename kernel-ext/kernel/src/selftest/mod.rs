@@ -12,7 +12,12 @@ use rtedge_arch::cpu;
 use crate::ktest::{Outcome, Test};
 use crate::{check, check_eq, clockevent, cpu_local, memory, time, trap};
 
-/// Every kernel test, in the order they run.
+mod threads;
+
+/// Every group of kernel tests, in the order they run.
+pub const GROUPS: &[&[Test]] = &[TESTS, threads::TESTS];
+
+/// The foundation's tests: memory, time, console, CPU state.
 pub const TESTS: &[Test] = &[
     Test { name: "memory::heap_alloc_and_free_return_to_baseline", run: heap_alloc_and_free },
     Test { name: "memory::heap_large_allocation", run: heap_large_allocation },

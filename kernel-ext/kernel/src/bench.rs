@@ -1,0 +1,178 @@
+//! Benchmarks that print figures (`bench:` lines) for the runner. They
+//! measure; they never assert on time.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use rtedge_arch::cpu;
+use rtedge_engine::cmdline;
+use rtedge_engine::histogram::LatencyHistogram;
+
+use crate::sync::IrqSpinLock;
+use crate::thread::{self, Builder};
+use crate::{console_line, time};
+
+const MILLISECOND: u64 = 1_000_000;
+const SECOND: u64 = 1_000_000_000;
+
+/// Runs every benchmark.
+pub fn run_all() {
+    let seconds = cmdline::get(crate::boot::command_line(), "bench_seconds")
+        .and_then(|value| cmdline::parse_u64(value).ok())
+        .unwrap_or(10)
+        .clamp(1, 600);
+    console_line!("bench: begin (release latency runs {seconds} s per case)");
+    release_latency("rt-release-beside-hog", seconds, true);
+    context_switch_cost();
+    console_line!("bench: end");
+}
+
+static SAMPLES: IrqSpinLock<Vec<u64>> = IrqSpinLock::new(Vec::new());
+
+/// Prints min/median/p99/max of sorted samples and the log2 histogram.
+pub fn report(name: &str, samples: &mut [u64], extra: &str) {
+    samples.sort_unstable();
+    let count = samples.len();
+    if count == 0 {
+        console_line!("bench: {name} samples=0 {extra}");
+        return;
+    }
+    let at = |per_mille: usize| samples[((count - 1) * per_mille) / 1000];
+    console_line!(
+        "bench: {name} samples={count} min_ns={} median_ns={} p99_ns={} p999_ns={} max_ns={} {extra}",
+        samples[0],
+        at(500),
+        at(990),
+        at(999),
+        samples[count - 1]
+    );
+    let mut histogram = LatencyHistogram::new();
+    for &sample in samples.iter() {
+        histogram.record(sample);
+    }
+    let mut line = alloc::string::String::new();
+    for (upper, count) in histogram.non_empty_buckets() {
+        use core::fmt::Write;
+        let lower = upper / 2;
+        let _ = write!(line, " [{}..{}):{count}", humanize(lower), humanize(upper));
+    }
+    console_line!("bench: {name} histogram{line}");
+}
+
+fn humanize(ns: u64) -> alloc::string::String {
+    if ns >= SECOND {
+        alloc::format!("{}s", ns / SECOND)
+    } else if ns >= MILLISECOND {
+        alloc::format!("{}ms", ns / MILLISECOND)
+    } else if ns >= 1000 {
+        alloc::format!("{}us", ns / 1000)
+    } else {
+        alloc::format!("{ns}ns")
+    }
+}
+
+/// A 1 kHz RT thread for `seconds`, optionally beside a CPU-hogging kernel
+/// thread on the same CPU; prints release latency figures.
+pub fn release_latency(name: &str, seconds: u64, with_hog: bool) {
+    static STOP_HOG: AtomicBool = AtomicBool::new(false);
+    let periods = seconds * 1000;
+    {
+        let mut samples = SAMPLES.lock();
+        samples.clear();
+        samples.reserve(periods as usize);
+    }
+    STOP_HOG.store(false, Ordering::SeqCst);
+    let hog = with_hog.then(|| {
+        Builder::new("bench-hog").spawn(|| {
+            let mut spins = 0u64;
+            while !STOP_HOG.load(Ordering::Relaxed) {
+                spins = spins.wrapping_add(1);
+                cpu::pause();
+            }
+            (spins & 0x7fff_ffff) as i32
+        })
+    });
+    let rt = Builder::new("bench-rt-1khz").realtime(50).spawn(move || {
+        if thread::make_periodic(time::now_ns() + MILLISECOND, MILLISECOND).is_err() {
+            return -1;
+        }
+        for _ in 0..periods {
+            match thread::wait_next_period() {
+                Ok(release) => {
+                    let mut samples = SAMPLES.lock();
+                    if samples.len() < samples.capacity() {
+                        samples.push(release.latency_ns);
+                    }
+                }
+                Err(_) => return -2,
+            }
+        }
+        0
+    });
+    let Ok(rt) = rt else {
+        console_line!("bench: {name} could not start the RT thread");
+        return;
+    };
+    let mut misses = 0;
+    let mut skipped = 0;
+    if let Some(thread) = thread::get(rt) {
+        while thread.state() != thread::State::Exited {
+            let _ = thread::sleep_ns(100 * MILLISECOND);
+            if let Some(periodic) = thread.realtime_stats().periodic {
+                misses = periodic.misses();
+                skipped = periodic.skipped();
+            }
+        }
+    }
+    let _ = thread::join(rt, Some(SECOND));
+    STOP_HOG.store(true, Ordering::SeqCst);
+    if let Some(Ok(hog)) = hog {
+        let _ = thread::join(hog, Some(SECOND));
+    }
+    let mut samples = core::mem::take(&mut *SAMPLES.lock());
+    let extra = alloc::format!(
+        "hz=1000 seconds={seconds} misses={misses} skipped={skipped} hog={}",
+        if with_hog { "kernel-thread-spinning-same-cpu" } else { "none" }
+    );
+    report(name, &mut samples, &extra);
+}
+
+/// Two RT threads of equal priority yield to each other; the time per
+/// switch includes the scheduler's decision and the register save/restore
+/// (FXSAVE/FXRSTOR included).
+pub fn context_switch_cost() {
+    const ROUNDS: u64 = 20_000;
+    static START: AtomicU64 = AtomicU64::new(0);
+    static END: AtomicU64 = AtomicU64::new(0);
+    let switches_before = thread::cpu_switches();
+    let body = || {
+        for _ in 0..ROUNDS {
+            thread::yield_cpu();
+        }
+        END.store(time::now_ns(), Ordering::SeqCst);
+        0
+    };
+    let a = Builder::new("bench-switch-a").realtime(60).cpu(0).create(body);
+    let b = Builder::new("bench-switch-b").realtime(60).cpu(0).create(body);
+    let (Ok(a), Ok(b)) = (a, b) else {
+        console_line!("bench: context-switch could not create threads");
+        return;
+    };
+    // A higher-priority starter makes both ready before either runs.
+    let starter = Builder::new("bench-switch-start").realtime(61).cpu(0).spawn(move || {
+        START.store(time::now_ns(), Ordering::SeqCst);
+        let _ = thread::start(a);
+        let _ = thread::start(b);
+        0
+    });
+    let _ = starter.map(|starter| thread::join(starter, Some(SECOND)));
+    let _ = thread::join(a, Some(60 * SECOND));
+    let _ = thread::join(b, Some(60 * SECOND));
+    let switches = thread::cpu_switches() - switches_before;
+    let elapsed = END.load(Ordering::SeqCst).saturating_sub(START.load(Ordering::SeqCst));
+    let yields = 2 * ROUNDS;
+    console_line!(
+        "bench: context-switch yields={yields} elapsed_ns={elapsed} ns_per_switch={} (switches counted {switches}; includes scheduler decision and FXSAVE/FXRSTOR)",
+        elapsed / yields.max(1)
+    );
+}

@@ -1,0 +1,599 @@
+//! Running the policy: per-CPU run queues (`rtedge_engine::sched`), the
+//! switch, wake-ups with preemption, time slices for kernel threads, the
+//! idle loop, and the per-thread timer that serves sleeps, timeouts and
+//! periodic releases.
+//!
+//! The engine decides which thread runs next; this module keeps the
+//! bookkeeping and asks `rtedge_arch::switch` to switch.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use rtedge_arch::{apic, cpu, switch};
+use rtedge_engine::sched::{self, Candidate, Picked, RunQueue, Running};
+
+use super::{by_slot, State, Thread, WakeReason, KIND_IDLE, MAX_THREADS};
+use crate::clockevent::{self, AlarmId};
+use crate::cpu_local::{self, CpuLocal};
+use crate::{context, time, trap};
+
+/// One CPU's scheduler state.
+pub struct CpuScheduler {
+    queue: RunQueue,
+    idle: &'static Thread,
+    slice_alarm: AlarmId,
+}
+
+/// CPUs that run the scheduler.
+static ONLINE: AtomicU64 = AtomicU64::new(0);
+/// CPUs reserved for pinned work (`isolcpus=`).
+static ISOLATED: AtomicU64 = AtomicU64::new(0);
+/// Context switches performed, all CPUs.
+static SWITCHES: AtomicU64 = AtomicU64::new(0);
+
+const RUNNING_IDLE: u32 = 0;
+const RUNNING_FAIR: u32 = 1;
+const RUNNING_REALTIME: u32 = 2;
+
+/// Mask of CPUs online in the scheduler.
+pub fn online_mask() -> u64 {
+    ONLINE.load(Ordering::Acquire)
+}
+
+/// Sets the CPUs kept free of unpinned work.
+pub fn set_isolated(mask: u64) {
+    ISOLATED.store(mask, Ordering::Release);
+}
+
+/// CPUs kept free of unpinned work.
+pub fn isolated_mask() -> u64 {
+    ISOLATED.load(Ordering::Acquire)
+}
+
+/// Context switches since boot, all CPUs.
+pub fn cpu_switches() -> u64 {
+    SWITCHES.load(Ordering::Relaxed)
+}
+
+/// The thread running on this CPU.
+pub fn current() -> &'static Thread {
+    let pointer = cpu_local::current().current_thread.load(Ordering::Acquire);
+    debug_assert!(pointer != 0, "no current thread before the scheduler starts");
+    // SAFETY: only the scheduler stores here, always a &'static Thread.
+    unsafe { &*(pointer as *const Thread) }
+}
+
+/// The running thread, or `None` before the scheduler started on this CPU.
+pub fn try_current() -> Option<&'static Thread> {
+    if !cpu_local::is_installed() {
+        return None;
+    }
+    let pointer = cpu_local::current().current_thread.load(Ordering::Acquire);
+    // SAFETY: as in `current`.
+    (pointer != 0).then(|| unsafe { &*(pointer as *const Thread) })
+}
+
+/// The running thread's id.
+pub fn current_id() -> super::ThreadId {
+    current().id()
+}
+
+fn running_of(thread: &Thread) -> Running {
+    match thread.kind() {
+        super::Kind::Realtime { priority } => Running::Realtime { priority },
+        super::Kind::Kernel { .. } => Running::Fair { vruntime: thread.vruntime.load(Ordering::Relaxed) },
+        super::Kind::Idle => Running::Idle,
+    }
+}
+
+/// Makes `boot_thread` (the code running now on this CPU) the CPU's idle
+/// thread and starts scheduling here. Called once per CPU.
+fn init_cpu(idle: &'static Thread) {
+    let local = cpu_local::current();
+    let slice_alarm = clockevent::register(slice_expired, 0);
+    *local.scheduler.lock() = Some(CpuScheduler { queue: RunQueue::new(MAX_THREADS), idle, slice_alarm });
+    idle.cpu.store(local.index, Ordering::Relaxed);
+    idle.affinity.store(1 << local.index, Ordering::Relaxed);
+    idle.pinned.store(true, Ordering::Relaxed);
+    idle.kind_tag.store(KIND_IDLE, Ordering::Relaxed);
+    idle.context_saved.store(false, Ordering::Release);
+    idle.switched_in_ns.store(time::now_ns(), Ordering::Relaxed);
+    idle.set_state(State::Running);
+    local.current_thread.store(idle as *const Thread as usize, Ordering::Release);
+    ONLINE.fetch_or(1 << local.index, Ordering::AcqRel);
+}
+
+fn adopt_running_context_as_idle() -> &'static Thread {
+    let index = cpu_local::current().index;
+    let thread = super::claim_slot().unwrap_or_else(|error| {
+        crate::console_line!("rtedge: cannot create the idle thread of cpu {index}: {error}");
+        crate::shutdown::shutdown_with(crate::ExitCode::BootFailure)
+    });
+    let mut name = [0u8; 16];
+    let text = format_name(&mut name, "idle/", index);
+    super::set_name(thread, text);
+    thread
+}
+
+fn format_name<'a>(buffer: &'a mut [u8; 16], prefix: &'a str, index: u32) -> &'a str {
+    use core::fmt::Write;
+    struct Cursor<'b> {
+        buffer: &'b mut [u8; 16],
+        len: usize,
+    }
+    impl Write for Cursor<'_> {
+        fn write_str(&mut self, text: &str) -> core::fmt::Result {
+            let end = (self.len + text.len()).min(self.buffer.len());
+            let take = end - self.len;
+            self.buffer[self.len..end].copy_from_slice(&text.as_bytes()[..take]);
+            self.len = end;
+            Ok(())
+        }
+    }
+    let mut cursor = Cursor { buffer, len: 0 };
+    let _ = write!(cursor, "{prefix}{index}");
+    let len = cursor.len;
+    core::str::from_utf8(&buffer[..len]).unwrap_or(prefix)
+}
+
+/// Starts scheduling on the boot CPU: the boot context becomes `idle/0`.
+pub fn finish_boot_cpu() {
+    let idle = adopt_running_context_as_idle();
+    init_cpu(idle);
+}
+
+/// Starts scheduling on a secondary CPU (its boot context becomes its idle
+/// thread) and never returns.
+pub fn start_secondary_cpu() -> ! {
+    let idle = adopt_running_context_as_idle();
+    init_cpu(idle);
+    idle_loop()
+}
+
+/// The idle loop: run whatever is ready, else halt until an interrupt.
+pub fn idle_loop() -> ! {
+    loop {
+        cpu::interrupts_disable();
+        let local = cpu_local::current();
+        let work = local.need_resched.load(Ordering::Acquire) || local.queued.load(Ordering::Acquire) != 0;
+        if work {
+            schedule_with(Reason::Preempt);
+            cpu::interrupts_enable();
+            continue;
+        }
+        if crate::softirq::pending_here() {
+            cpu::interrupts_enable();
+            crate::softirq::run_pending();
+            continue;
+        }
+        // STI's shadow covers HLT: an interrupt between the check and the
+        // halt wakes the halt instead of being lost.
+        cpu::enable_and_halt();
+    }
+}
+
+/// Picks a CPU for a thread being placed for the first time.
+pub(super) fn place_new(affinity: u64) -> u32 {
+    let online = online_mask();
+    let allowed = affinity & online;
+    let free = allowed & !isolated_mask();
+    let candidates = if free != 0 { free } else { allowed };
+    if candidates == 0 {
+        return 0;
+    }
+    least_loaded(candidates)
+}
+
+fn least_loaded(candidates: u64) -> u32 {
+    let mut best = candidates.trailing_zeros();
+    let mut best_load = u32::MAX;
+    for cpu in 0..64u32 {
+        if candidates & (1 << cpu) == 0 {
+            continue;
+        }
+        if let Some(local) = cpu_local::get(cpu as usize) {
+            let running = local.running_class.load(Ordering::Relaxed);
+            let load = local.queued.load(Ordering::Relaxed) * 2 + u32::from(running != RUNNING_IDLE);
+            if load < best_load {
+                best = cpu;
+                best_load = load;
+            }
+        }
+    }
+    best
+}
+
+/// The CPU real-time threads go to when not pinned: the first isolated CPU
+/// if any (that is what isolation is for), else CPU 0.
+pub(super) fn default_realtime_cpu() -> u32 {
+    let isolated = isolated_mask() & online_mask();
+    if isolated != 0 { isolated.trailing_zeros() } else { 0 }
+}
+
+/// Chooses where a woken thread runs: its CPU if pinned; otherwise its last
+/// CPU unless another allowed CPU is idle (unpinned threads stay off
+/// isolated CPUs).
+fn select_cpu(thread: &Thread) -> u32 {
+    let online = online_mask();
+    let allowed = thread.affinity() & online;
+    if allowed == 0 {
+        return thread.cpu();
+    }
+    if allowed.count_ones() == 1 {
+        return allowed.trailing_zeros();
+    }
+    let candidates = if thread.is_pinned() { allowed } else { allowed & !isolated_mask() };
+    let candidates = if candidates == 0 { allowed } else { candidates };
+    let last = thread.cpu();
+    let idle = |cpu: u32| {
+        cpu_local::get(cpu as usize).is_some_and(|local| {
+            local.running_class.load(Ordering::Relaxed) == RUNNING_IDLE && local.queued.load(Ordering::Relaxed) == 0
+        })
+    };
+    if candidates & (1 << last) != 0 && idle(last) {
+        return last;
+    }
+    for cpu in 0..64u32 {
+        if candidates & (1 << cpu) != 0 && idle(cpu) {
+            return cpu;
+        }
+    }
+    if candidates & (1 << last) != 0 { last } else { least_loaded(candidates) }
+}
+
+/// Queues a thread that just became `Ready` and preempts whatever runs on
+/// its CPU if the policy says so. Safe from any context; never allocates.
+pub(super) fn enqueue_woken(thread: &'static Thread) {
+    let target_cpu = select_cpu(thread);
+    thread.cpu.store(target_cpu, Ordering::Relaxed);
+    let Some(target) = cpu_local::get(target_cpu as usize) else { return };
+    let preempt = {
+        let mut guard = target.scheduler.lock();
+        let Some(scheduler) = guard.as_mut() else { return };
+        let candidate = match thread.kind() {
+            super::Kind::Realtime { priority } => {
+                if scheduler.queue.enqueue_realtime(thread.slot, priority, false).is_err() {
+                    return;
+                }
+                Candidate::Realtime { priority }
+            }
+            super::Kind::Kernel { .. } => {
+                let weight = thread.weight.load(Ordering::Relaxed);
+                match scheduler.queue.enqueue_fair(thread.slot, thread.vruntime.load(Ordering::Relaxed), weight, true) {
+                    Ok(placed) => {
+                        thread.vruntime.store(placed, Ordering::Relaxed);
+                        Candidate::Fair { vruntime: placed }
+                    }
+                    Err(_) => return,
+                }
+            }
+            super::Kind::Idle => return,
+        };
+        target.queued.store((scheduler.queue.realtime_len() + scheduler.queue.fair_len()) as u32, Ordering::Release);
+        let running = target.current_thread.load(Ordering::Acquire);
+        if running == 0 {
+            false
+        } else {
+            // SAFETY: the scheduler stores only &'static Thread pointers here.
+            let running = unsafe { &*(running as *const Thread) };
+            let preempt = sched::should_preempt(running_of(running), candidate);
+            if !preempt {
+                if let (Running::Fair { .. }, Candidate::Fair { .. }) = (running_of(running), candidate) {
+                    // The running kernel thread had the CPU alone, so no slice
+                    // was armed (tickless): share from now on.
+                    if !clockevent::is_armed(scheduler.slice_alarm) {
+                        let weight = running.weight.load(Ordering::Relaxed);
+                        let total = scheduler.queue.fair_weight() + u64::from(weight);
+                        let slice = sched::fair_slice_ns(weight, total, scheduler.queue.fair_len() + 1);
+                        clockevent::arm(scheduler.slice_alarm, time::now_ns() + slice);
+                    }
+                }
+            }
+            preempt
+        }
+    };
+    if preempt {
+        request_reschedule(target, thread.is_realtime());
+    }
+}
+
+/// Makes `target` CPU reschedule as soon as possible.
+fn request_reschedule(target: &CpuLocal, candidate_is_realtime: bool) {
+    target.need_resched.store(true, Ordering::Release);
+    let local = cpu_local::current();
+    if target.index != local.index {
+        apic::send_ipi(target.apic_id.load(Ordering::Relaxed), apic::Ipi::Fixed(trap::RESCHEDULE_VECTOR));
+    } else if context::in_interrupt() {
+        // The interrupt's exit path reschedules.
+    } else if crate::softirq::in_softirq() && !candidate_is_realtime {
+        // Softirq work finishes before another kernel thread gets the CPU;
+        // the flag is acted on when processing ends.
+    } else if cpu::interrupts_enabled() {
+        schedule_with(Reason::Preempt);
+    } else {
+        // Interrupts are off (a lock is held): a self-IPI fires the moment
+        // they are enabled again, and its exit path reschedules.
+        apic::send_self(trap::RESCHEDULE_VECTOR);
+    }
+}
+
+/// Why the running thread enters the scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reason {
+    /// Something more urgent became ready (involuntary).
+    Preempt,
+    /// The thread gives up the CPU but stays ready.
+    Yield,
+    /// The thread has set a waiting state (or exited).
+    Block,
+}
+
+/// Called from the interrupt exit path when a reschedule is pending.
+pub fn preempt_from_interrupt() {
+    if crate::softirq::in_softirq() {
+        // Softirq processing is preempted only by real-time threads.
+        let local = cpu_local::current();
+        let realtime_waiting = local
+            .scheduler
+            .lock()
+            .as_ref()
+            .is_some_and(|scheduler| scheduler.queue.best_realtime_priority().is_some());
+        if !realtime_waiting {
+            return;
+        }
+    }
+    schedule_with(Reason::Preempt);
+}
+
+/// Gives up the CPU voluntarily, staying ready.
+pub fn yield_now() {
+    schedule_with(Reason::Yield);
+}
+
+/// Runs the scheduler for a thread that set a waiting state.
+pub fn schedule() {
+    schedule_with(Reason::Block);
+}
+
+fn schedule_with(reason: Reason) {
+    let interrupts_were_enabled = cpu::interrupts_save();
+    let local = cpu_local::current();
+    if local.irq_depth.load(Ordering::Relaxed) != 0 {
+        // Never switch inside an interrupt handler; its exit path will.
+        cpu::interrupts_restore(interrupts_were_enabled);
+        return;
+    }
+    local.need_resched.store(false, Ordering::Release);
+    let previous = current();
+    let now = time::now_ns();
+    let next = {
+        let mut guard = local.scheduler.lock();
+        let Some(scheduler) = guard.as_mut() else {
+            drop(guard);
+            cpu::interrupts_restore(interrupts_were_enabled);
+            return;
+        };
+        let ran = now.saturating_sub(previous.switched_in_ns.load(Ordering::Relaxed));
+        previous.runtime_ns.fetch_add(ran, Ordering::Relaxed);
+        previous.switched_in_ns.store(now, Ordering::Relaxed);
+        if let super::Kind::Kernel { .. } = previous.kind() {
+            let weight = previous.weight.load(Ordering::Relaxed);
+            previous.vruntime.fetch_add(sched::virtual_runtime(ran, weight), Ordering::Relaxed);
+        }
+        if core::ptr::eq(previous, scheduler.idle) {
+            // The idle thread is never queued; it is "ready" whenever it is not running.
+            previous.set_state(State::Ready);
+        } else if previous.state() == State::Running {
+            previous.set_state(State::Ready);
+            if reason == Reason::Preempt {
+                previous.involuntary_switches.fetch_add(1, Ordering::Relaxed);
+            }
+            match previous.kind() {
+                super::Kind::Realtime { priority } => {
+                    let _ = scheduler.queue.enqueue_realtime(previous.slot, priority, reason == Reason::Preempt);
+                }
+                super::Kind::Kernel { .. } => {
+                    let weight = previous.weight.load(Ordering::Relaxed);
+                    let vruntime = previous.vruntime.load(Ordering::Relaxed);
+                    if let Ok(placed) = scheduler.queue.enqueue_fair(previous.slot, vruntime, weight, false) {
+                        previous.vruntime.store(placed, Ordering::Relaxed);
+                    }
+                }
+                super::Kind::Idle => {}
+            }
+        }
+        let next = match scheduler.queue.pick_next() {
+            Some(picked) => match by_slot(picked.slot()) {
+                Some(thread) => {
+                    if let Picked::Fair { vruntime, .. } = picked {
+                        thread.vruntime.store(vruntime, Ordering::Relaxed);
+                    }
+                    thread
+                }
+                None => scheduler.idle,
+            },
+            None => scheduler.idle,
+        };
+        next.set_state(State::Running);
+        next.cpu.store(local.index, Ordering::Relaxed);
+        // Kernel threads share the CPU by slices, armed only while others wait.
+        match next.kind() {
+            super::Kind::Kernel { .. } if scheduler.queue.fair_len() > 0 => {
+                let weight = next.weight.load(Ordering::Relaxed);
+                let total = scheduler.queue.fair_weight() + u64::from(weight);
+                let slice = sched::fair_slice_ns(weight, total, scheduler.queue.fair_len() + 1);
+                scheduler.queue.observe_running(next.vruntime.load(Ordering::Relaxed));
+                clockevent::arm(scheduler.slice_alarm, now + slice);
+            }
+            _ => {
+                clockevent::cancel(scheduler.slice_alarm);
+            }
+        }
+        local.running_class.store(
+            match next.kind() {
+                super::Kind::Realtime { .. } => RUNNING_REALTIME,
+                super::Kind::Kernel { .. } => RUNNING_FAIR,
+                super::Kind::Idle => RUNNING_IDLE,
+            },
+            Ordering::Release,
+        );
+        local.queued.store((scheduler.queue.realtime_len() + scheduler.queue.fair_len()) as u32, Ordering::Release);
+        next
+    };
+    if core::ptr::eq(next, previous) {
+        cpu::interrupts_restore(interrupts_were_enabled);
+        return;
+    }
+    next.switched_in_ns.store(now, Ordering::Relaxed);
+    next.switches.fetch_add(1, Ordering::Relaxed);
+    SWITCHES.fetch_add(1, Ordering::Relaxed);
+    local.previous_thread.store(previous as *const Thread as usize, Ordering::Release);
+    local.current_thread.store(next as *const Thread as usize, Ordering::Release);
+    local.realtime.store(u32::from(next.is_realtime()), Ordering::Release);
+    // Another CPU may still be saving `next`'s registers.
+    while !next.context_saved.load(Ordering::Acquire) {
+        cpu::pause();
+    }
+    next.context_saved.store(false, Ordering::Relaxed);
+    // SAFETY: interrupts are off; `previous` is this CPU's running thread and
+    // `next` holds saved (or prepared) registers no other CPU is using.
+    unsafe { switch::switch(previous.context.get(), next.context.get()) };
+    finish_switch();
+    // Back on `previous`, possibly on another CPU. Work queued for the bottom
+    // halves runs before a non-RT thread continues.
+    if !previous.is_realtime() {
+        crate::softirq::run_pending();
+        if cpu_local::current().need_resched.load(Ordering::Acquire) && !crate::softirq::in_softirq() {
+            cpu::interrupts_restore(interrupts_were_enabled);
+            if interrupts_were_enabled {
+                schedule_with(Reason::Preempt);
+            }
+            return;
+        }
+    }
+    cpu::interrupts_restore(interrupts_were_enabled);
+}
+
+/// Runs on the new thread right after a switch: the previous thread's
+/// registers are now saved, so another CPU may resume it.
+fn finish_switch() {
+    let local = cpu_local::current();
+    let previous = local.previous_thread.swap(0, Ordering::AcqRel);
+    if previous != 0 {
+        // SAFETY: the scheduler stores only &'static Thread pointers here.
+        let previous = unsafe { &*(previous as *const Thread) };
+        previous.context_saved.store(true, Ordering::Release);
+    }
+}
+
+/// First code of every new thread (the arch trampoline calls it).
+pub(super) extern "C" fn thread_start(slot: u64) -> ! {
+    finish_switch();
+    cpu::interrupts_enable();
+    let Some(thread) = by_slot(slot as u16) else { super::exit(-1) };
+    if !thread.is_realtime() {
+        crate::softirq::run_pending();
+    }
+    // SAFETY: the entry was stored at creation and only this thread runs it.
+    let code = unsafe { (*thread.entry.get()).run() };
+    super::exit(code)
+}
+
+/// Final switch away from an exiting thread.
+pub(super) fn exit_current(thread: &'static Thread) -> ! {
+    // Interrupts stay off from here: the thread must not be preempted
+    // between becoming Exited and waking its joiners.
+    cpu::interrupts_disable();
+    thread.set_state(State::Exited);
+    thread.exit_waiters.wake_all();
+    schedule_with(Reason::Block);
+    unreachable!("an exited thread was resumed")
+}
+
+/// Sleeps the calling thread until `deadline_ns` (or an earlier wake-up).
+pub(super) fn sleep_current(thread: &'static Thread, deadline_ns: u64) {
+    let Some(alarm) = thread.thread_alarm() else { return };
+    let interrupts_were_enabled = cpu::interrupts_save();
+    thread.wake_reason.store(WakeReason::Signaled as u8, Ordering::Relaxed);
+    thread.set_state(State::Sleeping);
+    if thread.interrupted() {
+        thread.set_state(State::Running);
+        cpu::interrupts_restore(interrupts_were_enabled);
+        return;
+    }
+    clockevent::arm(alarm, deadline_ns);
+    schedule_with(Reason::Block);
+    clockevent::cancel(alarm);
+    cpu::interrupts_restore(interrupts_were_enabled);
+}
+
+/// Suspends the calling thread until woken.
+pub(super) fn suspend_current(thread: &'static Thread) {
+    let interrupts_were_enabled = cpu::interrupts_save();
+    thread.set_state(State::Suspended);
+    // A wake-up may have landed between the caller's check and the state change.
+    if (thread.wake_pending.swap(false, Ordering::AcqRel) || thread.interrupted())
+        && thread.transition(State::Suspended, State::Running)
+    {
+        cpu::interrupts_restore(interrupts_were_enabled);
+        return;
+    }
+    schedule_with(Reason::Block);
+    cpu::interrupts_restore(interrupts_were_enabled);
+}
+
+/// Blocks the calling thread on a wait queue (state already `Blocked`),
+/// with an optional timeout.
+pub(super) fn block_current(thread: &'static Thread, deadline_ns: Option<u64>) {
+    let alarm = deadline_ns.and_then(|deadline| thread.thread_alarm().map(|alarm| (alarm, deadline)));
+    if let Some((alarm, deadline)) = alarm {
+        clockevent::arm(alarm, deadline);
+    }
+    schedule_with(Reason::Block);
+    if let Some((alarm, _)) = alarm {
+        clockevent::cancel(alarm);
+    }
+}
+
+/// Wakes a thread out of any wait because of a cancel or stop request.
+pub(super) fn interrupt_wait(thread: &'static Thread) {
+    for from in [State::Sleeping, State::Suspended, State::Blocked] {
+        if thread.transition(from, State::Ready) {
+            thread.wake_reason.store(WakeReason::Interrupted as u8, Ordering::Release);
+            enqueue_woken(thread);
+            return;
+        }
+    }
+}
+
+/// Wakes a blocked thread (wait queues). Returns false if it was not blocked.
+pub(super) fn wake_blocked(thread: &'static Thread) -> bool {
+    if thread.transition(State::Blocked, State::Ready) {
+        thread.wake_reason.store(WakeReason::Signaled as u8, Ordering::Release);
+        enqueue_woken(thread);
+        true
+    } else {
+        false
+    }
+}
+
+/// The per-thread timer fired: end a sleep or a timed wait.
+pub(super) fn thread_alarm_fired(_: AlarmId, slot: u64) {
+    let Some(thread) = by_slot(slot as u16) else { return };
+    for from in [State::Sleeping, State::Blocked] {
+        if thread.transition(from, State::Ready) {
+            thread.wake_reason.store(WakeReason::Timeout as u8, Ordering::Release);
+            enqueue_woken(thread);
+            return;
+        }
+    }
+}
+
+/// A kernel thread's time slice ended while others wait: reschedule.
+fn slice_expired(_: AlarmId, _: u64) {
+    cpu_local::current().need_resched.store(true, Ordering::Release);
+}
+
+/// The reschedule IPI's handler: the flag is set; the exit path acts.
+pub(crate) fn reschedule_interrupt(_vector: u8) {
+    cpu_local::current().need_resched.store(true, Ordering::Release);
+}

@@ -1,0 +1,176 @@
+//! Wait queues: threads sleeping until a condition holds, woken in FIFO
+//! order. The list is intrusive (a link in each thread's control block), so
+//! waking never allocates and works from interrupts, softirqs and RT
+//! threads. The condition is checked under the queue's lock, and wakers
+//! take that lock after changing what the condition reads, so no wake-up is
+//! ever lost between the check and the sleep.
+
+use core::sync::atomic::Ordering;
+
+use super::scheduler::{self, current};
+use super::{by_slot, State, Thread};
+use crate::context;
+use crate::sync::IrqSpinLock;
+use crate::time;
+
+/// "No thread" in the intrusive links.
+pub(super) const NONE: u16 = u16::MAX;
+
+/// Why a wait ended without its condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitError {
+    /// The deadline passed.
+    Timeout,
+    /// A stop or cancellation request arrived.
+    Interrupted,
+}
+
+impl core::fmt::Display for WaitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            WaitError::Timeout => "timed out",
+            WaitError::Interrupted => "interrupted by a stop or cancel request",
+        })
+    }
+}
+
+#[derive(Debug)]
+struct List {
+    head: u16,
+    tail: u16,
+    count: usize,
+}
+
+impl List {
+    fn push(&mut self, thread: &Thread) {
+        thread.wait_next.store(NONE, Ordering::Relaxed);
+        if self.tail == NONE {
+            self.head = thread.slot;
+        } else if let Some(tail) = by_slot(self.tail) {
+            tail.wait_next.store(thread.slot, Ordering::Relaxed);
+        }
+        self.tail = thread.slot;
+        self.count += 1;
+    }
+
+    fn pop(&mut self) -> Option<&'static Thread> {
+        if self.head == NONE {
+            return None;
+        }
+        let thread = by_slot(self.head)?;
+        self.head = thread.wait_next.swap(NONE, Ordering::Relaxed);
+        if self.head == NONE {
+            self.tail = NONE;
+        }
+        self.count -= 1;
+        Some(thread)
+    }
+
+    fn remove(&mut self, slot: u16) -> bool {
+        let mut previous = NONE;
+        let mut cursor = self.head;
+        while cursor != NONE {
+            let Some(thread) = by_slot(cursor) else { return false };
+            let next = thread.wait_next.load(Ordering::Relaxed);
+            if cursor == slot {
+                if previous == NONE {
+                    self.head = next;
+                } else if let Some(previous) = by_slot(previous) {
+                    previous.wait_next.store(next, Ordering::Relaxed);
+                }
+                if self.tail == slot {
+                    self.tail = previous;
+                }
+                thread.wait_next.store(NONE, Ordering::Relaxed);
+                self.count -= 1;
+                return true;
+            }
+            previous = cursor;
+            cursor = next;
+        }
+        false
+    }
+}
+
+/// A queue of threads waiting for something.
+#[derive(Debug)]
+pub struct WaitQueue {
+    list: IrqSpinLock<List>,
+}
+
+impl Default for WaitQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WaitQueue {
+    pub const fn new() -> Self {
+        Self { list: IrqSpinLock::new(List { head: NONE, tail: NONE, count: 0 }) }
+    }
+
+    /// Waits until `condition` holds (it runs under the queue lock, so it
+    /// may also consume what it finds, e.g. a semaphore count), the clock
+    /// passes `deadline_ns`, or a stop/cancel request arrives. Only threads
+    /// may wait; interrupt and softirq context may not.
+    pub fn wait_until(&self, deadline_ns: Option<u64>, mut condition: impl FnMut() -> bool) -> Result<(), WaitError> {
+        assert!(
+            !context::in_interrupt() && !crate::softirq::in_softirq(),
+            "blocking wait from interrupt or softirq context"
+        );
+        let thread = current();
+        loop {
+            {
+                let mut list = self.list.lock();
+                if condition() {
+                    return Ok(());
+                }
+                if thread.interrupted() {
+                    return Err(WaitError::Interrupted);
+                }
+                if deadline_ns.is_some_and(|deadline| time::now_ns() >= deadline) {
+                    return Err(WaitError::Timeout);
+                }
+                list.push(thread);
+                thread.set_state(State::Blocked);
+            }
+            scheduler::block_current(thread, deadline_ns);
+            // Woken by a signal, the timeout or a request: leave the list if
+            // still on it, then re-check.
+            self.list.lock().remove(thread.slot);
+        }
+    }
+
+    /// Waits for the condition with no deadline.
+    pub fn wait(&self, condition: impl FnMut() -> bool) -> Result<(), WaitError> {
+        self.wait_until(None, condition)
+    }
+
+    /// Wakes the longest waiter. Returns whether one was woken.
+    pub fn wake_one(&self) -> bool {
+        let mut list = self.list.lock();
+        while let Some(thread) = list.pop() {
+            if scheduler::wake_blocked(thread) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Wakes every waiter. Returns how many.
+    pub fn wake_all(&self) -> usize {
+        let mut list = self.list.lock();
+        let mut woken = 0;
+        while let Some(thread) = list.pop() {
+            if scheduler::wake_blocked(thread) {
+                woken += 1;
+            }
+        }
+        woken
+    }
+
+    /// Number of threads waiting.
+    pub fn waiters(&self) -> usize {
+        self.list.lock().count
+    }
+}
