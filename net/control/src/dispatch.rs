@@ -1,0 +1,923 @@
+//! The command half: per-connection sessions and the built-in commands
+//! (connection, introspection and pub/sub), with everything else handed to
+//! a [`Backend`]. It runs in a kernel thread and may block inside the
+//! backend; it shares nothing with the network half but the [`Job`]s and
+//! [`Completion`]s passing between them.
+//!
+//! Checks, in this order (CONTROL.md): before authentication only commands
+//! flagged `no-auth` (`PING`, `HELLO`, `AUTH`, `QUIT`) run, anything else,
+//! unknown commands included, gets `-NOAUTH`; then unknown commands get
+//! Redis's text; then arity (`ERR wrong number of arguments for 'x'
+//! command`); then, on a RESP2 connection with subscriptions, only
+//! `(P)(UN)SUBSCRIBE`, `PING` and `QUIT` run.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write as _;
+
+use rtedge_proto::command::{self, CommandFlags, CommandSpec};
+use rtedge_proto::util::{constant_time_eq, glob_match, parse_i64};
+use rtedge_proto::{ProtocolVersion, Reply, Request};
+
+use crate::config::Config;
+use crate::job::{Completion, ConnectionId, Job, SubscriptionChange};
+
+/// The first delay after a failed authentication.
+pub const AUTH_DELAY_FIRST_MS: u64 = 100;
+/// The longest delay after failed authentications.
+pub const AUTH_DELAY_MAX_MS: u64 = 2_000;
+
+/// What the application and kernel provide: every command the dispatcher
+/// does not answer itself (`GET`, `SET`, `INFO`, `THREADS`, `SHUTDOWN`,
+/// the application's commands...), the token, and the clock.
+pub trait Backend {
+    /// Executes `request`, whose name is a known command (built-in or in
+    /// [`Backend::app_commands`]) with a valid arity, for an authenticated
+    /// session. Runs in the control-plane thread; it may block.
+    fn execute(&mut self, context: &mut CommandContext<'_>, request: &Request) -> Reply;
+
+    /// The token `AUTH` must present; empty means no authentication.
+    fn auth_token(&self) -> &[u8];
+
+    /// The application's commands: validated for arity, gated by their
+    /// flags, listed by `COMMAND` and `HELP`. A name that is also a
+    /// built-in command is ignored.
+    fn app_commands(&self) -> &[CommandSpec];
+
+    /// Monotonic milliseconds, the same clock the network half is polled
+    /// with (the delay after a failed `AUTH` is measured with it).
+    fn now_ms(&self) -> u64;
+}
+
+/// The session a backend command runs in.
+#[derive(Debug)]
+pub struct CommandContext<'a> {
+    session: &'a Session,
+    shutdown: Option<i64>,
+}
+
+impl CommandContext<'_> {
+    /// The protocol the reply is encoded for (e.g. booleans in RESP3).
+    pub fn protocol(&self) -> ProtocolVersion {
+        self.session.protocol
+    }
+
+    /// The client id (`CLIENT ID`).
+    pub fn client_id(&self) -> u64 {
+        self.session.connection.client_id()
+    }
+
+    /// The connection.
+    pub fn connection(&self) -> ConnectionId {
+        self.session.connection
+    }
+
+    /// The name set by `CLIENT SETNAME` or `HELLO ... SETNAME`.
+    pub fn client_name(&self) -> Option<&[u8]> {
+        self.session.name.as_deref()
+    }
+
+    /// Asks for the appliance to shut down with `code` once this reply has
+    /// been sent (`SHUTDOWN`): the completion carries it and closes the
+    /// connection.
+    pub fn request_shutdown(&mut self, code: i64) {
+        self.shutdown = Some(code);
+    }
+
+    /// The code passed to [`CommandContext::request_shutdown`], if any.
+    pub fn shutdown_requested(&self) -> Option<i64> {
+        self.shutdown
+    }
+}
+
+/// One connection's state in the command half.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    connection: ConnectionId,
+    protocol: ProtocolVersion,
+    authenticated: bool,
+    name: Option<Vec<u8>>,
+    library_name: Option<Vec<u8>>,
+    library_version: Option<Vec<u8>>,
+    channels: BTreeSet<Vec<u8>>,
+    patterns: BTreeSet<Vec<u8>>,
+    failed_auth: u32,
+    next_auth_ms: u64,
+}
+
+impl Session {
+    fn new(connection: ConnectionId, authenticated: bool) -> Session {
+        Session {
+            connection,
+            protocol: ProtocolVersion::Resp2,
+            authenticated,
+            name: None,
+            library_name: None,
+            library_version: None,
+            channels: BTreeSet::new(),
+            patterns: BTreeSet::new(),
+            failed_auth: 0,
+            next_auth_ms: 0,
+        }
+    }
+
+    /// The connection.
+    pub fn connection(&self) -> ConnectionId {
+        self.connection
+    }
+
+    /// RESP2 or RESP3.
+    pub fn protocol(&self) -> ProtocolVersion {
+        self.protocol
+    }
+
+    /// Whether `AUTH` (or `HELLO ... AUTH`) succeeded, or none is needed.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+
+    /// The client name.
+    pub fn name(&self) -> Option<&[u8]> {
+        self.name.as_deref()
+    }
+
+    /// Subscribed channels.
+    pub fn channels(&self) -> &BTreeSet<Vec<u8>> {
+        &self.channels
+    }
+
+    /// Subscribed patterns.
+    pub fn patterns(&self) -> &BTreeSet<Vec<u8>> {
+        &self.patterns
+    }
+
+    /// Channels plus patterns.
+    pub fn subscription_count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+
+    /// Failed authentications in a row.
+    pub fn failed_auth(&self) -> u32 {
+        self.failed_auth
+    }
+
+    /// The earliest time the next authentication attempt is evaluated.
+    pub fn next_auth_ms(&self) -> u64 {
+        self.next_auth_ms
+    }
+
+    fn count(&self) -> i64 {
+        i64::try_from(self.subscription_count()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Counters of the command half.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DispatchStats {
+    /// Jobs executed.
+    pub commands: u64,
+    /// Of those, passed to the backend.
+    pub backend_commands: u64,
+    /// Error replies sent (the first reply of a job being an error).
+    pub error_replies: u64,
+    /// Token comparisons, each made with [`constant_time_eq`].
+    pub token_checks: u64,
+    /// Failed authentications.
+    pub auth_failures: u64,
+}
+
+/// The command half. See the module documentation.
+#[derive(Debug)]
+pub struct Dispatcher<B: Backend> {
+    backend: B,
+    /// Keyed by slot; a job of a new connection in the slot replaces the
+    /// session, so there are never more than the server's slots.
+    sessions: BTreeMap<u32, Session>,
+    max_subscriptions: usize,
+    stats: DispatchStats,
+}
+
+/// Built-in commands the dispatcher answers itself; the rest of the
+/// built-in table goes to the backend.
+const OWN_COMMANDS: [&str; 13] = [
+    "auth",
+    "client",
+    "command",
+    "config",
+    "echo",
+    "hello",
+    "help",
+    "ping",
+    "psubscribe",
+    "punsubscribe",
+    "quit",
+    "subscribe",
+    "unsubscribe",
+];
+
+/// The result of one job before encoding.
+#[derive(Default)]
+struct Outcome {
+    replies: Vec<Reply>,
+    close_after: bool,
+    not_before_ms: Option<u64>,
+    changes: Vec<SubscriptionChange>,
+    shutdown: Option<i64>,
+}
+
+impl Outcome {
+    fn reply(reply: Reply) -> Outcome {
+        Outcome {
+            replies: alloc::vec![reply],
+            ..Outcome::default()
+        }
+    }
+}
+
+impl<B: Backend> Dispatcher<B> {
+    /// A dispatcher over `backend`, with the subscription limit of
+    /// `config`.
+    pub fn new(backend: B, config: &Config) -> Dispatcher<B> {
+        Dispatcher {
+            backend,
+            sessions: BTreeMap::new(),
+            max_subscriptions: config.max_subscriptions_per_client,
+            stats: DispatchStats::default(),
+        }
+    }
+
+    /// Executes `job` and returns its completion for
+    /// [`NetServer::complete`](crate::NetServer::complete). A job of a
+    /// connection not seen before in its slot starts a fresh session.
+    pub fn execute(&mut self, job: Job) -> Completion {
+        let now_ms = self.backend.now_ms();
+        let Job {
+            connection,
+            request,
+        } = job;
+        let open_access = self.backend.auth_token().is_empty();
+        let session = self
+            .sessions
+            .entry(connection.slot)
+            .or_insert_with(|| Session::new(connection, open_access));
+        if session.connection != connection {
+            *session = Session::new(connection, open_access);
+        }
+        self.stats.commands = self.stats.commands.saturating_add(1);
+        let outcome = run(
+            &mut self.backend,
+            session,
+            &request,
+            now_ms,
+            self.max_subscriptions,
+            &mut self.stats,
+        );
+        if outcome.replies.first().is_some_and(Reply::is_error) {
+            self.stats.error_replies = self.stats.error_replies.saturating_add(1);
+        }
+        let mut bytes = Vec::new();
+        for reply in &outcome.replies {
+            reply.encode(session.protocol, &mut bytes);
+        }
+        Completion {
+            connection,
+            bytes,
+            close_after: outcome.close_after,
+            not_before_ms: outcome.not_before_ms,
+            protocol: session.protocol,
+            authenticated: session.authenticated,
+            subscription_changes: outcome.changes,
+            shutdown: outcome.shutdown,
+        }
+    }
+
+    /// The session of `connection`, if it has sent a request.
+    pub fn session(&self, connection: ConnectionId) -> Option<&Session> {
+        self.sessions
+            .get(&connection.slot)
+            .filter(|session| session.connection == connection)
+    }
+
+    /// Drops the session of a connection that ended (optional: a new
+    /// connection in the slot replaces it anyway).
+    pub fn forget(&mut self, connection: ConnectionId) {
+        if self.session(connection).is_some() {
+            self.sessions.remove(&connection.slot);
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The backend, to change.
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> DispatchStats {
+        self.stats
+    }
+}
+
+/// A command found in the built-in table or among the application's.
+fn find_spec<'a>(name: &[u8], app: &'a [CommandSpec]) -> Option<&'a CommandSpec> {
+    if let Some(spec) = command::lookup(name) {
+        return Some(spec);
+    }
+    app.iter()
+        .find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Built-in specs, then the application's that do not shadow one.
+fn all_specs(app: &[CommandSpec]) -> impl Iterator<Item = &CommandSpec> {
+    command::all().iter().chain(
+        app.iter()
+            .filter(|spec| command::lookup(spec.name.as_bytes()).is_none()),
+    )
+}
+
+fn run<B: Backend>(
+    backend: &mut B,
+    session: &mut Session,
+    request: &Request,
+    now_ms: u64,
+    max_subscriptions: usize,
+    stats: &mut DispatchStats,
+) -> Outcome {
+    let spec = find_spec(request.name(), backend.app_commands()).copied();
+    if !session.authenticated
+        && !spec.is_some_and(|spec| spec.has(CommandFlags::ALLOWED_BEFORE_AUTH))
+    {
+        return Outcome::reply(Reply::noauth());
+    }
+    let Some(spec) = spec else {
+        return Outcome::reply(Reply::unknown_command(
+            request.name(),
+            request.args_after_name(),
+        ));
+    };
+    if !spec.check_arity(request.len()) {
+        return Outcome::reply(Reply::wrong_arity(spec.name));
+    }
+    if session.protocol == ProtocolVersion::Resp2
+        && session.subscription_count() > 0
+        && !spec.has(CommandFlags::ALLOWED_WHILE_SUBSCRIBED)
+    {
+        return Outcome::reply(Reply::not_allowed_while_subscribed(spec.name));
+    }
+    let own = command::lookup(spec.name.as_bytes()).is_some() && OWN_COMMANDS.contains(&spec.name);
+    if !own {
+        stats.backend_commands = stats.backend_commands.saturating_add(1);
+        let mut context = CommandContext {
+            session,
+            shutdown: None,
+        };
+        let reply = backend.execute(&mut context, request);
+        let shutdown = context.shutdown;
+        return Outcome {
+            close_after: shutdown.is_some(),
+            shutdown,
+            ..Outcome::reply(reply)
+        };
+    }
+    let token = backend.auth_token();
+    match spec.name {
+        "ping" => Outcome::reply(ping(session, request)),
+        "echo" => Outcome::reply(Reply::bulk(request.arg(1).unwrap_or_default())),
+        "auth" => auth(session, request, token, now_ms, stats),
+        "hello" => hello(session, request, token, now_ms, stats),
+        "quit" => Outcome {
+            close_after: true,
+            ..Outcome::reply(Reply::ok())
+        },
+        "command" => Outcome::reply(command_command(request, backend.app_commands())),
+        "help" => Outcome::reply(help(request, backend.app_commands())),
+        "client" => Outcome::reply(client(session, request)),
+        "config" => Outcome::reply(config(request)),
+        "subscribe" => subscribe(session, request, Kind::Channel, max_subscriptions),
+        "psubscribe" => subscribe(session, request, Kind::Pattern, max_subscriptions),
+        "unsubscribe" => unsubscribe(session, request, Kind::Channel),
+        "punsubscribe" => unsubscribe(session, request, Kind::Pattern),
+        _ => Outcome::reply(Reply::unknown_command(
+            request.name(),
+            request.args_after_name(),
+        )),
+    }
+}
+
+fn ping(session: &Session, request: &Request) -> Reply {
+    if request.len() > 2 {
+        return Reply::wrong_arity("ping");
+    }
+    let message = request.arg(1);
+    if session.protocol == ProtocolVersion::Resp2 && session.subscription_count() > 0 {
+        // Redis's answer in RESP2 subscribed mode: a two-element array.
+        return Reply::Array(alloc::vec![
+            Reply::bulk_str("pong"),
+            Reply::bulk(message.unwrap_or_default()),
+        ]);
+    }
+    match message {
+        Some(message) => Reply::bulk(message),
+        None => Reply::pong(),
+    }
+}
+
+/// The delay before the attempt after `failures` failed ones: 100 ms,
+/// doubling, at most 2 s.
+pub fn auth_delay_ms(failures: u32) -> u64 {
+    if failures == 0 {
+        return 0;
+    }
+    let shift = (failures - 1).min(16);
+    AUTH_DELAY_FIRST_MS
+        .saturating_mul(1u64 << shift)
+        .min(AUTH_DELAY_MAX_MS)
+}
+
+/// One authentication attempt: evaluated at the later of now and the
+/// session's next allowed time, which the reply is held until. The user
+/// name and the token are both checked before either decides, and the
+/// token with [`constant_time_eq`].
+fn attempt_auth(
+    session: &mut Session,
+    user: Option<&[u8]>,
+    password: &[u8],
+    token: &[u8],
+    now_ms: u64,
+    stats: &mut DispatchStats,
+) -> Outcome {
+    if token.is_empty() {
+        // No token configured: the default user needs no password.
+        let reply = if user.is_none_or(|user| user == b"default") {
+            session.authenticated = true;
+            Reply::ok()
+        } else {
+            Reply::wrongpass()
+        };
+        return Outcome::reply(reply);
+    }
+    let evaluated_ms = now_ms.max(session.next_auth_ms);
+    stats.token_checks = stats.token_checks.saturating_add(1);
+    let token_matches = constant_time_eq(token, password);
+    let user_matches = user.is_none_or(|user| user == b"default");
+    let reply = if token_matches & user_matches {
+        session.authenticated = true;
+        session.failed_auth = 0;
+        session.next_auth_ms = evaluated_ms;
+        Reply::ok()
+    } else {
+        session.failed_auth = session.failed_auth.saturating_add(1);
+        session.next_auth_ms = evaluated_ms.saturating_add(auth_delay_ms(session.failed_auth));
+        stats.auth_failures = stats.auth_failures.saturating_add(1);
+        Reply::wrongpass()
+    };
+    Outcome {
+        not_before_ms: (evaluated_ms > now_ms).then_some(evaluated_ms),
+        ..Outcome::reply(reply)
+    }
+}
+
+fn auth(
+    session: &mut Session,
+    request: &Request,
+    token: &[u8],
+    now_ms: u64,
+    stats: &mut DispatchStats,
+) -> Outcome {
+    let (user, password) = match (request.len(), request.arg(1), request.arg(2)) {
+        (2, Some(password), None) => (None, password),
+        (3, Some(user), Some(password)) => (Some(user), password),
+        _ => return Outcome::reply(Reply::error("ERR syntax error")),
+    };
+    if token.is_empty() && user.is_none() {
+        return Outcome::reply(Reply::error(
+            "ERR AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?",
+        ));
+    }
+    attempt_auth(session, user, password, token, now_ms, stats)
+}
+
+fn hello(
+    session: &mut Session,
+    request: &Request,
+    token: &[u8],
+    now_ms: u64,
+    stats: &mut DispatchStats,
+) -> Outcome {
+    let mut protocol = None;
+    if let Some(version) = request.arg(1) {
+        let Some(number) = parse_i64(version) else {
+            return Outcome::reply(Reply::error(
+                "ERR Protocol version is not an integer or out of range",
+            ));
+        };
+        match ProtocolVersion::from_number(number) {
+            Some(version) => protocol = Some(version),
+            None => {
+                return Outcome::reply(Reply::error("NOPROTO unsupported protocol version"));
+            }
+        }
+    }
+    let mut credentials = None;
+    let mut name = None;
+    let mut index = 2;
+    while let Some(option) = request.arg(index) {
+        let remaining = request.len() - index - 1;
+        if option.eq_ignore_ascii_case(b"AUTH") && remaining >= 2 {
+            credentials = request.arg(index + 1).zip(request.arg(index + 2));
+            index += 3;
+        } else if option.eq_ignore_ascii_case(b"SETNAME") && remaining >= 1 {
+            let Some(candidate) = request.arg(index + 1) else {
+                break;
+            };
+            if !valid_name(candidate) {
+                return Outcome::reply(invalid_name_reply());
+            }
+            name = Some(candidate);
+            index += 2;
+        } else {
+            let mut text = String::from("ERR Syntax error in option '");
+            text.push_str(&String::from_utf8_lossy(option));
+            text.push('\'');
+            return Outcome::reply(Reply::Error(text));
+        }
+    }
+    let mut not_before_ms = None;
+    if let Some((user, password)) = credentials {
+        let outcome = attempt_auth(session, Some(user), password, token, now_ms, stats);
+        if outcome.replies.first().is_some_and(Reply::is_error) {
+            return outcome;
+        }
+        not_before_ms = outcome.not_before_ms;
+    }
+    if !session.authenticated {
+        return Outcome::reply(Reply::error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+             HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and \
+             select the RESP protocol version at the same time",
+        ));
+    }
+    if let Some(name) = name {
+        session.name = Some(name.to_vec());
+    }
+    if let Some(protocol) = protocol {
+        session.protocol = protocol;
+    }
+    let client_id = i64::try_from(session.connection.client_id()).unwrap_or(i64::MAX);
+    let reply = Reply::Map(alloc::vec![
+        (Reply::bulk_str("server"), Reply::bulk_str("rtedge")),
+        (
+            Reply::bulk_str("version"),
+            Reply::bulk_str(env!("CARGO_PKG_VERSION"))
+        ),
+        (
+            Reply::bulk_str("proto"),
+            Reply::Integer(session.protocol.number())
+        ),
+        (Reply::bulk_str("id"), Reply::Integer(client_id)),
+        (Reply::bulk_str("mode"), Reply::bulk_str("appliance")),
+        (Reply::bulk_str("role"), Reply::bulk_str("master")),
+        (Reply::bulk_str("modules"), Reply::Array(Vec::new())),
+    ]);
+    Outcome {
+        not_before_ms,
+        ..Outcome::reply(reply)
+    }
+}
+
+/// Redis's rule for client names: printable ASCII without spaces.
+fn valid_name(name: &[u8]) -> bool {
+    name.iter().all(|&byte| (b'!'..=b'~').contains(&byte))
+}
+
+fn invalid_name_reply() -> Reply {
+    Reply::error("ERR Client names cannot contain spaces, newlines or special characters.")
+}
+
+fn subcommand_arity(container: &str, subcommand: &[u8]) -> Reply {
+    let mut name = String::from(container);
+    name.push('|');
+    name.push_str(&String::from_utf8_lossy(subcommand).to_ascii_lowercase());
+    Reply::wrong_arity(&name)
+}
+
+fn command_command(request: &Request, app: &[CommandSpec]) -> Reply {
+    let Some(subcommand) = request.arg(1) else {
+        return Reply::Array(all_specs(app).map(command::info_reply).collect());
+    };
+    let names = request.args().get(2..).unwrap_or_default();
+    let upper = subcommand.to_ascii_uppercase();
+    match upper.as_slice() {
+        b"COUNT" if names.is_empty() => {
+            Reply::Integer(i64::try_from(all_specs(app).count()).unwrap_or(i64::MAX))
+        }
+        b"COUNT" => subcommand_arity("command", subcommand),
+        b"LIST" if names.is_empty() => Reply::Array(
+            all_specs(app)
+                .map(|spec| Reply::bulk_str(spec.name))
+                .collect(),
+        ),
+        b"LIST" => subcommand_arity("command", subcommand),
+        b"DOCS" if names.is_empty() => command::docs_reply(all_specs(app)),
+        // As Redis: unknown names are left out.
+        b"DOCS" => command::docs_reply(
+            names
+                .iter()
+                .filter_map(|name| find_spec(name, app).filter(|spec| listed(spec, app))),
+        ),
+        b"INFO" if names.is_empty() => {
+            Reply::Array(all_specs(app).map(command::info_reply).collect())
+        }
+        b"INFO" => Reply::Array(
+            names
+                .iter()
+                .map(|name| {
+                    find_spec(name, app)
+                        .filter(|spec| listed(spec, app))
+                        .map_or(Reply::NullArray, command::info_reply)
+                })
+                .collect(),
+        ),
+        b"HELP" => Reply::Array(
+            [
+                "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "(no subcommand)",
+                "    Return details about all commands.",
+                "COUNT",
+                "    Return the total number of commands.",
+                "LIST",
+                "    Return the names of all commands.",
+                "DOCS [<command-name> ...]",
+                "    Return documentation details about multiple commands.",
+                "INFO [<command-name> ...]",
+                "    Return details about multiple commands.",
+                "HELP",
+                "    Print this help.",
+            ]
+            .into_iter()
+            .map(Reply::simple)
+            .collect(),
+        ),
+        _ => Reply::unknown_subcommand("command", subcommand),
+    }
+}
+
+/// Whether `spec` is one [`all_specs`] lists (an application command
+/// shadowed by a built-in one is not).
+fn listed(spec: &CommandSpec, app: &[CommandSpec]) -> bool {
+    command::lookup(spec.name.as_bytes()).is_some_and(|builtin| builtin == spec)
+        || app.contains(spec)
+}
+
+fn help(request: &Request, app: &[CommandSpec]) -> Reply {
+    match request.arg(1) {
+        None => command::help_reply(all_specs(app)),
+        Some(_) if request.len() > 2 => Reply::wrong_arity("help"),
+        Some(name) => match find_spec(name, app) {
+            Some(spec) => command::help_reply(core::iter::once(spec)),
+            None => {
+                let mut text = String::from("ERR no such command '");
+                text.push_str(&String::from_utf8_lossy(name));
+                text.push('\'');
+                Reply::Error(text)
+            }
+        },
+    }
+}
+
+fn client(session: &mut Session, request: &Request) -> Reply {
+    let Some(subcommand) = request.arg(1) else {
+        return Reply::wrong_arity("client");
+    };
+    let argc = request.len();
+    let upper = subcommand.to_ascii_uppercase();
+    match upper.as_slice() {
+        b"SETNAME" if argc == 3 => {
+            let name = request.arg(2).unwrap_or_default();
+            if !valid_name(name) {
+                return invalid_name_reply();
+            }
+            // As Redis: an empty name clears it.
+            session.name = (!name.is_empty()).then(|| name.to_vec());
+            Reply::ok()
+        }
+        b"GETNAME" if argc == 2 => match &session.name {
+            Some(name) => Reply::bulk(name),
+            None => Reply::Null,
+        },
+        b"ID" if argc == 2 => {
+            Reply::Integer(i64::try_from(session.connection.client_id()).unwrap_or(i64::MAX))
+        }
+        b"SETINFO" if argc == 4 => {
+            let attribute = request.arg(2).unwrap_or_default();
+            let value = request.arg(3).unwrap_or_default();
+            let upper = attribute.to_ascii_uppercase();
+            let (field, label) = match upper.as_slice() {
+                b"LIB-NAME" => (&mut session.library_name, "lib-name"),
+                b"LIB-VER" => (&mut session.library_version, "lib-ver"),
+                _ => {
+                    let mut text = String::from("ERR Unrecognized option '");
+                    text.push_str(&String::from_utf8_lossy(attribute));
+                    text.push('\'');
+                    return Reply::Error(text);
+                }
+            };
+            if !valid_name(value) && !value.is_empty() {
+                let mut text = String::from("ERR ");
+                text.push_str(label);
+                text.push_str(" cannot contain spaces, newlines or special characters.");
+                return Reply::Error(text);
+            }
+            *field = (!value.is_empty()).then(|| value.to_vec());
+            Reply::ok()
+        }
+        b"INFO" if argc == 2 => Reply::Verbatim {
+            format: *b"txt",
+            text: client_info(session),
+        },
+        b"HELP" if argc == 2 => Reply::Array(
+            [
+                "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "GETNAME",
+                "    Return the name of the current connection.",
+                "ID",
+                "    Return the ID of the current connection.",
+                "INFO",
+                "    Return information about the current client connection.",
+                "SETINFO <option> <value>",
+                "    Set client meta attr. Options are: LIB-NAME, LIB-VER.",
+                "SETNAME <name>",
+                "    Assign the name <name> to the current connection.",
+                "HELP",
+                "    Print this help.",
+            ]
+            .into_iter()
+            .map(Reply::simple)
+            .collect(),
+        ),
+        b"SETNAME" | b"GETNAME" | b"ID" | b"SETINFO" | b"INFO" | b"HELP" => {
+            subcommand_arity("client", subcommand)
+        }
+        _ => Reply::unknown_subcommand("client", subcommand),
+    }
+}
+
+/// `CLIENT INFO`: Redis's `key=value` line, with the fields this server
+/// knows.
+fn client_info(session: &Session) -> String {
+    let mut flags = String::new();
+    if session.subscription_count() > 0 {
+        flags.push('P');
+    }
+    if flags.is_empty() {
+        flags.push('N');
+    }
+    let text = |bytes: &Option<Vec<u8>>| {
+        bytes
+            .as_deref()
+            .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+            .unwrap_or_default()
+    };
+    let mut line = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        line,
+        "id={} name={} db=0 sub={} psub={} flags={} user=default resp={} lib-name={} lib-ver={}",
+        session.connection.client_id(),
+        text(&session.name),
+        session.channels.len(),
+        session.patterns.len(),
+        flags,
+        session.protocol.number(),
+        text(&session.library_name),
+        text(&session.library_version),
+    );
+    line
+}
+
+/// The only parameters `CONFIG GET` knows, for `redis-benchmark`.
+const CONFIG_PARAMETERS: [(&str, &str); 2] = [("save", ""), ("appendonly", "no")];
+
+fn config(request: &Request) -> Reply {
+    let subcommand = request.arg(1).unwrap_or_default();
+    if !subcommand.eq_ignore_ascii_case(b"GET") {
+        return Reply::unknown_subcommand("config", subcommand);
+    }
+    let patterns = request.args().get(2..).unwrap_or_default();
+    let pairs = CONFIG_PARAMETERS
+        .iter()
+        .filter(|(name, _)| {
+            patterns
+                .iter()
+                .any(|pattern| glob_match(pattern, name.as_bytes(), true))
+        })
+        .map(|(name, value)| (Reply::bulk_str(name), Reply::bulk_str(value)))
+        .collect();
+    Reply::Map(pairs)
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Channel,
+    Pattern,
+}
+
+impl Kind {
+    fn set(self, session: &mut Session) -> &mut BTreeSet<Vec<u8>> {
+        match self {
+            Kind::Channel => &mut session.channels,
+            Kind::Pattern => &mut session.patterns,
+        }
+    }
+
+    fn subscribe_word(self) -> &'static str {
+        match self {
+            Kind::Channel => "subscribe",
+            Kind::Pattern => "psubscribe",
+        }
+    }
+
+    fn unsubscribe_word(self) -> &'static str {
+        match self {
+            Kind::Channel => "unsubscribe",
+            Kind::Pattern => "punsubscribe",
+        }
+    }
+
+    fn subscribe_change(self, name: Vec<u8>) -> SubscriptionChange {
+        match self {
+            Kind::Channel => SubscriptionChange::Subscribe(name),
+            Kind::Pattern => SubscriptionChange::PatternSubscribe(name),
+        }
+    }
+
+    fn unsubscribe_change(self, name: Vec<u8>) -> SubscriptionChange {
+        match self {
+            Kind::Channel => SubscriptionChange::Unsubscribe(name),
+            Kind::Pattern => SubscriptionChange::PatternUnsubscribe(name),
+        }
+    }
+}
+
+fn subscribe(session: &mut Session, request: &Request, kind: Kind, limit: usize) -> Outcome {
+    let names = request.args_after_name();
+    let fresh: BTreeSet<&[u8]> = names
+        .iter()
+        .map(Vec::as_slice)
+        .filter(|name| !kind.set(session).contains(*name))
+        .collect();
+    if session.subscription_count().saturating_add(fresh.len()) > limit {
+        let mut text = String::new();
+        let _ = write!(
+            text,
+            "ERR maximum number of subscriptions per client ({limit}) reached"
+        );
+        return Outcome::reply(Reply::Error(text));
+    }
+    let mut outcome = Outcome::default();
+    for name in names {
+        if kind.set(session).insert(name.clone()) {
+            outcome.changes.push(kind.subscribe_change(name.clone()));
+        }
+        outcome.replies.push(Reply::subscription(
+            kind.subscribe_word(),
+            name,
+            session.count(),
+        ));
+    }
+    outcome
+}
+
+fn unsubscribe(session: &mut Session, request: &Request, kind: Kind) -> Outcome {
+    let names: Vec<Vec<u8>> = match request.args_after_name() {
+        [] => kind.set(session).iter().cloned().collect(),
+        names => names.to_vec(),
+    };
+    let mut outcome = Outcome::default();
+    if names.is_empty() {
+        // Redis answers an unsubscribe from nothing with a null name.
+        outcome.replies.push(Reply::Push(alloc::vec![
+            Reply::bulk_str(kind.unsubscribe_word()),
+            Reply::Null,
+            Reply::Integer(session.count()),
+        ]));
+        return outcome;
+    }
+    for name in names {
+        if kind.set(session).remove(&name) {
+            outcome.changes.push(kind.unsubscribe_change(name.clone()));
+        }
+        outcome.replies.push(Reply::subscription(
+            kind.unsubscribe_word(),
+            &name,
+            session.count(),
+        ));
+    }
+    outcome
+}
