@@ -21,8 +21,26 @@ pub fn run_all() {
         .and_then(|value| cmdline::parse_u64(value).ok())
         .unwrap_or(10)
         .clamp(1, 600);
-    console_line!("bench: begin (release latency runs {seconds} s per case)");
-    release_latency("rt-release-beside-hog", seconds, true);
+    let online = thread::online_mask();
+    let isolated = thread::isolated_mask();
+    console_line!(
+        "bench: begin (release latency runs {seconds} s per case; cpus online {}, isolated {})",
+        thread::format_cpu_mask(online, u64::MAX),
+        if isolated == 0 { alloc::string::String::from("none") } else { thread::format_cpu_mask(isolated, u64::MAX) }
+    );
+    let last = 63 - online.leading_zeros();
+    if online.count_ones() >= 2 {
+        release_latency("rt-release-alone", seconds, Placement { rt_cpu: last, hog: None });
+        release_latency("rt-release-beside-hog-same-cpu", seconds, Placement { rt_cpu: 0, hog: Some(Hog::SameCpu) });
+        release_latency(
+            if isolated & (1 << last) != 0 { "rt-release-isolated-cpu-other-loaded" } else { "rt-release-other-cpu-loaded" },
+            seconds,
+            Placement { rt_cpu: last, hog: Some(Hog::OtherCpus) },
+        );
+    } else {
+        release_latency("rt-release-alone", seconds, Placement { rt_cpu: 0, hog: None });
+        release_latency("rt-release-beside-hog-same-cpu", seconds, Placement { rt_cpu: 0, hog: Some(Hog::SameCpu) });
+    }
     context_switch_cost();
     console_line!("bench: end");
 }
@@ -71,9 +89,25 @@ fn humanize(ns: u64) -> alloc::string::String {
     }
 }
 
-/// A 1 kHz RT thread for `seconds`, optionally beside a CPU-hogging kernel
-/// thread on the same CPU; prints release latency figures.
-pub fn release_latency(name: &str, seconds: u64, with_hog: bool) {
+/// Where the benchmark's threads run.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    pub rt_cpu: u32,
+    pub hog: Option<Hog>,
+}
+
+/// The CPU-bound load beside the RT thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hog {
+    /// One spinning kernel thread pinned to the RT thread's CPU.
+    SameCpu,
+    /// One spinning kernel thread on every other non-isolated CPU.
+    OtherCpus,
+}
+
+/// A 1 kHz RT thread for `seconds` on `placement.rt_cpu`, with optional
+/// CPU-hogging kernel threads; prints release latency figures.
+pub fn release_latency(name: &str, seconds: u64, placement: Placement) {
     static STOP_HOG: AtomicBool = AtomicBool::new(false);
     let periods = seconds * 1000;
     {
@@ -82,17 +116,28 @@ pub fn release_latency(name: &str, seconds: u64, with_hog: bool) {
         samples.reserve(periods as usize);
     }
     STOP_HOG.store(false, Ordering::SeqCst);
-    let hog = with_hog.then(|| {
-        Builder::new("bench-hog").spawn(|| {
-            let mut spins = 0u64;
-            while !STOP_HOG.load(Ordering::Relaxed) {
-                spins = spins.wrapping_add(1);
-                cpu::pause();
+    let hog_body = || {
+        let mut spins = 0u64;
+        while !STOP_HOG.load(Ordering::Relaxed) {
+            spins = spins.wrapping_add(1);
+            cpu::pause();
+        }
+        (spins & 0x7fff_ffff) as i32
+    };
+    let mut hogs = Vec::new();
+    match placement.hog {
+        Some(Hog::SameCpu) => hogs.push(Builder::new("bench-hog").cpu(placement.rt_cpu).spawn(hog_body)),
+        Some(Hog::OtherCpus) => {
+            let others = thread::online_mask() & !(1 << placement.rt_cpu);
+            for cpu_index in 0..64u32 {
+                if others & (1 << cpu_index) != 0 {
+                    hogs.push(Builder::new("bench-hog").cpu(cpu_index).spawn(hog_body));
+                }
             }
-            (spins & 0x7fff_ffff) as i32
-        })
-    });
-    let rt = Builder::new("bench-rt-1khz").realtime(50).spawn(move || {
+        }
+        None => {}
+    }
+    let rt = Builder::new("bench-rt-1khz").realtime(50).cpu(placement.rt_cpu).spawn(move || {
         if thread::make_periodic(time::now_ns() + MILLISECOND, MILLISECOND).is_err() {
             return -1;
         }
@@ -126,13 +171,19 @@ pub fn release_latency(name: &str, seconds: u64, with_hog: bool) {
     }
     let _ = thread::join(rt, Some(SECOND));
     STOP_HOG.store(true, Ordering::SeqCst);
-    if let Some(Ok(hog)) = hog {
+    let hog_count = hogs.len();
+    for hog in hogs.into_iter().flatten() {
         let _ = thread::join(hog, Some(SECOND));
     }
     let mut samples = core::mem::take(&mut *SAMPLES.lock());
     let extra = alloc::format!(
-        "hz=1000 seconds={seconds} misses={misses} skipped={skipped} hog={}",
-        if with_hog { "kernel-thread-spinning-same-cpu" } else { "none" }
+        "hz=1000 seconds={seconds} rt_cpu={} misses={misses} skipped={skipped} load={}",
+        placement.rt_cpu,
+        match placement.hog {
+            None => alloc::string::String::from("none"),
+            Some(Hog::SameCpu) => alloc::string::String::from("1-spinning-kernel-thread-same-cpu"),
+            Some(Hog::OtherCpus) => alloc::format!("{hog_count}-spinning-kernel-threads-other-cpus"),
+        }
     );
     report(name, &mut samples, &extra);
 }

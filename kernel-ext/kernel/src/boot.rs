@@ -10,7 +10,7 @@ use rtedge_engine::cmdline;
 
 use crate::cpu_local::{self, CpuLocal};
 use crate::shutdown::{self, ExitCode};
-use crate::{console, console_line, memory, softirq, thread, time, trap};
+use crate::{console, console_line, memory, smp, softirq, thread, time, trap};
 
 /// Size of each exception (IST) stack.
 const EXCEPTION_STACK_SIZE: usize = 16 * 1024;
@@ -141,15 +141,34 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     banner(info, &memory, calibration, apic_mode);
     report_unknown_keys(line);
     cpu::interrupts_enable();
-    console_line!("rtedge {} ready in {} us", env!("CARGO_PKG_VERSION"), time::now_ns() / 1000);
-    if cmdline::get(line, "boot_only").is_some_and(|v| cmdline::parse_bool(v).unwrap_or(false)) {
-        shutdown::shutdown_with(ExitCode::Success);
-    }
-    // The boot context becomes idle/0; the application runs in "main".
+    // The boot context becomes idle/0; then the other CPUs come up.
     thread::finish_boot_cpu();
+    let smp = smp::bring_up(info);
+    let isolated = match cmdline::get(line, "isolcpus").map(cmdline::parse_cpu_list) {
+        Some(Ok(mask)) => mask & thread::online_mask() & !1,
+        Some(Err(_)) => {
+            log::warn!("command line: isolcpus= needs a CPU list such as 1 or 1-3; nothing isolated");
+            0
+        }
+        None => 0,
+    };
+    thread::set_isolated(isolated);
+    console_line!(
+        "cpus: {} online of {} offered{} (online {}, isolated {})",
+        smp.online,
+        smp.offered,
+        if smp.failed > 0 { alloc::format!(", {} failed to start", smp.failed) } else { alloc::string::String::new() },
+        thread::format_cpu_mask(thread::online_mask(), u64::MAX),
+        if isolated == 0 { alloc::string::String::from("none") } else { thread::format_cpu_mask(isolated, u64::MAX) }
+    );
     if let Err(error) = softirq::start_ksoftirqd(0) {
         console_line!("rtedge: boot failed: cannot start ksoftirqd/0: {error}");
         shutdown::shutdown_with(ExitCode::BootFailure);
+    }
+    smp::start_per_cpu_threads();
+    console_line!("rtedge {} ready in {} us", env!("CARGO_PKG_VERSION"), time::now_ns() / 1000);
+    if cmdline::get(line, "boot_only").is_some_and(|v| cmdline::parse_bool(v).unwrap_or(false)) {
+        shutdown::shutdown_with(ExitCode::Success);
     }
     let main = thread::Builder::new("main").stack_size(256 * 1024).spawn(|| {
         // SAFETY: `__rtedge_main` is the application's entry (see `main!`).
@@ -167,15 +186,7 @@ fn banner(info: &BootInfo, memory: &memory::MemoryReport, calibration: calibrate
     let mut brand = [0u8; 48];
     let model = cpu::brand_string(&mut brand);
     let layout = rtedge_arch::paging::image_layout();
-    let cpus = info.uhyve.map_or(1, |facts| facts.cpu_count);
-    console_line!(
-        "rtedge {} booted via {} on '{}' ({} cpu{} offered)",
-        env!("CARGO_PKG_VERSION"),
-        info.path.name(),
-        model,
-        cpus,
-        if cpus == 1 { "" } else { "s" }
-    );
+    console_line!("rtedge {} booted via {} on '{}'", env!("CARGO_PKG_VERSION"), info.path.name(), model);
     console_line!(
         "memory: {} MiB usable, heap {} MiB in {} range{}, image {:#x}..{:#x} ({} KiB), {} page-table frames",
         memory.usable_bytes >> 20,
@@ -210,12 +221,4 @@ fn banner(info: &BootInfo, memory: &memory::MemoryReport, calibration: calibrate
         log::warn!("command line longer than 4096 bytes; the rest was dropped");
     }
     console_line!("command line: '{}'", info.command_line());
-}
-
-#[unsafe(no_mangle)]
-fn __rtedge_secondary_entry(_cpu_index: u32) -> ! {
-    loop {
-        cpu::interrupts_disable();
-        cpu::halt();
-    }
 }

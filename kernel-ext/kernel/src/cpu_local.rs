@@ -51,6 +51,8 @@ pub struct CpuLocal {
     pub softirq_deferred: AtomicBool,
     /// Softirqs run per vector.
     pub softirq_counts: [AtomicU64; crate::softirq::MAX_VECTORS],
+    /// Context switches on this CPU.
+    pub switches: AtomicU64,
 }
 
 impl CpuLocal {
@@ -73,6 +75,7 @@ impl CpuLocal {
             softirq_depth: AtomicU32::new(0),
             softirq_deferred: AtomicBool::new(false),
             softirq_counts: [const { AtomicU64::new(0) }; crate::softirq::MAX_VECTORS],
+            switches: AtomicU64::new(0),
         }
     }
 }

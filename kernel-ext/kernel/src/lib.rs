@@ -19,6 +19,7 @@ pub mod events;
 pub mod ktest;
 pub mod memory;
 pub mod shutdown;
+pub mod smp;
 pub mod softirq;
 pub mod sync;
 pub mod thread;

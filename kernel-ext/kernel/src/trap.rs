@@ -153,3 +153,29 @@ fn exception(frame: &TrapFrame) -> ! {
     console_line!("{}", frame);
     shutdown::shutdown(code)
 }
+
+/// One line of the `/proc/interrupts` view.
+#[derive(Clone, Debug)]
+pub struct InterruptLine {
+    pub vector: u8,
+    pub name: &'static str,
+    pub per_cpu: alloc::vec::Vec<u64>,
+    pub total: u64,
+}
+
+/// Counts per vector and CPU for every vector with a handler or a count.
+pub fn interrupt_lines() -> alloc::vec::Vec<InterruptLine> {
+    let cpus: alloc::vec::Vec<_> = (0..cpu_local::MAX_CPUS).filter_map(cpu_local::get).collect();
+    let names = *NAMES.lock();
+    let mut lines = alloc::vec::Vec::new();
+    for vector in traps::FIRST_EXTERNAL_VECTOR..=255u8 {
+        let per_cpu: alloc::vec::Vec<u64> =
+            cpus.iter().map(|local| local.interrupt_counts[usize::from(vector)].load(Ordering::Relaxed)).collect();
+        let total = per_cpu.iter().sum();
+        let name = if vector == apic::SPURIOUS_VECTOR { Some("spurious") } else { names[usize::from(vector)] };
+        if name.is_some() || total > 0 {
+            lines.push(InterruptLine { vector, name: name.unwrap_or("unnamed"), per_cpu, total });
+        }
+    }
+    lines
+}

@@ -3,7 +3,7 @@
 #![no_main]
 
 fn run() -> u8 {
-    rtedge_kernel::ktest::run(rtedge_kernel::selftest::GROUPS)
+    rtedge_kernel::ktest::run(&rtedge_kernel::selftest::groups())
 }
 
 rtedge_kernel::main!(run);

@@ -230,6 +230,9 @@ hermit_secondary:
     movl HERMIT_AP_RELEASE(%rip), %eax
     cmpl %eax, %r13d
     jne 3b
+    /* Our page tables first: the stack lives in the kernel's stack window. */
+    movq HERMIT_AP_CR3(%rip), %rax
+    movq %rax, %cr3
     movq HERMIT_AP_STACK(%rip), %rsp
     movl %r13d, %edi
     xorl %ebp, %ebp
@@ -279,6 +282,9 @@ BOOT_TSC:
     .global HERMIT_AP_STACK
 HERMIT_AP_STACK:
     .quad 0
+    .global HERMIT_AP_CR3
+HERMIT_AP_CR3:
+    .quad 0
     .global HERMIT_AP_RELEASE
 HERMIT_AP_RELEASE:
     .long 0xffffffff
@@ -294,6 +300,7 @@ unsafe extern "C" {
     static BOOT_STACK_BOTTOM: u8;
     static BOOT_STACK_TOP: u8;
     static mut HERMIT_AP_STACK: u64;
+    static mut HERMIT_AP_CR3: u64;
     static mut HERMIT_AP_RELEASE: u32;
 }
 
@@ -313,15 +320,18 @@ pub fn boot_stack_guard() -> u64 {
     &raw const BOOT_STACK_GUARD as u64
 }
 
-/// Lets the uhyve secondary CPU `cpu_id` leave its wait loop on `stack_top`.
+/// Lets the uhyve secondary CPU `cpu_id` leave its wait loop on `stack_top`
+/// with page tables `cr3`.
 ///
 /// # Safety
-/// `stack_top` must be the top of a stack that belongs to that CPU alone, and
-/// the previous secondary CPU must already have taken its stack (the two
-/// words are shared by all waiting CPUs).
-pub unsafe fn release_hermit_secondary(cpu_id: u32, stack_top: u64) {
+/// `stack_top` must be the top of a stack that belongs to that CPU alone,
+/// `cr3` must map the kernel and that stack, and the previous secondary CPU
+/// must already have taken its stack (the words are shared by all waiting
+/// CPUs).
+pub unsafe fn release_hermit_secondary(cpu_id: u32, stack_top: u64, cr3: u64) {
     // SAFETY: the caller serialises releases; the waiting CPUs only read.
     unsafe {
+        core::ptr::write_volatile(&raw mut HERMIT_AP_CR3, cr3);
         core::ptr::write_volatile(&raw mut HERMIT_AP_STACK, stack_top);
         core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
         core::ptr::write_volatile(&raw mut HERMIT_AP_RELEASE, cpu_id);

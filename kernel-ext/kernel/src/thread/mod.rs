@@ -517,13 +517,12 @@ pub fn live_count() -> usize {
 fn claim_slot() -> Result<&'static Thread> {
     let mut table = TABLE.lock();
     let mut claimed = table.threads.iter().flatten().copied().find(|thread| thread.state() == State::Free);
-    if claimed.is_none() {
-        if let Some(index) = table.threads.iter().position(Option::is_none) {
+    if claimed.is_none()
+        && let Some(index) = table.threads.iter().position(Option::is_none) {
             let fresh: &'static Thread = Box::leak(Box::new(Thread::new(index as u16)));
             table.threads[index] = Some(fresh);
             claimed = Some(fresh);
         }
-    }
     if claimed.is_none() {
         claimed = table
             .threads

@@ -276,8 +276,8 @@ pub(super) fn enqueue_woken(thread: &'static Thread) {
             // SAFETY: the scheduler stores only &'static Thread pointers here.
             let running = unsafe { &*(running as *const Thread) };
             let preempt = sched::should_preempt(running_of(running), candidate);
-            if !preempt {
-                if let (Running::Fair { .. }, Candidate::Fair { .. }) = (running_of(running), candidate) {
+            if !preempt
+                && let (Running::Fair { .. }, Candidate::Fair { .. }) = (running_of(running), candidate) {
                     // The running kernel thread had the CPU alone, so no slice
                     // was armed (tickless): share from now on.
                     if !clockevent::is_armed(scheduler.slice_alarm) {
@@ -287,7 +287,6 @@ pub(super) fn enqueue_woken(thread: &'static Thread) {
                         clockevent::arm(scheduler.slice_alarm, time::now_ns() + slice);
                     }
                 }
-            }
             preempt
         }
     };
@@ -446,6 +445,7 @@ fn schedule_with(reason: Reason) {
     next.switched_in_ns.store(now, Ordering::Relaxed);
     next.switches.fetch_add(1, Ordering::Relaxed);
     SWITCHES.fetch_add(1, Ordering::Relaxed);
+    local.switches.fetch_add(1, Ordering::Relaxed);
     local.previous_thread.store(previous as *const Thread as usize, Ordering::Release);
     local.current_thread.store(next as *const Thread as usize, Ordering::Release);
     local.realtime.store(u32::from(next.is_realtime()), Ordering::Release);

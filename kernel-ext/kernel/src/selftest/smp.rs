@@ -1,0 +1,177 @@
+//! Tests that need several CPUs (run only when more than one is online):
+//! every CPU up, pinning, cross-CPU wake-ups by IPI, per-CPU counters,
+//! isolation.
+
+use alloc::format;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::ktest::{Outcome, Test};
+use crate::sync::Semaphore;
+use crate::thread::{self, Builder};
+use crate::{check, check_eq, cpu_local, smp, trap};
+
+pub const TESTS: &[Test] = &[
+    Test { name: "smp::every_offered_cpu_is_online", run: all_online },
+    Test { name: "smp::pinned_rt_thread_never_leaves_its_cpu", run: pinned_rt },
+    Test { name: "smp::cross_cpu_wakeup_arrives_by_ipi", run: cross_cpu_wake },
+    Test { name: "smp::per_cpu_counters_add_up", run: counters_add_up },
+    Test { name: "smp::isolated_cpu_gets_no_unpinned_kernel_thread", run: isolation },
+];
+
+const SECOND: u64 = 1_000_000_000;
+const MILLISECOND: u64 = 1_000_000;
+
+fn error(e: impl core::fmt::Display) -> alloc::string::String {
+    format!("{e}")
+}
+
+fn last_cpu() -> u32 {
+    63 - thread::online_mask().leading_zeros()
+}
+
+fn all_online() -> Outcome {
+    let report = smp::last_report();
+    check_eq!(report.failed, 0);
+    check_eq!(report.online, report.offered);
+    check_eq!(thread::online_mask().count_ones(), report.online);
+    let mut apic_ids = Vec::new();
+    for index in 0..report.online as usize {
+        let local = cpu_local::get(index).ok_or_else(|| format!("cpu {index} has no per-CPU data"))?;
+        check_eq!(local.index as usize, index);
+        apic_ids.push(local.apic_id.load(Ordering::Relaxed));
+        check!(local.current_thread.load(Ordering::Relaxed) != 0, "cpu {index} runs no thread");
+    }
+    apic_ids.sort_unstable();
+    apic_ids.dedup();
+    check_eq!(apic_ids.len(), report.online as usize);
+    Ok(())
+}
+
+fn pinned_rt() -> Outcome {
+    static WRONG: AtomicU32 = AtomicU32::new(0);
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    WRONG.store(0, Ordering::SeqCst);
+    RUNS.store(0, Ordering::SeqCst);
+    let target = last_cpu();
+    let id = Builder::new("t-pinned-rt")
+        .realtime(30)
+        .cpu(target)
+        .spawn(move || {
+            if thread::make_periodic(crate::time::now_ns() + MILLISECOND, MILLISECOND).is_err() {
+                return -1;
+            }
+            for _ in 0..200 {
+                if thread::wait_next_period().is_err() {
+                    return -2;
+                }
+                // Checked by the thread itself every period.
+                if thread::current_cpu() != target {
+                    WRONG.fetch_add(1, Ordering::SeqCst);
+                }
+                RUNS.fetch_add(1, Ordering::SeqCst);
+            }
+            0
+        })
+        .map_err(error)?;
+    check_eq!(thread::get(id).map(|t| t.affinity()), Some(1u64 << target));
+    check_eq!(thread::join(id, Some(10 * SECOND)).map_err(error)?, 0);
+    check_eq!(RUNS.load(Ordering::SeqCst), 200);
+    check_eq!(WRONG.load(Ordering::SeqCst), 0);
+    Ok(())
+}
+
+static CROSS: Semaphore = Semaphore::new(0);
+
+fn cross_cpu_wake() -> Outcome {
+    static WOKE_ON: AtomicU32 = AtomicU32::new(u32::MAX);
+    WOKE_ON.store(u32::MAX, Ordering::SeqCst);
+    while CROSS.try_down() {}
+    let target = last_cpu();
+    let remote = cpu_local::get(target as usize).ok_or("no target cpu")?;
+    let sleeper = Builder::new("t-remote-sleeper")
+        .cpu(target)
+        .spawn(|| {
+            if CROSS.down().is_err() {
+                return -1;
+            }
+            WOKE_ON.store(thread::current_cpu(), Ordering::SeqCst);
+            0
+        })
+        .map_err(error)?;
+    // Wait until it sleeps (its CPU then halts in idle).
+    for _ in 0..100_000 {
+        if thread::get(sleeper).is_some_and(|t| t.state() == thread::State::Blocked) {
+            break;
+        }
+        thread::yield_cpu();
+    }
+    check_eq!(thread::get(sleeper).map(|t| t.state()), Some(thread::State::Blocked));
+    let ipis_before = remote.interrupt_counts[usize::from(trap::RESCHEDULE_VECTOR)].load(Ordering::SeqCst);
+    // The waker runs on CPU 0.
+    let waker = Builder::new("t-waker-cpu0").cpu(0).spawn(|| {
+        CROSS.up();
+        0
+    })
+    .map_err(error)?;
+    thread::join(waker, Some(SECOND)).map_err(error)?;
+    check_eq!(thread::join(sleeper, Some(SECOND)).map_err(error)?, 0);
+    check_eq!(WOKE_ON.load(Ordering::SeqCst), target);
+    let ipis_after = remote.interrupt_counts[usize::from(trap::RESCHEDULE_VECTOR)].load(Ordering::SeqCst);
+    check!(ipis_after > ipis_before, "no reschedule IPI reached cpu {target}");
+    Ok(())
+}
+
+fn counters_add_up() -> Outcome {
+    // Quiesce a little, then compare per-CPU sums with the global figures.
+    let online = thread::online_mask().count_ones() as usize;
+    let switches_total = thread::cpu_switches();
+    let per_cpu: u64 = (0..online).filter_map(cpu_local::get).map(|local| local.switches.load(Ordering::SeqCst)).sum();
+    let switches_after = thread::cpu_switches();
+    check!(
+        switches_total <= per_cpu && per_cpu <= switches_after,
+        "per-CPU switches {per_cpu} outside global [{switches_total}, {switches_after}]"
+    );
+    let irqs = crate::trap::interrupt_lines();
+    for line in &irqs {
+        let sum: u64 = line.per_cpu.iter().sum();
+        check_eq!(sum, line.total);
+    }
+    let softirqs = crate::softirq::counts();
+    check!(softirqs.iter().all(|line| line.per_cpu.len() == online), "softirq lines must have one count per CPU");
+    let timer = irqs.iter().find(|line| line.vector == trap::TIMER_VECTOR).ok_or("no timer line")?;
+    check!(timer.per_cpu.iter().filter(|&&count| count > 0).count() >= 1);
+    Ok(())
+}
+
+fn isolation() -> Outcome {
+    let isolated = thread::isolated_mask();
+    check!(isolated != 0, "run this image with isolcpus= (the SMP profiles set it)");
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    SEEN.store(0, Ordering::SeqCst);
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(
+            Builder::new("t-free")
+                .spawn(|| {
+                    for _ in 0..20 {
+                        SEEN.fetch_or(1 << thread::current_cpu(), Ordering::SeqCst);
+                        let _ = thread::sleep_ns(MILLISECOND);
+                        SEEN.fetch_or(1 << thread::current_cpu(), Ordering::SeqCst);
+                    }
+                    0
+                })
+                .map_err(error)?,
+        );
+    }
+    for id in ids {
+        thread::join(id, Some(10 * SECOND)).map_err(error)?;
+    }
+    let seen = SEEN.load(Ordering::SeqCst);
+    check_eq!(seen & isolated, 0);
+    // An RT thread with no CPU given goes to the isolated CPU.
+    let rt = Builder::new("t-rt-default").realtime(5).spawn(|| thread::current_cpu() as i32).map_err(error)?;
+    let cpu = thread::join(rt, Some(SECOND)).map_err(error)?;
+    check!(isolated & (1 << cpu) != 0, "default RT cpu {cpu} is not isolated ({isolated:#x})");
+    Ok(())
+}
