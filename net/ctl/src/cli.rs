@@ -1,0 +1,311 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Printed at the end of `rtctl --help`.
+const AFTER_LONG_HELP: &str = "\
+Connection:
+  The token is taken from --token, else RTEDGE_TOKEN, else the file
+  target/rtedge/dev.token in the nearest ancestor of the current directory
+  (or of the rtctl executable) that has one: rtctl reads the token of a
+  locally built image without being told. Without a token it connects
+  without AUTH. The port defaults to RTEDGE_PORT, else 6380.
+
+Exit codes:
+  0  success
+  1  the server replied with an error (or a bad reply, or a local failure
+     such as an unwritable plot file)
+  2  usage error
+  3  cannot connect (connection refused, timeout, unreachable), or the
+     connection broke
+  4  authentication failed (WRONGPASS, NOAUTH)
+  5  not found (no such thread, key, tasklet, soft IRQ or module)";
+
+/// Host client of the rtedge control plane (RESP over TCP).
+#[derive(Debug, Parser)]
+#[command(name = "rtctl", version, after_long_help = AFTER_LONG_HELP)]
+pub struct Cli {
+    /// Host of the control plane.
+    #[arg(long, global = true, default_value = "127.0.0.1")]
+    pub host: String,
+    /// TCP port of the control plane [default: RTEDGE_PORT, else 6380].
+    #[arg(long, global = true)]
+    pub port: Option<u16>,
+    /// Authentication token (default: RTEDGE_TOKEN, then target/rtedge/dev.token).
+    #[arg(long, global = true, env = "RTEDGE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Connect, read and write timeout in milliseconds.
+    #[arg(long, global = true, default_value_t = 5000, value_name = "N")]
+    pub timeout_ms: u64,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Uptime, version, boot path, CPUs, heap, threads and clients (INFO).
+    Status,
+    /// Every thread with its state, run time and release latency (THREADS).
+    Threads,
+    /// Interrupt counts per CPU (IRQS).
+    Irqs,
+    /// Soft-interrupt counts per CPU (SOFTIRQS).
+    Softirqs,
+    /// Read shared statics (GET, or MGET for several).
+    Get {
+        /// Key names.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Write a shared static (SET).
+    Set {
+        /// Key name.
+        key: String,
+        /// New value.
+        value: String,
+    },
+    /// List shared statics matching a glob (KEYS).
+    Keys {
+        /// Glob pattern.
+        #[arg(default_value = "*")]
+        pattern: String,
+    },
+    /// Wake a suspended or sleeping thread (WAKE).
+    Wake {
+        /// Thread name or numeric id.
+        thread: String,
+    },
+    /// Send a signal to a thread, or to its buddy if it has one (KILL).
+    Kill {
+        /// Thread name or numeric id.
+        thread: String,
+        /// Signal to deliver.
+        #[arg(long, value_enum, ignore_case = true, default_value_t = Signal::Term)]
+        signal: Signal,
+    },
+    /// Act on a tasklet (TASKLET).
+    Tasklet {
+        /// What to do.
+        #[arg(value_enum)]
+        action: TaskletAction,
+        /// Tasklet name.
+        name: String,
+    },
+    /// Raise a soft IRQ (SOFTIRQ RAISE).
+    Softirq {
+        /// What to do.
+        #[command(subcommand)]
+        action: SoftirqAction,
+    },
+    /// Modify or delete a kernel timer (TIMER).
+    Timer {
+        /// What to do.
+        #[command(subcommand)]
+        action: TimerAction,
+    },
+    /// Queue, cancel or flush work items (WORK).
+    Work {
+        /// What to do.
+        #[command(subcommand)]
+        action: WorkAction,
+    },
+    /// Latency histograms: list the sources, or show one (LATENCY).
+    Latency {
+        /// Source to show; without it the sources are listed.
+        source: Option<String>,
+        /// Reset the histogram after reading it.
+        #[arg(long, requires = "source")]
+        reset: bool,
+        /// Also write a PNG bar chart of the buckets to FILE.
+        #[arg(long, value_name = "FILE", requires = "source")]
+        plot: Option<PathBuf>,
+    },
+    /// Print pub/sub messages as they arrive (SUBSCRIBE, or PSUBSCRIBE for
+    /// a pattern with * ? or [).
+    Watch {
+        /// Channel or pattern, e.g. latency.rt0 or 'latency.*'.
+        channel: String,
+        /// Stop after N messages.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Live view of threads, CPU use, soft IRQ rates and RT latency.
+    Top {
+        /// Refresh interval in milliseconds.
+        #[arg(long, default_value_t = 1000, value_name = "N")]
+        interval_ms: u64,
+        /// Print a single frame and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Application modules and their state (MODULE LIST).
+    Modules,
+    /// Load or unload an application module (MODULE LOAD|UNLOAD).
+    Module {
+        /// What to do.
+        #[command(subcommand)]
+        action: ModuleAction,
+    },
+    /// Send any command and print the reply as redis-cli does.
+    Raw {
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Round-trip time of a PING, in microseconds.
+    Ping,
+}
+
+/// `KILL` signals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum Signal {
+    /// Ask the thread to terminate.
+    Term,
+    /// Wake the thread.
+    Wake,
+}
+
+/// `TASKLET` actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TaskletAction {
+    /// Schedule on the TASKLET soft IRQ.
+    Schedule,
+    /// Schedule on the HI soft IRQ.
+    Hi,
+    /// Disable (counted).
+    Disable,
+    /// Enable (counted).
+    Enable,
+    /// Kill: wait until it is not scheduled and forbid rescheduling.
+    Kill,
+}
+
+/// `SOFTIRQ` actions.
+#[derive(Debug, Subcommand)]
+pub enum SoftirqAction {
+    /// Raise a soft IRQ by name.
+    Raise {
+        /// Soft IRQ name (HI, TIMER, ... or a dynamic one).
+        name: String,
+    },
+}
+
+/// `TIMER` actions.
+#[derive(Debug, Subcommand)]
+pub enum TimerAction {
+    /// Set a timer to fire in MS milliseconds.
+    Mod {
+        /// Timer name.
+        name: String,
+        /// Milliseconds from now.
+        ms: u64,
+    },
+    /// Delete a pending timer.
+    Del {
+        /// Timer name.
+        name: String,
+    },
+}
+
+/// `WORK` actions.
+#[derive(Debug, Subcommand)]
+pub enum WorkAction {
+    /// Queue a work item, optionally delayed.
+    Queue {
+        /// Work queue name.
+        queue: String,
+        /// Work item name.
+        item: String,
+        /// Delay in milliseconds.
+        delay_ms: Option<u64>,
+    },
+    /// Cancel a pending work item.
+    Cancel {
+        /// Work queue name.
+        queue: String,
+        /// Work item name.
+        item: String,
+    },
+    /// Wait until every item queued so far has run.
+    Flush {
+        /// Work queue name.
+        queue: String,
+    },
+}
+
+/// `MODULE` actions.
+#[derive(Debug, Subcommand)]
+pub enum ModuleAction {
+    /// Load a module.
+    Load {
+        /// Module name.
+        name: String,
+    },
+    /// Unload a module.
+    Unload {
+        /// Module name.
+        name: String,
+    },
+}
+
+/// The port when `--port` is not given.
+pub const DEFAULT_PORT: u16 = 6380;
+
+impl Cli {
+    /// `--port`, else `RTEDGE_PORT` (ignored when empty, as a Makefile's
+    /// `export` of an unset variable leaves it), else 6380.
+    pub fn port(&self) -> Result<u16, String> {
+        if let Some(port) = self.port {
+            return Ok(port);
+        }
+        match std::env::var("RTEDGE_PORT") {
+            Ok(text) if !text.trim().is_empty() => text
+                .trim()
+                .parse()
+                .map_err(|_| format!("RTEDGE_PORT is not a port number: '{text}'")),
+            _ => Ok(DEFAULT_PORT),
+        }
+    }
+}
+
+impl TaskletAction {
+    /// The word on the wire.
+    pub fn wire(self) -> &'static str {
+        match self {
+            TaskletAction::Schedule => "SCHEDULE",
+            TaskletAction::Hi => "HI",
+            TaskletAction::Disable => "DISABLE",
+            TaskletAction::Enable => "ENABLE",
+            TaskletAction::Kill => "KILL",
+        }
+    }
+}
+
+impl Signal {
+    /// The word on the wire.
+    pub fn wire(self) -> &'static str {
+        match self {
+            Signal::Term => "TERM",
+            Signal::Wake => "WAKE",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
