@@ -385,8 +385,11 @@ mod tests {
                 "bench",
                 "fault-page",
                 "fault-panic",
+                "fault-softirq-block",
                 "fault-stack",
-                "ktest"
+                "ktest",
+                "ktest-smp2",
+                "ktest-smp4"
             ]
         );
         let expected: Vec<(&str, Option<u8>)> = profiles
@@ -401,8 +404,11 @@ mod tests {
                 ("bench", Some(0)),
                 ("fault-page", Some(46)),
                 ("fault-panic", Some(2)),
+                ("fault-softirq-block", Some(2)),
                 ("fault-stack", Some(3)),
                 ("ktest", Some(0)),
+                ("ktest-smp2", Some(0)),
+                ("ktest-smp4", Some(0)),
             ]
         );
         let appliance = profiles.get("appliance").expect("appliance exists");
@@ -425,7 +431,7 @@ mod tests {
             .to_string();
         assert!(
             error.ends_with(
-                "available: appliance, bench, fault-page, fault-panic, fault-stack, ktest"
+                "available: appliance, bench, fault-page, fault-panic, fault-softirq-block, fault-stack, ktest, ktest-smp2, ktest-smp4"
             ),
             "{error}"
         );

@@ -15,6 +15,7 @@ pub mod acpi;
 pub mod apic;
 pub mod calibrate;
 pub mod paging;
+pub mod rtc;
 pub mod smp;
 pub mod switch;
 pub mod tables;

@@ -16,6 +16,13 @@ impl TimerId {
     pub fn index(self) -> usize {
         self.0 as usize
     }
+
+    /// Rebuilds a handle from [`index`](Self::index) (for callers that pack
+    /// handles into atomics). A stale index is harmless: queue operations on
+    /// an unregistered slot do nothing.
+    pub fn from_index(index: usize) -> TimerId {
+        TimerId(index as u32)
+    }
 }
 
 const NOT_QUEUED: u32 = u32::MAX;

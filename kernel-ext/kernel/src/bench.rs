@@ -42,6 +42,12 @@ pub fn run_all() {
         release_latency("rt-release-beside-hog-same-cpu", seconds, Placement { rt_cpu: 0, hog: Some(Hog::SameCpu) });
     }
     context_switch_cost();
+    let rt_cpu = if isolated != 0 { isolated.trailing_zeros() } else { 0 };
+    tasklet_latency(rt_cpu);
+    softirq_jitter(rt_cpu);
+    timer_lateness();
+    hrtimer_lateness();
+    work_latency(rt_cpu);
     console_line!("bench: end");
 }
 
@@ -226,4 +232,179 @@ pub fn context_switch_cost() {
         "bench: context-switch yields={yields} elapsed_ns={elapsed} ns_per_switch={} (switches counted {switches}; includes scheduler decision and FXSAVE/FXRSTOR)",
         elapsed / yields.max(1)
     );
+}
+
+const SAMPLES_PER_CASE: usize = 500;
+
+static DEFERRED_SAMPLES: IrqSpinLock<Vec<u64>> = IrqSpinLock::new(Vec::new());
+
+fn reset_samples() {
+    let mut samples = DEFERRED_SAMPLES.lock();
+    samples.clear();
+    samples.reserve(SAMPLES_PER_CASE + 8);
+}
+
+fn push_sample(value: u64) {
+    let mut samples = DEFERRED_SAMPLES.lock();
+    if samples.len() < samples.capacity() {
+        samples.push(value);
+    }
+}
+
+fn sample_count() -> usize {
+    DEFERRED_SAMPLES.lock().len()
+}
+
+fn take_samples() -> Vec<u64> {
+    core::mem::take(&mut *DEFERRED_SAMPLES.lock())
+}
+
+static BENCH_RT: IrqSpinLock<Option<thread::ThreadId>> = IrqSpinLock::new(None);
+
+fn tasklet_probe(_: usize) {
+    push_sample(time::now_ns().saturating_sub(BENCH_TASKLET.scheduled_at_ns()));
+    if let Some(rt) = *BENCH_RT.lock() {
+        let _ = thread::wake_up(rt);
+    }
+}
+
+static BENCH_TASKLET: crate::tasklet::Tasklet = crate::tasklet::Tasklet::new("bench-tasklet", tasklet_probe, 0);
+
+/// An RT thread hi-schedules a tasklet and suspends; the tasklet measures
+/// schedule-to-handler latency and wakes the thread again.
+fn tasklet_latency(rt_cpu: u32) {
+    reset_samples();
+    let rt = Builder::new("bench-tasklet-rt").realtime(40).cpu(rt_cpu).create(|| {
+        for _ in 0..SAMPLES_PER_CASE {
+            BENCH_TASKLET.hi_schedule();
+            thread::suspend_self();
+        }
+        0
+    });
+    let Ok(rt) = rt else { return };
+    *BENCH_RT.lock() = Some(rt);
+    let _ = thread::start(rt);
+    let _ = thread::join(rt, Some(60 * SECOND));
+    *BENCH_RT.lock() = None;
+    BENCH_TASKLET.kill();
+    let mut samples = take_samples();
+    report("tasklet-from-rt-thread", &mut samples, &alloc::format!("rt_cpu={rt_cpu} (hi_schedule to handler start)"));
+}
+
+static JITTER_SENT_AT: AtomicU64 = AtomicU64::new(0);
+
+fn jitter_handler(_: usize) {
+    push_sample(time::now_ns().saturating_sub(JITTER_SENT_AT.load(Ordering::SeqCst)));
+}
+
+/// The seeds' soft-interrupt latency test: a 1 ms periodic RT thread
+/// records the time and pends a named soft IRQ; the handler measures the
+/// delay. 500 samples.
+fn softirq_jitter(rt_cpu: u32) {
+    reset_samples();
+    let Ok(irq) = crate::softirq::register("bench softirq jitter test", jitter_handler, 0) else { return };
+    let rt = Builder::new("bench-softirq-rt").realtime(40).cpu(rt_cpu).spawn(move || {
+        if thread::make_periodic(time::now_ns() + MILLISECOND, MILLISECOND).is_err() {
+            return -1;
+        }
+        for _ in 0..SAMPLES_PER_CASE {
+            if thread::wait_next_period().is_err() {
+                return -2;
+            }
+            JITTER_SENT_AT.store(time::now_ns(), Ordering::SeqCst);
+            irq.raise();
+        }
+        0
+    });
+    if let Ok(rt) = rt {
+        let _ = thread::join(rt, Some(60 * SECOND));
+    }
+    let _ = thread::sleep_ns(5 * MILLISECOND);
+    irq.free();
+    let mut samples = take_samples();
+    report("softirq-jitter-test", &mut samples, &alloc::format!("rt_cpu={rt_cpu} hz=1000 (raise from RT thread to handler start)"));
+}
+
+static TIMER_TARGET_NS: AtomicU64 = AtomicU64::new(0);
+
+fn timer_probe(_: usize) {
+    push_sample(time::now_ns().saturating_sub(TIMER_TARGET_NS.load(Ordering::SeqCst)));
+    if sample_count() < SAMPLES_PER_CASE {
+        let next = time::jiffies() + 1;
+        TIMER_TARGET_NS.store(rtedge_engine::clock::jiffies_to_ns(next), Ordering::SeqCst);
+        let _ = BENCH_TIMER.modify(next);
+    }
+}
+
+static BENCH_TIMER: crate::timer::Timer = crate::timer::Timer::new("bench-timer", timer_probe, 0);
+
+/// Jiffies timer lateness: callback start minus the start of its expiry jiffy.
+fn timer_lateness() {
+    reset_samples();
+    let next = time::jiffies() + 1;
+    TIMER_TARGET_NS.store(rtedge_engine::clock::jiffies_to_ns(next), Ordering::SeqCst);
+    if BENCH_TIMER.modify(next).is_err() {
+        return;
+    }
+    while sample_count() < SAMPLES_PER_CASE {
+        let _ = thread::sleep_ns(10 * MILLISECOND);
+    }
+    BENCH_TIMER.delete_sync();
+    let mut samples = take_samples();
+    report("timer-expiry-lateness", &mut samples, "(TIMER softirq callback start minus expiry jiffy start)");
+}
+
+fn hrtimer_probe(timer: &crate::timer::HrTimer) -> crate::timer::Restart {
+    let now = time::now_ns();
+    push_sample(now.saturating_sub(timer.expires()));
+    if sample_count() >= SAMPLES_PER_CASE {
+        return crate::timer::Restart::NoRestart;
+    }
+    timer.forward(now, MILLISECOND);
+    crate::timer::Restart::Restart
+}
+
+static BENCH_HRTIMER: crate::timer::HrTimer = crate::timer::HrTimer::new("bench-hrtimer", hrtimer_probe, 0);
+
+/// A periodic 1 ms hrtimer: lateness of each callback.
+fn hrtimer_lateness() {
+    reset_samples();
+    if BENCH_HRTIMER.start(MILLISECOND, crate::timer::Mode::Relative).is_err() {
+        return;
+    }
+    while sample_count() < SAMPLES_PER_CASE {
+        let _ = thread::sleep_ns(10 * MILLISECOND);
+    }
+    BENCH_HRTIMER.cancel();
+    let mut samples = take_samples();
+    report("hrtimer-expiry-lateness", &mut samples, "period=1ms (HRTIMER softirq callback start minus expiry)");
+}
+
+fn work_probe(work: &'static crate::workqueue::FnWork) {
+    use crate::workqueue::WorkItem;
+    push_sample(time::now_ns().saturating_sub(work.work().queued_at_ns()));
+    if let Some(rt) = *BENCH_RT.lock() {
+        let _ = thread::wake_up(rt);
+    }
+}
+
+static BENCH_WORK: crate::workqueue::FnWork = crate::workqueue::FnWork::new(work_probe, 0);
+
+/// Work queued (from an RT thread) to the handler starting in an events worker.
+fn work_latency(rt_cpu: u32) {
+    reset_samples();
+    let rt = Builder::new("bench-work-rt").realtime(40).cpu(rt_cpu).create(|| {
+        for _ in 0..SAMPLES_PER_CASE {
+            crate::workqueue::schedule_work(&BENCH_WORK);
+            thread::suspend_self();
+        }
+        0
+    });
+    let Ok(rt) = rt else { return };
+    *BENCH_RT.lock() = Some(rt);
+    let _ = thread::start(rt);
+    let _ = thread::join(rt, Some(60 * SECOND));
+    *BENCH_RT.lock() = None;
+    let mut samples = take_samples();
+    report("work-queue-to-run", &mut samples, &alloc::format!("queued from an RT thread on cpu {rt_cpu} to the events worker's handler start"));
 }

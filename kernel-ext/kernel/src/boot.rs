@@ -136,6 +136,16 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
         }
     };
     time::init(calibration, info.boot_tsc);
+    match info.uhyve {
+        Some(facts) if facts.boot_time_unix_ns > 0 => {
+            time::set_wall_clock(facts.boot_time_unix_ns as u64, 0, time::WallSource::Hypervisor)
+        }
+        _ => {
+            if let Some(seconds) = rtedge_arch::rtc::read_unix_seconds() {
+                time::set_wall_clock((seconds.max(0) as u64) * 1_000_000_000, time::now_ns(), time::WallSource::Rtc);
+            }
+        }
+    }
     trap::register_kernel_handlers();
 
     banner(info, &memory, calibration, apic_mode);
@@ -143,6 +153,8 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     cpu::interrupts_enable();
     // The boot context becomes idle/0; then the other CPUs come up.
     thread::finish_boot_cpu();
+    crate::tasklet::init();
+    crate::timer::init_cpu();
     let smp = smp::bring_up(info);
     let isolated = match cmdline::get(line, "isolcpus").map(cmdline::parse_cpu_list) {
         Some(Ok(mask)) => mask & thread::online_mask() & !1,
@@ -166,6 +178,10 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
         shutdown::shutdown_with(ExitCode::BootFailure);
     }
     smp::start_per_cpu_threads();
+    if let Err(error) = crate::workqueue::init() {
+        console_line!("rtedge: boot failed: cannot start the events workqueue: {error}");
+        shutdown::shutdown_with(ExitCode::BootFailure);
+    }
     console_line!("rtedge {} ready in {} us", env!("CARGO_PKG_VERSION"), time::now_ns() / 1000);
     if cmdline::get(line, "boot_only").is_some_and(|v| cmdline::parse_bool(v).unwrap_or(false)) {
         shutdown::shutdown_with(ExitCode::Success);

@@ -22,9 +22,12 @@ pub mod shutdown;
 pub mod smp;
 pub mod softirq;
 pub mod sync;
+pub mod tasklet;
 pub mod thread;
 pub mod time;
+pub mod timer;
 pub mod trap;
+pub mod workqueue;
 
 #[cfg(feature = "ktest")]
 pub mod bench;

@@ -91,9 +91,11 @@ fn secondary_main(index: u32) -> ! {
         apic::init_local(trap::TIMER_VECTOR, trap::APIC_ERROR_VECTOR);
     }
     cpu_local::current().apic_id.store(apic::id(), Ordering::Relaxed);
-    ARRIVED.fetch_or(1 << index, Ordering::AcqRel);
     cpu::interrupts_enable();
-    thread::start_secondary_cpu()
+    thread::prepare_secondary_cpu();
+    crate::timer::init_cpu();
+    ARRIVED.fetch_or(1 << index, Ordering::AcqRel);
+    thread::idle_loop()
 }
 
 fn delay_us(us: u64) {

@@ -351,6 +351,8 @@ impl Drop for BottomHalfGuard {
         let local = cpu_local::current();
         if local.softirq_depth.fetch_sub(1, Ordering::AcqRel) == 1 && !context::in_interrupt() {
             run_pending();
+            // A wake-up deferred while bottom halves were off acts now.
+            crate::thread::preempt_if_needed();
         }
     }
 }

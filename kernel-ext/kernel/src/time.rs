@@ -15,6 +15,47 @@ static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 /// Nanoseconds per TSC cycle, as a 32.32 fixed-point number.
 static NS_PER_CYCLE_SCALED: AtomicU64 = AtomicU64::new(0);
 static SOURCE: AtomicU8 = AtomicU8::new(0);
+/// Wall-clock time at the first instruction, ns since the Unix epoch (0 = unknown).
+static BOOT_WALL_NS: AtomicU64 = AtomicU64::new(0);
+static WALL_SOURCE: AtomicU8 = AtomicU8::new(0);
+
+/// Where CLOCK_REALTIME comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WallSource {
+    Unknown,
+    /// The CMOS real-time clock (QEMU).
+    Rtc,
+    /// The boot time the hypervisor passed (uhyve).
+    Hypervisor,
+}
+
+/// Sets CLOCK_REALTIME: `unix_ns` was the wall-clock time at clock time `at_ns`.
+pub fn set_wall_clock(unix_ns: u64, at_ns: u64, source: WallSource) {
+    BOOT_WALL_NS.store(unix_ns.saturating_sub(at_ns), Ordering::Release);
+    WALL_SOURCE.store(source as u8, Ordering::Release);
+}
+
+/// Where the wall clock came from.
+pub fn wall_source() -> WallSource {
+    match WALL_SOURCE.load(Ordering::Acquire) {
+        1 => WallSource::Rtc,
+        2 => WallSource::Hypervisor,
+        _ => WallSource::Unknown,
+    }
+}
+
+/// CLOCK_REALTIME: nanoseconds since the Unix epoch, or `None` if no wall
+/// clock was found at boot.
+pub fn realtime_ns() -> Option<u64> {
+    let base = BOOT_WALL_NS.load(Ordering::Acquire);
+    (base != 0).then(|| base + now_ns())
+}
+
+/// CLOCK_MONOTONIC: nanoseconds since boot (the same as [`now_ns`]).
+pub fn monotonic_ns() -> u64 {
+    now_ns()
+}
 
 /// Starts the clock from a calibration.
 pub fn init(calibration: Calibration, boot_tsc: u64) {

@@ -12,13 +12,14 @@ use rtedge_arch::cpu;
 use crate::ktest::{Outcome, Test};
 use crate::{check, check_eq, clockevent, cpu_local, memory, time, trap};
 
+mod deferred;
 mod smp;
 mod threads;
 
 /// Every group of kernel tests that applies to this machine, in order: the
 /// SMP group runs only with more than one CPU online.
 pub fn groups() -> alloc::vec::Vec<&'static [Test]> {
-    let mut groups: alloc::vec::Vec<&'static [Test]> = alloc::vec![TESTS, threads::TESTS];
+    let mut groups: alloc::vec::Vec<&'static [Test]> = alloc::vec![TESTS, threads::TESTS, deferred::TESTS];
     if crate::thread::online_mask().count_ones() > 1 {
         groups.push(smp::TESTS);
     }

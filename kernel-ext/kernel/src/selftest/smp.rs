@@ -4,7 +4,7 @@
 
 use alloc::format;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::ktest::{Outcome, Test};
 use crate::sync::Semaphore;
@@ -17,7 +17,187 @@ pub const TESTS: &[Test] = &[
     Test { name: "smp::cross_cpu_wakeup_arrives_by_ipi", run: cross_cpu_wake },
     Test { name: "smp::per_cpu_counters_add_up", run: counters_add_up },
     Test { name: "smp::isolated_cpu_gets_no_unpinned_kernel_thread", run: isolation },
+    Test { name: "smp::a_tasklet_never_runs_on_two_cpus_at_once", run: tasklet_exclusive },
+    Test { name: "smp::different_tasklets_run_on_cpus_in_parallel", run: tasklets_parallel },
+    Test { name: "smp::timer_delete_sync_waits_for_a_running_callback", run: timer_delete_sync },
+    Test { name: "smp::hrtimer_cancel_waits_for_a_running_callback", run: hrtimer_cancel_running },
 ];
+
+use crate::tasklet::Tasklet;
+use crate::timer::{HrTimer, Mode, Restart, Timer};
+
+static CONCURRENT: AtomicU32 = AtomicU32::new(0);
+static MAX_CONCURRENT: AtomicU32 = AtomicU32::new(0);
+
+fn exclusive_handler(_: usize) {
+    let now = CONCURRENT.fetch_add(1, Ordering::SeqCst) + 1;
+    MAX_CONCURRENT.fetch_max(now, Ordering::SeqCst);
+    crate::time::spin_for_ns(300_000);
+    CONCURRENT.fetch_sub(1, Ordering::SeqCst);
+}
+
+static EXCLUSIVE: Tasklet = Tasklet::new("test-exclusive", exclusive_handler, 0);
+
+fn tasklet_exclusive() -> Outcome {
+    CONCURRENT.store(0, Ordering::SeqCst);
+    MAX_CONCURRENT.store(0, Ordering::SeqCst);
+    let runs = EXCLUSIVE.runs();
+    // Two threads on two CPUs keep scheduling the same tasklet.
+    let mut ids = Vec::new();
+    for cpu in [0, last_cpu()] {
+        ids.push(
+            Builder::new("t-scheduler")
+                .cpu(cpu)
+                .spawn(|| {
+                    for _ in 0..40 {
+                        EXCLUSIVE.schedule();
+                        let _ = thread::sleep_ns(100_000);
+                    }
+                    0
+                })
+                .map_err(error)?,
+        );
+    }
+    for id in ids {
+        thread::join(id, Some(10 * SECOND)).map_err(error)?;
+    }
+    EXCLUSIVE.kill();
+    check!(EXCLUSIVE.runs() - runs >= 2, "the tasklet hardly ran: {}", EXCLUSIVE.runs() - runs);
+    check_eq!(MAX_CONCURRENT.load(Ordering::SeqCst), 1);
+    Ok(())
+}
+
+static PARTNER_RUNNING: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+static SAW_PARTNER: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+
+fn parallel_handler(which: usize) {
+    PARTNER_RUNNING[which].store(true, Ordering::SeqCst);
+    // Generous bound: under instruction emulation the partner needs long.
+    let deadline = crate::time::now_ns() + 5 * SECOND;
+    while crate::time::now_ns() < deadline {
+        if PARTNER_RUNNING[1 - which].load(Ordering::SeqCst) {
+            SAW_PARTNER[which].store(true, Ordering::SeqCst);
+            break;
+        }
+        rtedge_arch::cpu::pause();
+    }
+    crate::time::spin_for_ns(MILLISECOND);
+    PARTNER_RUNNING[which].store(false, Ordering::SeqCst);
+}
+
+static PARALLEL: [Tasklet; 2] =
+    [Tasklet::new("test-parallel-0", parallel_handler, 0), Tasklet::new("test-parallel-1", parallel_handler, 1)];
+
+fn tasklets_parallel() -> Outcome {
+    static ARRIVED: AtomicU32 = AtomicU32::new(0);
+    ARRIVED.store(0, Ordering::SeqCst);
+    for which in 0..2 {
+        PARTNER_RUNNING[which].store(false, Ordering::SeqCst);
+        SAW_PARTNER[which].store(false, Ordering::SeqCst);
+    }
+    // Two threads on two CPUs meet at a barrier, then each schedules its
+    // own tasklet, which runs on that CPU when the thread ends.
+    let mut ids = Vec::new();
+    for (which, cpu) in [(0usize, 0u32), (1, last_cpu())] {
+        ids.push(
+            Builder::new("t-parallel")
+                .cpu(cpu)
+                .create(move || {
+                    ARRIVED.fetch_add(1, Ordering::SeqCst);
+                    let deadline = crate::time::now_ns() + 5 * SECOND;
+                    while ARRIVED.load(Ordering::SeqCst) < 2 && crate::time::now_ns() < deadline {
+                        rtedge_arch::cpu::pause();
+                    }
+                    PARALLEL[which].schedule();
+                    0
+                })
+                .map_err(error)?,
+        );
+    }
+    for &id in &ids {
+        thread::start(id).map_err(error)?;
+    }
+    for id in ids {
+        thread::join(id, Some(5 * SECOND)).map_err(error)?;
+    }
+    for tasklet in &PARALLEL {
+        tasklet.kill();
+    }
+    check!(SAW_PARTNER[0].load(Ordering::SeqCst) && SAW_PARTNER[1].load(Ordering::SeqCst), "the two tasklets never overlapped");
+    Ok(())
+}
+
+static CALLBACK_STARTED: AtomicBool = AtomicBool::new(false);
+static CALLBACK_FINISHED: AtomicBool = AtomicBool::new(false);
+
+fn slow_timer_callback(_: usize) {
+    CALLBACK_STARTED.store(true, Ordering::SeqCst);
+    crate::time::spin_for_ns(20 * MILLISECOND);
+    CALLBACK_FINISHED.store(true, Ordering::SeqCst);
+}
+
+static SLOW_TIMER: Timer = Timer::new("test-slow", slow_timer_callback, 0);
+
+fn timer_delete_sync() -> Outcome {
+    CALLBACK_STARTED.store(false, Ordering::SeqCst);
+    CALLBACK_FINISHED.store(false, Ordering::SeqCst);
+    // Armed from the last CPU, so its callback runs there.
+    let armer = Builder::new("t-armer")
+        .cpu(last_cpu())
+        .spawn(|| match SLOW_TIMER.modify_in(1) {
+            Ok(_) => 0,
+            Err(_) => -1,
+        })
+        .map_err(error)?;
+    check_eq!(thread::join(armer, Some(SECOND)).map_err(error)?, 0);
+    let deleter = Builder::new("t-deleter")
+        .cpu(0)
+        .spawn(|| {
+            while !CALLBACK_STARTED.load(Ordering::SeqCst) {
+                let _ = thread::sleep_ns(100_000);
+            }
+            SLOW_TIMER.delete_sync();
+            // On return the callback is not running anywhere.
+            i32::from(CALLBACK_FINISHED.load(Ordering::SeqCst))
+        })
+        .map_err(error)?;
+    check_eq!(thread::join(deleter, Some(5 * SECOND)).map_err(error)?, 1);
+    Ok(())
+}
+
+fn slow_hr_callback(_: &HrTimer) -> Restart {
+    CALLBACK_STARTED.store(true, Ordering::SeqCst);
+    crate::time::spin_for_ns(20 * MILLISECOND);
+    CALLBACK_FINISHED.store(true, Ordering::SeqCst);
+    Restart::NoRestart
+}
+
+static SLOW_HR: HrTimer = HrTimer::new("test-slow-hr", slow_hr_callback, 0);
+
+fn hrtimer_cancel_running() -> Outcome {
+    CALLBACK_STARTED.store(false, Ordering::SeqCst);
+    CALLBACK_FINISHED.store(false, Ordering::SeqCst);
+    let armer = Builder::new("t-hr-armer")
+        .cpu(last_cpu())
+        .spawn(|| match SLOW_HR.start(MILLISECOND, Mode::Relative) {
+            Ok(_) => 0,
+            Err(_) => -1,
+        })
+        .map_err(error)?;
+    check_eq!(thread::join(armer, Some(SECOND)).map_err(error)?, 0);
+    let canceller = Builder::new("t-hr-cancel")
+        .cpu(0)
+        .spawn(|| {
+            while !CALLBACK_STARTED.load(Ordering::SeqCst) {
+                let _ = thread::sleep_ns(100_000);
+            }
+            SLOW_HR.cancel();
+            i32::from(CALLBACK_FINISHED.load(Ordering::SeqCst))
+        })
+        .map_err(error)?;
+    check_eq!(thread::join(canceller, Some(5 * SECOND)).map_err(error)?, 1);
+    Ok(())
+}
 
 const SECOND: u64 = 1_000_000_000;
 const MILLISECOND: u64 = 1_000_000;

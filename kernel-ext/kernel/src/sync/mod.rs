@@ -19,4 +19,4 @@ mod spin;
 
 pub use mutex::{Mutex, MutexGuard};
 pub use semaphore::Semaphore;
-pub use spin::{IrqSpinLock, IrqSpinLockGuard};
+pub use spin::{IrqSpinLock, IrqSpinLockGuard, SpinLock, SpinLockGuard};

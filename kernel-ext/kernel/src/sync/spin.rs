@@ -118,3 +118,73 @@ impl<T: ?Sized> Drop for IrqSpinLockGuard<'_, T> {
         cpu::interrupts_restore(self.interrupts_were_enabled);
     }
 }
+
+/// A ticket spinlock that leaves interrupts alone, for data shared only
+/// between threads and softirqs: take it with [`SpinLock::lock_bh`] from
+/// thread context (bottom halves off on this CPU) and with
+/// [`SpinLock::lock`] inside softirq handlers (`spin_lock_bh` /
+/// `spin_lock`). Never touch it from a hard-IRQ handler.
+pub struct SpinLock<T: ?Sized> {
+    next_ticket: AtomicU32,
+    now_serving: AtomicU32,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the lock serialises all access to `value` across CPUs.
+unsafe impl<T: ?Sized + Send> Sync for SpinLock<T> {}
+// SAFETY: moving the lock moves the value; no guard can exist then.
+unsafe impl<T: ?Sized + Send> Send for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    pub const fn new(value: T) -> Self {
+        Self { next_ticket: AtomicU32::new(0), now_serving: AtomicU32::new(0), value: UnsafeCell::new(value) }
+    }
+}
+
+impl<T: ?Sized> SpinLock<T> {
+    /// Takes the lock (in softirq context, or where bottom halves are off).
+    pub fn lock(&self) -> SpinLockGuard<'_, T> {
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        while self.now_serving.load(Ordering::Acquire) != ticket {
+            cpu::pause();
+        }
+        SpinLockGuard { lock: self, _bottom_halves: None }
+    }
+
+    /// `spin_lock_bh`: disables bottom halves on this CPU, then takes the
+    /// lock; both are undone when the guard drops (pending softirqs then run).
+    pub fn lock_bh(&self) -> SpinLockGuard<'_, T> {
+        let bottom_halves = crate::softirq::bh_disable();
+        let mut guard = self.lock();
+        guard._bottom_halves = Some(bottom_halves);
+        guard
+    }
+}
+
+/// Proof of holding a [`SpinLock`].
+pub struct SpinLockGuard<'a, T: ?Sized> {
+    lock: &'a SpinLock<T>,
+    // Dropped after the unlock in `drop` (fields drop after the body).
+    _bottom_halves: Option<crate::softirq::BottomHalfGuard>,
+}
+
+impl<T: ?Sized> Deref for SpinLockGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard proves exclusive access.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for SpinLockGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard proves exclusive access.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for SpinLockGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.now_serving.fetch_add(1, Ordering::Release);
+    }
+}

@@ -38,8 +38,8 @@ use crate::sync::IrqSpinLock;
 use crate::{context, cpu_local, time};
 
 pub use scheduler::{
-    cpu_switches, current, current_id, finish_boot_cpu, idle_loop, isolated_mask, online_mask, preempt_from_interrupt,
-    schedule, set_isolated, start_secondary_cpu, try_current, yield_now,
+    cpu_switches, current, current_id, finish_boot_cpu, idle_loop, isolated_mask, online_mask, preempt_from_interrupt, preempt_if_needed,
+    schedule, set_isolated, prepare_secondary_cpu, try_current, yield_now,
 };
 pub(crate) use scheduler::reschedule_interrupt;
 pub use wait::{WaitError, WaitQueue};

@@ -141,12 +141,11 @@ pub fn finish_boot_cpu() {
     init_cpu(idle);
 }
 
-/// Starts scheduling on a secondary CPU (its boot context becomes its idle
-/// thread) and never returns.
-pub fn start_secondary_cpu() -> ! {
+/// Starts scheduling on a secondary CPU: its boot context becomes its idle
+/// thread. The caller then enters [`idle_loop`].
+pub fn prepare_secondary_cpu() {
     let idle = adopt_running_context_as_idle();
     init_cpu(idle);
-    idle_loop()
 }
 
 /// The idle loop: run whatever is ready, else halt until an interrupt.
@@ -341,6 +340,20 @@ pub fn preempt_from_interrupt() {
         }
     }
     schedule_with(Reason::Preempt);
+}
+
+/// Reschedules now if a more urgent thread is waiting and this is a point
+/// where switching is allowed (thread context, interrupts on, no bottom
+/// halves disabled).
+pub fn preempt_if_needed() {
+    if cpu_local::is_installed()
+        && cpu_local::current().need_resched.load(Ordering::Acquire)
+        && !context::in_interrupt()
+        && !crate::softirq::in_softirq()
+        && cpu::interrupts_enabled()
+    {
+        schedule_with(Reason::Preempt);
+    }
 }
 
 /// Gives up the CPU voluntarily, staying ready.

@@ -1,0 +1,320 @@
+//! Tasklets: deferred functions run from the HI and TASKLET softirqs.
+//!
+//! `schedule` (TASKLET vector) and `hi_schedule` (HI vector, so before any
+//! normal tasklet) are safe from hard-IRQ, RT-thread, softirq and thread
+//! context and never allocate. Several schedules before a run give one
+//! run; the same tasklet never runs on two CPUs at once; `disable`/`enable`
+//! nest and a run requested meanwhile happens once after the last enable;
+//! `kill` waits until it is neither scheduled nor running. Because pending
+//! softirqs run at every switch to a non-RT thread, a tasklet an RT thread
+//! schedules runs before any kernel thread gets the CPU.
+//!
+//! The transitions are `rtedge_engine::tasklet`'s; this module keeps the
+//! per-CPU queues (intrusive lists: no allocation) and runs handlers.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use rtedge_engine::tasklet::{self as policy, RunDecision, ScheduleOutcome, TaskletState};
+
+use crate::cpu_local::{self, MAX_CPUS};
+use crate::softirq::{self, Vector};
+use crate::sync::IrqSpinLock;
+use crate::{context, thread, time};
+
+/// A tasklet: a handler, its data argument and its state.
+pub struct Tasklet {
+    name: &'static str,
+    handler: fn(usize),
+    data: AtomicUsize,
+    state: AtomicU32,
+    /// Next tasklet in the queue it is on (a `*const Tasklet`, 0 = none).
+    next: AtomicUsize,
+    /// Whether the pending run was requested with `hi_schedule`.
+    high: AtomicBool,
+    runs: AtomicU64,
+    scheduled_at_ns: AtomicU64,
+    registered: AtomicBool,
+}
+
+impl core::fmt::Debug for Tasklet {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Tasklet").field("name", &self.name).field("state", &self.state()).finish()
+    }
+}
+
+#[derive(Clone, Copy)]
+struct List {
+    head: usize,
+    tail: usize,
+}
+
+impl List {
+    const EMPTY: List = List { head: 0, tail: 0 };
+
+    fn push(&mut self, tasklet: &Tasklet) {
+        let address = tasklet as *const Tasklet as usize;
+        tasklet.next.store(0, Ordering::Relaxed);
+        if self.tail == 0 {
+            self.head = address;
+        } else {
+            // SAFETY: queued tasklets are alive: a tasklet is killed (taken
+            // off every queue) before it is dropped.
+            unsafe { (*(self.tail as *const Tasklet)).next.store(address, Ordering::Relaxed) };
+        }
+        self.tail = address;
+    }
+}
+
+struct Queues {
+    high: List,
+    normal: List,
+}
+
+static QUEUES: [IrqSpinLock<Queues>; MAX_CPUS] =
+    [const { IrqSpinLock::new(Queues { high: List::EMPTY, normal: List::EMPTY }) }; MAX_CPUS];
+static REGISTRY: IrqSpinLock<Vec<usize>> = IrqSpinLock::new(Vec::new());
+
+impl Tasklet {
+    /// A tasklet (DECLARE_TASKLET); usable as a `static`.
+    pub const fn new(name: &'static str, handler: fn(usize), data: usize) -> Self {
+        Self::with_disable_count(name, handler, data, 0)
+    }
+
+    /// A tasklet that starts disabled once (DECLARE_TASKLET_DISABLED).
+    pub const fn new_disabled(name: &'static str, handler: fn(usize), data: usize) -> Self {
+        Self::with_disable_count(name, handler, data, 1)
+    }
+
+    const fn with_disable_count(name: &'static str, handler: fn(usize), data: usize, count: u32) -> Self {
+        Self {
+            name,
+            handler,
+            data: AtomicUsize::new(data),
+            state: AtomicU32::new(count << 8),
+            next: AtomicUsize::new(0),
+            high: AtomicBool::new(false),
+            runs: AtomicU64::new(0),
+            scheduled_at_ns: AtomicU64::new(0),
+            registered: AtomicBool::new(false),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The data argument the handler gets.
+    pub fn set_data(&self, data: usize) {
+        self.data.store(data, Ordering::Release);
+    }
+
+    pub fn data(&self) -> usize {
+        self.data.load(Ordering::Acquire)
+    }
+
+    fn state(&self) -> TaskletState {
+        TaskletState(self.state.load(Ordering::Acquire))
+    }
+
+    /// Whether it is scheduled (pending a run).
+    pub fn is_scheduled(&self) -> bool {
+        self.state().is_scheduled()
+    }
+
+    /// Whether its handler runs now.
+    pub fn is_running(&self) -> bool {
+        self.state().is_running()
+    }
+
+    /// The disable count.
+    pub fn disable_count(&self) -> u32 {
+        self.state().disable_count()
+    }
+
+    /// Handler runs so far.
+    pub fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    /// When it was last scheduled (clock ns), for latency measurements.
+    pub fn scheduled_at_ns(&self) -> u64 {
+        self.scheduled_at_ns.load(Ordering::Relaxed)
+    }
+
+    /// Applies a transition; returns what it decided.
+    fn transition<R>(&self, mut step: impl FnMut(TaskletState) -> Option<(TaskletState, R)>) -> Option<R> {
+        let mut current = self.state.load(Ordering::Acquire);
+        loop {
+            let (next, result) = step(TaskletState(current))?;
+            match self.state.compare_exchange_weak(current, next.0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(result),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// `tasklet_schedule`: run it once, soon, from the TASKLET softirq.
+    pub fn schedule(&self) {
+        self.schedule_with(false);
+    }
+
+    /// `tasklet_hi_schedule`: run it once, soon, from the HI softirq
+    /// (before every normal tasklet).
+    pub fn hi_schedule(&self) {
+        self.schedule_with(true);
+    }
+
+    fn schedule_with(&self, high: bool) {
+        self.scheduled_at_ns.store(time::now_ns(), Ordering::Relaxed);
+        let outcome = self.transition(|state| Some(policy::schedule(state))).unwrap_or(ScheduleOutcome::Nothing);
+        match outcome {
+            ScheduleOutcome::Queue => {
+                self.high.store(high, Ordering::Release);
+                enqueue_here(self, high);
+            }
+            ScheduleOutcome::Park => self.high.store(high, Ordering::Release),
+            ScheduleOutcome::Nothing => {}
+        }
+    }
+
+    /// `tasklet_disable`: nests. Does not wait for a running handler (use
+    /// [`disable_sync`](Self::disable_sync) for that).
+    pub fn disable(&self) {
+        let _ = self.transition(|state| policy::disable(state).map(|next| (next, ())));
+    }
+
+    /// `tasklet_disable` with Linux's wait: also waits until the handler is
+    /// not running on any CPU. Thread context only.
+    pub fn disable_sync(&self) {
+        self.disable();
+        while self.is_running() {
+            let _ = thread::sleep_ns(50_000);
+        }
+    }
+
+    /// `tasklet_enable`: one level less; at zero a run requested while it
+    /// was disabled is queued. Safe from any context.
+    pub fn enable(&self) {
+        let queue = self.transition(policy::enable).unwrap_or(false);
+        if queue {
+            enqueue_here(self, self.high.load(Ordering::Acquire));
+        }
+    }
+
+    /// `tasklet_kill`: waits until it is neither scheduled nor running. A
+    /// run requested while it is disabled is dropped (it could never happen).
+    /// Thread context only.
+    pub fn kill(&self) {
+        assert!(!context::in_interrupt() && !softirq::in_softirq(), "tasklet kill from interrupt context");
+        loop {
+            if self.transition(|state| policy::unpark(state).map(|next| (next, ()))).is_some() {
+                continue;
+            }
+            if self.transition(|state| policy::begin_kill(state).map(|next| (next, ()))).is_some() {
+                break;
+            }
+            // Scheduled: let it run first (here, or on its CPU).
+            softirq::run_pending();
+            let _ = thread::sleep_ns(50_000);
+        }
+        // Sleep rather than yield: the handler may be a softirq this very
+        // thread preempted, which must get the CPU back to finish.
+        while self.is_running() {
+            let _ = thread::sleep_ns(50_000);
+        }
+        let _ = self.transition(|state| Some((policy::end_kill(state), ())));
+    }
+
+    /// Lists it under its name for the control plane (`TASKLET ... name`).
+    pub fn register(&'static self) {
+        if !self.registered.swap(true, Ordering::AcqRel) {
+            REGISTRY.lock().push(self as *const Tasklet as usize);
+        }
+    }
+
+    /// Removes it from the named list.
+    pub fn unregister(&self) {
+        if self.registered.swap(false, Ordering::AcqRel) {
+            let address = self as *const Tasklet as usize;
+            REGISTRY.lock().retain(|&entry| entry != address);
+        }
+    }
+}
+
+impl Drop for Tasklet {
+    fn drop(&mut self) {
+        // A tasklet on a queue must never be freed: take it off first.
+        self.unregister();
+        if self.is_scheduled() || self.is_running() {
+            self.kill();
+        }
+    }
+}
+
+fn enqueue_here(tasklet: &Tasklet, high: bool) {
+    if !cpu_local::is_installed() {
+        return;
+    }
+    let cpu = cpu_local::current().index as usize;
+    {
+        let mut queues = QUEUES[cpu].lock();
+        if high {
+            queues.high.push(tasklet);
+        } else {
+            queues.normal.push(tasklet);
+        }
+    }
+    softirq::raise(if high { Vector::Hi } else { Vector::Tasklet });
+}
+
+fn action(high: usize) {
+    let cpu = cpu_local::current().index as usize;
+    let list = {
+        let mut queues = QUEUES[cpu].lock();
+        let list = if high != 0 { &mut queues.high } else { &mut queues.normal };
+        core::mem::replace(list, List::EMPTY)
+    };
+    let mut cursor = list.head;
+    while cursor != 0 {
+        // SAFETY: queued tasklets are alive (see `List::push`).
+        let tasklet = unsafe { &*(cursor as *const Tasklet) };
+        cursor = tasklet.next.swap(0, Ordering::AcqRel);
+        match tasklet.transition(|state| Some(policy::begin_run(state))) {
+            Some(RunDecision::Run) => {
+                (tasklet.handler)(tasklet.data.load(Ordering::Acquire));
+                tasklet.runs.fetch_add(1, Ordering::Relaxed);
+                let _ = tasklet.transition(|state| Some((policy::end_run(state), ())));
+            }
+            Some(RunDecision::Requeue) => enqueue_here(tasklet, high != 0),
+            Some(RunDecision::Park) | None => {}
+        }
+    }
+}
+
+/// Attaches the tasklet handlers to the HI and TASKLET softirqs.
+pub fn init() {
+    softirq::open(Vector::Hi, action, 1);
+    softirq::open(Vector::Tasklet, action, 0);
+}
+
+/// A registered tasklet, by name.
+pub fn find(name: &str) -> Option<&'static Tasklet> {
+    let registry = REGISTRY.lock();
+    registry
+        .iter()
+        // SAFETY: registered tasklets are unregistered before they are dropped.
+        .map(|&address| unsafe { &*(address as *const Tasklet) })
+        .find(|tasklet| tasklet.name == name)
+}
+
+/// Names, states and run counts of the registered tasklets.
+pub fn list() -> Vec<(&'static str, bool, u32, u64)> {
+    let registry = REGISTRY.lock();
+    registry
+        .iter()
+        // SAFETY: as in `find`.
+        .map(|&address| unsafe { &*(address as *const Tasklet) })
+        .map(|tasklet| (tasklet.name, tasklet.is_scheduled(), tasklet.disable_count(), tasklet.runs()))
+        .collect()
+}
