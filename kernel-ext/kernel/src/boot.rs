@@ -165,6 +165,8 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
         None => 0,
     };
     thread::set_isolated(isolated);
+    crate::irq::init(info.path);
+    console::enable_input();
     console_line!(
         "cpus: {} online of {} offered{} (online {}, isolated {})",
         smp.online,

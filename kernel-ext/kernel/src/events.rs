@@ -1,6 +1,7 @@
-//! Kernel events for the outside world (thread exits, alarms from the
-//! application): a fixed ring any context may push to without allocating;
-//! the control plane drains it from thread context and publishes.
+//! Kernel and application events for the outside world: a fixed ring any
+//! context may push to without allocating (real-time threads and interrupt
+//! handlers included); the control-plane thread drains it and publishes
+//! each event as a JSON message on its channel.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,27 +11,30 @@ use crate::time;
 
 /// Longest text an event carries.
 pub const TEXT_CAPACITY: usize = 48;
-const RING_CAPACITY: usize = 256;
+/// Most numeric fields an event carries.
+pub const MAX_FIELDS: usize = 6;
+const RING_CAPACITY: usize = 512;
 
-/// What happened.
-#[derive(Clone, Copy, Debug)]
-pub enum EventKind {
-    /// A thread ended with a code.
-    ThreadExit { id: u32, code: i32 },
-    /// Application-defined, with a channel index and a value.
-    App { channel: u16, value: i64 },
-}
-
-/// One event with its time and a short text (a thread name, a message).
+/// One event: a channel, a kind, a few named numbers and one named text.
 #[derive(Clone, Copy, Debug)]
 pub struct Event {
     pub time_ns: u64,
-    pub kind: EventKind,
+    pub channel: &'static str,
+    pub kind: &'static str,
+    fields: [(&'static str, i64); MAX_FIELDS],
+    field_count: u8,
+    pub text_key: &'static str,
     text: [u8; TEXT_CAPACITY],
     text_len: u8,
 }
 
 impl Event {
+    /// The numeric fields.
+    pub fn fields(&self) -> &[(&'static str, i64)] {
+        &self.fields[..usize::from(self.field_count)]
+    }
+
+    /// The text field's value.
     pub fn text(&self) -> &str {
         core::str::from_utf8(&self.text[..usize::from(self.text_len)]).unwrap_or("")
     }
@@ -44,17 +48,32 @@ struct Ring {
 
 static RING: IrqSpinLock<Ring> = IrqSpinLock::new(Ring { events: [None; RING_CAPACITY], head: 0, len: 0 });
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+static EMITTED: AtomicU64 = AtomicU64::new(0);
 
-/// Records an event. When the ring is full the oldest event is dropped (and
-/// counted): a slow reader never blocks a real-time writer.
-pub fn push(kind: EventKind, text: &str) {
+/// Records an event for `channel`. Safe from any context; never allocates.
+/// When the ring is full the oldest event is dropped (and counted): a slow
+/// reader never blocks a real-time writer.
+pub fn emit(channel: &'static str, kind: &'static str, fields: &[(&'static str, i64)], text_key: &'static str, text: &str) {
+    let mut copied = [("", 0i64); MAX_FIELDS];
+    let count = fields.len().min(MAX_FIELDS);
+    copied[..count].copy_from_slice(&fields[..count]);
     let mut bytes = [0u8; TEXT_CAPACITY];
     let mut len = text.len().min(TEXT_CAPACITY);
     while !text.is_char_boundary(len) {
         len -= 1;
     }
     bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
-    let event = Event { time_ns: time::now_ns(), kind, text: bytes, text_len: len as u8 };
+    let event = Event {
+        time_ns: time::now_ns(),
+        channel,
+        kind,
+        fields: copied,
+        field_count: count as u8,
+        text_key,
+        text: bytes,
+        text_len: len as u8,
+    };
+    EMITTED.fetch_add(1, Ordering::Relaxed);
     let mut ring = RING.lock();
     if ring.len == RING_CAPACITY {
         ring.head = (ring.head + 1) % RING_CAPACITY;
@@ -84,6 +103,11 @@ pub fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
+/// Events emitted since boot.
+pub fn emitted() -> u64 {
+    EMITTED.load(Ordering::Relaxed)
+}
+
 pub(crate) fn thread_exited(id: ThreadId, name: &str, code: i32) {
-    push(EventKind::ThreadExit { id: id.serial(), code }, name);
+    emit("threads.exit", "exit", &[("id", i64::from(id.serial())), ("code", i64::from(code))], "thread", name);
 }

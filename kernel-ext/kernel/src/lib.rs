@@ -12,12 +12,17 @@ extern crate alloc;
 
 pub mod boot;
 pub mod clockevent;
+pub mod commands;
 pub mod console;
 pub mod context;
 pub mod cpu_local;
 pub mod events;
+pub mod irq;
 pub mod ktest;
 pub mod memory;
+pub mod modules;
+pub mod rtpool;
+pub mod shared;
 pub mod shutdown;
 pub mod smp;
 pub mod softirq;

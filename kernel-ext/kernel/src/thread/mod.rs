@@ -309,6 +309,10 @@ pub struct Thread {
     wait_next: AtomicU16,
     /// Threads waiting for this one to exit.
     exit_waiters: WaitQueue,
+    /// Pending signals (bit = `Signal` value), for buddy threads.
+    signals: AtomicU32,
+    /// The buddy thread of this (RT) thread, as a slot + serial (0 = none).
+    buddy: AtomicU64,
 }
 
 // SAFETY: every field is atomic or lock-protected, except `name`, `context`,
@@ -359,6 +363,8 @@ impl Thread {
             alarm: IrqSpinLock::new(None),
             wait_next: AtomicU16::new(wait::NONE),
             exit_waiters: WaitQueue::new(),
+            signals: AtomicU32::new(0),
+            buddy: AtomicU64::new(0),
         }
     }
 
@@ -553,6 +559,8 @@ fn reset_slot(thread: &'static Thread, serial: u32) -> &'static Thread {
     thread.involuntary_switches.store(0, Ordering::Relaxed);
     thread.vruntime.store(0, Ordering::Relaxed);
     thread.wait_next.store(wait::NONE, Ordering::Relaxed);
+    thread.signals.store(0, Ordering::Relaxed);
+    thread.buddy.store(0, Ordering::Relaxed);
     *thread.realtime.lock() = RealtimeStats { periodic: None, latency: LatencyHistogram::new(), last_latency_ns: 0 };
     // SAFETY: the slot is reserved (Created, serial 0): nobody else uses it.
     unsafe { (*thread.cleanup.get()).1 = 0 };
@@ -1092,4 +1100,85 @@ pub fn print_list() {
 /// Current CPU index of the calling code.
 pub fn current_cpu() -> u32 {
     cpu_local::current().index
+}
+
+/// Signals a thread can be sent (RTLinux's remapped set: everything but a
+/// termination request is a wake-up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Signal {
+    Wake = 1,
+    Term = 2,
+}
+
+impl Signal {
+    /// Parses `TERM`/`KILL`/`SIGTERM`/`SIGKILL` as Term; `WAKE`, `CONT`,
+    /// `USR1`... (anything else) as Wake, as the buddy threads map them.
+    pub fn from_name(name: &str) -> Signal {
+        let name = name.trim_start_matches("SIG").trim_start_matches("sig");
+        if name.eq_ignore_ascii_case("TERM") || name.eq_ignore_ascii_case("KILL") || name.eq_ignore_ascii_case("INT") {
+            Signal::Term
+        } else {
+            Signal::Wake
+        }
+    }
+}
+
+/// Sends `signal` to `id`: marks it pending and wakes the thread if it
+/// waits. Safe from any context; never allocates.
+pub fn send_signal(id: ThreadId, signal: Signal) -> Result<()> {
+    let thread = get(id).ok_or(ThreadError::NoSuchThread)?;
+    thread.signals.fetch_or(signal as u32, Ordering::AcqRel);
+    wake_up(id)
+}
+
+/// Takes the calling thread's pending signals (a bit set of `Signal`s).
+pub fn take_signals() -> u32 {
+    current().signals.swap(0, Ordering::AcqRel)
+}
+
+/// Waits until a signal is pending and takes them all. A cancellation
+/// point; returns 0 if a stop was requested.
+pub fn wait_signals() -> u32 {
+    loop {
+        let pending = take_signals();
+        if pending != 0 {
+            return pending;
+        }
+        if should_stop() {
+            return 0;
+        }
+        suspend_self();
+    }
+}
+
+fn pack(id: ThreadId) -> u64 {
+    (u64::from(id.slot) << 32) | u64::from(id.serial)
+}
+
+fn unpack(value: u64) -> Option<ThreadId> {
+    (value != 0).then(|| ThreadId { slot: (value >> 32) as u16, serial: value as u32 })
+}
+
+/// Makes `buddy` the buddy thread of `thread`: outside requests for
+/// `thread` (`WAKE`, `KILL`) go to the buddy, which maps them.
+pub fn set_buddy(thread: ThreadId, buddy: ThreadId) -> Result<()> {
+    let target = get(thread).ok_or(ThreadError::NoSuchThread)?;
+    get(buddy).ok_or(ThreadError::NoSuchThread)?;
+    target.buddy.store(pack(buddy), Ordering::Release);
+    Ok(())
+}
+
+/// Forgets `thread`'s buddy.
+pub fn clear_buddy(thread: ThreadId) {
+    if let Some(target) = get(thread) {
+        target.buddy.store(0, Ordering::Release);
+    }
+}
+
+/// The live buddy of `thread`, if it has one.
+pub fn buddy_of(thread: ThreadId) -> Option<ThreadId> {
+    let target = get(thread)?;
+    let buddy = unpack(target.buddy.load(Ordering::Acquire))?;
+    get(buddy).filter(|b| b.state() != State::Exited).map(|b| b.id())
 }

@@ -1,0 +1,341 @@
+//! The bounded real-time allocator (the seeds' naive rt-allocator, made
+//! safe): an RT thread calling [`rt_alloc`] stores its request,
+//! hi-schedules the allocator tasklet and suspends; the tasklet allocates
+//! (never blocking, zero-filled) from a pool of at most [`BUFFERS`] buffers
+//! of at most [`MAX_SIZE`] bytes each, and wakes the caller, which must check
+//! for failure. The call is a cancellation point. Requests above
+//! `MAX_SIZE` fail with an error, never a silent truncation. [`free_all`]
+//! returns every buffer (module unload, shutdown) and counts them.
+//!
+//! The RT thread never touches the heap: the tasklet allocates and frees.
+
+use alloc::alloc::{alloc_zeroed, dealloc, Layout};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::sync::IrqSpinLock;
+use crate::tasklet::Tasklet;
+use crate::thread::{self, ThreadId};
+use crate::{context, events};
+
+/// Buffers the pool can hold at once.
+pub const BUFFERS: usize = 128;
+/// Largest buffer.
+pub const MAX_SIZE: usize = 128 * 1024;
+const ALIGN: usize = 16;
+/// Outstanding requests at once (one per requesting RT thread).
+const MAX_REQUESTS: usize = 16;
+
+/// Why an allocation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RtPoolError {
+    /// More than [`MAX_SIZE`] bytes were asked for.
+    TooLarge,
+    /// Size 0.
+    Empty,
+    /// All [`BUFFERS`] are in use.
+    Exhausted,
+    /// The heap had no block (the request was valid).
+    OutOfMemory,
+    /// Too many requests waiting at once.
+    Busy,
+    /// Called from a context that cannot suspend (not a thread).
+    WrongContext,
+}
+
+impl core::fmt::Display for RtPoolError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            RtPoolError::TooLarge => "request larger than 128 KiB",
+            RtPoolError::Empty => "request of 0 bytes",
+            RtPoolError::Exhausted => "no more buffers",
+            RtPoolError::OutOfMemory => "out of memory",
+            RtPoolError::Busy => "too many requests in flight",
+            RtPoolError::WrongContext => "rt_alloc must be called from a thread",
+        })
+    }
+}
+
+impl RtPoolError {
+    fn code(self) -> i64 {
+        match self {
+            RtPoolError::TooLarge => 1,
+            RtPoolError::Empty => 2,
+            RtPoolError::Exhausted => 3,
+            RtPoolError::OutOfMemory => 4,
+            RtPoolError::Busy => 5,
+            RtPoolError::WrongContext => 6,
+        }
+    }
+}
+
+/// A buffer from the pool: its index, address and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtBuffer {
+    pub index: usize,
+    address: usize,
+    pub size: usize,
+}
+
+impl RtBuffer {
+    /// The buffer's bytes (zero-filled when handed out). Valid until freed.
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.address as *mut u8
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Request {
+    thread: ThreadId,
+    size: usize,
+    /// Filled by the tasklet: Ok(index) or the error.
+    result: Option<Result<usize, RtPoolError>>,
+}
+
+struct Pool {
+    slots: [Option<(usize, usize)>; BUFFERS],
+    requests: [Option<Request>; MAX_REQUESTS],
+    to_free: [bool; BUFFERS],
+}
+
+static POOL: IrqSpinLock<Pool> =
+    IrqSpinLock::new(Pool { slots: [None; BUFFERS], requests: [None; MAX_REQUESTS], to_free: [false; BUFFERS] });
+static ALLOCATOR: Tasklet = Tasklet::new("rtpool-allocator", allocator_tasklet, 0);
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+static FAILURES: AtomicU64 = AtomicU64::new(0);
+static FREED: AtomicU64 = AtomicU64::new(0);
+static IN_USE: AtomicU32 = AtomicU32::new(0);
+static BYTES: AtomicUsize = AtomicUsize::new(0);
+static REGISTERED: AtomicBool = AtomicBool::new(false);
+
+fn layout(size: usize) -> Option<Layout> {
+    Layout::from_size_align(size, ALIGN).ok()
+}
+
+/// The allocator tasklet: serves every waiting request and frees buffers
+/// marked by `rt_free`. Softirq context: never blocks.
+fn allocator_tasklet(_: usize) {
+    // Frees first: they make room for the requests.
+    for index in 0..BUFFERS {
+        let freed = {
+            let mut pool = POOL.lock();
+            if pool.to_free[index] {
+                pool.to_free[index] = false;
+                pool.slots[index].take()
+            } else {
+                None
+            }
+        };
+        if let Some((address, size)) = freed {
+            if let Some(layout) = layout(size) {
+                // SAFETY: the buffer came from `alloc_zeroed` with this layout.
+                unsafe { dealloc(address as *mut u8, layout) };
+            }
+            FREED.fetch_add(1, Ordering::Relaxed);
+            IN_USE.fetch_sub(1, Ordering::Relaxed);
+            BYTES.fetch_sub(size, Ordering::Relaxed);
+            events::emit("rtpool", "free", &[("buffer", index as i64), ("size", size as i64)], "", "");
+        }
+    }
+    for slot in 0..MAX_REQUESTS {
+        let request = {
+            let pool = POOL.lock();
+            pool.requests[slot].filter(|request| request.result.is_none())
+        };
+        let Some(request) = request else { continue };
+        let result = allocate(request.size);
+        {
+            let mut pool = POOL.lock();
+            if let Some(entry) = pool.requests[slot].as_mut() {
+                entry.result = Some(result);
+            }
+        }
+        match result {
+            Ok(index) => events::emit(
+                "rtpool",
+                "alloc",
+                &[("size", request.size as i64), ("buffer", index as i64), ("in_use", i64::from(IN_USE.load(Ordering::Relaxed)))],
+                "",
+                "",
+            ),
+            Err(error) => {
+                FAILURES.fetch_add(1, Ordering::Relaxed);
+                events::emit("rtpool", "alloc-failed", &[("size", request.size as i64), ("reason", error.code())], "reason", &alloc_reason(error));
+            }
+        }
+        let _ = thread::wake_up(request.thread);
+    }
+}
+
+fn alloc_reason(error: RtPoolError) -> heapless_text::Text {
+    heapless_text::Text::from(error)
+}
+
+/// A tiny fixed text for event reasons (no allocation in this path).
+mod heapless_text {
+    use core::fmt::Write;
+
+    pub struct Text {
+        bytes: [u8; 48],
+        len: usize,
+    }
+
+    impl core::ops::Deref for Text {
+        type Target = str;
+        fn deref(&self) -> &str {
+            core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+        }
+    }
+
+    impl Write for Text {
+        fn write_str(&mut self, text: &str) -> core::fmt::Result {
+            let take = text.len().min(self.bytes.len() - self.len);
+            self.bytes[self.len..self.len + take].copy_from_slice(&text.as_bytes()[..take]);
+            self.len += take;
+            Ok(())
+        }
+    }
+
+    impl From<super::RtPoolError> for Text {
+        fn from(error: super::RtPoolError) -> Self {
+            let mut text = Text { bytes: [0; 48], len: 0 };
+            let _ = write!(text, "{error}");
+            text
+        }
+    }
+}
+
+fn allocate(size: usize) -> Result<usize, RtPoolError> {
+    let index = {
+        let pool = POOL.lock();
+        pool.slots.iter().position(Option::is_none).ok_or(RtPoolError::Exhausted)?
+    };
+    let layout = layout(size).ok_or(RtPoolError::TooLarge)?;
+    // SAFETY: the layout has a non-zero size (checked by `rt_alloc`).
+    let address = unsafe { alloc_zeroed(layout) };
+    if address.is_null() {
+        return Err(RtPoolError::OutOfMemory);
+    }
+    POOL.lock().slots[index] = Some((address as usize, size));
+    IN_USE.fetch_add(1, Ordering::Relaxed);
+    BYTES.fetch_add(size, Ordering::Relaxed);
+    Ok(index)
+}
+
+/// Allocates `size` zero-filled bytes for the calling (RT) thread: the
+/// request goes to the allocator tasklet and the caller suspends until it
+/// is served. A cancellation point. Never touches the heap itself.
+pub fn rt_alloc(size: usize) -> Result<RtBuffer, RtPoolError> {
+    REQUESTS.fetch_add(1, Ordering::Relaxed);
+    let fail = |error: RtPoolError| {
+        FAILURES.fetch_add(1, Ordering::Relaxed);
+        events::emit("rtpool", "alloc-failed", &[("size", size as i64), ("reason", error.code())], "reason", &alloc_reason(error));
+        Err(error)
+    };
+    if size == 0 {
+        return fail(RtPoolError::Empty);
+    }
+    if size > MAX_SIZE {
+        return fail(RtPoolError::TooLarge);
+    }
+    if context::in_interrupt() || crate::softirq::in_softirq() {
+        return fail(RtPoolError::WrongContext);
+    }
+    if !REGISTERED.swap(true, Ordering::AcqRel) {
+        ALLOCATOR.register();
+    }
+    let me = thread::current_id();
+    let slot = {
+        let mut pool = POOL.lock();
+        if pool.slots.iter().all(Option::is_some) {
+            drop(pool);
+            return fail(RtPoolError::Exhausted);
+        }
+        let Some(slot) = pool.requests.iter().position(Option::is_none) else {
+            drop(pool);
+            return fail(RtPoolError::Busy);
+        };
+        pool.requests[slot] = Some(Request { thread: me, size, result: None });
+        slot
+    };
+    ALLOCATOR.hi_schedule();
+    let result = loop {
+        let done = POOL.lock().requests[slot].and_then(|request| request.result);
+        if let Some(result) = done {
+            POOL.lock().requests[slot] = None;
+            break result;
+        }
+        if thread::current().cancel_requested() {
+            // Leave the slot to the tasklet's result; the buffer (if any)
+            // stays in the pool and is freed by free_all.
+            POOL.lock().requests[slot] = None;
+            thread::test_cancel();
+        }
+        thread::suspend_self();
+    };
+    thread::test_cancel();
+    let index = result?;
+    let (address, size) = POOL.lock().slots[index].ok_or(RtPoolError::OutOfMemory)?;
+    Ok(RtBuffer { index, address, size })
+}
+
+/// Returns a buffer: marks it and lets the allocator tasklet free it.
+/// Safe from any context.
+pub fn rt_free(buffer: RtBuffer) {
+    {
+        let mut pool = POOL.lock();
+        if pool.slots[buffer.index].is_some_and(|(address, _)| address == buffer.address) {
+            pool.to_free[buffer.index] = true;
+        }
+    }
+    ALLOCATOR.hi_schedule();
+}
+
+/// Frees every buffer now (thread context: unload, shutdown). Returns how
+/// many were freed; each is reported on the `rtpool` channel.
+pub fn free_all() -> usize {
+    let mut freed = 0;
+    for index in 0..BUFFERS {
+        let buffer = {
+            let mut pool = POOL.lock();
+            pool.to_free[index] = false;
+            pool.slots[index].take()
+        };
+        if let Some((address, size)) = buffer {
+            if let Some(layout) = layout(size) {
+                // SAFETY: the buffer came from `alloc_zeroed` with this layout.
+                unsafe { dealloc(address as *mut u8, layout) };
+            }
+            freed += 1;
+            FREED.fetch_add(1, Ordering::Relaxed);
+            IN_USE.fetch_sub(1, Ordering::Relaxed);
+            BYTES.fetch_sub(size, Ordering::Relaxed);
+            events::emit("rtpool", "free", &[("buffer", index as i64), ("size", size as i64)], "", "");
+            log::info!("rtpool: freeing buffer {index} ({size} bytes)");
+        }
+    }
+    freed
+}
+
+/// Pool figures for `INFO rtpool`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub capacity: usize,
+    pub max_size: usize,
+    pub in_use: u32,
+    pub bytes: usize,
+    pub requests: u64,
+    pub failures: u64,
+    pub freed: u64,
+}
+
+pub fn stats() -> PoolStats {
+    PoolStats {
+        capacity: BUFFERS,
+        max_size: MAX_SIZE,
+        in_use: IN_USE.load(Ordering::Relaxed),
+        bytes: BYTES.load(Ordering::Relaxed),
+        requests: REQUESTS.load(Ordering::Relaxed),
+        failures: FAILURES.load(Ordering::Relaxed),
+        freed: FREED.load(Ordering::Relaxed),
+    }
+}
