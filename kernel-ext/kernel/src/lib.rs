@@ -19,6 +19,7 @@ pub mod cpu_local;
 pub mod events;
 pub mod irq;
 pub mod ktest;
+pub mod latency;
 pub mod memory;
 pub mod modules;
 pub mod rtpool;

@@ -1,0 +1,64 @@
+//! Named latency sources for `LATENCY source [RESET]`: every RT thread's
+//! release-latency histogram is one automatically (by thread name); other
+//! measurements (softirq jitter, tasklet delay) register theirs here.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use rtedge_engine::histogram::LatencyHistogram;
+
+use crate::sync::IrqSpinLock;
+use crate::thread;
+
+/// A histogram a measurement records into (from any context: recording
+/// takes the lock briefly and never allocates).
+pub type Source = IrqSpinLock<LatencyHistogram>;
+
+static SOURCES: IrqSpinLock<Vec<(&'static str, &'static Source)>> = IrqSpinLock::new(Vec::new());
+
+/// Makes `histogram` available as `name`. Thread context (may allocate).
+pub fn register(name: &'static str, histogram: &'static Source) {
+    let mut sources = SOURCES.lock();
+    sources.retain(|(existing, _)| *existing != name);
+    sources.push((name, histogram));
+}
+
+/// Removes `name` (module unload).
+pub fn unregister(name: &str) {
+    SOURCES.lock().retain(|(existing, _)| *existing != name);
+}
+
+/// Records one sample into a source.
+pub fn record(histogram: &Source, value_ns: u64) {
+    histogram.lock().record(value_ns);
+}
+
+/// Every source name: registered ones, then RT threads (`latency.` + name).
+pub fn names() -> Vec<String> {
+    let mut names: Vec<String> = SOURCES.lock().iter().map(|(name, _)| String::from(*name)).collect();
+    for info in thread::list() {
+        if matches!(info.kind, thread::Kind::Realtime { .. }) && info.latency.count() > 0 {
+            names.push(alloc::format!("thread:{}", info.name));
+        }
+    }
+    names
+}
+
+/// A copy of source `name`'s histogram; `reset` clears it afterwards.
+pub fn snapshot(name: &str, reset: bool) -> Option<LatencyHistogram> {
+    if let Some(thread_name) = name.strip_prefix("thread:") {
+        let target = thread::find(thread_name)?;
+        let histogram = target.realtime_stats().latency;
+        if reset {
+            target.reset_latency();
+        }
+        return Some(histogram);
+    }
+    let source = SOURCES.lock().iter().find(|(existing, _)| *existing == name).map(|(_, source)| *source)?;
+    let mut histogram = source.lock();
+    let copy = *histogram;
+    if reset {
+        histogram.reset();
+    }
+    Some(copy)
+}
