@@ -184,6 +184,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
         console_line!("rtedge: boot failed: cannot start the events workqueue: {error}");
         shutdown::shutdown_with(ExitCode::BootFailure);
     }
+    crate::control::start();
     console_line!("rtedge {} ready in {} us", env!("CARGO_PKG_VERSION"), time::now_ns() / 1000);
     if cmdline::get(line, "boot_only").is_some_and(|v| cmdline::parse_bool(v).unwrap_or(false)) {
         shutdown::shutdown_with(ExitCode::Success);

@@ -48,6 +48,19 @@ struct Ring {
 
 static RING: IrqSpinLock<Ring> = IrqSpinLock::new(Ring { events: [None; RING_CAPACITY], head: 0, len: 0 });
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Set while someone subscribes: per-release latency samples are emitted
+/// only then (recording an event costs a lock and a copy).
+static STREAMING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether event streams have listeners.
+pub fn streaming() -> bool {
+    STREAMING.load(Ordering::Relaxed)
+}
+
+/// Set by the control plane when subscribers come and go.
+pub fn set_streaming(on: bool) {
+    STREAMING.store(on, Ordering::Relaxed);
+}
 static EMITTED: AtomicU64 = AtomicU64::new(0);
 
 /// Records an event for `channel`. Safe from any context; never allocates.

@@ -467,3 +467,31 @@ pub fn registered_counts() -> (usize, usize) {
 pub fn jiffy_of(now_ns: u64) -> u64 {
     ns_to_jiffies(now_ns)
 }
+
+static NAMED: IrqSpinLock<alloc::vec::Vec<&'static Timer>> = IrqSpinLock::new(alloc::vec::Vec::new());
+
+impl Timer {
+    /// Lists it by name for the control plane (`TIMER MOD name ms`).
+    pub fn register(&'static self) {
+        let mut named = NAMED.lock();
+        if !named.iter().any(|timer| core::ptr::eq(*timer, self)) {
+            named.push(self);
+        }
+    }
+
+    /// Removes it from the named list (before it is dropped or unloaded).
+    pub fn unregister(&self) {
+        NAMED.lock().retain(|timer| !core::ptr::eq(*timer, self));
+    }
+}
+
+/// A registered timer, by name.
+pub fn find(name: &str) -> Option<&'static Timer> {
+    NAMED.lock().iter().copied().find(|timer| timer.name == name)
+}
+
+/// Registered timers: (name, pending, fired).
+pub fn named() -> alloc::vec::Vec<(&'static str, bool, u64)> {
+    let timers: alloc::vec::Vec<&'static Timer> = NAMED.lock().clone();
+    timers.into_iter().map(|timer| (timer.name, timer.is_pending(), timer.fired())).collect()
+}

@@ -300,6 +300,9 @@ impl core::fmt::Display for WorkError {
 /// A workqueue: one worker per CPU, or a single one.
 pub struct Workqueue {
     name: String,
+    // Boxed: workers are referenced by address (threads, queued items), so
+    // they must not move even if this vector were to grow.
+    #[allow(clippy::vec_box, reason = "workers need stable addresses")]
     workers: Vec<Box<Worker>>,
     per_cpu: bool,
     destroyed: AtomicBool,
@@ -729,4 +732,59 @@ pub fn find(name: &str) -> Option<&'static Workqueue> {
         // queue's destruction (control-plane commands are short).
         .map(|&address| unsafe { &*(address as *const Workqueue) })
         .find(|queue| queue.name == name)
+}
+
+/// A named work item for the control plane (`WORK QUEUE queue item`).
+#[derive(Clone, Copy)]
+pub enum NamedItem {
+    Plain(&'static dyn WorkItem),
+    Delayed(&'static dyn DelayedWorkItem),
+}
+
+impl NamedItem {
+    fn item(self) -> &'static dyn WorkItem {
+        match self {
+            NamedItem::Plain(item) => item,
+            NamedItem::Delayed(item) => upcast(item),
+        }
+    }
+}
+
+static NAMED_ITEMS: IrqSpinLock<Vec<(&'static str, NamedItem)>> = IrqSpinLock::new(Vec::new());
+
+/// Lists a work item by name.
+pub fn register_item(name: &'static str, item: NamedItem) {
+    let mut items = NAMED_ITEMS.lock();
+    items.retain(|(existing, _)| *existing != name);
+    items.push((name, item));
+}
+
+/// Removes a named work item.
+pub fn unregister_item(name: &str) {
+    NAMED_ITEMS.lock().retain(|(existing, _)| *existing != name);
+}
+
+/// A named work item.
+pub fn find_item(name: &str) -> Option<NamedItem> {
+    NAMED_ITEMS.lock().iter().find(|(existing, _)| *existing == name).map(|(_, item)| *item)
+}
+
+/// Queues a named item on a named queue, after `delay` jiffies if given
+/// (the item must be delayed-capable then). Returns whether it was queued.
+pub fn queue_named(queue: &str, item: &str, delay: Option<u64>) -> Result<bool, &'static str> {
+    let queue = find(queue).ok_or("no such workqueue")?;
+    let item = find_item(item).ok_or("no such work item")?;
+    match (delay, item) {
+        (Some(delay), NamedItem::Delayed(delayed)) if delay > 0 => queue.queue_delayed(delayed, delay).map_err(|_| "cannot arm the delay"),
+        (Some(delay), NamedItem::Plain(_)) if delay > 0 => Err("this work item cannot be delayed"),
+        _ => queue.queue_on(None, item.item()).map_err(|_| "workqueue is being destroyed"),
+    }
+}
+
+/// Cancels a named item (sync). Returns whether it was pending.
+pub fn cancel_named(item: &str) -> Result<bool, &'static str> {
+    match find_item(item).ok_or("no such work item")? {
+        NamedItem::Plain(plain) => Ok(cancel_work_sync(plain)),
+        NamedItem::Delayed(delayed) => Ok(cancel_delayed_work_sync(delayed)),
+    }
 }

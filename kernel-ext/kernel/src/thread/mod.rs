@@ -972,6 +972,15 @@ pub fn wait_next_period() -> Result<Release> {
         stats.latency.record(latency);
         stats.last_latency_ns = latency;
     }
+    if crate::events::streaming() {
+        crate::events::emit(
+            "latency",
+            "release",
+            &[("latency_ns", latency as i64), ("miss", i64::from(wait.missed)), ("skipped", wait.skipped as i64)],
+            "thread",
+            thread.name(),
+        );
+    }
     test_cancel();
     Ok(Release { release_ns: wait.release_ns, latency_ns: latency, missed: wait.missed, skipped: wait.skipped })
 }

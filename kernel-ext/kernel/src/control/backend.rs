@@ -1,0 +1,404 @@
+//! The commands of the control plane that touch the kernel and the
+//! application (`net/CONTROL.md` has the contract): INFO, SHUTDOWN, shared
+//! statics, the thread/IRQ/softirq views, WAKE/KILL (through buddies),
+//! TASKLET, SOFTIRQ, TIMER, WORK, LATENCY, MODULE and the application's own
+//! commands. Runs in the control-plane thread; may block.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use rtedge_control::{Backend, CommandContext};
+use rtedge_engine::histogram::LatencyHistogram;
+use rtedge_proto::util::ValueError;
+use rtedge_proto::{CommandSpec, Reply, Request};
+
+use super::info;
+use crate::thread::{self, Kind, Signal};
+use crate::{commands, latency, modules, shared, softirq, tasklet, time, timer, trap, workqueue};
+
+/// The kernel's [`Backend`].
+pub struct KernelBackend {
+    token: String,
+    app_specs: Vec<CommandSpec>,
+    generation: u64,
+}
+
+impl KernelBackend {
+    pub fn new(token: String) -> Self {
+        Self { token, app_specs: Vec::new(), generation: u64::MAX }
+    }
+
+    /// Picks up application commands registered or removed since last time.
+    pub fn refresh(&mut self) {
+        let generation = commands::generation();
+        if generation != self.generation {
+            self.app_specs = commands::specs();
+            self.generation = generation;
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn upper(bytes: &[u8]) -> String {
+    text(bytes).to_ascii_uppercase()
+}
+
+fn error(message: impl core::fmt::Display) -> Reply {
+    Reply::Error(format!("ERR {message}"))
+}
+
+fn map(entries: Vec<(&str, Reply)>) -> Reply {
+    Reply::Map(entries.into_iter().map(|(key, value)| (Reply::bulk_str(key), value)).collect())
+}
+
+fn int(value: impl TryInto<i64>) -> Reply {
+    Reply::Integer(value.try_into().unwrap_or(i64::MAX))
+}
+
+impl Backend for KernelBackend {
+    fn execute(&mut self, context: &mut CommandContext<'_>, request: &Request) -> Reply {
+        let name = upper(request.name());
+        match name.as_str() {
+            "INFO" => info::info(request.arg(1).map(text).as_deref().unwrap_or("all")),
+            "SHUTDOWN" => shutdown(context, request),
+            "GET" => get(request.arg(1).unwrap_or_default()),
+            "MGET" => Reply::Array(request.args_after_name().iter().map(|key| get(key)).collect()),
+            "SET" => set(request.arg(1).unwrap_or_default(), request.arg(2).unwrap_or_default()),
+            "KEYS" => Reply::Array(shared::keys(request.arg(1).unwrap_or(b"*")).into_iter().map(|key| Reply::bulk_str(&key)).collect()),
+            "THREADS" => threads(),
+            "IRQS" => irqs(),
+            "SOFTIRQS" => softirqs(),
+            "WAKE" => signal(request.arg(1).unwrap_or_default(), Some(b"WAKE")),
+            "KILL" => signal(request.arg(1).unwrap_or_default(), request.arg(2)),
+            "TASKLET" => tasklet_command(request),
+            "SOFTIRQ" => softirq_command(request),
+            "TIMER" => timer_command(request),
+            "WORK" => work_command(request),
+            "LATENCY" => latency_command(request),
+            "MODULE" => module_command(request),
+            _ => match commands::find(request.name()) {
+                Some(handler) => handler(context, request),
+                None => Reply::unknown_command(request.name(), request.args_after_name()),
+            },
+        }
+    }
+
+    fn auth_token(&self) -> &[u8] {
+        self.token.as_bytes()
+    }
+
+    fn app_commands(&self) -> &[CommandSpec] {
+        &self.app_specs
+    }
+
+    fn now_ms(&self) -> u64 {
+        time::now_ns() / 1_000_000
+    }
+}
+
+fn shutdown(context: &mut CommandContext<'_>, request: &Request) -> Reply {
+    let code = match request.arg(1) {
+        None => 0,
+        Some(argument) => match rtedge_proto::util::parse_i64(argument) {
+            Some(code) if (0..=127).contains(&code) => code,
+            _ => return error("shutdown code must be an integer 0..127"),
+        },
+    };
+    context.request_shutdown(code);
+    Reply::ok()
+}
+
+fn get(key: &[u8]) -> Reply {
+    match shared::get(&text(key)) {
+        Some(value) => value.to_reply(),
+        None => Reply::Null,
+    }
+}
+
+fn set(key: &[u8], value: &[u8]) -> Reply {
+    let key = text(key);
+    match shared::set(&key, value) {
+        Ok(()) => Reply::ok(),
+        Err(shared::SetError::NoSuchKey) => error(format!("no such key '{key}'")),
+        Err(shared::SetError::ReadOnly) => error(format!("key '{key}' is read-only")),
+        Err(shared::SetError::Type(value_error)) => type_error(value_error),
+    }
+}
+
+fn type_error(value_error: ValueError) -> Reply {
+    value_error.to_reply()
+}
+
+fn threads() -> Reply {
+    let online = thread::online_mask();
+    Reply::Array(
+        thread::list()
+            .into_iter()
+            .filter(|info| info.state != thread::State::Free)
+            .map(|info| {
+                let (priority, nice) = match info.kind {
+                    Kind::Realtime { priority } => (i64::from(priority), 0),
+                    Kind::Kernel { nice } => (-1, i64::from(nice)),
+                    Kind::Idle => (-1, 0),
+                };
+                map(alloc::vec![
+                    ("id", int(info.id)),
+                    ("name", Reply::bulk_str(&info.name)),
+                    ("kind", Reply::bulk_str(info.kind.name())),
+                    ("priority", int(priority)),
+                    ("nice", int(nice)),
+                    ("state", Reply::bulk_str(info.state.name())),
+                    ("cpu", int(info.cpu)),
+                    ("affinity", Reply::bulk_str(&thread::format_cpu_mask(info.affinity, online))),
+                    ("runtime_ns", int(info.runtime_ns)),
+                    ("switches", int(info.switches)),
+                    ("period_ns", int(info.period_ns)),
+                    ("releases", int(info.releases)),
+                    ("misses", int(info.misses)),
+                    ("latency_min_ns", int(info.latency.min().unwrap_or(0))),
+                    ("latency_max_ns", int(info.latency.max().unwrap_or(0))),
+                    ("latency_mean_ns", int(info.latency.mean().unwrap_or(0))),
+                ])
+            })
+            .collect(),
+    )
+}
+
+fn irqs() -> Reply {
+    Reply::Array(
+        trap::interrupt_lines()
+            .into_iter()
+            .map(|line| {
+                let mut entries = alloc::vec![("vector", int(line.vector)), ("name", Reply::bulk_str(line.name))];
+                let cpus: Vec<(String, Reply)> =
+                    line.per_cpu.iter().enumerate().map(|(cpu, &count)| (format!("cpu{cpu}"), int(count))).collect();
+                let mut reply_entries: Vec<(Reply, Reply)> =
+                    entries.drain(..).map(|(key, value)| (Reply::bulk_str(key), value)).collect();
+                reply_entries.extend(cpus.into_iter().map(|(key, value)| (Reply::bulk_str(&key), value)));
+                reply_entries.push((Reply::bulk_str("total"), int(line.total)));
+                Reply::Map(reply_entries)
+            })
+            .collect(),
+    )
+}
+
+fn softirqs() -> Reply {
+    Reply::Array(
+        softirq::counts()
+            .into_iter()
+            .map(|line| {
+                let mut entries: Vec<(Reply, Reply)> = alloc::vec![(Reply::bulk_str("name"), Reply::bulk_str(&line.name))];
+                let mut total = 0u64;
+                for (cpu, &count) in line.per_cpu.iter().enumerate() {
+                    total += count;
+                    entries.push((Reply::bulk_str(&format!("cpu{cpu}")), int(count)));
+                }
+                entries.push((Reply::bulk_str("total"), int(total)));
+                Reply::Map(entries)
+            })
+            .collect(),
+    )
+}
+
+/// Threads the control plane may not terminate: the kernel's own.
+fn protected(name: &str) -> bool {
+    name.starts_with("idle/") || name.starts_with("ksoftirqd/") || name.starts_with("events/") || name == "control-plane" || name == "main"
+}
+
+fn signal(target: &[u8], signal_name: Option<&[u8]>) -> Reply {
+    let target_name = text(target);
+    let Some(target) = thread::find(&target_name) else {
+        return error(format!("no such thread '{target_name}'"));
+    };
+    let signal = Signal::from_name(&signal_name.map(text).unwrap_or_else(|| String::from("TERM")));
+    if let Some(buddy) = thread::buddy_of(target.id()) {
+        return match thread::send_signal(buddy, signal) {
+            Ok(()) => Reply::ok(),
+            Err(reason) => error(reason),
+        };
+    }
+    match signal {
+        Signal::Wake => match thread::wake_up(target.id()) {
+            Ok(()) => Reply::ok(),
+            Err(reason) => error(reason),
+        },
+        Signal::Term => {
+            if protected(target.name()) {
+                return error(format!("thread '{target_name}' belongs to the kernel and cannot be terminated"));
+            }
+            let result = if target.is_realtime() { thread::cancel(target.id()) } else { thread::request_stop(target.id()) };
+            match result {
+                Ok(()) => Reply::ok(),
+                Err(reason) => error(reason),
+            }
+        }
+    }
+}
+
+fn tasklet_command(request: &Request) -> Reply {
+    let operation = upper(request.arg(1).unwrap_or_default());
+    let name = text(request.arg(2).unwrap_or_default());
+    let Some(tasklet) = tasklet::find(&name) else {
+        return error(format!("no such tasklet '{name}'"));
+    };
+    match operation.as_str() {
+        "SCHEDULE" => tasklet.schedule(),
+        "HI" => tasklet.hi_schedule(),
+        "DISABLE" => tasklet.disable(),
+        "ENABLE" => tasklet.enable(),
+        "KILL" => tasklet.kill(),
+        _ => return error("syntax: TASKLET SCHEDULE|HI|DISABLE|ENABLE|KILL name"),
+    }
+    Reply::ok()
+}
+
+fn softirq_command(request: &Request) -> Reply {
+    if upper(request.arg(1).unwrap_or_default()) != "RAISE" {
+        return error("syntax: SOFTIRQ RAISE name");
+    }
+    let name = text(request.arg(2).unwrap_or_default());
+    match softirq::find(&name) {
+        Some(index) if softirq::raise_by_index(index) => {
+            // Let it run now (bottom halves run at the next switch anyway).
+            softirq::run_pending();
+            Reply::ok()
+        }
+        _ => error(format!("no such soft IRQ '{name}'")),
+    }
+}
+
+fn timer_command(request: &Request) -> Reply {
+    let operation = upper(request.arg(1).unwrap_or_default());
+    let name = text(request.arg(2).unwrap_or_default());
+    let Some(timer) = timer::find(&name) else {
+        return error(format!("no such timer '{name}'"));
+    };
+    match operation.as_str() {
+        "MOD" => {
+            let Some(ms) = request.arg(3).and_then(rtedge_proto::util::parse_i64).filter(|ms| *ms >= 0) else {
+                return error("syntax: TIMER MOD name ms (ms >= 0)");
+            };
+            match timer.modify_in(time::msecs_to_jiffies(ms as u64)) {
+                Ok(was_pending) => Reply::Integer(i64::from(was_pending)),
+                Err(reason) => error(reason),
+            }
+        }
+        "DEL" => Reply::Integer(i64::from(timer.delete_sync())),
+        _ => error("syntax: TIMER MOD name ms | TIMER DEL name"),
+    }
+}
+
+fn work_command(request: &Request) -> Reply {
+    let operation = upper(request.arg(1).unwrap_or_default());
+    let queue = text(request.arg(2).unwrap_or_default());
+    match operation.as_str() {
+        "QUEUE" => {
+            let item = text(request.arg(3).unwrap_or_default());
+            let delay = match request.arg(4) {
+                None => None,
+                Some(argument) => match rtedge_proto::util::parse_i64(argument) {
+                    Some(ms) if ms >= 0 => Some(time::msecs_to_jiffies(ms as u64)),
+                    _ => return error("delay must be milliseconds >= 0"),
+                },
+            };
+            match workqueue::queue_named(&queue, &item, delay) {
+                Ok(queued) => Reply::Integer(i64::from(queued)),
+                Err(reason) => error(format!("{reason} ('{queue}' / '{item}')")),
+            }
+        }
+        "CANCEL" => {
+            // WORK CANCEL queue item (the queue is named for symmetry).
+            let item = text(request.arg(3).unwrap_or_default());
+            if workqueue::find(&queue).is_none() {
+                return error(format!("no such workqueue '{queue}'"));
+            }
+            match workqueue::cancel_named(&item) {
+                Ok(was) => Reply::Integer(i64::from(was)),
+                Err(reason) => error(format!("{reason} ('{item}')")),
+            }
+        }
+        "FLUSH" => match workqueue::find(&queue) {
+            Some(found) => {
+                found.flush();
+                Reply::ok()
+            }
+            None => error(format!("no such workqueue '{queue}'")),
+        },
+        _ => error("syntax: WORK QUEUE queue item [delay_ms] | WORK CANCEL queue item | WORK FLUSH queue"),
+    }
+}
+
+fn histogram_reply(source: &str, histogram: &LatencyHistogram) -> Reply {
+    let quantile = |per_mille| int(histogram.quantile_per_mille(per_mille).unwrap_or(0));
+    let buckets = Reply::Array(
+        histogram.non_empty_buckets().map(|(upper, count)| Reply::Array(alloc::vec![int(upper), int(count)])).collect(),
+    );
+    map(alloc::vec![
+        ("source", Reply::bulk_str(source)),
+        ("unit", Reply::bulk_str("ns")),
+        ("count", int(histogram.count())),
+        ("min_ns", int(histogram.min().unwrap_or(0))),
+        ("max_ns", int(histogram.max().unwrap_or(0))),
+        ("mean_ns", int(histogram.mean().unwrap_or(0))),
+        ("p50_ns", quantile(500)),
+        ("p90_ns", quantile(900)),
+        ("p99_ns", quantile(990)),
+        ("p999_ns", quantile(999)),
+        ("buckets", buckets),
+    ])
+}
+
+fn latency_command(request: &Request) -> Reply {
+    let Some(source) = request.arg(1).map(text) else {
+        return Reply::Array(latency::names().iter().map(|name| Reply::bulk_str(name)).collect());
+    };
+    let reset = match request.arg(2) {
+        None => false,
+        Some(word) if upper(word) == "RESET" => true,
+        Some(_) => return error("syntax: LATENCY source [RESET]"),
+    };
+    // A bare thread name works too.
+    let histogram = latency::snapshot(&source, reset).or_else(|| latency::snapshot(&format!("thread:{source}"), reset));
+    match histogram {
+        Some(histogram) => histogram_reply(&source, &histogram),
+        None => error(format!("no such latency source '{source}'")),
+    }
+}
+
+fn module_command(request: &Request) -> Reply {
+    let operation = upper(request.arg(1).unwrap_or_default());
+    let name = text(request.arg(2).unwrap_or_default());
+    match operation.as_str() {
+        "LIST" => Reply::Array(
+            modules::list()
+                .into_iter()
+                .map(|module| {
+                    map(alloc::vec![
+                        ("name", Reply::bulk_str(module.name)),
+                        ("state", Reply::bulk_str(if module.loaded { "loaded" } else { "unloaded" })),
+                        ("threads", int(module.threads)),
+                        ("loads", int(module.loads)),
+                        ("description", Reply::bulk_str(module.description)),
+                    ])
+                })
+                .collect(),
+        ),
+        "LOAD" => match modules::load(&name) {
+            Ok(()) => Reply::ok(),
+            Err(modules::ModuleError::NoSuchModule) => error(format!("no such module '{name}'")),
+            Err(modules::ModuleError::AlreadyLoaded) => error(format!("module '{name}' is already loaded")),
+            Err(other) => error(format!("module '{name}': {other}")),
+        },
+        "UNLOAD" => match modules::unload(&name) {
+            Ok(()) => Reply::ok(),
+            Err(modules::ModuleError::NoSuchModule) => error(format!("no such module '{name}'")),
+            Err(modules::ModuleError::NotLoaded) => error(format!("module '{name}' is not loaded")),
+            Err(other) => error(format!("module '{name}': {other}")),
+        },
+        _ => error("syntax: MODULE LIST | MODULE LOAD name | MODULE UNLOAD name"),
+    }
+}

@@ -1,0 +1,315 @@
+//! The network: the virtio-net device found at boot, the smoltcp
+//! interface and sockets, and the network half of the control-plane
+//! server, all behind one bottom-half spinlock.
+//!
+//! Everything runs from the NET_RX softirq: the device interrupt's top
+//! half only acknowledges the device and raises NET_RX; smoltcp's next
+//! deadline (retransmits, DHCP, idle timeouts) arms an hrtimer that raises
+//! NET_RX again. Nothing polls while idle. Complete requests go through an
+//! event list to the control-plane thread (`control`), which may block.
+
+pub mod device;
+pub mod hal;
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use rtedge_control::{Completion, ConnectionId, Job, NetServer, PublishReport, Stack, StackEvent};
+use rtedge_virtio::{InterruptAck, NetStats as DeviceStats};
+use smoltcp::iface::{Interface, SocketSet};
+use smoltcp::phy::Device;
+use smoltcp::time::Instant;
+
+use crate::softirq::{self, Vector};
+use crate::sync::{IrqSpinLock, Semaphore, SpinLock};
+use crate::timer::{HrTimer, Mode, Restart};
+use crate::{cpu_local, time};
+
+/// What the softirq and the control thread ask of the network, whatever
+/// the device type.
+pub trait NetOps {
+    /// Polls the interface and the server; returns ms until the next
+    /// deadline, if any.
+    fn poll(&mut self, now_ms: u64, jobs: &mut Vec<Job>) -> Option<u64>;
+    fn complete(&mut self, now_ms: u64, completion: Completion) -> Option<Job>;
+    fn publish(&mut self, channel: &[u8], payload: &[u8]) -> PublishReport;
+    fn queued_output(&self, connection: ConnectionId) -> Option<usize>;
+    fn subscribers(&self) -> usize;
+    fn write_info(&self, out: &mut String);
+}
+
+/// One device with its interface, sockets, address keeper and server.
+pub struct Net<D: Device> {
+    device: D,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    stack: Stack,
+    server: NetServer,
+    mac: [u8; 6],
+    description: String,
+    stats: fn(&D) -> DeviceStats,
+    reclaim: fn(&mut D) -> bool,
+}
+
+impl<D: Device> Net<D> {
+    pub fn new(
+        mut device: D,
+        mac: [u8; 6],
+        description: String,
+        config: rtedge_control::Config,
+        net_config: rtedge_control::NetConfig,
+        auth_required: bool,
+        stats: fn(&D) -> DeviceStats,
+        reclaim: fn(&mut D) -> bool,
+    ) -> Result<Self, rtedge_control::ServerError> {
+        let iface_config = rtedge_control::stack::interface_config(mac);
+        let mut iface = Interface::new(iface_config, &mut device, Instant::from_millis(time::now_ns() as i64 / 1_000_000));
+        let mut sockets = SocketSet::new(Vec::new());
+        let stack = Stack::new(net_config, &mut iface, &mut sockets);
+        let mut server = NetServer::new(config, &mut sockets)?;
+        server.set_auth_required(auth_required);
+        if let Some(address) = stack.address() {
+            log::info!("net: address {address} (static)");
+        }
+        Ok(Self { device, iface, sockets, stack, server, mac, description, stats, reclaim })
+    }
+}
+
+impl<D: Device> NetOps for Net<D> {
+    fn poll(&mut self, now_ms: u64, jobs: &mut Vec<Job>) -> Option<u64> {
+        let timestamp = Instant::from_millis(now_ms as i64);
+        self.iface.poll(timestamp, &mut self.device, &mut self.sockets);
+        match self.stack.poll(&mut self.iface, &mut self.sockets) {
+            Some(StackEvent::Configured { address, gateway }) => {
+                match gateway {
+                    Some(gateway) => log::info!("net: address {address}, gateway {gateway} (DHCP)"),
+                    None => log::info!("net: address {address} (DHCP)"),
+                }
+                ADDRESS_CHANGES.fetch_add(1, Ordering::Relaxed);
+            }
+            // The DHCP client reports "deconfigured" once at start too.
+            Some(StackEvent::Deconfigured) if ADDRESS_CHANGES.load(Ordering::Relaxed) > 0 => log::warn!("net: DHCP lease lost"),
+            Some(StackEvent::Deconfigured) => {}
+            None => {}
+        }
+        self.server.poll(now_ms, &mut self.sockets, jobs);
+        self.iface.poll(timestamp, &mut self.device, &mut self.sockets);
+        if (self.reclaim)(&mut self.device) {
+            // Work arrived while interrupts were off: poll again soon.
+            return Some(0);
+        }
+        let interface_delay = self.iface.poll_delay(timestamp, &self.sockets).map(|delay| delay.total_millis());
+        let server_delay = self.server.next_timeout(now_ms);
+        match (interface_delay, server_delay) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn complete(&mut self, now_ms: u64, completion: Completion) -> Option<Job> {
+        self.server.complete(now_ms, completion)
+    }
+
+    fn publish(&mut self, channel: &[u8], payload: &[u8]) -> PublishReport {
+        self.server.publish(channel, payload)
+    }
+
+    fn queued_output(&self, connection: ConnectionId) -> Option<usize> {
+        self.server.queued_output(connection)
+    }
+
+    fn subscribers(&self) -> usize {
+        self.server.hub().subscriber_count()
+    }
+
+    fn write_info(&self, out: &mut String) {
+        let mac = self.mac;
+        let _ = write!(
+            out,
+            "device:{}\r\nmac:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\r\n",
+            self.description, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+        );
+        match self.stack.address() {
+            Some(address) => {
+                let _ = write!(out, "address:{address}\r\n");
+            }
+            None => out.push_str("address:none\r\n"),
+        }
+        match self.stack.gateway() {
+            Some(gateway) => {
+                let _ = write!(out, "gateway:{gateway}\r\n");
+            }
+            None => out.push_str("gateway:none\r\n"),
+        }
+        let _ = write!(out, "dhcp:{}\r\nport:{}\r\n", if self.stack.is_dhcp() { "yes" } else { "no" }, self.server.config().port);
+        let stats = (self.stats)(&self.device);
+        let _ = write!(
+            out,
+            "rx_packets:{}\r\nrx_bytes:{}\r\nrx_dropped:{}\r\nrx_errors:{}\r\ntx_packets:{}\r\ntx_bytes:{}\r\ntx_dropped:{}\r\ntx_errors:{}\r\ndevice_interrupts:{}\r\n",
+            stats.rx_packets,
+            stats.rx_bytes,
+            stats.rx_dropped,
+            stats.rx_errors,
+            stats.tx_packets,
+            stats.tx_bytes,
+            stats.tx_dropped,
+            stats.tx_errors,
+            stats.interrupts
+        );
+        self.server.stats().write_info(out);
+    }
+}
+
+/// The network and its server, or `None` without a device. Taken with
+/// `lock_bh` from threads and `lock` from the NET_RX softirq.
+static NET: SpinLock<Option<NetBox>> = SpinLock::new(None);
+
+/// The boxed network. The virtio device holds raw register and DMA
+/// pointers, which makes it `!Send`; it is only ever used under `NET`'s
+/// lock, from whichever CPU holds it.
+struct NetBox(Box<dyn NetOps>);
+
+// SAFETY: all access goes through the `NET` lock; the device's pointers
+// name MMIO and DMA memory that is valid from every CPU.
+unsafe impl Send for NetBox {}
+
+/// The top half's device acknowledgement (no lock needed).
+static ACK: IrqSpinLock<Option<InterruptAck>> = IrqSpinLock::new(None);
+/// Requests waiting for the control-plane thread (the event list).
+static JOBS: IrqSpinLock<VecDeque<Job>> = IrqSpinLock::new(VecDeque::new());
+/// Counts jobs (and publish requests) for the control thread.
+pub static WORK_READY: Semaphore = Semaphore::new(0);
+static POLL_TIMER: HrTimer = HrTimer::new("net-poll", poll_timer_fired, 0);
+static DEVICE_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+static ADDRESS_CHANGES: AtomicU64 = AtomicU64::new(0);
+static NET_CPU: AtomicU32 = AtomicU32::new(0);
+
+fn now_ms() -> u64 {
+    time::now_ns() / 1_000_000
+}
+
+/// The device's interrupt: acknowledge, count, raise NET_RX. Never
+/// allocates or blocks.
+pub(crate) fn device_interrupt(_: u8) {
+    DEVICE_INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+    if let Some(ack) = *ACK.lock() {
+        ack.ack();
+    }
+    softirq::raise(Vector::NetRx);
+}
+
+/// Called once the line is routed: acknowledges an interrupt the device
+/// raised before that and polls. QEMU's I/O APIC latches a level line only
+/// while its entry says level, so a line that went high earlier would stay
+/// high unseen and no later event could raise it again.
+pub(crate) fn kick() {
+    if let Some(ack) = *ACK.lock() {
+        ack.ack();
+    }
+    softirq::raise(Vector::NetRx);
+}
+
+fn poll_timer_fired(_: &HrTimer) -> Restart {
+    softirq::raise(Vector::NetRx);
+    Restart::NoRestart
+}
+
+/// The NET_RX softirq: poll everything, hand jobs to the control thread,
+/// arm the timer for the next deadline.
+fn net_rx(_: usize) {
+    let now = now_ms();
+    let mut jobs = Vec::new();
+    let delay = {
+        let mut net = NET.lock();
+        let Some(net) = net.as_mut() else { return };
+        net.0.poll(now, &mut jobs)
+    };
+    if !jobs.is_empty() {
+        let count = jobs.len();
+        JOBS.lock().extend(jobs);
+        for _ in 0..count {
+            WORK_READY.up();
+        }
+    }
+    match delay {
+        Some(0) => softirq::raise(Vector::NetRx),
+        Some(ms) => {
+            let _ = POLL_TIMER.start(ms.saturating_mul(1_000_000), Mode::Relative);
+        }
+        None => {
+            POLL_TIMER.try_cancel();
+        }
+    }
+}
+
+/// Installs a started network and starts polling it.
+pub(crate) fn install(net: Box<dyn NetOps>, ack: InterruptAck) {
+    *ACK.lock() = Some(ack);
+    NET_CPU.store(if cpu_local::is_installed() { cpu_local::current().index } else { 0 }, Ordering::Relaxed);
+    softirq::open(Vector::NetRx, net_rx, 0);
+    let _ = POLL_TIMER.setup();
+    *NET.lock_bh() = Some(NetBox(net));
+    softirq::raise(Vector::NetRx);
+    softirq::run_pending();
+}
+
+/// Whether a network device is up.
+pub fn is_up() -> bool {
+    NET.lock_bh().is_some()
+}
+
+/// Takes the next request for the control thread.
+pub(crate) fn next_job() -> Option<Job> {
+    JOBS.lock().pop_front()
+}
+
+/// Hands a completion to the server and lets NET_RX send it.
+pub(crate) fn complete(completion: Completion) -> Option<Job> {
+    let next = {
+        let mut net = NET.lock_bh();
+        let next = net.as_mut().and_then(|net| net.0.complete(now_ms(), completion));
+        softirq::raise(Vector::NetRx);
+        next
+        // Dropping the guard re-enables bottom halves: NET_RX runs here now.
+    };
+    next
+}
+
+/// Publishes `payload` on `channel` to subscribers (thread or softirq
+/// context; not RT threads or hard IRQs: it allocates — they use
+/// `events::emit`). Returns how many received it.
+pub fn publish(channel: &str, payload: &str) -> usize {
+    let report = {
+        let mut net = NET.lock_bh();
+        let Some(net) = net.as_mut() else { return 0 };
+        let report = net.0.publish(channel.as_bytes(), payload.as_bytes());
+        if report.receivers > 0 {
+            softirq::raise(Vector::NetRx);
+        }
+        report
+    };
+    report.receivers
+}
+
+/// Connected subscribers (any channel).
+pub fn subscribers() -> usize {
+    NET.lock_bh().as_ref().map_or(0, |net| net.0.subscribers())
+}
+
+/// Bytes still queued for `connection` (None: gone).
+pub(crate) fn queued_output(connection: ConnectionId) -> Option<usize> {
+    NET.lock_bh().as_ref().and_then(|net| net.0.queued_output(connection))
+}
+
+/// The `INFO net` lines.
+pub fn write_info(out: &mut String) {
+    match NET.lock_bh().as_ref() {
+        Some(net) => net.0.write_info(out),
+        None => out.push_str("device:none\r\n"),
+    }
+    let _ = write!(out, "net_interrupts:{}\r\n", DEVICE_INTERRUPTS.load(Ordering::Relaxed));
+}
