@@ -37,6 +37,10 @@ pub struct CpuLocal {
     pub previous_thread: AtomicUsize,
     /// Set when a more urgent thread is ready here.
     pub need_resched: AtomicBool,
+    /// A non-RT thread preempted (by an RT thread) inside softirq work or a
+    /// `bh_disable` section: it is kept out of the run queue and resumed
+    /// before any other non-RT thread, as Linux runs under RTLinux (0 = none).
+    pub bh_owner: AtomicUsize,
     /// What runs here: 0 idle, 1 kernel thread, 2 RT thread.
     pub running_class: AtomicU32,
     /// Threads queued here (runnable, not running).
@@ -68,6 +72,7 @@ impl CpuLocal {
             current_thread: AtomicUsize::new(0),
             previous_thread: AtomicUsize::new(0),
             need_resched: AtomicBool::new(false),
+            bh_owner: AtomicUsize::new(0),
             running_class: AtomicU32::new(0),
             queued: AtomicU32::new(0),
             scheduler: IrqSpinLock::new(None),

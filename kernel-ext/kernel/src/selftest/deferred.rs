@@ -21,6 +21,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "softirq::bh_disable_nests_and_outermost_enable_runs_pending", run: bh_nesting },
     Test { name: "softirq::flood_moves_to_ksoftirqd_and_a_kernel_thread_still_runs", run: softirq_flood },
     Test { name: "softirq::raised_by_rt_thread_runs_before_kernel_thread", run: softirq_before_kernel },
+    Test { name: "softirq::rt_thread_preempting_softirq_work_is_outside_it_and_the_work_resumes_first", run: softirq_preempted_by_rt },
     Test { name: "tasklet::three_schedules_before_a_run_give_one_run", run: tasklet_coalesce },
     Test { name: "tasklet::hi_tasklets_run_before_normal_ones", run: tasklet_hi_first },
     Test { name: "tasklet::reschedule_from_own_handler_runs_again", run: tasklet_self_reschedule },
@@ -219,6 +220,78 @@ fn softirq_before_kernel() -> Outcome {
     thread::join(kernel, Some(SECOND)).map_err(error)?;
     irq.free();
     check_eq!(take_trace(), alloc::vec![1, 2]);
+    Ok(())
+}
+
+static PREEMPT_RT_GATE: Semaphore = Semaphore::new(0);
+static PREEMPT_BYSTANDER_GATE: Semaphore = Semaphore::new(0);
+static PREEMPT_NEVER: Semaphore = Semaphore::new(0);
+static PREEMPT_RT_RAN: AtomicBool = AtomicBool::new(false);
+
+/// Releases a kernel thread and a higher-priority RT thread from inside
+/// softirq work: the RT thread preempts it (at once, or when the
+/// rescheduling self-IPI lands: under KVM that may take a while, so the
+/// handler waits for it, boundedly, with interrupts enabled).
+fn preempted_handler(_: usize) {
+    trace(10);
+    PREEMPT_BYSTANDER_GATE.up();
+    PREEMPT_RT_GATE.up();
+    let deadline = time::now_ns() + SECOND;
+    while !PREEMPT_RT_RAN.load(Ordering::SeqCst) && time::now_ns() < deadline {
+        rtedge_arch::cpu::pause();
+    }
+    trace(11);
+}
+
+fn softirq_preempted_by_rt() -> Outcome {
+    reserve_trace();
+    take_trace();
+    while PREEMPT_RT_GATE.try_down() {}
+    while PREEMPT_BYSTANDER_GATE.try_down() {}
+    PREEMPT_RT_RAN.store(false, Ordering::SeqCst);
+    let cpu = thread::current_cpu();
+    let bystander = Builder::new("t-bystander").cpu(cpu).spawn(|| {
+        if PREEMPT_BYSTANDER_GATE.down().is_err() {
+            return -1;
+        }
+        trace(40);
+        0
+    })
+    .map_err(error)?;
+    let rt = Builder::new("t-preemptor").realtime(30).cpu(cpu).spawn(|| {
+        if PREEMPT_RT_GATE.down().is_err() {
+            return -1;
+        }
+        trace(20 + u32::from(softirq::in_softirq()));
+        PREEMPT_RT_RAN.store(true, Ordering::SeqCst);
+        // A blocking wait is legal here: this thread is not in softirq
+        // context even though it preempted softirq work.
+        let _ = PREEMPT_NEVER.down_timeout(MILLISECOND);
+        trace(30);
+        0
+    })
+    .map_err(error)?;
+    for _ in 0..100_000 {
+        let blocked = |id| thread::get(id).is_some_and(|t| t.state() == State::Blocked);
+        if blocked(bystander) && blocked(rt) {
+            break;
+        }
+        thread::yield_cpu();
+    }
+    let irq = softirq::register("test-rt-preempt", preempted_handler, 0).map_err(error)?;
+    irq.raise();
+    softirq::run_pending();
+    trace(12);
+    thread::join(rt, Some(SECOND)).map_err(error)?;
+    thread::join(bystander, Some(SECOND)).map_err(error)?;
+    irq.free();
+    let trace = take_trace();
+    // The RT thread ran inside the handler (after 10) and outside softirq
+    // context (20, not 21); once it blocked, the handler and this thread
+    // went on (11, 12) before the kernel thread it released (40).
+    check_eq!(trace.get(..4), Some(&[10, 20, 11, 12][..]));
+    let position = |value| trace.iter().position(|&v| v == value);
+    check!(position(40) > position(12) && position(30).is_some(), "trace {trace:?}");
     Ok(())
 }
 

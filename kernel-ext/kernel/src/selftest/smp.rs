@@ -72,8 +72,9 @@ static SAW_PARTNER: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(f
 
 fn parallel_handler(which: usize) {
     PARTNER_RUNNING[which].store(true, Ordering::SeqCst);
-    // Generous bound: under instruction emulation the partner needs long.
-    let deadline = crate::time::now_ns() + 5 * SECOND;
+    // Generous bound: under instruction emulation on a loaded host the
+    // partner's vCPU may not run for seconds.
+    let deadline = crate::time::now_ns() + 20 * SECOND;
     while crate::time::now_ns() < deadline {
         if PARTNER_RUNNING[1 - which].load(Ordering::SeqCst) {
             SAW_PARTNER[which].store(true, Ordering::SeqCst);

@@ -302,6 +302,11 @@ pub struct Thread {
     switches: AtomicU64,
     involuntary_switches: AtomicU64,
     switched_in_ns: AtomicU64,
+    /// Its bottom-half depth while switched out: softirq processing or
+    /// `bh_disable` belongs to the thread it runs in, not to the CPU, so a
+    /// real-time thread that preempts softirq work does not run "in
+    /// softirq" itself.
+    bh_depth: AtomicU32,
     realtime: IrqSpinLock<RealtimeStats>,
     cleanup: UnsafeCell<([Option<CleanupHandler>; CLEANUP_CAPACITY], usize)>,
     alarm: IrqSpinLock<Option<AlarmId>>,
@@ -358,6 +363,7 @@ impl Thread {
             switches: AtomicU64::new(0),
             involuntary_switches: AtomicU64::new(0),
             switched_in_ns: AtomicU64::new(0),
+            bh_depth: AtomicU32::new(0),
             realtime: IrqSpinLock::new(RealtimeStats { periodic: None, latency: LatencyHistogram::new(), last_latency_ns: 0 }),
             cleanup: UnsafeCell::new(([None; CLEANUP_CAPACITY], 0)),
             alarm: IrqSpinLock::new(None),
@@ -561,6 +567,7 @@ fn reset_slot(thread: &'static Thread, serial: u32) -> &'static Thread {
     thread.wait_next.store(wait::NONE, Ordering::Relaxed);
     thread.signals.store(0, Ordering::Relaxed);
     thread.buddy.store(0, Ordering::Relaxed);
+    thread.bh_depth.store(0, Ordering::Relaxed);
     *thread.realtime.lock() = RealtimeStats { periodic: None, latency: LatencyHistogram::new(), last_latency_ns: 0 };
     // SAFETY: the slot is reserved (Created, serial 0): nobody else uses it.
     unsafe { (*thread.cleanup.get()).1 = 0 };

@@ -391,7 +391,17 @@ fn schedule_with(reason: Reason) {
             let weight = previous.weight.load(Ordering::Relaxed);
             previous.vruntime.fetch_add(sched::virtual_runtime(ran, weight), Ordering::Relaxed);
         }
-        if core::ptr::eq(previous, scheduler.idle) {
+        let holds_bottom_halves = !previous.is_realtime() && local.softirq_depth.load(Ordering::Relaxed) != 0;
+        if holds_bottom_halves && (core::ptr::eq(previous, scheduler.idle) || previous.state() == State::Running) {
+            // Preempted inside softirq work or a bh_disable section (only RT
+            // threads may do that): resumed before any other non-RT thread,
+            // so no one else runs bottom halves or takes bh locks meanwhile.
+            previous.set_state(State::Ready);
+            if reason == Reason::Preempt {
+                previous.involuntary_switches.fetch_add(1, Ordering::Relaxed);
+            }
+            local.bh_owner.store(previous as *const Thread as usize, Ordering::Relaxed);
+        } else if core::ptr::eq(previous, scheduler.idle) {
             // The idle thread is never queued; it is "ready" whenever it is not running.
             previous.set_state(State::Ready);
         } else if previous.state() == State::Running {
@@ -413,17 +423,28 @@ fn schedule_with(reason: Reason) {
                 super::Kind::Idle => {}
             }
         }
-        let next = match scheduler.queue.pick_next() {
-            Some(picked) => match by_slot(picked.slot()) {
-                Some(thread) => {
-                    if let Picked::Fair { vruntime, .. } = picked {
-                        thread.vruntime.store(vruntime, Ordering::Relaxed);
+        let owner = local.bh_owner.load(Ordering::Relaxed);
+        let next = if owner != 0 && scheduler.queue.best_realtime_priority().is_none() {
+            local.bh_owner.store(0, Ordering::Relaxed);
+            if scheduler.queue.fair_len() > 0 {
+                // Others wait: switch once its bottom-half section ends.
+                local.need_resched.store(true, Ordering::Release);
+            }
+            // SAFETY: only `&'static Thread` pointers are stored in bh_owner.
+            unsafe { &*(owner as *const Thread) }
+        } else {
+            match scheduler.queue.pick_next() {
+                Some(picked) => match by_slot(picked.slot()) {
+                    Some(thread) => {
+                        if let Picked::Fair { vruntime, .. } = picked {
+                            thread.vruntime.store(vruntime, Ordering::Relaxed);
+                        }
+                        thread
                     }
-                    thread
-                }
+                    None => scheduler.idle,
+                },
                 None => scheduler.idle,
-            },
-            None => scheduler.idle,
+            }
         };
         next.set_state(State::Running);
         next.cpu.store(local.index, Ordering::Relaxed);
@@ -462,6 +483,8 @@ fn schedule_with(reason: Reason) {
     local.previous_thread.store(previous as *const Thread as usize, Ordering::Release);
     local.current_thread.store(next as *const Thread as usize, Ordering::Release);
     local.realtime.store(u32::from(next.is_realtime()), Ordering::Release);
+    previous.bh_depth.store(local.softirq_depth.load(Ordering::Relaxed), Ordering::Relaxed);
+    local.softirq_depth.store(next.bh_depth.load(Ordering::Relaxed), Ordering::Relaxed);
     // Another CPU may still be saving `next`'s registers.
     while !next.context_saved.load(Ordering::Acquire) {
         cpu::pause();
