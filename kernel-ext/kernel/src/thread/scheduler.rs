@@ -483,12 +483,14 @@ fn schedule_with(reason: Reason) {
     local.previous_thread.store(previous as *const Thread as usize, Ordering::Release);
     local.current_thread.store(next as *const Thread as usize, Ordering::Release);
     local.realtime.store(u32::from(next.is_realtime()), Ordering::Release);
+    // Published to whichever CPU resumes `previous` by the Release store of
+    // its `context_saved` in `finish_switch`.
     previous.bh_depth.store(local.softirq_depth.load(Ordering::Relaxed), Ordering::Relaxed);
-    local.softirq_depth.store(next.bh_depth.load(Ordering::Relaxed), Ordering::Relaxed);
-    // Another CPU may still be saving `next`'s registers.
+    // Another CPU may still be saving `next`'s registers (and its depth).
     while !next.context_saved.load(Ordering::Acquire) {
         cpu::pause();
     }
+    local.softirq_depth.store(next.bh_depth.load(Ordering::Relaxed), Ordering::Relaxed);
     next.context_saved.store(false, Ordering::Relaxed);
     // SAFETY: interrupts are off; `previous` is this CPU's running thread and
     // `next` holds saved (or prepared) registers no other CPU is using.
