@@ -369,7 +369,10 @@ fn run<B: Backend>(
     {
         return Outcome::reply(Reply::not_allowed_while_subscribed(spec.name));
     }
-    let own = command::lookup(spec.name.as_bytes()).is_some() && OWN_COMMANDS.contains(&spec.name);
+    // `CLIENT LIST` needs the connections, which only the backend (the
+    // network glue) sees; the other CLIENT subcommands are the session's.
+    let client_list = spec.name == "client" && request.arg(1).is_some_and(|sub| sub.eq_ignore_ascii_case(b"LIST"));
+    let own = command::lookup(spec.name.as_bytes()).is_some() && OWN_COMMANDS.contains(&spec.name) && !client_list;
     if !own {
         stats.backend_commands = stats.backend_commands.saturating_add(1);
         let mut context = CommandContext {
@@ -750,6 +753,8 @@ fn client(session: &mut Session, request: &Request) -> Reply {
                 "    Return the ID of the current connection.",
                 "INFO",
                 "    Return information about the current client connection.",
+                "LIST",
+                "    Return information about every open connection.",
                 "SETINFO <option> <value>",
                 "    Set client meta attr. Options are: LIB-NAME, LIB-VER.",
                 "SETNAME <name>",

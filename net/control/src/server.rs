@@ -109,6 +109,8 @@ pub struct NetStats {
     /// Messages not queued: the subscriber was closing, or overflowed and
     /// was disconnected.
     pub messages_dropped: u64,
+    /// Slots per state now.
+    pub slot_states: SlotCounts,
 }
 
 impl NetStats {
@@ -138,7 +140,26 @@ impl NetStats {
             // Writing to a String cannot fail.
             let _ = write!(out, "{key}:{value}\r\n");
         }
+        let _ = write!(
+            out,
+            "slots:listening={},open={},rejecting={},closing={},aborting={}\r\n",
+            self.slot_states.listening,
+            self.slot_states.open,
+            self.slot_states.rejecting,
+            self.slot_states.closing,
+            self.slot_states.aborting
+        );
     }
+}
+
+/// How many slots are in each state (for `INFO net`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotCounts {
+    pub listening: usize,
+    pub open: usize,
+    pub rejecting: usize,
+    pub closing: usize,
+    pub aborting: usize,
 }
 
 /// What became of a [`NetServer::push`].
@@ -595,7 +616,47 @@ impl NetServer {
     pub fn stats(&self) -> NetStats {
         let mut stats = self.stats;
         stats.connected = self.open_count();
+        let mut counts = SlotCounts::default();
+        for slot in &self.slots {
+            match slot.state {
+                SlotState::Listening => counts.listening += 1,
+                SlotState::Open(_) => counts.open += 1,
+                SlotState::Rejecting { .. } => counts.rejecting += 1,
+                SlotState::Closing { .. } => counts.closing += 1,
+                SlotState::Aborting { .. } => counts.aborting += 1,
+            }
+        }
+        stats.slot_states = counts;
         stats
+    }
+
+    /// One line per open connection, as Redis's `CLIENT LIST`:
+    /// `id=.. slot=.. age=.. idle=.. auth=.. resp=.. flight=.. held=..
+    /// closing=.. qbuf=.. obuf=.. sub=.. tcp=.. rxq=.. txq=..`
+    /// (ages in ms; `flight` = a command is being executed).
+    pub fn client_list(&self, sockets: &SocketSet<'_>, now_ms: u64, out: &mut String) {
+        for slot in &self.slots {
+            let SlotState::Open(conn) = &slot.state else { continue };
+            let socket = sockets.get::<tcp::Socket>(slot.handle);
+            let _ = write!(
+                out,
+                "id={} slot={} idle={} auth={} resp={} flight={} held={} closing={} qbuf={} obuf={} sub={} tcp={} rxq={} txq={}\n",
+                conn.id.generation,
+                conn.id.slot,
+                now_ms.saturating_sub(conn.last_activity_ms),
+                u8::from(conn.authenticated),
+                if conn.protocol == ProtocolVersion::Resp3 { 3 } else { 2 },
+                u8::from(conn.in_flight),
+                u8::from(conn.held.is_some()),
+                u8::from(conn.closing),
+                conn.parser.buffered(),
+                conn.output.len(),
+                self.hub.subscription_count(conn.id),
+                socket.state(),
+                socket.recv_queue(),
+                socket.send_queue(),
+            );
+        }
     }
 
     /// The pub/sub subscriptions.

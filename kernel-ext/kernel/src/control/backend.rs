@@ -55,6 +55,14 @@ fn map(entries: Vec<(&str, Reply)>) -> Reply {
     Reply::Map(entries.into_iter().map(|(key, value)| (Reply::bulk_str(key), value)).collect())
 }
 
+/// `CLIENT LIST`: the open connections, as Redis prints them.
+fn client_command(request: &Request) -> Reply {
+    match request.arg(1).map(upper).as_deref() {
+        Some("LIST") => Reply::Bulk(crate::net::client_list().into_bytes()),
+        _ => error("CLIENT supports LIST"),
+    }
+}
+
 fn int(value: impl TryInto<i64>) -> Reply {
     Reply::Integer(value.try_into().unwrap_or(i64::MAX))
 }
@@ -80,6 +88,7 @@ impl Backend for KernelBackend {
             "WORK" => work_command(request),
             "LATENCY" => latency_command(request),
             "MODULE" => module_command(request),
+            "CLIENT" => client_command(request),
             _ => match commands::find(request.name()) {
                 Some(handler) => handler(context, request),
                 None => Reply::unknown_command(request.name(), request.args_after_name()),

@@ -54,6 +54,20 @@ fn control_config(line: &str) -> Result<Config, NetError> {
     if let Some(port) = cmdline::get(line, "port") {
         config.port = port.parse().map_err(|_| NetError::Config(format!("port={port} is not a port number")))?;
     }
+    let number = |key: &str| -> Result<Option<u64>, NetError> {
+        cmdline::get(line, key)
+            .map(|value| value.parse::<u64>().map_err(|_| NetError::Config(format!("{key}={value} is not a number"))))
+            .transpose()
+    };
+    if let Some(clients) = number("max_clients")? {
+        config.max_connections = clients as usize;
+    }
+    if let Some(seconds) = number("idle_timeout")? {
+        config.idle_timeout_ms = seconds.saturating_mul(1000);
+    }
+    if let Some(rate) = number("rate_limit")? {
+        config.rate_limit_per_second = u32::try_from(rate).unwrap_or(u32::MAX);
+    }
     config.validate().map_err(|error| NetError::Config(format!("{error}")))?;
     Ok(config)
 }

@@ -40,6 +40,7 @@ pub trait NetOps {
     fn queued_output(&self, connection: ConnectionId) -> Option<usize>;
     fn subscribers(&self) -> usize;
     fn write_info(&self, out: &mut String);
+    fn client_list(&self, now_ms: u64, out: &mut String);
 }
 
 /// One device with its interface, sockets, address keeper and server.
@@ -124,6 +125,10 @@ impl<D: Device> NetOps for Net<D> {
 
     fn subscribers(&self) -> usize {
         self.server.hub().subscriber_count()
+    }
+
+    fn client_list(&self, now_ms: u64, out: &mut String) {
+        self.server.client_list(&self.sockets, now_ms, out);
     }
 
     fn write_info(&self, out: &mut String) {
@@ -303,6 +308,15 @@ pub fn subscribers() -> usize {
 /// Bytes still queued for `connection` (None: gone).
 pub(crate) fn queued_output(connection: ConnectionId) -> Option<usize> {
     NET.lock_bh().as_ref().and_then(|net| net.0.queued_output(connection))
+}
+
+/// `CLIENT LIST`: one line per open connection.
+pub fn client_list() -> String {
+    let mut out = String::new();
+    if let Some(net) = NET.lock_bh().as_ref() {
+        net.0.client_list(now_ms(), &mut out);
+    }
+    out
 }
 
 /// The `INFO net` lines.
