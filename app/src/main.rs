@@ -1,29 +1,108 @@
-//! The rtedge appliance image. For now it shows that the machine is alive:
-//! a heartbeat line once a second from the timer, until the hypervisor is
-//! stopped (Ctrl-A X under QEMU, Ctrl-C under uhyve).
+//! The rtedge appliance image: the seeds' RTLinux programs rebuilt as
+//! loadable modules (`programs/`), steered over the control plane.
+//!
+//! At boot it reads its configuration (`config=/path`, through the kernel's
+//! file API), registers every program as a module, loads the chosen set
+//! (all by default: `modules=all|none|a,b,...`), prints how to connect and
+//! then stays quiet: each program logs at most a short line now and then,
+//! the rest at debug level (`log=debug` shows every period). `MODULE LIST |
+//! LOAD | UNLOAD` drive the modules over the control plane.
+//!
+//! What it must never do: its real-time threads never touch the general
+//! heap after creation (no `String`, `Vec`, `Box` or `format!` in an RT
+//! thread body: they use statics, atomics, fixed buffers and the rt-pool;
+//! the kernel panics on a violation); interrupt and softirq handlers never
+//! block or allocate; nothing here uses `rtedge-arch` or writes `unsafe`
+//! (the raw region is reached through `RawPod` views).
+//!
+//! `selftest_modules=N` runs the in-image self-checks instead
+//! (`selftest.rs`) and shuts down with 0 or 1.
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU64, Ordering};
+extern crate alloc;
 
-use rtedge_kernel::{clockevent, console_line, time};
+mod config;
+mod programs;
+mod selftest;
 
-static BEATS: AtomicU64 = AtomicU64::new(0);
-const PERIOD_NS: u64 = 1_000_000_000;
+use alloc::string::String;
+use alloc::vec::Vec;
 
-fn heartbeat(alarm: clockevent::AlarmId, _: u64) {
-    let beat = BEATS.fetch_add(1, Ordering::Relaxed) + 1;
-    console_line!("heartbeat {beat}: uptime {} ms, jiffies {}", time::now_ns() / 1_000_000, time::jiffies());
-    clockevent::arm(alarm, beat * PERIOD_NS + PERIOD_NS);
-}
+use rtedge_engine::cmdline;
+use rtedge_kernel::{boot, console_line, modules, thread};
 
-fn run() -> u8 {
-    console_line!("rtedge appliance: heartbeat every second; quit with Ctrl-A X (QEMU) or Ctrl-C (uhyve)");
-    let alarm = clockevent::register(heartbeat, 0);
-    clockevent::arm(alarm, time::now_ns() + PERIOD_NS);
-    loop {
-        rtedge_kernel::idle();
+/// The control plane's guest port when the command line sets none.
+const DEFAULT_PORT: u16 = 6379;
+/// The host port `make run` forwards to it.
+const FORWARDED_PORT: u16 = 6380;
+
+/// The modules to load at boot: every one unless `modules=` says otherwise.
+fn chosen_modules() -> Vec<&'static str> {
+    let all: Vec<&'static str> = programs::all().iter().map(|module| module.name()).collect();
+    let Some(choice) = programs::setting("modules") else { return all };
+    match choice.trim() {
+        "" | "all" => all,
+        "none" => Vec::new(),
+        list => {
+            let mut chosen = Vec::new();
+            for name in list.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+                match all.iter().find(|known| **known == name) {
+                    Some(known) => chosen.push(*known),
+                    None => log::warn!("modules=: no module '{name}' (known: {})", all.join(", ")),
+                }
+            }
+            chosen
+        }
     }
 }
 
-rtedge_kernel::main!(run);
+fn load_modules(names: &[&'static str]) {
+    let mut loaded: Vec<&str> = Vec::new();
+    for name in names {
+        match modules::load(name) {
+            Ok(()) => loaded.push(name),
+            Err(error) => log::warn!("module {name}: {error}"),
+        }
+    }
+    console_line!("modules: loaded {} of {}: {}", loaded.len(), programs::all().len(), if loaded.is_empty() { String::from("none") } else { loaded.join(", ") });
+}
+
+fn print_connection_help() {
+    let line = boot::command_line();
+    let port = cmdline::get(line, "port").and_then(|value| value.parse::<u16>().ok()).unwrap_or(DEFAULT_PORT);
+    if boot::info().path.name() == "hermit/uhyve" {
+        console_line!("control plane: guest port {port} (uhyve: reachable only with a tap device, uhyve --net tap:NAME)");
+    } else {
+        console_line!("control plane: guest port {port}; `make run` forwards 127.0.0.1:{FORWARDED_PORT} to it");
+    }
+    console_line!("  redis-cli -p {FORWARDED_PORT} -a \"$(cat target/rtedge/dev.token)\" --no-auth-warning MODULE LIST");
+    console_line!("  rtctl threads | rtctl watch softirq.latency | rtctl wake rt-sleeper | rtctl get rtalloc.buffers");
+}
+
+fn run() -> u8 {
+    console_line!("rtedge appliance: the seeds' RTLinux programs as modules (quit: Ctrl-A X under QEMU, Ctrl-C under uhyve)");
+    if let Some(path) = cmdline::get(boot::command_line(), "config") {
+        config::load(path);
+    }
+    programs::register_all();
+    if let Some(value) = cmdline::get(boot::command_line(), "selftest_modules") {
+        return match cmdline::parse_u64(value) {
+            Ok(cycles) => selftest::run(cycles),
+            Err(_) => {
+                console_line!("selftest_modules= needs a number of cycles");
+                1
+            }
+        };
+    }
+    load_modules(&chosen_modules());
+    print_connection_help();
+    // The appliance runs until the control plane's SHUTDOWN or the hypervisor stops it.
+    loop {
+        let _ = thread::sleep_ns(1_000_000_000);
+    }
+}
+
+// The command line keys the appliance reads besides the kernel's own
+// (`file`, `config`, `port` and `reserve` are kernel keys).
+rtedge_kernel::main!(run, keys = ["modules", "selftest_modules", "selftest_dwell_ms", "selftest_heap_slack", "tasklet_disable_at"]);

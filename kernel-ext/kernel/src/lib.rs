@@ -18,6 +18,7 @@ pub mod console;
 pub mod context;
 pub mod cpu_local;
 pub mod events;
+pub mod files;
 pub mod irq;
 pub mod ktest;
 pub mod latency;

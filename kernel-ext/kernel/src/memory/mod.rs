@@ -7,6 +7,7 @@
 //! themselves; the rest goes to the heap.
 
 pub mod heap;
+pub mod raw;
 pub mod stacks;
 
 use core::fmt;
