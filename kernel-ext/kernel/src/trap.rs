@@ -113,7 +113,11 @@ fn handle(frame: &mut TrapFrame) {
     if local.irq_depth.fetch_sub(1, Ordering::Relaxed) == 1 {
         // Back to thread level: bottom halves first (unless an RT thread
         // was interrupted), then a pending reschedule.
-        if local.realtime.load(Ordering::Relaxed) == 0 {
+        // Not on a thread caught between a state change and its switch
+        // (it is neither running nor parked yet).
+        if local.realtime.load(Ordering::Relaxed) == 0
+            && crate::thread::try_current().is_none_or(|thread| thread.state() == crate::thread::State::Running)
+        {
             crate::softirq::run_pending();
         }
         if local.need_resched.load(Ordering::Acquire) && local.current_thread.load(Ordering::Relaxed) != 0 {

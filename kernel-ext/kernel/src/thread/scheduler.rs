@@ -392,6 +392,25 @@ fn schedule_with(reason: Reason) {
             previous.vruntime.fetch_add(sched::virtual_runtime(ran, weight), Ordering::Relaxed);
         }
         let holds_bottom_halves = !previous.is_realtime() && local.softirq_depth.load(Ordering::Relaxed) != 0;
+        // "Scheduling while atomic": a thread may leave the CPU inside
+        // softirq work or a bh_disable section only when preempted, never
+        // by sleeping there (its depth would be stranded with it).
+        assert!(
+            !holds_bottom_halves || core::ptr::eq(previous, scheduler.idle) || previous.state() == State::Running,
+            "thread '{}' sleeps ({}) inside softirq work or with bottom halves disabled",
+            previous.name(),
+            previous.state().name()
+        );
+        {
+            let st = previous.state();
+            let pc = previous.cpu.load(Ordering::Relaxed);
+            if st == State::Running && pc != local.index {
+                crate::console_line!("DIAG: cpu {} sees '{}' Running but cpu={} reason {:?}", local.index, previous.name(), pc, reason);
+            }
+            if holds_bottom_halves && !core::ptr::eq(previous, scheduler.idle) && st != State::Running {
+                crate::console_line!("DIAG: cpu {} '{}' switched out in bh depth {} with state {:?} reason {:?}", local.index, previous.name(), local.softirq_depth.load(Ordering::Relaxed), st, reason);
+            }
+        }
         if holds_bottom_halves && (core::ptr::eq(previous, scheduler.idle) || previous.state() == State::Running) {
             // Preempted inside softirq work or a bh_disable section (only RT
             // threads may do that): resumed before any other non-RT thread,
@@ -487,8 +506,13 @@ fn schedule_with(reason: Reason) {
     // its `context_saved` in `finish_switch`.
     previous.bh_depth.store(local.softirq_depth.load(Ordering::Relaxed), Ordering::Relaxed);
     // Another CPU may still be saving `next`'s registers (and its depth).
+    let mut spins = 0u64;
     while !next.context_saved.load(Ordering::Acquire) {
         cpu::pause();
+        spins += 1;
+        if spins == 50_000_000 {
+            crate::console_line!("DIAG: cpu {} waits for '{}' (state {:?}, cpu {}) from '{}'", local.index, next.name(), next.state(), next.cpu(), previous.name());
+        }
     }
     local.softirq_depth.store(next.bh_depth.load(Ordering::Relaxed), Ordering::Relaxed);
     next.context_saved.store(false, Ordering::Relaxed);

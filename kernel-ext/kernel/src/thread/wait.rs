@@ -120,21 +120,31 @@ impl WaitQueue {
         );
         let thread = current();
         loop {
-            {
+            // Interrupts stay off from the state change to the switch: an
+            // interrupt in between would run softirqs (and maybe preempt)
+            // on a thread that is half-way to sleep, and the timeout alarm
+            // would not be armed yet.
+            let interrupts_were_enabled = rtedge_arch::cpu::interrupts_save();
+            let verdict = {
                 let mut list = self.list.lock();
                 if condition() {
-                    return Ok(());
+                    Some(Ok(()))
+                } else if thread.interrupted() {
+                    Some(Err(WaitError::Interrupted))
+                } else if deadline_ns.is_some_and(|deadline| time::now_ns() >= deadline) {
+                    Some(Err(WaitError::Timeout))
+                } else {
+                    list.push(thread);
+                    thread.set_state(State::Blocked);
+                    None
                 }
-                if thread.interrupted() {
-                    return Err(WaitError::Interrupted);
-                }
-                if deadline_ns.is_some_and(|deadline| time::now_ns() >= deadline) {
-                    return Err(WaitError::Timeout);
-                }
-                list.push(thread);
-                thread.set_state(State::Blocked);
+            };
+            if let Some(verdict) = verdict {
+                rtedge_arch::cpu::interrupts_restore(interrupts_were_enabled);
+                return verdict;
             }
             scheduler::block_current(thread, deadline_ns);
+            rtedge_arch::cpu::interrupts_restore(interrupts_were_enabled);
             // Woken by a signal, the timeout or a request: leave the list if
             // still on it, then re-check.
             self.list.lock().remove(thread.slot);
