@@ -401,16 +401,6 @@ fn schedule_with(reason: Reason) {
             previous.name(),
             previous.state().name()
         );
-        {
-            let st = previous.state();
-            let pc = previous.cpu.load(Ordering::Relaxed);
-            if st == State::Running && pc != local.index {
-                crate::console_line!("DIAG: cpu {} sees '{}' Running but cpu={} reason {:?}", local.index, previous.name(), pc, reason);
-            }
-            if holds_bottom_halves && !core::ptr::eq(previous, scheduler.idle) && st != State::Running {
-                crate::console_line!("DIAG: cpu {} '{}' switched out in bh depth {} with state {:?} reason {:?}", local.index, previous.name(), local.softirq_depth.load(Ordering::Relaxed), st, reason);
-            }
-        }
         if holds_bottom_halves && (core::ptr::eq(previous, scheduler.idle) || previous.state() == State::Running) {
             // Preempted inside softirq work or a bh_disable section (only RT
             // threads may do that): resumed before any other non-RT thread,
@@ -506,13 +496,8 @@ fn schedule_with(reason: Reason) {
     // its `context_saved` in `finish_switch`.
     previous.bh_depth.store(local.softirq_depth.load(Ordering::Relaxed), Ordering::Relaxed);
     // Another CPU may still be saving `next`'s registers (and its depth).
-    let mut spins = 0u64;
     while !next.context_saved.load(Ordering::Acquire) {
         cpu::pause();
-        spins += 1;
-        if spins == 50_000_000 {
-            crate::console_line!("DIAG: cpu {} waits for '{}' (state {:?}, cpu {}) from '{}'", local.index, next.name(), next.state(), next.cpu(), previous.name());
-        }
     }
     local.softirq_depth.store(next.bh_depth.load(Ordering::Relaxed), Ordering::Relaxed);
     next.context_saved.store(false, Ordering::Relaxed);
