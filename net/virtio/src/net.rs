@@ -291,6 +291,9 @@ pub struct VirtioNet<T: Transport, H: Hal> {
     features: u64,
     interrupts: u64,
     config_changes: u64,
+    /// The largest Ethernet frame the stack may assume (header included);
+    /// TCP's advertised MSS follows from it.
+    max_frame: usize,
 }
 
 impl<T: Transport, H: Hal> VirtioNet<T, H> {
@@ -400,6 +403,7 @@ impl<T: Transport, H: Hal> VirtioNet<T, H> {
             features,
             interrupts: 0,
             config_changes: 0,
+            max_frame: MAX_FRAME_LEN,
         };
         // From here on an early return drops `net`, whose `Drop` resets the
         // device before the DMA memory is freed.
@@ -428,6 +432,25 @@ impl<T: Transport, H: Hal> VirtioNet<T, H> {
     }
 
     /// The MAC address (from the device, or [`NetConfig::fallback_mac`]).
+    /// Notifies the device of every new buffer, ignoring its "no notify"
+    /// hint (always allowed). For uhyve 0.10, whose queue threads can miss
+    /// a buffer the driver adds while they are re-enabling notifications:
+    /// the frame would then wait for the next notification (seconds under
+    /// TCP retransmission).
+    /// Lowers the largest frame the stack assumes (at most
+    /// [`MAX_FRAME_LEN`], at least 576 + 14). uhyve 0.10 receives host frames
+    /// into 1512-byte buffers (MTU + virtio header, without the Ethernet
+    /// header), so a full 1514-byte frame arrives truncated and is dropped:
+    /// with 1500 here the peer's TCP segments fit.
+    pub fn set_max_frame(&mut self, bytes: usize) {
+        self.max_frame = bytes.clamp(590, MAX_FRAME_LEN);
+    }
+
+    pub fn set_always_notify(&mut self, on: bool) {
+        self.rx.queue.set_always_notify(on);
+        self.tx.queue.set_always_notify(on);
+    }
+
     pub fn mac(&self) -> [u8; 6] {
         self.mac
     }
@@ -659,7 +682,7 @@ impl<T: Transport, H: Hal> Device for VirtioNet<T, H> {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut capabilities = DeviceCapabilities::default();
         capabilities.medium = Medium::Ethernet;
-        capabilities.max_transmission_unit = MAX_FRAME_LEN;
+        capabilities.max_transmission_unit = self.max_frame;
         capabilities.max_burst_size =
             Some(usize::from(self.rx.pool.count().min(self.tx.pool.count())));
         capabilities

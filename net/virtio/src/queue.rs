@@ -53,6 +53,9 @@ pub(crate) struct SplitQueue<H: Hal> {
     next_avail: u16,
     /// Next used-ring index the driver has not consumed yet.
     last_used: u16,
+    /// Notify even when the device says it needs none (for devices that
+    /// can miss a buffer added while their "no notify" flag was set).
+    always_notify: bool,
 }
 
 impl<H: Hal> SplitQueue<H> {
@@ -68,6 +71,7 @@ impl<H: Hal> SplitQueue<H> {
             used,
             next_avail: 0,
             last_used: 0,
+            always_notify: false,
         })
     }
 
@@ -136,7 +140,14 @@ impl<H: Hal> SplitQueue<H> {
     }
 
     /// Whether the device wants a notification for what was just published.
+    pub(crate) fn set_always_notify(&mut self, on: bool) {
+        self.always_notify = on;
+    }
+
     pub(crate) fn should_notify(&self) -> bool {
+        if self.always_notify {
+            return true;
+        }
         // Order the avail.idx store before the used.flags load (a full
         // barrier: otherwise the device could miss the new entry while the
         // driver sees a stale "no notify" flag).

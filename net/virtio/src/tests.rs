@@ -530,6 +530,29 @@ fn notifications_are_skipped_while_the_device_asks_for_none() {
     assert_no_violations(&model);
 }
 
+#[test]
+fn the_largest_frame_can_be_lowered_for_the_stack() {
+    use smoltcp::phy::Device;
+    let (_model, mut net) = mmio_net(2, QEMU_MODERN, 8, small(8));
+    assert_eq!(net.capabilities().max_transmission_unit, crate::MAX_FRAME_LEN);
+    net.set_max_frame(1500);
+    assert_eq!(net.capabilities().max_transmission_unit, 1500);
+    net.set_max_frame(9000);
+    assert_eq!(net.capabilities().max_transmission_unit, crate::MAX_FRAME_LEN);
+}
+
+#[test]
+fn always_notify_ignores_the_devices_no_notify_hint() {
+    let (model, mut net) = mmio_net(2, QEMU_MODERN, 8, small(8));
+    net.set_always_notify(true);
+    model.borrow_mut().queues[1].set_no_notify(true);
+    model.borrow_mut().hold_tx = true;
+    send(&mut net, &frame(1, 64));
+    send(&mut net, &frame(2, 64));
+    assert_eq!(model.borrow().notifications[1], 2);
+    assert_no_violations(&model);
+}
+
 // ---- interrupts --------------------------------------------------------------
 
 #[test]

@@ -104,14 +104,21 @@ pub fn start(info: &BootInfo) -> Result<(), NetError> {
             }
         };
         let description = format!("virtio-net pci {:?} gsi {gsi}", function.address);
-        return finish(transport, description, gsi, trigger, polarity, config, net_config, auth_required);
+        // uhyve 0.10's queue threads can miss a buffer added while they
+        // re-enable notifications (they ignore virtio-queue's "more
+        // arrived" answer): notify for every buffer there. It also receives
+        // host frames into MTU + 12 bytes, truncating full-size Ethernet
+        // frames: the stack assumes 1500-byte frames, so TCP peers send
+        // segments that fit.
+        let always_notify = info.path == BootPath::Hermit;
+        return finish(transport, description, gsi, trigger, polarity, config, net_config, auth_required, always_notify);
     }
     // virtio-mmio: from the command line, else microvm's window.
     if let Some(device) = parse_mmio_devices(line).next() {
         // SAFETY: the command line names a virtio-mmio register block.
         let transport = unsafe { MmioTransport::map::<KernelHal>(&device) }.map_err(|error| NetError::Driver(format!("{error}")))?;
         let description = format!("virtio-mmio {:#x} gsi {}", device.base, device.irq);
-        return finish(transport, description, device.irq, Trigger::Level, Polarity::High, config, net_config, auth_required);
+        return finish(transport, description, device.irq, Trigger::Level, Polarity::High, config, net_config, auth_required, false);
     }
     if info.path == BootPath::Pvh {
         let base_gsi = match crate::smp::madt() {
@@ -136,7 +143,7 @@ pub fn start(info: &BootInfo) -> Result<(), NetError> {
                     .map_err(|error| NetError::Driver(format!("{error}")))?;
                 let gsi = base_gsi + slot as u32;
                 let description = format!("virtio-mmio {base:#x} (slot {slot}) gsi {gsi}");
-                return finish(transport, description, gsi, Trigger::Level, Polarity::High, config, net_config, auth_required);
+                return finish(transport, description, gsi, Trigger::Level, Polarity::High, config, net_config, auth_required, false);
             }
         }
     }
@@ -200,8 +207,14 @@ fn finish<T: Transport + 'static>(
     config: Config,
     net_config: NetConfig,
     auth_required: bool,
+    always_notify: bool,
 ) -> Result<(), NetError> {
-    let device = VirtioNet::<T, KernelHal>::new(transport).map_err(|error| NetError::Driver(format!("{error}")))?;
+    let mut device = VirtioNet::<T, KernelHal>::new(transport).map_err(|error| NetError::Driver(format!("{error}")))?;
+    if always_notify {
+        // uhyve: see the call site.
+        device.set_always_notify(true);
+        device.set_max_frame(1500);
+    }
     let mac = device.mac();
     let ack = device.interrupt_ack();
     let net = Net::new(
