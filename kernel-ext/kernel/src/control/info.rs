@@ -1,6 +1,9 @@
 //! `INFO [section]`: Redis-style text (`# Section` headers, `key:value`
 //! lines) for server, memory, cpu, threads, softirqs, interrupts, net and
-//! rtpool. Field names follow what `rtctl status` and `top` read.
+//! rtpool. Field names follow what `rtctl status` and `top` read. The
+//! threads section also counts the deferred work that outlives a call
+//! (registered timers and tasklets), so that a test can check that module
+//! unloads return them to a baseline.
 
 use alloc::string::String;
 use core::fmt::Write;
@@ -8,7 +11,7 @@ use core::sync::atomic::Ordering;
 
 use rtedge_proto::Reply;
 
-use crate::{cpu_local, memory, net, rtpool, smp, softirq, thread, time, trap};
+use crate::{cpu_local, memory, net, rtpool, smp, softirq, tasklet, thread, time, timer, trap};
 
 const SECTIONS: [&str; 8] = ["server", "memory", "cpu", "threads", "softirqs", "interrupts", "net", "rtpool"];
 
@@ -128,6 +131,10 @@ fn threads(out: &mut String) -> core::fmt::Result {
     write!(out, "threads:{live}\r\nrealtime_threads:{realtime}\r\nexited_unjoined:{}\r\n", list.len() - live)?;
     let misses: u64 = list.iter().map(|info| info.misses).sum();
     write!(out, "deadline_misses:{misses}\r\n")?;
+    let (timers, hrtimers) = timer::registered_counts();
+    let (timers_pending, hrtimers_pending) = timer::pending_counts();
+    write!(out, "timers:{timers}\r\nhrtimers:{hrtimers}\r\ntimers_pending:{timers_pending}\r\nhrtimers_pending:{hrtimers_pending}\r\n")?;
+    write!(out, "tasklets:{}\r\n", tasklet::list().len())?;
     Ok(())
 }
 
