@@ -5,7 +5,8 @@
 //! - `modules=all|none|name,name,...` — the modules loaded at boot;
 //! - `file=/path` — the file `kmore` reads at load;
 //! - `tasklet_disable_at=N` — the period on which `tasklet-disable`
-//!   disables its tasklet.
+//!   disables its tasklet;
+//! - `rtalloc_period_ms=M` — the period of `rtalloc`'s RT thread.
 //!
 //! The kernel command line wins over the file for every key.
 
@@ -16,7 +17,7 @@ use rtedge_kernel::files;
 use rtedge_kernel::sync::Mutex;
 
 /// Keys the file may set.
-pub const KEYS: [&str; 3] = ["modules", "file", "tasklet_disable_at"];
+pub const KEYS: [&str; 4] = ["modules", "file", "tasklet_disable_at", "rtalloc_period_ms"];
 /// Largest configuration file read.
 const MAX_SIZE: usize = 16 * 1024;
 

@@ -30,12 +30,37 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use rtedge_engine::cmdline;
-use rtedge_kernel::{boot, console_line, modules, thread};
+use rtedge_kernel::shared::{self, Access, SharedInt};
+use rtedge_kernel::timer::Timer;
+use rtedge_kernel::{boot, console_line, modules, thread, time};
 
 /// The control plane's guest port when the command line sets none.
 const DEFAULT_PORT: u16 = 6379;
 /// The host port `make run` forwards to it.
 const FORWARDED_PORT: u16 = 6380;
+
+/// The appliance's own heartbeat: a jiffies timer, registered by name, that
+/// counts in `appliance.heartbeats` and re-arms itself once a second. It is
+/// always there (modules come and go), so `TIMER MOD|DEL heartbeat` always
+/// has a timer to act on; after a `TIMER DEL` it stays quiet until a
+/// `TIMER MOD` arms it again.
+static HEARTBEAT: Timer = Timer::new("heartbeat", heartbeat, 0);
+static HEARTBEATS: SharedInt = SharedInt::new("appliance.heartbeats", Access::ReadOnly, 0);
+const HEARTBEAT_JIFFIES: u64 = time::HZ;
+
+/// The timer callback (TIMER softirq): count, re-arm.
+fn heartbeat(_: usize) {
+    HEARTBEATS.add(1);
+    let _ = HEARTBEAT.modify_in(HEARTBEAT_JIFFIES);
+}
+
+fn start_heartbeat() {
+    shared::register(&HEARTBEATS);
+    HEARTBEAT.register();
+    if let Err(error) = HEARTBEAT.modify_in(HEARTBEAT_JIFFIES) {
+        log::warn!("heartbeat timer: {error}");
+    }
+}
 
 /// The modules to load at boot: every one unless `modules=` says otherwise.
 fn chosen_modules() -> Vec<&'static str> {
@@ -95,6 +120,7 @@ fn run() -> u8 {
             }
         };
     }
+    start_heartbeat();
     load_modules(&chosen_modules());
     print_connection_help();
     // The appliance runs until the control plane's SHUTDOWN or the hypervisor stops it.
@@ -105,4 +131,4 @@ fn run() -> u8 {
 
 // The command line keys the appliance reads besides the kernel's own
 // (`file`, `config`, `port` and `reserve` are kernel keys).
-rtedge_kernel::main!(run, keys = ["modules", "selftest_modules", "selftest_dwell_ms", "selftest_heap_slack", "tasklet_disable_at"]);
+rtedge_kernel::main!(run, keys = ["modules", "selftest_modules", "selftest_dwell_ms", "selftest_heap_slack", "tasklet_disable_at", "rtalloc_period_ms"]);

@@ -1,6 +1,7 @@
 //! Program 2: the naive rt-allocator, used from a real-time thread.
 //!
-//! A 500 ms periodic RT thread (`rtalloc-rt`) asks the kernel's rt-pool
+//! A 500 ms periodic RT thread (`rtalloc-rt`; `rtalloc_period_ms=M` sets
+//! another period, e.g. a short one for tests) asks the kernel's rt-pool
 //! (`rtpool::rt_alloc`: the request goes to a hi-scheduled allocator
 //! tasklet while the thread suspends) for 128, 256, 384 ... bytes. It must
 //! check every answer: after 128 buffers the pool is exhausted and the
@@ -27,7 +28,9 @@ use rtedge_kernel::{tasklet, thread, time};
 
 use super::{OwnedThread, TextBuffer};
 
-const PERIOD_NS: u64 = 500_000_000;
+const DEFAULT_PERIOD_MS: u64 = 500;
+/// Bounds of `rtalloc_period_ms=` (1 ms .. 1 min).
+const PERIOD_MS_RANGE: core::ops::RangeInclusive<u64> = 1..=60_000;
 const PRIORITY: u8 = 1;
 /// Each request is this many bytes more than the one before.
 const BLOCK: usize = 128;
@@ -46,8 +49,8 @@ static STATICS: [&dyn SharedValue; 7] = [&REQUESTS, &BUFFERS, &BYTES, &FAILURES,
 
 static RT_THREAD: OwnedThread = OwnedThread::new();
 
-fn rt_thread() -> i32 {
-    if thread::make_periodic(time::now_ns(), PERIOD_NS).is_err() {
+fn rt_thread(period_ns: u64) -> i32 {
+    if thread::make_periodic(time::now_ns(), period_ns).is_err() {
         return 1;
     }
     let mut request = 1usize;
@@ -135,7 +138,12 @@ impl Module for RtAllocProgram {
         LAST_ERROR.set("");
         super::register_statics(&STATICS);
         prime_pool();
-        match thread::Builder::new(THREAD_NAME).realtime(PRIORITY).spawn(rt_thread) {
+        let mut period_ms = super::setting_u64("rtalloc_period_ms", DEFAULT_PERIOD_MS);
+        if !PERIOD_MS_RANGE.contains(&period_ms) {
+            log::warn!("rtalloc_period_ms={period_ms} is outside {PERIOD_MS_RANGE:?}; using {DEFAULT_PERIOD_MS}");
+            period_ms = DEFAULT_PERIOD_MS;
+        }
+        match thread::Builder::new(THREAD_NAME).realtime(PRIORITY).spawn(move || rt_thread(period_ms * 1_000_000)) {
             Ok(id) => {
                 RT_THREAD.set(id);
                 Ok(())
