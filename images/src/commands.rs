@@ -16,7 +16,8 @@ use crate::profile::{Profile, Profiles};
 use crate::vm::{self, CaptureOptions, CapturedRun, Echo};
 use crate::{Cli, Command, RunArgs, TestArgs};
 
-const DEFAULT_TEST_PROFILES: [&str; 7] = ["ktest", "ktest-smp2", "ktest-smp4", "fault-page", "fault-stack", "fault-panic", "fault-softirq-block"];
+const DEFAULT_TEST_PROFILES: [&str; 8] =
+    ["ktest", "ktest-smp2", "ktest-smp4", "fault-page", "fault-stack", "fault-panic", "fault-softirq-block", "selftest-modules"];
 const BOOT_TIME_CMDLINE: &str = "log=info boot_only=1";
 /// `run`: the hypervisor ended without a guest code.
 const EXIT_NO_GUEST_CODE: u8 = 125;

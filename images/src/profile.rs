@@ -389,7 +389,8 @@ mod tests {
                 "fault-stack",
                 "ktest",
                 "ktest-smp2",
-                "ktest-smp4"
+                "ktest-smp4",
+                "selftest-modules"
             ]
         );
         let expected: Vec<(&str, Option<u8>)> = profiles
@@ -409,6 +410,7 @@ mod tests {
                 ("ktest", Some(0)),
                 ("ktest-smp2", Some(0)),
                 ("ktest-smp4", Some(0)),
+                ("selftest-modules", Some(0)),
             ]
         );
         let appliance = profiles.get("appliance").expect("appliance exists");
@@ -431,7 +433,7 @@ mod tests {
             .to_string();
         assert!(
             error.ends_with(
-                "available: appliance, bench, fault-page, fault-panic, fault-softirq-block, fault-stack, ktest, ktest-smp2, ktest-smp4"
+                "available: appliance, bench, fault-page, fault-panic, fault-softirq-block, fault-stack, ktest, ktest-smp2, ktest-smp4, selftest-modules"
             ),
             "{error}"
         );

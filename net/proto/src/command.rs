@@ -261,11 +261,11 @@ static COMMANDS: [CommandSpec; 30] = [
     ),
     CommandSpec::new(
         "latency",
-        -2,
+        -1,
         WRITE,
         "kernel",
-        "Returns the latency and jitter histogram of a source, or resets it.",
-        "LATENCY source [RESET]",
+        "Lists the latency sources, or returns (and optionally resets) the histogram of one.",
+        "LATENCY [source [RESET]]",
     ),
     CommandSpec::new(
         "mget",
