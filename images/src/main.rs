@@ -90,7 +90,7 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
-    /// Profiles to test (repeatable; default: ktest, ktest-smp2, ktest-smp4, fault-page, fault-stack, fault-panic, fault-softirq-block).
+    /// Profiles to test (repeatable; default: ktest, ktest-smp2, ktest-smp4, fault-page, fault-stack, fault-panic, fault-softirq-block, selftest-modules).
     #[arg(long = "profile")]
     pub profiles: Vec<String>,
     /// Only these hypervisors (repeatable; default: each profile's list).
