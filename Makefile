@@ -16,12 +16,12 @@ RUNS ?= 5
 export RTEDGE_SMP RTEDGE_PORT RTEDGE_TOKEN
 
 .DEFAULT_GOAL := help
-.PHONY: help deps run run-uhyve test image bench boot-time info clean
+.PHONY: help deps run run-uhyve test e2e image bench boot-time info clean
 
 help: ## list the targets
 	@echo "rtedge — make targets:"
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/\1|\2/' | awk -F'|' '{ printf "  %-11s %s\n", $$1, $$2 }'
-	@echo "variables: HV=<hypervisor> RTEDGE_SMP=<cpus> RTEDGE_PORT=<port> RUNS=<n> V=1"
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/\1|\2/' | awk -F'|' '{ printf "  %-11s %s\n", $$1, $$2 }'
+	@echo "variables: HV=<hypervisor> RTEDGE_SMP=<cpus> RTEDGE_PORT=<port> RUNS=<n> ONLY=<scenario text> V=1"
 
 deps: ## install what is missing: kernel target, QEMU, redis-cli, uhyve 0.10.0
 	@ci/deps.sh
@@ -32,9 +32,13 @@ run: deps ## boot the appliance under QEMU with the console here (Ctrl-A X quits
 run-uhyve: deps ## boot the appliance under uhyve (Ctrl-C quits)
 	$(RUNNER) $(RUNNER_FLAGS) run appliance --hv uhyve
 
-test: deps ## host tests, then every test image under every hypervisor
+test: deps ## host tests, every test image under every hypervisor, then the end-to-end tests
 	$(CARGO) test
 	$(RUNNER) $(RUNNER_FLAGS) test $(HV_ARGS)
+	$(RUNNER) $(RUNNER_FLAGS) e2e $(HV_ARGS)
+
+e2e: deps ## boot the appliance and drive it with redis-cli, redis-benchmark and rtctl (ONLY=text filters)
+	$(RUNNER) $(RUNNER_FLAGS) e2e $(HV_ARGS) $(foreach o,$(ONLY),--only $(o))
 
 image: deps ## build the appliance image and print its path and size
 	$(RUNNER) $(RUNNER_FLAGS) build appliance

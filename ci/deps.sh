@@ -28,11 +28,14 @@ if ! rustup target list --installed | grep -qx x86_64-unknown-none; then
     rustup target add x86_64-unknown-none
 fi
 
-# 2. Debian packages: QEMU (qboot.rom comes with qemu-system-data) and redis-cli.
+# 2. Debian packages: QEMU (qboot.rom comes with qemu-system-data), redis-cli
+#    and redis-benchmark, iproute2.
 packages=()
 have qemu-system-x86_64 || packages+=(qemu-system-x86)
 [ -f /usr/share/qemu/qboot.rom ] || packages+=(qemu-system-data)
 have redis-cli || packages+=(redis-tools)
+# `ip netns` and tap devices for the uhyve end-to-end tests.
+have ip || packages+=(iproute2)
 if [ "${#packages[@]}" -gt 0 ]; then
     echo "deps: installing ${packages[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -14,7 +14,7 @@ use crate::hypervisor::{
 use crate::image::{self, Image, Layout};
 use crate::profile::{Profile, Profiles};
 use crate::vm::{self, CaptureOptions, CapturedRun, Echo};
-use crate::{Cli, Command, RunArgs, TestArgs};
+use crate::{Cli, Command, E2eArgs, RunArgs, TestArgs};
 
 const DEFAULT_TEST_PROFILES: [&str; 8] =
     ["ktest", "ktest-smp2", "ktest-smp4", "fault-page", "fault-stack", "fault-panic", "fault-softirq-block", "selftest-modules"];
@@ -45,8 +45,79 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Test(args) => test(&session, &args),
         Command::Bench { hypervisors } => bench(&session, &hypervisors),
         Command::BootTime { runs, hypervisors } => boot_time(&session, runs, &hypervisors),
+        Command::E2e(args) => e2e(&session, &args),
         Command::Info => info(&session),
     }
+}
+
+// ---------------------------------------------------------------- e2e
+
+const E2E_HYPERVISORS: [Hypervisor; 3] = [Hypervisor::QemuMicrovm, Hypervisor::QemuQ35, Hypervisor::Uhyve];
+
+fn e2e(session: &Session, args: &E2eArgs) -> Result<ExitCode> {
+    use crate::e2e;
+    if args.list {
+        for scenario in e2e::control::SCENARIOS
+            .iter()
+            .chain(e2e::programs::SCENARIOS)
+            .chain(e2e::programs::FRESH_BOOT)
+            .chain(std::iter::once(&e2e::control::SHUTDOWN))
+        {
+            println!("{:<70} {:?}", scenario.name, scenario.on);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let profile = session.profiles.get("appliance")?;
+    let net = profile.spec.net.context("the appliance profile has no [net] section")?;
+    let smp = resolve_smp(profile, args.smp)?;
+    let hypervisors = if args.hypervisors.is_empty() { E2E_HYPERVISORS.to_vec() } else { args.hypervisors.clone() };
+    session.tools.qemu_program()?;
+    let image = build_and_report(session, profile)?;
+    let token = image.token.clone().context("the appliance image has no control-plane token")?;
+    println!("rtedge-image: building rtctl");
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet", "-p", "rtedge-ctl"])
+        .current_dir(session.layout.root.clone())
+        .status()
+        .context("cannot run cargo to build rtctl")?;
+    ensure!(status.success(), "building rtctl failed");
+    let host = e2e::HostTools::find(session.layout.root.clone().join("target/release/rtctl"))?;
+    let scratch = session.layout.output_dir().join("e2e");
+    // The programs' scenarios need a boot archive (QEMU's -initrd) and a
+    // few settings of their own.
+    let initrd = e2e::programs::boot_archive(&scratch)?;
+    let plan = e2e::Plan {
+        tools: &session.tools,
+        host,
+        image: image.path.clone(),
+        cmdline: compose_cmdline(&profile.spec.cmdline, Some(e2e::programs::EXTRA_CMDLINE), Some(&token)),
+        token,
+        smp,
+        memory_mib: profile.spec.memory_mib,
+        guest_port: net.forward().guest,
+        hypervisors,
+        only: args.only.clone(),
+        scratch,
+        initrd: Some(initrd),
+    };
+    let started = std::time::Instant::now();
+    let report = e2e::run(&plan)?;
+    println!();
+    println!(
+        "rtedge-image: e2e {} passed, {} failed, {} skipped in {:.0} s (console logs in {})",
+        report.passed,
+        report.failed.len(),
+        report.skipped.len(),
+        started.elapsed().as_secs_f64(),
+        plan.scratch.display()
+    );
+    for failure in &report.failed {
+        println!("  FAILED {failure}");
+    }
+    for skipped in &report.skipped {
+        println!("  skipped {skipped}");
+    }
+    Ok(if report.failed.is_empty() && report.passed > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 // ---------------------------------------------------------------- helpers

@@ -8,6 +8,7 @@
 
 mod commands;
 mod console;
+mod e2e;
 mod exitcode;
 mod hypervisor;
 mod image;
@@ -63,6 +64,8 @@ pub enum Command {
         #[arg(long = "hv", value_enum)]
         hypervisors: Vec<Hypervisor>,
     },
+    /// Boot the appliance and drive it with redis-cli, redis-benchmark, rtctl and raw RESP; check every reply.
+    E2e(E2eArgs),
     /// Show the profiles, their built images and the hypervisors found.
     Info,
 }
@@ -100,6 +103,22 @@ pub struct TestArgs {
     #[arg(long, value_enum, default_value_t = Accel::Tcg)]
     pub accel: Accel,
     /// Guest CPUs (default: $RTEDGE_SMP, else each profile's `smp`).
+    #[arg(long)]
+    pub smp: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct E2eArgs {
+    /// Only these hypervisors (repeatable; default: qemu-microvm, qemu-q35, uhyve).
+    #[arg(long = "hv", value_enum)]
+    pub hypervisors: Vec<Hypervisor>,
+    /// Only scenarios whose name contains this text (repeatable).
+    #[arg(long = "only")]
+    pub only: Vec<String>,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Guest CPUs (default: $RTEDGE_SMP, else the appliance profile's `smp`).
     #[arg(long)]
     pub smp: Option<u32>,
 }
