@@ -17,11 +17,15 @@ mod smp;
 mod threads;
 
 /// Every group of kernel tests that applies to this machine, in order: the
-/// SMP group runs only with more than one CPU online.
+/// SMP group runs only with more than one CPU online, its three-CPU tests
+/// with more than two.
 pub fn groups() -> alloc::vec::Vec<&'static [Test]> {
     let mut groups: alloc::vec::Vec<&'static [Test]> = alloc::vec![TESTS, threads::TESTS, deferred::TESTS];
     if crate::thread::online_mask().count_ones() > 1 {
         groups.push(smp::TESTS);
+    }
+    if crate::thread::online_mask().count_ones() > 2 {
+        groups.push(smp::THREE_CPU_TESTS);
     }
     groups
 }

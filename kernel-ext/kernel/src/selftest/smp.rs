@@ -8,8 +8,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::ktest::{Outcome, Test};
 use crate::sync::Semaphore;
-use crate::thread::{self, Builder};
-use crate::{check, check_eq, cpu_local, smp, trap};
+use crate::thread::{self, Builder, State, WaitQueue};
+use crate::{check, check_eq, clockevent, cpu_local, smp, time, trap};
 
 pub const TESTS: &[Test] = &[
     Test { name: "smp::every_offered_cpu_is_online", run: all_online },
@@ -21,6 +21,11 @@ pub const TESTS: &[Test] = &[
     Test { name: "smp::different_tasklets_run_on_cpus_in_parallel", run: tasklets_parallel },
     Test { name: "smp::timer_delete_sync_waits_for_a_running_callback", run: timer_delete_sync },
     Test { name: "smp::hrtimer_cancel_waits_for_a_running_callback", run: hrtimer_cancel_running },
+];
+
+/// Tests that need three CPUs or more.
+pub const THREE_CPU_TESTS: &[Test] = &[
+    Test { name: "smp::thread_woken_while_being_switched_out_is_queued_once", run: wake_during_switch_out },
 ];
 
 use crate::tasklet::Tasklet;
@@ -354,5 +359,128 @@ fn isolation() -> Outcome {
     let rt = Builder::new("t-rt-default").realtime(5).spawn(|| thread::current_cpu() as i32).map_err(error)?;
     let cpu = thread::join(rt, Some(SECOND)).map_err(error)?;
     check!(isolated & (1 << cpu) != 0, "default RT cpu {cpu} is not isolated ({isolated:#x})");
+    Ok(())
+}
+
+static SWITCH_OUT_QUEUE: WaitQueue = WaitQueue::new();
+static SWITCH_OUT_WOKEN: AtomicBool = AtomicBool::new(false);
+static SWITCH_OUT_GO: AtomicBool = AtomicBool::new(false);
+/// The sleeper's CPU when it went to sleep and when it woke, and the CPU
+/// its control block names then (u32::MAX: not yet).
+static SWITCH_OUT_SLEPT_ON: AtomicU32 = AtomicU32::new(u32::MAX);
+static SWITCH_OUT_RESUMED_ON: AtomicU32 = AtomicU32::new(u32::MAX);
+static SWITCH_OUT_RECORDED_CPU: AtomicU32 = AtomicU32::new(u32::MAX);
+/// The waking alarm's progress: 0 not run, 1 started, 2 finished.
+static SWITCH_OUT_ALARM: AtomicU32 = AtomicU32::new(0);
+
+/// Runs in hard-IRQ context on the idle CPU: wakes the sleeper.
+fn switch_out_wake(_: clockevent::AlarmId, _: u64) {
+    SWITCH_OUT_ALARM.store(1, Ordering::SeqCst);
+    SWITCH_OUT_WOKEN.store(true, Ordering::SeqCst);
+    SWITCH_OUT_QUEUE.wake_one();
+    SWITCH_OUT_ALARM.store(2, Ordering::SeqCst);
+}
+
+/// A kernel thread allowed on two CPUs blocks on a wait queue and is woken,
+/// from an interrupt on the other (idle) CPU, while its own CPU is held
+/// between its state change and its switch (a third CPU holds that CPU's
+/// run-queue lock, which the switch needs). It must be queued back on its
+/// own CPU only: queued on the idle one, that CPU marks it Running and
+/// waits for its registers while its own CPU, seeing Running, queues it a
+/// second time (it then ran on two CPUs in turn from two queue entries:
+/// the 4-CPU appliance hang and its 'exited thread resumed' panics, which
+/// may also end this test).
+fn wake_during_switch_out() -> Outcome {
+    SWITCH_OUT_WOKEN.store(false, Ordering::SeqCst);
+    SWITCH_OUT_GO.store(false, Ordering::SeqCst);
+    SWITCH_OUT_SLEPT_ON.store(u32::MAX, Ordering::SeqCst);
+    SWITCH_OUT_RESUMED_ON.store(u32::MAX, Ordering::SeqCst);
+    SWITCH_OUT_RECORDED_CPU.store(u32::MAX, Ordering::SeqCst);
+    SWITCH_OUT_ALARM.store(0, Ordering::SeqCst);
+    // The holder on CPU 0; the sleeper on CPU 1 or the last CPU (isolated
+    // in the SMP profiles, so nothing else runs there), the other stays idle.
+    let pair = (1u64 << 1) | (1u64 << last_cpu());
+    let sleeper = Builder::new("t-switch-sleeper")
+        .affinity(pair)
+        .spawn(|| {
+            SWITCH_OUT_SLEPT_ON.store(thread::current_cpu(), Ordering::SeqCst);
+            while !SWITCH_OUT_GO.load(Ordering::SeqCst) {
+                core::hint::spin_loop();
+            }
+            let deadline = time::now_ns() + 10 * SECOND;
+            if SWITCH_OUT_QUEUE.wait_until(Some(deadline), || SWITCH_OUT_WOKEN.load(Ordering::SeqCst)).is_err() {
+                return -1;
+            }
+            SWITCH_OUT_RESUMED_ON.store(thread::current_cpu(), Ordering::SeqCst);
+            SWITCH_OUT_RECORDED_CPU.store(thread::current().cpu(), Ordering::SeqCst);
+            0
+        })
+        .map_err(error)?;
+    for _ in 0..100_000 {
+        if SWITCH_OUT_SLEPT_ON.load(Ordering::SeqCst) != u32::MAX {
+            break;
+        }
+        let _ = thread::sleep_ns(100_000);
+    }
+    let own = SWITCH_OUT_SLEPT_ON.load(Ordering::SeqCst);
+    check!(own != u32::MAX, "the sleeper never started");
+    let other = (pair & !(1u64 << own)).trailing_zeros();
+    let alarm = clockevent::register_on(other, switch_out_wake, 0);
+    let holder = Builder::new("t-switch-holder")
+        .cpu(0)
+        .spawn(move || {
+            let sleeper = thread::get(sleeper);
+            let other_local = cpu_local::get(other as usize);
+            let (Some(sleeper), Some(own_local), Some(other_local)) = (sleeper, cpu_local::get(own as usize), other_local) else {
+                return -1;
+            };
+            // 1: tested; 2: the other CPU was busy at the wake-up (nothing
+            // tested); 3: the sleeper never blocked.
+            let mut verdict = 3;
+            // Bounded waits (bounds, not measurements).
+            let spin_until = |done: &dyn Fn() -> bool, bound_ns: u64| {
+                let end = time::now_ns() + bound_ns;
+                while !done() && time::now_ns() < end {
+                    core::hint::spin_loop();
+                }
+            };
+            let idle = || other_local.running_class.load(Ordering::SeqCst) == 0 && other_local.queued.load(Ordering::SeqCst) == 0;
+            // The test's own thread may still be leaving the other CPU.
+            for _ in 0..1000 {
+                if idle() {
+                    break;
+                }
+                let _ = thread::sleep_ns(MILLISECOND);
+            }
+            {
+                // Interrupts are off on this CPU while the guard lives.
+                let _own_queue = own_local.scheduler.lock();
+                SWITCH_OUT_GO.store(true, Ordering::SeqCst);
+                spin_until(&|| sleeper.state() == State::Blocked, 5 * SECOND);
+                if sleeper.state() == State::Blocked {
+                    // It is now between its state change and its switch.
+                    verdict = if idle() { 1 } else { 2 };
+                    clockevent::arm(alarm, time::now_ns());
+                    spin_until(&|| SWITCH_OUT_ALARM.load(Ordering::SeqCst) != 0, 5 * SECOND);
+                    // Give the idle CPU time to pick it (which it must not).
+                    spin_until(&|| sleeper.state() == State::Running, 50 * MILLISECOND);
+                }
+            }
+            verdict
+        })
+        .map_err(error)?;
+    let held = thread::join(holder, Some(30 * SECOND));
+    let slept = thread::join(sleeper, Some(30 * SECOND));
+    clockevent::unregister(alarm);
+    let verdict = held.map_err(error)?;
+    check!(verdict != 2, "cpu {other} was busy when the sleeper was woken: nothing tested");
+    check_eq!(verdict, 1);
+    check_eq!(slept.map_err(error)?, 0);
+    check_eq!(SWITCH_OUT_ALARM.load(Ordering::SeqCst), 2);
+    // Resumed where it slept, and no other CPU took it meanwhile (one that
+    // did would have written its own index there, and would resume it
+    // again from its second queue entry).
+    check_eq!(SWITCH_OUT_RESUMED_ON.load(Ordering::SeqCst), own);
+    check_eq!(SWITCH_OUT_RECORDED_CPU.load(Ordering::SeqCst), own);
     Ok(())
 }

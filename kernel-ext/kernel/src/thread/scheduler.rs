@@ -242,7 +242,12 @@ fn select_cpu(thread: &Thread) -> u32 {
 /// Queues a thread that just became `Ready` and preempts whatever runs on
 /// its CPU if the policy says so. Safe from any context; never allocates.
 pub(super) fn enqueue_woken(thread: &'static Thread) {
-    let target_cpu = select_cpu(thread);
+    // Woken before its CPU finished switching it out (it set its waiting
+    // state and is on its way through `schedule_with`): it goes back to
+    // that CPU's queue. Queued elsewhere, another CPU could pick it, mark it
+    // Running and wait for its registers, while its own CPU, seeing
+    // Running, took it for preempted and queued it a second time.
+    let target_cpu = if thread.context_saved.load(Ordering::Acquire) { select_cpu(thread) } else { thread.cpu() };
     thread.cpu.store(target_cpu, Ordering::Relaxed);
     let Some(target) = cpu_local::get(target_cpu as usize) else { return };
     let preempt = {
@@ -414,6 +419,9 @@ fn schedule_with(reason: Reason) {
             // The idle thread is never queued; it is "ready" whenever it is not running.
             previous.set_state(State::Ready);
         } else if previous.state() == State::Running {
+            // Still this CPU's: a waiting thread woken before this switch
+            // ends is queued here only (see `enqueue_woken`), so no other
+            // CPU can have picked it and marked it Running.
             previous.set_state(State::Ready);
             if reason == Reason::Preempt {
                 previous.involuntary_switches.fetch_add(1, Ordering::Relaxed);
