@@ -60,6 +60,9 @@ fn take_trace() -> Vec<u32> {
     core::mem::take(&mut *TRACE.lock())
 }
 
+/// Makes room in the (emptied) trace: real-time threads record into it
+/// and must not allocate. Call after `take_trace`, which leaves an empty
+/// trace with no capacity.
 fn reserve_trace() {
     TRACE.lock().reserve(256);
 }
@@ -72,8 +75,8 @@ fn settle() {
 }
 
 fn softirq_order() -> Outcome {
-    reserve_trace();
     take_trace();
+    reserve_trace();
     let a = softirq::register("test-order-a", trace_value, 1).map_err(error)?;
     let b = softirq::register("test-order-b", trace_value, 2).map_err(error)?;
     let c = softirq::register("test-order-c", trace_value, 3).map_err(error)?;
@@ -191,8 +194,8 @@ fn softirq_flood() -> Outcome {
 static ORDER_SEMAPHORE: Semaphore = Semaphore::new(0);
 
 fn softirq_before_kernel() -> Outcome {
-    reserve_trace();
     take_trace();
+    reserve_trace();
     let irq = softirq::register("test-rt-raise", trace_value, 1).map_err(error)?;
     while ORDER_SEMAPHORE.try_down() {}
     let cpu = thread::current_cpu();
@@ -225,7 +228,7 @@ fn softirq_before_kernel() -> Outcome {
 
 static PREEMPT_RT_GATE: Semaphore = Semaphore::new(0);
 static PREEMPT_BYSTANDER_GATE: Semaphore = Semaphore::new(0);
-static PREEMPT_NEVER: Semaphore = Semaphore::new(0);
+static PREEMPT_RT_RELEASE: Semaphore = Semaphore::new(0);
 static PREEMPT_RT_RAN: AtomicBool = AtomicBool::new(false);
 
 /// Releases a kernel thread and a higher-priority RT thread from inside
@@ -244,10 +247,11 @@ fn preempted_handler(_: usize) {
 }
 
 fn softirq_preempted_by_rt() -> Outcome {
-    reserve_trace();
     take_trace();
+    reserve_trace();
     while PREEMPT_RT_GATE.try_down() {}
     while PREEMPT_BYSTANDER_GATE.try_down() {}
+    while PREEMPT_RT_RELEASE.try_down() {}
     PREEMPT_RT_RAN.store(false, Ordering::SeqCst);
     let cpu = thread::current_cpu();
     let bystander = Builder::new("t-bystander").cpu(cpu).spawn(|| {
@@ -265,8 +269,12 @@ fn softirq_preempted_by_rt() -> Outcome {
         trace(20 + u32::from(softirq::in_softirq()));
         PREEMPT_RT_RAN.store(true, Ordering::SeqCst);
         // A blocking wait is legal here: this thread is not in softirq
-        // context even though it preempted softirq work.
-        let _ = PREEMPT_NEVER.down_timeout(MILLISECOND);
+        // context even though it preempted softirq work. Released once the
+        // test thread is done (not by a timeout: a stalled vCPU would
+        // reorder the trace).
+        if PREEMPT_RT_RELEASE.down_timeout(10 * SECOND).is_err() {
+            return -2;
+        }
         trace(30);
         0
     })
@@ -278,20 +286,24 @@ fn softirq_preempted_by_rt() -> Outcome {
         }
         thread::yield_cpu();
     }
+    check!(TRACE.lock().capacity() >= 16, "the RT thread would allocate to record");
     let irq = softirq::register("test-rt-preempt", preempted_handler, 0).map_err(error)?;
     irq.raise();
     softirq::run_pending();
     trace(12);
-    thread::join(rt, Some(SECOND)).map_err(error)?;
+    PREEMPT_RT_RELEASE.up();
+    let rt_code = thread::join(rt, Some(SECOND)).map_err(error)?;
     thread::join(bystander, Some(SECOND)).map_err(error)?;
     irq.free();
+    check_eq!(rt_code, 0);
     let trace = take_trace();
     // The RT thread ran inside the handler (after 10) and outside softirq
     // context (20, not 21); once it blocked, the handler and this thread
-    // went on (11, 12) before the kernel thread it released (40).
+    // went on (11, 12) before the kernel thread it released (40); the RT
+    // thread, released after 12, went on then (30).
     check_eq!(trace.get(..4), Some(&[10, 20, 11, 12][..]));
     let position = |value| trace.iter().position(|&v| v == value);
-    check!(position(40) > position(12) && position(30).is_some(), "trace {trace:?}");
+    check!(position(40) > position(12) && position(30) > position(12), "trace {trace:?}");
     Ok(())
 }
 
@@ -395,8 +407,8 @@ fn tasklet_kill() -> Outcome {
 static RT_TASKLET: Tasklet = Tasklet::new("test-from-rt", trace_value, 1);
 
 fn tasklet_before_kernel() -> Outcome {
-    reserve_trace();
     take_trace();
+    reserve_trace();
     while ORDER_SEMAPHORE.try_down() {}
     let cpu = thread::current_cpu();
     let kernel = Builder::new("t-after-tasklet").cpu(cpu).spawn(|| {
@@ -434,12 +446,18 @@ fn timer_order() -> Outcome {
     static A: Timer = Timer::new("test-a", timer_callback, 1);
     static B: Timer = Timer::new("test-b", timer_callback, 2);
     static C: Timer = Timer::new("test-c", timer_callback, 3);
-    reserve_trace();
     take_trace();
-    let now = time::jiffies();
-    A.modify(now + 3).map_err(error)?;
-    B.modify(now + 1).map_err(error)?;
-    C.modify(now + 2).map_err(error)?;
+    reserve_trace();
+    {
+        // All three are armed before any of them can fire: a stall of a few
+        // jiffies between two calls (a busy host) would otherwise let the
+        // TIMER softirq run the earlier ones first, correctly.
+        let _bottom_halves = softirq::bh_disable();
+        let now = time::jiffies();
+        A.modify(now + 3).map_err(error)?;
+        B.modify(now + 1).map_err(error)?;
+        C.modify(now + 2).map_err(error)?;
+    }
     let _ = thread::sleep_ns(10 * MILLISECOND);
     settle();
     check_eq!(take_trace(), alloc::vec![2, 3, 1]);
@@ -608,8 +626,8 @@ fn slow_record(work: &'static FnWork) {
 fn work_named_queues() -> Outcome {
     static ITEMS: [FnWork; 4] =
         [FnWork::new(slow_record, 1), FnWork::new(slow_record, 2), FnWork::new(slow_record, 3), FnWork::new(slow_record, 4)];
-    reserve_trace();
     take_trace();
+    reserve_trace();
     let per_cpu = Workqueue::create("my_queue").map_err(error)?;
     let single = Workqueue::create_single_thread("my_single").map_err(error)?;
     let names: Vec<_> = thread::list().into_iter().map(|info| info.name).collect();
