@@ -87,7 +87,14 @@ fn parallel_handler(which: usize) {
         }
         rtedge_arch::cpu::pause();
     }
-    crate::time::spin_for_ns(MILLISECOND);
+    // Keep running until the partner has seen this one too: a fixed overlap
+    // is missed whenever the partner's vCPU stalls for longer.
+    while SAW_PARTNER[which].load(Ordering::SeqCst)
+        && !SAW_PARTNER[1 - which].load(Ordering::SeqCst)
+        && crate::time::now_ns() < deadline
+    {
+        rtedge_arch::cpu::pause();
+    }
     PARTNER_RUNNING[which].store(false, Ordering::SeqCst);
 }
 
