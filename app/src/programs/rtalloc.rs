@@ -24,7 +24,7 @@ use core::fmt::Write;
 use rtedge_kernel::modules::Module;
 use rtedge_kernel::rtpool::{self, RtPoolError};
 use rtedge_kernel::shared::{Access, SharedBool, SharedInt, SharedText, SharedValue};
-use rtedge_kernel::{tasklet, thread, time};
+use rtedge_kernel::{thread, time};
 
 use super::{OwnedThread, TextBuffer};
 
@@ -98,23 +98,6 @@ fn rt_thread(period_ns: u64) -> i32 {
     }
 }
 
-/// The rt-pool lists its allocator tasklet on its first `rt_alloc`, and
-/// listing may grow a vector: an RT thread must not be that first caller
-/// (its heap use would be refused with a panic). So the first request is
-/// made here, in thread context, and its buffer returned at once.
-fn prime_pool() {
-    if tasklet::find(ALLOCATOR_TASKLET).is_some() {
-        return;
-    }
-    match rtpool::rt_alloc(1) {
-        Ok(buffer) => rtpool::rt_free(buffer),
-        Err(error) => log::warn!("rtalloc: priming the rt-pool failed: {error}"),
-    }
-}
-
-/// The name the kernel's rt-pool gives its allocator tasklet.
-const ALLOCATOR_TASKLET: &str = "rtpool-allocator";
-
 pub struct RtAllocProgram;
 
 pub static MODULE: RtAllocProgram = RtAllocProgram;
@@ -137,7 +120,6 @@ impl Module for RtAllocProgram {
         LAST_SIZE.set(0);
         LAST_ERROR.set("");
         super::register_statics(&STATICS);
-        prime_pool();
         let mut period_ms = super::setting_u64("rtalloc_period_ms", DEFAULT_PERIOD_MS);
         if !PERIOD_MS_RANGE.contains(&period_ms) {
             log::warn!("rtalloc_period_ms={period_ms} is outside {PERIOD_MS_RANGE:?}; using {DEFAULT_PERIOD_MS}");

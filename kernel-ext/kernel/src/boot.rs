@@ -36,7 +36,7 @@ pub fn command_line() -> &'static str {
 /// Command line keys the kernel and its subsystems understand.
 const KERNEL_KEYS: &[&str] = &[
     "log", "boot_only", "x2apic", "reserve", "isolcpus", "ip", "gw", "dns", "auth", "port", "net", "file",
-    "config", "quiet", "test",
+    "config", "quiet", "test", "max_clients", "idle_timeout", "rate_limit",
 ];
 
 unsafe extern "Rust" {
@@ -184,6 +184,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
         console_line!("rtedge: boot failed: cannot start the events workqueue: {error}");
         shutdown::shutdown_with(ExitCode::BootFailure);
     }
+    crate::rtpool::init();
     crate::control::start();
     console_line!("rtedge {} ready in {} us", env!("CARGO_PKG_VERSION"), time::now_ns() / 1000);
     if cmdline::get(line, "boot_only").is_some_and(|v| cmdline::parse_bool(v).unwrap_or(false)) {

@@ -26,8 +26,10 @@ struct Line {
     name: &'static str,
     trigger: Trigger,
     polarity: Polarity,
-    /// The kernel's own handler, restored when an application handler detaches.
+    /// The kernel's own handler and name, restored when an application
+    /// handler detaches.
     kernel_handler: Option<fn(u8)>,
+    kernel_name: &'static str,
     attached_by_app: bool,
 }
 
@@ -136,6 +138,7 @@ fn attach_inner(gsi: u32, name: &'static str, handler: fn(u8), trigger: Trigger,
         trigger,
         polarity,
         kernel_handler: if by_app { None } else { Some(handler) },
+        kernel_name: name,
         attached_by_app: by_app,
     });
     Ok(vector)
@@ -157,8 +160,10 @@ pub fn detach_app(gsi: u32) -> Result<(), IrqError> {
     trap::unregister(line.vector);
     match line.kernel_handler {
         Some(handler) => {
-            let _ = trap::register(line.vector, "kernel", handler);
+            let kernel_name = line.kernel_name;
+            let _ = trap::register(line.vector, kernel_name, handler);
             line.attached_by_app = false;
+            line.name = kernel_name;
         }
         None => {
             if let Some(chip) = CHIPS.lock().iter().find(|chip| chip.serves(gsi)) {

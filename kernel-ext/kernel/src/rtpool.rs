@@ -159,7 +159,7 @@ fn allocator_tasklet(_: usize) {
             ),
             Err(error) => {
                 FAILURES.fetch_add(1, Ordering::Relaxed);
-                events::emit("rtpool", "alloc-failed", &[("size", request.size as i64), ("reason", error.code())], "reason", &alloc_reason(error));
+                events::emit("rtpool", "alloc-failed", &[("size", request.size as i64), ("code", error.code())], "reason", &alloc_reason(error));
             }
         }
         let _ = thread::wake_up(request.thread);
@@ -224,11 +224,19 @@ fn allocate(size: usize) -> Result<usize, RtPoolError> {
 /// Allocates `size` zero-filled bytes for the calling (RT) thread: the
 /// request goes to the allocator tasklet and the caller suspends until it
 /// is served. A cancellation point. Never touches the heap itself.
+/// Registers the allocator tasklet (by name, for `TASKLET` and the views).
+/// Called once at boot, from thread context.
+pub fn init() {
+    if !REGISTERED.swap(true, Ordering::AcqRel) {
+        ALLOCATOR.register();
+    }
+}
+
 pub fn rt_alloc(size: usize) -> Result<RtBuffer, RtPoolError> {
     REQUESTS.fetch_add(1, Ordering::Relaxed);
     let fail = |error: RtPoolError| {
         FAILURES.fetch_add(1, Ordering::Relaxed);
-        events::emit("rtpool", "alloc-failed", &[("size", size as i64), ("reason", error.code())], "reason", &alloc_reason(error));
+        events::emit("rtpool", "alloc-failed", &[("size", size as i64), ("code", error.code())], "reason", &alloc_reason(error));
         Err(error)
     };
     if size == 0 {
@@ -240,8 +248,10 @@ pub fn rt_alloc(size: usize) -> Result<RtBuffer, RtPoolError> {
     if context::in_interrupt() || crate::softirq::in_softirq() {
         return fail(RtPoolError::WrongContext);
     }
-    if !REGISTERED.swap(true, Ordering::AcqRel) {
-        ALLOCATOR.register();
+    if !REGISTERED.load(Ordering::Acquire) {
+        // Registering grows the tasklet list (the heap): done at boot by
+        // `init`, so an RT thread never does it.
+        return fail(RtPoolError::WrongContext);
     }
     let me = thread::current_id();
     let slot = {
