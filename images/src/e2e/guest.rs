@@ -384,7 +384,7 @@ fn announced_code(console: &str) -> Option<u8> {
     console
         .lines()
         .filter_map(|line| line.split("rtedge: shutdown code=").nth(1))
-        .filter_map(|rest| rest.trim().split_whitespace().next()?.parse().ok())
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
         .next_back()
 }
 

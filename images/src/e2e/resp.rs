@@ -134,10 +134,6 @@ pub fn text(value: &Value) -> String {
     }
 }
 
-pub fn is_error(value: &Value) -> bool {
-    matches!(value, Value::Error(_))
-}
-
 pub fn expect_ok(value: &Value) -> Result<()> {
     match value {
         Value::Simple(text) if text == b"OK" => Ok(()),

@@ -631,16 +631,16 @@ impl NetServer {
     }
 
     /// One line per open connection, as Redis's `CLIENT LIST`:
-    /// `id=.. slot=.. age=.. idle=.. auth=.. resp=.. flight=.. held=..
+    /// `id=.. slot=.. idle=.. auth=.. resp=.. flight=.. held=..
     /// closing=.. qbuf=.. obuf=.. sub=.. tcp=.. rxq=.. txq=..`
-    /// (ages in ms; `flight` = a command is being executed).
+    /// (idle in ms; `flight` = a command is being executed).
     pub fn client_list(&self, sockets: &SocketSet<'_>, now_ms: u64, out: &mut String) {
         for slot in &self.slots {
             let SlotState::Open(conn) = &slot.state else { continue };
             let socket = sockets.get::<tcp::Socket>(slot.handle);
-            let _ = write!(
+            let _ = writeln!(
                 out,
-                "id={} slot={} idle={} auth={} resp={} flight={} held={} closing={} qbuf={} obuf={} sub={} tcp={} rxq={} txq={}\n",
+                "id={} slot={} idle={} auth={} resp={} flight={} held={} closing={} qbuf={} obuf={} sub={} tcp={} rxq={} txq={}",
                 conn.id.generation,
                 conn.id.slot,
                 now_ms.saturating_sub(conn.last_activity_ms),

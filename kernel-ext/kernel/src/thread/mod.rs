@@ -1173,7 +1173,7 @@ fn pack(id: ThreadId) -> u64 {
 }
 
 fn unpack(value: u64) -> Option<ThreadId> {
-    (value != 0).then(|| ThreadId { slot: (value >> 32) as u16, serial: value as u32 })
+    (value != 0).then_some(ThreadId { slot: (value >> 32) as u16, serial: value as u32 })
 }
 
 /// Makes `buddy` the buddy thread of `thread`: outside requests for
