@@ -15,6 +15,7 @@ pub mod softirq_latency;
 pub mod tasklet;
 pub mod tasklet_disable;
 
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -100,6 +101,16 @@ impl OwnedThread {
 
     pub fn take(&self) -> Option<ThreadId> {
         self.id.lock().take()
+    }
+
+    /// Starts the module's RT thread `name` at `priority` and remembers it.
+    pub fn start_realtime<F>(&self, name: &str, priority: u8, body: F) -> Result<(), String>
+    where
+        F: FnOnce() -> i32 + Send + 'static,
+    {
+        let id = thread::Builder::new(name).realtime(priority).spawn(body).map_err(|error| format!("cannot start {name}: {error}"))?;
+        self.set(id);
+        Ok(())
     }
 
     /// 1 if the thread runs, else 0 (for `MODULE LIST`).

@@ -17,7 +17,6 @@
 //! The module is the rt-pool's only user in the appliance, so `free_all`
 //! at unload frees exactly what its thread got.
 
-use alloc::format;
 use alloc::string::String;
 use core::fmt::Write;
 
@@ -125,16 +124,8 @@ impl Module for RtAllocProgram {
             log::warn!("rtalloc_period_ms={period_ms} is outside {PERIOD_MS_RANGE:?}; using {DEFAULT_PERIOD_MS}");
             period_ms = DEFAULT_PERIOD_MS;
         }
-        match thread::Builder::new(THREAD_NAME).realtime(PRIORITY).spawn(move || rt_thread(period_ms * 1_000_000)) {
-            Ok(id) => {
-                RT_THREAD.set(id);
-                Ok(())
-            }
-            Err(error) => {
-                self.exit();
-                Err(format!("cannot start {THREAD_NAME}: {error}"))
-            }
-        }
+        // A failed start undoes what init did so far.
+        RT_THREAD.start_realtime(THREAD_NAME, PRIORITY, move || rt_thread(period_ms * 1_000_000)).inspect_err(|_| self.exit())
     }
 
     fn exit(&'static self) {

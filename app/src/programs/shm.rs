@@ -17,7 +17,6 @@
 //! `GET shm.seen`; `GET raw.base`, `GET raw.size`, `GET raw.periods`,
 //! `SET raw.value 7`; events `shm-update` on channel `events`.
 
-use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
@@ -259,16 +258,8 @@ impl Module for ShmProgram {
         if mailbox.is_some() {
             super::register_statics(&RAW_STATICS);
         }
-        match thread::Builder::new(THREAD_NAME).realtime(PRIORITY).spawn(move || rt_thread(mailbox)) {
-            Ok(id) => {
-                RT_THREAD.set(id);
-                Ok(())
-            }
-            Err(error) => {
-                self.exit();
-                Err(format!("cannot start {THREAD_NAME}: {error}"))
-            }
-        }
+        // A failed start undoes what init did so far.
+        RT_THREAD.start_realtime(THREAD_NAME, PRIORITY, move || rt_thread(mailbox)).inspect_err(|_| self.exit())
     }
 
     fn exit(&'static self) {

@@ -141,16 +141,8 @@ impl Module for SoftirqLatencyProgram {
             }
         };
         *SOFT_IRQ.lock() = Some(soft_irq);
-        match thread::Builder::new(THREAD_NAME).realtime(PRIORITY).spawn(move || rt_thread(soft_irq)) {
-            Ok(id) => {
-                RT_THREAD.set(id);
-                Ok(())
-            }
-            Err(error) => {
-                self.exit();
-                Err(format!("cannot start {THREAD_NAME}: {error}"))
-            }
-        }
+        // A failed start undoes what init did so far.
+        RT_THREAD.start_realtime(THREAD_NAME, PRIORITY, move || rt_thread(soft_irq)).inspect_err(|_| self.exit())
     }
 
     fn exit(&'static self) {

@@ -12,7 +12,6 @@
 //! HI|DISABLE|ENABLE tasklet`, and a console line every tenth run (each run
 //! at `log=debug`).
 
-use alloc::format;
 use alloc::string::String;
 use core::fmt::Write;
 
@@ -117,16 +116,8 @@ impl Module for TaskletProgram {
         TASKLET.register();
         MESSAGE.set("Linux tasklet called in init_module");
         TASKLET.schedule();
-        match thread::Builder::new(THREAD_NAME).realtime(PRIORITY).spawn(|| rt_thread(THREAD_ARG)) {
-            Ok(id) => {
-                RT_THREAD.set(id);
-                Ok(())
-            }
-            Err(error) => {
-                self.exit();
-                Err(format!("cannot start {THREAD_NAME}: {error}"))
-            }
-        }
+        // A failed start undoes what init did so far.
+        RT_THREAD.start_realtime(THREAD_NAME, PRIORITY, || rt_thread(THREAD_ARG)).inspect_err(|_| self.exit())
     }
 
     fn exit(&'static self) {

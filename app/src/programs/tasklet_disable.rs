@@ -13,7 +13,6 @@
 //! while disabled, then grows by one; `tasklet_disable.runs_after_enable`
 //! becomes 1; an event `tasklet-pending-run` on channel `events`.
 
-use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -130,16 +129,8 @@ impl Module for TaskletDisableProgram {
         DISABLE_AT.store(disable_at, Ordering::Relaxed);
         super::register_statics(&STATICS);
         TASKLET.register();
-        match thread::Builder::new(THREAD_NAME).realtime(PRIORITY).spawn(move || rt_thread(disable_at)) {
-            Ok(id) => {
-                RT_THREAD.set(id);
-                Ok(())
-            }
-            Err(error) => {
-                self.exit();
-                Err(format!("cannot start {THREAD_NAME}: {error}"))
-            }
-        }
+        // A failed start undoes what init did so far.
+        RT_THREAD.start_realtime(THREAD_NAME, PRIORITY, move || rt_thread(disable_at)).inspect_err(|_| self.exit())
     }
 
     fn exit(&'static self) {
