@@ -293,13 +293,7 @@ fn cross_cpu_wake() -> Outcome {
         })
         .map_err(error)?;
     // Wait until it sleeps (its CPU then halts in idle).
-    for _ in 0..100_000 {
-        if thread::get(sleeper).is_some_and(|t| t.state() == thread::State::Blocked) {
-            break;
-        }
-        thread::yield_cpu();
-    }
-    check_eq!(thread::get(sleeper).map(|t| t.state()), Some(thread::State::Blocked));
+    super::threads::wait_for_state(sleeper, State::Blocked)?;
     let ipis_before = remote.interrupt_counts[usize::from(trap::RESCHEDULE_VECTOR)].load(Ordering::SeqCst);
     // The waker runs on CPU 0.
     let waker = Builder::new("t-waker-cpu0").cpu(0).spawn(|| {
