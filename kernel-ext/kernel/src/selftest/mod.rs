@@ -177,8 +177,14 @@ fn timer_fires() -> Outcome {
     FIRED_AT.store(0, Ordering::SeqCst);
     let alarm = clockevent::register(record_fire, 0);
     let deadline = time::now_ns() + 2_000_000;
+    // Armed and checked with interrupts off (the alarm is this CPU's): a
+    // host stall between the two calls would otherwise let it fire, rightly,
+    // before the check.
+    let interrupts_were_enabled = cpu::interrupts_save();
     clockevent::arm(alarm, deadline);
-    check!(clockevent::is_armed(alarm));
+    let armed = clockevent::is_armed(alarm);
+    cpu::interrupts_restore(interrupts_were_enabled);
+    check!(armed, "alarm not armed");
     check!(wait_until(|| FIRED_AT.load(Ordering::SeqCst) != 0), "alarm never fired");
     let fired_at = FIRED_AT.load(Ordering::SeqCst);
     check!(fired_at >= deadline, "fired at {fired_at} before deadline {deadline}");
@@ -203,9 +209,14 @@ fn alarms_in_order() -> Outcome {
         clockevent::register(record_order, 1),
         clockevent::register(record_order, 2),
     ];
+    // Armed with interrupts off (the alarms are this CPU's), so all three
+    // are armed before any can fire: a host stall of a few ms between two
+    // calls would otherwise let the first fire alone, rightly, first.
+    let interrupts_were_enabled = cpu::interrupts_save();
     clockevent::arm(alarms[0], now + 3_000_000);
     clockevent::arm(alarms[1], now + 1_000_000);
     clockevent::arm(alarms[2], now + 2_000_000);
+    cpu::interrupts_restore(interrupts_were_enabled);
     check!(wait_until(|| FIRED_ORDER.load(Ordering::SeqCst) >= 100), "not all alarms fired");
     check_eq!(FIRED_ORDER.load(Ordering::SeqCst), 123);
     for alarm in alarms {
