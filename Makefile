@@ -4,7 +4,8 @@
 #
 # Pass-through: HV=qemu-microvm|qemu-q35|uhyve (several: HV="qemu-q35 uhyve"),
 # RTEDGE_SMP=N (guest CPUs), RTEDGE_PORT=P (host port of the control plane),
-# RTEDGE_TOKEN (release profiles), RUNS=N (boot-time), V=1 (verbose runner).
+# RTEDGE_TOKEN (release profiles), RTEDGE_INITRD=archive (boot files for
+# `run`), RUNS=N (boot-time), V=1 (verbose runner).
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -13,7 +14,7 @@ HV_ARGS = $(foreach hv,$(HV),--hv $(hv))
 RUNNER_FLAGS = $(if $(V),--verbose)
 RUNS ?= 5
 
-export RTEDGE_SMP RTEDGE_PORT RTEDGE_TOKEN
+export RTEDGE_SMP RTEDGE_PORT RTEDGE_TOKEN RTEDGE_INITRD
 
 .DEFAULT_GOAL := help
 .PHONY: help deps run run-uhyve test e2e image bench boot-time info clean

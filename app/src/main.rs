@@ -36,7 +36,8 @@ use rtedge_kernel::{boot, console_line, modules, thread, time};
 
 /// The control plane's guest port when the command line sets none.
 const DEFAULT_PORT: u16 = 6379;
-/// The host port `make run` forwards to it.
+/// The host port `make run` forwards to it when the runner does not say
+/// (it passes `hostport=` when it forwards one).
 const FORWARDED_PORT: u16 = 6380;
 
 /// The appliance's own heartbeat: a jiffies timer, registered by name, that
@@ -96,12 +97,13 @@ fn load_modules(names: &[&'static str]) {
 fn print_connection_help() {
     let line = boot::command_line();
     let port = cmdline::get(line, "port").and_then(|value| value.parse::<u16>().ok()).unwrap_or(DEFAULT_PORT);
+    let host_port = cmdline::get(line, "hostport").and_then(|value| value.parse::<u16>().ok()).unwrap_or(FORWARDED_PORT);
     if boot::info().path.name() == "hermit/uhyve" {
         console_line!("control plane: guest port {port} (uhyve: reachable only with a tap device, uhyve --net tap:NAME)");
     } else {
-        console_line!("control plane: guest port {port}; `make run` forwards 127.0.0.1:{FORWARDED_PORT} to it");
+        console_line!("control plane: guest port {port}; `make run` forwards 127.0.0.1:{host_port} to it");
     }
-    console_line!("  redis-cli -p {FORWARDED_PORT} -a \"$(cat target/rtedge/dev.token)\" --no-auth-warning MODULE LIST");
+    console_line!("  redis-cli -p {host_port} -a \"$(cat target/rtedge/dev.token)\" --no-auth-warning MODULE LIST");
     console_line!("  rtctl threads | rtctl watch softirq.latency | rtctl wake rt-sleeper | rtctl get rtalloc.buffers");
 }
 
@@ -130,5 +132,6 @@ fn run() -> u8 {
 }
 
 // The command line keys the appliance reads besides the kernel's own
-// (`file`, `config`, `port` and `reserve` are kernel keys).
-rtedge_kernel::main!(run, keys = ["modules", "selftest_modules", "selftest_dwell_ms", "selftest_heap_slack", "tasklet_disable_at", "rtalloc_period_ms"]);
+// (`file`, `config`, `port` and `reserve` are kernel keys; `hostport` is
+// the host port the runner forwards, only shown in the connection help).
+rtedge_kernel::main!(run, keys = ["hostport", "modules", "selftest_modules", "selftest_dwell_ms", "selftest_heap_slack", "tasklet_disable_at", "rtalloc_period_ms"]);

@@ -333,11 +333,13 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
     }
 
     let image = build_and_report(session, profile)?;
-    let cmdline = compose_cmdline(
-        &profile.spec.cmdline,
-        args.append.as_deref(),
-        image.token.as_deref(),
-    );
+    // The guest prints how to connect: tell it the host port forwarded.
+    let extra = match (&forward, args.append.as_deref()) {
+        (Some(forward), Some(append)) => Some(format!("hostport={} {append}", forward.host)),
+        (Some(forward), None) => Some(format!("hostport={}", forward.host)),
+        (None, append) => append.map(str::to_string),
+    };
+    let cmdline = compose_cmdline(&profile.spec.cmdline, extra.as_deref(), image.token.as_deref());
     let spec = BootSpec {
         image: image.path.clone(),
         cmdline: cmdline.clone(),
@@ -347,7 +349,14 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
         console: ConsoleMode::Interactive,
         net: forward,
     };
-    let invocation = session.tools.invocation(hypervisor, &spec)?;
+    let mut invocation = session.tools.invocation(hypervisor, &spec)?;
+    let initrd = args.initrd.clone().or_else(|| std::env::var_os("RTEDGE_INITRD").filter(|v| !v.is_empty()).map(Into::into));
+    if let Some(initrd) = initrd {
+        ensure!(initrd.is_file(), "initrd {} is not a file", initrd.display());
+        ensure!(hypervisor.is_qemu(), "--initrd is for QEMU (uhyve hands the guest host files through its own --file-mapping, which this runner does not pass)");
+        invocation.args.push("-initrd".into());
+        invocation.args.push(initrd.display().to_string());
+    }
     println!(
         "rtedge-image: booting `{}` on {hypervisor} ({}), {}, {} MiB, cmdline \"{cmdline}\"",
         profile.name,

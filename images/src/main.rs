@@ -89,6 +89,11 @@ pub struct RunArgs {
     /// Host port forwarded to the control plane (default: $RTEDGE_PORT, else the profile's).
     #[arg(long)]
     pub port: Option<u16>,
+    /// A cpio (newc) or tar archive handed to the guest as its boot files
+    /// (QEMU `-initrd`; read by the kernel's file API, e.g. `file=/x` or
+    /// `KMORE /x`). Default: $RTEDGE_INITRD.
+    #[arg(long, value_name = "ARCHIVE")]
+    pub initrd: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
