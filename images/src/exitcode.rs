@@ -77,6 +77,7 @@ impl GuestCode {
                 Some(name) => format!("CPU exception {vector}: {name}"),
                 None => format!("CPU exception {vector} (reserved vector)"),
             },
+            _ if code <= MAX_PORTABLE_CODE => "application code".to_string(),
             _ => "unknown code".to_string(),
         }
     }
@@ -240,9 +241,11 @@ mod tests {
 
     #[test]
     fn codes_outside_the_table_are_unknown() {
-        assert_eq!(GuestCode(7).name(), "unknown code");
-        assert_eq!(GuestCode(31).name(), "unknown code");
-        assert_eq!(GuestCode(64).name(), "unknown code");
+        assert_eq!(GuestCode(7).name(), "application code");
+        assert_eq!(GuestCode(31).name(), "application code");
+        assert_eq!(GuestCode(64).name(), "application code");
+        assert_eq!(GuestCode(127).name(), "application code");
+        assert_eq!(GuestCode(128).name(), "unknown code");
         assert_eq!(GuestCode(255).name(), "unknown code");
     }
 

@@ -432,6 +432,10 @@ fn benchmark(ctx: &mut Ctx<'_>) -> Result<()> {
 
 fn shutdown(ctx: &mut Ctx<'_>) -> Result<()> {
     let mut conn = Conn::authed(&ctx.target(), &ctx.token)?;
+    // A kernel failure's code (3: stack overflow) is refused, the guest stays up.
+    expect_error(&conn.call(&["SHUTDOWN", "3"])?, "ERR shutdown code 3 is reserved")?;
+    expect_error(&conn.call(&["SHUTDOWN", "128"])?, "ERR shutdown code must be")?;
+    ensure!(text(&conn.call(&["PING"])?) == "PONG", "the guest stopped answering after a refused SHUTDOWN");
     let reply = conn.call(&["SHUTDOWN", "7"])?;
     expect_ok(&reply)?;
     let outcome = ctx.guest.wait_exit(Duration::from_secs(60))?;

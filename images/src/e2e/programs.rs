@@ -1192,17 +1192,17 @@ fn shutdown(ctx: &mut Ctx<'_>) -> Result<()> {
     wait_for("buddy.active", WAIT, || Ok(get_bool(&mut conn, "buddy.active")?.then_some(())))?;
     let mark = ctx.guest.console_mark();
     let asked = Instant::now();
-    expect_ok(&conn.call(&["SHUTDOWN", "3"])?)?;
+    expect_ok(&conn.call(&["SHUTDOWN", "9"])?)?;
     let outcome = ctx.guest.wait_exit(LONG_WAIT)?;
     ctx.figure("SHUTDOWN to hypervisor exit with nine modules loaded", format!("{:.2} s", asked.elapsed().as_secs_f64()));
-    ensure!(outcome.guest_code().is_some_and(|code| code.0 == 3), "SHUTDOWN 3 ended the guest with {outcome}");
+    ensure!(outcome.guest_code().is_some_and(|code| code.0 == 9), "SHUTDOWN 9 ended the guest with {outcome}");
     let console = ctx.guest.console_since(mark);
     // Modules unload newest first; the buddy is waited for, the buffers
     // freed and counted, then the shutdown line.
     in_order(
         &console,
         &[
-            "control plane: SHUTDOWN 3 requested",
+            "control plane: SHUTDOWN 9 requested",
             "job: unloaded",
             "shm: unloaded",
             "softirq-latency: unloaded",
@@ -1212,7 +1212,7 @@ fn shutdown(ctx: &mut Ctx<'_>) -> Result<()> {
             "rtalloc: unloaded; freed 128 buffers",
             "tasklet-disable: unloaded",
             "tasklet: unloaded",
-            "rtedge: shutdown code=3",
+            "rtedge: shutdown code=9",
         ],
     )?;
     ensure!(console.contains("buddy finished in time"), "the buddy was late at shutdown:\n{}", super::guest::tail(&console, 30));

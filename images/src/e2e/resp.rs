@@ -137,6 +137,7 @@ pub fn text(value: &Value) -> String {
 pub fn expect_ok(value: &Value) -> Result<()> {
     match value {
         Value::Simple(text) if text == b"OK" => Ok(()),
+        Value::Error(bytes) => bail!("expected +OK, got -{}", String::from_utf8_lossy(bytes)),
         other => bail!("expected +OK, got {other:?}"),
     }
 }

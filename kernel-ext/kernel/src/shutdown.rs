@@ -31,6 +31,13 @@ pub const fn exception_exit_code(vector: u8) -> u8 {
     32 + vector
 }
 
+/// Whether `code` means a kernel failure (1..=6, or a CPU exception's
+/// 32..=63): an application that asks to stop with one of these would be
+/// reported as that failure, so requests from outside pick another.
+pub const fn is_kernel_failure_code(code: u8) -> bool {
+    matches!(code, 1..=6 | 32..=63)
+}
+
 /// Logs the shutdown line the runner checks, then exits with `code`.
 pub fn shutdown(code: u8) -> ! {
     crate::console::line(format_args!("rtedge: shutdown code={code}"));

@@ -117,6 +117,11 @@ fn shutdown(context: &mut CommandContext<'_>, request: &Request) -> Reply {
             _ => return error("shutdown code must be an integer 0..127"),
         },
     };
+    if crate::shutdown::is_kernel_failure_code(code as u8) {
+        return error(format_args!(
+            "shutdown code {code} is reserved for kernel failures (1..6, 32..63); use 0, 7..31 or 64..127"
+        ));
+    }
     context.request_shutdown(code);
     Reply::ok()
 }
