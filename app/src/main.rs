@@ -4,7 +4,8 @@
 //! At boot it reads its configuration (`config=/path`, through the kernel's
 //! file API), registers every program as a module, loads the chosen set
 //! (all by default: `modules=all|none|a,b,...`), prints how to connect and
-//! then stays quiet: each program logs at most a short line now and then,
+//! then stays quiet: a heartbeat line every 10 s (`heartbeat=N`: every N
+//! seconds, 0: never), and each program logs at most a short line now and then,
 //! the rest at debug level (`log=debug` shows every period). `MODULE LIST |
 //! LOAD | UNLOAD` drive the modules over the control plane.
 //!
@@ -28,6 +29,7 @@ mod selftest;
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use rtedge_engine::cmdline;
 use rtedge_kernel::shared::{self, Access, SharedInt};
@@ -49,13 +51,24 @@ static HEARTBEAT: Timer = Timer::new("heartbeat", heartbeat, 0);
 static HEARTBEATS: SharedInt = SharedInt::new("appliance.heartbeats", Access::ReadOnly, 0);
 const HEARTBEAT_JIFFIES: u64 = time::HZ;
 
-/// The timer callback (TIMER softirq): count, re-arm.
+/// Every how many heartbeats a console line is printed (`heartbeat=N`;
+/// 1: a line a second; 0: silent). The default keeps the console quiet
+/// enough to type on beside the programs' own lines.
+const HEARTBEAT_LINE_DEFAULT: u64 = 10;
+static HEARTBEAT_LINE_EVERY: AtomicU64 = AtomicU64::new(HEARTBEAT_LINE_DEFAULT);
+
+/// The timer callback (TIMER softirq): count, say so, re-arm.
 fn heartbeat(_: usize) {
-    HEARTBEATS.add(1);
+    let beats = HEARTBEATS.add(1);
+    let every = HEARTBEAT_LINE_EVERY.load(Ordering::Relaxed);
+    if every != 0 && (beats as u64).is_multiple_of(every) {
+        log::info!("heartbeat {beats}: up {} s", time::now_ns() / 1_000_000_000);
+    }
     let _ = HEARTBEAT.modify_in(HEARTBEAT_JIFFIES);
 }
 
 fn start_heartbeat() {
+    HEARTBEAT_LINE_EVERY.store(programs::setting_u64("heartbeat", HEARTBEAT_LINE_DEFAULT), Ordering::Relaxed);
     shared::register(&HEARTBEATS);
     HEARTBEAT.register();
     if let Err(error) = HEARTBEAT.modify_in(HEARTBEAT_JIFFIES) {
@@ -134,4 +147,4 @@ fn run() -> u8 {
 // The command line keys the appliance reads besides the kernel's own
 // (`file`, `config`, `port` and `reserve` are kernel keys; `hostport` is
 // the host port the runner forwards, only shown in the connection help).
-rtedge_kernel::main!(run, keys = ["hostport", "modules", "selftest_modules", "selftest_dwell_ms", "selftest_heap_slack", "tasklet_disable_at", "rtalloc_period_ms"]);
+rtedge_kernel::main!(run, keys = ["heartbeat", "hostport", "modules", "selftest_modules", "selftest_dwell_ms", "selftest_heap_slack", "tasklet_disable_at", "rtalloc_period_ms"]);

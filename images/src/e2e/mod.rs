@@ -413,7 +413,10 @@ fn uhyve_ready() -> Result<()> {
 fn boot_ready(spec: &GuestSpec<'_>, token: &str) -> Result<Guest> {
     let guest = Guest::boot(spec)?;
     let limit = if spec.hypervisor.is_qemu() { Duration::from_secs(60) } else { Duration::from_secs(180) };
-    guest.wait_console("control plane", limit)?;
+    // Not before the guest has its address: a SYN that QEMU's user
+    // networking forwards earlier is lost, and slirp retransmits it only
+    // seconds later.
+    guest.wait_console("net: address ", limit)?;
     let deadline = Instant::now() + limit;
     loop {
         let attempt = resp::Conn::authed(&guest.target, token).and_then(|mut conn| {

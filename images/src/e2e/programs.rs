@@ -53,6 +53,7 @@ const LONG_WAIT: Duration = Duration::from_secs(60);
 /// loaded, and also with only `shm` and `job`), and its RT threads fall
 /// behind their periods, so none of these checks can be judged there.
 pub const SCENARIOS: &[Scenario] = &[
+    Scenario { name: "programs::banner_then_a_heartbeat_line_every_10_s", run: banner_heartbeat, on: Where::Qemu },
     Scenario { name: "programs::tasklet_init_run_then_one_run_per_period", run: tasklet, on: Where::Qemu },
     Scenario { name: "programs::tasklet_disable_pending_run_exactly_once_after_kill", run: tasklet_disable, on: Where::Qemu },
     Scenario { name: "programs::rtalloc_exhausts_at_128_buffers_and_unload_frees_them", run: rtalloc, on: Where::Qemu },
@@ -424,6 +425,25 @@ fn latency_figure(conn: &mut Conn, source: &str) -> Result<(i64, String)> {
         count,
         format!("{count} samples, min {} us, p50 {} us, p99 {} us, max {} us", us("min_ns")?, us("p50_ns")?, us("p99_ns")?, us("max_ns")?),
     ))
+}
+
+// ------------------------------------------------------ banner, heartbeat
+
+fn banner_heartbeat(ctx: &mut Ctx<'_>) -> Result<()> {
+    let banner = ctx.guest.wait_console("ready in", WAIT)?;
+    ensure!(banner.contains("rtedge ") && banner.trim_end().ends_with(" us"), "the banner's ready line: {banner}");
+    // The heartbeat timer counts a beat a second and logs every 10th (the
+    // default `heartbeat=10`): the next multiple of 10 from the count read
+    // now appears, and so did the one before it.
+    let mut conn = connect(ctx)?;
+    let beats = get_int(&mut conn, "appliance.heartbeats")?;
+    let next = (beats / 10 + 1) * 10;
+    let line = ctx.guest.wait_console(&format!("heartbeat {next}: up "), WAIT)?;
+    ensure!(line.trim_end().ends_with(" s"), "heartbeat line: {line}");
+    let console = ctx.guest.console();
+    ensure!(next == 10 || console.contains(&format!("heartbeat {}: up ", next - 10)), "heartbeat {} was not logged", next - 10);
+    ensure!(!console.contains(&format!("heartbeat {}: up ", next - 1)), "heartbeat {} was logged: not every 10th", next - 1);
+    Ok(())
 }
 
 // --------------------------------------------------------------- 1 tasklet
