@@ -718,9 +718,22 @@ fn test(session: &Session, args: &TestArgs) -> Result<ExitCode> {
         };
         for hypervisor in hypervisors {
             let configuration = (hypervisor, args.accel);
-            let Some(judged) = boot_and_judge(session, profile, &image, configuration, smp)? else {
+            let Some(mut judged) = boot_and_judge(session, profile, &image, configuration, smp)? else {
                 return interrupted_exit();
             };
+            // Every run's console is kept; a failure names its file.
+            if let Some(run) = &judged.run {
+                let directory = session.layout.output_dir().join("test");
+                std::fs::create_dir_all(&directory)
+                    .with_context(|| format!("cannot create {}", directory.display()))?;
+                let path = directory.join(format!("{}-{}.log", profile.name, judged.row.hypervisor.replace('+', "-")));
+                std::fs::write(&path, &run.log).with_context(|| format!("cannot write {}", path.display()))?;
+                if let Verdict::Fail(reason) = &mut judged.row.verdict {
+                    reason.push_str(&format!(" (console: {})", path.display()));
+                } else if judged.row.verdict.failed() {
+                    println!("rtedge-image: console of the timed-out run: {}", path.display());
+                }
+            }
             print_verdict(&judged.row);
             rows.push(judged.row);
         }

@@ -221,6 +221,95 @@ fn from_kvm_clock() -> Option<u64> {
     result
 }
 
+/// KVM's wall clock (pvclock_wall_clock): the Unix time at which the
+/// paravirtual clock's `system_time` was zero.
+#[repr(C, align(4))]
+struct PvClockWallClock {
+    version: u32,
+    sec: u32,
+    nsec: u32,
+}
+
+const MSR_KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
+
+/// The wall-clock time now, in nanoseconds since the Unix epoch, from KVM's
+/// paravirtual clock: its wall-clock base plus its system time, read
+/// together with the TSC. For machines without a CMOS clock (QEMU `microvm`
+/// under KVM has none). `None` when not on KVM or without
+/// KVM_FEATURE_CLOCKSOURCE2.
+pub fn kvm_wall_clock_ns() -> Option<u64> {
+    let signature = cpu::hypervisor_signature()?;
+    if &signature != b"KVMKVMKVM\0\0\0" {
+        return None;
+    }
+    let (features, ..) = cpu::cpuid(0x4000_0001, 0);
+    if features & (1 << 3) == 0 {
+        return None;
+    }
+    let mut wall = PvClockWallClock { version: 0, sec: 0, nsec: 0 };
+    let mut info = PvClockTimeInfo {
+        version: 0,
+        pad0: 0,
+        tsc_timestamp: 0,
+        system_time: 0,
+        tsc_to_system_mul: 0,
+        tsc_shift: 0,
+        flags: 0,
+        pad: [0; 2],
+    };
+    // SAFETY: the MSRs exist (feature bit checked); both blocks are identity
+    // mapped (boot stack) and live until the system-time MSR is cleared
+    // below (the wall-clock MSR is a one-time write by KVM, done when the
+    // write exits).
+    unsafe {
+        cpu::write_msr(MSR_KVM_WALL_CLOCK_NEW, &raw mut wall as u64);
+        cpu::write_msr(MSR_KVM_SYSTEM_TIME_NEW, &raw mut info as u64 | 1);
+    }
+    let mut result = None;
+    for _ in 0..1000 {
+        // SAFETY: KVM wrote / writes these blocks; volatile reads see them.
+        let (wall_version, sec, nsec) = unsafe {
+            (
+                core::ptr::read_volatile(&raw const wall.version),
+                core::ptr::read_volatile(&raw const wall.sec),
+                core::ptr::read_volatile(&raw const wall.nsec),
+            )
+        };
+        // SAFETY: as above.
+        let (version, stamp, system_time, multiplier, shift) = unsafe {
+            (
+                core::ptr::read_volatile(&raw const info.version),
+                core::ptr::read_volatile(&raw const info.tsc_timestamp),
+                core::ptr::read_volatile(&raw const info.system_time),
+                core::ptr::read_volatile(&raw const info.tsc_to_system_mul),
+                core::ptr::read_volatile(&raw const info.tsc_shift),
+            )
+        };
+        let tsc = cpu::rdtsc();
+        // SAFETY: as above: unchanged versions mean a consistent reading.
+        let stable = unsafe {
+            core::ptr::read_volatile(&raw const info.version) == version
+                && core::ptr::read_volatile(&raw const wall.version) == wall_version
+        };
+        if stable && version % 2 == 0 && wall_version % 2 == 0 && multiplier != 0 && sec != 0 {
+            let mut delta = u128::from(tsc.saturating_sub(stamp));
+            if shift >= 0 {
+                delta <<= shift;
+            } else {
+                delta >>= -shift;
+            }
+            let since_base = u128::from(system_time) + ((delta * u128::from(multiplier)) >> 32);
+            let wall_ns = u128::from(sec) * 1_000_000_000 + u128::from(nsec) + since_base;
+            result = u64::try_from(wall_ns).ok();
+            break;
+        }
+        cpu::pause();
+    }
+    // SAFETY: clearing the enable bit stops KVM writing to `info`.
+    unsafe { cpu::write_msr(MSR_KVM_SYSTEM_TIME_NEW, 0) };
+    result
+}
+
 /// Calibrates the APIC one-shot timer against an already known TSC rate
 /// by counting for about a millisecond.
 fn calibrate_apic_against_tsc(tsc_hz: u64) {

@@ -143,6 +143,8 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
         _ => {
             if let Some(seconds) = rtedge_arch::rtc::read_unix_seconds() {
                 time::set_wall_clock((seconds.max(0) as u64) * 1_000_000_000, time::now_ns(), time::WallSource::Rtc);
+            } else if let Some(unix_ns) = calibrate::kvm_wall_clock_ns() {
+                time::set_wall_clock(unix_ns, time::now_ns(), time::WallSource::Hypervisor);
             }
         }
     }

@@ -26,7 +26,8 @@ pub enum WallSource {
     Unknown,
     /// The CMOS real-time clock (QEMU).
     Rtc,
-    /// The boot time the hypervisor passed (uhyve).
+    /// The hypervisor's: the boot time uhyve passes, or KVM's paravirtual
+    /// wall clock where there is no CMOS clock (QEMU `microvm` under KVM).
     Hypervisor,
 }
 
