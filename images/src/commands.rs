@@ -229,11 +229,16 @@ fn build_and_report(session: &Session, profile: &Profile) -> Result<Image> {
         profile.name, profile.spec.description, profile.spec.package, profile.spec.bin
     );
     let image = image::build(&session.layout, profile)?;
-    println!(
-        "rtedge-image: image {} ({} KiB)",
-        image.path.display(),
-        image.size_kib()
-    );
+    match image.load {
+        Some(load) => println!(
+            "rtedge-image: image {} ({} KiB file with debug info; loads {} KiB, {} KiB in guest memory with .bss)",
+            image.path.display(),
+            image.size_kib(),
+            load.file_bytes.div_ceil(1024),
+            load.memory_bytes.div_ceil(1024)
+        ),
+        None => println!("rtedge-image: image {} ({} KiB)", image.path.display(), image.size_kib()),
+    }
     Ok(image)
 }
 

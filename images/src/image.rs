@@ -71,6 +71,9 @@ impl Layout {
 pub struct Image {
     pub path: PathBuf,
     pub bytes: u64,
+    /// What the loader copies and what the image occupies in guest memory
+    /// (its PT_LOAD segments' file and memory sizes), if the ELF reads.
+    pub load: Option<LoadSize>,
     /// `auth=<token>` is appended to the command line when set.
     pub token: Option<String>,
 }
@@ -79,6 +82,40 @@ impl Image {
     pub fn size_kib(&self) -> u64 {
         self.bytes.div_ceil(1024)
     }
+}
+
+/// The sums over an ELF's PT_LOAD segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadSize {
+    /// Bytes copied from the file (text, read-only data, data).
+    pub file_bytes: u64,
+    /// Bytes occupied in memory (the same plus the zeroed .bss).
+    pub memory_bytes: u64,
+}
+
+const PT_LOAD: u32 = 1;
+
+/// The PT_LOAD sizes of a little-endian ELF64, or `None` if its program
+/// headers do not fit in it.
+pub fn load_size(elf: &[u8]) -> Option<LoadSize> {
+    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
+    let table = usize::try_from(u64_at(32)?).ok()?;
+    let entry_size = usize::from(u16_at(54)?);
+    let entries = usize::from(u16_at(56)?);
+    if entry_size < 56 {
+        return None;
+    }
+    let mut size = LoadSize { file_bytes: 0, memory_bytes: 0 };
+    for index in 0..entries {
+        let header = table.checked_add(index.checked_mul(entry_size)?)?;
+        if u32_at(header)? == PT_LOAD {
+            size.file_bytes += u64_at(header + 32)?;
+            size.memory_bytes += u64_at(header + 40)?;
+        }
+    }
+    Some(size)
 }
 
 /// Builds `profile` (cargo's output streams to the terminal) and prepares its image.
@@ -111,10 +148,8 @@ pub fn build(layout: &Layout, profile: &Profile) -> Result<Image> {
     let built = layout.cargo_output(profile);
     let path = layout.image_path(profile);
     prepare(&built, &path)?;
-    let bytes = std::fs::metadata(&path)
-        .with_context(|| format!("cannot stat {}", path.display()))?
-        .len();
-    Ok(Image { path, bytes, token })
+    let elf = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Image { path, bytes: elf.len() as u64, load: load_size(&elf), token })
 }
 
 /// The image of an earlier build, if there is one.
@@ -124,6 +159,7 @@ pub fn existing(layout: &Layout, profile: &Profile) -> Option<Image> {
     Some(Image {
         path,
         bytes,
+        load: None,
         token: None,
     })
 }
@@ -257,6 +293,25 @@ mod tests {
         elf[6] = 1;
         elf[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
         elf
+    }
+
+    #[test]
+    fn load_size_sums_only_pt_load_segments() {
+        let mut elf = elf_header();
+        elf[32..40].copy_from_slice(&64u64.to_le_bytes());
+        elf[54..56].copy_from_slice(&56u16.to_le_bytes());
+        elf[56..58].copy_from_slice(&3u16.to_le_bytes());
+        for (kind, file, memory) in [(PT_LOAD, 0x1000u64, 0x1000u64), (4, 0x20, 0x20), (PT_LOAD, 0x300, 0x5000)] {
+            let mut header = vec![0u8; 56];
+            header[..4].copy_from_slice(&kind.to_le_bytes());
+            header[32..40].copy_from_slice(&file.to_le_bytes());
+            header[40..48].copy_from_slice(&memory.to_le_bytes());
+            elf.extend(header);
+        }
+        assert_eq!(load_size(&elf), Some(LoadSize { file_bytes: 0x1300, memory_bytes: 0x6000 }));
+        // A table that runs past the end of the file is refused.
+        elf[56..58].copy_from_slice(&4u16.to_le_bytes());
+        assert_eq!(load_size(&elf), None);
     }
 
     #[test]
