@@ -22,7 +22,7 @@ pub(crate) mod scheduler_state {
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::mem::{align_of, size_of, MaybeUninit};
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicI8, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicI8, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -779,6 +779,9 @@ fn release_slot(thread: &'static Thread) {
 pub fn request_stop(id: ThreadId) -> Result<()> {
     let thread = get(id).ok_or(ThreadError::NoSuchThread)?;
     thread.stop_requested.store(true, Ordering::Release);
+    // Pairs with the waits' fence after their state change: either the
+    // waiter sees the flag or `interrupt_wait` sees it waiting.
+    fence(Ordering::SeqCst);
     if thread.state() == State::Created {
         start(id)?;
     }
@@ -804,6 +807,8 @@ pub fn should_stop() -> bool {
 pub fn cancel(id: ThreadId) -> Result<()> {
     let thread = get(id).ok_or(ThreadError::NoSuchThread)?;
     thread.cancel_requested.store(true, Ordering::Release);
+    // As in `request_stop`.
+    fence(Ordering::SeqCst);
     if thread.state() == State::Created {
         start(id)?;
     }
@@ -918,6 +923,8 @@ pub fn suspend_self() {
 pub fn wake_up(id: ThreadId) -> Result<()> {
     let thread = get(id).ok_or(ThreadError::NoSuchThread)?;
     thread.wake_pending.store(true, Ordering::Release);
+    // Pairs with `suspend_current`'s fence after it marks itself Suspended.
+    fence(Ordering::SeqCst);
     if thread.transition(State::Suspended, State::Ready) {
         thread.wake_pending.store(false, Ordering::Release);
         thread.wake_reason.store(WakeReason::Signaled as u8, Ordering::Release);

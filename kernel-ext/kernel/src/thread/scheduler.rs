@@ -6,7 +6,7 @@
 //! The engine decides which thread runs next; this module keeps the
 //! bookkeeping and asks `rtedge_arch::switch` to switch.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{fence, AtomicU64, Ordering};
 
 use rtedge_arch::{apic, cpu, switch};
 use rtedge_engine::sched::{self, Candidate, Picked, RunQueue, Running};
@@ -570,8 +570,14 @@ pub(super) fn sleep_current(thread: &'static Thread, deadline_ns: u64) {
     let interrupts_were_enabled = cpu::interrupts_save();
     thread.wake_reason.store(WakeReason::Signaled as u8, Ordering::Relaxed);
     thread.set_state(State::Sleeping);
-    if thread.interrupted() {
-        thread.set_state(State::Running);
+    // Pairs with the fence in `cancel`/`request_stop`: either they see
+    // Sleeping (and wake this thread) or this sees their flag.
+    fence(Ordering::SeqCst);
+    // A request that came meanwhile may already have woken (and queued)
+    // this thread: then it is Ready and the switch below finds it in the
+    // queue. Taking it back to Running behind the queue's back would leave
+    // a running thread queued, to be picked again after it exits.
+    if thread.interrupted() && thread.transition(State::Sleeping, State::Running) {
         cpu::interrupts_restore(interrupts_were_enabled);
         return;
     }
@@ -585,6 +591,8 @@ pub(super) fn sleep_current(thread: &'static Thread, deadline_ns: u64) {
 pub(super) fn suspend_current(thread: &'static Thread) {
     let interrupts_were_enabled = cpu::interrupts_save();
     thread.set_state(State::Suspended);
+    // Pairs with the fences in `wake_up` and `cancel`/`request_stop`.
+    fence(Ordering::SeqCst);
     // A wake-up may have landed between the caller's check and the state change.
     if (thread.wake_pending.swap(false, Ordering::AcqRel) || thread.interrupted())
         && thread.transition(State::Suspended, State::Running)

@@ -5,7 +5,7 @@
 //! take that lock after changing what the condition reads, so no wake-up is
 //! ever lost between the check and the sleep.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{fence, Ordering};
 
 use super::scheduler::{self, current};
 use super::{by_slot, State, Thread};
@@ -136,7 +136,18 @@ impl WaitQueue {
                 } else {
                     list.push(thread);
                     thread.set_state(State::Blocked);
-                    None
+                    // A cancel or stop request between the check above and
+                    // the state change found this thread still running and
+                    // woke nobody: look again (the fence pairs with theirs).
+                    // If the request did see Blocked it woke (and queued)
+                    // the thread, and the switch below finds it Ready.
+                    fence(Ordering::SeqCst);
+                    if thread.interrupted() && thread.transition(State::Blocked, State::Running) {
+                        list.remove(thread.slot);
+                        Some(Err(WaitError::Interrupted))
+                    } else {
+                        None
+                    }
                 }
             };
             if let Some(verdict) = verdict {
