@@ -339,7 +339,7 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
 
     let image = build_and_report(session, profile)?;
     // The guest prints how to connect: tell it the host port forwarded.
-    let extra = match (&forward, args.append.as_deref()) {
+    let extra = match (forward.as_ref().filter(|_| hypervisor.is_qemu()), args.append.as_deref()) {
         (Some(forward), Some(append)) => Some(format!("hostport={} {append}", forward.host)),
         (Some(forward), None) => Some(format!("hostport={}", forward.host)),
         (None, append) => append.map(str::to_string),
@@ -385,8 +385,9 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
             println!("    rtctl --port {} status", forward.host);
         } else {
             println!(
-                "rtedge-image: networking is not set up by `run` under uhyve (it needs a tap device, root \
-                 and a network namespace; a later issue handles it)"
+                "rtedge-image: `run` sets up no network under uhyve: uhyve 0.10 offers only a tap device \
+                 (`uhyve --net tap:NAME`, as root); `rtedge-image e2e --hv uhyve` runs it so, inside a \
+                 network namespace of its own"
             );
         }
     }
