@@ -292,8 +292,18 @@ fn cross_cpu_wake() -> Outcome {
             0
         })
         .map_err(error)?;
-    // Wait until it sleeps (its CPU then halts in idle).
+    // Wait until it sleeps and its CPU has switched to idle: a wake-up that
+    // lands while the sleeper is still on its way out (Blocked, not yet
+    // switched away) is queued back on its own CPU with no IPI needed.
     super::threads::wait_for_state(sleeper, State::Blocked)?;
+    let sleeper_address = thread::get(sleeper).map_or(0, |t| t as *const thread::Thread as usize);
+    let give_up = time::now_ns() + 20 * SECOND;
+    while remote.current_thread.load(Ordering::SeqCst) == sleeper_address || remote.running_class.load(Ordering::SeqCst) != 0 /* 0: idle */ {
+        if time::now_ns() >= give_up {
+            return Err(format!("cpu {target} never went idle after its thread blocked"));
+        }
+        thread::yield_cpu();
+    }
     let ipis_before = remote.interrupt_counts[usize::from(trap::RESCHEDULE_VECTOR)].load(Ordering::SeqCst);
     // The waker runs on CPU 0.
     let waker = Builder::new("t-waker-cpu0").cpu(0).spawn(|| {
