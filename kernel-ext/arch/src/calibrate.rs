@@ -168,20 +168,8 @@ struct PvClockTimeInfo {
     pad: [u8; 2],
 }
 
-const MSR_KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
-
-/// Reads the TSC rate from KVM's paravirtual clock: KVM publishes the scale
-/// it uses to turn TSC cycles into nanoseconds, so the rate follows exactly.
-fn from_kvm_clock() -> Option<u64> {
-    let signature = cpu::hypervisor_signature()?;
-    if &signature != b"KVMKVMKVM\0\0\0" {
-        return None;
-    }
-    let (features, ..) = cpu::cpuid(0x4000_0001, 0);
-    if features & (1 << 3) == 0 {
-        return None; // no KVM_FEATURE_CLOCKSOURCE2
-    }
-    let mut info = PvClockTimeInfo {
+impl PvClockTimeInfo {
+    const ZERO: PvClockTimeInfo = PvClockTimeInfo {
         version: 0,
         pad0: 0,
         tsc_timestamp: 0,
@@ -191,6 +179,24 @@ fn from_kvm_clock() -> Option<u64> {
         flags: 0,
         pad: [0; 2],
     };
+}
+
+const MSR_KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
+
+/// Whether this is KVM offering its paravirtual clock
+/// (KVM_FEATURE_CLOCKSOURCE2, the `_NEW` MSRs).
+fn kvm_clock_offered() -> bool {
+    cpu::hypervisor_signature().is_some_and(|signature| &signature == b"KVMKVMKVM\0\0\0")
+        && cpu::cpuid(0x4000_0001, 0).0 & (1 << 3) != 0
+}
+
+/// Reads the TSC rate from KVM's paravirtual clock: KVM publishes the scale
+/// it uses to turn TSC cycles into nanoseconds, so the rate follows exactly.
+fn from_kvm_clock() -> Option<u64> {
+    if !kvm_clock_offered() {
+        return None;
+    }
+    let mut info = PvClockTimeInfo::ZERO;
     let address = &raw mut info as u64;
     // SAFETY: the MSR exists (feature bit checked); `info` is identity
     // mapped (boot stack) and stays alive until the MSR is cleared below.
@@ -238,29 +244,15 @@ const MSR_KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
 /// under KVM has none). `None` when not on KVM or without
 /// KVM_FEATURE_CLOCKSOURCE2.
 pub fn kvm_wall_clock_ns() -> Option<u64> {
-    let signature = cpu::hypervisor_signature()?;
-    if &signature != b"KVMKVMKVM\0\0\0" {
-        return None;
-    }
-    let (features, ..) = cpu::cpuid(0x4000_0001, 0);
-    if features & (1 << 3) == 0 {
+    if !kvm_clock_offered() {
         return None;
     }
     let mut wall = PvClockWallClock { version: 0, sec: 0, nsec: 0 };
-    let mut info = PvClockTimeInfo {
-        version: 0,
-        pad0: 0,
-        tsc_timestamp: 0,
-        system_time: 0,
-        tsc_to_system_mul: 0,
-        tsc_shift: 0,
-        flags: 0,
-        pad: [0; 2],
-    };
-    // SAFETY: the MSRs exist (feature bit checked); both blocks are identity
-    // mapped (boot stack) and live until the system-time MSR is cleared
-    // below (the wall-clock MSR is a one-time write by KVM, done when the
-    // write exits).
+    let mut info = PvClockTimeInfo::ZERO;
+    // Both blocks are on the boot stack, identity mapped; the wall-clock MSR
+    // is a one-time write by KVM, done when the write exits.
+    // SAFETY: the MSRs exist (feature bit checked); the blocks outlive the
+    // writes (the system-time MSR is cleared below).
     unsafe {
         cpu::write_msr(MSR_KVM_WALL_CLOCK_NEW, &raw mut wall as u64);
         cpu::write_msr(MSR_KVM_SYSTEM_TIME_NEW, &raw mut info as u64 | 1);

@@ -433,10 +433,9 @@ impl Index {
         nodes.insert(String::new(), Node { kind: FileKind::Directory, data: &[], link: None });
         for (module, loaded) in boot::info().modules().iter().enumerate() {
             let Ok(size) = usize::try_from(loaded.size) else { continue };
-            // SAFETY: the loader placed the module in RAM, which the kernel
-            // identity maps; `memory::init` keeps module ranges out of the
-            // heap and nothing writes them, so the bytes are valid and
-            // unchanged for the rest of the run.
+            // The loader placed the module in RAM, which the kernel identity
+            // maps; `memory::init` keeps module ranges out of the heap.
+            // SAFETY: nothing writes those bytes, so they stay valid and unchanged.
             let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(loaded.start as *const u8, size) };
             let parsed = parse_archive(bytes);
             let (format, count) = match parsed {
@@ -730,11 +729,11 @@ mod host {
     fn hypercall<T>(port: u16, block: &mut Box<T>) -> Result<(), IoError> {
         let address = block.as_mut() as *mut T as u64;
         let address = u32::try_from(address).map_err(|_| IoError::AddressTooHigh)?;
-        // SAFETY: the block is on the heap, which is identity mapped, so
-        // its virtual address is the physical address uhyve reads; it is
-        // borrowed mutably for the call, so nothing else touches it while
-        // the hypervisor writes its result. The ports are uhyve's (the
-        // image only calls this when booted by uhyve).
+        // The block is on the heap, which is identity mapped, so its virtual
+        // address is the physical address uhyve reads. The ports are uhyve's
+        // (the image only calls this when booted by uhyve).
+        // SAFETY: the block is borrowed mutably for the call: nothing else
+        // touches it while the hypervisor writes its result.
         unsafe { rtedge_arch::cpu::outl(port, address) };
         // The hypervisor wrote the block behind the compiler's back; the
         // port write is a compiler barrier (`outl` is not `nomem`), and the

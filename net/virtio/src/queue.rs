@@ -92,9 +92,9 @@ impl<H: Hal> SplitQueue<H> {
     fn write16(&self, offset: usize, value: u16) {
         let ptr = self.memory.ptr(offset);
         debug_assert!(offset + 2 <= self.memory.len() && offset.is_multiple_of(2));
-        // SAFETY: every caller computes `offset` from the fixed layout and an
-        // index below `size`, so it lies inside the region (`ptr` asserts the
-        // start) and is 2-byte aligned in a page-aligned region.
+        // Every caller computes `offset` from the fixed layout and an index
+        // below `size` (`ptr` asserts the start).
+        // SAFETY: so it is inside the region and 2-byte aligned in a page-aligned region.
         unsafe { ptr.cast::<u16>().write_volatile(value) }
     }
 

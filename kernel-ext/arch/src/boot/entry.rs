@@ -99,6 +99,16 @@ global_asm!(
     r#"
     .pushsection .text.boot, "ax"
 
+    /* Zeroes .bss (64-bit mode; clobbers rax, rcx, rdi). */
+    .macro zero_bss
+    leaq __bss_start(%rip), %rdi
+    leaq __bss_end(%rip), %rcx
+    subq %rdi, %rcx
+    shrq $3, %rcx
+    xorl %eax, %eax
+    rep stosq
+    .endm
+
     /* ---------------- PVH: 32-bit protected mode, paging off ------------- */
     .code32
     .global pvh_start32
@@ -149,12 +159,7 @@ pvh_start64:
     shlq $32, %rbp
     movl %esi, %esi
     orq %rbp, %rsi
-    leaq __bss_start(%rip), %rdi
-    leaq __bss_end(%rip), %rcx
-    subq %rdi, %rcx
-    shrq $3, %rcx
-    xorl %eax, %eax
-    rep stosq
+    zero_bss
     movq %rsi, BOOT_TSC(%rip)
     leaq BOOT_STACK_TOP(%rip), %rsp
     movl %ebx, %edi
@@ -177,12 +182,7 @@ _start:
     testl %r13d, %r13d
     jnz hermit_secondary
 
-    leaq __bss_start(%rip), %rdi
-    leaq __bss_end(%rip), %rcx
-    subq %rdi, %rcx
-    shrq $3, %rcx
-    xorl %eax, %eax
-    rep stosq
+    zero_bss
     movq %r14, BOOT_TSC(%rip)
 
     movq %cr4, %rax

@@ -216,12 +216,12 @@ impl RawRegion {
         self.check(offset, len, align_of::<T>() as u64)?;
         self.claim(offset, len, ClaimKind::Typed(TypeId::of::<T>()))?;
         let address = self.base + offset;
-        // SAFETY: the range lies inside the reserved region (checked), which
-        // the kernel identity maps read/write for the whole run and gives to
-        // nobody else; it is aligned for `T` (checked); `T: RawPod` is valid
-        // for any contents and mutable only through atomics, so shared
-        // references from every context are sound; the claim table ensures
-        // no other type and no exclusive owner overlaps these bytes.
+        // The range lies inside the reserved region (checked), which the
+        // kernel identity maps read/write for the whole run and gives to
+        // nobody else, and it is aligned for `T` (checked). `T: RawPod` is
+        // valid for any contents and mutable only through atomics.
+        // SAFETY: so shared references are sound from every context; the
+        // claim table keeps other types and exclusive owners off these bytes.
         Ok(unsafe { &*(address as *const T) })
     }
 
@@ -262,9 +262,8 @@ impl RawBytes {
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: the range is inside the identity-mapped region (checked
-        // at claim time) and claimed exclusively by `self`; `&self` keeps
-        // it alive and unmodified through `self`.
+        // The range is inside the identity-mapped region (checked at claim time).
+        // SAFETY: `self` claimed it exclusively; `&self` keeps it alive and unmodified.
         unsafe { core::slice::from_raw_parts((self.base + self.offset) as *const u8, self.len as usize) }
     }
 

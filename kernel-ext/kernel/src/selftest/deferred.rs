@@ -2,7 +2,6 @@
 //! hrtimers, bottom-half control and workqueues. Each proves one rule of
 //! the contract with an exact trace or count.
 
-use alloc::format;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -10,7 +9,7 @@ use crate::ktest::{Outcome, Test};
 use crate::softirq::{self, SoftIrq};
 use crate::sync::{IrqSpinLock, Semaphore, SpinLock};
 use crate::tasklet::Tasklet;
-use crate::thread::{self, Builder, State};
+use crate::thread::{self, Builder, State, ThreadId};
 use crate::timer::{HrTimer, Mode, Restart, Timer};
 use crate::workqueue::{self, DelayedWorkItem, FnWork, Work, WorkItem, Workqueue};
 use crate::{check, check_eq, time};
@@ -43,12 +42,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "time::realtime_clock_and_jiffies_conversions", run: clocks },
 ];
 
-const SECOND: u64 = 1_000_000_000;
-const MILLISECOND: u64 = 1_000_000;
-
-fn error(e: impl core::fmt::Display) -> alloc::string::String {
-    format!("{e}")
-}
+use super::{error, MILLISECOND, SECOND};
 
 static TRACE: IrqSpinLock<Vec<u32>> = IrqSpinLock::new(Vec::new());
 
@@ -208,26 +202,30 @@ fn softirq_flood() -> Outcome {
 
 static ORDER_SEMAPHORE: Semaphore = Semaphore::new(0);
 
+/// A kernel thread on `cpu` that records 2 once `ORDER_SEMAPHORE` is
+/// raised; returned once it waits on it, so what runs before it is ordered.
+fn order_witness(name: &str, cpu: u32) -> Result<ThreadId, alloc::string::String> {
+    let kernel = Builder::new(name)
+        .cpu(cpu)
+        .spawn(|| {
+            if ORDER_SEMAPHORE.down().is_err() {
+                return -1;
+            }
+            trace(2);
+            0
+        })
+        .map_err(error)?;
+    super::threads::wait_for_state(kernel, State::Blocked)?;
+    Ok(kernel)
+}
+
 fn softirq_before_kernel() -> Outcome {
     take_trace();
     reserve_trace();
     let irq = softirq::register("test-rt-raise", trace_value, 1).map_err(error)?;
     while ORDER_SEMAPHORE.try_down() {}
     let cpu = thread::current_cpu();
-    let kernel = Builder::new("t-after-softirq").cpu(cpu).spawn(|| {
-        if ORDER_SEMAPHORE.down().is_err() {
-            return -1;
-        }
-        trace(2);
-        0
-    })
-    .map_err(error)?;
-    for _ in 0..100_000 {
-        if thread::get(kernel).is_some_and(|t| t.state() == State::Blocked) {
-            break;
-        }
-        thread::yield_cpu();
-    }
+    let kernel = order_witness("t-after-softirq", cpu)?;
     let rt = Builder::new("t-raiser").realtime(20).cpu(cpu).spawn(move || {
         irq.raise();
         ORDER_SEMAPHORE.up();
@@ -294,13 +292,8 @@ fn softirq_preempted_by_rt() -> Outcome {
         0
     })
     .map_err(error)?;
-    for _ in 0..100_000 {
-        let blocked = |id| thread::get(id).is_some_and(|t| t.state() == State::Blocked);
-        if blocked(bystander) && blocked(rt) {
-            break;
-        }
-        thread::yield_cpu();
-    }
+    super::threads::wait_for_state(bystander, State::Blocked)?;
+    super::threads::wait_for_state(rt, State::Blocked)?;
     check!(TRACE.lock().capacity() >= 16, "the RT thread would allocate to record");
     let irq = softirq::register("test-rt-preempt", preempted_handler, 0).map_err(error)?;
     irq.raise();
@@ -426,20 +419,7 @@ fn tasklet_before_kernel() -> Outcome {
     reserve_trace();
     while ORDER_SEMAPHORE.try_down() {}
     let cpu = thread::current_cpu();
-    let kernel = Builder::new("t-after-tasklet").cpu(cpu).spawn(|| {
-        if ORDER_SEMAPHORE.down().is_err() {
-            return -1;
-        }
-        trace(2);
-        0
-    })
-    .map_err(error)?;
-    for _ in 0..100_000 {
-        if thread::get(kernel).is_some_and(|t| t.state() == State::Blocked) {
-            break;
-        }
-        thread::yield_cpu();
-    }
+    let kernel = order_witness("t-after-tasklet", cpu)?;
     let rt = Builder::new("t-tasklet-rt").realtime(20).cpu(cpu).spawn(|| {
         RT_TASKLET.hi_schedule();
         ORDER_SEMAPHORE.up();

@@ -16,6 +16,15 @@ mod deferred;
 mod smp;
 mod threads;
 
+/// Nanoseconds, for the tests' deadlines and bounds.
+const SECOND: u64 = 1_000_000_000;
+const MILLISECOND: u64 = 1_000_000;
+
+/// An error of the kernel's APIs as a test failure's message.
+fn error(e: impl core::fmt::Display) -> alloc::string::String {
+    alloc::format!("{e}")
+}
+
 /// Every group of kernel tests that applies to this machine, in order: the
 /// SMP group runs only with more than one CPU online, its three-CPU tests
 /// with more than two.

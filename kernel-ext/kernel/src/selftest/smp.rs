@@ -212,12 +212,7 @@ fn hrtimer_cancel_running() -> Outcome {
     Ok(())
 }
 
-const SECOND: u64 = 1_000_000_000;
-const MILLISECOND: u64 = 1_000_000;
-
-fn error(e: impl core::fmt::Display) -> alloc::string::String {
-    format!("{e}")
-}
+use super::{error, MILLISECOND, SECOND};
 
 fn last_cpu() -> u32 {
     63 - thread::online_mask().leading_zeros()

@@ -35,12 +35,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "threads::thread_list_shows_every_thread", run: thread_list },
 ];
 
-const SECOND: u64 = 1_000_000_000;
-const MILLISECOND: u64 = 1_000_000;
-
-fn error(e: impl core::fmt::Display) -> alloc::string::String {
-    format!("{e}")
-}
+use super::{error, MILLISECOND, SECOND};
 
 /// Waits until `id` reaches `state`, yielding meanwhile; with several CPUs
 /// the test thread runs beside the threads it watches. The bound (20 s on
