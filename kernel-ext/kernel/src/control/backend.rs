@@ -241,7 +241,7 @@ fn signal(target: &[u8], signal_name: Option<&[u8]>) -> Reply {
             Err(reason) => error(reason),
         },
         Signal::Term => {
-            if protected(target.name()) {
+            if protected(target.name()) || workqueue::is_worker_thread(target.id()) {
                 return error(format!("thread '{target_name}' belongs to the kernel and cannot be terminated"));
             }
             let result = if target.is_realtime() { thread::cancel(target.id()) } else { thread::request_stop(target.id()) };
@@ -306,6 +306,10 @@ fn timer_command(request: &Request) -> Reply {
     }
 }
 
+/// The longest a `WORK FLUSH` or `WORK CANCEL` keeps the control-plane
+/// thread waiting.
+const WORK_WAIT_NS: u64 = 2_000_000_000;
+
 fn work_command(request: &Request) -> Reply {
     let operation = upper(request.arg(1).unwrap_or_default());
     let queue = text(request.arg(2).unwrap_or_default());
@@ -330,16 +334,18 @@ fn work_command(request: &Request) -> Reply {
             if workqueue::find(&queue).is_none() {
                 return error(format!("no such workqueue '{queue}'"));
             }
-            match workqueue::cancel_named(&item) {
-                Ok(was) => Reply::Integer(i64::from(was)),
+            match workqueue::cancel_named(&item, time::now_ns().saturating_add(WORK_WAIT_NS)) {
+                Ok(Ok(was)) => Reply::Integer(i64::from(was)),
+                Ok(Err(reason)) => error(format!("'{item}': {reason}: no longer pending, its handler still runs after {} ms", WORK_WAIT_NS / 1_000_000)),
                 Err(reason) => error(format!("{reason} ('{item}')")),
             }
         }
+        // Bounded: at the bound the reply says so and the work goes on.
         "FLUSH" => match workqueue::find(&queue) {
-            Some(found) => {
-                found.flush();
-                Reply::ok()
-            }
+            Some(found) => match found.flush_until(Some(time::now_ns().saturating_add(WORK_WAIT_NS))) {
+                Ok(()) => Reply::ok(),
+                Err(reason) => error(format!("flush of '{queue}' not done after {} ms ({reason}); {} items still queued", WORK_WAIT_NS / 1_000_000, found.backlog())),
+            },
             None => error(format!("no such workqueue '{queue}'")),
         },
         _ => error("syntax: WORK QUEUE queue item [delay_ms] | WORK CANCEL queue item | WORK FLUSH queue"),

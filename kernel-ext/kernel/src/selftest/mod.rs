@@ -15,6 +15,7 @@ use crate::{check, check_eq, clockevent, cpu_local, memory, time, trap};
 mod deferred;
 mod smp;
 mod threads;
+mod workqueue_rules;
 
 /// Nanoseconds, for the tests' deadlines and bounds.
 const SECOND: u64 = 1_000_000_000;
@@ -30,6 +31,7 @@ fn error(e: impl core::fmt::Display) -> alloc::string::String {
 /// with more than two.
 pub fn groups() -> alloc::vec::Vec<&'static [Test]> {
     let mut groups: alloc::vec::Vec<&'static [Test]> = alloc::vec![TESTS, threads::TESTS, deferred::TESTS];
+    groups.push(workqueue_rules::TESTS);
     if crate::thread::online_mask().count_ones() > 1 {
         groups.push(smp::TESTS);
     }
