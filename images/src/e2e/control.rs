@@ -266,6 +266,9 @@ fn every_command(ctx: &mut Ctx<'_>) -> Result<()> {
     let queued = cli(ctx, &["WORK", "QUEUE", &queue, &item])?;
     ensure!(matches!(queued.trim(), "0" | "1"), "WORK QUEUE: {queued:?}");
     expect(ctx, &["WORK", "FLUSH", &queue], "OK")?;
+    // Its worker belongs to the kernel: KILL is refused, the queue still flushes.
+    expect(ctx, &["KILL", &queue], "belongs to the kernel")?;
+    expect(ctx, &["WORK", "FLUSH", &queue], "OK")?;
     // Flushed: nothing is pending any more.
     expect(ctx, &["WORK", "CANCEL", &queue, &item], "0")?;
     expect(ctx, &["WORK", "QUEUE", &queue, &item, "100"], "cannot be delayed")?;
