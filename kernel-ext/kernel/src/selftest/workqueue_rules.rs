@@ -24,6 +24,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "work::schedule_delayed_work_on_runs_on_that_cpu", run: delayed_on_cpu },
     Test { name: "work::a_worker_stopped_from_outside_closes_its_list_and_flush_returns", run: stopped_worker },
     Test { name: "work::dropping_a_workqueue_destroys_it", run: drop_destroys },
+    Test { name: "work::a_found_queue_is_not_freed_until_its_reference_is_dropped", run: found_outlives_destroy },
 ];
 
 /// Handler instances now, overlaps seen, runs, and the CPU of each run.
@@ -258,5 +259,29 @@ fn drop_destroys() -> Outcome {
     check!(workqueue::find("wq_rule_drop").is_none(), "still registered after drop");
     let alive = thread::list().into_iter().filter(|info| info.state != State::Exited && info.name == "wq_rule_drop").count();
     check_eq!(alive, 0);
+    Ok(())
+}
+
+static DESTROYED: AtomicBool = AtomicBool::new(false);
+
+fn found_outlives_destroy() -> Outcome {
+    DESTROYED.store(false, Ordering::SeqCst);
+    let queue = Workqueue::create_single_thread("wq_rule_find").map_err(error)?;
+    let found = workqueue::find("wq_rule_find").ok_or("not registered")?;
+    let destroyer = thread::Builder::new("wq-destroyer")
+        .spawn(move || {
+            queue.destroy();
+            DESTROYED.store(true, Ordering::SeqCst);
+            0
+        })
+        .map_err(error)?;
+    // destroy unregisters it at once, then waits (up to 5 s) for `found`.
+    check!(wait_for(5000, || workqueue::find("wq_rule_find").is_none()), "still registered during destroy");
+    let _ = thread::sleep_ns(20 * MILLISECOND);
+    check!(!DESTROYED.load(Ordering::SeqCst), "destroyed while a found reference was out");
+    check_eq!(found.name(), "wq_rule_find");
+    drop(found);
+    thread::join(destroyer, Some(10 * SECOND)).map_err(error)?;
+    check!(DESTROYED.load(Ordering::SeqCst));
     Ok(())
 }
