@@ -1,7 +1,7 @@
 //! rt-pool request slots (issue 11, defect 8): "a reused request slot
 //! delivers each result to its own requester and wakes that requester".
 //!
-//! Thread A files a request and is cancelled; thread B files a request in
+//! Thread A has filed a request and is cancelled; thread B files a request in
 //! the same (only) slot once it is free; the allocator tasklet serves the
 //! slot concurrently. A result is an allocation the size of the request it
 //! was made for. After the threads end, the tasklet runs once more (B's
@@ -47,9 +47,10 @@ fn reused_slot_delivers_to_its_own_requester() {
         let slots = Arc::new(RequestSlots::<1>::new());
         let served = Arc::new(Mutex::new(Served::default()));
 
+        // A's request is filed before B comes along.
+        let ticket = slots.submit(THREAD_A, SIZE_A).expect("the slot starts free");
         let a_slots = slots.clone();
         let a = loom::thread::spawn(move || {
-            let ticket = a_slots.submit(THREAD_A, SIZE_A).expect("the slot starts free");
             // Cancelled while waiting.
             match a_slots.cancel(ticket) {
                 CancelOutcome::Completed { result } => Some(result),
