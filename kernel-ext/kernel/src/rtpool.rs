@@ -351,11 +351,11 @@ pub fn rt_alloc(size: usize) -> Result<RtBuffer, RtPoolError> {
 /// marked for freeing; one still being made is freed by the server.
 fn leave_request(raw_ticket: usize) {
     let ticket = Ticket::from_raw(raw_ticket as u64);
-    if let CancelOutcome::Completed { result } = REQUEST_SLOTS.cancel(ticket) {
-        if let Ok(index) = decode(result) {
-            POOL.lock().to_free[index] = true;
-            ALLOCATOR.hi_schedule();
-        }
+    if let CancelOutcome::Completed { result } = REQUEST_SLOTS.cancel(ticket)
+        && let Ok(index) = decode(result)
+    {
+        POOL.lock().to_free[index] = true;
+        ALLOCATOR.hi_schedule();
     }
 }
 
