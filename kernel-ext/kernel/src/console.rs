@@ -52,9 +52,18 @@ static DRAIN_RUNNING: AtomicBool = AtomicBool::new(false);
 static FORCE_SYNCHRONOUS: AtomicBool = AtomicBool::new(false);
 /// Set when a producer asked `klogd` to run early (a ring half full).
 static DRAIN_KICKED: AtomicBool = AtomicBool::new(false);
+/// Set while klogd sleeps without a deadline (the rings were empty).
+static DRAIN_IDLE: AtomicBool = AtomicBool::new(false);
 static DRAIN_WAIT: WaitQueue = WaitQueue::new();
 /// Serialises consumers (klogd, a shutdown flush) per record taken.
 static CONSUMER_LOCK: IrqSpinLock<()> = IrqSpinLock::new(());
+/// Lines written to the console from the rings.
+static DRAINED_LINES: AtomicU64 = AtomicU64::new(0);
+/// Lines an RT thread, softirq or hard IRQ wrote to the console itself
+/// (before klogd, when forced synchronous, or panicking).
+static SYNCHRONOUS_ATOMIC_LINES: AtomicU64 = AtomicU64::new(0);
+/// Test hook: klogd leaves the rings alone while set.
+static DRAIN_PAUSED: AtomicBool = AtomicBool::new(false);
 /// How long `klogd` sleeps when no producer kicks it.
 const DRAIN_PERIOD_NS: u64 = 50_000_000;
 
@@ -122,6 +131,9 @@ fn level_number(level: Level) -> u8 {
 }
 
 fn emit(line: &mut Line) {
+    if context::in_realtime_thread() || context::in_interrupt() || crate::softirq::in_softirq() {
+        SYNCHRONOUS_ATOMIC_LINES.fetch_add(1, Ordering::Relaxed);
+    }
     let bytes = line.finish();
     if PANICKING.load(Ordering::Relaxed) {
         // The panicking CPU may have died holding the lock; write regardless.
@@ -159,8 +171,11 @@ fn defer(level: u8, prefix: fmt::Arguments<'_>, arguments: fmt::Arguments<'_>) {
     let Some(ring) = RINGS.get(cpu as usize) else { return };
     DEFERRED_LINES.fetch_add(1, Ordering::Relaxed);
     let _ = ring.push(header, &line.bytes[..line.len]);
-    // Wake klogd early when the ring fills up; otherwise it comes by itself.
-    if ring.len() >= RING_RECORDS / 2 && !DRAIN_KICKED.swap(true, Ordering::AcqRel) {
+    // Wake klogd when it sleeps without a deadline, or early when the ring
+    // fills up; otherwise it comes by itself within DRAIN_PERIOD_NS.
+    core::sync::atomic::fence(Ordering::SeqCst);
+    let idle = DRAIN_IDLE.load(Ordering::SeqCst);
+    if (idle || ring.len() >= RING_RECORDS / 2) && !DRAIN_KICKED.swap(true, Ordering::AcqRel) {
         DRAIN_WAIT.wake_one();
     }
 }
@@ -250,6 +265,7 @@ fn drain_ring(cpu: usize, limit: usize, unlocked: bool) -> usize {
         };
         let Some(record) = record else { break };
         write_record(&record);
+        DRAINED_LINES.fetch_add(1, Ordering::Relaxed);
         written += 1;
     }
     let dropped = ring.dropped();
@@ -270,19 +286,37 @@ pub fn flush_deferred() -> usize {
     (0..MAX_CPUS).map(|cpu| drain_ring(cpu, usize::MAX, PANICKING.load(Ordering::Relaxed))).sum()
 }
 
-/// `klogd`: drains the rings, then sleeps until kicked or for
-/// [`DRAIN_PERIOD_NS`].
+/// `klogd`: drains the rings. While lines keep coming it polls every
+/// [`DRAIN_PERIOD_NS`] (producers then never wake it, unless a ring is half
+/// full); when a round finds nothing it sleeps without a deadline (the
+/// kernel stays tickless) and the next line pushed wakes it.
 fn drain_main() -> i32 {
     loop {
         DRAIN_KICKED.store(false, Ordering::Release);
-        for cpu in 0..MAX_CPUS {
-            drain_ring(cpu, RING_RECORDS, false);
+        let mut written = 0;
+        if !DRAIN_PAUSED.load(Ordering::Acquire) {
+            for cpu in 0..MAX_CPUS {
+                written += drain_ring(cpu, RING_RECORDS, false);
+            }
         }
         if crate::thread::should_stop() {
             return 0;
         }
-        let deadline = time::now_ns().saturating_add(DRAIN_PERIOD_NS);
-        let _ = DRAIN_WAIT.wait_until(Some(deadline), || DRAIN_KICKED.load(Ordering::Acquire));
+        if written > 0 {
+            let deadline = time::now_ns().saturating_add(DRAIN_PERIOD_NS);
+            let _ = DRAIN_WAIT.wait_until(Some(deadline), || DRAIN_KICKED.load(Ordering::Acquire));
+            continue;
+        }
+        // Going idle: announce it, then look once more (a producer either
+        // sees IDLE and kicks, or pushed before and is seen here; the
+        // SeqCst pair is the Dekker handshake).
+        DRAIN_IDLE.store(true, Ordering::SeqCst);
+        if RINGS.iter().any(|ring| !ring.is_empty()) {
+            DRAIN_IDLE.store(false, Ordering::SeqCst);
+            continue;
+        }
+        let _ = DRAIN_WAIT.wait_until(None, || DRAIN_KICKED.load(Ordering::Acquire));
+        DRAIN_IDLE.store(false, Ordering::SeqCst);
     }
 }
 
@@ -327,6 +361,38 @@ pub fn ring_stats() -> LogRingStats {
         lost: RINGS.iter().map(Ring::dropped).sum(),
         waiting: RINGS.iter().map(Ring::len).sum(),
         draining: DRAIN_RUNNING.load(Ordering::Acquire),
+    }
+}
+
+/// Lines refused by CPU `cpu`'s full ring since boot.
+pub fn ring_lost(cpu: usize) -> u64 {
+    RINGS.get(cpu).map_or(0, Ring::dropped)
+}
+
+/// Lost lines of CPU `cpu` already reported on the console.
+pub fn ring_lost_reported(cpu: usize) -> u64 {
+    REPORTED_DROPS.get(cpu).map_or(0, |reported| reported.load(Ordering::Acquire))
+}
+
+/// Lines written from the rings since boot.
+pub fn drained_lines() -> u64 {
+    DRAINED_LINES.load(Ordering::Relaxed)
+}
+
+/// Lines RT threads, softirqs and hard IRQs wrote to the console
+/// themselves since boot.
+pub fn synchronous_atomic_lines() -> u64 {
+    SYNCHRONOUS_ATOMIC_LINES.load(Ordering::Relaxed)
+}
+
+/// Test hook: stops (`true`) or resumes klogd's draining; lines keep
+/// going into the rings meanwhile.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "a test hook, used by the ktest build only"))]
+pub(crate) fn pause_drain(paused: bool) {
+    DRAIN_PAUSED.store(paused, Ordering::Release);
+    if !paused {
+        DRAIN_KICKED.store(true, Ordering::Release);
+        DRAIN_WAIT.wake_one();
     }
 }
 

@@ -114,6 +114,11 @@ static ABANDONED: AtomicU64 = AtomicU64::new(0);
 static HOLD_AFTER_CLAIM: AtomicBool = AtomicBool::new(false);
 /// Set by the tasklet when it stops at the hook.
 static HELD: AtomicBool = AtomicBool::new(false);
+/// Test hook: while set, `rt_alloc` files its request without scheduling
+/// the allocator tasklet (the test schedules it from another CPU).
+static DEFER_KICK: AtomicBool = AtomicBool::new(false);
+/// The longest the tasklet stops at the test hook.
+const HOLD_LIMIT_NS: u64 = 3_000_000_000;
 
 /// Bit 63 of an encoded result marks an error (its code in the low bits).
 const ERROR_BIT: u64 = 1 << 63;
@@ -164,10 +169,9 @@ fn allocator_tasklet(_: usize) {
         let result = allocate(size);
         if HOLD_AFTER_CLAIM.load(Ordering::Acquire) {
             HELD.store(true, Ordering::Release);
-            let mut spins = 0u64;
-            // Bounded: a forgotten hook costs at most about a second.
-            while HOLD_AFTER_CLAIM.load(Ordering::Acquire) && spins < 200_000_000 {
-                spins += 1;
+            // Bounded: a forgotten hook costs at most HOLD_LIMIT_NS.
+            let until = crate::time::now_ns().saturating_add(HOLD_LIMIT_NS);
+            while HOLD_AFTER_CLAIM.load(Ordering::Acquire) && crate::time::now_ns() < until {
                 core::hint::spin_loop();
             }
             HELD.store(false, Ordering::Release);
@@ -317,7 +321,9 @@ pub fn rt_alloc(size: usize) -> Result<RtBuffer, RtPoolError> {
     // A cancel ends the thread inside `suspend_self` or `test_cancel`: the
     // cleanup handler then leaves the request properly.
     let pushed = thread::cleanup_push(leave_request, ticket.to_raw() as usize);
-    ALLOCATOR.hi_schedule();
+    if !DEFER_KICK.load(Ordering::Acquire) {
+        ALLOCATOR.hi_schedule();
+    }
     let result = loop {
         if let Some(result) = REQUEST_SLOTS.poll(ticket) {
             break decode(result);
@@ -428,13 +434,34 @@ pub fn abandoned() -> u64 {
 }
 
 /// Test hook: while `hold` is set the allocator tasklet stops (bounded,
-/// about a second at most) between taking a request and handing over its
+/// three seconds at most) between taking a request and handing over its
 /// result, widening the window of issue 11's defect 8.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "a test hook, used by the ktest build only"))]
 pub(crate) fn hold_after_claim(hold: bool) {
     HOLD_AFTER_CLAIM.store(hold, Ordering::Release);
 }
 
+/// Test hook: `rt_alloc` leaves the scheduling of the allocator tasklet
+/// to [`kick`] while `defer` is set.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "a test hook, used by the ktest build only"))]
+pub(crate) fn defer_kick(defer: bool) {
+    DEFER_KICK.store(defer, Ordering::Release);
+}
+
+/// Schedules the allocator tasklet on this CPU.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "a test hook, used by the ktest build only"))]
+pub(crate) fn kick() {
+    ALLOCATOR.hi_schedule();
+}
+
+/// The allocator tasklet's (scheduled, running) bits, for test reports.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "a test hook, used by the ktest build only"))]
+pub(crate) fn allocator_state() -> (bool, bool) {
+    (ALLOCATOR.is_scheduled(), ALLOCATOR.is_running())
+}
+
 /// Whether the allocator tasklet is stopped at the test hook now.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "a test hook, used by the ktest build only"))]
 pub(crate) fn held_after_claim() -> bool {
     HELD.load(Ordering::Acquire)
 }
