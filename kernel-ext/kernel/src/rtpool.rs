@@ -117,6 +117,12 @@ static HELD: AtomicBool = AtomicBool::new(false);
 /// Test hook: while set, `rt_alloc` files its request without scheduling
 /// the allocator tasklet (the test schedules it from another CPU).
 static DEFER_KICK: AtomicBool = AtomicBool::new(false);
+/// Test hook: while set, a requester woken without its result waits
+/// (yielding, bounded) for a cancel before it looks for one, widening the
+/// window in which the old logic gave its slot away.
+static PAUSE_BEFORE_CANCEL_CHECK: AtomicBool = AtomicBool::new(false);
+/// Set by a requester waiting at that hook.
+static AT_CANCEL_CHECK: AtomicBool = AtomicBool::new(false);
 /// The longest the tasklet stops at the test hook.
 const HOLD_LIMIT_NS: u64 = 3_000_000_000;
 
@@ -328,6 +334,7 @@ pub fn rt_alloc(size: usize) -> Result<RtBuffer, RtPoolError> {
         if let Some(result) = REQUEST_SLOTS.poll(ticket) {
             break decode(result);
         }
+        pause_before_cancel_check();
         if thread::current().cancel_requested() {
             if !pushed {
                 leave_request(ticket.to_raw() as usize);
@@ -425,6 +432,30 @@ pub fn stats() -> PoolStats {
         failures: FAILURES.load(Ordering::Relaxed),
         freed: FREED.load(Ordering::Relaxed),
     }
+}
+
+fn pause_before_cancel_check() {
+    if !PAUSE_BEFORE_CANCEL_CHECK.load(Ordering::Acquire) {
+        return;
+    }
+    AT_CANCEL_CHECK.store(true, Ordering::Release);
+    let until = crate::time::now_ns().saturating_add(HOLD_LIMIT_NS);
+    while !thread::current().cancel_requested() && crate::time::now_ns() < until {
+        thread::yield_cpu();
+    }
+    AT_CANCEL_CHECK.store(false, Ordering::Release);
+}
+
+/// Test hook: see [`PAUSE_BEFORE_CANCEL_CHECK`].
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "a test hook, used by the ktest build only"))]
+pub(crate) fn pause_before_cancel_check_hook(pause: bool) {
+    PAUSE_BEFORE_CANCEL_CHECK.store(pause, Ordering::Release);
+}
+
+/// Whether a requester waits at the cancel-check hook now.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "a test hook, used by the ktest build only"))]
+pub(crate) fn at_cancel_check() -> bool {
+    AT_CANCEL_CHECK.load(Ordering::Acquire)
 }
 
 /// Results made for requesters that had been cancelled (freed by the

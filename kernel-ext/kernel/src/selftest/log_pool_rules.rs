@@ -169,7 +169,8 @@ static SCENARIO_VERDICT: crate::sync::IrqSpinLock<Option<Outcome>> = crate::sync
 
 /// Defect 8's window, widened: thread A (CPU 1) files a request; the
 /// allocator tasklet takes it on CPU 0 and is held there after
-/// allocating; A is cancelled and ends; thread B (CPU 1) files a request;
+/// allocating; A is woken without a result and cancelled, and ends
+/// (leaving its request at its own cancel check); thread B (CPU 1) files a request;
 /// the tasklet is let go and scheduled again (B's `hi_schedule`). B must get a buffer of its own size and be
 /// woken (the old logic handed B A's buffer and woke A, leaving B
 /// suspended for ever); A's buffer is freed.
@@ -190,6 +191,7 @@ fn cancelled_request_slot_reuse() -> Outcome {
     let joined = director.map_err(error).and_then(|director| thread::join(director, Some(20 * SECOND)).map_err(error));
     rtpool::defer_kick(false);
     rtpool::hold_after_claim(false);
+    rtpool::pause_before_cancel_check_hook(false);
     joined?;
     SCENARIO_VERDICT.lock().take().unwrap_or_else(|| Err(alloc::string::String::from("the scenario gave no verdict")))?;
     check_eq!(B_SIZE.load(Ordering::SeqCst), 128);
@@ -246,8 +248,17 @@ fn slot_reuse_scenario() -> Outcome {
         let _ = thread::join(kicker, Some(2 * SECOND));
         return Err(report);
     }
+    // A wakes without its result (as after any wake-up) and meets the
+    // cancel at its own check, not inside `suspend_self`: the path on
+    // which the old logic emptied the slot under the tasklet's feet.
+    rtpool::pause_before_cancel_check_hook(true);
+    let _ = thread::wake_up(a);
+    let at_check = wait_for(2 * SECOND, rtpool::at_cancel_check);
     thread::cancel(a).map_err(error)?;
-    let a_code = thread::join(a, Some(2 * SECOND)).map_err(error)?;
+    let a_code = thread::join(a, Some(2 * SECOND)).map_err(error);
+    rtpool::pause_before_cancel_check_hook(false);
+    check!(at_check, "A never reached its cancel check");
+    let a_code = a_code?;
     check_eq!(a_code, thread::CANCELED);
     // B's request is filed while the tasklet still holds A's; B's own
     // hi_schedule is done below (`kick`) once the tasklet is let go, so
