@@ -148,7 +148,6 @@ pub struct LogRing<const SLOTS: usize, const WORDS: usize> {
     slots: [Slot<WORDS>; SLOTS],
 }
 
-#[cfg(not(loom))]
 impl<const SLOTS: usize, const WORDS: usize> Default for LogRing<SLOTS, WORDS> {
     fn default() -> Self {
         Self::new()

@@ -141,7 +141,6 @@ pub struct RequestSlots<const N: usize> {
     slots: [Slot; N],
 }
 
-#[cfg(not(loom))]
 impl<const N: usize> Default for RequestSlots<N> {
     fn default() -> Self {
         Self::new()

@@ -29,7 +29,6 @@ pub struct SeqBytes<const WORDS: usize> {
     words: [AtomicU64; WORDS],
 }
 
-#[cfg(not(loom))]
 impl<const WORDS: usize> Default for SeqBytes<WORDS> {
     fn default() -> Self {
         Self::new()

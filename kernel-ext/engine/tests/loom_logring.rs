@@ -63,7 +63,7 @@ fn two_producers_and_the_drain_lose_nothing_uncounted() {
                 seen.push(check_intact(&record));
             }
         }
-        let accepted: u64 = producers.into_iter().map(|producer| producer.join().unwrap()).sum();
+        let accepted: u64 = producers.into_iter().map(|producer| producer.join().expect("the thread ends")).sum();
         while let Some(record) = ring.pop() {
             seen.push(check_intact(&record));
         }
@@ -101,7 +101,7 @@ fn wrap_around_with_a_concurrent_drain() {
                 None => loom::thread::yield_now(),
             }
         }
-        let accepted = producer.join().unwrap();
+        let accepted = producer.join().expect("the thread ends");
         while let Some(record) = ring.pop() {
             seen.push(check_intact(&record).1);
         }

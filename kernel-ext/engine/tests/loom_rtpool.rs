@@ -31,10 +31,10 @@ fn serve(slots: &RequestSlots<1>, served: &Mutex<Served>) {
     if let Some(claim) = slots.claim(0) {
         // The "buffer" is named after the size it was made for.
         let result = claim.size;
-        served.lock().unwrap().made.push(result);
+        served.lock().expect("not poisoned").made.push(result);
         match slots.complete(claim, result) {
-            Completion::Delivered { thread } => served.lock().unwrap().woken.push(thread),
-            Completion::Abandoned { result } => served.lock().unwrap().disposed.push(result),
+            Completion::Delivered { thread } => served.lock().expect("not poisoned").woken.push(thread),
+            Completion::Abandoned { result } => served.lock().expect("not poisoned").disposed.push(result),
         }
     }
 }
@@ -72,14 +72,14 @@ fn reused_slot_delivers_to_its_own_requester() {
         let t_served = served.clone();
         let tasklet = loom::thread::spawn(move || serve(&t_slots, &t_served));
 
-        let a_disposed = a.join().unwrap();
-        let b_ticket = b.join().unwrap();
-        tasklet.join().unwrap();
+        let a_disposed = a.join().expect("the thread ends");
+        let b_ticket = b.join().expect("the thread ends");
+        tasklet.join().expect("the thread ends");
         // The run B's hi_schedule guarantees.
         serve(&slots, &served);
 
         let b_result = slots.poll(b_ticket);
-        let served = served.lock().unwrap();
+        let served = served.lock().expect("not poisoned");
         assert_eq!(b_result, Some(SIZE_B), "B must receive the buffer made for its own request");
         assert!(served.woken.contains(&THREAD_B), "B's wake-up was lost (woken: {:?})", served.woken);
         // Conservation: each result made reaches its requester or is

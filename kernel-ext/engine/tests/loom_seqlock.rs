@@ -33,7 +33,7 @@ fn a_read_never_mixes_two_writes() {
                 );
             }
         }
-        writer.join().unwrap();
+        writer.join().expect("the thread ends");
         let mut out = [0u8; 16];
         assert_eq!(text.try_read(&mut out), Some(9), "no writer left: the read succeeds");
         assert_eq!(&out[..9], &[b'B'; 9]);
@@ -48,7 +48,7 @@ fn writers_exclude_each_other() {
         let other = text.clone();
         let writer = loom::thread::spawn(move || other.write(&[b'X'; 12]));
         text.write(&[b'Y'; 16]);
-        writer.join().unwrap();
+        writer.join().expect("the thread ends");
         let mut out = [0u8; 16];
         let len = text.try_read(&mut out).expect("no writer left");
         let value = &out[..len];
@@ -111,6 +111,6 @@ fn todays_plain_bytes_seqlock_is_a_data_race() {
         let writer_text = text.clone();
         let writer = loom::thread::spawn(move || writer_text.set(b"abcd"));
         let _ = text.load();
-        writer.join().unwrap();
+        writer.join().expect("the thread ends");
     });
 }

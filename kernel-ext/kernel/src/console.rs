@@ -172,7 +172,11 @@ fn defer(level: u8, prefix: fmt::Arguments<'_>, arguments: fmt::Arguments<'_>) {
     DEFERRED_LINES.fetch_add(1, Ordering::Relaxed);
     let _ = ring.push(header, &line.bytes[..line.len]);
     // Wake klogd when it sleeps without a deadline, or early when the ring
-    // fills up; otherwise it comes by itself within DRAIN_PERIOD_NS.
+    // fills up; otherwise it comes by itself within DRAIN_PERIOD_NS. The
+    // KICKED flag makes it one wake-up per drain round, and bounds any
+    // recursion through a line logged by the wake-up path itself. (The
+    // wake takes the wait queue's and a run queue's locks: code holding
+    // those never logs.)
     core::sync::atomic::fence(Ordering::SeqCst);
     let idle = DRAIN_IDLE.load(Ordering::SeqCst);
     if (idle || ring.len() >= RING_RECORDS / 2) && !DRAIN_KICKED.swap(true, Ordering::AcqRel) {

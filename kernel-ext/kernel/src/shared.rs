@@ -174,7 +174,7 @@ impl SharedValue for SharedBool {
 
 /// Words of the text's sequence lock (64 bytes).
 const TEXT_WORDS: usize = SHORT_TEXT_CAPACITY / 8;
-const _: () = assert!(SHORT_TEXT_CAPACITY % 8 == 0, "the text fills whole words");
+const _: () = assert!(SHORT_TEXT_CAPACITY.is_multiple_of(8), "the text fills whole words");
 
 /// A shared short text (at most 64 bytes) under a sequence lock over
 /// atomic words (`rtedge_engine::seqlock`, model-checked): a reader never

@@ -139,7 +139,7 @@ fn shared_text_whole() -> Outcome {
                 flip = !flip;
                 WRITES.fetch_add(1, Ordering::Relaxed);
                 // Leave the CPU to others now and then (same-CPU case).
-                if WRITES.load(Ordering::Relaxed) % 64 == 0 {
+                if WRITES.load(Ordering::Relaxed).is_multiple_of(64) {
                     let _ = thread::sleep_ns(100_000);
                 }
             }
