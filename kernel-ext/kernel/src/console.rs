@@ -295,6 +295,9 @@ pub fn flush_deferred() -> usize {
 /// full); when a round finds nothing it sleeps without a deadline (the
 /// kernel stays tickless) and the next line pushed wakes it.
 fn drain_main() -> i32 {
+    // If klogd is ever cancelled (KILL), lines go back to the synchronous
+    // path instead of filling the rings for nobody.
+    let _ = crate::thread::cleanup_push(drain_ended, 0);
     loop {
         DRAIN_KICKED.store(false, Ordering::Release);
         let mut written = 0;
@@ -304,6 +307,7 @@ fn drain_main() -> i32 {
             }
         }
         if crate::thread::should_stop() {
+            crate::thread::cleanup_pop(true);
             return 0;
         }
         if written > 0 {
@@ -322,6 +326,12 @@ fn drain_main() -> i32 {
         let _ = DRAIN_WAIT.wait_until(None, || DRAIN_KICKED.load(Ordering::Acquire));
         DRAIN_IDLE.store(false, Ordering::SeqCst);
     }
+}
+
+/// klogd's cleanup handler: stop deferring, write out what is left.
+fn drain_ended(_: usize) {
+    DRAIN_RUNNING.store(false, Ordering::Release);
+    flush_deferred();
 }
 
 /// Starts `klogd` (thread context, at boot, once the scheduler runs) on
