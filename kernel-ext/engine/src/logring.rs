@@ -16,7 +16,8 @@
 //!
 //! The queue is Vyukov's bounded queue: each slot carries a sequence
 //! number; slot `p % SLOTS` is free for position `p` when its sequence is
-//! `p`, and holds the record of position `p` when it is `p + 1`. Every
+//! `p`, and holds the record of position `p` when it is `p + 1` (stored
+//! minus the slot's index, so that a new ring is all zero). Every
 //! field of a record is an atomic written before the sequence's release
 //! store and read after the consumer's acquire load, so the kernel needs
 //! no `unsafe` here and loom sees every access.
@@ -114,9 +115,9 @@ struct Slot<const WORDS: usize> {
 
 impl<const WORDS: usize> Slot<WORDS> {
     #[cfg(not(loom))]
-    const fn new(position: u64) -> Self {
+    const fn new() -> Self {
         Self {
-            sequence: AtomicU64::new(position),
+            sequence: AtomicU64::new(0),
             header: AtomicU64::new(0),
             thread: AtomicU64::new(0),
             timestamp: AtomicU64::new(0),
@@ -125,9 +126,9 @@ impl<const WORDS: usize> Slot<WORDS> {
     }
 
     #[cfg(loom)]
-    fn new(position: u64) -> Self {
+    fn new() -> Self {
         Self {
-            sequence: AtomicU64::new(position),
+            sequence: AtomicU64::new(0),
             header: AtomicU64::new(0),
             thread: AtomicU64::new(0),
             timestamp: AtomicU64::new(0),
@@ -158,13 +159,13 @@ impl<const SLOTS: usize, const WORDS: usize> LogRing<SLOTS, WORDS> {
     /// An empty ring. `SLOTS` must be at least 1.
     #[cfg(not(loom))]
     pub const fn new() -> Self {
-        let mut slots = [const { Slot::new(0) }; SLOTS];
-        let mut index = 0;
-        while index < SLOTS {
-            slots[index] = Slot::new(index as u64);
-            index += 1;
+        // All zero: a static ring lives in .bss, not in the image.
+        Self {
+            head: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            slots: [const { Slot::new() }; SLOTS],
         }
-        Self { head: AtomicU64::new(0), tail: AtomicU64::new(0), dropped: AtomicU64::new(0), slots }
     }
 
     /// An empty ring. `SLOTS` must be at least 1.
@@ -174,15 +175,19 @@ impl<const SLOTS: usize, const WORDS: usize> LogRing<SLOTS, WORDS> {
             head: AtomicU64::new(0),
             tail: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            slots: core::array::from_fn(|index| Slot::new(index as u64)),
+            slots: core::array::from_fn(|_| Slot::new()),
         }
     }
 
     /// Bytes of text a record can hold.
     pub const TEXT_CAPACITY: usize = WORDS * 8;
 
-    fn slot(&self, position: u64) -> &Slot<WORDS> {
-        &self.slots[(position % SLOTS as u64) as usize]
+    /// The slot of `position`, and its index (the offset of its stored
+    /// sequence: a slot stores `sequence - index`, so that a new ring is
+    /// all zero).
+    fn slot(&self, position: u64) -> (&Slot<WORDS>, u64) {
+        let index = position % SLOTS as u64;
+        (&self.slots[index as usize], index)
     }
 
     /// Appends a record (text cut at [`TEXT_CAPACITY`](Self::TEXT_CAPACITY)
@@ -190,12 +195,12 @@ impl<const SLOTS: usize, const WORDS: usize> LogRing<SLOTS, WORDS> {
     /// record and counts it. Returns the record's position.
     pub fn push(&self, header: RecordHeader, text: &[u8]) -> Result<u64, PushError> {
         let mut position = self.head.load(Ordering::Relaxed);
-        let slot = loop {
-            let slot = self.slot(position);
-            let sequence = slot.sequence.load(Ordering::Acquire);
+        let (slot, slot_index) = loop {
+            let (slot, index) = self.slot(position);
+            let sequence = slot.sequence.load(Ordering::Acquire) + index;
             if sequence == position {
                 match self.head.compare_exchange_weak(position, position + 1, Ordering::Relaxed, Ordering::Relaxed) {
-                    Ok(_) => break slot,
+                    Ok(_) => break (slot, index),
                     Err(current) => position = current,
                 }
             } else if sequence < position {
@@ -222,7 +227,7 @@ impl<const SLOTS: usize, const WORDS: usize> LogRing<SLOTS, WORDS> {
         slot.header.store(header.pack(len), Ordering::Relaxed);
         slot.thread.store(u64::from(header.thread), Ordering::Relaxed);
         slot.timestamp.store(header.timestamp_ns, Ordering::Relaxed);
-        slot.sequence.store(position + 1, Ordering::Release);
+        slot.sequence.store(position + 1 - slot_index, Ordering::Release);
         Ok(position)
     }
 
@@ -230,8 +235,8 @@ impl<const SLOTS: usize, const WORDS: usize> LogRing<SLOTS, WORDS> {
     /// time (the kernel's drain; a panic takes over from it).
     pub fn pop(&self) -> Option<LogRecord<WORDS>> {
         let position = self.tail.load(Ordering::Relaxed);
-        let slot = self.slot(position);
-        if slot.sequence.load(Ordering::Acquire) != position + 1 {
+        let (slot, slot_index) = self.slot(position);
+        if slot.sequence.load(Ordering::Acquire) + slot_index != position + 1 {
             // Empty, or the oldest record is still being written.
             return None;
         }
@@ -248,7 +253,7 @@ impl<const SLOTS: usize, const WORDS: usize> LogRing<SLOTS, WORDS> {
             *word = slot.text[index].load(Ordering::Relaxed);
         }
         // Hands the slot to the producer of position + SLOTS.
-        slot.sequence.store(position + SLOTS as u64, Ordering::Release);
+        slot.sequence.store(position + SLOTS as u64 - slot_index, Ordering::Release);
         self.tail.store(position + 1, Ordering::Relaxed);
         Some(LogRecord { header, position, len, words })
     }
