@@ -41,6 +41,7 @@ pub fn run_all() {
         release_latency("rt-release-alone", seconds, Placement { rt_cpu: 0, hog: None });
         release_latency("rt-release-beside-hog-same-cpu", seconds, Placement { rt_cpu: 0, hog: Some(Hog::SameCpu) });
     }
+    logging_release_latency(log_seconds(seconds), last);
     context_switch_cost();
     let rt_cpu = if isolated != 0 { isolated.trailing_zeros() } else { 0 };
     tasklet_latency(rt_cpu);
@@ -52,6 +53,114 @@ pub fn run_all() {
 }
 
 static SAMPLES: IrqSpinLock<Vec<u64>> = IrqSpinLock::new(Vec::new());
+/// Set for the logging case: the 1 kHz RT thread logs one line per period.
+static LOG_EACH_PERIOD: AtomicBool = AtomicBool::new(false);
+/// How long each of the RT thread's log calls took (logging case).
+static LOG_CALL_SAMPLES: IrqSpinLock<Vec<u64>> = IrqSpinLock::new(Vec::new());
+
+/// Figures of one case, for ratios.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub samples: usize,
+    pub median_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+    /// Deadline misses (periodic cases).
+    pub misses: u64,
+}
+
+fn summarize(samples: &mut [u64]) -> Summary {
+    samples.sort_unstable();
+    let count = samples.len();
+    if count == 0 {
+        return Summary::default();
+    }
+    let at = |per_mille: usize| samples[((count - 1) * per_mille) / 1000];
+    Summary { samples: count, median_ns: at(500), p99_ns: at(990), max_ns: samples[count - 1], misses: 0 }
+}
+
+/// Seconds per logging case (`bench_log_seconds`, default the smaller of
+/// 3 and `bench_seconds`): each period prints a console line, twice.
+fn log_seconds(seconds: u64) -> u64 {
+    cmdline::get(crate::boot::command_line(), "bench_log_seconds")
+        .and_then(|value| cmdline::parse_u64(value).ok())
+        .unwrap_or(seconds.min(3))
+        .clamp(1, 600)
+}
+
+/// The 1 kHz RT thread logging a ~100-byte line every period, with a
+/// kernel thread on the other CPUs logging every 2 ms (so console lines
+/// compete), measured twice in one run: BEFORE (`console::set_synchronous`
+/// forces the old path: the RT thread writes its line to the UART itself,
+/// interrupts off, behind any other CPU's line) and AFTER (the line goes
+/// into the CPU's log ring; `klogd` writes it). Prints each case and the
+/// before/after ratios.
+pub fn logging_release_latency(seconds: u64, rt_cpu: u32) {
+    static STOP_CHATTER: AtomicBool = AtomicBool::new(false);
+    let mut figures = [(Summary::default(), Summary::default()); 2];
+    for (case, synchronous) in [(0usize, true), (1usize, false)] {
+        crate::console::set_synchronous(synchronous);
+        {
+            let mut samples = LOG_CALL_SAMPLES.lock();
+            samples.clear();
+            samples.reserve((seconds * 1000) as usize);
+        }
+        STOP_CHATTER.store(false, Ordering::SeqCst);
+        let others = thread::online_mask() & !(1 << rt_cpu);
+        let chatter = (others != 0)
+            .then(|| {
+                Builder::new("bench-chatter").affinity(others).spawn(|| {
+                    let mut count = 0u64;
+                    while !STOP_CHATTER.load(Ordering::Relaxed) {
+                        log::info!("bench-chatter: line {count} from a kernel thread competing for the console");
+                        count += 1;
+                        let _ = thread::sleep_ns(2 * MILLISECOND);
+                    }
+                    0
+                })
+            })
+            .and_then(Result::ok);
+        LOG_EACH_PERIOD.store(true, Ordering::SeqCst);
+        let name = if synchronous { "rt-release-logging-before-synchronous" } else { "rt-release-logging-after-ring" };
+        let release = release_latency(name, seconds, Placement { rt_cpu, hog: None });
+        LOG_EACH_PERIOD.store(false, Ordering::SeqCst);
+        STOP_CHATTER.store(true, Ordering::SeqCst);
+        if let Some(chatter) = chatter {
+            let _ = thread::join(chatter, Some(SECOND));
+        }
+        let mut calls = core::mem::take(&mut *LOG_CALL_SAMPLES.lock());
+        let call = summarize(&mut calls);
+        console_line!(
+            "bench: {name}-log-call samples={} median_ns={} p99_ns={} max_ns={} (time inside the RT thread's log::info! call)",
+            call.samples,
+            call.median_ns,
+            call.p99_ns,
+            call.max_ns
+        );
+        figures[case] = (release, call);
+    }
+    crate::console::set_synchronous(false);
+    crate::console::flush_deferred();
+    let ratio = |before: u64, after: u64| {
+        let after = after.max(1);
+        alloc::format!("{}.{:02}", before / after, (before % after) * 100 / after)
+    };
+    let ((before, before_call), (after, after_call)) = (figures[0], figures[1]);
+    let stats = crate::console::ring_stats();
+    console_line!(
+        "bench: rt-release-logging before/after release_latency median={} p99={} max={} misses={}/{} log_call median={} p99={} max={} (before=synchronous UART write, after=per-CPU log ring; both with a kernel thread logging every 2 ms on the other CPUs; ring lines deferred={} lost={})",
+        ratio(before.median_ns, after.median_ns),
+        ratio(before.p99_ns, after.p99_ns),
+        ratio(before.max_ns, after.max_ns),
+        before.misses,
+        after.misses,
+        ratio(before_call.median_ns, after_call.median_ns),
+        ratio(before_call.p99_ns, after_call.p99_ns),
+        ratio(before_call.max_ns, after_call.max_ns),
+        stats.deferred,
+        stats.lost
+    );
+}
 
 /// Prints min/median/p99/max of sorted samples and the log2 histogram.
 pub fn report(name: &str, samples: &mut [u64], extra: &str) {
@@ -113,7 +222,7 @@ pub enum Hog {
 
 /// A 1 kHz RT thread for `seconds` on `placement.rt_cpu`, with optional
 /// CPU-hogging kernel threads; prints release latency figures.
-pub fn release_latency(name: &str, seconds: u64, placement: Placement) {
+pub fn release_latency(name: &str, seconds: u64, placement: Placement) -> Summary {
     static STOP_HOG: AtomicBool = AtomicBool::new(false);
     let periods = seconds * 1000;
     {
@@ -150,9 +259,24 @@ pub fn release_latency(name: &str, seconds: u64, placement: Placement) {
         for _ in 0..periods {
             match thread::wait_next_period() {
                 Ok(release) => {
-                    let mut samples = SAMPLES.lock();
-                    if samples.len() < samples.capacity() {
-                        samples.push(release.latency_ns);
+                    {
+                        let mut samples = SAMPLES.lock();
+                        if samples.len() < samples.capacity() {
+                            samples.push(release.latency_ns);
+                        }
+                    }
+                    if LOG_EACH_PERIOD.load(Ordering::Relaxed) {
+                        let before = time::now_ns();
+                        log::info!(
+                            "rt-log: release {} late by {} ns; a line of about one hundred bytes from the 1 kHz thread",
+                            release.release_ns,
+                            release.latency_ns
+                        );
+                        let took = time::now_ns().saturating_sub(before);
+                        let mut calls = LOG_CALL_SAMPLES.lock();
+                        if calls.len() < calls.capacity() {
+                            calls.push(took);
+                        }
                     }
                 }
                 Err(_) => return -2,
@@ -162,7 +286,7 @@ pub fn release_latency(name: &str, seconds: u64, placement: Placement) {
     });
     let Ok(rt) = rt else {
         console_line!("bench: {name} could not start the RT thread");
-        return;
+        return Summary::default();
     };
     let mut misses = 0;
     let mut skipped = 0;
@@ -192,6 +316,7 @@ pub fn release_latency(name: &str, seconds: u64, placement: Placement) {
         }
     );
     report(name, &mut samples, &extra);
+    Summary { misses, ..summarize(&mut samples) }
 }
 
 /// Two RT threads of equal priority yield to each other; the time per

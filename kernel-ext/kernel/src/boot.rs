@@ -187,6 +187,9 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
         shutdown::shutdown_with(ExitCode::BootFailure);
     }
     crate::rtpool::init();
+    if let Err(error) = console::start_drain() {
+        console_line!("rtedge: no klogd ({error}): RT, softirq and IRQ log lines stay synchronous");
+    }
     crate::control::start();
     console_line!("rtedge {} ready in {} us", env!("CARGO_PKG_VERSION"), time::now_ns() / 1000);
     if cmdline::get(line, "boot_only").is_some_and(|v| cmdline::parse_bool(v).unwrap_or(false)) {

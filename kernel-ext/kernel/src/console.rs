@@ -2,15 +2,29 @@
 //! in microseconds; `log` crate records get a level; lines are assembled in
 //! a fixed buffer and written whole under the console lock, so lines from
 //! different CPUs never interleave and logging never allocates.
+//!
+//! RT-safe logging (as `rtl_printf` buffered in RTLinux): a line logged from
+//! an RT thread, a softirq or a hard IRQ is never written to the console by
+//! that context. It goes into this CPU's lock-free log ring
+//! (`rtedge_engine::logring`, model-checked: bounded, no allocation, a full
+//! ring refuses the line and counts it), and the `klogd` kernel thread
+//! drains the rings to the console on a CPU that is not isolated, reporting
+//! lost lines. A panic drains every ring synchronously before its own
+//! report; so does a shutdown. Before `klogd` runs (early boot), and while
+//! [`set_synchronous`] forces it (the benchmark's "before" figure), every
+//! line is written at once, as before.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use rtedge_arch::console;
+use rtedge_engine::logring::{LogRecord, LogRing, RecordHeader};
 
+use crate::cpu_local::MAX_CPUS;
 use crate::sync::IrqSpinLock;
-use crate::time;
+use crate::thread::WaitQueue;
+use crate::{context, time};
 
 static CONSOLE_LOCK: IrqSpinLock<()> = IrqSpinLock::new(());
 /// Lines cut because they did not fit the line buffer.
@@ -18,6 +32,40 @@ static TRUNCATED_LINES: AtomicUsize = AtomicUsize::new(0);
 static PANICKING: AtomicBool = AtomicBool::new(false);
 
 const LINE_CAPACITY: usize = 512;
+
+/// Records per CPU ring.
+pub const RING_RECORDS: usize = 64;
+/// Text words per record: 192 bytes of text (longer lines are cut, marked).
+const RING_WORDS: usize = 24;
+type Ring = LogRing<RING_RECORDS, RING_WORDS>;
+type RingRecord = LogRecord<RING_WORDS>;
+
+/// One log ring per CPU (index = CPU index).
+static RINGS: [Ring; MAX_CPUS] = [const { Ring::new() }; MAX_CPUS];
+/// Lost lines already reported, per CPU (written by the consumer only).
+static REPORTED_DROPS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Lines that went through a ring.
+static DEFERRED_LINES: AtomicU64 = AtomicU64::new(0);
+/// Whether `klogd` drains the rings (until then every line is synchronous).
+static DRAIN_RUNNING: AtomicBool = AtomicBool::new(false);
+/// Forces synchronous console output from every context (benchmark switch).
+static FORCE_SYNCHRONOUS: AtomicBool = AtomicBool::new(false);
+/// Set when a producer asked `klogd` to run early (a ring half full).
+static DRAIN_KICKED: AtomicBool = AtomicBool::new(false);
+/// Set while klogd sleeps without a deadline (the rings were empty).
+static DRAIN_IDLE: AtomicBool = AtomicBool::new(false);
+static DRAIN_WAIT: WaitQueue = WaitQueue::new();
+/// Serialises consumers (klogd, a shutdown flush) per record taken.
+static CONSUMER_LOCK: IrqSpinLock<()> = IrqSpinLock::new(());
+/// Lines written to the console from the rings.
+static DRAINED_LINES: AtomicU64 = AtomicU64::new(0);
+/// Lines an RT thread, softirq or hard IRQ wrote to the console itself
+/// (before klogd, when forced synchronous, or panicking).
+static SYNCHRONOUS_ATOMIC_LINES: AtomicU64 = AtomicU64::new(0);
+/// Test hook: klogd leaves the rings alone while set.
+static DRAIN_PAUSED: AtomicBool = AtomicBool::new(false);
+/// How long `klogd` sleeps when no producer kicks it.
+const DRAIN_PERIOD_NS: u64 = 50_000_000;
 
 /// A line being assembled; keeps the first `LINE_CAPACITY` bytes.
 struct Line {
@@ -67,19 +115,82 @@ fn write_timestamp(line: &mut Line) {
     };
 }
 
+fn level_name(level: u8) -> Option<&'static str> {
+    Some(match level {
+        1 => "ERROR",
+        2 => "WARN ",
+        3 => "INFO ",
+        4 => "DEBUG",
+        5 => "TRACE",
+        _ => return None,
+    })
+}
+
+fn level_number(level: Level) -> u8 {
+    level as usize as u8
+}
+
 fn emit(line: &mut Line) {
+    if context::in_realtime_thread() || context::in_interrupt() || crate::softirq::in_softirq() {
+        SYNCHRONOUS_ATOMIC_LINES.fetch_add(1, Ordering::Relaxed);
+    }
     let bytes = line.finish();
     if PANICKING.load(Ordering::Relaxed) {
         // The panicking CPU may have died holding the lock; write regardless.
-        console::write(bytes);
+        console::write_unlocked(bytes);
         return;
     }
     let _guard = CONSOLE_LOCK.lock();
     console::write(bytes);
 }
 
-/// Writes one timestamped line to the console.
+/// Whether a line from this context goes to the ring instead of the UART:
+/// RT threads, softirqs and hard IRQs, once `klogd` runs, unless forced
+/// synchronous or panicking.
+fn deferred_here() -> bool {
+    DRAIN_RUNNING.load(Ordering::Acquire)
+        && !FORCE_SYNCHRONOUS.load(Ordering::Relaxed)
+        && !PANICKING.load(Ordering::Relaxed)
+        && (context::in_realtime_thread() || context::in_interrupt() || crate::softirq::in_softirq())
+}
+
+/// Formats `arguments` (prefixed by `prefix`) into this CPU's ring.
+/// Never blocks, never allocates; a full ring counts the line as lost.
+fn defer(level: u8, prefix: fmt::Arguments<'_>, arguments: fmt::Arguments<'_>) {
+    let mut line = Line::new();
+    let _ = line.write_fmt(prefix);
+    let _ = line.write_fmt(arguments);
+    let cpu = context::cpu_index();
+    let header = RecordHeader {
+        level,
+        cpu: cpu as u16,
+        thread: crate::thread::try_current().map_or(0, |thread| thread.id().serial()),
+        timestamp_ns: time::now_ns(),
+        truncated: line.truncated,
+    };
+    let Some(ring) = RINGS.get(cpu as usize) else { return };
+    DEFERRED_LINES.fetch_add(1, Ordering::Relaxed);
+    let _ = ring.push(header, &line.bytes[..line.len]);
+    // Wake klogd when it sleeps without a deadline, or early when the ring
+    // fills up; otherwise it comes by itself within DRAIN_PERIOD_NS. The
+    // KICKED flag makes it one wake-up per drain round, and bounds any
+    // recursion through a line logged by the wake-up path itself. (The
+    // wake takes the wait queue's and a run queue's locks: code holding
+    // those never logs.)
+    core::sync::atomic::fence(Ordering::SeqCst);
+    let idle = DRAIN_IDLE.load(Ordering::SeqCst);
+    if (idle || ring.len() >= RING_RECORDS / 2) && !DRAIN_KICKED.swap(true, Ordering::AcqRel) {
+        DRAIN_WAIT.wake_one();
+    }
+}
+
+/// Writes one timestamped line to the console (through the log ring in
+/// RT, softirq and hard-IRQ context).
 pub fn line(arguments: fmt::Arguments<'_>) {
+    if deferred_here() {
+        defer(0, format_args!(""), arguments);
+        return;
+    }
     let mut line = Line::new();
     write_timestamp(&mut line);
     let _ = line.write_fmt(arguments);
@@ -100,9 +211,203 @@ pub fn write_raw(bytes: &[u8]) {
     console::write(bytes);
 }
 
-/// Marks the system as panicking: console output stops taking the lock.
+/// Marks the system as panicking: console output stops taking the lock,
+/// and every log ring is written out at once (oldest first per CPU), so
+/// the lines before the panic are not lost. Returns whether a panic was
+/// already under way.
 pub fn enter_panic() -> bool {
-    PANICKING.swap(true, Ordering::SeqCst)
+    let again = PANICKING.swap(true, Ordering::SeqCst);
+    if !again {
+        // Taking over from klogd without its lock: at worst one line is
+        // printed twice or skipped if klogd was mid-record on another CPU.
+        for cpu in 0..MAX_CPUS {
+            drain_ring(cpu, usize::MAX, true);
+        }
+    }
+    again
+}
+
+/// Writes one ring record as a console line, in the synchronous format.
+fn write_record(record: &RingRecord) {
+    let mut line = Line::new();
+    let us = record.header.timestamp_ns / 1000;
+    let _ = write!(line, "[{us:>12}us] ");
+    if let Some(name) = level_name(record.header.level) {
+        let _ = write!(line, "{name} ");
+    }
+    let mut text = [0u8; RING_WORDS * 8];
+    let count = record.copy_text(&mut text);
+    let room = (LINE_CAPACITY - 1).saturating_sub(line.len);
+    let take = count.min(room);
+    line.bytes[line.len..line.len + take].copy_from_slice(&text[..take]);
+    line.len += take;
+    if record.header.truncated {
+        line.truncated = true;
+        let marker = b"...";
+        let room = (LINE_CAPACITY - 1).saturating_sub(line.len);
+        let take = marker.len().min(room);
+        line.bytes[line.len..line.len + take].copy_from_slice(&marker[..take]);
+        line.len += take;
+        TRUNCATED_LINES.fetch_add(1, Ordering::Relaxed);
+        line.truncated = false;
+    }
+    emit(&mut line);
+}
+
+/// Takes up to `limit` records from CPU `cpu`'s ring and writes them, then
+/// reports lines the ring lost since the last report. `unlocked` (panic)
+/// skips the consumer lock. Returns how many records were written.
+fn drain_ring(cpu: usize, limit: usize, unlocked: bool) -> usize {
+    let Some(ring) = RINGS.get(cpu) else { return 0 };
+    let mut written = 0;
+    while written < limit {
+        let record = if unlocked {
+            ring.pop()
+        } else {
+            let _consumer = CONSUMER_LOCK.lock();
+            ring.pop()
+        };
+        let Some(record) = record else { break };
+        write_record(&record);
+        DRAINED_LINES.fetch_add(1, Ordering::Relaxed);
+        written += 1;
+    }
+    let dropped = ring.dropped();
+    let reported = REPORTED_DROPS[cpu].swap(dropped, Ordering::AcqRel);
+    if dropped > reported {
+        let lost = dropped - reported;
+        let mut line = Line::new();
+        write_timestamp(&mut line);
+        let _ = write!(line, "WARN  log: {lost} lines lost on cpu {cpu} (log ring full; {RING_RECORDS} records)");
+        emit(&mut line);
+    }
+    written
+}
+
+/// Writes out every log ring now, from the calling context (shutdown,
+/// tests). Returns how many lines were written.
+pub fn flush_deferred() -> usize {
+    (0..MAX_CPUS).map(|cpu| drain_ring(cpu, usize::MAX, PANICKING.load(Ordering::Relaxed))).sum()
+}
+
+/// `klogd`: drains the rings. While lines keep coming it polls every
+/// [`DRAIN_PERIOD_NS`] (producers then never wake it, unless a ring is half
+/// full); when a round finds nothing it sleeps without a deadline (the
+/// kernel stays tickless) and the next line pushed wakes it.
+fn drain_main() -> i32 {
+    // If klogd is ever cancelled (KILL), lines go back to the synchronous
+    // path instead of filling the rings for nobody.
+    let _ = crate::thread::cleanup_push(drain_ended, 0);
+    loop {
+        DRAIN_KICKED.store(false, Ordering::Release);
+        let mut written = 0;
+        if !DRAIN_PAUSED.load(Ordering::Acquire) {
+            for cpu in 0..MAX_CPUS {
+                written += drain_ring(cpu, RING_RECORDS, false);
+            }
+        }
+        if crate::thread::should_stop() {
+            crate::thread::cleanup_pop(true);
+            return 0;
+        }
+        if written > 0 {
+            let deadline = time::now_ns().saturating_add(DRAIN_PERIOD_NS);
+            let _ = DRAIN_WAIT.wait_until(Some(deadline), || DRAIN_KICKED.load(Ordering::Acquire));
+            continue;
+        }
+        // Going idle: announce it, then look once more (a producer either
+        // sees IDLE and kicks, or pushed before and is seen here; the
+        // SeqCst pair is the Dekker handshake).
+        DRAIN_IDLE.store(true, Ordering::SeqCst);
+        if RINGS.iter().any(|ring| !ring.is_empty()) {
+            DRAIN_IDLE.store(false, Ordering::SeqCst);
+            continue;
+        }
+        let _ = DRAIN_WAIT.wait_until(None, || DRAIN_KICKED.load(Ordering::Acquire));
+        DRAIN_IDLE.store(false, Ordering::SeqCst);
+    }
+}
+
+/// klogd's cleanup handler: stop deferring, write out what is left.
+fn drain_ended(_: usize) {
+    DRAIN_RUNNING.store(false, Ordering::Release);
+    flush_deferred();
+}
+
+/// Starts `klogd` (thread context, at boot, once the scheduler runs) on
+/// the CPUs that are not isolated; from then on RT, softirq and hard-IRQ
+/// lines go through the rings.
+pub fn start_drain() -> Result<(), crate::thread::ThreadError> {
+    if DRAIN_RUNNING.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let online = crate::thread::online_mask();
+    let housekeeping = online & !crate::thread::isolated_mask();
+    let mask = if housekeeping != 0 { housekeeping } else { online };
+    crate::thread::Builder::new("klogd").affinity(mask).spawn(drain_main)?;
+    DRAIN_RUNNING.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Forces every line to be written synchronously (`true`), as before the
+/// log rings existed, or restores RT-safe logging (`false`). For the
+/// benchmark's before/after figures; pending ring lines are flushed first.
+pub fn set_synchronous(synchronous: bool) {
+    if synchronous {
+        flush_deferred();
+    }
+    FORCE_SYNCHRONOUS.store(synchronous, Ordering::Release);
+}
+
+/// Log-ring figures: lines deferred since boot, lines lost (all CPUs),
+/// lines waiting now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogRingStats {
+    pub deferred: u64,
+    pub lost: u64,
+    pub waiting: usize,
+    pub draining: bool,
+}
+
+pub fn ring_stats() -> LogRingStats {
+    LogRingStats {
+        deferred: DEFERRED_LINES.load(Ordering::Relaxed),
+        lost: RINGS.iter().map(Ring::dropped).sum(),
+        waiting: RINGS.iter().map(Ring::len).sum(),
+        draining: DRAIN_RUNNING.load(Ordering::Acquire),
+    }
+}
+
+/// Lines refused by CPU `cpu`'s full ring since boot.
+pub fn ring_lost(cpu: usize) -> u64 {
+    RINGS.get(cpu).map_or(0, Ring::dropped)
+}
+
+/// Lost lines of CPU `cpu` already reported on the console.
+pub fn ring_lost_reported(cpu: usize) -> u64 {
+    REPORTED_DROPS.get(cpu).map_or(0, |reported| reported.load(Ordering::Acquire))
+}
+
+/// Lines written from the rings since boot.
+pub fn drained_lines() -> u64 {
+    DRAINED_LINES.load(Ordering::Relaxed)
+}
+
+/// Lines RT threads, softirqs and hard IRQs wrote to the console
+/// themselves since boot.
+pub fn synchronous_atomic_lines() -> u64 {
+    SYNCHRONOUS_ATOMIC_LINES.load(Ordering::Relaxed)
+}
+
+/// Test hook: stops (`true`) or resumes klogd's draining; lines keep
+/// going into the rings meanwhile.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "a test hook, used by the ktest build only"))]
+pub(crate) fn pause_drain(paused: bool) {
+    DRAIN_PAUSED.store(paused, Ordering::Release);
+    if !paused {
+        DRAIN_KICKED.store(true, Ordering::Release);
+        DRAIN_WAIT.wake_one();
+    }
 }
 
 /// Number of lines cut short so far.
@@ -123,17 +428,20 @@ impl Log for KernelLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
+        let with_target = record.level() >= Level::Debug;
+        if deferred_here() {
+            if with_target {
+                defer(level_number(record.level()), format_args!("{}: ", record.target()), *record.args());
+            } else {
+                defer(level_number(record.level()), format_args!(""), *record.args());
+            }
+            return;
+        }
         let mut line = Line::new();
         write_timestamp(&mut line);
-        let level = match record.level() {
-            Level::Error => "ERROR",
-            Level::Warn => "WARN ",
-            Level::Info => "INFO ",
-            Level::Debug => "DEBUG",
-            Level::Trace => "TRACE",
-        };
+        let level = level_name(level_number(record.level())).unwrap_or("?    ");
         let _ = write!(line, "{level} ");
-        if record.level() >= Level::Debug {
+        if with_target {
             let _ = write!(line, "{}: ", record.target());
         }
         let _ = line.write_fmt(*record.args());

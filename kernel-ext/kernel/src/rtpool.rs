@@ -12,6 +12,8 @@
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use rtedge_engine::rtpool::{CancelOutcome, Completion, RequestSlots, Ticket};
+
 use crate::sync::IrqSpinLock;
 use crate::tasklet::Tasklet;
 use crate::thread::{self, ThreadId};
@@ -83,22 +85,19 @@ impl RtBuffer {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Request {
-    thread: ThreadId,
-    size: usize,
-    /// Filled by the tasklet: Ok(index) or the error.
-    result: Option<Result<usize, RtPoolError>>,
-}
-
 struct Pool {
     slots: [Option<(usize, usize)>; BUFFERS],
-    requests: [Option<Request>; MAX_REQUESTS],
     to_free: [bool; BUFFERS],
 }
 
-static POOL: IrqSpinLock<Pool> =
-    IrqSpinLock::new(Pool { slots: [None; BUFFERS], requests: [None; MAX_REQUESTS], to_free: [false; BUFFERS] });
+static POOL: IrqSpinLock<Pool> = IrqSpinLock::new(Pool { slots: [None; BUFFERS], to_free: [false; BUFFERS] });
+/// The request slots' state machine (engine code, model-checked by
+/// `tests/loom_rtpool.rs`): a result reaches the request it was made for.
+static REQUEST_SLOTS: RequestSlots<MAX_REQUESTS> = RequestSlots::new();
+/// The thread behind each request slot. Written only by the requester
+/// while its slot is reserved and unpublished; read by the server once it
+/// has claimed the request (the slot's state word orders the two).
+static OWNERS: IrqSpinLock<[Option<ThreadId>; MAX_REQUESTS]> = IrqSpinLock::new([None; MAX_REQUESTS]);
 static ALLOCATOR: Tasklet = Tasklet::new("rtpool-allocator", allocator_tasklet, 0);
 static REQUESTS: AtomicU64 = AtomicU64::new(0);
 static FAILURES: AtomicU64 = AtomicU64::new(0);
@@ -106,6 +105,50 @@ static FREED: AtomicU64 = AtomicU64::new(0);
 static IN_USE: AtomicU32 = AtomicU32::new(0);
 static BYTES: AtomicUsize = AtomicUsize::new(0);
 static REGISTERED: AtomicBool = AtomicBool::new(false);
+/// Results the server made for requesters that had left (freed at once).
+static ABANDONED: AtomicU64 = AtomicU64::new(0);
+
+/// Test hook (`selftest::log_pool_rules`): while set, the allocator
+/// tasklet stops between taking a request and handing its result over,
+/// the window in which a cancel used to hand the slot to another thread.
+static HOLD_AFTER_CLAIM: AtomicBool = AtomicBool::new(false);
+/// Set by the tasklet when it stops at the hook.
+static HELD: AtomicBool = AtomicBool::new(false);
+/// Test hook: while set, `rt_alloc` files its request without scheduling
+/// the allocator tasklet (the test schedules it from another CPU).
+static DEFER_KICK: AtomicBool = AtomicBool::new(false);
+/// Test hook: while set, a requester woken without its result waits
+/// (yielding, bounded) for a cancel before it looks for one, widening the
+/// window in which the old logic gave its slot away.
+static PAUSE_BEFORE_CANCEL_CHECK: AtomicBool = AtomicBool::new(false);
+/// Set by a requester waiting at that hook.
+static AT_CANCEL_CHECK: AtomicBool = AtomicBool::new(false);
+/// The longest the tasklet stops at the test hook.
+const HOLD_LIMIT_NS: u64 = 3_000_000_000;
+
+/// Bit 63 of an encoded result marks an error (its code in the low bits).
+const ERROR_BIT: u64 = 1 << 63;
+
+fn encode(result: Result<usize, RtPoolError>) -> u64 {
+    match result {
+        Ok(index) => index as u64,
+        Err(error) => ERROR_BIT | error.code() as u64,
+    }
+}
+
+fn decode(raw: u64) -> Result<usize, RtPoolError> {
+    if raw & ERROR_BIT == 0 {
+        return Ok(raw as usize);
+    }
+    Err(match raw & !ERROR_BIT {
+        1 => RtPoolError::TooLarge,
+        2 => RtPoolError::Empty,
+        3 => RtPoolError::Exhausted,
+        5 => RtPoolError::Busy,
+        6 => RtPoolError::WrongContext,
+        _ => RtPoolError::OutOfMemory,
+    })
+}
 
 fn layout(size: usize) -> Option<Layout> {
     Layout::from_size_align(size, ALIGN).ok()
@@ -116,54 +159,72 @@ fn layout(size: usize) -> Option<Layout> {
 fn allocator_tasklet(_: usize) {
     // Frees first: they make room for the requests.
     for index in 0..BUFFERS {
-        let freed = {
+        let marked = {
             let mut pool = POOL.lock();
-            if pool.to_free[index] {
-                pool.to_free[index] = false;
-                pool.slots[index].take()
-            } else {
-                None
-            }
+            core::mem::replace(&mut pool.to_free[index], false)
         };
-        if let Some((address, size)) = freed {
-            if let Some(layout) = layout(size) {
-                // SAFETY: the buffer came from `alloc_zeroed` with this layout.
-                unsafe { dealloc(address as *mut u8, layout) };
-            }
-            FREED.fetch_add(1, Ordering::Relaxed);
-            IN_USE.fetch_sub(1, Ordering::Relaxed);
-            BYTES.fetch_sub(size, Ordering::Relaxed);
-            events::emit("rtpool", "free", &[("buffer", index as i64), ("size", size as i64)], "", "");
+        if marked {
+            release(index);
         }
     }
     for slot in 0..MAX_REQUESTS {
-        let request = {
-            let pool = POOL.lock();
-            pool.requests[slot].filter(|request| request.result.is_none())
-        };
-        let Some(request) = request else { continue };
-        let result = allocate(request.size);
-        {
-            let mut pool = POOL.lock();
-            if let Some(entry) = pool.requests[slot].as_mut() {
-                entry.result = Some(result);
+        let Some(claim) = REQUEST_SLOTS.claim(slot) else { continue };
+        // Read while the request is ours (SERVING): nobody writes it now.
+        let owner = OWNERS.lock()[slot];
+        let size = claim.size as usize;
+        let result = allocate(size);
+        if HOLD_AFTER_CLAIM.load(Ordering::Acquire) {
+            HELD.store(true, Ordering::Release);
+            // Bounded: a forgotten hook costs at most HOLD_LIMIT_NS.
+            let until = crate::time::now_ns().saturating_add(HOLD_LIMIT_NS);
+            while HOLD_AFTER_CLAIM.load(Ordering::Acquire) && crate::time::now_ns() < until {
+                core::hint::spin_loop();
+            }
+            HELD.store(false, Ordering::Release);
+        }
+        match REQUEST_SLOTS.complete(claim, encode(result)) {
+            Completion::Delivered { .. } => {
+                match result {
+                    Ok(index) => events::emit(
+                        "rtpool",
+                        "alloc",
+                        &[("size", size as i64), ("buffer", index as i64), ("in_use", i64::from(IN_USE.load(Ordering::Relaxed)))],
+                        "",
+                        "",
+                    ),
+                    Err(error) => {
+                        FAILURES.fetch_add(1, Ordering::Relaxed);
+                        events::emit("rtpool", "alloc-failed", &[("size", size as i64), ("code", error.code())], "reason", &alloc_reason(error));
+                    }
+                }
+                if let Some(owner) = owner {
+                    let _ = thread::wake_up(owner);
+                }
+            }
+            Completion::Abandoned { result } => {
+                // The requester was cancelled while we allocated: the
+                // buffer is nobody's; free it now.
+                ABANDONED.fetch_add(1, Ordering::Relaxed);
+                if let Ok(index) = decode(result) {
+                    release(index);
+                }
             }
         }
-        match result {
-            Ok(index) => events::emit(
-                "rtpool",
-                "alloc",
-                &[("size", request.size as i64), ("buffer", index as i64), ("in_use", i64::from(IN_USE.load(Ordering::Relaxed)))],
-                "",
-                "",
-            ),
-            Err(error) => {
-                FAILURES.fetch_add(1, Ordering::Relaxed);
-                events::emit("rtpool", "alloc-failed", &[("size", request.size as i64), ("code", error.code())], "reason", &alloc_reason(error));
-            }
-        }
-        let _ = thread::wake_up(request.thread);
     }
+}
+
+/// Frees buffer `index` now (softirq or thread context) and reports it.
+fn release(index: usize) {
+    let Some((address, size)) = POOL.lock().slots[index].take() else { return };
+    if let Some(layout) = layout(size) {
+        // SAFETY: the buffer came from `alloc_zeroed` with this layout, and
+        // taking it out of its slot made this the only owner.
+        unsafe { dealloc(address as *mut u8, layout) };
+    }
+    FREED.fetch_add(1, Ordering::Relaxed);
+    IN_USE.fetch_sub(1, Ordering::Relaxed);
+    BYTES.fetch_sub(size, Ordering::Relaxed);
+    events::emit("rtpool", "free", &[("buffer", index as i64), ("size", size as i64)], "", "");
 }
 
 fn alloc_reason(error: RtPoolError) -> heapless_text::Text {
@@ -248,44 +309,67 @@ pub fn rt_alloc(size: usize) -> Result<RtBuffer, RtPoolError> {
     if context::in_interrupt() || crate::softirq::in_softirq() {
         return fail(RtPoolError::WrongContext);
     }
+    thread::test_cancel();
     if !REGISTERED.load(Ordering::Acquire) {
         // Registering grows the tasklet list (the heap): done at boot by
         // `init`, so an RT thread never does it.
         return fail(RtPoolError::WrongContext);
     }
     let me = thread::current_id();
-    let slot = {
-        let mut pool = POOL.lock();
-        if pool.slots.iter().all(Option::is_some) {
-            drop(pool);
-            return fail(RtPoolError::Exhausted);
-        }
-        let Some(slot) = pool.requests.iter().position(Option::is_none) else {
-            drop(pool);
-            return fail(RtPoolError::Busy);
-        };
-        pool.requests[slot] = Some(Request { thread: me, size, result: None });
-        slot
+    if POOL.lock().slots.iter().all(Option::is_some) {
+        return fail(RtPoolError::Exhausted);
+    }
+    let Some(reservation) = REQUEST_SLOTS.reserve() else {
+        return fail(RtPoolError::Busy);
     };
-    ALLOCATOR.hi_schedule();
+    OWNERS.lock()[reservation.slot] = Some(me);
+    let ticket = REQUEST_SLOTS.publish(reservation, u64::from(me.serial()), size as u64);
+    // A cancel ends the thread inside `suspend_self` or `test_cancel`: the
+    // cleanup handler then leaves the request properly.
+    let pushed = thread::cleanup_push(leave_request, ticket.to_raw() as usize);
+    if !DEFER_KICK.load(Ordering::Acquire) {
+        ALLOCATOR.hi_schedule();
+    }
     let result = loop {
-        let done = POOL.lock().requests[slot].and_then(|request| request.result);
-        if let Some(result) = done {
-            POOL.lock().requests[slot] = None;
-            break result;
+        if let Some(result) = REQUEST_SLOTS.poll(ticket) {
+            break decode(result);
         }
+        pause_before_cancel_check();
         if thread::current().cancel_requested() {
-            // Leave the slot to the tasklet's result; the buffer (if any)
-            // stays in the pool and is freed by free_all.
-            POOL.lock().requests[slot] = None;
+            if !pushed {
+                leave_request(ticket.to_raw() as usize);
+            }
+            // Ends the thread (running `leave_request` if it was pushed).
             thread::test_cancel();
         }
         thread::suspend_self();
     };
-    thread::test_cancel();
+    if pushed {
+        thread::cleanup_pop(false);
+    }
+    if thread::current().cancel_requested() {
+        // Cancelled as the result arrived: the buffer goes back.
+        if let Ok(index) = result {
+            POOL.lock().to_free[index] = true;
+            ALLOCATOR.hi_schedule();
+        }
+        thread::test_cancel();
+    }
     let index = result?;
     let (address, size) = POOL.lock().slots[index].ok_or(RtPoolError::OutOfMemory)?;
     Ok(RtBuffer { index, address, size })
+}
+
+/// A cancelled requester leaves its request: a result that had arrived is
+/// marked for freeing; one still being made is freed by the server.
+fn leave_request(raw_ticket: usize) {
+    let ticket = Ticket::from_raw(raw_ticket as u64);
+    if let CancelOutcome::Completed { result } = REQUEST_SLOTS.cancel(ticket)
+        && let Ok(index) = decode(result)
+    {
+        POOL.lock().to_free[index] = true;
+        ALLOCATOR.hi_schedule();
+    }
 }
 
 /// Returns a buffer: marks it and lets the allocator tasklet free it.
@@ -348,4 +432,67 @@ pub fn stats() -> PoolStats {
         failures: FAILURES.load(Ordering::Relaxed),
         freed: FREED.load(Ordering::Relaxed),
     }
+}
+
+fn pause_before_cancel_check() {
+    if !PAUSE_BEFORE_CANCEL_CHECK.load(Ordering::Acquire) {
+        return;
+    }
+    AT_CANCEL_CHECK.store(true, Ordering::Release);
+    let until = crate::time::now_ns().saturating_add(HOLD_LIMIT_NS);
+    while !thread::current().cancel_requested() && crate::time::now_ns() < until {
+        thread::yield_cpu();
+    }
+    AT_CANCEL_CHECK.store(false, Ordering::Release);
+}
+
+/// Test hook: see [`PAUSE_BEFORE_CANCEL_CHECK`].
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "a test hook, used by the ktest build only"))]
+pub(crate) fn pause_before_cancel_check_hook(pause: bool) {
+    PAUSE_BEFORE_CANCEL_CHECK.store(pause, Ordering::Release);
+}
+
+/// Whether a requester waits at the cancel-check hook now.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "a test hook, used by the ktest build only"))]
+pub(crate) fn at_cancel_check() -> bool {
+    AT_CANCEL_CHECK.load(Ordering::Acquire)
+}
+
+/// Results made for requesters that had been cancelled (freed by the
+/// allocator tasklet at once).
+pub fn abandoned() -> u64 {
+    ABANDONED.load(Ordering::Relaxed)
+}
+
+/// Test hook: while `hold` is set the allocator tasklet stops (bounded,
+/// three seconds at most) between taking a request and handing over its
+/// result, widening the window of issue 11's defect 8.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "a test hook, used by the ktest build only"))]
+pub(crate) fn hold_after_claim(hold: bool) {
+    HOLD_AFTER_CLAIM.store(hold, Ordering::Release);
+}
+
+/// Test hook: `rt_alloc` leaves the scheduling of the allocator tasklet
+/// to [`kick`] while `defer` is set.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "a test hook, used by the ktest build only"))]
+pub(crate) fn defer_kick(defer: bool) {
+    DEFER_KICK.store(defer, Ordering::Release);
+}
+
+/// Schedules the allocator tasklet on this CPU.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "a test hook, used by the ktest build only"))]
+pub(crate) fn kick() {
+    ALLOCATOR.hi_schedule();
+}
+
+/// The allocator tasklet's (scheduled, running) bits, for test reports.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "a test hook, used by the ktest build only"))]
+pub(crate) fn allocator_state() -> (bool, bool) {
+    (ALLOCATOR.is_scheduled(), ALLOCATOR.is_running())
+}
+
+/// Whether the allocator tasklet is stopped at the test hook now.
+#[cfg_attr(not(feature = "ktest"), allow(dead_code, reason = "a test hook, used by the ktest build only"))]
+pub(crate) fn held_after_claim() -> bool {
+    HELD.load(Ordering::Acquire)
 }

@@ -4,14 +4,16 @@
 //! bool, short text) and declared writability.
 //!
 //! Real-time threads read and write them without locks that could block:
-//! numbers and flags are single atomics; text uses a sequence lock, so a
-//! reader never sees a torn value (it retries while a write is under way),
-//! and writers are serialised by a short interrupt-safe spinlock.
+//! numbers and flags are single atomics; text uses a sequence lock over
+//! atomic words, so a reader never sees a torn value (it retries while a
+//! write is under way), and writers are serialised by a short
+//! interrupt-safe spinlock.
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use rtedge_engine::seqlock::SeqBytes;
 
 use rtedge_proto::util::{glob_match, Scalar, ScalarType, ShortText, ValueError, SHORT_TEXT_CAPACITY};
 
@@ -170,13 +172,19 @@ impl SharedValue for SharedBool {
     }
 }
 
-/// A shared short text (at most 64 bytes) under a sequence lock.
+/// Words of the text's sequence lock (64 bytes).
+const TEXT_WORDS: usize = SHORT_TEXT_CAPACITY / 8;
+const _: () = assert!(SHORT_TEXT_CAPACITY.is_multiple_of(8), "the text fills whole words");
+
+/// A shared short text (at most 64 bytes) under a sequence lock over
+/// atomic words (`rtedge_engine::seqlock`, model-checked): a reader never
+/// sees a torn value and never races a plain write; writers are
+/// serialised, with interrupts off, by a short spinlock, so a reader on the
+/// writer's CPU never spins on a write it interrupted.
 pub struct SharedText {
     name: &'static str,
     access: Access,
-    sequence: AtomicU32,
-    len: AtomicU8,
-    bytes: UnsafeCell<[u8; SHORT_TEXT_CAPACITY]>,
+    text: SeqBytes<TEXT_WORDS>,
     writer: IrqSpinLock<()>,
 }
 
@@ -186,39 +194,16 @@ impl core::fmt::Debug for SharedText {
     }
 }
 
-// SAFETY: `bytes` is written only under `writer` with the sequence odd, and
-// read by copying while the sequence is even and unchanged (seqlock).
-unsafe impl Sync for SharedText {}
-
 impl SharedText {
     pub const fn new(name: &'static str, access: Access) -> Self {
-        Self {
-            name,
-            access,
-            sequence: AtomicU32::new(0),
-            len: AtomicU8::new(0),
-            bytes: UnsafeCell::new([0; SHORT_TEXT_CAPACITY]),
-            writer: IrqSpinLock::new(()),
-        }
+        Self { name, access, text: SeqBytes::new(), writer: IrqSpinLock::new(()) }
     }
 
     /// Reads a consistent copy (retrying while a write is under way).
     pub fn load(&self) -> ShortText {
-        loop {
-            let before = self.sequence.load(Ordering::Acquire);
-            if before % 2 == 1 {
-                core::hint::spin_loop();
-                continue;
-            }
-            // SAFETY: a racing write may change the bytes, but the copy is
-            // discarded unless the sequence is unchanged afterwards.
-            let copy = unsafe { core::ptr::read_volatile(self.bytes.get()) };
-            let len = usize::from(self.len.load(Ordering::Acquire)).min(SHORT_TEXT_CAPACITY);
-            core::sync::atomic::fence(Ordering::Acquire);
-            if self.sequence.load(Ordering::Acquire) == before {
-                return ShortText::from_utf8(&copy[..len]).unwrap_or_default();
-            }
-        }
+        let mut copy = [0u8; SHORT_TEXT_CAPACITY];
+        let len = self.text.read(&mut copy);
+        ShortText::from_utf8(&copy[..len]).unwrap_or_default()
     }
 
     /// Stores `text` (cut at 64 bytes, on a character boundary).
@@ -228,16 +213,7 @@ impl SharedText {
             len -= 1;
         }
         let _writer = self.writer.lock();
-        self.sequence.fetch_add(1, Ordering::AcqRel);
-        core::sync::atomic::fence(Ordering::Release);
-        // SAFETY: the writer lock and the odd sequence make this the only
-        // writer; readers retry.
-        unsafe {
-            let bytes = &mut *self.bytes.get();
-            bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
-        }
-        self.len.store(len as u8, Ordering::Release);
-        self.sequence.fetch_add(1, Ordering::AcqRel);
+        self.text.write(&text.as_bytes()[..len]);
     }
 }
 

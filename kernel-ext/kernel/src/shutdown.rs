@@ -40,6 +40,7 @@ pub const fn is_kernel_failure_code(code: u8) -> bool {
 
 /// Logs the shutdown line the runner checks, then exits with `code`.
 pub fn shutdown(code: u8) -> ! {
+    crate::console::flush_deferred();
     crate::console::line(format_args!("rtedge: shutdown code={code}"));
     exit::exit(code)
 }

@@ -13,6 +13,7 @@ use crate::ktest::{Outcome, Test};
 use crate::{check, check_eq, clockevent, cpu_local, memory, time, trap};
 
 mod deferred;
+mod log_pool_rules;
 mod smp;
 mod threads;
 mod workqueue_rules;
@@ -32,6 +33,7 @@ fn error(e: impl core::fmt::Display) -> alloc::string::String {
 pub fn groups() -> alloc::vec::Vec<&'static [Test]> {
     let mut groups: alloc::vec::Vec<&'static [Test]> = alloc::vec![TESTS, threads::TESTS, deferred::TESTS];
     groups.push(workqueue_rules::TESTS);
+    groups.push(log_pool_rules::tests());
     if crate::thread::online_mask().count_ones() > 1 {
         groups.push(smp::TESTS);
     }
