@@ -13,6 +13,7 @@ pub mod clock;
 pub mod cmdline;
 pub mod histogram;
 pub mod periodic;
+pub mod pi;
 pub mod sched;
 pub mod sync;
 pub mod tasklet;
