@@ -183,7 +183,7 @@ mod tests {
             let order = self.waiters.get(&lock).cloned().unwrap_or_default();
             let list = Slice { order: &order, current: &self.current };
             let after = insert_after(&list, order.first().copied(), self.current[&thread]);
-            let position = after.map_or(0, |w| order.iter().position(|&x| x == w).unwrap() + 1);
+            let position = after.and_then(|w| order.iter().position(|&x| x == w)).map_or(0, |p| p + 1);
             self.waiters.entry(lock).or_default().insert(position, thread);
         }
 

@@ -14,6 +14,7 @@ use crate::{check, check_eq, clockevent, cpu_local, memory, time, trap};
 
 mod deferred;
 mod smp;
+mod rt_rules;
 mod threads;
 
 /// Nanoseconds, for the tests' deadlines and bounds.
@@ -29,7 +30,7 @@ fn error(e: impl core::fmt::Display) -> alloc::string::String {
 /// SMP group runs only with more than one CPU online, its three-CPU tests
 /// with more than two.
 pub fn groups() -> alloc::vec::Vec<&'static [Test]> {
-    let mut groups: alloc::vec::Vec<&'static [Test]> = alloc::vec![TESTS, threads::TESTS, deferred::TESTS];
+    let mut groups: alloc::vec::Vec<&'static [Test]> = alloc::vec![TESTS, threads::TESTS, deferred::TESTS, rt_rules::TESTS];
     if crate::thread::online_mask().count_ones() > 1 {
         groups.push(smp::TESTS);
     }

@@ -11,6 +11,7 @@
 //! Real-time threads allocate everything at creation (stack, control block,
 //! timer) and may not touch the general heap afterwards; the heap checks it.
 
+mod pi;
 mod scheduler;
 mod wait;
 
@@ -22,7 +23,7 @@ pub(crate) mod scheduler_state {
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::mem::{align_of, size_of, MaybeUninit};
-use core::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicI8, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicI8, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -30,6 +31,7 @@ use alloc::vec::Vec;
 use rtedge_arch::switch::Context;
 use rtedge_engine::histogram::LatencyHistogram;
 use rtedge_engine::periodic::Periodic;
+use rtedge_engine::pi::Level;
 use rtedge_engine::sched::{weight_for_nice, NICE_MAX, NICE_MIN, RT_PRIORITY_MAX};
 
 use crate::clockevent::{self, AlarmId};
@@ -42,6 +44,7 @@ pub use scheduler::{
     schedule, set_isolated, prepare_secondary_cpu, try_current, yield_now,
 };
 pub(crate) use scheduler::reschedule_interrupt;
+pub use pi::RtMutex;
 pub use wait::{WaitError, WaitQueue};
 
 /// Most threads that can exist at once (including idle threads).
@@ -54,6 +57,9 @@ pub const DEFAULT_STACK_SIZE: u64 = 64 * 1024;
 pub const DEFAULT_RT_STACK_SIZE: u64 = 32 * 1024;
 /// Exit code of a thread ended by cancellation (as PTHREAD_CANCELED).
 pub const CANCELED: i32 = -1;
+/// Exit code of a thread stopped before it ever ran (kthread_stop of a
+/// never-woken kthread returns -EINTR; its function is not called).
+pub const STOPPED_BEFORE_START: i32 = -4;
 /// Cleanup handlers one thread can have pushed at once.
 pub const CLEANUP_CAPACITY: usize = 8;
 /// Bytes of captured state a thread entry closure may hold inline (larger
@@ -202,10 +208,17 @@ impl fmt::Display for ThreadError {
 pub type Result<T> = core::result::Result<T, ThreadError>;
 
 /// A thread entry stored inline in the control block: the closure's bytes
-/// and a function that moves it out and runs it.
+/// and the functions that move it out and run it, or drop it unrun.
 struct Entry {
     storage: MaybeUninit<[u64; ENTRY_CAPACITY / 8]>,
-    run: Option<unsafe fn(*mut u8) -> i32>,
+    run: Option<EntryFunctions>,
+}
+
+/// How to run or drop what `Entry::store` wrote (each takes it once).
+#[derive(Clone, Copy)]
+struct EntryFunctions {
+    run: unsafe fn(*mut u8) -> i32,
+    discard: unsafe fn(*mut u8),
 }
 
 impl Entry {
@@ -215,26 +228,31 @@ impl Entry {
 
     /// Stores `f` inline if it fits, else boxed (kernel threads only).
     fn store<F: FnOnce() -> i32 + Send + 'static>(&mut self, f: F, allow_box: bool) -> Result<()> {
+        type Boxed = Box<dyn FnOnce() -> i32 + Send>;
         unsafe fn run_inline<F: FnOnce() -> i32>(storage: *mut u8) -> i32 {
-            // SAFETY: `store` wrote an `F` here and `run` is taken once.
+            // SAFETY: `store` wrote an `F` here and it is taken once.
             let f = unsafe { core::ptr::read(storage as *mut F) };
             f()
         }
+        unsafe fn discard_inline<F>(storage: *mut u8) {
+            // SAFETY: as in `run_inline`.
+            drop(unsafe { core::ptr::read(storage as *mut F) });
+        }
         unsafe fn run_boxed(storage: *mut u8) -> i32 {
             // SAFETY: `store` wrote a `Box<dyn FnOnce>` here; taken once.
-            let f = unsafe { core::ptr::read(storage as *mut Box<dyn FnOnce() -> i32 + Send>) };
+            let f = unsafe { core::ptr::read(storage as *mut Boxed) };
             f()
         }
         if size_of::<F>() <= ENTRY_CAPACITY && align_of::<F>() <= align_of::<u64>() {
             // SAFETY: the storage is large and aligned enough for `F`.
             unsafe { core::ptr::write(self.storage.as_mut_ptr() as *mut F, f) };
-            self.run = Some(run_inline::<F>);
+            self.run = Some(EntryFunctions { run: run_inline::<F>, discard: discard_inline::<F> });
             Ok(())
         } else if allow_box {
-            let boxed: Box<dyn FnOnce() -> i32 + Send> = Box::new(f);
+            let boxed: Boxed = Box::new(f);
             // SAFETY: a fat Box pointer (16 bytes) fits the storage.
-            unsafe { core::ptr::write(self.storage.as_mut_ptr() as *mut Box<dyn FnOnce() -> i32 + Send>, boxed) };
-            self.run = Some(run_boxed);
+            unsafe { core::ptr::write(self.storage.as_mut_ptr() as *mut Boxed, boxed) };
+            self.run = Some(EntryFunctions { run: run_boxed, discard: discard_inline::<Boxed> });
             Ok(())
         } else {
             Err(ThreadError::EntryTooLarge)
@@ -244,9 +262,17 @@ impl Entry {
     /// Runs the stored entry (once).
     fn run(&mut self) -> i32 {
         match self.run.take() {
-            // SAFETY: `run` matches what `store` wrote; `take` makes it once.
-            Some(run) => unsafe { run(self.storage.as_mut_ptr() as *mut u8) },
+            // SAFETY: the functions match what `store` wrote; `take` makes it once.
+            Some(functions) => unsafe { (functions.run)(self.storage.as_mut_ptr() as *mut u8) },
             None => 0,
+        }
+    }
+
+    /// Drops the stored entry without running it (once).
+    fn discard(&mut self) {
+        if let Some(functions) = self.run.take() {
+            // SAFETY: as in `run`.
+            unsafe { (functions.discard)(self.storage.as_mut_ptr() as *mut u8) }
         }
     }
 }
@@ -276,6 +302,14 @@ pub struct Thread {
     kind_tag: AtomicU8,
     priority: AtomicU8,
     nice: AtomicI8,
+    /// The level it runs at (`Level::encode`): its own, or one inherited
+    /// from a waiter of a mutex it holds. Changed only under the
+    /// inheritance lock (`pi`), read by the scheduler.
+    effective: AtomicU8,
+    /// The `RtMutex` it is blocked on (its address; 0 = none). Set and
+    /// cleared under the inheritance lock; while set, the thread is inside
+    /// `RtMutex::lock`, which borrows the mutex, so the address is live.
+    blocked_on: AtomicUsize,
     state: AtomicU8,
     /// CPUs the thread may run on (bit n = CPU n).
     affinity: AtomicU64,
@@ -343,6 +377,8 @@ impl Thread {
             kind_tag: AtomicU8::new(KIND_KERNEL),
             priority: AtomicU8::new(0),
             nice: AtomicI8::new(0),
+            effective: AtomicU8::new(0),
+            blocked_on: AtomicUsize::new(0),
             state: AtomicU8::new(State::Free as u8),
             affinity: AtomicU64::new(u64::MAX),
             pinned: AtomicBool::new(false),
@@ -398,6 +434,30 @@ impl Thread {
 
     pub fn is_realtime(&self) -> bool {
         self.kind_tag.load(Ordering::Relaxed) == KIND_REALTIME
+    }
+
+    /// The class the scheduler runs it in: its own, or real time at an
+    /// inherited priority while a more urgent thread waits for a mutex it
+    /// holds (priority inheritance).
+    pub fn effective_kind(&self) -> Kind {
+        let own = self.kind();
+        match (own, self.level()) {
+            (Kind::Idle, _) | (_, Level::Fair) => own,
+            (_, Level::Realtime(priority)) => Kind::Realtime { priority },
+        }
+    }
+
+    /// Its own level, from its class and priority.
+    fn base_level(&self) -> Level {
+        match self.kind() {
+            Kind::Realtime { priority } => Level::Realtime(priority),
+            Kind::Kernel { .. } | Kind::Idle => Level::Fair,
+        }
+    }
+
+    /// The level it runs and waits at (inherited or its own).
+    fn level(&self) -> Level {
+        Level::decode(self.effective.load(Ordering::Acquire))
     }
 
     pub fn state(&self) -> State {
@@ -568,6 +628,8 @@ fn reset_slot(thread: &'static Thread, serial: u32) -> &'static Thread {
     thread.signals.store(0, Ordering::Relaxed);
     thread.buddy.store(0, Ordering::Relaxed);
     thread.bh_depth.store(0, Ordering::Relaxed);
+    thread.effective.store(0, Ordering::Relaxed);
+    thread.blocked_on.store(0, Ordering::Relaxed);
     *thread.realtime.lock() = RealtimeStats { periodic: None, latency: LatencyHistogram::new(), last_latency_ns: 0 };
     // SAFETY: the slot is reserved (Created, serial 0): nobody else uses it.
     unsafe { (*thread.cleanup.get()).1 = 0 };
@@ -680,6 +742,7 @@ impl Builder {
             }
             Kind::Idle => {}
         }
+        thread.effective.store(thread.base_level().encode(), Ordering::Release);
         // SAFETY: the slot is reserved and not started; nobody reads the entry.
         if let Err(error) = unsafe { (*thread.entry.get()).store(entry, !matches!(self.kind, Kind::Realtime { .. })) } {
             thread.set_state(State::Free);
@@ -721,6 +784,34 @@ pub fn start(id: ThreadId) -> Result<()> {
         return Err(ThreadError::WrongState);
     }
     scheduler::enqueue_woken(thread);
+    Ok(())
+}
+
+/// Changes a thread's scheduling class and priority at run time
+/// (pthread_setschedparam), effective at once: a thread raised above what
+/// runs on its CPU preempts it, a running thread lowered below a ready one
+/// gives way, and the new level goes along the chain of mutex owners the
+/// thread waits on. A kernel thread made real-time is pinned to the CPU it
+/// is on (real-time threads run on exactly one CPU) and stays pinned.
+pub fn set_scheduling(id: ThreadId, kind: Kind) -> Result<()> {
+    match kind {
+        Kind::Realtime { priority } if priority > RT_PRIORITY_MAX => return Err(ThreadError::InvalidArgument),
+        Kind::Kernel { nice } if !(NICE_MIN..=NICE_MAX).contains(&nice) => return Err(ThreadError::InvalidArgument),
+        Kind::Idle => return Err(ThreadError::InvalidArgument),
+        _ => {}
+    }
+    if context::in_interrupt() || crate::softirq::in_softirq() {
+        return Err(ThreadError::WrongContext);
+    }
+    let thread = get(id).ok_or(ThreadError::NoSuchThread)?;
+    if thread.kind() == Kind::Idle || thread.state() == State::Exited {
+        return Err(ThreadError::WrongState);
+    }
+    if matches!(kind, Kind::Realtime { .. }) && thread.affinity().count_ones() != 1 {
+        thread.affinity.store(1 << thread.cpu(), Ordering::Relaxed);
+        thread.pinned.store(true, Ordering::Relaxed);
+    }
+    pi::change_kind(thread, kind);
     Ok(())
 }
 
