@@ -12,8 +12,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use rtedge_arch::cpu;
 
 use crate::ktest::{Outcome, Test};
-use crate::sync::{IrqSpinLock, Mutex, Semaphore};
-use crate::thread::{self, Builder, State, ThreadId};
+use crate::sync::{self, IrqSpinLock, Mutex, Semaphore, SpinLock};
+use crate::thread::{self, Builder, Kind, State, ThreadId};
 use crate::{check, check_eq, time};
 
 use super::{error, MILLISECOND, SECOND};
@@ -24,6 +24,10 @@ pub const TESTS: &[Test] = &[
     Test { name: "rt_rules::semaphore_wakes_the_most_urgent_waiter_first", run: semaphore_wake_order },
     Test { name: "rt_rules::kthread_stop_of_a_never_started_thread_skips_its_function", run: stop_never_started },
     Test { name: "rt_rules::cancelled_rt_mutex_waiter_does_not_livelock_its_cpu", run: cancelled_waiter },
+    Test { name: "rt_rules::inheritance_follows_a_chain_of_owners", run: chain_inheritance },
+    Test { name: "rt_rules::raised_priority_preempts_at_once", run: raised_preempts },
+    Test { name: "rt_rules::lowered_running_thread_yields_at_once", run: lowered_yields },
+    Test { name: "rt_rules::spin_lock_from_an_rt_thread_is_caught", run: rt_spin_lock_check },
 ];
 
 static TRACE: IrqSpinLock<Vec<&'static str>> = IrqSpinLock::new(Vec::new());
@@ -308,5 +312,162 @@ fn cancelled_waiter() -> Outcome {
     RELEASE_OWNER.store(true, Ordering::SeqCst);
     check_eq!(thread::join(owner, Some(10 * SECOND)).map_err(error)?, 5);
     check_eq!(thread::join(waiter, Some(10 * SECOND)).map_err(error)?, thread::CANCELED);
+    Ok(())
+}
+
+/// A thread's effective class as a number for atomics: 1000 for a kernel
+/// thread, the priority for a real-time one (0 for none).
+fn effective_code(id: ThreadId) -> u32 {
+    match thread::get(id).map(|thread| thread.effective_kind()) {
+        Some(Kind::Realtime { priority }) => u32::from(priority),
+        Some(_) => 1000,
+        None => 0,
+    }
+}
+
+fn own_effective_code() -> u32 {
+    effective_code(thread::current_id())
+}
+
+static CHAIN_M1: Mutex<()> = Mutex::new(());
+static CHAIN_M2: Mutex<()> = Mutex::new(());
+static CHAIN_RELEASE: Semaphore = Semaphore::new(0);
+/// Effective priorities seen: C with B waiting, C and B with A waiting too,
+/// C after releasing M2, B after releasing M2, B after releasing M1.
+static CHAIN_SEEN: [AtomicU32; 6] = [const { AtomicU32::new(0) }; 6];
+
+/// A (40) waits on M1 owned by B (20), which waits on M2 owned by C (10):
+/// C runs at 40; each drops back as it releases what lent it priority.
+fn chain_inheritance() -> Outcome {
+    for seen in &CHAIN_SEEN {
+        seen.store(0, Ordering::SeqCst);
+    }
+    start_trace();
+    let c = Builder::new("t-chain-c")
+        .realtime(10)
+        .create(|| {
+            let m2 = CHAIN_M2.lock();
+            let _ = CHAIN_RELEASE.down();
+            drop(m2);
+            CHAIN_SEEN[3].store(own_effective_code(), Ordering::SeqCst);
+            0
+        })
+        .map_err(error)?;
+    let b = Builder::new("t-chain-b")
+        .realtime(20)
+        .create(|| {
+            let m1 = CHAIN_M1.lock();
+            let m2 = CHAIN_M2.lock();
+            trace("b got m2");
+            drop(m2);
+            CHAIN_SEEN[4].store(own_effective_code(), Ordering::SeqCst);
+            drop(m1);
+            CHAIN_SEEN[5].store(own_effective_code(), Ordering::SeqCst);
+            0
+        })
+        .map_err(error)?;
+    let a = Builder::new("t-chain-a")
+        .realtime(40)
+        .create(|| {
+            let m1 = CHAIN_M1.lock();
+            trace("a got m1");
+            drop(m1);
+            0
+        })
+        .map_err(error)?;
+    orchestrate(50, move || {
+        start(c)?;
+        sleep_until("c to take m2", || CHAIN_M2.is_locked())?;
+        start(b)?;
+        sleep_until("b to block on m2", || is_state(b, State::Blocked))?;
+        CHAIN_SEEN[0].store(effective_code(c), Ordering::SeqCst);
+        start(a)?;
+        sleep_until("a to block on m1", || is_state(a, State::Blocked))?;
+        CHAIN_SEEN[1].store(effective_code(c), Ordering::SeqCst);
+        CHAIN_SEEN[2].store(effective_code(b), Ordering::SeqCst);
+        CHAIN_RELEASE.up();
+        Ok(())
+    })?;
+    join_all(&[a, b, c])?;
+    let seen: Vec<u32> = CHAIN_SEEN.iter().map(|seen| seen.load(Ordering::SeqCst)).collect();
+    check_eq!(seen, alloc::vec![20, 40, 40, 10, 40, 20]);
+    check_eq!(take_trace(), alloc::vec!["b got m2", "a got m1"]);
+    Ok(())
+}
+
+/// A ready RT thread (10) raised to 40 by the orchestrator (30) runs before
+/// the orchestrator's next statement.
+fn raised_preempts() -> Outcome {
+    start_trace();
+    let raised = Builder::new("t-raised")
+        .realtime(10)
+        .create(|| {
+            trace("raised thread ran");
+            0
+        })
+        .map_err(error)?;
+    orchestrate(30, move || {
+        start(raised)?;
+        if !is_state(raised, State::Ready) {
+            return Err("the priority-10 thread ran before the raise");
+        }
+        thread::set_scheduling(raised, Kind::Realtime { priority: 40 }).map_err(|_| "set_scheduling failed")?;
+        trace("after the raise");
+        Ok(())
+    })?;
+    join_all(&[raised])?;
+    check_eq!(take_trace(), alloc::vec!["raised thread ran", "after the raise"]);
+    Ok(())
+}
+
+/// A running RT thread (40) that lowers itself to 20 below the ready
+/// orchestrator (30) gives it the CPU before its own next statement.
+fn lowered_yields() -> Outcome {
+    start_trace();
+    let lowered = Builder::new("t-lowered")
+        .realtime(40)
+        .create(|| {
+            let me = thread::current_id();
+            if thread::set_scheduling(me, Kind::Realtime { priority: 20 }).is_err() {
+                trace("set_scheduling failed");
+            }
+            trace("lowered thread continued");
+            0
+        })
+        .map_err(error)?;
+    orchestrate(30, move || {
+        start(lowered)?;
+        trace("orchestrator resumed");
+        Ok(())
+    })?;
+    join_all(&[lowered])?;
+    check_eq!(take_trace(), alloc::vec!["orchestrator resumed", "lowered thread continued"]);
+    Ok(())
+}
+
+static SHARED_WITH_THREADS: SpinLock<u32> = SpinLock::new(0);
+static SHARED_WITH_IRQS: IrqSpinLock<u32> = IrqSpinLock::new(0);
+static SHARED_SLEEPING: Mutex<u32> = Mutex::new(0);
+
+/// With strict mode off (only counted): an RT thread's `spin_lock` and
+/// `spin_lock_bh` are the two violations; its `IrqSpinLock` and `Mutex` are
+/// none, nor is a kernel thread's `spin_lock_bh`.
+fn rt_spin_lock_check() -> Outcome {
+    sync::set_strict_realtime_check(false);
+    let before = sync::realtime_violations();
+    *SHARED_WITH_THREADS.lock_bh() += 1;
+    let kernel_thread_takes = sync::realtime_violations() - before;
+    let rt = Builder::new("t-rt-spin").realtime(10).spawn(|| {
+        *SHARED_WITH_THREADS.lock() += 1;
+        *SHARED_WITH_THREADS.lock_bh() += 1;
+        *SHARED_WITH_IRQS.lock() += 1;
+        *SHARED_SLEEPING.lock() += 1;
+        0
+    });
+    let joined = rt.map_err(error).and_then(|id| thread::join(id, Some(10 * SECOND)).map_err(error));
+    sync::set_strict_realtime_check(true);
+    joined?;
+    check_eq!(kernel_thread_takes, 0);
+    check_eq!(sync::realtime_violations() - before, 2);
     Ok(())
 }
