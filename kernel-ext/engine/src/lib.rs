@@ -15,6 +15,7 @@ pub mod histogram;
 pub mod periodic;
 pub mod pi;
 pub mod sched;
+pub mod seqtext;
 pub mod sync;
 pub mod tasklet;
 pub mod timers;

@@ -241,7 +241,7 @@ fn signal(target: &[u8], signal_name: Option<&[u8]>) -> Reply {
             Err(reason) => error(reason),
         },
         Signal::Term => {
-            if protected(target.name()) {
+            if protected(&target.name()) {
                 return error(format!("thread '{target_name}' belongs to the kernel and cannot be terminated"));
             }
             let result = if target.is_realtime() { thread::cancel(target.id()) } else { thread::request_stop(target.id()) };

@@ -32,6 +32,7 @@ use rtedge_arch::switch::Context;
 use rtedge_engine::histogram::LatencyHistogram;
 use rtedge_engine::periodic::Periodic;
 use rtedge_engine::pi::Level;
+use rtedge_engine::seqtext::SeqText;
 use rtedge_engine::sched::{weight_for_nice, NICE_MAX, NICE_MIN, RT_PRIORITY_MAX};
 
 use crate::clockevent::{self, AlarmId};
@@ -50,7 +51,7 @@ pub use wait::{WaitError, WaitQueue};
 /// Most threads that can exist at once (including idle threads).
 pub const MAX_THREADS: usize = 256;
 /// Longest thread name in bytes.
-pub const NAME_CAPACITY: usize = 32;
+pub const NAME_CAPACITY: usize = rtedge_engine::seqtext::TEXT_CAPACITY;
 /// Default stack size of kernel threads.
 pub const DEFAULT_STACK_SIZE: u64 = 64 * 1024;
 /// Default stack size of real-time threads.
@@ -297,8 +298,10 @@ pub struct RealtimeStats {
 pub struct Thread {
     slot: u16,
     serial: AtomicU32,
-    name: UnsafeCell<[u8; NAME_CAPACITY]>,
-    name_len: AtomicU8,
+    /// The name: rewritten when the slot is reused while lists (`find`,
+    /// `list`) may read it, so a sequence lock over atomics, never a plain
+    /// array (a reader gets the old name or the new one, whole).
+    name: SeqText,
     kind_tag: AtomicU8,
     priority: AtomicU8,
     nice: AtomicI8,
@@ -354,9 +357,9 @@ pub struct Thread {
     buddy: AtomicU64,
 }
 
-// SAFETY: every field is atomic or lock-protected, except `name`, `context`,
-// `entry` and `cleanup`, which have single writers: the name and entry are
-// written only while the slot is not visible (Free/Created before start),
+// SAFETY: every field is atomic or lock-protected, except `context`,
+// `entry` and `cleanup`, which have single writers: the entry is written
+// only while the slot is reserved and not started (Created),
 // the context only by the CPU switching the thread (serialised by
 // `context_saved`), the cleanup stack only by the thread itself.
 unsafe impl Sync for Thread {}
@@ -372,8 +375,7 @@ impl Thread {
         Self {
             slot,
             serial: AtomicU32::new(0),
-            name: UnsafeCell::new([0; NAME_CAPACITY]),
-            name_len: AtomicU8::new(0),
+            name: SeqText::new(),
             kind_tag: AtomicU8::new(KIND_KERNEL),
             priority: AtomicU8::new(0),
             nice: AtomicI8::new(0),
@@ -415,13 +417,16 @@ impl Thread {
         ThreadId { slot: self.slot, serial: self.serial.load(Ordering::Acquire) }
     }
 
-    /// The thread's name.
-    pub fn name(&self) -> &str {
-        let len = usize::from(self.name_len.load(Ordering::Acquire)).min(NAME_CAPACITY);
-        // SAFETY: the name is written only while the slot is invisible
-        // (before the serial is published); readers see a complete name.
-        let bytes = unsafe { &(&*self.name.get())[..len] };
-        core::str::from_utf8(bytes).unwrap_or("?")
+    /// The thread's name, copied out (the slot may be renamed for another
+    /// thread later; the copy stays as read).
+    pub fn name(&self) -> ThreadName {
+        let mut bytes = [0u8; NAME_CAPACITY];
+        // A rename runs only while a slot is being claimed; a few attempts
+        // see it finish.
+        match self.name.read(&mut bytes, 8) {
+            Some(len) => ThreadName::new(core::str::from_utf8(&bytes[..len]).unwrap_or("?")),
+            None => ThreadName::new("?"),
+        }
     }
 
     pub fn kind(&self) -> Kind {
@@ -638,14 +643,83 @@ fn reset_slot(thread: &'static Thread, serial: u32) -> &'static Thread {
 }
 
 fn set_name(thread: &Thread, name: &str) {
-    let mut len = name.len().min(NAME_CAPACITY);
-    while !name.is_char_boundary(len) {
-        len -= 1;
+    thread.name.write(ThreadName::new(name).as_bytes());
+}
+
+/// A thread's name as read at one moment: a string of at most
+/// [`NAME_CAPACITY`] bytes that derefs to `str`.
+#[derive(Clone, Copy)]
+pub struct ThreadName {
+    bytes: [u8; NAME_CAPACITY],
+    len: u8,
+}
+
+impl ThreadName {
+    /// `text`, cut to [`NAME_CAPACITY`] bytes at a character boundary.
+    pub fn new(text: &str) -> Self {
+        let mut len = text.len().min(NAME_CAPACITY);
+        while !text.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0u8; NAME_CAPACITY];
+        bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
+        Self { bytes, len: len as u8 }
     }
-    // SAFETY: the slot is reserved and not yet started; no reader uses the
-    // name until the thread is listed with its new serial.
-    unsafe { (&mut *thread.name.get())[..len].copy_from_slice(&name.as_bytes()[..len]) };
-    thread.name_len.store(len as u8, Ordering::Release);
+
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?")
+    }
+}
+
+impl core::ops::Deref for ThreadName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for ThreadName {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for ThreadName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for ThreadName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq for ThreadName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for ThreadName {}
+
+impl PartialEq<str> for ThreadName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ThreadName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl From<ThreadName> for String {
+    fn from(name: ThreadName) -> String {
+        String::from(name.as_str())
+    }
 }
 
 /// Describes a thread to create.
@@ -824,7 +898,7 @@ pub fn exit(code: i32) -> ! {
     if let Some(alarm) = thread.thread_alarm() {
         clockevent::cancel(alarm);
     }
-    crate::events::thread_exited(thread.id(), thread.name(), code);
+    crate::events::thread_exited(thread.id(), &thread.name(), code);
     scheduler::exit_current(thread)
 }
 
@@ -1083,7 +1157,7 @@ pub fn wait_next_period() -> Result<Release> {
             "release",
             &[("latency_ns", latency as i64), ("miss", i64::from(wait.missed)), ("skipped", wait.skipped as i64)],
             "thread",
-            thread.name(),
+            &thread.name(),
         );
     }
     test_cancel();
