@@ -199,7 +199,8 @@ impl WaitQueue {
         self.wait_until(None, condition)
     }
 
-    /// Wakes the longest waiter. Returns whether one was woken.
+    /// Wakes the most urgent waiter (the longest-waiting among equals).
+    /// Returns whether one was woken.
     pub fn wake_one(&self) -> bool {
         let mut list = self.list.lock();
         while let Some(thread) = list.pop() {
