@@ -14,9 +14,14 @@
 //!   level; a waiter whose level changes is re-sorted (the kernel removes and
 //!   re-inserts it).
 //!
+//! The lock word's protocol ([`OwnerWord`]) is here too, model-checked with
+//! loom.
+//!
 //! Only real-time levels are inherited: a fair (kernel) waiter never boosts
 //! anyone, as in Linux, where the fair class's share does not change with an
 //! inherited priority.
+
+use crate::sync::{AtomicU64, Ordering};
 
 /// How urgent a thread is, for inheritance and wait order. Fair (kernel)
 /// threads are all equal and below every real-time priority.
@@ -138,6 +143,100 @@ pub fn propagate<G: LockGraph>(graph: &mut G, start: G::Thread) -> Propagation {
         thread = owner;
     }
     Propagation::TooLong
+}
+
+/// Set in an [`OwnerWord`] while threads wait: the owner's fast unlock
+/// then fails, and it hands the mutex over under the inheritance lock.
+pub const HAS_WAITERS: u64 = 1 << 63;
+
+/// What a thread that wants a held mutex finds, under the inheritance lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// It owns the mutex (taken now, or handed over while it slept).
+    Owned,
+    /// `owner` holds it and the waiters bit is set: queue and sleep.
+    Wait { owner: u64 },
+    /// The owner released it meanwhile: look again.
+    Retry,
+}
+
+/// The lock word of a priority-inheriting mutex: the owner's id (never 0,
+/// below bit 63), 0 when free, [`HAS_WAITERS`] while threads wait.
+///
+/// Rules: the uncontended lock and unlock are one compare-exchange each and
+/// take no lock; once the waiters bit is set, only holders of the
+/// inheritance lock change the word, so a waiter queued under that lock is
+/// never missed by the unlock (no lost wake-up) and the mutex goes to the
+/// head of the queue. `tests/loom_pi_mutex.rs` checks every interleaving.
+#[derive(Debug)]
+pub struct OwnerWord(AtomicU64);
+
+impl Default for OwnerWord {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OwnerWord {
+    /// A free mutex.
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        Self(AtomicU64::new(0))
+    }
+
+    /// A free mutex (loom's atomics cannot be built in a constant).
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self(AtomicU64::new(0))
+    }
+
+    /// The fast lock: takes a free mutex for `me`.
+    pub fn try_lock(&self, me: u64) -> bool {
+        self.0.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
+    /// The fast unlock: frees the mutex if nobody waits. `false`: waiters
+    /// exist, hand it over with [`hand_over`](Self::hand_over).
+    pub fn unlock_fast(&self, me: u64) -> bool {
+        self.0.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed).is_ok()
+    }
+
+    /// Under the inheritance lock: takes the mutex if free, or marks that
+    /// `me` is about to wait for its owner.
+    pub fn arrive(&self, me: u64) -> Arrival {
+        let word = self.0.load(Ordering::Acquire);
+        if word & !HAS_WAITERS == me {
+            return Arrival::Owned;
+        }
+        if word == 0 {
+            return if self.try_lock(me) { Arrival::Owned } else { Arrival::Retry };
+        }
+        if word & HAS_WAITERS != 0
+            || self.0.compare_exchange(word, word | HAS_WAITERS, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        {
+            Arrival::Wait { owner: word & !HAS_WAITERS }
+        } else {
+            Arrival::Retry
+        }
+    }
+
+    /// Under the inheritance lock, by the owner whose fast unlock failed:
+    /// gives the mutex to `next` (the head of the queue; `more`: others
+    /// still wait), or frees it if the queue is empty.
+    pub fn hand_over(&self, next: Option<u64>, more: bool) {
+        let word = match next {
+            Some(next) if more => next | HAS_WAITERS,
+            Some(next) => next,
+            None => 0,
+        };
+        self.0.store(word, Ordering::Release);
+    }
+
+    /// The owner's id, if held.
+    pub fn owner(&self) -> Option<u64> {
+        let owner = self.0.load(Ordering::Acquire) & !HAS_WAITERS;
+        (owner != 0).then_some(owner)
+    }
 }
 
 #[cfg(test)]

@@ -13,10 +13,10 @@
 //! enough for a handful of CPUs). The uncontended lock and unlock are one
 //! compare-exchange each and never take it.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use rtedge_arch::cpu;
-use rtedge_engine::pi::{self, Level, LockGraph, Propagation};
+use rtedge_engine::pi::{self, Arrival, Level, LockGraph, OwnerWord, Propagation};
 
 use super::scheduler::{self, current};
 use super::{get, pack, unpack, Kind, State, Thread, WaitQueue, KIND_KERNEL, KIND_REALTIME, TABLE};
@@ -28,17 +28,14 @@ use crate::sync::IrqSpinLock;
 /// order: taken before wait-queue lists, the thread table and run queues.
 static INHERITANCE: IrqSpinLock<()> = IrqSpinLock::new(());
 
-/// Set in the owner word while threads wait: the owner's fast unlock then
-/// fails and it hands the mutex over under [`INHERITANCE`].
-const HAS_WAITERS: u64 = 1 << 63;
-
 /// A sleeping lock with priority inheritance (the raw lock of
 /// `sync::Mutex`). Threads only: never from interrupt or softirq context.
 #[derive(Debug)]
 pub struct RtMutex {
-    /// The owner (its packed id; 0 = free), with [`HAS_WAITERS`] while
-    /// threads wait. With the bit set only [`INHERITANCE`] holders change it.
-    owner: AtomicU64,
+    /// The owner (its packed id; 0 = free) and whether threads wait
+    /// (`rtedge_engine::pi::OwnerWord`: with waiters, only [`INHERITANCE`]
+    /// holders change it).
+    owner: OwnerWord,
     /// The waiters, most urgent first; changed under [`INHERITANCE`].
     waiters: WaitQueue,
 }
@@ -51,7 +48,7 @@ impl Default for RtMutex {
 
 impl RtMutex {
     pub const fn new() -> Self {
-        Self { owner: AtomicU64::new(0), waiters: WaitQueue::new() }
+        Self { owner: OwnerWord::new(), waiters: WaitQueue::new() }
     }
 
     fn address(&self) -> usize {
@@ -69,7 +66,7 @@ impl RtMutex {
         );
         let thread = current();
         let me = pack(thread.id());
-        if self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        if self.owner.try_lock(me) {
             return;
         }
         self.lock_slow(thread, me);
@@ -81,32 +78,22 @@ impl RtMutex {
             // in `WaitQueue::wait_until`).
             let interrupts_were_enabled = cpu::interrupts_save();
             let guard = INHERITANCE.lock();
-            let word = self.owner.load(Ordering::Acquire);
-            if word & !HAS_WAITERS == me {
-                // Handed over by the unlocker, which took this thread off
-                // the queue and cleared `blocked_on`.
-                drop(guard);
-                cpu::interrupts_restore(interrupts_were_enabled);
-                return;
-            }
-            let block = if word == 0 {
-                if self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            let block = match self.owner.arrive(me) {
+                // Taken now, or handed over by the unlocker, which took this
+                // thread off the queue and cleared `blocked_on`.
+                Arrival::Owned => {
                     drop(guard);
                     cpu::interrupts_restore(interrupts_were_enabled);
                     return;
                 }
-                false
-            } else {
-                // Marking the waiters bit fails if the owner's fast unlock
-                // came first: then look again.
-                word & HAS_WAITERS != 0
-                    || self.owner.compare_exchange(word, word | HAS_WAITERS, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                Arrival::Retry => None,
+                Arrival::Wait { owner } => Some(owner),
             };
-            if block {
+            if let Some(owner) = block {
                 if thread.blocked_on.load(Ordering::Relaxed) != self.address() {
                     thread.blocked_on.store(self.address(), Ordering::Release);
                     self.waiters.insert(thread);
-                    if let Some(owner) = unpack(word & !HAS_WAITERS).and_then(get) {
+                    if let Some(owner) = unpack(owner).and_then(get) {
                         pi::propagate(&mut Graph, Node(owner));
                     }
                 }
@@ -115,7 +102,7 @@ impl RtMutex {
                 thread.set_state(State::Blocked);
             }
             drop(guard);
-            if block {
+            if block.is_some() {
                 scheduler::block_current(thread, None);
             }
             cpu::interrupts_restore(interrupts_were_enabled);
@@ -124,8 +111,7 @@ impl RtMutex {
 
     /// Takes the lock if it is free now.
     pub fn try_lock(&self) -> bool {
-        let me = pack(current().id());
-        self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        self.owner.try_lock(pack(current().id()))
     }
 
     /// Releases the lock: hands it to the most urgent waiter, if any, and
@@ -134,23 +120,22 @@ impl RtMutex {
     pub fn unlock(&self) {
         let thread = current();
         let me = pack(thread.id());
-        if self.owner.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed).is_ok() {
+        if self.owner.unlock_fast(me) {
             return;
         }
         let interrupts_were_enabled = cpu::interrupts_save();
         {
             let _guard = INHERITANCE.lock();
-            debug_assert_eq!(self.owner.load(Ordering::Relaxed) & !HAS_WAITERS, me, "mutex unlocked by a thread that does not own it");
+            debug_assert_eq!(self.owner.owner(), Some(me), "mutex unlocked by a thread that does not own it");
             match self.waiters.take_first() {
                 Some(next) => {
-                    let more = if self.waiters.waiters() > 0 { HAS_WAITERS } else { 0 };
                     next.blocked_on.store(0, Ordering::Release);
-                    self.owner.store(pack(next.id()) | more, Ordering::Release);
+                    self.owner.hand_over(Some(pack(next.id())), self.waiters.waiters() > 0);
                     // The new owner inherits from the waiters left behind.
                     pi::propagate(&mut Graph, Node(next));
                     scheduler::wake_blocked(next);
                 }
-                None => self.owner.store(0, Ordering::Release),
+                None => self.owner.hand_over(None, false),
             }
             pi::propagate(&mut Graph, Node(thread));
         }
@@ -160,7 +145,7 @@ impl RtMutex {
 
     /// Whether some thread holds the lock.
     pub fn is_locked(&self) -> bool {
-        self.owner.load(Ordering::Relaxed) != 0
+        self.owner.owner().is_some()
     }
 
     /// Threads waiting for the lock.
@@ -248,7 +233,7 @@ impl LockGraph for Graph {
             }
             // SAFETY: read under INHERITANCE (the graph is used only there).
             let mutex = unsafe { mutex_at(address) };
-            if mutex.owner.load(Ordering::Relaxed) & !HAS_WAITERS == owner {
+            if mutex.owner.owner() == Some(owner) {
                 visit(thread.level());
             }
         }
@@ -262,7 +247,7 @@ impl LockGraph for Graph {
     fn owner(&self, lock: usize) -> Option<Node> {
         // SAFETY: `lock` came from `blocked_on`, under INHERITANCE.
         let mutex = unsafe { mutex_at(lock) };
-        unpack(mutex.owner.load(Ordering::Relaxed) & !HAS_WAITERS).and_then(get).map(Node)
+        mutex.owner.owner().and_then(unpack).and_then(get).map(Node)
     }
 
     fn apply(&mut self, thread: Node, level: Level) {
