@@ -60,10 +60,6 @@ impl RtMutex {
     /// interruptible: a stop or cancel request does not abandon the wait
     /// (POSIX: `pthread_mutex_lock` is not a cancellation point).
     pub fn lock(&self) {
-        assert!(
-            !context::in_interrupt() && !crate::softirq::in_softirq(),
-            "mutex locked from interrupt or softirq context"
-        );
         let thread = current();
         let me = pack(thread.id());
         if self.owner.try_lock(me) {
@@ -73,6 +69,10 @@ impl RtMutex {
     }
 
     fn lock_slow(&self, thread: &'static Thread, me: u64) {
+        assert!(
+            !context::in_interrupt() && !crate::softirq::in_softirq(),
+            "blocking on a mutex from interrupt or softirq context"
+        );
         loop {
             // Interrupts stay off from the state change to the switch (as
             // in `WaitQueue::wait_until`).

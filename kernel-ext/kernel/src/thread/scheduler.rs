@@ -300,11 +300,11 @@ pub(super) fn enqueue_woken(thread: &'static Thread) {
 }
 
 /// Applies a changed class or level of `thread` at once (priority
-/// inheritance, `set_kind`): a queued thread is queued again at its new
+/// inheritance, `set_scheduling`): a queued thread is queued again at its new
 /// level, at the tail, and preempts what runs if it now outranks it; a
 /// running thread whose level fell gives way if a queued one outranks it
-/// now. A waiting thread takes its new level when it is woken. Safe with
-/// interrupts off; never allocates.
+/// now. A waiting thread takes its new level when it is woken. Called with
+/// interrupts off (under the inheritance lock); never allocates.
 pub(super) fn reprioritize(thread: &'static Thread) {
     loop {
         let cpu = thread.cpu();
@@ -335,15 +335,20 @@ pub(super) fn reprioritize(thread: &'static Thread) {
             // SAFETY: the scheduler stores only &'static Thread pointers here.
             running != 0 && sched::should_preempt(running_of(unsafe { &*(running as *const Thread) }), candidate)
         } else if running == thread as *const Thread as usize {
-            target.running_class.store(
-                match thread.effective_kind() {
-                    super::Kind::Realtime { .. } => RUNNING_REALTIME,
-                    super::Kind::Kernel { .. } => RUNNING_FAIR,
-                    super::Kind::Idle => RUNNING_IDLE,
-                },
-                Ordering::Release,
-            );
-            target.realtime.store(u32::from(thread.is_realtime()), Ordering::Release);
+            // Running here (interrupts are off, so no switch is under way):
+            // the context checks see its new class at once. Another CPU's
+            // flags follow at its next switch.
+            if target.index == cpu_local::current().index {
+                target.running_class.store(
+                    match thread.effective_kind() {
+                        super::Kind::Realtime { .. } => RUNNING_REALTIME,
+                        super::Kind::Kernel { .. } => RUNNING_FAIR,
+                        super::Kind::Idle => RUNNING_IDLE,
+                    },
+                    Ordering::Release,
+                );
+                target.realtime.store(u32::from(thread.is_realtime()), Ordering::Release);
+            }
             scheduler.queue.best_candidate().is_some_and(|best| sched::should_preempt(running_of(thread), best))
         } else {
             false
