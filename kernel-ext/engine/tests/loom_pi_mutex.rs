@@ -14,10 +14,11 @@ use rtedge_engine::pi::{Arrival, OwnerWord};
 
 /// One mutex, the inheritance lock with its wait queue, a "woken" flag per
 /// thread (the scheduler's Blocked -> Ready), and the data it protects.
+/// Thread ids are 1..=3 (0 is the free word, as no thread's packed id is).
 struct Model {
     word: OwnerWord,
     inheritance: Mutex<VecDeque<u64>>,
-    woken: [(Mutex<bool>, Condvar); 3],
+    woken: [(Mutex<bool>, Condvar); 4],
     data: UnsafeCell<u32>,
 }
 
@@ -119,6 +120,32 @@ fn a_holder_hands_over_to_a_waiter_queued_meanwhile() {
         model.unlock(1);
         handle.join().unwrap();
         // SAFETY: both threads are done.
+        assert_eq!(model.data.with(|data| unsafe { *data }), 2);
+        assert_eq!(model.word.owner(), None);
+    });
+}
+
+#[test]
+fn two_waiters_behind_a_holder_are_served_one_after_the_other() {
+    // Both slow paths at once: the waiters bit stays set across the first
+    // hand-over (`more`), and the second waiter still gets the mutex.
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
+        let model = Arc::new(Model::new());
+        model.lock(3);
+        let handles: Vec<_> = [1u64, 2]
+            .into_iter()
+            .map(|me| {
+                let model = model.clone();
+                loom::thread::spawn(move || model.critical_section(me))
+            })
+            .collect();
+        model.unlock(3);
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        // SAFETY: every thread is done.
         assert_eq!(model.data.with(|data| unsafe { *data }), 2);
         assert_eq!(model.word.owner(), None);
     });
