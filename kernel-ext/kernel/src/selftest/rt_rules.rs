@@ -333,11 +333,13 @@ static CHAIN_M1: Mutex<()> = Mutex::new(());
 static CHAIN_M2: Mutex<()> = Mutex::new(());
 static CHAIN_RELEASE: Semaphore = Semaphore::new(0);
 /// Effective priorities seen: C with B waiting, C and B with A waiting too,
-/// C after releasing M2, B after releasing M2, B after releasing M1.
-static CHAIN_SEEN: [AtomicU32; 6] = [const { AtomicU32::new(0) }; 6];
+/// C after releasing M2, B after releasing M2, B after releasing M1, and C
+/// once the blocked A was raised to 45 (`set_scheduling`).
+static CHAIN_SEEN: [AtomicU32; 7] = [const { AtomicU32::new(0) }; 7];
 
 /// A (40) waits on M1 owned by B (20), which waits on M2 owned by C (10):
-/// C runs at 40; each drops back as it releases what lent it priority.
+/// C runs at 40, and at 45 once A is raised to 45 while it waits; each
+/// drops back as it releases what lent it priority.
 fn chain_inheritance() -> Outcome {
     for seen in &CHAIN_SEEN {
         seen.store(0, Ordering::SeqCst);
@@ -385,12 +387,14 @@ fn chain_inheritance() -> Outcome {
         sleep_until("a to block on m1", || is_state(a, State::Blocked))?;
         CHAIN_SEEN[1].store(effective_code(c), Ordering::SeqCst);
         CHAIN_SEEN[2].store(effective_code(b), Ordering::SeqCst);
+        thread::set_scheduling(a, Kind::Realtime { priority: 45 }).map_err(|_| "set_scheduling failed")?;
+        CHAIN_SEEN[6].store(effective_code(c), Ordering::SeqCst);
         CHAIN_RELEASE.up();
         Ok(())
     })?;
     join_all(&[a, b, c])?;
     let seen: Vec<u32> = CHAIN_SEEN.iter().map(|seen| seen.load(Ordering::SeqCst)).collect();
-    check_eq!(seen, alloc::vec![20, 40, 40, 10, 40, 20]);
+    check_eq!(seen, alloc::vec![20, 40, 40, 10, 45, 20, 45]);
     check_eq!(take_trace(), alloc::vec!["b got m2", "a got m1"]);
     Ok(())
 }
