@@ -43,6 +43,7 @@ pub fn run_all() {
     }
     logging_release_latency(log_seconds(seconds), last);
     context_switch_cost();
+    priority_inheritance_wait();
     let rt_cpu = if isolated != 0 { isolated.trailing_zeros() } else { 0 };
     tasklet_latency(rt_cpu);
     softirq_jitter(rt_cpu);
@@ -357,6 +358,106 @@ pub fn context_switch_cost() {
         "bench: context-switch yields={yields} elapsed_ns={elapsed} ns_per_switch={} (switches counted {switches}; includes scheduler decision and FXSAVE/FXRSTOR)",
         elapsed / yields.max(1)
     );
+}
+
+static PI_MUTEX: crate::sync::Mutex<()> = crate::sync::Mutex::new(());
+static PI_LOW_GO: crate::sync::Semaphore = crate::sync::Semaphore::new(0);
+static PI_LOW_HOLDS: crate::sync::Semaphore = crate::sync::Semaphore::new(0);
+static PI_HIGH_GO: crate::sync::Semaphore = crate::sync::Semaphore::new(0);
+static PI_HOG_GO: crate::sync::Semaphore = crate::sync::Semaphore::new(0);
+static PI_ROUND_DONE: crate::sync::Semaphore = crate::sync::Semaphore::new(0);
+static PI_STOP: AtomicBool = AtomicBool::new(false);
+/// How long the low thread holds the mutex, and how long the medium hog
+/// spins, per round.
+const PI_HOLD_NS: u64 = 50_000;
+const PI_HOG_NS: u64 = 2 * MILLISECOND;
+const PI_ROUNDS: usize = 200;
+
+fn spin_for(ns: u64) {
+    let end = time::now_ns() + ns;
+    while time::now_ns() < end {
+        cpu::pause();
+    }
+}
+
+/// The classic inversion, measured: on one CPU, low (RT 10) holds the
+/// mutex for 50 us, high (RT 30) waits for it, and in the second case a
+/// medium RT 20 thread spins 2 ms meanwhile. With priority inheritance the
+/// high thread's wait is the low thread's hold in both cases; without it,
+/// the hog's 2 ms would be added in the second.
+fn priority_inheritance_wait() {
+    let rt_cpu = if thread::isolated_mask() != 0 { thread::isolated_mask().trailing_zeros() } else { 0 };
+    for (name, hog) in [("pi-high-wait-no-hog", false), ("pi-high-wait-medium-hog", true)] {
+        reset_samples();
+        PI_STOP.store(false, Ordering::SeqCst);
+        let low = Builder::new("bench-pi-low").realtime(10).cpu(rt_cpu).spawn(|| {
+            while PI_LOW_GO.down().is_ok() && !PI_STOP.load(Ordering::SeqCst) {
+                let guard = PI_MUTEX.lock();
+                PI_LOW_HOLDS.up();
+                spin_for(PI_HOLD_NS);
+                drop(guard);
+            }
+            0
+        });
+        let high = Builder::new("bench-pi-high").realtime(30).cpu(rt_cpu).spawn(|| {
+            while PI_HIGH_GO.down().is_ok() && !PI_STOP.load(Ordering::SeqCst) {
+                let asked = time::now_ns();
+                let guard = PI_MUTEX.lock();
+                push_sample(time::now_ns() - asked);
+                drop(guard);
+                PI_ROUND_DONE.up();
+            }
+            0
+        });
+        let medium = Builder::new("bench-pi-medium").realtime(20).cpu(rt_cpu).spawn(|| {
+            while PI_HOG_GO.down().is_ok() && !PI_STOP.load(Ordering::SeqCst) {
+                spin_for(PI_HOG_NS);
+            }
+            0
+        });
+        let (Ok(low), Ok(high), Ok(medium)) = (low, high, medium) else {
+            console_line!("bench: {name} could not create its threads");
+            return;
+        };
+        // The orchestrator (RT 40) outranks all three: each round it lets
+        // low take the mutex, then releases high (and the hog) together.
+        let orchestrator = Builder::new("bench-pi-rounds").realtime(40).cpu(rt_cpu).spawn(move || {
+            for _ in 0..PI_ROUNDS {
+                PI_LOW_GO.up();
+                if PI_LOW_HOLDS.down_timeout(SECOND).is_err() {
+                    break;
+                }
+                PI_HIGH_GO.up();
+                if hog {
+                    PI_HOG_GO.up();
+                }
+                if PI_ROUND_DONE.down_timeout(SECOND).is_err() {
+                    break;
+                }
+            }
+            PI_STOP.store(true, Ordering::SeqCst);
+            for semaphore in [&PI_LOW_GO, &PI_HIGH_GO, &PI_HOG_GO] {
+                semaphore.up();
+            }
+            0
+        });
+        if let Ok(orchestrator) = orchestrator {
+            let _ = thread::join(orchestrator, Some(120 * SECOND));
+        }
+        for id in [low, high, medium] {
+            let _ = thread::join(id, Some(10 * SECOND));
+        }
+        let mut samples = take_samples();
+        report(
+            name,
+            &mut samples,
+            &alloc::format!(
+                "high RT waiter's wait for a mutex low RT holds {} us, on cpu {rt_cpu}{}",
+                PI_HOLD_NS / 1000,
+                if hog { ", medium RT thread spinning 2 ms meanwhile" } else { "" }
+            ),
+        );
+    }
 }
 
 const SAMPLES_PER_CASE: usize = 500;

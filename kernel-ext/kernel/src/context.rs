@@ -16,11 +16,12 @@ pub fn in_interrupt() -> bool {
     cpu_local::is_installed() && cpu_local::current().irq_depth.load(Ordering::Relaxed) != 0
 }
 
-/// The name of the running thread, for reports.
-pub fn current_name() -> &'static str {
+/// The name of the running thread, for reports (a copy: a slot's name
+/// changes when the slot is reused).
+pub fn current_name() -> crate::thread::ThreadName {
     match crate::thread::try_current() {
         Some(thread) => thread.name(),
-        None => "boot",
+        None => crate::thread::ThreadName::new("boot"),
     }
 }
 

@@ -220,7 +220,7 @@ fn softirqs() -> Reply {
 
 /// Threads the control plane may not terminate: the kernel's own.
 fn protected(name: &str) -> bool {
-    name.starts_with("idle/") || name.starts_with("ksoftirqd/") || name.starts_with("events/") || name == "control-plane" || name == "main"
+    name.starts_with("idle/") || name.starts_with("ksoftirqd/") || name.starts_with("events/") || name == "control-plane" || name == "main" || name.starts_with("klogd")
 }
 
 fn signal(target: &[u8], signal_name: Option<&[u8]>) -> Reply {
@@ -241,7 +241,7 @@ fn signal(target: &[u8], signal_name: Option<&[u8]>) -> Reply {
             Err(reason) => error(reason),
         },
         Signal::Term => {
-            if protected(target.name()) || workqueue::is_worker_thread(target.id()) {
+            if protected(&target.name()) || workqueue::is_worker_thread(target.id()) {
                 return error(format!("thread '{target_name}' belongs to the kernel and cannot be terminated"));
             }
             let result = if target.is_realtime() { thread::cancel(target.id()) } else { thread::request_stop(target.id()) };

@@ -15,6 +15,7 @@ use crate::{check, check_eq, clockevent, cpu_local, memory, time, trap};
 mod deferred;
 mod log_pool_rules;
 mod smp;
+mod rt_rules;
 mod threads;
 mod workqueue_rules;
 
@@ -31,7 +32,7 @@ fn error(e: impl core::fmt::Display) -> alloc::string::String {
 /// SMP group runs only with more than one CPU online, its three-CPU tests
 /// with more than two.
 pub fn groups() -> alloc::vec::Vec<&'static [Test]> {
-    let mut groups: alloc::vec::Vec<&'static [Test]> = alloc::vec![TESTS, threads::TESTS, deferred::TESTS];
+    let mut groups: alloc::vec::Vec<&'static [Test]> = alloc::vec![TESTS, threads::TESTS, deferred::TESTS, rt_rules::TESTS];
     groups.push(workqueue_rules::TESTS);
     groups.push(log_pool_rules::tests());
     if crate::thread::online_mask().count_ones() > 1 {

@@ -4,6 +4,7 @@
 //! later one:
 //! 1. sleeping locks (`Mutex`, semaphores): never held across an
 //!    interrupt-disabled section's blocking wait
+//!    1a. the priority-inheritance lock (`thread::pi`, inside `Mutex`)
 //! 2. subsystem registries (IRQ handler table, thread table, timer registry)
 //! 3. wait-queue lists
 //! 4. per-CPU run queues (`scheduler`), then per-CPU alarm queues
@@ -12,6 +13,10 @@
 //! 7. the console
 //!
 //! The console lock is innermost: anything may log while holding a lock.
+//!
+//! From a real-time thread only `IrqSpinLock`, `Mutex` (it lends the RT
+//! thread's priority to the owner) and `Semaphore` may be used; taking a
+//! `SpinLock` there is caught in strict mode (see `spin`).
 
 mod mutex;
 mod semaphore;
@@ -19,4 +24,4 @@ mod spin;
 
 pub use mutex::{Mutex, MutexGuard};
 pub use semaphore::Semaphore;
-pub use spin::{IrqSpinLock, IrqSpinLockGuard, SpinLock, SpinLockGuard};
+pub use spin::{realtime_violations, set_strict_realtime_check, IrqSpinLock, IrqSpinLockGuard, SpinLock, SpinLockGuard};

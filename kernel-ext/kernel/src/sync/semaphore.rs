@@ -1,6 +1,8 @@
 //! A counting semaphore (down/up), the sleeping lock of the seeds' kernel
 //! thread pattern. `up` is safe from any context and never allocates or
-//! blocks; `down` blocks and is for threads only.
+//! blocks; `down` blocks and is for threads only. `up` wakes the most
+//! urgent waiter (FIFO among equals). There is no inheritance: a semaphore
+//! has no owner to lend a priority to (use `Mutex` for mutual exclusion).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

@@ -5,13 +5,51 @@
 //! holds. Use it for anything an interrupt handler or the scheduler touches.
 //! It is a ticket lock: waiters are served in arrival order, so no CPU
 //! starves another (bounded wait, which real-time code needs).
+//!
+//! [`SpinLock`] (`spin_lock` / `spin_lock_bh`) leaves interrupts on: a
+//! kernel thread or softirq holding it can be preempted by a real-time
+//! thread on the same CPU, which would then spin forever on a holder that
+//! cannot run. So a real-time thread may never take one: every such take
+//! is counted and, in strict mode (the default), panics, as a heap
+//! allocation from an RT thread does (`memory::heap`). RT code shares data
+//! with non-RT code through an [`IrqSpinLock`] (the holder cannot be
+//! preempted) or the priority-inheriting `Mutex`.
 
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use rtedge_arch::cpu;
+
+/// `SpinLock` takes from real-time threads, counted in either mode.
+static REALTIME_VIOLATIONS: AtomicU64 = AtomicU64::new(0);
+/// Whether such a take panics (true) or is only counted.
+static STRICT_REALTIME_CHECK: AtomicBool = AtomicBool::new(true);
+
+/// Catches a real-time thread taking a lock that thread or softirq context
+/// may hold on its CPU with interrupts on (see the module comment).
+fn check_realtime_context(form: &'static str) {
+    if crate::context::in_realtime_thread() && !crate::context::in_interrupt() {
+        REALTIME_VIOLATIONS.fetch_add(1, Ordering::Relaxed);
+        if STRICT_REALTIME_CHECK.load(Ordering::Relaxed) {
+            panic!(
+                "{form} from a real-time thread (a spin lock shared with thread context can be held by a thread it preempted; use an IrqSpinLock or the priority-inheriting Mutex)"
+            );
+        }
+    }
+}
+
+/// `SpinLock` takes from real-time threads since boot (strict or not).
+pub fn realtime_violations() -> u64 {
+    REALTIME_VIOLATIONS.load(Ordering::Relaxed)
+}
+
+/// Chooses whether an RT thread taking a `SpinLock` panics (default) or is
+/// only counted.
+pub fn set_strict_realtime_check(strict: bool) {
+    STRICT_REALTIME_CHECK.store(strict, Ordering::Relaxed);
+}
 
 /// A ticket spinlock that disables interrupts while held.
 pub struct IrqSpinLock<T: ?Sized> {
@@ -143,7 +181,13 @@ impl<T> SpinLock<T> {
 
 impl<T: ?Sized> SpinLock<T> {
     /// Takes the lock (in softirq context, or where bottom halves are off).
+    /// Never from a real-time thread (caught in strict mode).
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
+        check_realtime_context("spin_lock");
+        self.acquire()
+    }
+
+    fn acquire(&self) -> SpinLockGuard<'_, T> {
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         while self.now_serving.load(Ordering::Acquire) != ticket {
             cpu::pause();
@@ -153,9 +197,11 @@ impl<T: ?Sized> SpinLock<T> {
 
     /// `spin_lock_bh`: disables bottom halves on this CPU, then takes the
     /// lock; both are undone when the guard drops (pending softirqs then run).
+    /// Never from a real-time thread (caught in strict mode).
     pub fn lock_bh(&self) -> SpinLockGuard<'_, T> {
+        check_realtime_context("spin_lock_bh");
         let bottom_halves = crate::softirq::bh_disable();
-        let mut guard = self.lock();
+        let mut guard = self.acquire();
         guard._bottom_halves = Some(bottom_halves);
         guard
     }

@@ -11,6 +11,7 @@
 //! Real-time threads allocate everything at creation (stack, control block,
 //! timer) and may not touch the general heap afterwards; the heap checks it.
 
+mod pi;
 mod scheduler;
 mod wait;
 
@@ -22,7 +23,7 @@ pub(crate) mod scheduler_state {
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::mem::{align_of, size_of, MaybeUninit};
-use core::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicI8, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicI8, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -30,6 +31,8 @@ use alloc::vec::Vec;
 use rtedge_arch::switch::Context;
 use rtedge_engine::histogram::LatencyHistogram;
 use rtedge_engine::periodic::Periodic;
+use rtedge_engine::pi::Level;
+use rtedge_engine::seqtext::SeqText;
 use rtedge_engine::sched::{weight_for_nice, NICE_MAX, NICE_MIN, RT_PRIORITY_MAX};
 
 use crate::clockevent::{self, AlarmId};
@@ -42,18 +45,22 @@ pub use scheduler::{
     schedule, set_isolated, prepare_secondary_cpu, try_current, yield_now,
 };
 pub(crate) use scheduler::reschedule_interrupt;
+pub use pi::RtMutex;
 pub use wait::{WaitError, WaitQueue};
 
 /// Most threads that can exist at once (including idle threads).
 pub const MAX_THREADS: usize = 256;
 /// Longest thread name in bytes.
-pub const NAME_CAPACITY: usize = 32;
+pub const NAME_CAPACITY: usize = rtedge_engine::seqtext::TEXT_CAPACITY;
 /// Default stack size of kernel threads.
 pub const DEFAULT_STACK_SIZE: u64 = 64 * 1024;
 /// Default stack size of real-time threads.
 pub const DEFAULT_RT_STACK_SIZE: u64 = 32 * 1024;
 /// Exit code of a thread ended by cancellation (as PTHREAD_CANCELED).
 pub const CANCELED: i32 = -1;
+/// Exit code of a thread stopped before it ever ran (kthread_stop of a
+/// never-woken kthread returns -EINTR; its function is not called).
+pub const STOPPED_BEFORE_START: i32 = -4;
 /// Cleanup handlers one thread can have pushed at once.
 pub const CLEANUP_CAPACITY: usize = 8;
 /// Bytes of captured state a thread entry closure may hold inline (larger
@@ -202,10 +209,17 @@ impl fmt::Display for ThreadError {
 pub type Result<T> = core::result::Result<T, ThreadError>;
 
 /// A thread entry stored inline in the control block: the closure's bytes
-/// and a function that moves it out and runs it.
+/// and the functions that move it out and run it, or drop it unrun.
 struct Entry {
     storage: MaybeUninit<[u64; ENTRY_CAPACITY / 8]>,
-    run: Option<unsafe fn(*mut u8) -> i32>,
+    run: Option<EntryFunctions>,
+}
+
+/// How to run or drop what `Entry::store` wrote (each takes it once).
+#[derive(Clone, Copy)]
+struct EntryFunctions {
+    run: unsafe fn(*mut u8) -> i32,
+    discard: unsafe fn(*mut u8),
 }
 
 impl Entry {
@@ -215,26 +229,31 @@ impl Entry {
 
     /// Stores `f` inline if it fits, else boxed (kernel threads only).
     fn store<F: FnOnce() -> i32 + Send + 'static>(&mut self, f: F, allow_box: bool) -> Result<()> {
+        type Boxed = Box<dyn FnOnce() -> i32 + Send>;
         unsafe fn run_inline<F: FnOnce() -> i32>(storage: *mut u8) -> i32 {
-            // SAFETY: `store` wrote an `F` here and `run` is taken once.
+            // SAFETY: `store` wrote an `F` here and it is taken once.
             let f = unsafe { core::ptr::read(storage as *mut F) };
             f()
         }
+        unsafe fn discard_inline<F>(storage: *mut u8) {
+            // SAFETY: as in `run_inline`.
+            drop(unsafe { core::ptr::read(storage as *mut F) });
+        }
         unsafe fn run_boxed(storage: *mut u8) -> i32 {
             // SAFETY: `store` wrote a `Box<dyn FnOnce>` here; taken once.
-            let f = unsafe { core::ptr::read(storage as *mut Box<dyn FnOnce() -> i32 + Send>) };
+            let f = unsafe { core::ptr::read(storage as *mut Boxed) };
             f()
         }
         if size_of::<F>() <= ENTRY_CAPACITY && align_of::<F>() <= align_of::<u64>() {
             // SAFETY: the storage is large and aligned enough for `F`.
             unsafe { core::ptr::write(self.storage.as_mut_ptr() as *mut F, f) };
-            self.run = Some(run_inline::<F>);
+            self.run = Some(EntryFunctions { run: run_inline::<F>, discard: discard_inline::<F> });
             Ok(())
         } else if allow_box {
-            let boxed: Box<dyn FnOnce() -> i32 + Send> = Box::new(f);
+            let boxed: Boxed = Box::new(f);
             // SAFETY: a fat Box pointer (16 bytes) fits the storage.
-            unsafe { core::ptr::write(self.storage.as_mut_ptr() as *mut Box<dyn FnOnce() -> i32 + Send>, boxed) };
-            self.run = Some(run_boxed);
+            unsafe { core::ptr::write(self.storage.as_mut_ptr() as *mut Boxed, boxed) };
+            self.run = Some(EntryFunctions { run: run_boxed, discard: discard_inline::<Boxed> });
             Ok(())
         } else {
             Err(ThreadError::EntryTooLarge)
@@ -244,9 +263,17 @@ impl Entry {
     /// Runs the stored entry (once).
     fn run(&mut self) -> i32 {
         match self.run.take() {
-            // SAFETY: `run` matches what `store` wrote; `take` makes it once.
-            Some(run) => unsafe { run(self.storage.as_mut_ptr() as *mut u8) },
+            // SAFETY: the functions match what `store` wrote; `take` makes it once.
+            Some(functions) => unsafe { (functions.run)(self.storage.as_mut_ptr() as *mut u8) },
             None => 0,
+        }
+    }
+
+    /// Drops the stored entry without running it (once).
+    fn discard(&mut self) {
+        if let Some(functions) = self.run.take() {
+            // SAFETY: as in `run`.
+            unsafe { (functions.discard)(self.storage.as_mut_ptr() as *mut u8) }
         }
     }
 }
@@ -271,11 +298,21 @@ pub struct RealtimeStats {
 pub struct Thread {
     slot: u16,
     serial: AtomicU32,
-    name: UnsafeCell<[u8; NAME_CAPACITY]>,
-    name_len: AtomicU8,
+    /// The name: rewritten when the slot is reused while lists (`find`,
+    /// `list`) may read it, so a sequence lock over atomics, never a plain
+    /// array (a reader gets the old name or the new one, whole).
+    name: SeqText,
     kind_tag: AtomicU8,
     priority: AtomicU8,
     nice: AtomicI8,
+    /// The level it runs at (`Level::encode`): its own, or one inherited
+    /// from a waiter of a mutex it holds. Changed only under the
+    /// inheritance lock (`pi`), read by the scheduler.
+    effective: AtomicU8,
+    /// The `RtMutex` it is blocked on (its address; 0 = none). Set and
+    /// cleared under the inheritance lock; while set, the thread is inside
+    /// `RtMutex::lock`, which borrows the mutex, so the address is live.
+    blocked_on: AtomicUsize,
     state: AtomicU8,
     /// CPUs the thread may run on (bit n = CPU n).
     affinity: AtomicU64,
@@ -320,9 +357,9 @@ pub struct Thread {
     buddy: AtomicU64,
 }
 
-// SAFETY: every field is atomic or lock-protected, except `name`, `context`,
-// `entry` and `cleanup`, which have single writers: the name and entry are
-// written only while the slot is not visible (Free/Created before start),
+// SAFETY: every field is atomic or lock-protected, except `context`,
+// `entry` and `cleanup`, which have single writers: the entry is written
+// only while the slot is reserved and not started (Created),
 // the context only by the CPU switching the thread (serialised by
 // `context_saved`), the cleanup stack only by the thread itself.
 unsafe impl Sync for Thread {}
@@ -338,11 +375,12 @@ impl Thread {
         Self {
             slot,
             serial: AtomicU32::new(0),
-            name: UnsafeCell::new([0; NAME_CAPACITY]),
-            name_len: AtomicU8::new(0),
+            name: SeqText::new(),
             kind_tag: AtomicU8::new(KIND_KERNEL),
             priority: AtomicU8::new(0),
             nice: AtomicI8::new(0),
+            effective: AtomicU8::new(0),
+            blocked_on: AtomicUsize::new(0),
             state: AtomicU8::new(State::Free as u8),
             affinity: AtomicU64::new(u64::MAX),
             pinned: AtomicBool::new(false),
@@ -379,13 +417,16 @@ impl Thread {
         ThreadId { slot: self.slot, serial: self.serial.load(Ordering::Acquire) }
     }
 
-    /// The thread's name.
-    pub fn name(&self) -> &str {
-        let len = usize::from(self.name_len.load(Ordering::Acquire)).min(NAME_CAPACITY);
-        // SAFETY: the name is written only while the slot is invisible
-        // (before the serial is published); readers see a complete name.
-        let bytes = unsafe { &(&*self.name.get())[..len] };
-        core::str::from_utf8(bytes).unwrap_or("?")
+    /// The thread's name, copied out (the slot may be renamed for another
+    /// thread later; the copy stays as read).
+    pub fn name(&self) -> ThreadName {
+        let mut bytes = [0u8; NAME_CAPACITY];
+        // A rename runs only while a slot is being claimed; a few attempts
+        // see it finish.
+        match self.name.read(&mut bytes, 8) {
+            Some(len) => ThreadName::new(core::str::from_utf8(&bytes[..len]).unwrap_or("?")),
+            None => ThreadName::new("?"),
+        }
     }
 
     pub fn kind(&self) -> Kind {
@@ -398,6 +439,30 @@ impl Thread {
 
     pub fn is_realtime(&self) -> bool {
         self.kind_tag.load(Ordering::Relaxed) == KIND_REALTIME
+    }
+
+    /// The class the scheduler runs it in: its own, or real time at an
+    /// inherited priority while a more urgent thread waits for a mutex it
+    /// holds (priority inheritance).
+    pub fn effective_kind(&self) -> Kind {
+        let own = self.kind();
+        match (own, self.level()) {
+            (Kind::Idle, _) | (_, Level::Fair) => own,
+            (_, Level::Realtime(priority)) => Kind::Realtime { priority },
+        }
+    }
+
+    /// Its own level, from its class and priority.
+    fn base_level(&self) -> Level {
+        match self.kind() {
+            Kind::Realtime { priority } => Level::Realtime(priority),
+            Kind::Kernel { .. } | Kind::Idle => Level::Fair,
+        }
+    }
+
+    /// The level it runs and waits at (inherited or its own).
+    fn level(&self) -> Level {
+        Level::decode(self.effective.load(Ordering::Acquire))
     }
 
     pub fn state(&self) -> State {
@@ -568,6 +633,8 @@ fn reset_slot(thread: &'static Thread, serial: u32) -> &'static Thread {
     thread.signals.store(0, Ordering::Relaxed);
     thread.buddy.store(0, Ordering::Relaxed);
     thread.bh_depth.store(0, Ordering::Relaxed);
+    thread.effective.store(0, Ordering::Relaxed);
+    thread.blocked_on.store(0, Ordering::Relaxed);
     *thread.realtime.lock() = RealtimeStats { periodic: None, latency: LatencyHistogram::new(), last_latency_ns: 0 };
     // SAFETY: the slot is reserved (Created, serial 0): nobody else uses it.
     unsafe { (*thread.cleanup.get()).1 = 0 };
@@ -576,14 +643,83 @@ fn reset_slot(thread: &'static Thread, serial: u32) -> &'static Thread {
 }
 
 fn set_name(thread: &Thread, name: &str) {
-    let mut len = name.len().min(NAME_CAPACITY);
-    while !name.is_char_boundary(len) {
-        len -= 1;
+    thread.name.write(ThreadName::new(name).as_bytes());
+}
+
+/// A thread's name as read at one moment: a string of at most
+/// [`NAME_CAPACITY`] bytes that derefs to `str`.
+#[derive(Clone, Copy)]
+pub struct ThreadName {
+    bytes: [u8; NAME_CAPACITY],
+    len: u8,
+}
+
+impl ThreadName {
+    /// `text`, cut to [`NAME_CAPACITY`] bytes at a character boundary.
+    pub fn new(text: &str) -> Self {
+        let mut len = text.len().min(NAME_CAPACITY);
+        while !text.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0u8; NAME_CAPACITY];
+        bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
+        Self { bytes, len: len as u8 }
     }
-    // SAFETY: the slot is reserved and not yet started; no reader uses the
-    // name until the thread is listed with its new serial.
-    unsafe { (&mut *thread.name.get())[..len].copy_from_slice(&name.as_bytes()[..len]) };
-    thread.name_len.store(len as u8, Ordering::Release);
+
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?")
+    }
+}
+
+impl core::ops::Deref for ThreadName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for ThreadName {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for ThreadName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for ThreadName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq for ThreadName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for ThreadName {}
+
+impl PartialEq<str> for ThreadName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ThreadName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl From<ThreadName> for String {
+    fn from(name: ThreadName) -> String {
+        String::from(name.as_str())
+    }
 }
 
 /// Describes a thread to create.
@@ -680,6 +816,7 @@ impl Builder {
             }
             Kind::Idle => {}
         }
+        thread.effective.store(thread.base_level().encode(), Ordering::Release);
         // SAFETY: the slot is reserved and not started; nobody reads the entry.
         if let Err(error) = unsafe { (*thread.entry.get()).store(entry, !matches!(self.kind, Kind::Realtime { .. })) } {
             thread.set_state(State::Free);
@@ -724,6 +861,34 @@ pub fn start(id: ThreadId) -> Result<()> {
     Ok(())
 }
 
+/// Changes a thread's scheduling class and priority at run time
+/// (pthread_setschedparam), effective at once: a thread raised above what
+/// runs on its CPU preempts it, a running thread lowered below a ready one
+/// gives way, and the new level goes along the chain of mutex owners the
+/// thread waits on. A kernel thread made real-time is pinned to the CPU it
+/// is on (real-time threads run on exactly one CPU) and stays pinned.
+pub fn set_scheduling(id: ThreadId, kind: Kind) -> Result<()> {
+    match kind {
+        Kind::Realtime { priority } if priority > RT_PRIORITY_MAX => return Err(ThreadError::InvalidArgument),
+        Kind::Kernel { nice } if !(NICE_MIN..=NICE_MAX).contains(&nice) => return Err(ThreadError::InvalidArgument),
+        Kind::Idle => return Err(ThreadError::InvalidArgument),
+        _ => {}
+    }
+    if context::in_interrupt() || crate::softirq::in_softirq() {
+        return Err(ThreadError::WrongContext);
+    }
+    let thread = get(id).ok_or(ThreadError::NoSuchThread)?;
+    if thread.kind() == Kind::Idle || thread.state() == State::Exited {
+        return Err(ThreadError::WrongState);
+    }
+    if matches!(kind, Kind::Realtime { .. }) && thread.affinity().count_ones() != 1 {
+        thread.affinity.store(1 << thread.cpu(), Ordering::Relaxed);
+        thread.pinned.store(true, Ordering::Relaxed);
+    }
+    pi::change_kind(thread, kind);
+    Ok(())
+}
+
 /// Ends the calling thread with `code`: runs its remaining cleanup handlers
 /// (newest first), wakes joiners, and never returns.
 pub fn exit(code: i32) -> ! {
@@ -733,7 +898,7 @@ pub fn exit(code: i32) -> ! {
     if let Some(alarm) = thread.thread_alarm() {
         clockevent::cancel(alarm);
     }
-    crate::events::thread_exited(thread.id(), thread.name(), code);
+    crate::events::thread_exited(thread.id(), &thread.name(), code);
     scheduler::exit_current(thread)
 }
 
@@ -992,7 +1157,7 @@ pub fn wait_next_period() -> Result<Release> {
             "release",
             &[("latency_ns", latency as i64), ("miss", i64::from(wait.missed)), ("skipped", wait.skipped as i64)],
             "thread",
-            thread.name(),
+            &thread.name(),
         );
     }
     test_cancel();

@@ -78,7 +78,7 @@ pub fn current_id() -> super::ThreadId {
 }
 
 fn running_of(thread: &Thread) -> Running {
-    match thread.kind() {
+    match thread.effective_kind() {
         super::Kind::Realtime { priority } => Running::Realtime { priority },
         super::Kind::Kernel { .. } => Running::Fair { vruntime: thread.vruntime.load(Ordering::Relaxed) },
         super::Kind::Idle => Running::Idle,
@@ -253,7 +253,7 @@ pub(super) fn enqueue_woken(thread: &'static Thread) {
     let preempt = {
         let mut guard = target.scheduler.lock();
         let Some(scheduler) = guard.as_mut() else { return };
-        let candidate = match thread.kind() {
+        let candidate = match thread.effective_kind() {
             super::Kind::Realtime { priority } => {
                 if scheduler.queue.enqueue_realtime(thread.slot, priority, false).is_err() {
                     return;
@@ -296,6 +296,68 @@ pub(super) fn enqueue_woken(thread: &'static Thread) {
     };
     if preempt {
         request_reschedule(target, thread.is_realtime());
+    }
+}
+
+/// Applies a changed class or level of `thread` at once (priority
+/// inheritance, `set_scheduling`): a queued thread is queued again at its new
+/// level, at the tail, and preempts what runs if it now outranks it; a
+/// running thread whose level fell gives way if a queued one outranks it
+/// now. A waiting thread takes its new level when it is woken. Called with
+/// interrupts off (under the inheritance lock); never allocates.
+pub(super) fn reprioritize(thread: &'static Thread) {
+    loop {
+        let cpu = thread.cpu();
+        let Some(target) = cpu_local::get(cpu as usize) else { return };
+        let mut guard = target.scheduler.lock();
+        let Some(scheduler) = guard.as_mut() else { return };
+        // `enqueue_woken` names the CPU before it takes that CPU's queue
+        // lock: a thread moving meanwhile is looked for again.
+        if thread.cpu() != cpu {
+            continue;
+        }
+        let running = target.current_thread.load(Ordering::Acquire);
+        let preempt = if scheduler.queue.remove(thread.slot) {
+            let candidate = match thread.effective_kind() {
+                super::Kind::Realtime { priority } => {
+                    let _ = scheduler.queue.enqueue_realtime(thread.slot, priority, false);
+                    Candidate::Realtime { priority }
+                }
+                super::Kind::Kernel { .. } => {
+                    let weight = thread.weight.load(Ordering::Relaxed);
+                    let vruntime = thread.vruntime.load(Ordering::Relaxed);
+                    let placed = scheduler.queue.enqueue_fair(thread.slot, vruntime, weight, false).unwrap_or(vruntime);
+                    thread.vruntime.store(placed, Ordering::Relaxed);
+                    Candidate::Fair { vruntime: placed }
+                }
+                super::Kind::Idle => return,
+            };
+            // SAFETY: the scheduler stores only &'static Thread pointers here.
+            running != 0 && sched::should_preempt(running_of(unsafe { &*(running as *const Thread) }), candidate)
+        } else if running == thread as *const Thread as usize {
+            // Running here (interrupts are off, so no switch is under way):
+            // the context checks see its new class at once. Another CPU's
+            // flags follow at its next switch.
+            if target.index == cpu_local::current().index {
+                target.running_class.store(
+                    match thread.effective_kind() {
+                        super::Kind::Realtime { .. } => RUNNING_REALTIME,
+                        super::Kind::Kernel { .. } => RUNNING_FAIR,
+                        super::Kind::Idle => RUNNING_IDLE,
+                    },
+                    Ordering::Release,
+                );
+                target.realtime.store(u32::from(thread.is_realtime()), Ordering::Release);
+            }
+            scheduler.queue.best_candidate().is_some_and(|best| sched::should_preempt(running_of(thread), best))
+        } else {
+            false
+        };
+        drop(guard);
+        if preempt {
+            request_reschedule(target, true);
+        }
+        return;
     }
 }
 
@@ -426,7 +488,7 @@ fn schedule_with(reason: Reason) {
             if reason == Reason::Preempt {
                 previous.involuntary_switches.fetch_add(1, Ordering::Relaxed);
             }
-            match previous.kind() {
+            match previous.effective_kind() {
                 super::Kind::Realtime { priority } => {
                     let _ = scheduler.queue.enqueue_realtime(previous.slot, priority, reason == Reason::Preempt);
                 }
@@ -466,7 +528,7 @@ fn schedule_with(reason: Reason) {
         next.set_state(State::Running);
         next.cpu.store(local.index, Ordering::Relaxed);
         // Kernel threads share the CPU by slices, armed only while others wait.
-        match next.kind() {
+        match next.effective_kind() {
             super::Kind::Kernel { .. } if scheduler.queue.fair_len() > 0 => {
                 let weight = next.weight.load(Ordering::Relaxed);
                 let total = scheduler.queue.fair_weight() + u64::from(weight);
@@ -479,7 +541,7 @@ fn schedule_with(reason: Reason) {
             }
         }
         local.running_class.store(
-            match next.kind() {
+            match next.effective_kind() {
                 super::Kind::Realtime { .. } => RUNNING_REALTIME,
                 super::Kind::Kernel { .. } => RUNNING_FAIR,
                 super::Kind::Idle => RUNNING_IDLE,
@@ -547,6 +609,14 @@ pub(super) extern "C" fn thread_start(slot: u64) -> ! {
     let Some(thread) = by_slot(slot as u16) else { super::exit(-1) };
     if !thread.is_realtime() {
         crate::softirq::run_pending();
+    }
+    // A stop requested before the thread first ran (kthread_stop of a
+    // thread never woken, or stopped before it got the CPU): as in Linux's
+    // kthread(), the function never runs and the stop returns -EINTR.
+    if thread.stop_requested() {
+        // SAFETY: the entry was stored at creation and only this thread takes it.
+        unsafe { (*thread.entry.get()).discard() };
+        super::exit(super::STOPPED_BEFORE_START)
     }
     // SAFETY: the entry was stored at creation and only this thread runs it.
     let code = unsafe { (*thread.entry.get()).run() };

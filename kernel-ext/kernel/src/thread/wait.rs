@@ -1,11 +1,16 @@
-//! Wait queues: threads sleeping until a condition holds, woken in FIFO
-//! order. The list is intrusive (a link in each thread's control block), so
+//! Wait queues: threads sleeping until a condition holds, woken most
+//! urgent first and FIFO within a level (`rtedge_engine::pi`: a real-time
+//! waiter of a higher priority first, kernel threads after every real-time
+//! one). A waiter's place is fixed when it queues, by the level it runs at
+//! then (inherited included). The list is intrusive (a link in each thread's control block), so
 //! waking never allocates and works from interrupts, softirqs and RT
 //! threads. The condition is checked under the queue's lock, and wakers
 //! take that lock after changing what the condition reads, so no wake-up is
 //! ever lost between the check and the sleep.
 
 use core::sync::atomic::{fence, Ordering};
+
+use rtedge_engine::pi::{self, Level, WaiterList};
 
 use super::scheduler::{self, current};
 use super::{by_slot, State, Thread};
@@ -41,15 +46,42 @@ struct List {
     count: usize,
 }
 
+/// The links of the threads on one list, for the engine's ordering rule.
+struct Links;
+
+impl WaiterList for Links {
+    type Waiter = u16;
+    fn next(&self, waiter: u16) -> Option<u16> {
+        let next = by_slot(waiter)?.wait_next.load(Ordering::Relaxed);
+        (next != NONE).then_some(next)
+    }
+    fn level(&self, waiter: u16) -> Level {
+        by_slot(waiter).map_or(Level::Fair, Thread::level)
+    }
+}
+
 impl List {
+    /// Queues `thread` behind every waiter at least as urgent.
     fn push(&mut self, thread: &Thread) {
-        thread.wait_next.store(NONE, Ordering::Relaxed);
-        if self.tail == NONE {
-            self.head = thread.slot;
-        } else if let Some(tail) = by_slot(self.tail) {
-            tail.wait_next.store(thread.slot, Ordering::Relaxed);
+        let head = (self.head != NONE).then_some(self.head);
+        let after = pi::insert_after(&Links, head, thread.level());
+        match after.and_then(by_slot) {
+            None => {
+                thread.wait_next.store(self.head, Ordering::Relaxed);
+                self.head = thread.slot;
+                if self.tail == NONE {
+                    self.tail = thread.slot;
+                }
+            }
+            Some(previous) => {
+                let next = previous.wait_next.load(Ordering::Relaxed);
+                thread.wait_next.store(next, Ordering::Relaxed);
+                previous.wait_next.store(thread.slot, Ordering::Relaxed);
+                if next == NONE {
+                    self.tail = thread.slot;
+                }
+            }
         }
-        self.tail = thread.slot;
         self.count += 1;
     }
 
@@ -167,7 +199,8 @@ impl WaitQueue {
         self.wait_until(None, condition)
     }
 
-    /// Wakes the longest waiter. Returns whether one was woken.
+    /// Wakes the most urgent waiter (the longest-waiting among equals).
+    /// Returns whether one was woken.
     pub fn wake_one(&self) -> bool {
         let mut list = self.list.lock();
         while let Some(thread) = list.pop() {
@@ -193,5 +226,21 @@ impl WaitQueue {
     /// Number of threads waiting.
     pub fn waiters(&self) -> usize {
         self.list.lock().count
+    }
+
+    /// Queues `thread` by its level without blocking it (the caller blocks
+    /// it; `RtMutex`, under the inheritance lock).
+    pub(super) fn insert(&self, thread: &Thread) {
+        self.list.lock().push(thread);
+    }
+
+    /// Takes the most urgent waiter off the queue without waking it.
+    pub(super) fn take_first(&self) -> Option<&'static Thread> {
+        self.list.lock().pop()
+    }
+
+    /// Takes `thread` off the queue. Returns whether it was on it.
+    pub(super) fn unlink(&self, thread: &Thread) -> bool {
+        self.list.lock().remove(thread.slot)
     }
 }
