@@ -1,6 +1,8 @@
 //! Just enough ACPI to find the CPUs and interrupt controllers: the RSDP
 //! (from the loader, or by scanning the BIOS area), the RSDT/XSDT, and the
-//! MADT's local APIC, x2APIC, I/O APIC and interrupt-override entries.
+//! MADT's local APIC, x2APIC, I/O APIC and interrupt-override entries; and
+//! any other table by signature (the FADT for power management, whose bytes
+//! `rtedge_engine::acpi` reads).
 //! Every read is bounds-checked against the table's own length, and tables
 //! with a wrong checksum are ignored.
 
@@ -138,11 +140,39 @@ unsafe fn table(address: u64) -> Option<&'static [u8]> {
 /// ACPI tables must be in identity-mapped memory (true for QEMU's tables,
 /// which sit in low RAM), and so must the BIOS area if `rsdp` is `None`.
 pub unsafe fn read_madt(rsdp: Option<u64>) -> Option<Madt> {
-    let rsdp = match rsdp {
-        Some(address) => address,
+    // SAFETY: per the caller.
+    parse_madt(unsafe { find_table(rsdp, b"APIC")? })
+}
+
+/// The RSDP's address: the loader's, or found by scanning the BIOS area.
+///
+/// # Safety
+/// The BIOS area must be identity mapped if `rsdp` is `None`.
+pub unsafe fn rsdp_address(rsdp: Option<u64>) -> Option<u64> {
+    match rsdp {
+        Some(address) => Some(address),
         // SAFETY: per the caller, the BIOS area is mapped.
-        None => unsafe { scan_for_rsdp()? },
-    };
+        None => unsafe { scan_for_rsdp() },
+    }
+}
+
+/// A table's bytes by its physical address (for the DSDT, which the FADT
+/// names and the root table does not list), length-bounded and checksummed.
+///
+/// # Safety
+/// The table must be in identity-mapped memory.
+pub unsafe fn table_at(address: u64) -> Option<&'static [u8]> {
+    // SAFETY: per the caller.
+    unsafe { table(address) }
+}
+
+/// Finds the first table with `signature` through the RSDP's XSDT (or RSDT).
+///
+/// # Safety
+/// As [`read_madt`].
+pub unsafe fn find_table(rsdp: Option<u64>, signature: &[u8; 4]) -> Option<&'static [u8]> {
+    // SAFETY: per the caller.
+    let rsdp = unsafe { rsdp_address(rsdp)? };
     // SAFETY: per the caller.
     let header = unsafe { bytes(rsdp, 36) };
     if &header[..8] != b"RSD PTR " {
@@ -165,8 +195,8 @@ pub unsafe fn read_madt(rsdp: Option<u64>) -> Option<Madt> {
         offset += entry_size;
         // SAFETY: per the caller.
         let Some(data) = (unsafe { table(address) }) else { continue };
-        if &data[..4] == b"APIC" {
-            return parse_madt(data);
+        if &data[..4] == signature {
+            return Some(data);
         }
     }
     None

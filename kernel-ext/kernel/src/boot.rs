@@ -61,7 +61,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     // SAFETY: boot CPU, single-threaded, interrupts off.
     unsafe { BOOT_INFO = Some(info) };
     let console_kind = match info.path {
-        BootPath::Pvh => arch_console::Console::Serial,
+        BootPath::Pvh | BootPath::Multiboot2 => arch_console::Console::Serial,
         BootPath::Hermit => arch_console::Console::Uhyve,
     };
     // SAFETY: first use of the console, on the boot CPU.
@@ -124,7 +124,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     unsafe { apic::init_local(trap::TIMER_VECTOR, trap::APIC_ERROR_VECTOR) };
     cpu_local::current().apic_id.store(apic::id(), Ordering::Relaxed);
 
-    if info.path == BootPath::Pvh {
+    if info.path.is_acpi_pc() {
         calibrate::disable_legacy_pic();
     }
     let hint = info.uhyve.and_then(|facts| facts.cpu_khz);
@@ -187,6 +187,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
         shutdown::shutdown_with(ExitCode::BootFailure);
     }
     crate::rtpool::init();
+    crate::power::init(info);
     crate::control::start();
     console_line!("rtedge {} ready in {} us", env!("CARGO_PKG_VERSION"), time::now_ns() / 1000);
     if cmdline::get(line, "boot_only").is_some_and(|v| cmdline::parse_bool(v).unwrap_or(false)) {
