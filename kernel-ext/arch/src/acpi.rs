@@ -6,6 +6,8 @@
 //! Every read is bounds-checked against the table's own length, and tables
 //! with a wrong checksum are ignored.
 
+use core::sync::atomic::{AtomicUsize, Ordering};
+
 const MAX_CPUS: usize = 64;
 const MAX_IO_APICS: usize = 4;
 const MAX_OVERRIDES: usize = 16;
@@ -78,12 +80,31 @@ impl Madt {
     }
 }
 
+/// Makes a physical range readable at its own address (installed by the
+/// kernel once its page tables exist; a null pointer means "already mapped").
+static MAPPER: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the function that identity maps firmware memory before a table
+/// is read: firmware puts ACPI tables in reserved memory above the last
+/// usable RAM (SeaBIOS at the top of RAM, OVMF among its own regions), which
+/// the kernel's RAM mapping does not cover.
+pub fn set_mapper(mapper: fn(u64, u64)) {
+    MAPPER.store(mapper as usize, Ordering::Release);
+}
+
 /// Reads `len` bytes of physical memory (identity mapped RAM below the
-/// kernel's RAM end, where QEMU puts ACPI tables).
+/// kernel's RAM end, where QEMU puts ACPI tables, or mapped by the mapper).
 ///
 /// # Safety
-/// `[address, address + len)` must be mapped and readable.
+/// `[address, address + len)` must be mapped and readable, or be firmware
+/// memory that the installed mapper maps.
 unsafe fn bytes(address: u64, len: usize) -> &'static [u8] {
+    let mapper = MAPPER.load(Ordering::Acquire);
+    if mapper != 0 {
+        // SAFETY: only `set_mapper` stores here, always a `fn(u64, u64)`.
+        let mapper: fn(u64, u64) = unsafe { core::mem::transmute::<usize, fn(u64, u64)>(mapper) };
+        mapper(address, len as u64);
+    }
     // SAFETY: per the caller.
     unsafe { core::slice::from_raw_parts(address as *const u8, len) }
 }

@@ -113,6 +113,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
         }
     };
 
+    rtedge_arch::acpi::set_mapper(crate::power::map_firmware_table);
     let prefer_x2apic = cmdline::get(line, "x2apic").map(|v| cmdline::parse_bool(v).unwrap_or(true)).unwrap_or(true);
     let apic_mode = apic::choose_mode(prefer_x2apic);
     if apic_mode == apic::Mode::XApic

@@ -84,6 +84,24 @@ pub fn test_exit_device_present() -> bool {
     }
 }
 
+/// Identity maps `[address, +len)` read-only where nothing is mapped yet
+/// (firmware tables outside the kernel's RAM mapping); pages already
+/// mapped keep their mapping. Installed as the ACPI reader's mapper.
+pub fn map_firmware_table(address: u64, len: u64) {
+    use rtedge_arch::paging::Access;
+    const PAGE: u64 = 4096;
+    let start = address & !(PAGE - 1);
+    let end = address.saturating_add(len.max(1)).next_multiple_of(PAGE);
+    let mut page = start;
+    while page < end {
+        let unmapped = crate::memory::kernel_space().is_some_and(|space| space.translate(page).is_none());
+        if unmapped && let Err(error) = crate::memory::map_identity(page, PAGE, Access::ReadOnly) {
+            log::warn!("acpi: cannot map firmware memory at {page:#x}: {error}");
+        }
+        page += PAGE;
+    }
+}
+
 /// Reads the FADT and DSDT, enables ACPI mode and arms the power button.
 /// Boot, after the I/O APICs and the `events` workqueue are up.
 pub fn init(info: &BootInfo) {
