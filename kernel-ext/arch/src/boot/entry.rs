@@ -169,6 +169,20 @@ multiboot2_start32:
     cli
     cld
     movl %eax, %edi
+    /* Firmware and option ROMs (SeaBIOS, iPXE) leave the 8259s routing
+       the PIT at vectors that are exception vectors for us, and may leave
+       I/O APIC lines unmasked: mask the 8259s and the 24 lines of the
+       standard I/O APIC (0xfec00000; paging is off) before anything else.
+       The kernel programs both properly later. */
+    movb $0xff, %al
+    outb %al, $0xa1
+    outb %al, $0x21
+    movl $0x10, %ecx
+2:  movl %ecx, 0xfec00000
+    movl $0x10000, 0xfec00010
+    addl $2, %ecx
+    cmpl $0x40, %ecx
+    jb 2b
     jmp boot32_common
 
     .global pvh_start32
