@@ -44,6 +44,18 @@ enum Firmware {
     Ovmf,
     /// Direct kernel boot on microvm (qboot), for its GED power button.
     MicrovmDirect,
+    /// Direct kernel boot on q35 with qboot (the PM1 fixed hardware).
+    Q35Direct,
+}
+
+/// How the machine is stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// `system_powerdown`: the ACPI power button; ends in S5.
+    PowerButton,
+    /// The `REBOOT` command; ends in the ACPI reset register (QEMU runs
+    /// with `-no-reboot`, so the reset ends it).
+    Reboot,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,13 +69,16 @@ struct Case {
     name: &'static str,
     firmware: Firmware,
     medium: Medium,
+    stop: Stop,
 }
 
-const CASES: [Case; 4] = [
-    Case { name: "disk: hybrid ISO boots under SeaBIOS (q35), control plane answers, ACPI power button powers off", firmware: Firmware::SeaBios, medium: Medium::Iso },
-    Case { name: "disk: hybrid ISO boots under OVMF (q35, UEFI), control plane answers, ACPI power button powers off", firmware: Firmware::Ovmf, medium: Medium::Iso },
-    Case { name: "disk: GPT qcow2 boots under OVMF (q35, UEFI), control plane answers, ACPI power button powers off", firmware: Firmware::Ovmf, medium: Medium::Qcow2 },
-    Case { name: "acpi: microvm power button (generic event device) runs the orderly shutdown and powers off", firmware: Firmware::MicrovmDirect, medium: Medium::Kernel },
+const CASES: [Case; 6] = [
+    Case { name: "disk: hybrid ISO boots under SeaBIOS (q35), control plane answers, ACPI power button powers off", firmware: Firmware::SeaBios, medium: Medium::Iso, stop: Stop::PowerButton },
+    Case { name: "disk: hybrid ISO boots under OVMF (q35, UEFI), control plane answers, ACPI power button powers off", firmware: Firmware::Ovmf, medium: Medium::Iso, stop: Stop::PowerButton },
+    Case { name: "disk: GPT qcow2 boots under OVMF (q35, UEFI), control plane answers, ACPI power button powers off", firmware: Firmware::Ovmf, medium: Medium::Qcow2, stop: Stop::PowerButton },
+    Case { name: "acpi: microvm power button (generic event device) runs the orderly shutdown and powers off", firmware: Firmware::MicrovmDirect, medium: Medium::Kernel, stop: Stop::PowerButton },
+    Case { name: "acpi: REBOOT on q35 runs the orderly shutdown and resets through the ACPI reset register", firmware: Firmware::Q35Direct, medium: Medium::Kernel, stop: Stop::Reboot },
+    Case { name: "acpi: REBOOT on microvm resets through the generic event device's reset register", firmware: Firmware::MicrovmDirect, medium: Medium::Kernel, stop: Stop::Reboot },
 ];
 
 /// Runs the selected disk scenarios (q35 is among the hypervisors under test).
@@ -148,6 +163,10 @@ fn qemu_args(plan: &Plan<'_>, case: &Case, medium: &Path, dir: &Path, port: u16,
     match case.firmware {
         Firmware::MicrovmDirect => push(&mut args, &["-M", "microvm"]),
         Firmware::SeaBios | Firmware::Ovmf => push(&mut args, &["-M", "q35"]),
+        Firmware::Q35Direct => {
+            let qboot = plan.tools.qboot.as_ref().context("qboot.rom not found (Debian package qemu-system-data)")?;
+            args.extend(["-M".into(), "q35".into(), "-bios".into(), qboot.display().to_string()]);
+        }
     }
     push(&mut args, &["-nodefaults", "-no-user-config", "-no-reboot", "-accel", "tcg", "-display", "none"]);
     args.extend(["-m".into(), format!("{}M", plan.memory_mib), "-smp".into(), plan.smp.to_string()]);
@@ -168,7 +187,7 @@ fn qemu_args(plan: &Plan<'_>, case: &Case, medium: &Path, dir: &Path, port: u16,
                 bail!("OVMF not found ({OVMF_CODE} or {OVMF_WHOLE}; Debian package ovmf); run `make deps`");
             }
         }
-        Firmware::MicrovmDirect => {}
+        Firmware::MicrovmDirect | Firmware::Q35Direct => {}
     }
     match case.medium {
         Medium::Iso => args.extend(["-drive".into(), format!("file={},media=cdrom,if=ide,readonly=on", medium.display())]),
@@ -250,11 +269,18 @@ fn boot_and_power_off(plan: &Plan<'_>, case: &Case, medium: &Path, dir: &Path) -
         let names: Vec<String> = resp::items(&listing)?.iter().filter_map(|entry| resp::field_text(entry, "name").ok()).collect();
         ensure!(names.iter().any(|name| name == "hello.txt"), "FILES / does not list the boot archive's hello.txt: {names:?}");
     }
-    drop(conn);
 
-    // 2. The power button: orderly shutdown, S5, QEMU exits 0.
+    // 2. The power button (orderly shutdown, S5) or REBOOT (orderly, then
+    //    the reset register); either way QEMU exits 0.
     let pressed = Instant::now();
-    monitor_command(&monitor, "system_powerdown")?;
+    match case.stop {
+        Stop::PowerButton => monitor_command(&monitor, "system_powerdown")?,
+        Stop::Reboot => {
+            let reply = conn.call(&["REBOOT"])?;
+            ensure!(resp::text(&reply) == "OK", "REBOOT: {reply:?}");
+        }
+    }
+    drop(conn);
     let status = loop {
         if let Some(status) = vm.child.try_wait()? {
             break status;
@@ -269,24 +295,47 @@ fn boot_and_power_off(plan: &Plan<'_>, case: &Case, medium: &Path, dir: &Path) -
         let _ = pipe.read_to_string(&mut stderr);
     }
     ensure!(status.success(), "{}", fail(format!("QEMU exited with {status} (stderr: {})", stderr.trim()), &console));
-    for needle in ["power: power button: orderly shutdown", "rtedge: shutdown code=0", "rtedge: power off (ACPI S5)"] {
+    let needles: &[&str] = match case.stop {
+        Stop::PowerButton => &["power: power button: orderly shutdown", "rtedge: shutdown code=0", "rtedge: power off (ACPI S5)"],
+        Stop::Reboot => &["power: REBOOT: orderly reboot", "rtedge: reboot (ACPI reset register)"],
+    };
+    for &needle in needles {
         ensure!(text.contains(needle), "{}", fail(format!("the console lacks `{needle}`"), &console));
     }
+    ensure!(!text.contains("did not take") && !text.contains("did not reset"), "{}", fail("the ACPI register write did not take".into(), &console));
     let unloaded = text.lines().filter(|line| line.contains(": unloaded")).count();
     ensure!(unloaded > 0, "{}", fail("no module reported its exit before power-off".into(), &console));
     Ok(vec![
         (format!("{} boot to PONG", file_name(medium)), format!("{:.1} s", ready.as_secs_f64())),
-        (format!("{} power button to QEMU exit", file_name(medium)), format!("{:.2} s ({unloaded} modules unloaded)", powered_off.as_secs_f64())),
+        (
+            format!("{} {} to QEMU exit", file_name(medium), if case.stop == Stop::Reboot { "REBOOT" } else { "power button" }),
+            format!("{:.2} s ({unloaded} modules unloaded)", powered_off.as_secs_f64()),
+        ),
     ])
 }
 
-/// Sends one command to QEMU's human monitor on a unix socket.
+/// Sends one command to QEMU's human monitor on a unix socket and waits
+/// for the next prompt (closing early can drop the line unexecuted).
 fn monitor_command(socket: &PathBuf, command: &str) -> Result<()> {
     let mut stream = UnixStream::connect(socket).with_context(|| format!("cannot connect to the QEMU monitor {}", socket.display()))?;
-    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-    let mut banner = [0u8; 512];
-    let _ = stream.read(&mut banner);
-    stream.write_all(format!("{command}\n").as_bytes())?;
-    let _ = stream.read(&mut banner);
-    Ok(())
+    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let reader = stream.try_clone()?;
+    let mut read_until = |seen: &mut Vec<u8>, prompts: usize| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while String::from_utf8_lossy(seen).matches("(qemu)").count() < prompts {
+            ensure!(Instant::now() < deadline, "the QEMU monitor did not answer `{command}`: {:?}", String::from_utf8_lossy(seen));
+            match (&reader).read(&mut chunk) {
+                Ok(0) => bail!("the QEMU monitor closed: {:?}", String::from_utf8_lossy(seen)),
+                Ok(count) => seen.extend_from_slice(&chunk[..count]),
+                Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    };
+    read_until(&mut seen, 1)?;
+    (&stream).write_all(format!("{command}\n").as_bytes())?;
+    read_until(&mut seen, 2)
 }

@@ -13,8 +13,10 @@
 //! The button's top half only acknowledges the event and queues work; the
 //! work item runs [`orderly_shutdown`] in process context: modules' `exit`,
 //! the control plane's goodbye to subscribers, the rt-pool freed, logs
-//! written, then S5. `SHUTDOWN` and the application's exit end in the same
-//! S5 when the test runner's `isa-debug-exit` device is absent.
+//! written, then S5. `SHUTDOWN` takes the same path; it and the
+//! application's exit end in S5 when the test runner's `isa-debug-exit`
+//! device is absent. `REBOOT` (registered when the FADT has a reset
+//! register) takes it too and ends in the ACPI reset register.
 //!
 //! Invariant: [`STATE`] is written once, at boot on the boot CPU before the
 //! SCI is unmasked, and only read afterwards.
@@ -26,7 +28,7 @@ use rtedge_arch::{acpi as tables, cpu};
 use rtedge_engine::acpi::{self, AddressSpace, Fadt, GenericAddress, GenericEventDevice};
 
 use crate::irq::{self, Polarity, Trigger};
-use crate::workqueue::{self, FnWork};
+use crate::workqueue::{self, FnDelayedWork, FnWork};
 use crate::{console_line, thread, time};
 
 /// The test runner's exit device (QEMU `isa-debug-exit,iobase=0xf4`).
@@ -55,6 +57,34 @@ const PRESENT: u8 = 1;
 const ABSENT: u8 = 2;
 
 static BUTTON_WORK: FnWork = FnWork::new(button_work, 0);
+/// `REBOOT` runs this a moment after its `+OK` left.
+static REBOOT_WORK: FnDelayedWork = FnDelayedWork::new(reboot_work, 0);
+/// Jiffies between `REBOOT`'s reply and the orderly reboot.
+const REBOOT_DELAY_JIFFIES: u64 = 100;
+
+/// `REBOOT`: an orderly shutdown that ends in the ACPI reset register.
+const REBOOT_SPEC: rtedge_proto::CommandSpec = rtedge_proto::CommandSpec::new(
+    "reboot",
+    1,
+    rtedge_proto::CommandFlags::ADMIN,
+    "kernel",
+    "orderly shutdown (modules' exit, goodbye), then reset through the ACPI reset register",
+    "REBOOT",
+);
+
+fn reboot_command(_context: &mut rtedge_control::CommandContext<'_>, _request: &rtedge_proto::Request) -> rtedge_proto::Reply {
+    if state().and_then(|power| power.fadt.reset).is_none() {
+        return rtedge_proto::Reply::error("ERR this machine has no ACPI reset register");
+    }
+    match workqueue::schedule_delayed_work(&REBOOT_WORK, REBOOT_DELAY_JIFFIES) {
+        Ok(_) => rtedge_proto::Reply::ok(),
+        Err(_) => rtedge_proto::Reply::error("ERR no workqueue to run the reboot"),
+    }
+}
+
+fn reboot_work(_work: &'static FnDelayedWork) {
+    orderly_stop("REBOOT", 0, Then::Reset)
+}
 
 fn state() -> Option<&'static Power> {
     if READY.load(Ordering::Acquire) == 0 {
@@ -155,6 +185,11 @@ pub fn init(info: &BootInfo) {
     // SAFETY: boot CPU, before READY is set: no reader yet.
     unsafe { *(&raw mut STATE) = Some(power) };
     READY.store(1, Ordering::Release);
+    if fadt.reset.is_some()
+        && let Err(error) = crate::commands::register(REBOOT_SPEC, reboot_command)
+    {
+        log::warn!("acpi: cannot register REBOOT: {error}");
+    }
 }
 
 /// SMI_CMD ← ACPI_ENABLE when the firmware left the machine in legacy
@@ -281,6 +316,13 @@ fn button_work(_work: &'static FnWork) {
     orderly_shutdown("power button", 0)
 }
 
+/// How an orderly stop ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Then {
+    PowerOff,
+    Reset,
+}
+
 /// Whether the power button has been pressed.
 pub fn button_was_pressed() -> bool {
     PRESSED.load(Ordering::Acquire)
@@ -291,7 +333,11 @@ pub fn button_was_pressed() -> bool {
 /// lines are written, then [`crate::shutdown::shutdown`] ends in S5 (or
 /// the test exit device, under the test runner).
 pub fn orderly_shutdown(reason: &str, code: u8) -> ! {
-    log::info!("power: {reason}: orderly shutdown");
+    orderly_stop(reason, code, Then::PowerOff)
+}
+
+fn orderly_stop(reason: &str, code: u8, then: Then) -> ! {
+    log::info!("power: {reason}: orderly {}", if then == Then::Reset { "reboot" } else { "shutdown" });
     let mut goodbye = alloc::string::String::new();
     goodbye.push_str("{\"kind\":\"shutdown\",\"reason\":\"");
     goodbye.extend(reason.chars().filter(|c| *c != '"' && *c != '\\'));
@@ -307,7 +353,10 @@ pub fn orderly_shutdown(reason: &str, code: u8) -> ! {
     if freed > 0 {
         log::info!("rtpool: {freed} buffers freed at shutdown");
     }
-    crate::shutdown::shutdown(code)
+    match then {
+        Then::PowerOff => crate::shutdown::shutdown(code),
+        Then::Reset => reboot(),
+    }
 }
 
 /// Enters S5 (soft off) through ACPI; returns only if that is impossible
