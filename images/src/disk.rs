@@ -290,7 +290,7 @@ fn derived_guid(seed: u64, salt: u64) -> [u8; 16] {
 /// A whole disk: protective MBR, primary GPT, the partition at 1 MiB,
 /// backup GPT in the last 33 sectors.
 pub fn gpt_disk(partition: &[u8], seed: u64) -> Result<Vec<u8>> {
-    ensure!(partition.len() as u64 % SECTOR == 0, "the partition image is not whole sectors");
+    ensure!((partition.len() as u64).is_multiple_of(SECTOR), "the partition image is not whole sectors");
     let partition_sectors = partition.len() as u64 / SECTOR;
     let first = PARTITION_START_LBA;
     let last = first + partition_sectors - 1;

@@ -317,7 +317,7 @@ fn boot_and_power_off(plan: &Plan<'_>, case: &Case, medium: &Path, dir: &Path) -
 /// Sends one command to QEMU's human monitor on a unix socket and waits
 /// for the next prompt (closing early can drop the line unexecuted).
 fn monitor_command(socket: &PathBuf, command: &str) -> Result<()> {
-    let mut stream = UnixStream::connect(socket).with_context(|| format!("cannot connect to the QEMU monitor {}", socket.display()))?;
+    let stream = UnixStream::connect(socket).with_context(|| format!("cannot connect to the QEMU monitor {}", socket.display()))?;
     stream.set_read_timeout(Some(Duration::from_millis(200)))?;
     let mut seen = Vec::new();
     let mut chunk = [0u8; 1024];

@@ -277,10 +277,12 @@ pub fn generic_event_device(aml: &[u8]) -> Option<GenericEventDevice> {
     // OperationRegion: ExtOpPrefix 0x5b, 0x80, NameSeg (4), space 0 (memory), offset.
     let mut index = 0;
     while index + 7 <= body.len() {
-        if body[index] == 0x5b && body[index + 1] == 0x80 && body[index + 6] == 0x00 {
-            if let Some((address, _)) = body.get(index + 7..).and_then(aml_integer) {
-                return Some(GenericEventDevice { event_register: address, interrupt, edge, active_high });
-            }
+        if body[index] == 0x5b
+            && body[index + 1] == 0x80
+            && body[index + 6] == 0x00
+            && let Some((address, _)) = body.get(index + 7..).and_then(aml_integer)
+        {
+            return Some(GenericEventDevice { event_register: address, interrupt, edge, active_high });
         }
         index += 1;
     }

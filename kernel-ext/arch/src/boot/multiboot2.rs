@@ -97,12 +97,8 @@ pub(super) unsafe fn read(address: u64, info: &mut BootInfo) {
                     info.push_region_merged(start, start.saturating_add(pages.saturating_mul(4096)), kind);
                 }
             }
-            TAG_ACPI_OLD | TAG_ACPI_NEW => {
-                // The new (v2) RSDP wins over the old one whatever the order.
-                if kind == TAG_ACPI_NEW || info.rsdp.is_none() {
-                    info.set_rsdp_copy(body);
-                }
-            }
+            // The new (v2) RSDP wins over the old one whatever the order.
+            TAG_ACPI_OLD | TAG_ACPI_NEW if kind == TAG_ACPI_NEW || info.rsdp.is_none() => info.set_rsdp_copy(body),
             _ => {}
         }
     }
