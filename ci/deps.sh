@@ -44,6 +44,7 @@ have grub-mkrescue || packages+=(grub-common)
 have xorriso || packages+=(xorriso)
 have mformat || packages+=(mtools)
 have qemu-img || packages+=(qemu-utils)
+have objcopy || packages+=(binutils)
 [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || [ -f /usr/share/OVMF/OVMF_CODE.fd ] || packages+=(ovmf)
 if [ "${#packages[@]}" -gt 0 ]; then
     echo "deps: installing ${packages[*]}"
