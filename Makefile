@@ -17,7 +17,7 @@ RUNS ?= 5
 export RTEDGE_SMP RTEDGE_PORT RTEDGE_TOKEN RTEDGE_INITRD
 
 .DEFAULT_GOAL := help
-.PHONY: help deps run run-uhyve test loom e2e image bench boot-time info clean
+.PHONY: help deps run run-uhyve test loom e2e image disk bench boot-time info clean
 
 help: ## list the targets
 	@echo "rtedge — make targets:"
@@ -47,6 +47,9 @@ e2e: deps ## boot the appliance and drive it with redis-cli, redis-benchmark and
 
 image: deps ## build the appliance image and print its path and size
 	$(RUNNER) $(RUNNER_FLAGS) build appliance
+
+disk: deps ## build the appliance as disk images (hybrid ISO for BIOS+UEFI, GPT raw/qcow2 for UEFI) and print their sizes; RELEASE=1 needs RTEDGE_TOKEN or RTEDGE_TOKEN_FILE
+	$(RUNNER) $(RUNNER_FLAGS) disk $(if $(RELEASE),--release)
 
 bench: deps ## run the benchmark image and print its figures per hypervisor
 	$(RUNNER) $(RUNNER_FLAGS) bench $(HV_ARGS)

@@ -36,6 +36,16 @@ have qemu-system-x86_64 || packages+=(qemu-system-x86)
 have redis-cli || packages+=(redis-tools)
 # `ip netns` and tap devices for the uhyve end-to-end tests.
 have ip || packages+=(iproute2)
+# Disk images (make disk): GRUB for BIOS and UEFI, the ISO and FAT tools,
+# qemu-img, and OVMF to boot them under UEFI.
+[ -d /usr/lib/grub/i386-pc ] || packages+=(grub-pc-bin)
+[ -d /usr/lib/grub/x86_64-efi ] || packages+=(grub-efi-amd64-bin)
+have grub-mkrescue || packages+=(grub-common)
+have xorriso || packages+=(xorriso)
+have mformat || packages+=(mtools)
+have qemu-img || packages+=(qemu-utils)
+have objcopy || packages+=(binutils)
+[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || [ -f /usr/share/OVMF/OVMF_CODE.fd ] || packages+=(ovmf)
 if [ "${#packages[@]}" -gt 0 ]; then
     echo "deps: installing ${packages[*]}"
     export DEBIAN_FRONTEND=noninteractive

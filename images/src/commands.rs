@@ -47,6 +47,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::BootTime { runs, hypervisors } => boot_time(&session, runs, &hypervisors),
         Command::E2e(args) => e2e(&session, &args),
         Command::Info => info(&session),
+        Command::Disk { release } => {
+            crate::disk::command(&session.layout, &session.profiles, release)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod commands;
 mod console;
+mod disk;
 mod e2e;
 mod exitcode;
 mod hypervisor;
@@ -68,6 +69,12 @@ pub enum Command {
     E2e(E2eArgs),
     /// Show the profiles, their built images and the hypervisors found.
     Info,
+    /// Build the appliance as disk images: a hybrid ISO (BIOS and UEFI) and a GPT disk with an EFI system partition (raw and qcow2).
+    Disk {
+        /// A release image: the token from RTEDGE_TOKEN or RTEDGE_TOKEN_FILE (required), never the development token.
+        #[arg(long)]
+        release: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@
 //! trips) are printed as `e2e-figure:` lines.
 
 pub mod control;
+pub mod disk;
 pub mod guest;
 pub mod programs;
 pub mod resp;
@@ -395,6 +396,10 @@ pub fn run(plan: &Plan<'_>) -> Result<Report> {
             let log = plan.scratch.join(format!("{hypervisor}-boot{}-console.log", group_index + 1));
             let _ = std::fs::write(&log, guest.console());
         }
+    }
+    // Disk images under firmware and the ACPI power button (QEMU, TCG).
+    if plan.hypervisors.iter().any(|hypervisor| hypervisor.is_qemu()) {
+        disk::run(plan, &mut report);
     }
     Ok(report)
 }

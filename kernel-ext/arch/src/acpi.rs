@@ -1,8 +1,12 @@
 //! Just enough ACPI to find the CPUs and interrupt controllers: the RSDP
 //! (from the loader, or by scanning the BIOS area), the RSDT/XSDT, and the
-//! MADT's local APIC, x2APIC, I/O APIC and interrupt-override entries.
+//! MADT's local APIC, x2APIC, I/O APIC and interrupt-override entries; and
+//! any other table by signature (the FADT for power management, whose bytes
+//! `rtedge_engine::acpi` reads).
 //! Every read is bounds-checked against the table's own length, and tables
 //! with a wrong checksum are ignored.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 const MAX_CPUS: usize = 64;
 const MAX_IO_APICS: usize = 4;
@@ -76,12 +80,31 @@ impl Madt {
     }
 }
 
+/// Makes a physical range readable at its own address (installed by the
+/// kernel once its page tables exist; a null pointer means "already mapped").
+static MAPPER: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the function that identity maps firmware memory before a table
+/// is read: firmware puts ACPI tables in reserved memory above the last
+/// usable RAM (SeaBIOS at the top of RAM, OVMF among its own regions), which
+/// the kernel's RAM mapping does not cover.
+pub fn set_mapper(mapper: fn(u64, u64)) {
+    MAPPER.store(mapper as usize, Ordering::Release);
+}
+
 /// Reads `len` bytes of physical memory (identity mapped RAM below the
-/// kernel's RAM end, where QEMU puts ACPI tables).
+/// kernel's RAM end, where QEMU puts ACPI tables, or mapped by the mapper).
 ///
 /// # Safety
-/// `[address, address + len)` must be mapped and readable.
+/// `[address, address + len)` must be mapped and readable, or be firmware
+/// memory that the installed mapper maps.
 unsafe fn bytes(address: u64, len: usize) -> &'static [u8] {
+    let mapper = MAPPER.load(Ordering::Acquire);
+    if mapper != 0 {
+        // SAFETY: only `set_mapper` stores here, always a `fn(u64, u64)`.
+        let mapper: fn(u64, u64) = unsafe { core::mem::transmute::<usize, fn(u64, u64)>(mapper) };
+        mapper(address, len as u64);
+    }
     // SAFETY: per the caller.
     unsafe { core::slice::from_raw_parts(address as *const u8, len) }
 }
@@ -138,11 +161,39 @@ unsafe fn table(address: u64) -> Option<&'static [u8]> {
 /// ACPI tables must be in identity-mapped memory (true for QEMU's tables,
 /// which sit in low RAM), and so must the BIOS area if `rsdp` is `None`.
 pub unsafe fn read_madt(rsdp: Option<u64>) -> Option<Madt> {
-    let rsdp = match rsdp {
-        Some(address) => address,
+    // SAFETY: per the caller.
+    parse_madt(unsafe { find_table(rsdp, b"APIC")? })
+}
+
+/// The RSDP's address: the loader's, or found by scanning the BIOS area.
+///
+/// # Safety
+/// The BIOS area must be identity mapped if `rsdp` is `None`.
+pub unsafe fn rsdp_address(rsdp: Option<u64>) -> Option<u64> {
+    match rsdp {
+        Some(address) => Some(address),
         // SAFETY: per the caller, the BIOS area is mapped.
-        None => unsafe { scan_for_rsdp()? },
-    };
+        None => unsafe { scan_for_rsdp() },
+    }
+}
+
+/// A table's bytes by its physical address (for the DSDT, which the FADT
+/// names and the root table does not list), length-bounded and checksummed.
+///
+/// # Safety
+/// The table must be in identity-mapped memory.
+pub unsafe fn table_at(address: u64) -> Option<&'static [u8]> {
+    // SAFETY: per the caller.
+    unsafe { table(address) }
+}
+
+/// Finds the first table with `signature` through the RSDP's XSDT (or RSDT).
+///
+/// # Safety
+/// As [`read_madt`].
+pub unsafe fn find_table(rsdp: Option<u64>, signature: &[u8; 4]) -> Option<&'static [u8]> {
+    // SAFETY: per the caller.
+    let rsdp = unsafe { rsdp_address(rsdp)? };
     // SAFETY: per the caller.
     let header = unsafe { bytes(rsdp, 36) };
     if &header[..8] != b"RSD PTR " {
@@ -165,8 +216,8 @@ pub unsafe fn read_madt(rsdp: Option<u64>) -> Option<Madt> {
         offset += entry_size;
         // SAFETY: per the caller.
         let Some(data) = (unsafe { table(address) }) else { continue };
-        if &data[..4] == b"APIC" {
-            return parse_madt(data);
+        if &data[..4] == signature {
+            return Some(data);
         }
     }
     None

@@ -9,6 +9,7 @@
 
 extern crate alloc;
 
+pub mod acpi;
 pub mod clock;
 pub mod cmdline;
 pub mod histogram;

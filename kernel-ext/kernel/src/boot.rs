@@ -61,7 +61,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     // SAFETY: boot CPU, single-threaded, interrupts off.
     unsafe { BOOT_INFO = Some(info) };
     let console_kind = match info.path {
-        BootPath::Pvh => arch_console::Console::Serial,
+        BootPath::Pvh | BootPath::Multiboot2 => arch_console::Console::Serial,
         BootPath::Hermit => arch_console::Console::Uhyve,
     };
     // SAFETY: first use of the console, on the boot CPU.
@@ -113,6 +113,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
         }
     };
 
+    rtedge_arch::acpi::set_mapper(crate::power::map_firmware_table);
     let prefer_x2apic = cmdline::get(line, "x2apic").map(|v| cmdline::parse_bool(v).unwrap_or(true)).unwrap_or(true);
     let apic_mode = apic::choose_mode(prefer_x2apic);
     if apic_mode == apic::Mode::XApic
@@ -124,7 +125,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     unsafe { apic::init_local(trap::TIMER_VECTOR, trap::APIC_ERROR_VECTOR) };
     cpu_local::current().apic_id.store(apic::id(), Ordering::Relaxed);
 
-    if info.path == BootPath::Pvh {
+    if info.path.is_acpi_pc() {
         calibrate::disable_legacy_pic();
     }
     let hint = info.uhyve.and_then(|facts| facts.cpu_khz);
@@ -190,6 +191,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     if let Err(error) = console::start_drain() {
         console_line!("rtedge: no klogd ({error}): RT, softirq and IRQ log lines stay synchronous");
     }
+    crate::power::init(info);
     crate::control::start();
     console_line!("rtedge {} ready in {} us", env!("CARGO_PKG_VERSION"), time::now_ns() / 1000);
     if cmdline::get(line, "boot_only").is_some_and(|v| cmdline::parse_bool(v).unwrap_or(false)) {

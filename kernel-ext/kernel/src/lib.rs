@@ -25,6 +25,7 @@ pub mod latency;
 pub mod memory;
 pub mod modules;
 pub mod net;
+pub mod power;
 pub mod rtpool;
 pub mod shared;
 pub mod shutdown;

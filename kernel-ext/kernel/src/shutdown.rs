@@ -38,10 +38,20 @@ pub const fn is_kernel_failure_code(code: u8) -> bool {
     matches!(code, 1..=6 | 32..=63)
 }
 
-/// Logs the shutdown line the runner checks, then exits with `code`.
+/// Logs the shutdown line the runner checks, then stops: with the test
+/// runner's exit device (QEMU `isa-debug-exit`) or uhyve's exit hypercall,
+/// the host sees `code`; on a machine without them (a disk image under
+/// firmware, libvirt, a cloud) it powers off through ACPI S5 like a real
+/// machine, and the code is only in the log.
 pub fn shutdown(code: u8) -> ! {
     crate::console::flush_deferred();
     crate::console::line(format_args!("rtedge: shutdown code={code}"));
+    let hypervisor_exit = rtedge_arch::console::kind() == rtedge_arch::console::Console::Uhyve;
+    if !hypervisor_exit && !crate::power::test_exit_device_present() {
+        crate::console::line(format_args!("rtedge: power off (ACPI S5)"));
+        crate::power::acpi_power_off();
+        crate::console::line(format_args!("rtedge: ACPI power-off did not take; halting"));
+    }
     exit::exit(code)
 }
 

@@ -118,7 +118,7 @@ fn wait_arrival(index: u32) -> bool {
 pub fn bring_up(info: &BootInfo) -> SmpReport {
     let mut report = SmpReport { offered: 1, online: 1, failed: 0 };
     match info.path {
-        BootPath::Pvh => bring_up_acpi(info, &mut report),
+        BootPath::Pvh | BootPath::Multiboot2 => bring_up_acpi(info, &mut report),
         BootPath::Hermit => bring_up_hermit(info, &mut report),
     }
     *REPORT.lock() = report;

@@ -1,5 +1,7 @@
-//! The first instructions: the PVH entry (32-bit, paging off) and the Hermit
-//! entry (64-bit, paging on), and the ELF notes that name them.
+//! The first instructions: the PVH entry (32-bit, paging off), the
+//! Multiboot2 entry (32-bit, paging off; GRUB from a disk image), and the
+//! Hermit entry (64-bit, paging on), and the ELF notes and the Multiboot2
+//! header that name them.
 //!
 //! Both paths read the time stamp counter first (so that "ready in N µs"
 //! counts from the very first instruction), zero `.bss` (in 64-bit mode,
@@ -78,6 +80,54 @@ static HERMIT_ABI_TAG: Note<4, 16> = Note {
     desc: abi_tag_desc(),
 };
 
+/// The magic a Multiboot2 loader leaves in `eax`.
+pub const MULTIBOOT2_BOOTLOADER_MAGIC: u32 = 0x36d7_6289;
+
+// The Multiboot2 header (in the first 32 KiB of the file, 8-byte aligned:
+// the linker script puts it first in .text). Tags: the information wanted
+// (command line, modules, memory maps, ACPI RSDP; all optional so that a
+// loader without one still boots us), the 32-bit entry address (the ELF
+// entry is the Hermit one), and page-aligned modules. No EFI boot-services
+// tag: GRUB then exits the boot services and enters in 32-bit protected
+// mode under UEFI as under BIOS (Multiboot2 spec, 3.1.13 and 3.3).
+global_asm!(
+    r#"
+    .pushsection .multiboot2, "a"
+    .p2align 3
+multiboot2_header:
+    .long 0xe85250d6
+    .long 0
+    .long multiboot2_header_end - multiboot2_header
+    .long 0x100000000 - (0xe85250d6 + (multiboot2_header_end - multiboot2_header))
+    /* information request: cmdline 1, module 3, mmap 6, ACPI old 14,
+       ACPI new 15, EFI mmap 17 */
+    .p2align 3
+    .short 1
+    .short 1
+    .long 8 + 6 * 4
+    .long 1, 3, 6, 14, 15, 17
+    /* entry address */
+    .p2align 3
+    .short 3
+    .short 0
+    .long 12
+    .long multiboot2_start32
+    /* module alignment */
+    .p2align 3
+    .short 6
+    .short 0
+    .long 8
+    /* end */
+    .p2align 3
+    .short 0
+    .short 0
+    .long 8
+multiboot2_header_end:
+    .popsection
+    "#,
+    options(att_syntax)
+);
+
 // The PVH note (Xen ELF note type 18, PHYS32_ENTRY). QEMU reads its value as
 // 8 bytes for an ELF64 image, so the 32-bit entry address is stored as a quad.
 global_asm!(
@@ -109,13 +159,40 @@ global_asm!(
     rep stosq
     .endm
 
-    /* ---------------- PVH: 32-bit protected mode, paging off ------------- */
+    /* ------- PVH and Multiboot2: 32-bit protected mode, paging off ------- */
     .code32
+    /* Multiboot2 (GRUB): eax = magic, ebx = the boot information. Both
+       32-bit entries then run the same code; edi tells them apart (0 for
+       PVH) and survives up to 64-bit mode. */
+    .global multiboot2_start32
+multiboot2_start32:
+    cli
+    cld
+    movl %eax, %edi
+    /* Firmware and option ROMs (SeaBIOS, iPXE) leave the 8259s routing
+       the PIT at vectors that are exception vectors for us, and may leave
+       I/O APIC lines unmasked: mask the 8259s and the 24 lines of the
+       standard I/O APIC (0xfec00000; paging is off) before anything else.
+       The kernel programs both properly later. */
+    movb $0xff, %al
+    outb %al, $0xa1
+    outb %al, $0x21
+    movl $0x10, %ecx
+2:  movl %ecx, 0xfec00000
+    movl $0x10000, 0xfec00010
+    addl $2, %ecx
+    cmpl $0x40, %ecx
+    jb 2b
+    jmp boot32_common
+
     .global pvh_start32
 pvh_start32:
     cli
     cld
-    /* ebx = physical address of hvm_start_info; keep it in ebx. */
+    xorl %edi, %edi
+boot32_common:
+    /* ebx = physical address of hvm_start_info or the Multiboot2
+       information; keep it in ebx. */
     rdtsc
     movl %eax, %esi
     movl %edx, %ebp
@@ -155,16 +232,23 @@ pvh_start64:
     xorw %ax, %ax
     movw %ax, %fs
     movw %ax, %gs
-    /* The first TSC reading is in ebp:esi, the start info address in ebx. */
+    /* The first TSC reading is in ebp:esi, the start info address in ebx,
+       the Multiboot2 magic (or 0) in edi. */
     shlq $32, %rbp
     movl %esi, %esi
     orq %rbp, %rsi
+    movl %edi, %r15d
     zero_bss
     movq %rsi, BOOT_TSC(%rip)
     leaq BOOT_STACK_TOP(%rip), %rsp
     movl %ebx, %edi
     xorl %ebp, %ebp
+    testl %r15d, %r15d
+    jnz 1f
     call rtedge_pvh_entry
+    ud2
+1:  movl %r15d, %edx
+    call rtedge_multiboot2_entry
     ud2
 
     /* ------------- Hermit: 64-bit long mode, paging on (uhyve) ----------- */

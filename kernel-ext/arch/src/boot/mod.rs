@@ -3,12 +3,13 @@
 
 pub mod entry;
 mod fdt;
+mod multiboot2;
 
 use core::fmt;
 
 use hermit_entry::boot_info::{BootInfo as HermitBootInfo, PlatformInfo, RawBootInfo};
 
-pub use entry::{boot_stack, boot_stack_guard, boot_tsc, release_hermit_secondary, HERMIT_ABI_VERSION, UHYVE_INTERFACE_VERSION};
+pub use entry::{boot_stack, boot_stack_guard, boot_tsc, release_hermit_secondary, HERMIT_ABI_VERSION, MULTIBOOT2_BOOTLOADER_MAGIC, UHYVE_INTERFACE_VERSION};
 
 /// How the image was entered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,6 +18,8 @@ pub enum BootPath {
     Pvh,
     /// uhyve through the Hermit boot protocol (`RawBootInfo`).
     Hermit,
+    /// GRUB (a disk image under BIOS or UEFI) through Multiboot2.
+    Multiboot2,
 }
 
 impl BootPath {
@@ -25,7 +28,14 @@ impl BootPath {
         match self {
             BootPath::Pvh => "pvh",
             BootPath::Hermit => "hermit/uhyve",
+            BootPath::Multiboot2 => "multiboot2",
         }
+    }
+
+    /// Whether the machine is a PC described by ACPI (MADT, FADT, COM1,
+    /// the legacy PIC): every way in but uhyve's.
+    pub fn is_acpi_pc(self) -> bool {
+        self != BootPath::Hermit
     }
 }
 
@@ -81,6 +91,9 @@ pub struct BootInfo {
     pub command_line_truncated: bool,
     /// ACPI RSDP physical address, where the loader gave one.
     pub rsdp: Option<u64>,
+    /// The RSDP itself when the loader handed over a copy (Multiboot2's
+    /// ACPI tags); `rsdp` then points here.
+    rsdp_copy: [u8; 36],
     pub uhyve: Option<UhyveFacts>,
     /// TSC value at the first instruction.
     pub boot_tsc: u64,
@@ -111,6 +124,7 @@ impl BootInfo {
             command_line_len: 0,
             command_line_truncated: false,
             rsdp: None,
+            rsdp_copy: [0; 36],
             uhyve: None,
             boot_tsc: 0,
         }
@@ -146,6 +160,32 @@ impl BootInfo {
             self.regions[self.region_count] = MemoryRegion { start, end, kind };
             self.region_count += 1;
         }
+    }
+
+    /// As `push_region`, but extends a region of the same kind that ends
+    /// where this one starts (EFI memory maps come in many small pieces).
+    fn push_region_merged(&mut self, start: u64, end: u64, kind: MemoryKind) {
+        if end <= start {
+            return;
+        }
+        let count = self.region_count;
+        if let Some(region) = self.regions[..count].iter_mut().find(|r| r.kind == kind && (r.end == start || r.start == end)) {
+            region.start = region.start.min(start);
+            region.end = region.end.max(end);
+            return;
+        }
+        self.push_region(start, end, kind);
+    }
+
+    /// Keeps a copy of the RSDP (a loader's tag that will be reused as RAM).
+    fn set_rsdp_copy(&mut self, rsdp: &[u8]) {
+        let len = rsdp.len().min(self.rsdp_copy.len());
+        if len < 20 || &rsdp[..8] != b"RSD PTR " {
+            return;
+        }
+        self.rsdp_copy = [0; 36];
+        self.rsdp_copy[..len].copy_from_slice(&rsdp[..len]);
+        self.rsdp = Some(self.rsdp_copy.as_ptr() as u64);
     }
 
     fn push_module(&mut self, start: u64, size: u64) {
@@ -255,6 +295,23 @@ extern "C" fn rtedge_pvh_entry(start_info: u64, tsc: u64) -> ! {
             let module = unsafe { &*(start.module_list as *const HvmModule).add(i) };
             info.push_module(module.address, module.size);
         }
+    }
+    // SAFETY: BOOT_INFO is complete and never written again.
+    unsafe { __rtedge_kernel_entry(&*(&raw const BOOT_INFO)) }
+}
+
+/// Called by the 32-bit entry code when GRUB entered through Multiboot2,
+/// with the physical address of the boot information and `eax`'s magic.
+#[unsafe(no_mangle)]
+extern "C" fn rtedge_multiboot2_entry(information: u64, tsc: u64, magic: u32) -> ! {
+    // SAFETY: only the boot CPU runs here, before anything else reads BOOT_INFO.
+    let info = unsafe { &mut *(&raw mut BOOT_INFO) };
+    info.path = BootPath::Multiboot2;
+    info.boot_tsc = tsc;
+    if magic == MULTIBOOT2_BOOTLOADER_MAGIC {
+        // SAFETY: a Multiboot2 loader passes its information block in ebx,
+        // below 4 GiB, which the boot page tables identity map.
+        unsafe { multiboot2::read(information, info) };
     }
     // SAFETY: BOOT_INFO is complete and never written again.
     unsafe { __rtedge_kernel_entry(&*(&raw const BOOT_INFO)) }

@@ -61,6 +61,7 @@ fn server(out: &mut String) -> core::fmt::Result {
     let hypervisor = match info.path {
         rtedge_arch::boot::BootPath::Hermit => "uhyve",
         rtedge_arch::boot::BootPath::Pvh => "qemu",
+        rtedge_arch::boot::BootPath::Multiboot2 => "firmware",
     };
     write!(out, "hypervisor:{hypervisor}\r\n")?;
     write!(out, "uptime_ns:{uptime}\r\nuptime_in_seconds:{}\r\n", uptime / 1_000_000_000)?;

@@ -106,12 +106,9 @@ fn shut_down(connection: rtedge_control::ConnectionId, code: i64) -> ! {
     // Give the TCP stack a moment to see the ACK of the last segment.
     let _ = thread::sleep_ns(20_000_000);
     log::info!("control plane: SHUTDOWN {code} requested");
-    crate::modules::unload_all();
-    let freed = crate::rtpool::free_all();
-    if freed > 0 {
-        log::info!("rtpool: {freed} buffers freed at shutdown");
-    }
-    crate::shutdown::shutdown(code.clamp(0, 127) as u8)
+    // The same orderly path as the power button (modules' exit, goodbye,
+    // rt-pool), ending in S5 on a machine without the test exit device.
+    crate::power::orderly_shutdown("SHUTDOWN", code.clamp(0, 127) as u8)
 }
 
 /// Turns queued kernel events into JSON messages on their channels. Events

@@ -97,7 +97,7 @@ pub fn start(info: &BootInfo) -> Result<(), NetError> {
             .map_err(|error| NetError::Driver(format!("{error}")))?;
         let (gsi, trigger, polarity) = match info.path {
             BootPath::Hermit => (u32::from(transport.interrupt_line()), Trigger::Edge, Polarity::High),
-            BootPath::Pvh => {
+            BootPath::Pvh | BootPath::Multiboot2 => {
                 let slot = u32::from(function.address.device);
                 let pin = u32::from(function.interrupt_pin.max(1));
                 (16 + ((slot + pin - 1) % 4 + 4), Trigger::Level, Polarity::Low)
@@ -120,7 +120,7 @@ pub fn start(info: &BootInfo) -> Result<(), NetError> {
         let description = format!("virtio-mmio {:#x} gsi {}", device.base, device.irq);
         return finish(transport, description, device.irq, Trigger::Level, Polarity::High, config, net_config, auth_required, false);
     }
-    if info.path == BootPath::Pvh {
+    if info.path.is_acpi_pc() {
         let base_gsi = match crate::smp::madt() {
             Some(madt) if madt.io_apics().iter().any(|chip| chip.gsi_base == 24) => 24,
             Some(_) => 16,
