@@ -10,6 +10,7 @@
 extern crate alloc;
 
 pub mod clock;
+pub mod eventring;
 pub mod cmdline;
 pub mod histogram;
 pub mod periodic;
