@@ -254,7 +254,7 @@ fn read_exactly(stream: &mut TcpStream, expected: usize, give_up: Duration) -> R
 }
 
 fn pause_then_read(ctx: &mut Ctx<'_>) -> Result<()> {
-    const REQUESTS: usize = 600;
+    const REQUESTS: usize = 2500;
     let payload = "x".repeat(4000);
     let mut frame = Vec::new();
     encode_command(&["PING", &payload], &mut frame);
