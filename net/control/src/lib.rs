@@ -70,6 +70,7 @@ macro_rules! debug_log {
 pub mod config;
 pub mod dispatch;
 pub mod hub;
+pub mod persist;
 pub mod job;
 pub mod server;
 pub mod stack;
