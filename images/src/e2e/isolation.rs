@@ -187,11 +187,16 @@ fn rt_deadlines_with_subscribers(ctx: &mut Ctx<'_>) -> Result<()> {
     if let Some(dropped) = info_number(&mut conn, "net", "events_dropped") {
         ctx.figure("events dropped (all channels)", dropped.to_string());
     }
+    // Emissions and drops are counted per channel, at the per-CPU rings
+    // and at the channel's fan-out queue.
     let net = text(&conn.call(&["INFO", "net"])?);
-    for key in ["events_channel_latency", &format!("backlog_channel_{STREAM}"), "pubsub_messages_dropped"] {
-        if let Some(value) = info_field(&net, key) {
-            ctx.figure(key, value.trim().to_string());
-        }
+    for key in ["events_channel_latency", &format!("backlog_channel_{STREAM}")] {
+        let value = info_field(&net, key).with_context(|| format!("INFO net has no `{key}` (drops per channel):\n{net}"))?;
+        ensure!(value.contains("dropped="), "INFO net {key}:{value}");
+        ctx.figure(key, value.trim().to_string());
+    }
+    if let Some(value) = info_field(&net, "pubsub_messages_dropped") {
+        ctx.figure("pubsub_messages_dropped", value.trim().to_string());
     }
     drop(stalled);
 
