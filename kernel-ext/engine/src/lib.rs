@@ -11,6 +11,7 @@ extern crate alloc;
 
 pub mod acpi;
 pub mod clock;
+pub mod eventring;
 pub mod cmdline;
 pub mod histogram;
 pub mod logring;

@@ -37,9 +37,12 @@
 //!   `shutdown`, poll until [`NetServer::queued_output`] is `Some(0)` or
 //!   `None` (or a bounded time passes), then shut down.
 //! - **Publishers** (soft interrupts, tasklets, timers, kernel threads):
-//!   under the lock, [`NetServer::publish`], then raise NET_RX. It encodes
-//!   and allocates, so RT threads and hard IRQs never call it: they hand
-//!   their samples to a tasklet or soft IRQ that does.
+//!   queue the message on its channel in a [`hub::Backlog`] (a lock of its
+//!   own); NET_RX takes a bounded batch per poll and calls
+//!   [`NetServer::publish`] under the lock. RT threads and hard IRQs never
+//!   publish: they emit into per-CPU event rings that the control thread
+//!   drains. After `server.poll`, [`persist::persist`] keeps a zero-window
+//!   probe armed on connections with bytes to send.
 //!
 //! Everything takes the same monotonic millisecond clock: `now` for the
 //! server, [`Backend::now_ms`] for the dispatcher.
@@ -70,6 +73,7 @@ macro_rules! debug_log {
 pub mod config;
 pub mod dispatch;
 pub mod hub;
+pub mod persist;
 pub mod job;
 pub mod server;
 pub mod stack;

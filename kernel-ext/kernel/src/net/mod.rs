@@ -7,6 +7,12 @@
 //! deadline (retransmits, DHCP, idle timeouts) arms an hrtimer that raises
 //! NET_RX again. Nothing polls while idle. Complete requests go through an
 //! event list to the control-plane thread (`control`), which may block.
+//!
+//! Publishing only queues: [`publish`] puts the message on its channel's
+//! queue in a [`Backlog`] (its own lock, never the network's) and arms a
+//! short timer; NET_RX then fans out at most [`FAN_OUT_BUDGET`] messages
+//! per poll. The cost of subscribers is paid in softirq context in
+//! bounded steps, batched, never in the publisher's call.
 
 pub mod device;
 pub mod hal;
@@ -18,6 +24,7 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use rtedge_control::hub::Backlog;
 use rtedge_control::{Completion, ConnectionId, Job, NetServer, PublishReport, Stack, StackEvent};
 use rtedge_virtio::{InterruptAck, NetStats as DeviceStats};
 use smoltcp::iface::{Interface, SocketSet};
@@ -81,6 +88,14 @@ impl<D: Device> Net<D> {
     }
 }
 
+impl<D: Device> Net<D> {
+    /// The zero-window probe smoltcp lacks (issue 12, item 8): see
+    /// [`rtedge_control::persist`].
+    fn persist(&mut self) {
+        rtedge_control::persist::persist(&mut self.sockets, self.server.config().tcp_keep_alive_ms);
+    }
+}
+
 impl<D: Device> NetOps for Net<D> {
     fn poll(&mut self, now_ms: u64, jobs: &mut Vec<Job>) -> Option<u64> {
         let timestamp = Instant::from_millis(now_ms as i64);
@@ -99,6 +114,7 @@ impl<D: Device> NetOps for Net<D> {
             None => {}
         }
         self.server.poll(now_ms, &mut self.sockets, jobs);
+        self.persist();
         self.iface.poll(timestamp, &mut self.device, &mut self.sockets);
         if (self.reclaim)(&mut self.device) {
             // Work arrived while interrupts were off: poll again soon.
@@ -190,6 +206,20 @@ static JOBS: IrqSpinLock<VecDeque<Job>> = IrqSpinLock::new(VecDeque::new());
 /// Counts jobs (and publish requests) for the control thread.
 pub static WORK_READY: Semaphore = Semaphore::new(0);
 static POLL_TIMER: HrTimer = HrTimer::new("net-poll", poll_timer_fired, 0);
+/// Published messages waiting for fan-out, one bounded queue per channel.
+/// Taken with `lock_bh` by publishers and `lock` in NET_RX.
+static BACKLOG: SpinLock<Option<Backlog>> = SpinLock::new(None);
+/// Fires a short while after the first message of a batch is published.
+static FAN_OUT_TIMER: HrTimer = HrTimer::new("net-fan-out", poll_timer_fired, 0);
+/// Messages fanned out per NET_RX poll (the bound on a poll's pub/sub cost).
+pub const FAN_OUT_BUDGET: usize = 64;
+/// Messages one channel's queue holds before its oldest are dropped.
+const BACKLOG_PER_CHANNEL: usize = 256;
+/// Channels the backlog tracks.
+const BACKLOG_CHANNELS: usize = 64;
+/// How long a published message may wait for the fan-out poll (batches
+/// the messages of a burst into one poll).
+const FAN_OUT_DELAY_NS: u64 = 1_000_000;
 static DEVICE_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 static ADDRESS_CHANGES: AtomicU64 = AtomicU64::new(0);
 static NET_CPU: AtomicU32 = AtomicU32::new(0);
@@ -229,10 +259,22 @@ fn poll_timer_fired(_: &HrTimer) -> Restart {
 fn net_rx(_: usize) {
     let now = now_ms();
     let mut jobs = Vec::new();
+    let (messages, more_waiting) = {
+        let mut backlog = BACKLOG.lock();
+        match backlog.as_mut() {
+            Some(backlog) => (backlog.take(FAN_OUT_BUDGET), !backlog.is_empty()),
+            None => (Vec::new(), false),
+        }
+    };
     let delay = {
         let mut net = NET.lock();
         let Some(net) = net.as_mut() else { return };
-        net.0.poll(now, &mut jobs)
+        for (channel, payload) in &messages {
+            let report = net.0.publish(channel, payload);
+            FANNED_OUT.fetch_add(report.receivers as u64, Ordering::Relaxed);
+        }
+        let delay = net.0.poll(now, &mut jobs);
+        if more_waiting { Some(0) } else { delay }
     };
     if !jobs.is_empty() {
         let count = jobs.len();
@@ -258,6 +300,8 @@ pub(crate) fn install(net: Box<dyn NetOps>, ack: InterruptAck) {
     NET_CPU.store(if cpu_local::is_installed() { cpu_local::current().index } else { 0 }, Ordering::Relaxed);
     softirq::open(Vector::NetRx, net_rx, 0);
     let _ = POLL_TIMER.setup();
+    let _ = FAN_OUT_TIMER.setup();
+    *BACKLOG.lock_bh() = Some(Backlog::new(BACKLOG_PER_CHANNEL, BACKLOG_CHANNELS));
     *NET.lock_bh() = Some(NetBox(net));
     softirq::raise(Vector::NetRx);
     softirq::run_pending();
@@ -285,19 +329,24 @@ pub(crate) fn complete(completion: Completion) -> Option<Job> {
 
 /// Publishes `payload` on `channel` to subscribers (thread or softirq
 /// context; not RT threads or hard IRQs: it allocates — they use
-/// `events::emit`). Returns how many received it.
+/// `events::emit`). Only queues the message on its channel: NET_RX fans it
+/// out within about a millisecond (see the module doc). Returns 1 if it
+/// was queued, 0 if not (no network, or too many channels).
 pub fn publish(channel: &str, payload: &str) -> usize {
-    let report = {
-        let mut net = NET.lock_bh();
-        let Some(net) = net.as_mut() else { return 0 };
-        let report = net.0.publish(channel.as_bytes(), payload.as_bytes());
-        if report.receivers > 0 {
-            softirq::raise(Vector::NetRx);
-        }
-        report
+    let (queued, first) = {
+        let mut backlog = BACKLOG.lock_bh();
+        let Some(backlog) = backlog.as_mut() else { return 0 };
+        let first = backlog.is_empty();
+        (backlog.push(channel.as_bytes(), payload.as_bytes()), first)
     };
-    report.receivers
+    if queued && first && !FAN_OUT_TIMER.is_active() {
+        let _ = FAN_OUT_TIMER.start(FAN_OUT_DELAY_NS, Mode::Relative);
+    }
+    usize::from(queued)
 }
+
+/// Subscriber deliveries made by the fan-out since boot.
+static FANNED_OUT: AtomicU64 = AtomicU64::new(0);
 
 /// Connected subscribers (any channel).
 pub fn subscribers() -> usize {
@@ -325,4 +374,32 @@ pub fn write_info(out: &mut String) {
         None => out.push_str("device:none\r\n"),
     }
     let _ = write!(out, "net_interrupts:{}\r\n", DEVICE_INTERRUPTS.load(Ordering::Relaxed));
+    write_event_info(out);
+}
+
+/// Event rings and the fan-out backlog, per channel (`INFO net`).
+fn write_event_info(out: &mut String) {
+    let _ = write!(
+        out,
+        "events_emitted:{}\r\nevents_dropped:{}\r\nevents_queued:{}\r\nfan_out_deliveries:{}\r\nfan_out_budget:{}\r\n",
+        crate::events::emitted(),
+        crate::events::dropped(),
+        crate::events::queued(),
+        FANNED_OUT.load(Ordering::Relaxed),
+        FAN_OUT_BUDGET
+    );
+    for (channel, emitted, dropped) in crate::events::channel_counts() {
+        let _ = write!(out, "events_channel_{channel}:emitted={emitted},dropped={dropped}\r\n");
+    }
+    let backlog = BACKLOG.lock_bh();
+    let Some(backlog) = backlog.as_ref() else { return };
+    let _ = write!(out, "backlog_waiting:{}\r\nbacklog_refused:{}\r\n", backlog.len(), backlog.refused());
+    for (channel, stats) in backlog.channel_stats() {
+        let name = core::str::from_utf8(channel).unwrap_or("?");
+        let _ = write!(
+            out,
+            "backlog_channel_{name}:queued={},sent={},dropped={},waiting={}\r\n",
+            stats.queued, stats.taken, stats.dropped, stats.waiting
+        );
+    }
 }
