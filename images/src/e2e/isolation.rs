@@ -205,18 +205,14 @@ fn rt_deadlines_with_subscribers(ctx: &mut Ctx<'_>) -> Result<()> {
     ensure!(text(&pong) == "PONG", "PING after the phases: {pong:?}");
     let idle_again = measure(&mut conn)?;
     ctx.figure("softirq-rt idle again", idle_again.figure());
-    // The isolation claim, with room for TCG noise (idle miss rates of a
-    // 1 ms thread under TCG on a busy host vary by tens of percent between
-    // runs): subscribers may not triple the idle miss rate (before the
-    // per-CPU rings and the batched fan-out they multiplied it by 10-20).
-    let idle_rate = idle.miss_percent().max(idle_again.miss_percent());
+    // The isolation claim is a figure, not an assertion: miss rates of a
+    // 1 ms thread under TCG depend on the host's load (tests never judge
+    // wall time). Printed as ratios to the worse idle phase of this run.
+    let idle_rate = idle.miss_percent().max(idle_again.miss_percent()).max(0.01);
     for (what, phase) in [("reading", &reading), ("not reading", &not_reading)] {
-        ensure!(
-            phase.miss_percent() <= 3.0 * idle_rate + 3.0,
-            "with 20 subscribers {what}, {RT_THREAD} missed {:.2} % of its periods (idle: {:.2} % and {:.2} %)",
-            phase.miss_percent(),
-            idle.miss_percent(),
-            idle_again.miss_percent()
+        ctx.figure(
+            &format!("softirq-rt misses with 20 subscribers {what} / idle"),
+            format!("{:.2} ({:.2} % vs {:.2} %)", phase.miss_percent() / idle_rate, phase.miss_percent(), idle_rate),
         );
     }
     Ok(())
