@@ -542,7 +542,7 @@ impl DelayedWork {
         Self { timer: Timer::new("delayed-work", delayed_timer_fired, 0), target: IrqSpinLock::new(None), canceling: AtomicBool::new(false) }
     }
 
-    fn arm(&self, queue: &Workqueue, item: &'static dyn DelayedWorkItem, delay: u64) -> Result<bool, WorkError> {
+    fn arm(&'static self, queue: &Workqueue, item: &'static dyn DelayedWorkItem, delay: u64) -> Result<bool, WorkError> {
         if self.canceling.load(Ordering::Acquire) || item.work().is_pending() || self.timer.is_pending() {
             return Ok(false);
         }
