@@ -14,6 +14,7 @@ pub mod cmdline;
 pub mod histogram;
 pub mod periodic;
 pub mod sched;
+pub mod softirq;
 pub mod sync;
 pub mod tasklet;
 pub mod timers;
