@@ -212,9 +212,20 @@ impl VectorSlot {
         self.word.load(Ordering::Acquire) & VISITORS_MASK
     }
 
-    /// Ends the registration: no raise enters and no run starts after this.
-    fn shut(&self) {
-        self.word.fetch_and(!LIVE, Ordering::AcqRel);
+    /// Ends registration `generation`: no raise enters and no run starts
+    /// after this. `false` (nothing changed) if that registration is not the
+    /// live one (a second free through a copied handle).
+    fn shut(&self, generation: u32) -> bool {
+        let mut current = self.word.load(Ordering::Acquire);
+        loop {
+            if current & LIVE == 0 || (current & GENERATION_MASK) >> GENERATION_SHIFT != generation {
+                return false;
+            }
+            match self.word.compare_exchange_weak(current, current & !LIVE, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
     }
 }
 
@@ -246,18 +257,22 @@ pub fn dispatch(cpu: &SoftirqCpu, slot: &VectorSlot, index: usize, run: impl FnO
     ran
 }
 
-/// Frees vector `index`: shuts the slot, waits (calling `wait`) until no
-/// CPU raises or runs it, then drops its pending bit on every CPU. On
-/// return the slot may be opened again for a new handler, which no earlier
-/// raise can reach.
-pub fn close<'a>(slot: &VectorSlot, index: usize, cpus: impl IntoIterator<Item = &'a SoftirqCpu>, mut wait: impl FnMut()) {
-    slot.shut();
+/// Frees registration `generation` of vector `index`: shuts the slot,
+/// waits (calling `wait`) until no CPU raises or runs it, then drops its
+/// pending bit on every CPU. On return the slot may be opened again for a
+/// new handler, which no earlier raise can reach. `false` (nothing done)
+/// if that registration is not live (already freed).
+pub fn close<'a>(slot: &VectorSlot, index: usize, generation: u32, cpus: impl IntoIterator<Item = &'a SoftirqCpu>, mut wait: impl FnMut()) -> bool {
+    if !slot.shut(generation) {
+        return false;
+    }
     while slot.visitors() != 0 {
         wait();
     }
     for cpu in cpus {
         cpu.take(bit(index));
     }
+    true
 }
 
 #[cfg(test)]
@@ -287,7 +302,8 @@ mod tests {
         assert_eq!(raise(&cpu, &slot, 9, None, false), None, "never opened");
         let first = slot.open();
         assert_eq!(raise(&cpu, &slot, 9, Some(first), false), Some(false));
-        close(&slot, 9, [&cpu], || unreachable!("nobody visits"));
+        assert!(close(&slot, 9, first, [&cpu], || unreachable!("nobody visits")));
+        assert!(!close(&slot, 9, first, [&cpu], || unreachable!()), "second free");
         assert_eq!(cpu.pending(), 0, "close drops the pending bit");
         assert_eq!(raise(&cpu, &slot, 9, Some(first), false), None, "stale handle");
         let second = slot.open();
@@ -299,7 +315,7 @@ mod tests {
         assert_eq!(runs, 1);
         assert_eq!(slot.visitors(), 0);
         // A bit left for a vector that is not live is dropped, not run.
-        slot.shut();
+        assert!(slot.shut(second));
         cpu.raise(bit(9), false);
         assert!(!dispatch(&cpu, &slot, 9, || runs += 1));
         assert_eq!((runs, cpu.pending()), (1, 0));

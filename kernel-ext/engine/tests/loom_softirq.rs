@@ -199,7 +199,7 @@ fn freed_vector_never_runs() {
             let (cpu, slot) = (cpu.clone(), slot.clone());
             loom::thread::spawn(move || softirq::raise(&cpu, &slot, VECTOR, Some(old), false))
         };
-        softirq::close(&slot, VECTOR, [&*cpu], loom::thread::yield_now);
+        assert!(softirq::close(&slot, VECTOR, old, [&*cpu], loom::thread::yield_now));
         freed.store(true, Ordering::Release);
         handler.store(2, Ordering::Release);
         let new = slot.open();
