@@ -27,6 +27,7 @@ const SMP_TESTS: &[Test] = &[
     Test { name: "timer::delete_sync_stops_a_self_rearming_timer", run: delete_sync_self_rearming },
     Test { name: "tasklet::disable_waits_for_a_running_handler", run: tasklet_disable_waits },
     Test { name: "softirq::raise_on_reaches_an_idle_cpu", run: raise_on_idle_cpu },
+    Test { name: "softirq::raise_from_a_busy_thread_runs_in_ksoftirqd", run: raise_from_busy_thread },
     Test { name: "softirq::freed_vector_never_runs", run: freed_vector_never_runs },
     Test { name: "softirq::stale_pending_bit_never_fires_the_next_handler", run: stale_pending_bit },
 ];
@@ -197,6 +198,35 @@ fn raise_on_idle_cpu() -> Outcome {
     irq.free();
     check!(ran, "a soft IRQ raised on idle CPU {target} did not run there");
     check_eq!(REMOTE_RAN_ON.load(Ordering::SeqCst), target);
+    Ok(())
+}
+
+// ---- softirq::raise_from_a_busy_thread_runs_in_ksoftirqd ---------------------
+
+static BUSY_RAN: AtomicBool = AtomicBool::new(false);
+
+fn busy_handler(_: usize) {
+    BUSY_RAN.store(true, Ordering::SeqCst);
+}
+
+/// A kernel thread on a tickless CPU raises a soft IRQ and keeps the CPU
+/// (spinning, never switching): the raise woke ksoftirqd, which gets its
+/// fair share and runs it. Before, the work waited for the thread's next
+/// switch or a stray interrupt.
+fn raise_from_busy_thread() -> Outcome {
+    BUSY_RAN.store(false, Ordering::SeqCst);
+    let irq = softirq::register("test-busy-raise", busy_handler, 0).map_err(error)?;
+    let busy = Builder::new("t-busy-raiser")
+        .cpu(last_cpu())
+        .spawn(move || {
+            let _ = thread::sleep_ns(5 * MILLISECOND);
+            irq.raise();
+            i32::from(spin_until(&BUSY_RAN, 2 * SECOND))
+        })
+        .map_err(error)?;
+    let ran = thread::join(busy, Some(10 * SECOND)).map_err(error)?;
+    irq.free();
+    check_eq!(ran, 1);
     Ok(())
 }
 
