@@ -300,8 +300,8 @@ fn warm_per_cpu_caches() {
         let mut started = Vec::new();
         for _ in 0..WARM_THREADS {
             let spawned = thread::Builder::new("selftest-warm").cpu(cpu).stack_size(16 * 1024).spawn(|| {
-                let timer = alloc::boxed::Box::new(timer::Timer::new("selftest-warm", no_op, 0));
-                let _ = timer.modify_in(1000);
+                let timer = alloc::boxed::Box::pin(timer::Timer::new("selftest-warm", no_op, 0));
+                let _ = timer.as_ref().modify_in_pinned(1000);
                 drop(timer);
                 while !WARM_RELEASE.load(Ordering::Acquire) {
                     let _ = thread::sleep_ns(1_000_000);

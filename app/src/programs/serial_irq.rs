@@ -19,6 +19,7 @@
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
+use core::pin::Pin;
 use core::sync::atomic::{AtomicI64, Ordering};
 
 use rtedge_kernel::modules::Module;
@@ -42,7 +43,7 @@ static STATICS: [&dyn SharedValue; 3] = [&IRQS, &BYTES, &ATTACHED];
 static LINE: IrqSpinLock<Option<u32>> = IrqSpinLock::new(None);
 /// The reporting timer; boxed so that unloading drops it, which deletes
 /// it synchronously and unregisters it from the timer base.
-static REPORT_TIMER: IrqSpinLock<Option<Box<Timer>>> = IrqSpinLock::new(None);
+static REPORT_TIMER: IrqSpinLock<Option<Pin<Box<Timer>>>> = IrqSpinLock::new(None);
 static LAST_REPORTED: AtomicI64 = AtomicI64::new(0);
 
 /// The hard-IRQ handler: drain the UART, count. Never allocates or blocks.
@@ -60,7 +61,7 @@ fn report(_: usize) {
         super::event("serial-irqs", &[("irqs", irqs), ("bytes", BYTES.load())], "", "");
     }
     if let Some(timer) = REPORT_TIMER.lock().as_ref() {
-        let _ = timer.modify_in(REPORT_JIFFIES);
+        let _ = timer.as_ref().modify_in_pinned(REPORT_JIFFIES);
     }
 }
 
@@ -78,8 +79,8 @@ impl SerialIrqProgram {
         let vector = irq::attach_app(gsi, HANDLER_NAME, handler, trigger, polarity).map_err(|error| format!("cannot attach to GSI {gsi}: {error}"))?;
         *LINE.lock() = Some(gsi);
         ATTACHED.set(true);
-        let timer = Box::new(Timer::new("serial-irq-report", report, 0));
-        timer.modify_in(REPORT_JIFFIES).map_err(|error| format!("cannot arm the report timer: {error}"))?;
+        let timer = Box::pin(Timer::new("serial-irq-report", report, 0));
+        timer.as_ref().modify_in_pinned(REPORT_JIFFIES).map_err(|error| format!("cannot arm the report timer: {error}"))?;
         *REPORT_TIMER.lock() = Some(timer);
         log::info!("serial-irq: application handler on GSI {gsi} (vector {vector:#x}): keys typed on the console count in serial.irqs");
         Ok(())

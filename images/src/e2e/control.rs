@@ -259,7 +259,14 @@ fn every_command(ctx: &mut Ctx<'_>) -> Result<()> {
     let modded = cli(ctx, &["TIMER", "MOD", &timer, "60000"])?;
     ensure!(matches!(modded.trim(), "0" | "1"), "TIMER MOD: {modded:?}");
     expect(ctx, &["TIMER", "DEL", &timer], "1")?;
+    // Deleted for good: a timer whose callback re-arms it (the heartbeat)
+    // does not come back (del_timer_sync, issue 11 defect 4).
+    let beats = cli(ctx, &["GET", "appliance.heartbeats"])?;
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let later = cli(ctx, &["GET", "appliance.heartbeats"])?;
+    ensure!(beats == later, "the heartbeat kept beating after TIMER DEL: {beats:?} then {later:?}");
     expect(ctx, &["TIMER", "DEL", &timer], "0")?;
+    expect(ctx, &["SOFTIRQ", "RAISE", "NET_TX"], "has no handler")?;
     expect(ctx, &["TIMER", "MOD", &timer, "500"], "0")?;
     expect(ctx, &["TIMER", "MOD", "no-such-timer", "10"], "ERR")?;
     let (queue, item) = ctx.named_work()?;

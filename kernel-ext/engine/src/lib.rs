@@ -21,6 +21,7 @@ pub mod rtpool;
 pub mod sched;
 pub mod seqlock;
 pub mod seqtext;
+pub mod softirq;
 pub mod sync;
 pub mod tasklet;
 pub mod timers;

@@ -9,11 +9,115 @@
 //!   runs again afterwards;
 //! - `disable`/`enable` nest as a count; a tasklet scheduled while disabled
 //!   keeps its SCHED bit and runs once when the count returns to zero;
+//!   `disable` also waits until a handler running now has returned (the
+//!   `_nosync` form does not);
 //! - `kill` waits until it is neither scheduled nor running.
 //!
 //! Unlike Linux, a disabled tasklet found in the queue is parked (taken off
 //! the queue, SCHED kept) instead of being re-queued in a loop, and `enable`
 //! re-queues it: the same observable behaviour without a busy softirq.
+
+
+use crate::sync::{AtomicU32, Ordering};
+
+/// One tasklet's state word, with the transitions below applied by
+/// compare-and-swap: the code the kernel runs and the loom model
+/// (`tests/loom_tasklet.rs`) checks.
+///
+/// Rule (`tasklet::disable_waits_for_a_running_handler`): once
+/// [`disable`](Self::disable) returns, the handler is not running anywhere
+/// and does not start until the matching [`enable`](Self::enable).
+#[derive(Debug)]
+pub struct TaskletCell {
+    state: AtomicU32,
+}
+
+impl TaskletCell {
+    /// A cell starting with `disable_count` disables (0: enabled).
+    #[cfg(not(loom))]
+    pub const fn new(disable_count: u32) -> Self {
+        Self { state: AtomicU32::new(disable_count << COUNT_SHIFT) }
+    }
+
+    /// A cell starting with `disable_count` disables (0: enabled).
+    #[cfg(loom)]
+    pub fn new(disable_count: u32) -> Self {
+        Self { state: AtomicU32::new(disable_count << COUNT_SHIFT) }
+    }
+
+    /// The current word.
+    pub fn load(&self) -> TaskletState {
+        TaskletState(self.state.load(Ordering::Acquire))
+    }
+
+    /// Applies a transition by compare-and-swap; `None` if `step` refused.
+    fn transition<R>(&self, mut step: impl FnMut(TaskletState) -> Option<(TaskletState, R)>) -> Option<R> {
+        let mut current = self.state.load(Ordering::Acquire);
+        loop {
+            let (next, result) = step(TaskletState(current))?;
+            match self.state.compare_exchange_weak(current, next.0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(result),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// `tasklet_schedule`'s state change; see [`schedule`].
+    pub fn schedule(&self) -> ScheduleOutcome {
+        self.transition(|state| Some(schedule(state))).unwrap_or(ScheduleOutcome::Nothing)
+    }
+
+    /// The softirq takes the tasklet off its queue; see [`begin_run`].
+    pub fn begin_run(&self) -> RunDecision {
+        self.transition(|state| Some(begin_run(state))).unwrap_or(RunDecision::Requeue)
+    }
+
+    /// The handler returned.
+    pub fn end_run(&self) {
+        let _ = self.transition(|state| Some((end_run(state), ())));
+    }
+
+    /// `tasklet_disable_nosync`: one more disable level, without waiting for
+    /// a handler that runs now. Returns `false` (and changes nothing) if
+    /// the count would overflow.
+    pub fn disable_nosync(&self) -> bool {
+        self.transition(|state| disable(state).map(|next| (next, ()))).is_some()
+    }
+
+    /// `tasklet_disable`: one more level, then waits (calling `wait` between
+    /// looks) until the handler is not running. No run starts while the
+    /// count is above zero, so on return none runs until the last enable.
+    pub fn disable(&self, mut wait: impl FnMut()) -> bool {
+        if !self.disable_nosync() {
+            return false;
+        }
+        while self.load().is_running() {
+            wait();
+        }
+        true
+    }
+
+    /// `tasklet_enable`: one level less. `Some(true)` when a run requested
+    /// while disabled must now be queued; `None` if it was not disabled.
+    pub fn enable(&self) -> Option<bool> {
+        self.transition(enable)
+    }
+
+    /// Drops a parked tasklet's pending run (for kill); whether it did.
+    pub fn unpark(&self) -> bool {
+        self.transition(|state| unpark(state).map(|next| (next, ()))).is_some()
+    }
+
+    /// Claims the tasklet for kill; `false` while it is scheduled.
+    pub fn begin_kill(&self) -> bool {
+        self.transition(|state| begin_kill(state).map(|next| (next, ()))).is_some()
+    }
+
+    /// Ends a kill: schedulable again.
+    pub fn end_kill(&self) {
+        let _ = self.transition(|state| Some((end_kill(state), ())));
+    }
+}
 
 /// Bit: scheduled (on a queue, or parked because disabled).
 pub const SCHEDULED: u32 = 1 << 0;

@@ -5,6 +5,28 @@
 
 use crate::timerqueue::{TimerId, TimerQueue};
 
+/// [`TimerBase::try_delete_sync`] found the callback running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerRunning;
+
+/// `del_timer_sync`: calls `try_delete` (one [`TimerBase::try_delete_sync`]
+/// under the base's lock) until it succeeds, calling `wait` in between;
+/// returns whether the last, successful attempt disarmed a pending timer.
+///
+/// Rule (`timer::delete_sync_stops_a_self_rearming_timer`): on return the
+/// timer is neither armed nor running, even if its callback re-arms it.
+/// Checking "running" and disarming in one step under the lock is what
+/// makes this hold; disarming first and then waiting for the callback
+/// lets the callback re-arm the timer in between.
+pub fn delete_sync(mut try_delete: impl FnMut() -> Result<bool, TimerRunning>, mut wait: impl FnMut()) -> bool {
+    loop {
+        match try_delete() {
+            Ok(was_pending) => return was_pending,
+            Err(TimerRunning) => wait(),
+        }
+    }
+}
+
 /// Timers of one CPU.
 #[derive(Debug)]
 pub struct TimerBase<T> {
@@ -50,6 +72,17 @@ impl<T> TimerBase<T> {
 
     pub fn is_pending(&self, id: TimerId) -> bool {
         self.queue.is_armed(id)
+    }
+
+    /// `try_to_del_timer_sync`: disarms `id` unless its callback is running
+    /// now. `Ok(was pending)` once it is neither armed nor running,
+    /// `Err(TimerRunning)` (nothing changed) while the callback runs: it may
+    /// re-arm the timer, so deleting now would not last.
+    pub fn try_delete_sync(&mut self, id: TimerId) -> Result<bool, TimerRunning> {
+        if self.running == Some(id) {
+            return Err(TimerRunning);
+        }
+        Ok(self.queue.cancel(id))
     }
 
     /// Whether `id`'s callback is running now.
@@ -175,5 +208,20 @@ mod tests {
         assert!(base.is_running(id));
         base.finish(id);
         assert!(!base.is_running(id));
+    }
+
+    #[test]
+    fn try_delete_sync_refuses_while_the_callback_runs() {
+        let mut base = TimerBase::new();
+        let t = base.register("t");
+        base.modify(t, 5);
+        let (id, _) = base.begin_expired(5).unwrap();
+        assert_eq!(base.try_delete_sync(id), Err(TimerRunning));
+        // The callback re-arms itself, then returns.
+        base.modify(id, 10);
+        base.finish(id);
+        assert_eq!(base.try_delete_sync(id), Ok(true));
+        assert!(!base.is_pending(id) && !base.is_running(id));
+        assert_eq!(base.try_delete_sync(id), Ok(false));
     }
 }

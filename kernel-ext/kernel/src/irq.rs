@@ -7,7 +7,7 @@
 //! isolated (`isolcpus=`), so an isolated RT CPU sees only its own timer.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::Ordering;
 
 use rtedge_arch::boot::BootPath;
 use rtedge_arch::ioapic::IoApic;
@@ -35,7 +35,28 @@ struct Line {
 
 static CHIPS: IrqSpinLock<Vec<IoApic>> = IrqSpinLock::new(Vec::new());
 static LINES: IrqSpinLock<Vec<Line>> = IrqSpinLock::new(Vec::new());
-static NEXT_VECTOR: AtomicU8 = AtomicU8::new(FIRST_DEVICE_VECTOR);
+/// Device vectors in use, one bit per vector number. A vector returns to
+/// the pool when its line is detached, so attach/detach cycles never run
+/// out (`irq::detach_returns_the_vector`).
+static USED_VECTORS: IrqSpinLock<[u64; 4]> = IrqSpinLock::new([0; 4]);
+
+/// Takes the lowest free device vector.
+fn allocate_vector() -> Option<u8> {
+    let mut used = USED_VECTORS.lock();
+    let vector = (FIRST_DEVICE_VECTOR..=LAST_DEVICE_VECTOR).find(|&vector| used[usize::from(vector / 64)] & (1 << (vector % 64)) == 0)?;
+    used[usize::from(vector / 64)] |= 1 << (vector % 64);
+    Some(vector)
+}
+
+/// Returns `vector` to the pool.
+fn release_vector(vector: u8) {
+    USED_VECTORS.lock()[usize::from(vector / 64)] &= !(1 << (vector % 64));
+}
+
+/// Device vectors in use (for tests and views).
+pub fn vectors_in_use() -> u32 {
+    USED_VECTORS.lock().iter().map(|word| word.count_ones()).sum()
+}
 
 /// Errors of interrupt line management.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,13 +144,13 @@ fn attach_inner(gsi: u32, name: &'static str, handler: fn(u8), trigger: Trigger,
         }
         return Err(IrqError::Busy);
     }
-    let vector = NEXT_VECTOR.fetch_add(1, Ordering::AcqRel);
-    if !(FIRST_DEVICE_VECTOR..=LAST_DEVICE_VECTOR).contains(&vector) {
-        return Err(IrqError::NoVector);
-    }
-    trap::register(vector, name, handler).map_err(|_| IrqError::Busy)?;
     let chips = CHIPS.lock();
     let chip = chips.iter().find(|chip| chip.serves(gsi)).ok_or(IrqError::NoController)?;
+    let vector = allocate_vector().ok_or(IrqError::NoVector)?;
+    if trap::register(vector, name, handler).is_err() {
+        release_vector(vector);
+        return Err(IrqError::Busy);
+    }
     chip.route(gsi, vector, target_apic_id(), trigger, polarity);
     lines.push(Line {
         gsi,
@@ -152,7 +173,8 @@ pub fn attach_app(gsi: u32, name: &'static str, handler: fn(u8), trigger: Trigge
 }
 
 /// Detaches the application's handler of `gsi`: the kernel's own handler
-/// (if there was one) is restored, otherwise the line is masked.
+/// (if there was one) is restored, otherwise the line is masked and its
+/// vector returns to the pool.
 pub fn detach_app(gsi: u32) -> Result<(), IrqError> {
     let mut lines = LINES.lock();
     let position = lines.iter().position(|line| line.gsi == gsi && line.attached_by_app).ok_or(IrqError::NotAttached)?;
@@ -169,7 +191,9 @@ pub fn detach_app(gsi: u32) -> Result<(), IrqError> {
             if let Some(chip) = CHIPS.lock().iter().find(|chip| chip.serves(gsi)) {
                 chip.set_masked(gsi, true);
             }
+            let vector = line.vector;
             lines.remove(position);
+            release_vector(vector);
         }
     }
     Ok(())

@@ -1,10 +1,20 @@
 //! Soft interrupts: the bottom halves.
 //!
-//! Fixed vectors in priority order (HI first): HI, TIMER, NET_TX, NET_RX,
-//! BLOCK, TASKLET, SCHED, HRTIMER, RCU, then soft IRQs registered at run time
-//! with a name (RTLinux's `rtl_get_soft_irq`). Raising one is one atomic OR
-//! on a per-CPU pending mask, safe from hard-IRQ, RT-thread, softirq and
-//! thread context.
+//! Fixed vectors in priority order (HI first), Linux's: HI, TIMER, NET_TX,
+//! NET_RX, BLOCK, IRQ_POLL, TASKLET, SCHED, HRTIMER, RCU, then soft IRQs
+//! registered at run time with a name (RTLinux's `rtl_get_soft_irq`).
+//! A fixed vector runs only once its subsystem has attached its handler
+//! (`open`); here HI, TIMER, NET_RX, TASKLET and HRTIMER have one. NET_TX
+//! (transmit completion is reclaimed inline by the virtio driver), BLOCK,
+//! IRQ_POLL, SCHED and RCU have none: raising them by name is refused, and a
+//! raise from code counts nothing. Raising is a few atomics on a per-CPU
+//! pending word, safe from hard-IRQ, RT-thread, softirq and thread context.
+//!
+//! A raise from thread context (Linux's `!in_interrupt()`) wakes the CPU's
+//! `ksoftirqd` if it sleeps: no interrupt exit follows it, and the kernel is
+//! tickless, so nothing else would run the work soon. A raise on another CPU
+//! sends it an IPI, whose exit runs the work. The pending word and the
+//! daemon's sleep are `rtedge_engine::softirq`'s, model-checked with loom.
 //!
 //! Pending softirqs run on the way back from a hard IRQ to non-RT code and
 //! whenever the CPU switches to a non-RT thread — so work an RT thread
@@ -18,6 +28,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use rtedge_arch::cpu;
+use rtedge_engine::softirq::{self as policy, SoftirqCpu, VectorSlot};
 
 use crate::sync::IrqSpinLock;
 use crate::thread::{self, ThreadId};
@@ -32,17 +43,18 @@ pub enum Vector {
     NetTx = 2,
     NetRx = 3,
     Block = 4,
-    Tasklet = 5,
-    Sched = 6,
-    Hrtimer = 7,
-    Rcu = 8,
+    IrqPoll = 5,
+    Tasklet = 6,
+    Sched = 7,
+    Hrtimer = 8,
+    Rcu = 9,
 }
 
 /// Names of the fixed vectors.
-pub const FIXED_NAMES: [&str; 9] = ["HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "TASKLET", "SCHED", "HRTIMER", "RCU"];
+pub const FIXED_NAMES: [&str; 10] = ["HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU"];
 const FIXED_COUNT: usize = FIXED_NAMES.len();
-/// Total vectors, fixed plus dynamic.
-pub const MAX_VECTORS: usize = 64;
+/// Total vectors, fixed plus dynamic (the engine's pending word holds them).
+pub const MAX_VECTORS: usize = policy::MAX_VECTORS;
 
 /// Rounds of processing before handing over to ksoftirqd.
 const MAX_ROUNDS: u32 = 10;
@@ -52,8 +64,13 @@ const MAX_TIME_NS: u64 = 2_000_000;
 type Handler = fn(usize);
 
 /// Handlers and their data, by vector (fn pointer as usize; 0 = none).
+/// Stored before the vector's slot opens; read only while it is live.
 static HANDLERS: [AtomicUsize; MAX_VECTORS] = [const { AtomicUsize::new(0) }; MAX_VECTORS];
 static DATA: [AtomicUsize; MAX_VECTORS] = [const { AtomicUsize::new(0) }; MAX_VECTORS];
+/// Whether each vector is live, and who raises or runs it now.
+static SLOTS: [VectorSlot; MAX_VECTORS] = [const { VectorSlot::new() }; MAX_VECTORS];
+/// Each CPU's pending vectors and its ksoftirqd's state.
+static CPUS: [SoftirqCpu; crate::cpu_local::MAX_CPUS] = [const { SoftirqCpu::new() }; crate::cpu_local::MAX_CPUS];
 static DYNAMIC_NAMES: IrqSpinLock<Vec<Option<String>>> = IrqSpinLock::new(Vec::new());
 static KSOFTIRQD: IrqSpinLock<[Option<ThreadId>; crate::cpu_local::MAX_CPUS]> =
     IrqSpinLock::new([None; crate::cpu_local::MAX_CPUS]);
@@ -64,30 +81,55 @@ static HANDOVERS: AtomicU64 = AtomicU64::new(0);
 pub fn open(vector: Vector, handler: fn(usize), data: usize) {
     DATA[vector as usize].store(data, Ordering::Relaxed);
     HANDLERS[vector as usize].store(handler as usize, Ordering::Release);
+    SLOTS[vector as usize].open();
 }
 
-/// Marks `vector` pending on this CPU.
+/// Marks `vector` pending on this CPU (and wakes ksoftirqd when raised
+/// from thread context). A vector without a handler is not raised.
 #[inline]
 pub fn raise(vector: Vector) {
-    raise_index(vector as usize);
-}
-
-fn raise_index(index: usize) {
     if cpu_local::is_installed() {
-        cpu_local::current().softirq_pending.fetch_or(1 << index, Ordering::AcqRel);
+        raise_index_on(context::cpu_index(), vector as usize, None);
     }
 }
 
 /// Marks `vector` pending on CPU `cpu` and makes that CPU notice.
 pub fn raise_on(cpu_index: u32, vector: Vector) {
-    if let Some(local) = cpu_local::get(cpu_index as usize) {
-        local.softirq_pending.fetch_or(1 << (vector as usize), Ordering::AcqRel);
-        if cpu_index != context::cpu_index() {
-            rtedge_arch::apic::send_ipi(
-                local.apic_id.load(Ordering::Relaxed),
-                rtedge_arch::apic::Ipi::Fixed(crate::trap::RESCHEDULE_VECTOR),
-            );
-        }
+    raise_index_on(cpu_index, vector as usize, None);
+}
+
+/// Raises vector `index` of registration `generation` (`None`: the live
+/// one) on CPU `cpu_index`; whether it was live (and so raised).
+///
+/// Here, from thread context (not in a hard IRQ, softirq or bottom-half
+/// disabled section, not an RT thread) a sleeping ksoftirqd is woken:
+/// nothing else would run the work soon on a tickless CPU. A hard IRQ's
+/// exit runs it, an RT thread's switch-out does, a softirq's loop and
+/// `bh_enable` do. Another CPU gets an IPI, whose exit runs it.
+fn raise_index_on(cpu_index: u32, index: usize, generation: Option<u32>) -> bool {
+    let Some(state) = CPUS.get(cpu_index as usize) else { return false };
+    if cpu_local::get(cpu_index as usize).is_none() {
+        return false;
+    }
+    let here = cpu_local::is_installed() && cpu_index == context::cpu_index();
+    let thread_context = here && !context::in_interrupt() && !in_softirq() && !context::in_realtime_thread();
+    let Some(wake) = policy::raise(state, &SLOTS[index], index, generation, thread_context) else { return false };
+    if wake {
+        wake_ksoftirqd(cpu_index);
+    }
+    if !here && let Some(local) = cpu_local::get(cpu_index as usize) {
+        rtedge_arch::apic::send_ipi(
+            local.apic_id.load(Ordering::Relaxed),
+            rtedge_arch::apic::Ipi::Fixed(crate::trap::RESCHEDULE_VECTOR),
+        );
+    }
+    true
+}
+
+fn wake_ksoftirqd(cpu_index: u32) {
+    let daemon = KSOFTIRQD.lock().get(cpu_index as usize).copied().flatten();
+    if let Some(daemon) = daemon {
+        let _ = thread::wake_up(daemon);
     }
 }
 
@@ -98,7 +140,7 @@ pub fn in_softirq() -> bool {
 
 /// Whether softirqs are pending on this CPU.
 pub fn pending_here() -> bool {
-    cpu_local::is_installed() && cpu_local::current().softirq_pending.load(Ordering::Acquire) != 0
+    cpu_local::is_installed() && CPUS[context::cpu_index() as usize].pending() != 0
 }
 
 /// Runs pending softirqs now if allowed here: not inside a hard IRQ
@@ -109,11 +151,12 @@ pub fn run_pending() {
         return;
     }
     let local = cpu_local::current();
-    if local.softirq_pending.load(Ordering::Acquire) == 0
+    let state = &CPUS[local.index as usize];
+    if state.pending() == 0
         || local.irq_depth.load(Ordering::Relaxed) != 0
         || local.softirq_depth.load(Ordering::Relaxed) != 0
         || local.realtime.load(Ordering::Relaxed) != 0
-        || local.softirq_deferred.load(Ordering::Acquire)
+        || state.is_deferred()
     {
         return;
     }
@@ -125,11 +168,12 @@ pub fn run_pending() {
 fn process(budgeted: bool) {
     let interrupts_were_enabled = cpu::interrupts_save();
     let local = cpu_local::current();
+    let state = &CPUS[local.index as usize];
     local.softirq_depth.fetch_add(1, Ordering::AcqRel);
     let start = time::now_ns();
     let mut rounds = 0;
     loop {
-        let pending = local.softirq_pending.swap(0, Ordering::AcqRel);
+        let pending = state.pending();
         if pending == 0 {
             break;
         }
@@ -138,18 +182,22 @@ fn process(budgeted: bool) {
         while bits != 0 {
             let index = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            local.softirq_counts[index].fetch_add(1, Ordering::Relaxed);
-            let handler = HANDLERS[index].load(Ordering::Acquire);
-            if handler != 0 {
-                // SAFETY: only `open`/`register` store here, always a `Handler`.
-                let handler: Handler = unsafe { core::mem::transmute::<usize, Handler>(handler) };
-                handler(DATA[index].load(Ordering::Relaxed));
-            }
+            // Runs only a live vector, and drops a stale bit of a freed one.
+            policy::dispatch(state, &SLOTS[index], index, || {
+                local.softirq_counts[index].fetch_add(1, Ordering::Relaxed);
+                let handler = HANDLERS[index].load(Ordering::Acquire);
+                if handler != 0 {
+                    // SAFETY: only `open`/`register` store here, always a
+                    // `Handler`, before the slot opens.
+                    let handler: Handler = unsafe { core::mem::transmute::<usize, Handler>(handler) };
+                    handler(DATA[index].load(Ordering::Relaxed));
+                }
+            });
         }
         cpu::interrupts_disable();
         rounds += 1;
         if budgeted && (rounds >= MAX_ROUNDS || time::now_ns() - start >= MAX_TIME_NS) {
-            if local.softirq_pending.load(Ordering::Acquire) != 0 {
+            if state.pending() != 0 {
                 hand_over_to_ksoftirqd(local.index);
             }
             break;
@@ -160,26 +208,29 @@ fn process(budgeted: bool) {
 }
 
 fn hand_over_to_ksoftirqd(cpu_index: u32) {
-    let Some(local) = cpu_local::get(cpu_index as usize) else { return };
+    let Some(state) = CPUS.get(cpu_index as usize) else { return };
     let daemon = KSOFTIRQD.lock().get(cpu_index as usize).copied().flatten();
     if let Some(daemon) = daemon {
         HANDOVERS.fetch_add(1, Ordering::Relaxed);
-        local.softirq_deferred.store(true, Ordering::Release);
+        // Wake it whether or not it is marked asleep: it may be on its way.
+        let _ = state.defer();
         let _ = thread::wake_up(daemon);
     }
 }
 
 fn ksoftirqd_main(cpu_index: u32) -> i32 {
-    let Some(local) = cpu_local::get(cpu_index as usize) else { return -1 };
+    let Some(state) = CPUS.get(cpu_index as usize) else { return -1 };
     loop {
         if thread::should_stop() {
             return 0;
         }
-        if local.softirq_pending.load(Ordering::Acquire) == 0 {
-            local.softirq_deferred.store(false, Ordering::Release);
-            // A raise between the check and the suspend leaves work that the
-            // next interrupt exit or switch will process (deferral is off).
+        // Sleeps only if nothing is pending, in the same step that ends
+        // the deferral: a raise after it from an interrupt runs on the
+        // interrupt's exit, one from thread context wakes us (and a wake-up
+        // sent before the suspend is not lost).
+        if state.daemon_try_sleep() {
             thread::suspend_self();
+            state.daemon_awake();
             continue;
         }
         // One budget's worth, then let the fair scheduler run others.
@@ -205,10 +256,13 @@ pub fn handovers() -> u64 {
     HANDOVERS.load(Ordering::Relaxed)
 }
 
-/// A soft interrupt registered at run time with a name.
+/// A soft interrupt registered at run time with a name: its vector and
+/// which registration of that vector it is. A copy kept past `free` raises
+/// nothing and frees nothing, even after the vector is registered again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SoftIrq {
     index: u8,
+    generation: u16,
 }
 
 /// Errors of dynamic soft IRQs.
@@ -218,14 +272,21 @@ pub enum SoftIrqError {
     Exhausted,
     /// The name is empty or already used.
     BadName,
+    /// No soft IRQ has this name.
+    NoSuchName,
+    /// A fixed vector that has no handler in this kernel: raising it would
+    /// run nothing.
+    NoHandler(&'static str),
 }
 
 impl core::fmt::Display for SoftIrqError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            SoftIrqError::Exhausted => "no free soft IRQ vector",
-            SoftIrqError::BadName => "soft IRQ name empty or already in use",
-        })
+        match self {
+            SoftIrqError::Exhausted => f.write_str("no free soft IRQ vector"),
+            SoftIrqError::BadName => f.write_str("soft IRQ name empty or already in use"),
+            SoftIrqError::NoSuchName => f.write_str("no such soft IRQ"),
+            SoftIrqError::NoHandler(name) => write!(f, "soft IRQ {name} has no handler in this kernel; nothing raised"),
+        }
     }
 }
 
@@ -247,26 +308,42 @@ pub fn register(name: &str, handler: fn(usize), data: usize) -> Result<SoftIrq, 
     names[position] = Some(String::from(name));
     DATA[index].store(data, Ordering::Relaxed);
     HANDLERS[index].store(handler as usize, Ordering::Release);
-    Ok(SoftIrq { index: index as u8 })
+    let generation = SLOTS[index].open();
+    Ok(SoftIrq { index: index as u8, generation: generation as u16 })
 }
 
 impl SoftIrq {
     /// Pends it on this CPU (rtl_global_pend_irq from an RT thread). Never
     /// allocates; safe from any context.
+    /// Does nothing once it is freed.
     pub fn raise(self) {
-        raise_index(usize::from(self.index));
-    }
-
-    /// Pends it on another CPU.
-    pub fn raise_on(self, cpu_index: u32) {
-        if let Some(local) = cpu_local::get(cpu_index as usize) {
-            local.softirq_pending.fetch_or(1 << self.index, Ordering::AcqRel);
+        if cpu_local::is_installed() {
+            raise_index_on(context::cpu_index(), usize::from(self.index), Some(u32::from(self.generation)));
         }
     }
 
-    /// Releases the vector (rtl_free_soft_irq).
+    /// Pends it on another CPU, which an IPI makes notice.
+    pub fn raise_on(self, cpu_index: u32) {
+        raise_index_on(cpu_index, usize::from(self.index), Some(u32::from(self.generation)));
+    }
+
+    /// Releases the vector (rtl_free_soft_irq). On return its handler runs
+    /// on no CPU and never will again, and no raise from before the free
+    /// can fire whoever registers the vector next: the rule
+    /// `softirq::freed_vector_never_runs` (engine `softirq::close`). Waits
+    /// for a running handler: thread context only. A second free of a copy
+    /// does nothing.
     pub fn free(self) {
+        assert!(!context::in_interrupt() && !in_softirq(), "soft IRQ free from interrupt or softirq context");
         let index = usize::from(self.index);
+        let closed = policy::close(&SLOTS[index], index, u32::from(self.generation), CPUS.iter(), || {
+            // Sleep rather than yield: the handler may be a softirq this
+            // very thread preempted, which must get the CPU back to finish.
+            let _ = thread::sleep_ns(50_000);
+        });
+        if !closed {
+            return;
+        }
         HANDLERS[index].store(0, Ordering::Release);
         DATA[index].store(0, Ordering::Relaxed);
         let mut names = DYNAMIC_NAMES.lock();
@@ -290,13 +367,24 @@ pub fn find(name: &str) -> Option<usize> {
     names.iter().position(|entry| entry.as_deref() == Some(name)).map(|position| position + FIXED_COUNT)
 }
 
-/// Raises a vector by index on this CPU (the control plane's `SOFTIRQ RAISE`).
+/// Raises a vector by index on this CPU if it has a handler; whether it
+/// was raised.
 pub fn raise_by_index(index: usize) -> bool {
-    if index >= MAX_VECTORS || (index >= FIXED_COUNT && HANDLERS[index].load(Ordering::Acquire) == 0) {
-        return false;
+    index < MAX_VECTORS && cpu_local::is_installed() && raise_index_on(context::cpu_index(), index, None)
+}
+
+/// Raises a soft IRQ by name on this CPU (the control plane's `SOFTIRQ
+/// RAISE`). A fixed vector without a handler is refused: it would count a
+/// run that runs nothing.
+pub fn raise_named(name: &str) -> Result<(), SoftIrqError> {
+    let index = find(name).ok_or(SoftIrqError::NoSuchName)?;
+    if raise_by_index(index) {
+        return Ok(());
     }
-    raise_index(index);
-    true
+    match FIXED_NAMES.get(index) {
+        Some(fixed) => Err(SoftIrqError::NoHandler(fixed)),
+        None => Err(SoftIrqError::NoSuchName),
+    }
 }
 
 /// One line of the `/proc/softirqs` view.

@@ -15,7 +15,9 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use rtedge_engine::tasklet::{self as policy, RunDecision, ScheduleOutcome, TaskletState};
+use rtedge_arch::cpu;
+
+use rtedge_engine::tasklet::{RunDecision, ScheduleOutcome, TaskletCell, TaskletState};
 
 use crate::cpu_local::{self, MAX_CPUS};
 use crate::softirq::{self, Vector};
@@ -23,11 +25,18 @@ use crate::sync::IrqSpinLock;
 use crate::{context, thread, time};
 
 /// A tasklet: a handler, its data argument and its state.
+///
+/// The queues keep its address, so everything that can queue it
+/// (`schedule`, `hi_schedule`, `enable`) takes `&'static self`: a tasklet
+/// is a `static` (or leaked), never moved while it may be queued.
 pub struct Tasklet {
     name: &'static str,
     handler: fn(usize),
     data: AtomicUsize,
-    state: AtomicU32,
+    state: TaskletCell,
+    /// The CPU whose softirq runs the handler now (`NO_CPU` if none): lets
+    /// `disable_in_atomic` refuse to spin on a handler it interrupted.
+    running_on: AtomicU32,
     /// Next tasklet in the queue it is on (a `*const Tasklet`, 0 = none).
     next: AtomicUsize,
     /// Whether the pending run was requested with `hi_schedule`.
@@ -52,14 +61,13 @@ struct List {
 impl List {
     const EMPTY: List = List { head: 0, tail: 0 };
 
-    fn push(&mut self, tasklet: &Tasklet) {
+    fn push(&mut self, tasklet: &'static Tasklet) {
         let address = tasklet as *const Tasklet as usize;
         tasklet.next.store(0, Ordering::Relaxed);
         if self.tail == 0 {
             self.head = address;
         } else {
-            // SAFETY: queued tasklets are alive: a tasklet is killed (taken
-            // off every queue) before it is dropped.
+            // SAFETY: only `&'static Tasklet`s are queued, so the tail lives.
             unsafe { (*(self.tail as *const Tasklet)).next.store(address, Ordering::Relaxed) };
         }
         self.tail = address;
@@ -70,6 +78,9 @@ struct Queues {
     high: List,
     normal: List,
 }
+
+/// `running_on` when no CPU runs the handler.
+const NO_CPU: u32 = u32::MAX;
 
 static QUEUES: [IrqSpinLock<Queues>; MAX_CPUS] =
     [const { IrqSpinLock::new(Queues { high: List::EMPTY, normal: List::EMPTY }) }; MAX_CPUS];
@@ -91,7 +102,8 @@ impl Tasklet {
             name,
             handler,
             data: AtomicUsize::new(data),
-            state: AtomicU32::new(count << 8),
+            state: TaskletCell::new(count),
+            running_on: AtomicU32::new(NO_CPU),
             next: AtomicUsize::new(0),
             high: AtomicBool::new(false),
             runs: AtomicU64::new(0),
@@ -114,7 +126,7 @@ impl Tasklet {
     }
 
     fn state(&self) -> TaskletState {
-        TaskletState(self.state.load(Ordering::Acquire))
+        self.state.load()
     }
 
     /// Whether it is scheduled (pending a run).
@@ -142,33 +154,20 @@ impl Tasklet {
         self.scheduled_at_ns.load(Ordering::Relaxed)
     }
 
-    /// Applies a transition; returns what it decided.
-    fn transition<R>(&self, mut step: impl FnMut(TaskletState) -> Option<(TaskletState, R)>) -> Option<R> {
-        let mut current = self.state.load(Ordering::Acquire);
-        loop {
-            let (next, result) = step(TaskletState(current))?;
-            match self.state.compare_exchange_weak(current, next.0, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some(result),
-                Err(actual) => current = actual,
-            }
-        }
-    }
-
     /// `tasklet_schedule`: run it once, soon, from the TASKLET softirq.
-    pub fn schedule(&self) {
+    pub fn schedule(&'static self) {
         self.schedule_with(false);
     }
 
     /// `tasklet_hi_schedule`: run it once, soon, from the HI softirq
     /// (before every normal tasklet).
-    pub fn hi_schedule(&self) {
+    pub fn hi_schedule(&'static self) {
         self.schedule_with(true);
     }
 
-    fn schedule_with(&self, high: bool) {
+    fn schedule_with(&'static self, high: bool) {
         self.scheduled_at_ns.store(time::now_ns(), Ordering::Relaxed);
-        let outcome = self.transition(|state| Some(policy::schedule(state))).unwrap_or(ScheduleOutcome::Nothing);
-        match outcome {
+        match self.state.schedule() {
             ScheduleOutcome::Queue => {
                 self.high.store(high, Ordering::Release);
                 enqueue_here(self, high);
@@ -178,25 +177,52 @@ impl Tasklet {
         }
     }
 
-    /// `tasklet_disable`: nests. Does not wait for a running handler (use
-    /// [`disable_sync`](Self::disable_sync) for that).
+    /// `tasklet_disable`: one more disable level (they nest), and on return
+    /// the handler is not running on any CPU; it does not start again until
+    /// the matching [`enable`](Self::enable). Sleeps while it waits: thread
+    /// context only (an RT thread may call it too). From interrupt or
+    /// softirq context use [`disable_in_atomic`](Self::disable_in_atomic);
+    /// to not wait at all, [`disable_nosync`](Self::disable_nosync).
     pub fn disable(&self) {
-        let _ = self.transition(|state| policy::disable(state).map(|next| (next, ())));
+        assert!(
+            !context::in_interrupt() && !softirq::in_softirq(),
+            "tasklet disable from interrupt or softirq context (use disable_in_atomic)"
+        );
+        // Sleep rather than yield: the handler may be a softirq this very
+        // thread preempted, which must get the CPU back to finish.
+        self.state.disable(|| {
+            let _ = thread::sleep_ns(50_000);
+        });
     }
 
-    /// `tasklet_disable` with Linux's wait: also waits until the handler is
-    /// not running on any CPU. Thread context only.
-    pub fn disable_sync(&self) {
-        self.disable();
-        while self.is_running() {
-            let _ = thread::sleep_ns(50_000);
-        }
+    /// `tasklet_disable_nosync`: one more disable level, without waiting
+    /// for a handler that runs now. Safe from any context; the caller must
+    /// not assume the handler has finished.
+    pub fn disable_nosync(&self) {
+        self.state.disable_nosync();
+    }
+
+    /// `tasklet_disable_in_atomic`: as [`disable`](Self::disable) but spins
+    /// instead of sleeping, for callers that cannot sleep (hard IRQ,
+    /// softirq, interrupts off). Panics rather than deadlock when the
+    /// handler runs on this very CPU (the caller interrupted it: it could
+    /// never finish while we spin).
+    pub fn disable_in_atomic(&self) {
+        let here = if cpu_local::is_installed() { cpu_local::current().index } else { NO_CPU };
+        self.state.disable(|| {
+            assert!(
+                self.running_on.load(Ordering::Acquire) != here,
+                "tasklet {} disable_in_atomic would spin on its own CPU's handler",
+                self.name
+            );
+            cpu::pause();
+        });
     }
 
     /// `tasklet_enable`: one level less; at zero a run requested while it
     /// was disabled is queued. Safe from any context.
-    pub fn enable(&self) {
-        let queue = self.transition(policy::enable).unwrap_or(false);
+    pub fn enable(&'static self) {
+        let queue = self.state.enable().unwrap_or(false);
         if queue {
             enqueue_here(self, self.high.load(Ordering::Acquire));
         }
@@ -208,10 +234,10 @@ impl Tasklet {
     pub fn kill(&self) {
         assert!(!context::in_interrupt() && !softirq::in_softirq(), "tasklet kill from interrupt context");
         loop {
-            if self.transition(|state| policy::unpark(state).map(|next| (next, ()))).is_some() {
+            if self.state.unpark() {
                 continue;
             }
-            if self.transition(|state| policy::begin_kill(state).map(|next| (next, ()))).is_some() {
+            if self.state.begin_kill() {
                 break;
             }
             // Scheduled: let it run first (here, or on its CPU).
@@ -223,7 +249,7 @@ impl Tasklet {
         while self.is_running() {
             let _ = thread::sleep_ns(50_000);
         }
-        let _ = self.transition(|state| Some((policy::end_kill(state), ())));
+        self.state.end_kill();
     }
 
     /// Lists it under its name for the control plane (`TASKLET ... name`).
@@ -252,7 +278,7 @@ impl Drop for Tasklet {
     }
 }
 
-fn enqueue_here(tasklet: &Tasklet, high: bool) {
+fn enqueue_here(tasklet: &'static Tasklet, high: bool) {
     if !cpu_local::is_installed() {
         return;
     }
@@ -277,17 +303,19 @@ fn action(high: usize) {
     };
     let mut cursor = list.head;
     while cursor != 0 {
-        // SAFETY: queued tasklets are alive (see `List::push`).
-        let tasklet = unsafe { &*(cursor as *const Tasklet) };
+        // SAFETY: only `&'static Tasklet`s are queued (see `enqueue_here`).
+        let tasklet: &'static Tasklet = unsafe { &*(cursor as *const Tasklet) };
         cursor = tasklet.next.swap(0, Ordering::AcqRel);
-        match tasklet.transition(|state| Some(policy::begin_run(state))) {
-            Some(RunDecision::Run) => {
+        match tasklet.state.begin_run() {
+            RunDecision::Run => {
+                tasklet.running_on.store(cpu as u32, Ordering::Release);
                 (tasklet.handler)(tasklet.data.load(Ordering::Acquire));
                 tasklet.runs.fetch_add(1, Ordering::Relaxed);
-                let _ = tasklet.transition(|state| Some((policy::end_run(state), ())));
+                tasklet.running_on.store(NO_CPU, Ordering::Release);
+                tasklet.state.end_run();
             }
-            Some(RunDecision::Requeue) => enqueue_here(tasklet, high != 0),
-            Some(RunDecision::Park) | None => {}
+            RunDecision::Requeue => enqueue_here(tasklet, high != 0),
+            RunDecision::Park => {}
         }
     }
 }

@@ -16,11 +16,13 @@
 //!
 //! [`forward`]: HrTimer::forward
 
+use core::marker::PhantomPinned;
+use core::pin::Pin;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use rtedge_engine::clock::{jiffies_to_ns, ns_to_jiffies};
 use rtedge_engine::timerqueue::TimerId;
-use rtedge_engine::timers::TimerBase;
+use rtedge_engine::timers::{self, TimerBase};
 
 use crate::clockevent::{self, AlarmId};
 use crate::cpu_local::{self, MAX_CPUS};
@@ -150,22 +152,37 @@ fn unregister_from(bases: &'static Bases, registration: &Registration) {
     }
 }
 
-fn wait_not_running(bases: &'static Bases, cpu: usize, id: TimerId) {
-    while bases.bases[cpu].lock().is_running(id) {
-        assert!(!context::in_interrupt() && !softirq::in_softirq(), "delete_sync/cancel from interrupt or softirq context");
-        // Sleep rather than yield: the callback may be a softirq this very
-        // thread preempted, which must get the CPU back to finish.
-        let _ = thread::sleep_ns(50_000);
-    }
+/// `del_timer_sync` on one base: disarms `id` once its callback is not
+/// running (retrying while it runs, as it may re-arm itself); returns
+/// whether the final disarm found it armed. The loop is the engine's
+/// [`timers::delete_sync`], model-checked in `tests/loom_timer.rs`.
+fn delete_sync_in(bases: &'static Bases, cpu: usize, id: TimerId) -> bool {
+    let was = timers::delete_sync(
+        || bases.bases[cpu].lock().try_delete_sync(id),
+        || {
+            assert!(!context::in_interrupt() && !softirq::in_softirq(), "delete_sync/cancel from interrupt or softirq context");
+            // Sleep rather than yield: the callback may be a softirq this
+            // very thread preempted, which must get the CPU back to finish.
+            let _ = thread::sleep_ns(50_000);
+        },
+    );
+    bases.reprogram(cpu);
+    was
 }
 
 /// A jiffies timer (struct timer_list).
+///
+/// Its base keeps its address from the first arm (or `setup`) until it is
+/// dropped, so the methods that register it take `&'static self` (a
+/// `static`) or `Pin<&Self>` (e.g. `Box::pin`: pinned memory is dropped,
+/// and so unregistered, before it is reused).
 pub struct Timer {
     name: &'static str,
     callback: fn(usize),
     data: AtomicUsize,
     registration: Registration,
     fired: AtomicU64,
+    _pinned: PhantomPinned,
 }
 
 impl core::fmt::Debug for Timer {
@@ -177,7 +194,14 @@ impl core::fmt::Debug for Timer {
 impl Timer {
     /// A timer calling `callback(data)` (timer_setup); usable as a static.
     pub const fn new(name: &'static str, callback: fn(usize), data: usize) -> Self {
-        Self { name, callback, data: AtomicUsize::new(data), registration: Registration::none(), fired: AtomicU64::new(0) }
+        Self {
+            name,
+            callback,
+            data: AtomicUsize::new(data),
+            registration: Registration::none(),
+            fired: AtomicU64::new(0),
+            _pinned: PhantomPinned,
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -190,22 +214,37 @@ impl Timer {
 
     /// Registers the timer on this CPU's base (may allocate). Optional in
     /// thread context; required before arming from IRQ or RT context.
-    pub fn setup(&self) -> Result<(), TimerError> {
-        register_in(&JIFFY_BASES, &self.registration, self as *const Timer as usize).map(|_| ())
+    pub fn setup(&'static self) -> Result<(), TimerError> {
+        Pin::static_ref(self).setup_pinned()
+    }
+
+    /// [`setup`](Self::setup) for a pinned timer.
+    pub fn setup_pinned(self: Pin<&Self>) -> Result<(), TimerError> {
+        register_in(&JIFFY_BASES, &self.registration, &*self as *const Timer as usize).map(|_| ())
     }
 
     /// `mod_timer`: arms or re-arms the timer for jiffy `expires`. Returns
     /// whether it was pending before.
-    pub fn modify(&self, expires: u64) -> Result<bool, TimerError> {
-        let (cpu, id) = register_in(&JIFFY_BASES, &self.registration, self as *const Timer as usize)?;
+    pub fn modify(&'static self, expires: u64) -> Result<bool, TimerError> {
+        Pin::static_ref(self).modify_pinned(expires)
+    }
+
+    /// Arms it `delay` jiffies from now.
+    pub fn modify_in(&'static self, delay: u64) -> Result<bool, TimerError> {
+        Pin::static_ref(self).modify_in_pinned(delay)
+    }
+
+    /// [`modify`](Self::modify) for a pinned timer.
+    pub fn modify_pinned(self: Pin<&Self>, expires: u64) -> Result<bool, TimerError> {
+        let (cpu, id) = register_in(&JIFFY_BASES, &self.registration, &*self as *const Timer as usize)?;
         let was = JIFFY_BASES.bases[cpu].lock().modify(id, expires).unwrap_or(false);
         JIFFY_BASES.reprogram(cpu);
         Ok(was)
     }
 
-    /// Arms it `delay` jiffies from now.
-    pub fn modify_in(&self, delay: u64) -> Result<bool, TimerError> {
-        self.modify(time::jiffies().saturating_add(delay))
+    /// [`modify_in`](Self::modify_in) for a pinned timer.
+    pub fn modify_in_pinned(self: Pin<&Self>, delay: u64) -> Result<bool, TimerError> {
+        self.modify_pinned(time::jiffies().saturating_add(delay))
     }
 
     /// `del_timer`: disarms; returns whether it was pending. Its callback
@@ -217,14 +256,13 @@ impl Timer {
         was
     }
 
-    /// `del_timer_sync`: as `delete`, and on return the callback is not
-    /// running anywhere. Thread context only.
+    /// `del_timer_sync`: on return the timer is not armed and its callback
+    /// is not running anywhere, even if the callback re-arms it (it retries
+    /// until it disarms a timer whose callback is not running). Returns
+    /// whether the final disarm found it armed. Thread context only.
     pub fn delete_sync(&self) -> bool {
-        let was = self.delete();
-        if let Some((cpu, id)) = self.registration.get() {
-            wait_not_running(&JIFFY_BASES, cpu, id);
-        }
-        was
+        let Some((cpu, id)) = self.registration.get() else { return false };
+        delete_sync_in(&JIFFY_BASES, cpu, id)
     }
 
     /// Whether it is armed.
@@ -256,8 +294,10 @@ fn run_jiffy_timers(_: usize) {
             base.begin_expired(now).and_then(|(id, _)| base.data(id).map(|&owner| (id, owner)))
         };
         let Some((id, owner)) = due else { break };
-        // SAFETY: a registered timer is unregistered (after delete_sync)
-        // before it is dropped, so `owner` points at a live Timer.
+        // SAFETY: a timer registers only through `&'static self` or
+        // `Pin<&Self>`, so it has not moved; a pinned one is unregistered
+        // (after delete_sync) by its Drop before its memory is reused, so
+        // `owner` points at a live Timer.
         let timer = unsafe { &*(owner as *const Timer) };
         (timer.callback)(timer.data.load(Ordering::Acquire));
         timer.fired.fetch_add(1, Ordering::Relaxed);
@@ -294,6 +334,7 @@ pub struct HrTimer {
     fired: AtomicU64,
     /// Set while the callback runs and may forward the expiry.
     in_callback: AtomicU32,
+    _pinned: PhantomPinned,
 }
 
 impl core::fmt::Debug for HrTimer {
@@ -313,6 +354,7 @@ impl HrTimer {
             registration: Registration::none(),
             fired: AtomicU64::new(0),
             in_callback: AtomicU32::new(NO_CPU),
+            _pinned: PhantomPinned,
         }
     }
 
@@ -333,14 +375,15 @@ impl HrTimer {
         self.expires.load(Ordering::Acquire)
     }
 
-    /// Registers it on this CPU's base (may allocate).
-    pub fn setup(&self) -> Result<(), TimerError> {
+    /// Registers it on this CPU's base (may allocate). Its base keeps its
+    /// address from then on, hence `&'static self`.
+    pub fn setup(&'static self) -> Result<(), TimerError> {
         register_in(&HR_BASES, &self.registration, self as *const HrTimer as usize).map(|_| ())
     }
 
     /// `hrtimer_start`: arms it at `time` (absolute or relative to now).
     /// Returns whether it was active before.
-    pub fn start(&self, time: u64, mode: Mode) -> Result<bool, TimerError> {
+    pub fn start(&'static self, time: u64, mode: Mode) -> Result<bool, TimerError> {
         let expires = match mode {
             Mode::Absolute => time,
             Mode::Relative => time::now_ns().saturating_add(time),
@@ -365,17 +408,12 @@ impl HrTimer {
         intervals
     }
 
-    /// `hrtimer_cancel`: disarms it and waits for a running callback.
-    /// Returns whether it was active. Thread context only.
+    /// `hrtimer_cancel`: on return it is not armed and its callback is not
+    /// running, even if the callback restarts it (as `Timer::delete_sync`).
+    /// Returns whether the final disarm found it armed. Thread context only.
     pub fn cancel(&self) -> bool {
         let Some((cpu, id)) = self.registration.get() else { return false };
-        let was = HR_BASES.bases[cpu].lock().delete(id);
-        HR_BASES.reprogram(cpu);
-        wait_not_running(&HR_BASES, cpu, id);
-        // A restarting callback may have re-armed it while we waited.
-        let again = HR_BASES.bases[cpu].lock().delete(id);
-        HR_BASES.reprogram(cpu);
-        was || again
+        delete_sync_in(&HR_BASES, cpu, id)
     }
 
     /// `hrtimer_try_to_cancel` without waiting: disarms if armed.
@@ -414,8 +452,8 @@ fn run_hrtimers(_: usize) {
             base.begin_expired(now).and_then(|(id, _)| base.data(id).map(|&owner| (id, owner)))
         };
         let Some((id, owner)) = due else { break };
-        // SAFETY: as for jiffies timers, hrtimers are cancelled and
-        // unregistered before they are dropped.
+        // SAFETY: an hrtimer registers only through `&'static self`, so
+        // `owner` points at a live HrTimer that has not moved.
         let timer = unsafe { &*(owner as *const HrTimer) };
         timer.in_callback.store(cpu as u32, Ordering::Release);
         let restart = (timer.callback)(timer);

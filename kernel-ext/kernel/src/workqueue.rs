@@ -897,7 +897,7 @@ impl DelayedWork {
         Self { timer: Timer::new("delayed-work", delayed_timer_fired, 0), target: IrqSpinLock::new(None) }
     }
 
-    fn arm(&self, queue: &'static Queue, cpu: Option<u32>, item: &'static dyn DelayedWorkItem, delay: u64) -> Result<bool, WorkError> {
+    fn arm(&'static self, queue: &'static Queue, cpu: Option<u32>, item: &'static dyn DelayedWorkItem, delay: u64) -> Result<bool, WorkError> {
         if !context::in_interrupt() && !context::in_realtime_thread() {
             // Registering may allocate: do it outside the lock.
             self.timer.setup().map_err(WorkError::Timer)?;

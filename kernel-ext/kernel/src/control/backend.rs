@@ -275,13 +275,14 @@ fn softirq_command(request: &Request) -> Reply {
         return error("syntax: SOFTIRQ RAISE name");
     }
     let name = text(request.arg(2).unwrap_or_default());
-    match softirq::find(&name) {
-        Some(index) if softirq::raise_by_index(index) => {
+    match softirq::raise_named(&name) {
+        Ok(()) => {
             // Let it run now (bottom halves run at the next switch anyway).
             softirq::run_pending();
             Reply::ok()
         }
-        _ => error(format!("no such soft IRQ '{name}'")),
+        Err(softirq::SoftIrqError::NoSuchName) => error(format!("no such soft IRQ '{name}'")),
+        Err(reason) => error(reason),
     }
 }
 

@@ -306,12 +306,15 @@ fn softirq_preempted_by_rt() -> Outcome {
     check_eq!(rt_code, 0);
     let trace = take_trace();
     // The RT thread ran inside the handler (after 10) and outside softirq
-    // context (20, not 21); once it blocked, the handler and this thread
-    // went on (11, 12) before the kernel thread it released (40); the RT
-    // thread, released after 12, went on then (30).
-    check_eq!(trace.get(..4), Some(&[10, 20, 11, 12][..]));
+    // context (20, not 21); once it blocked, the handler went on (11)
+    // before the kernel thread it released (40); the RT thread, released
+    // after 12, went on then (30). The raise from thread context wakes
+    // ksoftirqd (as Linux does), so the handler may run there instead of in
+    // this thread's run_pending, and the kernel thread may then get the
+    // CPU before this thread's 12.
+    check_eq!(trace.get(..3), Some(&[10, 20, 11][..]));
     let position = |value| trace.iter().position(|&v| v == value);
-    check!(position(40) > position(12) && position(30) > position(12), "trace {trace:?}");
+    check!(position(40) > position(11) && position(30) > position(12), "trace {trace:?}");
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use rtedge_arch::cpu;
 use crate::ktest::{Outcome, Test};
 use crate::{check, check_eq, clockevent, cpu_local, memory, time, trap};
 
+mod bottom_half_rules;
 mod deferred;
 mod log_pool_rules;
 mod smp;
@@ -41,6 +42,7 @@ pub fn groups() -> alloc::vec::Vec<&'static [Test]> {
     if crate::thread::online_mask().count_ones() > 2 {
         groups.push(smp::THREE_CPU_TESTS);
     }
+    groups.extend(bottom_half_rules::groups());
     groups
 }
 
