@@ -242,5 +242,6 @@ fn banner(info: &BootInfo, memory: &memory::MemoryReport, calibration: calibrate
     if info.command_line_truncated {
         log::warn!("command line longer than 4096 bytes; the rest was dropped");
     }
-    console_line!("command line: '{}'", info.command_line());
+    // The control-plane token stays secret: show only that it is set.
+    console_line!("command line: '{}'", rtedge_proto::util::redact_command_line(info.command_line()));
 }

@@ -68,6 +68,36 @@ fn control_config(line: &str) -> Result<Config, NetError> {
     if let Some(rate) = number("rate_limit")? {
         config.rate_limit_per_second = u32::try_from(rate).unwrap_or(u32::MAX);
     }
+    // Issue 12's limits (net/CONTROL.md, "Sessions"); INFO net and CONFIG GET show them.
+    if let Some(reserved) = number("reserved_clients")? {
+        config.reserved_clients = reserved as usize;
+    }
+    if let Some(ms) = number("auth_timeout_ms")? {
+        config.auth_timeout_ms = ms;
+    }
+    if let Some(bytes) = number("preauth_input_bytes")? {
+        config.preauth_input_bytes = bytes as usize;
+    }
+    if let Some(seconds) = number("send_timeout")? {
+        config.send_timeout_ms = seconds.saturating_mul(1000);
+    }
+    if let Some(rate) = number("auth_failures_per_second")? {
+        config.auth_failures_per_second = u32::try_from(rate).unwrap_or(u32::MAX);
+    }
+    if let Some(bytes) = number("max_subscription_bytes")? {
+        config.max_subscription_bytes_per_client = bytes as usize;
+    }
+    if let Some(bytes) = number("max_transaction_bytes")? {
+        config.max_transaction_bytes = bytes as usize;
+    }
+    // The budget stays under the heap: at most a quarter of it by default.
+    let heap = crate::memory::heap::statistics().claimed_bytes;
+    if heap > 0 {
+        config.memory_limit_bytes = config.memory_limit_bytes.min((heap / 4).max(64 * 1024));
+    }
+    if let Some(bytes) = number("control_memory")? {
+        config.memory_limit_bytes = bytes as usize;
+    }
     config.validate().map_err(|error| NetError::Config(format!("{error}")))?;
     Ok(config)
 }
