@@ -1167,8 +1167,8 @@ fn read(
     result
 }
 
-/// Reads no more than the parser, the pre-auth allowance and the memory
-/// budget take; the rest waits in the socket (TCP flow control).
+/// Reads no more than the parser and the pre-auth allowance take; the rest
+/// waits in the socket (TCP flow control).
 fn read_bounded(
     conn: &mut Connection,
     socket: &mut tcp::Socket<'_>,
@@ -1187,12 +1187,11 @@ fn read_bounded(
                     .saturating_sub(conn.parser.buffered()),
             );
         }
-        // Growing the buffer past its capacity must fit the budget.
-        let spare_allocated = conn
-            .parser
-            .memory_bytes()
-            .saturating_sub(conn.parser.buffered());
-        room = room.min(spare_allocated.saturating_add(shared.memory.available()));
+        // Request bytes are bounded per connection (frame limit, pre-auth
+        // allowance) and charged, but not refused by the budget: a client
+        // must always be able to send the command that frees memory
+        // (UNSUBSCRIBE, DISCARD, QUIT); the budget refuses what grows
+        // beyond that (replies, subscriptions, transactions).
         if room == 0 || !socket.can_recv() {
             break;
         }

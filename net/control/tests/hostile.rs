@@ -213,3 +213,43 @@ fn a_closed_connection_releases_its_session() {
     assert_eq!(harness.server.connection_count(), 0);
     assert!(harness.dispatcher.session(connection).is_none());
 }
+
+/// A small global budget: subscriptions grow until the budget refuses one
+/// (`-OOM`, nothing subscribed by it), the budget is never passed, and a
+/// closed connection gives everything back.
+#[test]
+fn the_memory_budget_refuses_growth_and_frees_on_close() {
+    let config = Config {
+        memory_limit_bytes: 256 * 1024,
+        ..Config::DEFAULT
+    };
+    let mut harness = Harness::new(config);
+    let client = harness.connect_authenticated();
+    let baseline = harness.server.memory().used();
+    let mut subscribed = 0;
+    let mut refusal = Vec::new();
+    for index in 0..20 {
+        let reply = harness.request(client, &["SUBSCRIBE", &format!("{index}{}", "m".repeat(20_000))]);
+        if reply.starts_with(b"-") {
+            refusal = reply;
+            break;
+        }
+        subscribed += 1;
+    }
+    assert!(refusal.starts_with(b"-OOM"), "{}", String::from_utf8_lossy(&refusal));
+    let connection = harness.completions.last().unwrap().connection;
+    assert_eq!(harness.dispatcher.session(connection).unwrap().subscription_count(), subscribed);
+    assert_eq!(harness.server.hub().subscription_count(connection), subscribed);
+    let memory = harness.server.memory();
+    // Request buffers are charged but not refused (a client can always send
+    // the command that frees memory); they are bounded by the frame limit.
+    let input_allowance = 2 * config.limits.max_frame_bytes;
+    assert!(memory.peak() <= memory.limit() + input_allowance, "{} > {}", memory.peak(), memory.limit());
+    assert!(memory.refusals() >= 1);
+    harness.socket(client).close();
+    harness.settle();
+    harness.settle();
+    assert_eq!(harness.server.connection_count(), 0);
+    assert!(memory.used() < baseline, "{} bytes still charged after the close", memory.used());
+    assert_eq!(memory.used(), 0);
+}
