@@ -181,7 +181,7 @@ fn arity(ctx: &mut Ctx<'_>) -> Result<()> {
         let reply = conn.call(args)?;
         expect_error(&reply, "ERR wrong number of arguments").with_context(|| format!("{args:?}"))?;
     }
-    expect_error(&conn.call(&["KILL", "main", "HUP"])?, "ERR syntax error")?;
+    expect_error(&conn.call(&["LATENCY", "thread:main", "NOPE"])?, "ERR syntax error")?;
     // Through the real redis-cli too; the appliance is still up.
     let out = ctx.redis_cli(&["SHUTDOWN", "0", "NOSAVE"])?;
     ensure!(out.contains("wrong number of arguments"), "redis-cli SHUTDOWN 0 NOSAVE: {out:?}");

@@ -106,7 +106,7 @@ fn extra_arguments_are_refused_before_the_command_runs() {
         b"-ERR wrong number of arguments for 'info' command\r\n"
     );
     assert_eq!(
-        harness.request(client, &["KILL", "thread", "HUP"]),
+        harness.request(client, &["LATENCY", "source", "NOPE"]),
         b"-ERR syntax error\r\n"
     );
     assert!(harness.dispatcher.backend().executed.is_empty());

@@ -562,8 +562,8 @@ static COMMANDS: [CommandSpec; 35] = [
         -2,
         ADMIN.union(WRITE),
         "kernel",
-        "Cancels a thread (runs its cleanup handlers), or wakes it with WAKE.",
-        "KILL thread [TERM|WAKE]",
+        "Cancels a thread (runs its cleanup handlers) with TERM, KILL or INT (the default); any other signal name (WAKE, USR1) wakes it, through its buddy if it has one.",
+        "KILL thread [signal]",
     ),
     CommandSpec::new(
         "latency",
