@@ -230,10 +230,10 @@ fn brute_force(ctx: &mut Ctx<'_>) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut conn = Conn::connect(&target)?;
-        if let Ok(reply) = conn.call(&["AUTH", &ctx.token]) {
-            if text(&reply) == "OK" {
-                break;
-            }
+        if let Ok(reply) = conn.call(&["AUTH", &ctx.token])
+            && text(&reply) == "OK"
+        {
+            break;
         }
         ensure!(Instant::now() < deadline, "the operator could not authenticate after the brute force");
         std::thread::sleep(Duration::from_secs(1));

@@ -1,6 +1,8 @@
 //! Property tests (proptest): the RESP request parser, the command grammar
 //! and the typed-static conversions, over generated input.
 
+#![allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
 use proptest::prelude::*;
 use rtedge_proto::command::{self, SyntaxCheck, check_syntax};
 use rtedge_proto::request::encode_command;
