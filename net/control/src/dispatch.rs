@@ -653,7 +653,10 @@ fn run_or_queue<B: Backend>(
         return Outcome::reply(Reply::Error(text));
     }
     let cost = request_cost(request);
+    // The queue's growth is reserved fallibly: a refused allocation is this
+    // client's error, never the appliance's.
     if transaction.bytes.saturating_add(cost) > parts.config.max_transaction_bytes
+        || transaction.queued.try_reserve(1).is_err()
         || !parts.memory.try_charge(cost)
     {
         transaction.failed = true;
