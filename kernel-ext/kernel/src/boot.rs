@@ -37,6 +37,9 @@ pub fn command_line() -> &'static str {
 const KERNEL_KEYS: &[&str] = &[
     "log", "boot_only", "x2apic", "reserve", "isolcpus", "ip", "gw", "dns", "auth", "port", "net", "file",
     "config", "quiet", "test", "max_clients", "idle_timeout", "rate_limit",
+    // The control plane's admission, time and memory limits (issue 12; net/CONTROL.md).
+    "reserved_clients", "auth_timeout_ms", "preauth_input_bytes", "send_timeout", "auth_failures_per_second",
+    "max_subscription_bytes", "max_transaction_bytes", "control_memory", "net_faults",
 ];
 
 unsafe extern "Rust" {
