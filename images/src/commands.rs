@@ -90,7 +90,12 @@ fn e2e(session: &Session, args: &E2eArgs) -> Result<ExitCode> {
         tools: &session.tools,
         host,
         image: image.path.clone(),
-        cmdline: compose_cmdline(&profile.spec.cmdline, Some(e2e::programs::EXTRA_CMDLINE), Some(&token)),
+        // RTEDGE_E2E_APPEND adds words (`make faults`: net_faults=10,10).
+        cmdline: compose_cmdline(
+            &profile.spec.cmdline,
+            Some(&format!("{} {}", e2e::programs::EXTRA_CMDLINE, std::env::var("RTEDGE_E2E_APPEND").unwrap_or_default())),
+            Some(&token),
+        ),
         token,
         smp,
         memory_mib: profile.spec.memory_mib,

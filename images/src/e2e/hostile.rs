@@ -22,7 +22,49 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "hostile::the_token_is_never_shown", run: redaction, on: Where::Reference },
     Scenario { name: "hostile::multi_exec_runs_all_or_nothing", run: transactions, on: Where::Reference },
     Scenario { name: "soak::a_million_requests_with_subscribers", run: soak, on: Where::Reference },
+    Scenario { name: "faults::every_command_completes_over_a_lossy_link", run: lossy_link, on: Where::Reference },
 ];
+
+/// `make faults` (`RTEDGE_E2E_APPEND=net_faults=10,10`): the guest's NIC
+/// path drops and corrupts 10 % of the packets each way (smoltcp's
+/// `FaultInjector`); every command of a few hundred, through raw RESP and
+/// `redis-cli`, still completes with the right reply. Without
+/// `net_faults=` on the command line it only says how to run it.
+fn lossy_link(ctx: &mut Ctx<'_>) -> Result<()> {
+    let target = ctx.target();
+    let mut conn = Conn::authed(&target, &ctx.token)?;
+    let info = text(&conn.call(&["INFO", "server"])?);
+    let command_line = info_field(&info, "command_line").unwrap_or_default();
+    if !command_line.contains("net_faults=") {
+        ctx.figure("faults", "skipped (run `make faults`)".to_string());
+        return Ok(());
+    }
+    let started = Instant::now();
+    const COMMANDS: usize = 200;
+    for index in 0..COMMANDS {
+        let message = format!("lossy-{index}");
+        let reply = conn.call(&["ECHO", &message])?;
+        ensure!(text(&reply) == message, "ECHO {message} over the lossy link: {reply:?}");
+    }
+    // Pipelined, then through redis-cli.
+    for index in 0..50 {
+        conn.send(&["ECHO", &format!("pipelined-{index}")])?;
+    }
+    for index in 0..50 {
+        let reply = conn.read()?;
+        ensure!(text(&reply) == format!("pipelined-{index}"), "pipelined reply {index}: {reply:?}");
+    }
+    let script: String = (0..50).map(|index| format!("ECHO cli-{index}\n")).collect();
+    let out = ctx.redis_cli_stdin(&[], script.as_bytes())?;
+    for index in 0..50 {
+        ensure!(out.lines().any(|line| line.trim() == format!("cli-{index}")), "redis-cli reply cli-{index} missing: {out}");
+    }
+    ctx.figure(
+        "commands completed over 10 % drop + 10 % corruption",
+        format!("{} in {} ms", COMMANDS + 100, started.elapsed().as_millis()),
+    );
+    Ok(())
+}
 
 /// `make soak` (`RTEDGE_SOAK=1`): at least 1 000 000 requests through
 /// `redis-benchmark` while subscribers listen; prints errors, heap, slots
