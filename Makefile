@@ -17,7 +17,7 @@ RUNS ?= 5
 export RTEDGE_SMP RTEDGE_PORT RTEDGE_TOKEN RTEDGE_INITRD
 
 .DEFAULT_GOAL := help
-.PHONY: help deps run run-uhyve test loom e2e image disk bench boot-time info clean
+.PHONY: help deps run run-uhyve test loom e2e image disk bench boot-time info clean fuzz soak faults
 
 help: ## list the targets
 	@echo "rtedge — make targets:"
@@ -44,6 +44,15 @@ loom: ## model-check the engine's lock-free state machines (every interleaving, 
 
 e2e: deps ## boot the appliance and drive it with redis-cli, redis-benchmark and rtctl (ONLY=text filters)
 	$(RUNNER) $(RUNNER_FLAGS) e2e $(HV_ARGS) $(foreach o,$(ONLY),--only $(o))
+
+fuzz: ## millions of generated frames through the RESP parser and the dispatcher; prints cases/s (FUZZ_CASES=n)
+	$(CARGO) test --release -p rtedge-control --test fuzz -- --ignored --nocapture
+
+soak: deps ## >= 1 000 000 requests against the booted appliance with subscribers; errors, heap, slots and misses before/after
+	RTEDGE_SOAK=1 $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only soak::
+
+faults: deps ## every command completes while the guest's NIC path drops and corrupts 10 % of the packets (net_faults=10,10)
+	RTEDGE_E2E_APPEND="net_faults=10,10" $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only faults::
 
 image: deps ## build the appliance image and print its path and size
 	$(RUNNER) $(RUNNER_FLAGS) build appliance

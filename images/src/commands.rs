@@ -94,7 +94,12 @@ fn e2e(session: &Session, args: &E2eArgs) -> Result<ExitCode> {
         tools: &session.tools,
         host,
         image: image.path.clone(),
-        cmdline: compose_cmdline(&profile.spec.cmdline, Some(e2e::programs::EXTRA_CMDLINE), Some(&token)),
+        // RTEDGE_E2E_APPEND adds words (`make faults`: net_faults=10,10).
+        cmdline: compose_cmdline(
+            &profile.spec.cmdline,
+            Some(&format!("{} {}", e2e::programs::EXTRA_CMDLINE, std::env::var("RTEDGE_E2E_APPEND").unwrap_or_default())),
+            Some(&token),
+        ),
         token,
         smp,
         memory_mib: profile.spec.memory_mib,
@@ -367,23 +372,30 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
         invocation.args.push(initrd.display().to_string());
     }
     println!(
-        "rtedge-image: booting `{}` on {hypervisor} ({}), {}, {} MiB, cmdline \"{cmdline}\"",
+        "rtedge-image: booting `{}` on {hypervisor} ({}), {}, {} MiB, cmdline \"{}\"",
         profile.name,
         machine_description(hypervisor, accel),
         cpus(smp),
-        profile.spec.memory_mib
+        profile.spec.memory_mib,
+        rtedge_proto::util::redact_command_line(&cmdline)
     );
     if session.verbose {
-        println!("rtedge-image: $ {invocation}");
+        println!("rtedge-image: $ {}", rtedge_proto::util::redact_command_line(&invocation.to_string()));
     }
-    if let (Some(forward), Some(token)) = (forward, image.token.as_deref()) {
+    if let (Some(forward), Some(_token)) = (forward, image.token.as_deref()) {
+        // The token itself is never printed: say where it is.
+        let token_source = if std::env::var("RTEDGE_TOKEN").is_ok_and(|token| !token.is_empty()) {
+            String::from("\"$RTEDGE_TOKEN\"")
+        } else {
+            format!("\"$(cat {})\"", session.layout.token_path().display())
+        };
         if hypervisor.is_qemu() {
             println!(
                 "rtedge-image: control plane on 127.0.0.1:{} (guest port {}); connect with:",
                 forward.host, forward.guest
             );
             println!(
-                "    redis-cli -p {} -a {token} --no-auth-warning PING",
+                "    redis-cli -p {} -a {token_source} --no-auth-warning PING",
                 forward.host
             );
             println!("    rtctl --port {} status", forward.host);

@@ -107,7 +107,9 @@ fn many_clients(ctx: &mut Ctx<'_>) -> Result<()> {
     let target = ctx.target();
     let mut clients = Vec::new();
     for index in 0..CLIENTS {
-        let mut conn = Conn::connect(&target).with_context(|| format!("client {index}"))?;
+        // Authenticated: unauthenticated clients may hold only 48 slots
+        // and 5 s (issue 12).
+        let mut conn = Conn::authed(&target, &ctx.token).with_context(|| format!("client {index}"))?;
         let reply = conn.call(&["PING", &format!("client-{index}")])?;
         ensure!(text(&reply) == format!("client-{index}"), "client {index}: {reply:?}");
         clients.push(conn);

@@ -37,6 +37,9 @@ pub fn command_line() -> &'static str {
 const KERNEL_KEYS: &[&str] = &[
     "log", "boot_only", "x2apic", "reserve", "isolcpus", "ip", "gw", "dns", "auth", "port", "net", "file",
     "config", "quiet", "test", "max_clients", "idle_timeout", "rate_limit",
+    // The control plane's admission, time and memory limits (issue 12; net/CONTROL.md).
+    "reserved_clients", "auth_timeout_ms", "preauth_input_bytes", "send_timeout", "auth_failures_per_second",
+    "max_subscription_bytes", "max_transaction_bytes", "control_memory", "net_faults",
 ];
 
 unsafe extern "Rust" {
@@ -247,5 +250,6 @@ fn banner(info: &BootInfo, memory: &memory::MemoryReport, calibration: calibrate
     if info.command_line_truncated {
         log::warn!("command line longer than 4096 bytes; the rest was dropped");
     }
-    console_line!("command line: '{}'", info.command_line());
+    // The control-plane token stays secret: show only that it is set.
+    console_line!("command line: '{}'", rtedge_proto::util::redact_command_line(info.command_line()));
 }

@@ -87,6 +87,42 @@ pub struct Config {
     /// TCP keep-alive interval (60 s); a peer silent for three intervals is
     /// dropped, so a vanished subscriber frees its slot. 0 = off.
     pub tcp_keep_alive_ms: u64,
+    /// Slots kept for authenticated sessions (16): unauthenticated
+    /// connections hold at most `max_connections - reserved_clients` (at
+    /// least one), and a new connection over that number evicts the oldest
+    /// unauthenticated one, so that silent connections cannot keep the
+    /// operator out.
+    pub reserved_clients: usize,
+    /// A connection must have authenticated this long after it was
+    /// accepted (5 s), whatever trickles in meanwhile, or it is reset.
+    /// Only applies when a token is set.
+    pub auth_timeout_ms: u64,
+    /// Request bytes an unauthenticated connection may have buffered (1
+    /// KiB: room for `HELLO 3 AUTH default <token> SETNAME <name>`); the
+    /// rest waits in its socket. With the slot cap this bounds what all
+    /// unauthenticated clients together hold
+    /// ([`Config::preauth_budget_bytes`]).
+    pub preauth_input_bytes: usize,
+    /// A client whose queued output has not moved for this long (30 s) is
+    /// reset: a peer that does not read, or left without reading, gives
+    /// its slot and buffers back. 0 = never.
+    pub send_timeout_ms: u64,
+    /// The control plane's memory budget (32 MiB; the kernel lowers it to
+    /// a quarter of its heap): request buffers, output queues,
+    /// subscriptions and transactions of all clients together. Growth past
+    /// it is refused (the command gets `-OOM`, a pub/sub client is
+    /// dropped).
+    pub memory_limit_bytes: usize,
+    /// Bytes of channel and pattern names one client may subscribe to
+    /// (256 KiB), on top of the count limit.
+    pub max_subscription_bytes_per_client: usize,
+    /// Bytes of commands one client may queue between `MULTI` and `EXEC`
+    /// (256 KiB).
+    pub max_transaction_bytes: usize,
+    /// Failed authentications per second across all clients (10); further
+    /// attempts are answered no sooner than this rate allows. Each source
+    /// address also backs off on its own (100 ms doubling to 2 s).
+    pub auth_failures_per_second: u32,
 }
 
 /// Most connections a server may be configured for: each one holds two
@@ -108,6 +144,14 @@ impl Config {
         socket_tx_bytes: 16 * 1024,
         close_linger_ms: 5_000,
         tcp_keep_alive_ms: 60_000,
+        reserved_clients: 16,
+        auth_timeout_ms: 5_000,
+        preauth_input_bytes: 1024,
+        send_timeout_ms: 30_000,
+        memory_limit_bytes: 32 * 1024 * 1024,
+        max_subscription_bytes_per_client: 256 * 1024,
+        max_transaction_bytes: 256 * 1024,
+        auth_failures_per_second: 10,
     };
 
     /// Checks every field; the server refuses a configuration that fails.
@@ -180,21 +224,109 @@ impl Config {
         range("socket_tx_bytes", self.socket_tx_bytes as u64, 64, 1 << 24)?;
         range("close_linger_ms", self.close_linger_ms, 1, 3_600_000)?;
         range("tcp_keep_alive_ms", self.tcp_keep_alive_ms, 0, 3_600_000)?;
+        range(
+            "reserved_clients",
+            self.reserved_clients as u64,
+            0,
+            MAX_CONNECTIONS as u64,
+        )?;
+        range("auth_timeout_ms", self.auth_timeout_ms, 100, 3_600_000)?;
+        range(
+            "preauth_input_bytes",
+            self.preauth_input_bytes as u64,
+            256,
+            self.limits.max_frame_bytes as u64,
+        )?;
+        range("send_timeout_ms", self.send_timeout_ms, 0, 3_600_000)?;
+        range(
+            "memory_limit_bytes",
+            self.memory_limit_bytes as u64,
+            64 * 1024,
+            1 << 40,
+        )?;
+        range(
+            "max_subscription_bytes_per_client",
+            self.max_subscription_bytes_per_client as u64,
+            64,
+            1 << 30,
+        )?;
+        range(
+            "max_transaction_bytes",
+            self.max_transaction_bytes as u64,
+            64,
+            1 << 30,
+        )?;
+        range(
+            "auth_failures_per_second",
+            u64::from(self.auth_failures_per_second),
+            1,
+            1_000_000,
+        )?;
         Ok(())
     }
 
+    /// Slots unauthenticated connections may hold at once.
+    pub fn unauthenticated_slots(&self) -> usize {
+        self.max_connections
+            .saturating_sub(self.reserved_clients)
+            .max(1)
+    }
+
+    /// What all unauthenticated connections together may have buffered:
+    /// [`Config::unauthenticated_slots`] times
+    /// [`Config::preauth_input_bytes`].
+    pub fn preauth_budget_bytes(&self) -> usize {
+        self.unauthenticated_slots()
+            .saturating_mul(self.preauth_input_bytes)
+    }
+
+    /// Every limit with its name, as `INFO net` and `CONFIG GET` show them
+    /// (and as the kernel command line sets the ones it takes).
+    pub fn parameters(&self) -> [(&'static str, u64); 20] {
+        [
+            ("port", u64::from(self.port)),
+            ("max_clients", self.max_connections as u64),
+            ("reserved_clients", self.reserved_clients as u64),
+            ("unauthenticated_slots", self.unauthenticated_slots() as u64),
+            ("auth_timeout_ms", self.auth_timeout_ms),
+            ("preauth_input_bytes", self.preauth_input_bytes as u64),
+            ("preauth_budget_bytes", self.preauth_budget_bytes() as u64),
+            ("auth_failures_per_second", u64::from(self.auth_failures_per_second)),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("send_timeout_ms", self.send_timeout_ms),
+            ("close_linger_ms", self.close_linger_ms),
+            ("rate_limit", u64::from(self.rate_limit_per_second)),
+            ("max_frame_bytes", self.limits.max_frame_bytes as u64),
+            ("max_args", self.limits.max_args as u64),
+            ("output_limit_bytes", self.output_limit_bytes as u64),
+            ("output_pause_bytes", self.output_pause_bytes as u64),
+            ("memory_limit_bytes", self.memory_limit_bytes as u64),
+            ("max_subscriptions_per_client", self.max_subscriptions_per_client as u64),
+            (
+                "max_subscription_bytes_per_client",
+                self.max_subscription_bytes_per_client as u64,
+            ),
+            ("max_transaction_bytes", self.max_transaction_bytes as u64),
+        ]
+    }
+
     /// The limits before `AUTH`: Redis's caps of 10 arguments and 16 KiB per
-    /// argument (or ours when smaller), the same frame and inline limits so
-    /// that bytes received before `AUTH` completes always fit.
+    /// argument (or ours when smaller), and frames, inline lines and
+    /// arguments of at most [`Config::preauth_input_bytes`], so that what
+    /// an unauthenticated client makes the server hold stays small. Bytes
+    /// pipelined behind an `AUTH` wait in the socket until it succeeds and
+    /// the wide limits apply.
     pub fn unauthenticated_limits(&self) -> Limits {
+        let input = self.preauth_input_bytes;
         Limits {
-            max_frame_bytes: self.limits.max_frame_bytes,
+            max_frame_bytes: self.limits.max_frame_bytes.min(input),
             max_args: self.limits.max_args.min(Limits::UNAUTHENTICATED.max_args),
             max_bulk_bytes: self
                 .limits
                 .max_bulk_bytes
-                .min(Limits::UNAUTHENTICATED.max_bulk_bytes),
-            max_inline_bytes: self.limits.max_inline_bytes,
+                .min(Limits::UNAUTHENTICATED.max_bulk_bytes)
+                .min(input),
+            max_inline_bytes: self.limits.max_inline_bytes.min(input),
         }
     }
 }

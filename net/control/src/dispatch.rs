@@ -9,19 +9,40 @@
 //! unknown commands included, gets `-NOAUTH`; then unknown commands get
 //! Redis's text; then arity (`ERR wrong number of arguments for 'x'
 //! command`); then, on a RESP2 connection with subscriptions, only
-//! `(P)(UN)SUBSCRIBE`, `PING` and `QUIT` run.
+//! `(P)(UN)SUBSCRIBE`, `PING` and `QUIT` run. The arity check is the
+//! command's whole syntax line read as a grammar
+//! ([`command::check_syntax`]): extra arguments are an error before
+//! anything runs.
+//!
+//! Transactions: after `MULTI` every command is checked as above and
+//! queued (`+QUEUED`); a check that fails answers its error and marks the
+//! transaction, so that `EXEC` then runs nothing (`-EXECABORT`). `EXEC`
+//! runs the queue inside one [`Dispatcher::execute`], so no other
+//! client's command runs in between (the dispatcher executes one job at a
+//! time). `WATCH` is refused.
+//!
+//! Memory: a session's subscription names and queued transaction are
+//! charged to the shared [`MemoryBudget`] and capped per client; a command
+//! that would pass either limit gets an error and changes nothing. A
+//! session is dropped ([`Dispatcher::reap`]) once its connection ended.
+//!
+//! Authentication backs off per connection, per source address and
+//! globally ([`AuthThrottle`]): reconnecting does not buy more guesses.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
 
-use rtedge_proto::command::{self, CommandFlags, CommandSpec};
+use rtedge_proto::command::{self, CommandFlags, CommandSpec, SyntaxCheck};
 use rtedge_proto::util::{constant_time_eq, glob_match, parse_i64};
 use rtedge_proto::{ProtocolVersion, Reply, Request};
+use smoltcp::wire::IpAddress;
 
 use crate::config::Config;
 use crate::job::{Completion, ConnectionId, Job, SubscriptionChange};
+use crate::memory::MemoryBudget;
 
 /// The first delay after a failed authentication.
 pub const AUTH_DELAY_FIRST_MS: u64 = 100;
@@ -104,6 +125,38 @@ pub struct Session {
     patterns: BTreeSet<Vec<u8>>,
     failed_auth: u32,
     next_auth_ms: u64,
+    /// Bytes of the subscribed channel and pattern names.
+    subscription_bytes: usize,
+    /// Commands queued since `MULTI`.
+    transaction: Option<Transaction>,
+    /// Bytes charged to the memory budget for this session.
+    charged: usize,
+}
+
+/// A transaction being queued.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+struct Transaction {
+    queued: Vec<Request>,
+    bytes: usize,
+    /// A command failed its checks while queueing: `EXEC` runs nothing.
+    failed: bool,
+}
+
+/// What one subscription costs in the budget: the name is held three
+/// times (the session, the hub's subscriber and its index), plus the
+/// nodes.
+fn subscription_cost(name: &[u8]) -> usize {
+    name.len().saturating_mul(3).saturating_add(96)
+}
+
+/// What one queued request costs in the budget.
+fn request_cost(request: &Request) -> usize {
+    request
+        .args()
+        .iter()
+        .map(|argument| argument.len().saturating_add(24))
+        .sum::<usize>()
+        .saturating_add(64)
 }
 
 impl Session {
@@ -119,7 +172,20 @@ impl Session {
             patterns: BTreeSet::new(),
             failed_auth: 0,
             next_auth_ms: 0,
+            subscription_bytes: 0,
+            transaction: None,
+            charged: 0,
         }
+    }
+
+    /// Whether `MULTI` is open.
+    pub fn in_transaction(&self) -> bool {
+        self.transaction.is_some()
+    }
+
+    /// Bytes this session has charged to the memory budget.
+    pub fn memory_bytes(&self) -> usize {
+        self.charged
     }
 
     /// The connection.
@@ -185,6 +251,105 @@ pub struct DispatchStats {
     pub token_checks: u64,
     /// Failed authentications.
     pub auth_failures: u64,
+    /// Authentication attempts refused unevaluated because the back-off
+    /// would answer them only after the pre-auth deadline.
+    pub auth_throttled: u64,
+    /// Transactions run by `EXEC`.
+    pub transactions: u64,
+    /// Transactions refused by `EXEC` after a queueing error.
+    pub transactions_aborted: u64,
+    /// Commands refused because the memory budget or a per-client memory
+    /// cap could not hold them.
+    pub memory_refusals: u64,
+}
+
+/// How long a source's failures are remembered after its last one.
+pub const AUTH_SOURCE_MEMORY_MS: u64 = 60_000;
+/// Sources remembered at once (the oldest is forgotten first).
+pub const AUTH_SOURCES: usize = 256;
+
+#[derive(Clone, Copy, Debug)]
+struct SourceRecord {
+    failures: u32,
+    next_ms: u64,
+    last_failure_ms: u64,
+}
+
+/// Back-off of failed authentications across connections: per source
+/// address (100 ms doubling to 2 s after each failure, forgotten a minute
+/// after the last) and globally (failures spaced to at most
+/// [`Config::auth_failures_per_second`]). An attempt is evaluated at the
+/// latest of now and the times these allow, and its reply (success or
+/// not) is held until then, so a client learns nothing sooner.
+#[derive(Debug)]
+pub struct AuthThrottle {
+    sources: BTreeMap<IpAddress, SourceRecord>,
+    global_next_ms: u64,
+    spacing_ms: u64,
+}
+
+impl AuthThrottle {
+    /// A throttle allowing `failures_per_second` failures overall.
+    pub fn new(failures_per_second: u32) -> AuthThrottle {
+        AuthThrottle {
+            sources: BTreeMap::new(),
+            global_next_ms: 0,
+            spacing_ms: 1000 / u64::from(failures_per_second.max(1)),
+        }
+    }
+
+    /// The earliest time an attempt from `peer` made at `now_ms` may be
+    /// evaluated.
+    pub fn earliest(&self, peer: Option<IpAddress>, now_ms: u64) -> u64 {
+        let source = peer
+            .and_then(|peer| self.sources.get(&peer))
+            .filter(|record| now_ms < record.last_failure_ms.saturating_add(AUTH_SOURCE_MEMORY_MS))
+            .map_or(0, |record| record.next_ms);
+        now_ms.max(source).max(self.global_next_ms)
+    }
+
+    /// Records the outcome of an attempt evaluated at `evaluated_ms`.
+    pub fn record(&mut self, peer: Option<IpAddress>, evaluated_ms: u64, success: bool) {
+        if success {
+            if let Some(peer) = peer {
+                self.sources.remove(&peer);
+            }
+            return;
+        }
+        self.global_next_ms = self
+            .global_next_ms
+            .max(evaluated_ms)
+            .saturating_add(self.spacing_ms);
+        let Some(peer) = peer else {
+            return;
+        };
+        if !self.sources.contains_key(&peer) && self.sources.len() >= AUTH_SOURCES {
+            let oldest = self
+                .sources
+                .iter()
+                .min_by_key(|(_, record)| record.last_failure_ms)
+                .map(|(address, _)| *address);
+            if let Some(oldest) = oldest {
+                self.sources.remove(&oldest);
+            }
+        }
+        let record = self.sources.entry(peer).or_insert(SourceRecord {
+            failures: 0,
+            next_ms: 0,
+            last_failure_ms: evaluated_ms,
+        });
+        if evaluated_ms >= record.last_failure_ms.saturating_add(AUTH_SOURCE_MEMORY_MS) {
+            record.failures = 0;
+        }
+        record.failures = record.failures.saturating_add(1);
+        record.last_failure_ms = evaluated_ms;
+        record.next_ms = evaluated_ms.saturating_add(auth_delay_ms(record.failures));
+    }
+
+    /// Failures recorded for `peer` (within the memory time).
+    pub fn source_failures(&self, peer: IpAddress) -> u32 {
+        self.sources.get(&peer).map_or(0, |record| record.failures)
+    }
 }
 
 /// The command half. See the module documentation.
@@ -194,27 +359,37 @@ pub struct Dispatcher<B: Backend> {
     /// Keyed by slot; a job of a new connection in the slot replaces the
     /// session, so there are never more than the server's slots.
     sessions: BTreeMap<u32, Session>,
-    max_subscriptions: usize,
+    config: Config,
+    memory: Arc<MemoryBudget>,
+    throttle: AuthThrottle,
     stats: DispatchStats,
 }
 
 /// Built-in commands the dispatcher answers itself; the rest of the
 /// built-in table goes to the backend.
-const OWN_COMMANDS: [&str; 13] = [
+const OWN_COMMANDS: [&str; 18] = [
     "auth",
     "client",
     "command",
     "config",
+    "discard",
     "echo",
+    "exec",
     "hello",
     "help",
+    "multi",
     "ping",
     "psubscribe",
     "punsubscribe",
     "quit",
     "subscribe",
     "unsubscribe",
+    "unwatch",
+    "watch",
 ];
+
+/// Commands that act on the transaction itself, or cannot be queued.
+const NOT_QUEUED: [&str; 5] = ["multi", "exec", "discard", "watch", "quit"];
 
 /// The result of one job before encoding.
 #[derive(Default)]
@@ -242,9 +417,50 @@ impl<B: Backend> Dispatcher<B> {
         Dispatcher {
             backend,
             sessions: BTreeMap::new(),
-            max_subscriptions: config.max_subscriptions_per_client,
+            config: *config,
+            memory: Arc::new(MemoryBudget::new(
+                config.memory_limit_bytes,
+                config.max_connections.saturating_add(1),
+            )),
+            throttle: AuthThrottle::new(config.auth_failures_per_second),
             stats: DispatchStats::default(),
         }
+    }
+
+    /// Charges sessions to the server's budget
+    /// ([`NetServer::memory`](crate::NetServer::memory)) and learns from
+    /// it which connections ended. Call before the first job.
+    pub fn set_memory_budget(&mut self, memory: Arc<MemoryBudget>) {
+        for session in self.sessions.values_mut() {
+            self.memory.release(session.charged);
+            session.charged = 0;
+        }
+        self.memory = memory;
+    }
+
+    /// The memory budget.
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.memory
+    }
+
+    /// Drops the sessions of connections that ended, giving their memory
+    /// back. Call it whenever the thread wakes (the kernel does every
+    /// 50 ms); [`Dispatcher::execute`] calls it too.
+    pub fn reap(&mut self) {
+        let memory = &self.memory;
+        self.sessions.retain(|_, session| {
+            let ended = memory.has_ended(session.connection);
+            if ended {
+                memory.release(session.charged);
+                memory.set_session_bytes(session.connection.slot, 0);
+            }
+            !ended
+        });
+    }
+
+    /// The configuration the dispatcher enforces.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Executes `job` and returns its completion for
@@ -255,24 +471,31 @@ impl<B: Backend> Dispatcher<B> {
         let Job {
             connection,
             request,
+            peer,
         } = job;
+        self.reap();
         let open_access = self.backend.auth_token().is_empty();
         let session = self
             .sessions
             .entry(connection.slot)
             .or_insert_with(|| Session::new(connection, open_access));
         if session.connection != connection {
+            self.memory.release(session.charged);
             *session = Session::new(connection, open_access);
         }
         self.stats.commands = self.stats.commands.saturating_add(1);
-        let outcome = run(
-            &mut self.backend,
-            session,
-            &request,
+        let mut parts = Parts {
+            backend: &mut self.backend,
+            config: &self.config,
+            memory: &self.memory,
+            throttle: &mut self.throttle,
+            stats: &mut self.stats,
             now_ms,
-            self.max_subscriptions,
-            &mut self.stats,
-        );
+            peer,
+        };
+        let outcome = run_or_queue(&mut parts, session, &request);
+        self.memory
+            .set_session_bytes(connection.slot, session.charged);
         if outcome.replies.first().is_some_and(Reply::is_error) {
             self.stats.error_replies = self.stats.error_replies.saturating_add(1);
         }
@@ -340,35 +563,188 @@ fn all_specs(app: &[CommandSpec]) -> impl Iterator<Item = &CommandSpec> {
     )
 }
 
-fn run<B: Backend>(
-    backend: &mut B,
-    session: &mut Session,
-    request: &Request,
+/// What one job needs besides its session.
+struct Parts<'a, B: Backend> {
+    backend: &'a mut B,
+    config: &'a Config,
+    memory: &'a MemoryBudget,
+    throttle: &'a mut AuthThrottle,
+    stats: &'a mut DispatchStats,
     now_ms: u64,
-    max_subscriptions: usize,
-    stats: &mut DispatchStats,
-) -> Outcome {
+    peer: Option<IpAddress>,
+}
+
+/// The checks every command passes before it runs or is queued: the
+/// authentication gate, the command table, its grammar, subscribed mode.
+fn check<B: Backend>(
+    backend: &B,
+    session: &Session,
+    request: &Request,
+) -> Result<CommandSpec, Reply> {
     let spec = find_spec(request.name(), backend.app_commands()).copied();
     if !session.authenticated
         && !spec.is_some_and(|spec| spec.has(CommandFlags::ALLOWED_BEFORE_AUTH))
     {
-        return Outcome::reply(Reply::noauth());
+        return Err(Reply::noauth());
     }
     let Some(spec) = spec else {
-        return Outcome::reply(Reply::unknown_command(
+        return Err(Reply::unknown_command(
             request.name(),
             request.args_after_name(),
         ));
     };
-    if !spec.check_arity(request.len()) {
-        return Outcome::reply(Reply::wrong_arity(spec.name));
+    // HELLO's own option parser already refuses what its grammar would,
+    // with Redis's exact messages; for it the grammar is only the arity.
+    let syntax = if spec.name == "hello" {
+        if spec.check_arity(request.len()) {
+            SyntaxCheck::Fits
+        } else {
+            SyntaxCheck::WrongArity
+        }
+    } else {
+        spec.check_syntax(request.args())
+    };
+    match syntax {
+        SyntaxCheck::Fits => {}
+        SyntaxCheck::WrongArity => return Err(Reply::wrong_arity(spec.name)),
+        SyntaxCheck::SyntaxError => return Err(Reply::error("ERR syntax error")),
+        SyntaxCheck::UnknownSubcommand => {
+            return Err(Reply::unknown_subcommand(
+                spec.name,
+                request.arg(1).unwrap_or_default(),
+            ));
+        }
     }
     if session.protocol == ProtocolVersion::Resp2
         && session.subscription_count() > 0
         && !spec.has(CommandFlags::ALLOWED_WHILE_SUBSCRIBED)
     {
-        return Outcome::reply(Reply::not_allowed_while_subscribed(spec.name));
+        return Err(Reply::not_allowed_while_subscribed(spec.name));
     }
+    Ok(spec)
+}
+
+/// Runs `request`, or queues it when `MULTI` is open.
+fn run_or_queue<B: Backend>(
+    parts: &mut Parts<'_, B>,
+    session: &mut Session,
+    request: &Request,
+) -> Outcome {
+    let spec = match check(parts.backend, session, request) {
+        Ok(spec) => spec,
+        Err(reply) => {
+            if let Some(transaction) = session.transaction.as_mut() {
+                transaction.failed = true;
+            }
+            return Outcome::reply(reply);
+        }
+    };
+    let Some(transaction) = session.transaction.as_mut() else {
+        return run(parts, session, request, spec);
+    };
+    if NOT_QUEUED.contains(&spec.name) {
+        return run(parts, session, request, spec);
+    }
+    if spec.has(CommandFlags::PUBSUB) || matches!(spec.name, "auth" | "hello") {
+        transaction.failed = true;
+        let mut text = String::from("ERR Command not allowed inside a transaction: '");
+        text.push_str(spec.name);
+        text.push('\'');
+        return Outcome::reply(Reply::Error(text));
+    }
+    let cost = request_cost(request);
+    // The queue's growth is reserved fallibly: a refused allocation is this
+    // client's error, never the appliance's.
+    if transaction.bytes.saturating_add(cost) > parts.config.max_transaction_bytes
+        || transaction.queued.try_reserve(1).is_err()
+        || !parts.memory.try_charge(cost)
+    {
+        transaction.failed = true;
+        parts.stats.memory_refusals = parts.stats.memory_refusals.saturating_add(1);
+        return Outcome::reply(Reply::error(
+            "OOM transaction too large: max_transaction_bytes or the control plane's memory budget reached",
+        ));
+    }
+    transaction.bytes = transaction.bytes.saturating_add(cost);
+    transaction.queued.push(request.clone());
+    session.charged = session.charged.saturating_add(cost);
+    Outcome::reply(Reply::simple("QUEUED"))
+}
+
+/// Ends the open transaction, giving its memory back.
+fn take_transaction(session: &mut Session, memory: &MemoryBudget) -> Option<Transaction> {
+    let transaction = session.transaction.take()?;
+    memory.release(transaction.bytes);
+    session.charged = session.charged.saturating_sub(transaction.bytes);
+    Some(transaction)
+}
+
+/// `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH`.
+fn transaction_command<B: Backend>(
+    parts: &mut Parts<'_, B>,
+    session: &mut Session,
+    name: &str,
+) -> Outcome {
+    match name {
+        "multi" if session.transaction.is_some() => {
+            Outcome::reply(Reply::error("ERR MULTI calls can not be nested"))
+        }
+        "multi" => {
+            session.transaction = Some(Transaction::default());
+            Outcome::reply(Reply::ok())
+        }
+        "discard" => match take_transaction(session, parts.memory) {
+            Some(_) => Outcome::reply(Reply::ok()),
+            None => Outcome::reply(Reply::error("ERR DISCARD without MULTI")),
+        },
+        "exec" => {
+            let Some(transaction) = take_transaction(session, parts.memory) else {
+                return Outcome::reply(Reply::error("ERR EXEC without MULTI"));
+            };
+            if transaction.failed {
+                parts.stats.transactions_aborted = parts.stats.transactions_aborted.saturating_add(1);
+                return Outcome::reply(Reply::error(
+                    "EXECABORT Transaction discarded because of previous errors.",
+                ));
+            }
+            parts.stats.transactions = parts.stats.transactions.saturating_add(1);
+            let mut combined = Outcome::default();
+            let mut replies = Vec::with_capacity(transaction.queued.len());
+            for request in &transaction.queued {
+                // Checked when queued; checked again, as the session may
+                // have changed (e.g. an application command went away).
+                let outcome = match check(parts.backend, session, request) {
+                    Ok(spec) => run(parts, session, request, spec),
+                    Err(reply) => Outcome::reply(reply),
+                };
+                let mut outcome_replies = outcome.replies.into_iter();
+                replies.push(outcome_replies.next().unwrap_or(Reply::Null));
+                combined.close_after |= outcome.close_after;
+                combined.shutdown = combined.shutdown.or(outcome.shutdown);
+                combined.changes.extend(outcome.changes);
+            }
+            combined.replies.push(Reply::Array(replies));
+            combined
+        }
+        "watch" if session.transaction.is_some() => {
+            Outcome::reply(Reply::error("ERR WATCH inside MULTI is not allowed"))
+        }
+        "watch" => Outcome::reply(Reply::error(
+            "ERR WATCH is not supported: MULTI/EXEC runs its commands with no other client's in between",
+        )),
+        _ => Outcome::reply(Reply::ok()),
+    }
+}
+
+fn run<B: Backend>(
+    parts: &mut Parts<'_, B>,
+    session: &mut Session,
+    request: &Request,
+    spec: CommandSpec,
+) -> Outcome {
+    let backend = &mut *parts.backend;
+    let stats = &mut *parts.stats;
+    let now_ms = parts.now_ms;
     // `CLIENT LIST` needs the connections, which only the backend (the
     // network glue) sees; the other CLIENT subcommands are the session's.
     let client_list = spec.name == "client" && request.arg(1).is_some_and(|sub| sub.eq_ignore_ascii_case(b"LIST"));
@@ -388,11 +764,19 @@ fn run<B: Backend>(
         };
     }
     let token = backend.auth_token();
+    let mut gate = AuthGate {
+        throttle: &mut *parts.throttle,
+        peer: parts.peer,
+        timeout_ms: parts.config.auth_timeout_ms,
+    };
     match spec.name {
         "ping" => Outcome::reply(ping(session, request)),
         "echo" => Outcome::reply(Reply::bulk(request.arg(1).unwrap_or_default())),
-        "auth" => auth(session, request, token, now_ms, stats),
-        "hello" => hello(session, request, token, now_ms, stats),
+        "auth" => auth(session, request, token, now_ms, stats, &mut gate),
+        "hello" => hello(session, request, token, now_ms, stats, &mut gate),
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => {
+            transaction_command(parts, session, spec.name)
+        }
         "quit" => Outcome {
             close_after: true,
             ..Outcome::reply(Reply::ok())
@@ -400,11 +784,11 @@ fn run<B: Backend>(
         "command" => Outcome::reply(command_command(request, backend.app_commands())),
         "help" => Outcome::reply(help(request, backend.app_commands())),
         "client" => Outcome::reply(client(session, request)),
-        "config" => Outcome::reply(config(request)),
-        "subscribe" => subscribe(session, request, Kind::Channel, max_subscriptions),
-        "psubscribe" => subscribe(session, request, Kind::Pattern, max_subscriptions),
-        "unsubscribe" => unsubscribe(session, request, Kind::Channel),
-        "punsubscribe" => unsubscribe(session, request, Kind::Pattern),
+        "config" => Outcome::reply(config(request, parts.config)),
+        "subscribe" => subscribe(session, request, Kind::Channel, parts.config, parts.memory, stats),
+        "psubscribe" => subscribe(session, request, Kind::Pattern, parts.config, parts.memory, stats),
+        "unsubscribe" => unsubscribe(session, request, Kind::Channel, parts.memory),
+        "punsubscribe" => unsubscribe(session, request, Kind::Pattern, parts.memory),
         _ => Outcome::reply(Reply::unknown_command(
             request.name(),
             request.args_after_name(),
@@ -446,6 +830,15 @@ pub fn auth_delay_ms(failures: u32) -> u64 {
 /// session's next allowed time, which the reply is held until. The user
 /// name and the token are both checked before either decides, and the
 /// token with [`constant_time_eq`].
+/// The cross-connection back-off an authentication attempt goes through.
+struct AuthGate<'a> {
+    throttle: &'a mut AuthThrottle,
+    peer: Option<IpAddress>,
+    /// The pre-auth deadline: an attempt that could only be answered
+    /// later is refused unevaluated.
+    timeout_ms: u64,
+}
+
 fn attempt_auth(
     session: &mut Session,
     user: Option<&[u8]>,
@@ -453,6 +846,7 @@ fn attempt_auth(
     token: &[u8],
     now_ms: u64,
     stats: &mut DispatchStats,
+    gate: &mut AuthGate<'_>,
 ) -> Outcome {
     if token.is_empty() {
         // No token configured: the default user needs no password.
@@ -464,11 +858,23 @@ fn attempt_auth(
         };
         return Outcome::reply(reply);
     }
-    let evaluated_ms = now_ms.max(session.next_auth_ms);
+    let evaluated_ms = gate
+        .throttle
+        .earliest(gate.peer, now_ms)
+        .max(session.next_auth_ms);
+    if !session.authenticated && evaluated_ms.saturating_sub(now_ms) >= gate.timeout_ms {
+        // Not a guess: the answer could not arrive before the deadline.
+        stats.auth_throttled = stats.auth_throttled.saturating_add(1);
+        return Outcome::reply(Reply::error(
+            "ERR too many failed authentication attempts; try again later",
+        ));
+    }
     stats.token_checks = stats.token_checks.saturating_add(1);
     let token_matches = constant_time_eq(token, password);
     let user_matches = user.is_none_or(|user| user == b"default");
-    let reply = if token_matches & user_matches {
+    let success = token_matches & user_matches;
+    gate.throttle.record(gate.peer, evaluated_ms, success);
+    let reply = if success {
         session.authenticated = true;
         session.failed_auth = 0;
         session.next_auth_ms = evaluated_ms;
@@ -491,6 +897,7 @@ fn auth(
     token: &[u8],
     now_ms: u64,
     stats: &mut DispatchStats,
+    gate: &mut AuthGate<'_>,
 ) -> Outcome {
     let (user, password) = match (request.len(), request.arg(1), request.arg(2)) {
         (2, Some(password), None) => (None, password),
@@ -503,7 +910,7 @@ fn auth(
              Are you sure your configuration is correct?",
         ));
     }
-    attempt_auth(session, user, password, token, now_ms, stats)
+    attempt_auth(session, user, password, token, now_ms, stats, gate)
 }
 
 fn hello(
@@ -512,6 +919,7 @@ fn hello(
     token: &[u8],
     now_ms: u64,
     stats: &mut DispatchStats,
+    gate: &mut AuthGate<'_>,
 ) -> Outcome {
     let mut protocol = None;
     if let Some(version) = request.arg(1) {
@@ -553,7 +961,7 @@ fn hello(
     }
     let mut not_before_ms = None;
     if let Some((user, password)) = credentials {
-        let outcome = attempt_auth(session, Some(user), password, token, now_ms, stats);
+        let outcome = attempt_auth(session, Some(user), password, token, now_ms, stats, gate);
         if outcome.replies.first().is_some_and(Reply::is_error) {
             return outcome;
         }
@@ -809,21 +1217,32 @@ fn client_info(session: &Session) -> String {
 /// The only parameters `CONFIG GET` knows, for `redis-benchmark`.
 const CONFIG_PARAMETERS: [(&str, &str); 2] = [("save", ""), ("appendonly", "no")];
 
-fn config(request: &Request) -> Reply {
+/// `CONFIG GET pattern ...`: `save` and `appendonly` for
+/// `redis-benchmark`, then every limit of [`Config::parameters`].
+fn config(request: &Request, limits: &Config) -> Reply {
     let subcommand = request.arg(1).unwrap_or_default();
     if !subcommand.eq_ignore_ascii_case(b"GET") {
         return Reply::unknown_subcommand("config", subcommand);
     }
     let patterns = request.args().get(2..).unwrap_or_default();
-    let pairs = CONFIG_PARAMETERS
+    let wanted = |name: &str| {
+        patterns
+            .iter()
+            .any(|pattern| glob_match(pattern, name.as_bytes(), true))
+    };
+    let mut pairs: Vec<(Reply, Reply)> = CONFIG_PARAMETERS
         .iter()
-        .filter(|(name, _)| {
-            patterns
-                .iter()
-                .any(|pattern| glob_match(pattern, name.as_bytes(), true))
-        })
+        .filter(|(name, _)| wanted(name))
         .map(|(name, value)| (Reply::bulk_str(name), Reply::bulk_str(value)))
         .collect();
+    let mut number = String::new();
+    for (name, value) in limits.parameters() {
+        if wanted(name) {
+            number.clear();
+            let _ = write!(number, "{value}");
+            pairs.push((Reply::bulk_str(name), Reply::bulk_str(&number)));
+        }
+    }
     Reply::Map(pairs)
 }
 
@@ -870,7 +1289,15 @@ impl Kind {
     }
 }
 
-fn subscribe(session: &mut Session, request: &Request, kind: Kind, limit: usize) -> Outcome {
+fn subscribe(
+    session: &mut Session,
+    request: &Request,
+    kind: Kind,
+    config: &Config,
+    memory: &MemoryBudget,
+    stats: &mut DispatchStats,
+) -> Outcome {
+    let limit = config.max_subscriptions_per_client;
     let names = request.args_after_name();
     let fresh: BTreeSet<&[u8]> = names
         .iter()
@@ -885,6 +1312,26 @@ fn subscribe(session: &mut Session, request: &Request, kind: Kind, limit: usize)
         );
         return Outcome::reply(Reply::Error(text));
     }
+    let fresh_bytes: usize = fresh.iter().map(|name| name.len()).sum();
+    let cost: usize = fresh.iter().map(|name| subscription_cost(name)).sum();
+    let byte_limit = config.max_subscription_bytes_per_client;
+    if session.subscription_bytes.saturating_add(fresh_bytes) > byte_limit {
+        stats.memory_refusals = stats.memory_refusals.saturating_add(1);
+        let mut text = String::new();
+        let _ = write!(
+            text,
+            "ERR maximum bytes of subscription names per client ({byte_limit}) reached"
+        );
+        return Outcome::reply(Reply::Error(text));
+    }
+    if !memory.try_charge(cost) {
+        stats.memory_refusals = stats.memory_refusals.saturating_add(1);
+        return Outcome::reply(Reply::error(
+            "OOM command not allowed: the control plane's memory budget is exhausted",
+        ));
+    }
+    session.subscription_bytes = session.subscription_bytes.saturating_add(fresh_bytes);
+    session.charged = session.charged.saturating_add(cost);
     let mut outcome = Outcome::default();
     for name in names {
         if kind.set(session).insert(name.clone()) {
@@ -899,7 +1346,7 @@ fn subscribe(session: &mut Session, request: &Request, kind: Kind, limit: usize)
     outcome
 }
 
-fn unsubscribe(session: &mut Session, request: &Request, kind: Kind) -> Outcome {
+fn unsubscribe(session: &mut Session, request: &Request, kind: Kind, memory: &MemoryBudget) -> Outcome {
     let names: Vec<Vec<u8>> = match request.args_after_name() {
         [] => kind.set(session).iter().cloned().collect(),
         names => names.to_vec(),
@@ -916,6 +1363,10 @@ fn unsubscribe(session: &mut Session, request: &Request, kind: Kind) -> Outcome 
     }
     for name in names {
         if kind.set(session).remove(&name) {
+            let cost = subscription_cost(&name);
+            memory.release(cost);
+            session.charged = session.charged.saturating_sub(cost);
+            session.subscription_bytes = session.subscription_bytes.saturating_sub(name.len());
             outcome.changes.push(kind.unsubscribe_change(name.clone()));
         }
         outcome.replies.push(Reply::subscription(

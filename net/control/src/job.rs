@@ -5,6 +5,7 @@
 use alloc::vec::Vec;
 
 use rtedge_proto::{ProtocolVersion, Request};
+use smoltcp::wire::IpAddress;
 
 /// One connection: its socket slot and a number never used for another
 /// connection (a global counter, so it also serves as the client id that
@@ -35,6 +36,9 @@ pub struct Job {
     pub connection: ConnectionId,
     /// The request.
     pub request: Request,
+    /// The client's address, if known: failed authentications back off
+    /// per source address as well as per connection.
+    pub peer: Option<IpAddress>,
 }
 
 /// A change of a connection's pub/sub subscriptions, applied to the

@@ -75,12 +75,14 @@ pub mod dispatch;
 pub mod hub;
 pub mod persist;
 pub mod job;
+pub mod memory;
 pub mod server;
 pub mod stack;
 
 pub use config::{Config, ConfigError};
-pub use dispatch::{Backend, CommandContext, DispatchStats, Dispatcher, Session};
+pub use dispatch::{AuthThrottle, Backend, CommandContext, DispatchStats, Dispatcher, Session};
 pub use hub::{Hub, HubStats};
 pub use job::{Completion, ConnectionId, Job, SubscriptionChange};
+pub use memory::MemoryBudget;
 pub use server::{NetServer, NetStats, PublishReport, PushOutcome, ServerError};
 pub use stack::{NetConfig, NetConfigError, Stack, StackEvent, parse_net_config};

@@ -25,6 +25,7 @@
 //! overflow.
 
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec;
@@ -37,10 +38,12 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::AnySocket;
 use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
+use smoltcp::wire::IpAddress;
 
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::job::{Completion, ConnectionId, Job};
+use crate::memory::MemoryBudget;
 
 /// Result of building a server.
 pub type Result<T> = core::result::Result<T, ServerError>;
@@ -76,6 +79,13 @@ pub const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
 /// An emptied output queue larger than this gives its memory back.
 const OUTPUT_SHRINK_BYTES: usize = 64 * 1024;
 
+/// What a connection costs beyond its buffers (its state, boxed).
+const CONNECTION_OVERHEAD_BYTES: usize = core::mem::size_of::<Connection>();
+
+/// The reply that replaces one the memory budget cannot hold.
+pub const OUT_OF_MEMORY_REPLY: &[u8] =
+    b"-OOM reply not sent: the control plane's memory budget is exhausted\r\n";
+
 /// Counters for `INFO`; see [`NetStats::write_info`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetStats {
@@ -109,6 +119,26 @@ pub struct NetStats {
     /// Messages not queued: the subscriber was closing, or overflowed and
     /// was disconnected.
     pub messages_dropped: u64,
+    /// Unauthenticated connections reset at the pre-auth deadline.
+    pub auth_timeouts: u64,
+    /// Unauthenticated connections reset to make room for a new one.
+    pub preauth_evictions: u64,
+    /// Connections reset because their output did not move for the send
+    /// timeout.
+    pub send_timeouts: u64,
+    /// Closing connections reset because their output did not drain
+    /// within the linger time.
+    pub linger_aborts: u64,
+    /// Replies replaced by `-OOM` and subscribers dropped because the
+    /// memory budget could not hold their bytes.
+    pub memory_refusals: u64,
+    /// Unauthenticated connections open now.
+    pub unauthenticated: usize,
+    /// Bytes charged to the control plane's memory budget now (both
+    /// halves), its peak, and the budget.
+    pub memory_used: usize,
+    pub memory_peak: usize,
+    pub memory_limit: usize,
     /// Slots per state now.
     pub slot_states: SlotCounts,
 }
@@ -117,7 +147,7 @@ impl NetStats {
     /// Appends the counters as `INFO` lines (`key:value\r\n`), Redis's
     /// names where Redis has the counter.
     pub fn write_info(&self, out: &mut String) {
-        let lines: [(&str, u64); 14] = [
+        let lines: [(&str, u64); 23] = [
             ("connected_clients", self.connected as u64),
             ("total_connections_received", self.accepted),
             ("rejected_connections", self.rejected),
@@ -135,6 +165,15 @@ impl NetStats {
             ("pubsub_messages_published", self.messages_published),
             ("pubsub_messages_delivered", self.messages_delivered),
             ("pubsub_messages_dropped", self.messages_dropped),
+            ("unauthenticated_clients", self.unauthenticated as u64),
+            ("auth_timeouts", self.auth_timeouts),
+            ("preauth_evictions", self.preauth_evictions),
+            ("send_timeouts", self.send_timeouts),
+            ("linger_aborts", self.linger_aborts),
+            ("memory_refusals", self.memory_refusals),
+            ("control_memory_used", self.memory_used as u64),
+            ("control_memory_peak", self.memory_peak as u64),
+            ("control_memory_limit", self.memory_limit as u64),
         ];
         for (key, value) in lines {
             // Writing to a String cannot fail.
@@ -269,6 +308,37 @@ struct Connection {
     rate: RateLimiter,
     /// The last attempt to start a request found no rate credit.
     rate_waiting: bool,
+    /// When it was accepted: the pre-auth deadline counts from here.
+    accepted_ms: u64,
+    /// The last time its output was empty or moved.
+    output_progress_ms: u64,
+    /// When it began closing with output still queued.
+    closing_since_ms: Option<u64>,
+    /// Bytes charged to the memory budget for it.
+    charged: usize,
+    peer: Option<IpAddress>,
+}
+
+impl Connection {
+    /// Heap bytes it holds now.
+    fn memory_bytes(&self) -> usize {
+        CONNECTION_OVERHEAD_BYTES
+            .saturating_add(self.parser.memory_bytes())
+            .saturating_add(self.output.capacity())
+            .saturating_add(self.held.as_ref().map_or(0, |held| held.bytes.capacity()))
+    }
+
+    /// Brings its charge in line with what it holds (growth was checked
+    /// against the budget before it happened).
+    fn account(&mut self, memory: &MemoryBudget) {
+        let now = self.memory_bytes();
+        if now >= self.charged {
+            memory.force_charge(now - self.charged);
+        } else {
+            memory.release(self.charged - now);
+        }
+        self.charged = now;
+    }
 }
 
 #[derive(Debug)]
@@ -306,6 +376,7 @@ struct Shared<'a> {
     stats: &'a mut NetStats,
     next_generation: &'a mut u64,
     open: &'a mut usize,
+    memory: &'a MemoryBudget,
 }
 
 /// The network half of the control plane. See the module documentation.
@@ -321,6 +392,7 @@ pub struct NetServer {
     stats: NetStats,
     /// A completion or push queued bytes that the next poll must write.
     needs_poll: bool,
+    memory: Arc<MemoryBudget>,
 }
 
 impl NetServer {
@@ -369,6 +441,7 @@ impl NetServer {
             next_generation: 1,
             stats: NetStats::default(),
             needs_poll: false,
+            memory: Arc::new(MemoryBudget::new(config.memory_limit_bytes, count)),
         })
     }
 
@@ -384,6 +457,12 @@ impl NetServer {
         &self.config
     }
 
+    /// The memory budget, to share with the [`Dispatcher`](crate::Dispatcher)
+    /// ([`Dispatcher::set_memory_budget`](crate::Dispatcher::set_memory_budget)).
+    pub fn memory(&self) -> Arc<MemoryBudget> {
+        Arc::clone(&self.memory)
+    }
+
     /// Services every slot: accepts and refuses connections, reads
     /// requests, starts the next job of each idle connection (appended to
     /// `jobs`), releases held replies, writes queued output, applies the
@@ -396,6 +475,7 @@ impl NetServer {
     /// are slots whose socket is missing from it.
     pub fn poll(&mut self, now_ms: u64, sockets: &mut SocketSet<'_>, jobs: &mut Vec<Job>) {
         self.needs_poll = false;
+        self.evict_for_arrivals(now_ms, sockets);
         let mut open = self.open_count();
         let unauthenticated_limits = self.config.unauthenticated_limits();
         let NetServer {
@@ -406,6 +486,7 @@ impl NetServer {
             hub,
             next_generation,
             stats,
+            memory,
             ..
         } = self;
         let mut shared = Shared {
@@ -416,6 +497,7 @@ impl NetServer {
             stats,
             next_generation,
             open: &mut open,
+            memory,
         };
         for (handle, socket) in sockets.iter_mut() {
             let Ok(position) = by_handle.binary_search_by_key(&handle, |&(handle, _)| handle)
@@ -442,6 +524,92 @@ impl NetServer {
             );
         }
         self.stats.connected = open;
+    }
+
+    /// Admission: new connections waiting on listening sockets may push
+    /// unauthenticated ones past [`Config::unauthenticated_slots`] or all
+    /// past `max_connections`; the oldest unauthenticated connections make
+    /// room (reset now), so that nobody without the token can hold the
+    /// slots an operator needs.
+    fn evict_for_arrivals(&mut self, now_ms: u64, sockets: &mut SocketSet<'_>) {
+        if !self.auth_required {
+            return;
+        }
+        let mut arrivals = 0usize;
+        let mut unauthenticated: Vec<(u64, usize)> = Vec::new();
+        let mut open = 0usize;
+        for (handle, socket) in sockets.iter() {
+            let Some(index) = self.slot_index(handle) else {
+                continue;
+            };
+            let Some(socket) = tcp::Socket::downcast(socket) else {
+                continue;
+            };
+            match self.slots.get(index).map(|slot| &slot.state) {
+                Some(SlotState::Listening) if socket.is_active() => arrivals += 1,
+                Some(SlotState::Open(conn)) => {
+                    open += 1;
+                    if !conn.authenticated && !conn.doomed {
+                        unauthenticated.push((conn.id.generation, index));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if arrivals == 0 {
+            return;
+        }
+        let over_preauth = (unauthenticated.len() + arrivals)
+            .saturating_sub(self.config.unauthenticated_slots());
+        let over_total = (open + arrivals).saturating_sub(self.config.max_connections);
+        let victims = over_preauth.max(over_total).min(unauthenticated.len());
+        if victims == 0 {
+            return;
+        }
+        unauthenticated.sort_unstable();
+        let chosen: Vec<usize> = unauthenticated
+            .iter()
+            .take(victims)
+            .map(|&(_, index)| index)
+            .collect();
+        for (handle, socket) in sockets.iter_mut() {
+            let Some(index) = self.slot_index(handle) else {
+                continue;
+            };
+            if !chosen.contains(&index) {
+                continue;
+            }
+            let Some(socket) = tcp::Socket::downcast_mut(socket) else {
+                continue;
+            };
+            let Some(slot) = self.slots.get_mut(index) else {
+                continue;
+            };
+            let SlotState::Open(conn) = &mut slot.state else {
+                continue;
+            };
+            debug_log!(
+                "control: connection {} evicted (unauthenticated)",
+                conn.id.generation
+            );
+            socket.abort();
+            self.hub.remove_connection(conn.id);
+            self.memory.release(conn.charged);
+            conn.charged = 0;
+            self.memory.mark_ended(conn.id);
+            self.stats.preauth_evictions = self.stats.preauth_evictions.saturating_add(1);
+            slot.state = SlotState::Aborting {
+                deadline_ms: now_ms.saturating_add(self.config.close_linger_ms),
+            };
+        }
+    }
+
+    fn slot_index(&self, handle: SocketHandle) -> Option<usize> {
+        let position = self
+            .by_handle
+            .binary_search_by_key(&handle, |&(handle, _)| handle)
+            .ok()?;
+        self.by_handle.get(position).map(|&(_, index)| index)
     }
 
     /// Takes the completion of a connection's job: applies its pub/sub
@@ -471,6 +639,7 @@ impl NetServer {
             hub,
             stats,
             needs_poll,
+            memory,
             ..
         } = self;
         let Some(conn) = open_connection(slots, connection) else {
@@ -495,15 +664,17 @@ impl NetServer {
         hub.apply(connection, protocol, &subscription_changes);
         conn.last_activity_ms = conn.last_activity_ms.max(now_ms);
         if let Some(release_ms) = not_before_ms.filter(|&release_ms| release_ms > now_ms) {
+            // A held reply is small (an AUTH answer); it is charged as is.
             conn.held = Some(Held {
                 release_ms,
                 bytes,
                 close_after,
             });
+            conn.account(memory);
             return None;
         }
-        deliver(conn, &bytes, close_after, config, hub, stats);
-        match next_step(conn, now_ms, config, hub, stats) {
+        deliver(conn, &bytes, close_after, config, hub, stats, memory, Origin::Reply);
+        match next_step(conn, now_ms, config, hub, stats, memory) {
             Step::Job(job) => Some(job),
             _ => None,
         }
@@ -519,6 +690,7 @@ impl NetServer {
             hub,
             stats,
             needs_poll,
+            memory,
             ..
         } = self;
         let Some(conn) = open_connection(slots, connection) else {
@@ -527,14 +699,13 @@ impl NetServer {
         if conn.closing || conn.doomed {
             return PushOutcome::Dropped;
         }
-        if conn.output.len().saturating_add(bytes.len()) > config.output_limit_bytes {
-            doom(conn, hub, stats);
-            *needs_poll = true;
-            return PushOutcome::Disconnected;
-        }
-        conn.output.extend(bytes);
         *needs_poll = true;
-        PushOutcome::Queued
+        deliver(conn, bytes, false, config, hub, stats, memory, Origin::Push);
+        if conn.doomed {
+            PushOutcome::Disconnected
+        } else {
+            PushOutcome::Queued
+        }
     }
 
     /// Publishes `payload` on `channel` to every matching subscription
@@ -606,6 +777,16 @@ impl NetServer {
                     if conn.rate_waiting && !conn.in_flight && conn.held.is_none() {
                         consider(conn.rate.ready_at());
                     }
+                    for deadline in [
+                        auth_deadline(conn, &self.config, self.auth_required),
+                        send_deadline(conn, &self.config),
+                        linger_deadline(conn, &self.config),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        consider(deadline);
+                    }
                 }
             }
         }
@@ -616,6 +797,14 @@ impl NetServer {
     pub fn stats(&self) -> NetStats {
         let mut stats = self.stats;
         stats.connected = self.open_count();
+        stats.unauthenticated = self
+            .slots
+            .iter()
+            .filter(|slot| matches!(&slot.state, SlotState::Open(conn) if !conn.authenticated))
+            .count();
+        stats.memory_used = self.memory.used();
+        stats.memory_peak = self.memory.peak();
+        stats.memory_limit = self.memory.limit();
         let mut counts = SlotCounts::default();
         for slot in &self.slots {
             match slot.state {
@@ -630,6 +819,15 @@ impl NetServer {
         stats
     }
 
+    /// The `INFO net` lines of the server: [`NetStats::write_info`], then
+    /// every limit in force as `limit_<name>:<value>`.
+    pub fn write_info(&self, out: &mut String) {
+        self.stats().write_info(out);
+        for (name, value) in self.config.parameters() {
+            let _ = write!(out, "limit_{name}:{value}\r\n");
+        }
+    }
+
     /// One line per open connection, as Redis's `CLIENT LIST`:
     /// `id=.. slot=.. idle=.. auth=.. resp=.. flight=.. held=..
     /// closing=.. qbuf=.. obuf=.. sub=.. tcp=.. rxq=.. txq=..`
@@ -640,7 +838,7 @@ impl NetServer {
             let socket = sockets.get::<tcp::Socket>(slot.handle);
             let _ = writeln!(
                 out,
-                "id={} slot={} idle={} auth={} resp={} flight={} held={} closing={} qbuf={} obuf={} sub={} tcp={} rxq={} txq={}",
+                "id={} slot={} idle={} auth={} resp={} flight={} held={} closing={} qbuf={} obuf={} sub={} mem={} tcp={} rxq={} txq={}",
                 conn.id.generation,
                 conn.id.slot,
                 now_ms.saturating_sub(conn.last_activity_ms),
@@ -652,6 +850,8 @@ impl NetServer {
                 conn.parser.buffered(),
                 conn.output.len(),
                 self.hub.subscription_count(conn.id),
+                conn.charged
+                    .saturating_add(self.memory.session_bytes(conn.id.slot)),
                 socket.state(),
                 socket.recv_queue(),
                 socket.send_queue(),
@@ -713,6 +913,25 @@ fn open_connection(slots: &mut [Slot], connection: ConnectionId) -> Option<&mut 
         SlotState::Open(conn) if conn.id == connection => Some(conn),
         _ => None,
     }
+}
+
+/// When an unauthenticated connection is reset (a token is set).
+fn auth_deadline(conn: &Connection, config: &Config, auth_required: bool) -> Option<u64> {
+    (auth_required && !conn.authenticated && !conn.doomed)
+        .then(|| conn.accepted_ms.saturating_add(config.auth_timeout_ms))
+}
+
+/// When a connection whose output does not move is reset.
+fn send_deadline(conn: &Connection, config: &Config) -> Option<u64> {
+    (config.send_timeout_ms > 0 && !conn.output.is_empty() && !conn.doomed)
+        .then(|| conn.output_progress_ms.saturating_add(config.send_timeout_ms))
+}
+
+/// When a closing connection that still has output is reset.
+fn linger_deadline(conn: &Connection, config: &Config) -> Option<u64> {
+    conn.closing_since_ms
+        .filter(|_| !conn.doomed)
+        .map(|since| since.saturating_add(config.close_linger_ms))
 }
 
 fn idle_deadline(conn: &Connection, config: &Config, hub: &Hub) -> Option<u64> {
@@ -798,7 +1017,8 @@ fn poll_listening(
     } else {
         shared.config.limits
     };
-    Some(SlotState::Open(Box::new(Connection {
+    let peer = socket.remote_endpoint().map(|endpoint| endpoint.addr);
+    let mut conn = Box::new(Connection {
         id: ConnectionId {
             slot: slot_index,
             generation,
@@ -814,7 +1034,14 @@ fn poll_listening(
         last_activity_ms: now_ms,
         rate: RateLimiter::new(shared.config.rate_limit_per_second, now_ms),
         rate_waiting: false,
-    })))
+        accepted_ms: now_ms,
+        output_progress_ms: now_ms,
+        closing_since_ms: None,
+        charged: 0,
+        peer,
+    });
+    conn.account(shared.memory);
+    Some(SlotState::Open(conn))
 }
 
 fn poll_rejecting(
@@ -860,14 +1087,19 @@ fn poll_open(
         end(conn, shared);
         return Some(relisten(socket, now_ms, shared.config));
     }
+    if auth_deadline(conn, shared.config, shared.auth_required).is_some_and(|deadline| now_ms >= deadline) {
+        debug_log!("control: connection {} did not authenticate in time", conn.id.generation);
+        shared.stats.auth_timeouts = shared.stats.auth_timeouts.saturating_add(1);
+        conn.doomed = true;
+    }
     if !conn.doomed {
         if conn.closing {
             discard_input(socket);
-        } else if let Err(error) = read(conn, socket, now_ms, shared.stats) {
-            protocol_error(conn, error, shared.config, shared.hub, shared.stats);
+        } else if let Err(error) = read(conn, socket, now_ms, shared) {
+            protocol_error(conn, error, shared.config, shared.hub, shared.stats, shared.memory);
         }
         release_held(conn, now_ms, shared);
-        let step = next_step(conn, now_ms, shared.config, shared.hub, shared.stats);
+        let step = next_step(conn, now_ms, shared.config, shared.hub, shared.stats, shared.memory);
         let finished_sending = socket.state() == tcp::State::CloseWait && socket.recv_queue() == 0;
         match step {
             Step::Job(job) => jobs.push(job),
@@ -887,7 +1119,27 @@ fn poll_open(
             deadline_ms: now_ms.saturating_add(shared.config.close_linger_ms),
         });
     }
-    write(conn, socket, shared.stats);
+    write(conn, socket, now_ms, shared.stats);
+    conn.account(shared.memory);
+    if conn.closing && !conn.output.is_empty() && conn.closing_since_ms.is_none() {
+        conn.closing_since_ms = Some(now_ms);
+    }
+    let stalled = send_deadline(conn, shared.config).is_some_and(|deadline| now_ms >= deadline);
+    let lingered = linger_deadline(conn, shared.config).is_some_and(|deadline| now_ms >= deadline);
+    if stalled || lingered {
+        // The peer does not take its bytes: give the slot back now.
+        debug_log!("control: connection {} reset: output stuck", conn.id.generation);
+        if stalled {
+            shared.stats.send_timeouts = shared.stats.send_timeouts.saturating_add(1);
+        } else {
+            shared.stats.linger_aborts = shared.stats.linger_aborts.saturating_add(1);
+        }
+        socket.abort();
+        end(conn, shared);
+        return Some(SlotState::Aborting {
+            deadline_ms: now_ms.saturating_add(shared.config.close_linger_ms),
+        });
+    }
     if idle_deadline(conn, shared.config, shared.hub).is_some_and(|deadline| now_ms >= deadline) {
         debug_log!("control: connection {} idle", conn.id.generation);
         shared.stats.idle_timeouts = shared.stats.idle_timeouts.saturating_add(1);
@@ -908,11 +1160,38 @@ fn read(
     conn: &mut Connection,
     socket: &mut tcp::Socket<'_>,
     now_ms: u64,
-    stats: &mut NetStats,
+    shared: &mut Shared<'_>,
 ) -> core::result::Result<(), ProtocolError> {
+    let result = read_bounded(conn, socket, now_ms, shared);
+    conn.account(shared.memory);
+    result
+}
+
+/// Reads no more than the parser and the pre-auth allowance take; the rest
+/// waits in the socket (TCP flow control).
+fn read_bounded(
+    conn: &mut Connection,
+    socket: &mut tcp::Socket<'_>,
+    now_ms: u64,
+    shared: &mut Shared<'_>,
+) -> core::result::Result<(), ProtocolError> {
+    let stats = &mut *shared.stats;
     // The receive ring wraps at most once.
     for _ in 0..2 {
-        let room = conn.parser.spare_capacity();
+        let mut room = conn.parser.spare_capacity();
+        if !conn.authenticated {
+            room = room.min(
+                shared
+                    .config
+                    .preauth_input_bytes
+                    .saturating_sub(conn.parser.buffered()),
+            );
+        }
+        // Request bytes are bounded per connection (frame limit, pre-auth
+        // allowance) and charged, but not refused by the budget: a client
+        // must always be able to send the command that frees memory
+        // (UNSUBSCRIBE, DISCARD, QUIT); the budget refuses what grows
+        // beyond that (replies, subscriptions, transactions).
         if room == 0 || !socket.can_recv() {
             break;
         }
@@ -943,7 +1222,10 @@ fn discard_input(socket: &mut tcp::Socket<'_>) {
     }
 }
 
-fn write(conn: &mut Connection, socket: &mut tcp::Socket<'_>, stats: &mut NetStats) {
+fn write(conn: &mut Connection, socket: &mut tcp::Socket<'_>, now_ms: u64, stats: &mut NetStats) {
+    if conn.output.is_empty() {
+        conn.output_progress_ms = now_ms;
+    }
     // The queue is at most two slices.
     for _ in 0..2 {
         if conn.output.is_empty() || !socket.can_send() {
@@ -956,6 +1238,7 @@ fn write(conn: &mut Connection, socket: &mut tcp::Socket<'_>, stats: &mut NetSta
             _ => break,
         };
         conn.output.drain(..sent.min(conn.output.len()));
+        conn.output_progress_ms = now_ms;
         stats.bytes_out = stats.bytes_out.saturating_add(sent as u64);
     }
     if conn.output.is_empty() && conn.output.capacity() > OUTPUT_SHRINK_BYTES {
@@ -982,6 +1265,7 @@ fn next_step(
     config: &Config,
     hub: &mut Hub,
     stats: &mut NetStats,
+    memory: &MemoryBudget,
 ) -> Step {
     if conn.in_flight || conn.held.is_some() || conn.closing || conn.doomed {
         return Step::Busy;
@@ -1009,17 +1293,18 @@ fn next_step(
             Step::Job(Job {
                 connection: conn.id,
                 request,
+                peer: conn.peer,
             })
         }
         Ok(None) if conn.parser.spare_capacity() == 0 => {
             // A full buffer without a complete request can never complete
             // (the parser should have said so already).
-            protocol_error(conn, ProtocolError::RequestTooLarge, config, hub, stats);
+            protocol_error(conn, ProtocolError::RequestTooLarge, config, hub, stats, memory);
             Step::Failed
         }
         Ok(None) => Step::NeedMore,
         Err(error) => {
-            protocol_error(conn, error, config, hub, stats);
+            protocol_error(conn, error, config, hub, stats, memory);
             Step::Failed
         }
     }
@@ -1041,11 +1326,29 @@ fn release_held(conn: &mut Connection, now_ms: u64, shared: &mut Shared<'_>) {
             shared.config,
             shared.hub,
             shared.stats,
+            shared.memory,
+            Origin::Reply,
         );
     }
 }
 
-/// Queues a reply, or disconnects the client if it would overflow.
+/// Where bytes to deliver come from: what happens when the memory budget
+/// cannot hold them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A command's reply: replaced by [`OUT_OF_MEMORY_REPLY`].
+    Reply,
+    /// A pub/sub message, which cannot wait: the client is dropped.
+    Push,
+}
+
+/// Queues a reply, or disconnects the client if it would overflow. Growth
+/// of the queue is checked against the memory budget first and reserved
+/// fallibly: an allocation failure drops this client, never the kernel.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the server's parts, borrowed apart from the connection"
+)]
 fn deliver(
     conn: &mut Connection,
     bytes: &[u8],
@@ -1053,12 +1356,39 @@ fn deliver(
     config: &Config,
     hub: &mut Hub,
     stats: &mut NetStats,
+    memory: &MemoryBudget,
+    origin: Origin,
 ) {
     if conn.output.len().saturating_add(bytes.len()) > config.output_limit_bytes {
         doom(conn, hub, stats);
         return;
     }
+    let mut bytes = bytes;
+    let growth = conn
+        .output
+        .len()
+        .saturating_add(bytes.len())
+        .saturating_sub(conn.output.capacity());
+    if growth > 0 && !memory.try_charge(growth) {
+        stats.memory_refusals = stats.memory_refusals.saturating_add(1);
+        match origin {
+            Origin::Push => {
+                doom(conn, hub, stats);
+                return;
+            }
+            Origin::Reply => bytes = OUT_OF_MEMORY_REPLY,
+        }
+    } else if growth > 0 {
+        // Charged for now; `account` settles the allocator's rounding.
+        memory.release(growth);
+    }
+    if conn.output.try_reserve(bytes.len()).is_err() {
+        stats.memory_refusals = stats.memory_refusals.saturating_add(1);
+        doom(conn, hub, stats);
+        return;
+    }
     conn.output.extend(bytes);
+    conn.account(memory);
     if close_after {
         begin_close(conn, hub);
     }
@@ -1072,6 +1402,7 @@ fn protocol_error(
     config: &Config,
     hub: &mut Hub,
     stats: &mut NetStats,
+    memory: &MemoryBudget,
 ) {
     debug_log!(
         "control: connection {}: {}",
@@ -1080,7 +1411,7 @@ fn protocol_error(
     );
     stats.protocol_errors = stats.protocol_errors.saturating_add(1);
     let bytes = error.to_reply().to_bytes(conn.protocol);
-    deliver(conn, &bytes, true, config, hub, stats);
+    deliver(conn, &bytes, true, config, hub, stats, memory, Origin::Reply);
 }
 
 fn begin_close(conn: &mut Connection, hub: &mut Hub) {
@@ -1100,6 +1431,11 @@ fn doom(conn: &mut Connection, hub: &mut Hub, stats: &mut NetStats) {
 fn end(conn: &mut Connection, shared: &mut Shared<'_>) {
     shared.hub.remove_connection(conn.id);
     *shared.open = shared.open.saturating_sub(1);
+    // Its buffers are dropped with its state right after: give them back,
+    // and tell the command half to drop its session.
+    shared.memory.release(conn.charged);
+    conn.charged = 0;
+    shared.memory.mark_ended(conn.id);
 }
 
 /// Makes a closed socket listen again.

@@ -89,14 +89,22 @@ fn oversized_frames_arguments_and_bulks_are_protocol_errors() {
         harness.take(client),
         b"-ERR Protocol error: request too large\r\n"
     );
+    // Before AUTH a frame fills the 1 KiB pre-auth allowance first.
     let client = harness.connect();
+    harness.send(client, &[b'A'; 16 * 1024 + 1]);
+    harness.settle();
+    assert_eq!(
+        harness.take(client),
+        b"-ERR Protocol error: request too large\r\n"
+    );
+    let client = harness.connect_authenticated();
     harness.send(client, &[b'A'; 16 * 1024 + 1]);
     harness.settle();
     assert_eq!(
         harness.take(client),
         b"-ERR Protocol error: too big inline request\r\n"
     );
-    assert_eq!(harness.server.stats().protocol_errors, 6);
+    assert_eq!(harness.server.stats().protocol_errors, 7);
     assert_eq!(harness.server.connection_count(), 0);
 
     // At the limits, everything passes: a 32 KiB argument echoed whole.
@@ -367,9 +375,24 @@ fn a_completion_for_a_closed_and_reused_slot_is_dropped() {
 
 #[test]
 fn unauthenticated_limits_are_redis_caps_within_ours() {
+    // Redis's 10 arguments, and frames, lines and arguments within the
+    // pre-auth input allowance (1 KiB), well below Redis's 16 KiB.
     let limits = Config::DEFAULT.unauthenticated_limits();
     assert_eq!(
         limits,
+        Limits {
+            max_frame_bytes: 1024,
+            max_args: 10,
+            max_bulk_bytes: 1024,
+            max_inline_bytes: 1024,
+        }
+    );
+    let wide = Config {
+        preauth_input_bytes: 64 * 1024,
+        ..Config::DEFAULT
+    };
+    assert_eq!(
+        wide.unauthenticated_limits(),
         Limits {
             max_frame_bytes: 64 * 1024,
             max_args: 10,

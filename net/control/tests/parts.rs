@@ -106,7 +106,7 @@ fn net_stats_render_as_info_lines() {
     assert!(text.starts_with(
         "connected_clients:2\r\ntotal_connections_received:5\r\nrejected_connections:1\r\n"
     ));
-    assert_eq!(text.lines().count(), 15);
+    assert_eq!(text.lines().count(), 24);
     assert!(text.ends_with("slots:listening=0,open=0,rejecting=0,closing=0,aborting=0\r\n"));
 }
 

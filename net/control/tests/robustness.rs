@@ -150,6 +150,7 @@ fn random_requests_to_the_dispatcher_always_get_one_reply() {
         let job = Job {
             connection,
             request: Request::from_args(args).unwrap(),
+            peer: None,
         };
         if random.below(100) == 0 {
             harness.advance(random.below(3000) as u64);

@@ -139,6 +139,11 @@ impl CommandSpec {
         check_arity(self, argc)
     }
 
+    /// [`check_syntax`] for this command.
+    pub fn check_syntax(&self, args: &[Vec<u8>]) -> SyntaxCheck {
+        check_syntax(self, args)
+    }
+
     /// Whether this command carries `flag`.
     pub fn has(&self, flag: CommandFlags) -> bool {
         self.flags.contains(flag)
@@ -154,6 +159,291 @@ pub fn check_arity(spec: &CommandSpec, argc: usize) -> bool {
     !((arity > 0 && arity != argc) || argc < -arity)
 }
 
+/// What a request's arguments make of its command's syntax
+/// ([`check_syntax`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyntaxCheck {
+    /// The arguments fit the syntax (or the syntax could not be read, and
+    /// only the arity applies).
+    Fits,
+    /// No reading of the syntax takes this many arguments: Redis's
+    /// `ERR wrong number of arguments for '<name>' command`.
+    WrongArity,
+    /// The count could fit, but a keyword is wrong: `ERR syntax error`.
+    SyntaxError,
+    /// The first argument is a subcommand keyword, and not one the syntax
+    /// names: Redis's `ERR unknown subcommand '<x>'. Try <NAME> HELP.`
+    UnknownSubcommand,
+}
+
+/// Checks `args` (the command name first) against the arity of `spec` and
+/// then against its syntax line, read as a grammar:
+///
+/// - words in upper case (`GET`, `RESET`, `0`) are keywords, matched
+///   ignoring ASCII case; a word with a lower-case letter (`key`, `ms`) is
+///   a placeholder for any one argument; `A|B` (no spaces) is one word
+///   with alternatives;
+/// - `[ ... ]` is optional, ` | ` (spaced) separates alternative
+///   sequences (at the top level and inside brackets), and `...` repeats
+///   the element before it one or more times.
+///
+/// So `SHUTDOWN [code]` takes at most one argument and `KILL thread
+/// [TERM|WAKE]` refuses `KILL t HUP`. The whole syntax line is matched,
+/// the command name included (its first word). A syntax that does not
+/// parse (unbalanced brackets) constrains nothing beyond the arity.
+/// Allocation is bounded by the syntax length and the argument count; no
+/// input makes it panic.
+pub fn check_syntax(spec: &CommandSpec, args: &[Vec<u8>]) -> SyntaxCheck {
+    if !check_arity(spec, args.len()) {
+        return SyntaxCheck::WrongArity;
+    }
+    let Some(grammar) = Grammar::parse(spec.syntax) else {
+        return SyntaxCheck::Fits;
+    };
+    if grammar.accepts(args, Lax::Nothing) {
+        SyntaxCheck::Fits
+    } else if !grammar.accepts(args, Lax::Everything) {
+        SyntaxCheck::WrongArity
+    } else if !grammar.accepts(args, Lax::AllBut(1)) {
+        SyntaxCheck::UnknownSubcommand
+    } else {
+        SyntaxCheck::SyntaxError
+    }
+}
+
+/// Which keywords match any argument while matching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lax {
+    /// Keywords must match.
+    Nothing,
+    /// Every keyword matches anything: a count check.
+    Everything,
+    /// Only the keyword at this argument index must match.
+    AllBut(usize),
+}
+
+impl Lax {
+    fn excuses(self, index: usize) -> bool {
+        match self {
+            Lax::Nothing => false,
+            Lax::Everything => true,
+            Lax::AllBut(strict) => index != strict,
+        }
+    }
+}
+
+/// A syntax line read as a grammar (see [`check_syntax`]).
+#[derive(Debug)]
+struct Grammar {
+    alternatives: Vec<Vec<Node>>,
+}
+
+#[derive(Debug)]
+enum Node {
+    /// One argument: keyword alternatives, or a placeholder.
+    Word(&'static str),
+    /// Alternative sequences; `optional` for `[ ... ]`.
+    Group {
+        alternatives: Vec<Vec<Node>>,
+        optional: bool,
+    },
+    /// The element, one or more times.
+    Repeat(alloc::boxed::Box<Node>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Token {
+    Open,
+    Close,
+    Bar,
+    Ellipsis,
+    Word(&'static str),
+}
+
+/// Deepest bracket nesting read; deeper syntax is left unchecked.
+const MAX_GRAMMAR_DEPTH: usize = 8;
+
+fn tokenize(syntax: &'static str) -> Vec<Token> {
+    let mut tokens = Vec::new();
+    for mut word in syntax.split_ascii_whitespace() {
+        while let Some(rest) = word.strip_prefix('[') {
+            tokens.push(Token::Open);
+            word = rest;
+        }
+        let mut closes = 0;
+        while let Some(rest) = word.strip_suffix(']') {
+            closes += 1;
+            word = rest;
+        }
+        let ellipsis = match word.strip_suffix("...") {
+            Some(rest) => {
+                word = rest;
+                true
+            }
+            None => false,
+        };
+        match word {
+            "" => {}
+            "|" => tokens.push(Token::Bar),
+            word => tokens.push(Token::Word(word)),
+        }
+        if ellipsis {
+            tokens.push(Token::Ellipsis);
+        }
+        for _ in 0..closes {
+            tokens.push(Token::Close);
+        }
+    }
+    tokens
+}
+
+impl Grammar {
+    fn parse(syntax: &'static str) -> Option<Grammar> {
+        let tokens = tokenize(syntax);
+        let mut position = 0;
+        let alternatives = parse_alternatives(&tokens, &mut position, 0)?;
+        (position == tokens.len()).then_some(Grammar { alternatives })
+    }
+
+    /// Whether some reading of the grammar takes exactly `args`; `lax`
+    /// lets keywords match any argument (a count check).
+    fn accepts(&self, args: &[Vec<u8>], lax: Lax) -> bool {
+        let mut start = alloc::vec![false; args.len() + 1];
+        if let Some(first) = start.first_mut() {
+            *first = true;
+        }
+        let reached = match_alternatives(&self.alternatives, args, &start, lax);
+        reached.last().copied().unwrap_or(false)
+    }
+}
+
+/// Sequences separated by `|` up to a `]` or the end (not consumed).
+fn parse_alternatives(
+    tokens: &[Token],
+    position: &mut usize,
+    depth: usize,
+) -> Option<Vec<Vec<Node>>> {
+    if depth > MAX_GRAMMAR_DEPTH {
+        return None;
+    }
+    let mut alternatives = alloc::vec![Vec::new()];
+    while let Some(&token) = tokens.get(*position) {
+        match token {
+            Token::Close => break,
+            Token::Bar => {
+                *position += 1;
+                alternatives.push(Vec::new());
+            }
+            Token::Ellipsis => {
+                *position += 1;
+                let sequence = alternatives.last_mut()?;
+                let element = sequence.pop()?;
+                sequence.push(Node::Repeat(alloc::boxed::Box::new(element)));
+            }
+            Token::Word(word) => {
+                *position += 1;
+                alternatives.last_mut()?.push(Node::Word(word));
+            }
+            Token::Open => {
+                *position += 1;
+                let inner = parse_alternatives(tokens, position, depth + 1)?;
+                if tokens.get(*position) != Some(&Token::Close) {
+                    return None;
+                }
+                *position += 1;
+                alternatives.last_mut()?.push(Node::Group {
+                    alternatives: inner,
+                    optional: true,
+                });
+            }
+        }
+    }
+    if depth == 0 && tokens.get(*position).is_some() {
+        // A `]` without its `[`.
+        return None;
+    }
+    Some(alternatives)
+}
+
+/// From every start position marked in `from`, the positions each
+/// alternative can end at.
+fn match_alternatives(
+    alternatives: &[Vec<Node>],
+    args: &[Vec<u8>],
+    from: &[bool],
+    lax: Lax,
+) -> Vec<bool> {
+    let mut reached = alloc::vec![false; from.len()];
+    for sequence in alternatives {
+        let mut positions = from.to_vec();
+        for node in sequence {
+            positions = match_node(node, args, &positions, lax);
+        }
+        for (reached, position) in reached.iter_mut().zip(positions) {
+            *reached |= position;
+        }
+    }
+    reached
+}
+
+fn match_node(node: &Node, args: &[Vec<u8>], from: &[bool], lax: Lax) -> Vec<bool> {
+    match node {
+        Node::Word(word) => {
+            let mut reached = alloc::vec![false; from.len()];
+            for (index, argument) in args.iter().enumerate() {
+                let starts_here = from.get(index).copied().unwrap_or(false);
+                if starts_here
+                    && (lax.excuses(index) || word_matches(word, argument))
+                    && let Some(next) = reached.get_mut(index + 1)
+                {
+                    *next = true;
+                }
+            }
+            reached
+        }
+        Node::Group {
+            alternatives,
+            optional,
+        } => {
+            let mut reached = match_alternatives(alternatives, args, from, lax);
+            if *optional {
+                for (reached, start) in reached.iter_mut().zip(from) {
+                    *reached |= *start;
+                }
+            }
+            reached
+        }
+        Node::Repeat(element) => {
+            let mut reached = match_node(element, args, from, lax);
+            // Each round reaches further right or stops: at most one round
+            // per argument.
+            for _ in 0..args.len() {
+                let next = match_node(element, args, &reached, lax);
+                let mut grew = false;
+                for (reached, next) in reached.iter_mut().zip(next) {
+                    if next && !*reached {
+                        *reached = true;
+                        grew = true;
+                    }
+                }
+                if !grew {
+                    break;
+                }
+            }
+            reached
+        }
+    }
+}
+
+/// A placeholder (any alternative with a lower-case letter) takes any
+/// argument; keywords match ignoring ASCII case.
+fn word_matches(word: &str, argument: &[u8]) -> bool {
+    word.split('|').any(|alternative| {
+        alternative.bytes().any(|byte| byte.is_ascii_lowercase())
+            || alternative.as_bytes().eq_ignore_ascii_case(argument)
+    })
+}
+
 const AUTH_FREE: CommandFlags = CommandFlags::ALLOWED_BEFORE_AUTH;
 const READ: CommandFlags = CommandFlags::READONLY;
 const WRITE: CommandFlags = CommandFlags::WRITE;
@@ -162,7 +452,7 @@ const SUBSCRIBED: CommandFlags = CommandFlags::ALLOWED_WHILE_SUBSCRIBED;
 const PUBSUB: CommandFlags = CommandFlags::PUBSUB.union(SUBSCRIBED);
 
 /// Every built-in command, sorted by name.
-static COMMANDS: [CommandSpec; 30] = [
+static COMMANDS: [CommandSpec; 35] = [
     CommandSpec::new(
         "auth",
         -2,
@@ -185,7 +475,7 @@ static COMMANDS: [CommandSpec; 30] = [
         READ,
         "server",
         "Lists the commands, counts them, or returns their docs or details.",
-        "COMMAND [COUNT|DOCS [name ...]|INFO [name ...]]",
+        "COMMAND [COUNT | LIST | DOCS [name ...] | INFO [name ...] | HELP]",
     ),
     CommandSpec::new(
         "config",
@@ -196,12 +486,28 @@ static COMMANDS: [CommandSpec; 30] = [
         "CONFIG GET parameter [parameter ...]",
     ),
     CommandSpec::new(
+        "discard",
+        1,
+        CommandFlags::NONE,
+        "transactions",
+        "Discards the commands queued since MULTI.",
+        "DISCARD",
+    ),
+    CommandSpec::new(
         "echo",
         2,
         CommandFlags::NONE,
         "connection",
         "Returns the given message.",
         "ECHO message",
+    ),
+    CommandSpec::new(
+        "exec",
+        1,
+        CommandFlags::NONE,
+        "transactions",
+        "Runs the commands queued since MULTI, with no other client's command in between.",
+        "EXEC",
     ),
     CommandSpec::new(
         "get",
@@ -256,8 +562,8 @@ static COMMANDS: [CommandSpec; 30] = [
         -2,
         ADMIN.union(WRITE),
         "kernel",
-        "Cancels a thread (runs its cleanup handlers), or wakes it with WAKE.",
-        "KILL thread [TERM|WAKE]",
+        "Cancels a thread (runs its cleanup handlers) with TERM, KILL or INT (the default); any other signal name (WAKE, USR1) wakes it, through its buddy if it has one.",
+        "KILL thread [signal]",
     ),
     CommandSpec::new(
         "latency",
@@ -274,6 +580,14 @@ static COMMANDS: [CommandSpec; 30] = [
         "string",
         "Returns the values of several shared statics.",
         "MGET key [key ...]",
+    ),
+    CommandSpec::new(
+        "multi",
+        1,
+        CommandFlags::NONE,
+        "transactions",
+        "Starts a transaction: the commands that follow are queued until EXEC or DISCARD.",
+        "MULTI",
     ),
     CommandSpec::new(
         "module",
@@ -388,6 +702,14 @@ static COMMANDS: [CommandSpec; 30] = [
         "UNSUBSCRIBE [channel ...]",
     ),
     CommandSpec::new(
+        "unwatch",
+        1,
+        CommandFlags::NONE,
+        "transactions",
+        "Accepted for compatibility: WATCH is not supported, so nothing is watched.",
+        "UNWATCH",
+    ),
+    CommandSpec::new(
         "wake",
         2,
         WRITE,
@@ -396,12 +718,20 @@ static COMMANDS: [CommandSpec; 30] = [
         "WAKE thread",
     ),
     CommandSpec::new(
+        "watch",
+        -2,
+        CommandFlags::NONE,
+        "transactions",
+        "Refused: optimistic locking is not supported (use MULTI/EXEC, which runs atomically).",
+        "WATCH key [key ...]",
+    ),
+    CommandSpec::new(
         "work",
         -3,
         WRITE,
         "kernel",
         "Queues (optionally delayed), cancels or flushes work on a workqueue.",
-        "WORK QUEUE|CANCEL|FLUSH queue [item] [delay_ms]",
+        "WORK QUEUE queue item [delay_ms] | WORK CANCEL queue item | WORK FLUSH queue",
     ),
 ];
 

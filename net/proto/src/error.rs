@@ -45,6 +45,9 @@ pub enum ProtocolError {
     TooManyArguments,
     /// The frame cannot fit in the frame limit.
     RequestTooLarge,
+    /// The heap could not hold the request's bytes (the allocation was
+    /// refused; the connection fails, nothing else does).
+    OutOfMemory,
     /// A `\r` not followed by `\n`, or bulk data not followed by `\r\n`.
     /// (Redis skips these two bytes unchecked; we refuse to guess.)
     MissingCrlf,
@@ -106,6 +109,7 @@ impl ProtocolError {
             Self::TooBigBulkCount => "Protocol error: too big bulk count string",
             Self::TooManyArguments => "Protocol error: too many arguments",
             Self::RequestTooLarge => "Protocol error: request too large",
+            Self::OutOfMemory => "Protocol error: out of memory",
             Self::MissingCrlf => "Protocol error: expected CRLF",
             Self::InvalidInteger => "Protocol error: invalid integer",
             Self::InvalidDouble => "Protocol error: invalid double",

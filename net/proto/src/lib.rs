@@ -31,7 +31,7 @@ pub mod request;
 pub mod util;
 pub mod value;
 
-pub use command::{CommandFlags, CommandSpec};
+pub use command::{CommandFlags, CommandSpec, SyntaxCheck};
 pub use error::ProtocolError;
 pub use reply::{ProtocolVersion, Reply};
 pub use request::{Limits, Request, RequestParser, parse_request};

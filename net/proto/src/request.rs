@@ -239,8 +239,17 @@ impl RequestParser {
             self.buffer.drain(..self.start);
             self.start = 0;
         }
+        if self.buffer.try_reserve(bytes.len()).is_err() {
+            // The heap is exhausted: this connection fails, not the caller.
+            return Err(self.fail(ProtocolError::OutOfMemory));
+        }
         self.buffer.extend_from_slice(bytes);
         Ok(())
+    }
+
+    /// Heap bytes the parser holds (its buffer's capacity).
+    pub fn memory_bytes(&self) -> usize {
+        self.buffer.capacity()
     }
 
     /// The next complete request, `Ok(None)` when more bytes are needed.
@@ -272,7 +281,12 @@ impl RequestParser {
     fn advance(&mut self, consumed: usize) {
         self.start = self.start.saturating_add(consumed).min(self.buffer.len());
         if self.start == self.buffer.len() {
-            self.buffer.clear();
+            if self.buffer.capacity() > SHRINK_BUFFER_BYTES {
+                // A large frame is done: give its memory back.
+                self.buffer = Vec::new();
+            } else {
+                self.buffer.clear();
+            }
             self.start = 0;
         }
     }
@@ -283,6 +297,9 @@ impl RequestParser {
         error
     }
 }
+
+/// An emptied request buffer with more capacity than this is freed.
+const SHRINK_BUFFER_BYTES: usize = 16 * 1024;
 
 /// The shortest multibulk argument, `$0\r\n\r\n`: what every argument not
 /// yet seen will take at least.

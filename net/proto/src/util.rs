@@ -733,3 +733,27 @@ fn parse_bool(bytes: &[u8]) -> Option<bool> {
         None
     }
 }
+
+/// The kernel command-line words that carry secrets: their values are
+/// never shown ([`redact_command_line`]).
+pub const SECRET_WORDS: [&str; 1] = ["auth"];
+
+/// `line` with the value of every secret word (`auth=<token>`) replaced by
+/// `<redacted>`, for `INFO`, logs and the console: that a token is set
+/// stays visible, the token does not.
+pub fn redact_command_line(line: &str) -> alloc::string::String {
+    let mut out = alloc::string::String::with_capacity(line.len());
+    for (index, word) in line.split(' ').enumerate() {
+        if index > 0 {
+            out.push(' ');
+        }
+        match word.split_once('=') {
+            Some((key, _)) if SECRET_WORDS.contains(&key) => {
+                out.push_str(key);
+                out.push_str("=<redacted>");
+            }
+            _ => out.push_str(word),
+        }
+    }
+    out
+}

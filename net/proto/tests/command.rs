@@ -6,7 +6,12 @@ use rtedge_proto::command::{
 };
 use rtedge_proto::reply::{ProtocolVersion, Reply};
 
-const BRIEF_COMMANDS: [&str; 30] = [
+const BRIEF_COMMANDS: [&str; 35] = [
+    "multi",
+    "exec",
+    "discard",
+    "watch",
+    "unwatch",
     "ping",
     "echo",
     "hello",

@@ -74,7 +74,10 @@ fn server(out: &mut String) -> core::fmt::Result {
     }
     write!(out, "jiffies:{}\r\nhz:{}\r\n", time::jiffies(), time::HZ)?;
     write!(out, "cpus:{}\r\n", thread::online_mask().count_ones())?;
-    write!(out, "command_line:{}\r\n", info.command_line())?;
+    // Secrets (the control-plane token) are never shown, only that one is set.
+    write!(out, "command_line:{}\r\n", rtedge_proto::util::redact_command_line(info.command_line()))?;
+    let token_source = if crate::net::device::auth_token(info.command_line()).is_empty() { "none" } else { "kernel command line (auth=)" };
+    write!(out, "auth_token:{token_source}\r\n")?;
     Ok(())
 }
 

@@ -64,12 +64,22 @@ pub fn is_running() -> bool {
 const PUBLISH_INTERVAL_NS: u64 = 50_000_000;
 
 fn control_main(token: String) -> i32 {
-    let mut dispatcher = Dispatcher::new(KernelBackend::new(token), &Config::DEFAULT);
+    // The server's limits and memory budget: sessions are charged to the
+    // same budget, and freed when the server says their connection ended.
+    let (config, memory) = match net::control_parts() {
+        Some((config, memory)) => (config, Some(memory)),
+        None => (Config::DEFAULT, None),
+    };
+    let mut dispatcher = Dispatcher::new(KernelBackend::new(token), &config);
+    if let Some(memory) = memory {
+        dispatcher.set_memory_budget(memory);
+    }
     loop {
         let _ = net::WORK_READY.down_timeout(PUBLISH_INTERVAL_NS);
         if thread::should_stop() {
             return 0;
         }
+        dispatcher.reap();
         while let Some(mut job) = net::next_job() {
             loop {
                 dispatcher.backend_mut().refresh();

@@ -68,8 +68,54 @@ fn control_config(line: &str) -> Result<Config, NetError> {
     if let Some(rate) = number("rate_limit")? {
         config.rate_limit_per_second = u32::try_from(rate).unwrap_or(u32::MAX);
     }
+    // Issue 12's limits (net/CONTROL.md, "Sessions"); INFO net and CONFIG GET show them.
+    if let Some(reserved) = number("reserved_clients")? {
+        config.reserved_clients = reserved as usize;
+    }
+    if let Some(ms) = number("auth_timeout_ms")? {
+        config.auth_timeout_ms = ms;
+    }
+    if let Some(bytes) = number("preauth_input_bytes")? {
+        config.preauth_input_bytes = bytes as usize;
+    }
+    if let Some(seconds) = number("send_timeout")? {
+        config.send_timeout_ms = seconds.saturating_mul(1000);
+    }
+    if let Some(rate) = number("auth_failures_per_second")? {
+        config.auth_failures_per_second = u32::try_from(rate).unwrap_or(u32::MAX);
+    }
+    if let Some(bytes) = number("max_subscription_bytes")? {
+        config.max_subscription_bytes_per_client = bytes as usize;
+    }
+    if let Some(bytes) = number("max_transaction_bytes")? {
+        config.max_transaction_bytes = bytes as usize;
+    }
+    // The budget stays under the heap: at most a quarter of it by default.
+    let heap = crate::memory::heap::statistics().claimed_bytes;
+    if heap > 0 {
+        config.memory_limit_bytes = config.memory_limit_bytes.min((heap / 4).max(64 * 1024));
+    }
+    if let Some(bytes) = number("control_memory")? {
+        config.memory_limit_bytes = bytes as usize;
+    }
     config.validate().map_err(|error| NetError::Config(format!("{error}")))?;
     Ok(config)
+}
+
+/// `net_faults=<drop %>[,<corrupt %>]`: packet loss and corruption for
+/// tests (each 0..=100; corruption defaults to the drop rate).
+fn fault_injection(line: &str) -> Result<Option<(u8, u8)>, NetError> {
+    let Some(value) = cmdline::get(line, "net_faults") else {
+        return Ok(None);
+    };
+    let percent = |text: &str| -> Result<u8, NetError> {
+        text.parse::<u8>()
+            .ok()
+            .filter(|percent| *percent <= 100)
+            .ok_or_else(|| NetError::Config(format!("net_faults={value}: percentages 0..100 expected")))
+    };
+    let (drop_text, corrupt_text) = value.split_once(',').unwrap_or((value, value));
+    Ok(Some((percent(drop_text)?, percent(corrupt_text)?)))
 }
 
 /// The control-plane token from the command line (`auth=`), empty if none.
@@ -217,21 +263,39 @@ fn finish<T: Transport + 'static>(
     }
     let mac = device.mac();
     let ack = device.interrupt_ack();
-    let net = Net::new(
-        device,
-        mac,
-        description.clone(),
-        config,
-        net_config,
-        auth_required,
-        |device| device.stats(),
-        |device| {
-            device.reclaim_transmitted();
-            device.enable_interrupts()
-        },
-    )
-    .map_err(|error| NetError::Config(format!("{error:?}")))?;
-    install(Box::new(net), ack);
+    let net: Box<dyn super::NetOps> = match fault_injection(crate::boot::command_line())? {
+        Some((drop_pct, corrupt_pct)) => {
+            // Test mode (issue 12): smoltcp's fault injector between the
+            // stack and the NIC. It hides the device, so the device's
+            // counters read zero and the re-check after enabling interrupts
+            // is skipped (transmit reclaims by itself; interrupts stay on).
+            log::warn!("net: fault injection (net_faults=): dropping {drop_pct} % and corrupting {corrupt_pct} % of the packets each way");
+            let mut faulty = smoltcp::phy::FaultInjector::new(device, 0x5eed_2026);
+            faulty.set_drop_chance(drop_pct);
+            faulty.set_corrupt_chance(corrupt_pct);
+            Box::new(
+                Net::new(faulty, mac, description.clone(), config, net_config, auth_required, |_| rtedge_virtio::NetStats::default(), |_| false)
+                    .map_err(|error| NetError::Config(format!("{error:?}")))?,
+            )
+        }
+        None => Box::new(
+            Net::new(
+                device,
+                mac,
+                description.clone(),
+                config,
+                net_config,
+                auth_required,
+                |device| device.stats(),
+                |device| {
+                    device.reclaim_transmitted();
+                    device.enable_interrupts()
+                },
+            )
+            .map_err(|error| NetError::Config(format!("{error:?}")))?,
+        ),
+    };
+    install(net, ack);
     irq::attach(gsi, "virtio-net", device_interrupt, trigger, polarity).map_err(|error| NetError::Interrupt(format!("{error}")))?;
     super::kick();
     log::info!(

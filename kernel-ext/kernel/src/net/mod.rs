@@ -18,6 +18,7 @@ pub mod device;
 pub mod hal;
 
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -25,7 +26,7 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use rtedge_control::hub::Backlog;
-use rtedge_control::{Completion, ConnectionId, Job, NetServer, PublishReport, Stack, StackEvent};
+use rtedge_control::{Completion, Config, ConnectionId, Job, MemoryBudget, NetServer, PublishReport, Stack, StackEvent};
 use rtedge_virtio::{InterruptAck, NetStats as DeviceStats};
 use smoltcp::iface::{Interface, SocketSet};
 use smoltcp::phy::Device;
@@ -48,6 +49,8 @@ pub trait NetOps {
     fn subscribers(&self) -> usize;
     fn write_info(&self, out: &mut String);
     fn client_list(&self, now_ms: u64, out: &mut String);
+    /// The server's limits and memory budget, for the dispatcher.
+    fn control_parts(&self) -> (Config, Arc<MemoryBudget>);
 }
 
 /// One device with its interface, sockets, address keeper and server.
@@ -148,6 +151,10 @@ impl<D: Device> NetOps for Net<D> {
         self.server.client_list(&self.sockets, now_ms, out);
     }
 
+    fn control_parts(&self) -> (Config, Arc<MemoryBudget>) {
+        (*self.server.config(), self.server.memory())
+    }
+
     fn write_info(&self, out: &mut String) {
         let mac = self.mac;
         let _ = write!(
@@ -182,7 +189,7 @@ impl<D: Device> NetOps for Net<D> {
             stats.tx_errors,
             stats.interrupts
         );
-        self.server.stats().write_info(out);
+        self.server.write_info(out);
     }
 }
 
@@ -356,6 +363,11 @@ pub fn subscribers() -> usize {
 /// Bytes still queued for `connection` (None: gone).
 pub(crate) fn queued_output(connection: ConnectionId) -> Option<usize> {
     NET.lock_bh().as_ref().and_then(|net| net.0.queued_output(connection))
+}
+
+/// The control-plane server's limits and memory budget (None: no network).
+pub(crate) fn control_parts() -> Option<(Config, Arc<MemoryBudget>)> {
+    NET.lock_bh().as_ref().map(|net| net.0.control_parts())
 }
 
 /// `CLIENT LIST`: one line per open connection.

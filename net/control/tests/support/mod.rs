@@ -235,7 +235,8 @@ impl Harness {
         let mut sockets = SocketSet::new(Vec::new());
         let mut server = NetServer::new(config, &mut sockets).unwrap();
         server.set_auth_required(!token.is_empty());
-        let dispatcher = Dispatcher::new(FakeBackend::new(clock.clone(), token), &config);
+        let mut dispatcher = Dispatcher::new(FakeBackend::new(clock.clone(), token), &config);
+        dispatcher.set_memory_budget(server.memory());
         Harness {
             clock,
             net_ms: 0,
@@ -384,6 +385,8 @@ impl Harness {
         }
         self.iface
             .poll(net_now, &mut self.device, &mut self.sockets);
+        // The kernel's control thread does this whenever it wakes.
+        self.dispatcher.reap();
     }
 
     pub fn steps(&mut self, count: usize) {
