@@ -47,6 +47,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::BootTime { runs, hypervisors } => boot_time(&session, runs, &hypervisors),
         Command::E2e(args) => e2e(&session, &args),
         Command::Info => info(&session),
+        Command::Domain(args) => crate::libvirt::domain_command(&session.layout, &session.profiles, &session.tools, &args),
+        Command::Fleet(args) => crate::e2e::fleet::command(&session.layout, &session.profiles, &session.tools, &args),
     }
 }
 

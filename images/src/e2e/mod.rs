@@ -11,6 +11,7 @@
 //! trips) are printed as `e2e-figure:` lines.
 
 pub mod control;
+pub mod fleet;
 pub mod guest;
 pub mod programs;
 pub mod resp;
