@@ -17,7 +17,7 @@ RUNS ?= 5
 export RTEDGE_SMP RTEDGE_PORT RTEDGE_TOKEN RTEDGE_INITRD
 
 .DEFAULT_GOAL := help
-.PHONY: help deps run run-uhyve test loom e2e image bench boot-time info clean
+.PHONY: help deps run run-uhyve test loom e2e fleet image bench boot-time info clean
 
 help: ## list the targets
 	@echo "rtedge — make targets:"
@@ -38,12 +38,16 @@ test: deps ## host tests, every test image under every hypervisor, then the end-
 	$(MAKE) --no-print-directory loom
 	$(RUNNER) $(RUNNER_FLAGS) test $(HV_ARGS)
 	$(RUNNER) $(RUNNER_FLAGS) e2e $(HV_ARGS)
+	$(RUNNER) $(RUNNER_FLAGS) fleet
 
 loom: ## model-check the engine's lock-free state machines (every interleaving, loom)
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release -p rtedge-engine --test 'loom_*'
 
 e2e: deps ## boot the appliance and drive it with redis-cli, redis-benchmark and rtctl (ONLY=text filters)
 	$(RUNNER) $(RUNNER_FLAGS) e2e $(HV_ARGS) $(foreach o,$(ONLY),--only $(o))
+
+fleet: deps ## three appliances under a private libvirtd: virsh define/start/console/shutdown/destroy, autostart, rtctl --fleet
+	$(RUNNER) $(RUNNER_FLAGS) fleet
 
 image: deps ## build the appliance image and print its path and size
 	$(RUNNER) $(RUNNER_FLAGS) build appliance

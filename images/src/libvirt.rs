@@ -400,7 +400,12 @@ impl Daemon {
             .append(true)
             .open(self.root.join("libvirtd.log"))
             .context("cannot open the libvirtd log")?;
-        let mut command = Command::new("libvirtd");
+        // /usr/sbin is not on every user's PATH.
+        let program = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|directory| directory.join("libvirtd"))
+            .find(|candidate| candidate.is_file())
+            .unwrap_or_else(|| PathBuf::from("/usr/sbin/libvirtd"));
+        let mut command = Command::new(program);
         self.environment(&mut command);
         command
             .current_dir(&self.root)
