@@ -569,6 +569,58 @@ impl Drop for Daemon {
     }
 }
 
+/// The process `pid` if its command name (`/proc/PID/comm`) starts with `name`.
+fn live_process(pid: libc::pid_t, name: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim().starts_with(name))
+}
+
+fn pid_in(path: &Path) -> Option<libc::pid_t> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok().filter(|pid: &libc::pid_t| *pid > 1)
+}
+
+/// Cleans up after fleet runs that were killed before their `Drop` ran:
+/// for every `<directory>/<prefix><pid>` whose runner (`rtedge-image`,
+/// process `pid`) is gone, kills the QEMU processes and the `libvirtd`
+/// that its pid files name (after checking each pid is still that
+/// program), then removes the directory. Returns how many it removed.
+pub fn reap_stale(directory: &Path, prefix: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(runner) = name.strip_prefix(prefix).and_then(|pid| pid.parse::<libc::pid_t>().ok()) else {
+            continue;
+        };
+        if live_process(runner, "rtedge-image") {
+            continue;
+        }
+        let root = entry.path();
+        let qemu_pids = root.join("run/libvirt/qemu/run");
+        let mut victims: Vec<libc::pid_t> = std::fs::read_dir(&qemu_pids)
+            .map(|files| {
+                files
+                    .flatten()
+                    .filter(|file| file.path().extension().is_some_and(|extension| extension == "pid"))
+                    .filter_map(|file| pid_in(&file.path()))
+                    .filter(|pid| live_process(*pid, "qemu-system"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        victims.extend(pid_in(&root.join("run/libvirt/libvirtd.pid")).filter(|pid| live_process(*pid, "libvirtd")));
+        for pid in victims {
+            // SAFETY: kill(2) on a process this runner started in an earlier
+            // run (named by that run's own pid files, program name checked).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if std::fs::remove_dir_all(&root).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Waits for `child` at most `limit` (then kills its process group) and
 /// collects its output.
 pub fn wait_output(mut child: Child, limit: Duration) -> Result<Output> {

@@ -62,6 +62,10 @@ const DESTROY_LIMIT: Duration = Duration::from_secs(15);
 /// How long the console may take to show the banner.
 const CONSOLE_LIMIT: Duration = Duration::from_secs(60);
 
+/// The private daemon's directory is `<temp>/rtedge-fleet-<runner pid>`
+/// (short: libvirt's socket paths inside it must fit `sun_path`).
+const ROOT_PREFIX: &str = "rtedge-fleet-";
+
 /// The banner's words: the kernel prints `rtedge <version> booted via ...`.
 const BANNER: &str = " booted via ";
 
@@ -78,6 +82,7 @@ struct Steps {
 impl Steps {
     /// Runs one step, printing its result and time.
     fn run<T>(&mut self, name: &str, step: impl FnOnce(&mut Steps) -> Result<T>) -> Result<T> {
+        not_interrupted()?;
         let started = Instant::now();
         let result = step(self);
         let seconds = started.elapsed().as_secs_f64();
@@ -107,7 +112,11 @@ struct Member {
 pub fn run(plan: &FleetPlan) -> Result<FleetReport> {
     std::fs::create_dir_all(&plan.scratch).with_context(|| format!("cannot create {}", plan.scratch.display()))?;
     let mut steps = Steps { figures: Vec::new(), notes: Vec::new() };
-    let root = std::env::temp_dir().join(format!("rtedge-fleet-{}", std::process::id()));
+    let reaped = libvirt::reap_stale(&std::env::temp_dir(), ROOT_PREFIX);
+    if reaped > 0 {
+        println!("fleet: removed {reaped} leftover daemon director{} of killed runs", if reaped == 1 { "y" } else { "ies" });
+    }
+    let root = std::env::temp_dir().join(format!("{ROOT_PREFIX}{}", std::process::id()));
     let outcome = scenario(plan, &root, &mut steps);
     for (what, value) in &steps.figures {
         println!("e2e-figure: [libvirt] {what}: {value}");
@@ -177,13 +186,15 @@ fn drive(plan: &FleetPlan, daemon: &mut Daemon, steps: &mut Steps) -> Result<()>
     })?;
 
     // ---- start: the first with its console attached from the first byte
-    let boot_started = Instant::now();
+    // When each `virsh start` was issued, in the order of `members`.
+    let mut started_at = vec![Instant::now()];
     let console = steps.run("virsh start --paused --console, resume: the console shows the boot", |_| {
         start_with_console(daemon, &first.name)
     })?;
     println!("fleet: [{}] console through virsh:\n{}", first.name, tail(&console, 4));
     steps.run("virsh start (the other appliances)", |_| {
-        for member in [second, third].into_iter().chain(members.iter().skip(3)) {
+        for member in members.iter().skip(1) {
+            started_at.push(Instant::now());
             daemon.virsh(&["start", &member.name])?;
         }
         Ok(())
@@ -191,10 +202,28 @@ fn drive(plan: &FleetPlan, daemon: &mut Daemon, steps: &mut Steps) -> Result<()>
 
     // ---- every control plane answers on its forwarded port
     steps.run("every control plane answers AUTH + PING", |steps| {
-        for member in &members {
-            wait_pong(member.port, &plan.token, BOOT_LIMIT)
-                .with_context(|| format!("{}: console log:\n{}", member.name, tail(&read_lossy(&member.console_log), 15)))?;
-            steps.figures.push((format!("{} answering after", member.name), format!("{:.2} s", boot_started.elapsed().as_secs_f64())));
+        // Polled concurrently, so each figure is that appliance's own time.
+        let answers: Vec<Result<Duration>> = std::thread::scope(|scope| {
+            let waiters: Vec<_> = members
+                .iter()
+                .zip(&started_at)
+                .map(|(member, started)| {
+                    scope.spawn(move || -> Result<Duration> {
+                        let context = || format!("{}: console log:\n{}", member.name, tail(&read_lossy(&member.console_log), 15));
+                        // Not before the guest has its address: slirp holds a
+                        // SYN it forwards earlier until the host retransmits
+                        // it, seconds later.
+                        wait_console_log(&member.console_log, "net: address ", BOOT_LIMIT).with_context(context)?;
+                        wait_pong(member.port, &plan.token, BOOT_LIMIT).with_context(context)?;
+                        Ok(started.elapsed())
+                    })
+                })
+                .collect();
+            waiters.into_iter().map(|waiter| waiter.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a waiter panicked")))).collect()
+        });
+        for (member, answer) in members.iter().zip(answers) {
+            let elapsed = answer?;
+            steps.figures.push((format!("{} answering after virsh start", member.name), format!("{:.2} s", elapsed.as_secs_f64())));
         }
         Ok(())
     })?;
@@ -267,6 +296,7 @@ fn drive(plan: &FleetPlan, daemon: &mut Daemon, steps: &mut Steps) -> Result<()>
             let state = daemon.state(&member.name)?;
             ensure!(state == "shut off", "{} (no autostart) is `{state}` after the restart", member.name);
         }
+        wait_console_log(&first.console_log, "net: address ", BOOT_LIMIT).with_context(|| format!("{} after autostart", first.name))?;
         wait_pong(first.port, &plan.token, BOOT_LIMIT).with_context(|| format!("{} after autostart", first.name))?;
         Ok(())
     })?;
@@ -388,6 +418,7 @@ fn start_with_console(daemon: &Daemon, name: &str) -> Result<String> {
             if let Some(status) = child.try_wait()? {
                 bail!("virsh start --console exited ({status}): {}", text());
             }
+            not_interrupted()?;
             ensure!(Instant::now() < deadline, "virsh did not attach the console within {CONSOLE_LIMIT:?}: {}", text());
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -430,6 +461,13 @@ fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
     Ok(pair)
 }
 
+/// Ctrl-C (or SIGTERM) ends the scenario at the next step or poll; the
+/// daemon and its domains are still cleaned up.
+fn not_interrupted() -> Result<()> {
+    ensure!(!crate::vm::interrupted(), "interrupted");
+    Ok(())
+}
+
 /// Polls `AUTH` + `PING` on the forwarded port until `PONG`.
 fn wait_pong(port: u16, token: &str, limit: Duration) -> Result<()> {
     let target = Target::Loopback { port };
@@ -438,10 +476,24 @@ fn wait_pong(port: u16, token: &str, limit: Duration) -> Result<()> {
         let attempt = Conn::authed(&target, token).and_then(|mut conn| Ok(resp::text(&conn.call(&["PING"])?)));
         match attempt {
             Ok(reply) if reply == "PONG" => return Ok(()),
-            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(250)),
+            _ if Instant::now() < deadline => {
+                not_interrupted()?;
+                std::thread::sleep(Duration::from_millis(250));
+            }
             other => bail!("port {port}: no PONG within {limit:?} ({other:?})"),
         }
     }
+}
+
+/// Polls the console log libvirt writes until it holds `needle`.
+fn wait_console_log(path: &Path, needle: &str, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while !read_lossy(path).contains(needle) {
+        ensure!(Instant::now() < deadline, "`{needle}` not in {} within {limit:?}", path.display());
+        not_interrupted()?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// Polls `virsh domstate` until it reads `wanted`; false at the bound.
@@ -454,6 +506,7 @@ fn wait_state(daemon: &Daemon, name: &str, wanted: &str, limit: Duration) -> Res
         if Instant::now() >= deadline {
             return Ok(false);
         }
+        not_interrupted()?;
         std::thread::sleep(Duration::from_millis(200));
     }
 }
