@@ -248,6 +248,17 @@ fn drive(plan: &FleetPlan, daemon: &mut Daemon, steps: &mut Steps) -> Result<()>
         Ok(())
     })?;
 
+    steps.run("rtctl --fleet virsh:URI status: the inventory from libvirt's domains", |_| {
+        let source = format!("virsh:{}", daemon.uri());
+        let (code, table) = rtctl_fleet(plan, std::ffi::OsStr::new(&source), &["--token", &plan.token])?;
+        ensure!(code == 0, "rtctl --fleet {source} exited {code}:\n{table}");
+        for member in &members {
+            let row = row_of(&table, &member.name)?;
+            ensure!(row.contains(&format!("127.0.0.1:{}", member.port)) && row.contains("pvh"), "{}: {row}", member.name);
+        }
+        Ok(())
+    })?;
+
     // ---- virsh shutdown: the ACPI power button
     steps.run("virsh shutdown (ACPI power button)", |steps| {
         daemon.virsh(&["shutdown", &second.name])?;
@@ -526,9 +537,15 @@ fn write_inventory(plan: &FleetPlan, members: &[Member]) -> Result<PathBuf> {
 
 /// `rtctl --fleet INVENTORY status`: (exit code, the table).
 fn fleet_status(plan: &FleetPlan, inventory: &Path) -> Result<(i32, String)> {
+    rtctl_fleet(plan, inventory.as_os_str(), &[])
+}
+
+/// `rtctl --fleet SOURCE [ARGS] status`.
+fn rtctl_fleet(plan: &FleetPlan, source: &std::ffi::OsStr, args: &[&str]) -> Result<(i32, String)> {
     let child = Command::new(&plan.rtctl)
         .arg("--fleet")
-        .arg(inventory)
+        .arg(source)
+        .args(args)
         .args(["--timeout-ms", "15000", "status"])
         .env_remove("RTEDGE_TOKEN")
         .stdin(Stdio::null())

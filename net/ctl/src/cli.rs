@@ -31,6 +31,8 @@ Fleet:
       NAME  HOST  PORT  [TOKEN]
   where TOKEN is file:PATH (relative to FILE), env:NAME, none (no AUTH),
   or left out (the token rtctl would use anyway). `#` starts a comment.
+  --fleet virsh:URI (or virsh: for virsh's default connection) lists the
+  running libvirt domains written by `rtedge-image domain` instead.
   Commands: status, threads, get, set, ping, modules, raw; --json gives
   one object per appliance (name, address, ok, result or error).";
 

@@ -183,6 +183,81 @@ fn resolve_token(source: &TokenSource, default: Option<&str>) -> Result<Option<S
     }
 }
 
+/// `--fleet virsh:URI` (or `virsh:` for virsh's default connection) asks
+/// libvirt instead of a file.
+pub const VIRSH_PREFIX: &str = "virsh:";
+/// The XML namespace of the `<metadata>` element `rtedge-image domain`
+/// writes: `<rtedge:appliance host='127.0.0.1' port='16391'/>`.
+pub const RTEDGE_NAMESPACE: &str = "https://github.com/rtedge/libvirt/appliance/1";
+
+/// The running libvirt domains that carry rtedge's metadata, from
+/// `virsh list --name` and `virsh dumpxml`; their token is rtctl's usual
+/// one. Domains without the metadata are not appliances and are left out.
+fn from_virsh(uri: &str) -> Result<Vec<Appliance>> {
+    let virsh = |args: &[&str]| -> Result<String> {
+        let mut command = std::process::Command::new("virsh");
+        if !uri.is_empty() {
+            command.args(["-c", uri]);
+        }
+        let output = command
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|error| CtlError::Local(format!("cannot run virsh: {error}")))?;
+        if !output.status.success() {
+            return Err(CtlError::Local(format!(
+                "virsh {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let mut appliances = Vec::new();
+    for name in virsh(&["list", "--name"])?
+        .lines()
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+    {
+        if let Some((host, port)) = appliance_metadata(&virsh(&["dumpxml", name])?) {
+            appliances.push(Appliance {
+                name: name.to_owned(),
+                host,
+                port,
+                token: TokenSource::Default,
+            });
+        }
+    }
+    if appliances.is_empty() {
+        return Err(CtlError::Local(format!(
+            "no running libvirt domain{} carries rtedge's metadata (written by `rtedge-image domain`)",
+            if uri.is_empty() {
+                String::new()
+            } else {
+                format!(" at {uri}")
+            }
+        )));
+    }
+    Ok(appliances)
+}
+
+/// `(host, port)` from the `<...:appliance xmlns:...='RTEDGE_NAMESPACE'
+/// host=... port=.../>` element of a domain's XML, quotes either way.
+pub fn appliance_metadata(xml: &str) -> Option<(String, u16)> {
+    let at = xml.find(RTEDGE_NAMESPACE)?;
+    let start = xml.get(..at)?.rfind('<')?;
+    let end = at + xml.get(at..)?.find('>')?;
+    let tag = xml.get(start..end)?;
+    let attribute = |name: &str| -> Option<String> {
+        let position = tag.find(&format!(" {name}="))? + name.len() + 2;
+        let quote = tag.get(position..)?.chars().next()?;
+        let rest = tag.get(position + 1..)?;
+        Some(rest.get(..rest.find(quote)?)?.to_owned())
+    };
+    let port = attribute("port")?.parse().ok().filter(|port| *port != 0)?;
+    Some((attribute("host")?, port))
+}
+
 /// What is asked of every appliance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Query {
@@ -262,19 +337,27 @@ struct Row {
 /// [`EXIT_SOME_FAILED`] otherwise. An `Err` is a failure before any
 /// appliance was asked (the inventory, or a command `--fleet` cannot fan out).
 pub fn run(cli: Cli, inventory: &Path, out: &mut dyn Write) -> Result<u8> {
-    let text = std::fs::read_to_string(inventory).map_err(|error| {
-        CtlError::Local(format!(
-            "cannot read inventory {}: {error}",
-            inventory.display()
-        ))
-    })?;
-    let base = inventory
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let appliances = parse_inventory(&text, &base).map_err(|message| {
-        CtlError::Local(format!("inventory {}: {message}", inventory.display()))
-    })?;
+    let appliances = match inventory
+        .to_str()
+        .and_then(|text| text.strip_prefix(VIRSH_PREFIX))
+    {
+        Some(uri) => from_virsh(uri)?,
+        None => {
+            let text = std::fs::read_to_string(inventory).map_err(|error| {
+                CtlError::Local(format!(
+                    "cannot read inventory {}: {error}",
+                    inventory.display()
+                ))
+            })?;
+            let base = inventory
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            parse_inventory(&text, &base).map_err(|message| {
+                CtlError::Local(format!("inventory {}: {message}", inventory.display()))
+            })?
+        }
+    };
     let Some(query) = Query::from_command(cli.command) else {
         return Err(CtlError::Local(format!(
             "this command cannot be fanned out; with --fleet use one of: {FLEET_COMMANDS}"
@@ -670,6 +753,27 @@ edge-5  127.0.0.1  6385  file:/abs/token
             resolve_token(&TokenSource::None, Some("d")).ok().flatten(),
             None
         );
+    }
+
+    #[test]
+    fn the_libvirt_metadata_names_host_and_port() {
+        let written = format!(
+            "<domain>\n  <metadata>\n    <rtedge:appliance xmlns:rtedge='{RTEDGE_NAMESPACE}' host='127.0.0.1' port='16391'/>\n  </metadata>"
+        );
+        assert_eq!(
+            appliance_metadata(&written),
+            Some(("127.0.0.1".into(), 16391))
+        );
+        let dumped = format!(
+            "<metadata>\n<rtedge:appliance xmlns:rtedge=\"{RTEDGE_NAMESPACE}\" host=\"::1\" port=\"6380\"/>\n</metadata>"
+        );
+        assert_eq!(appliance_metadata(&dumped), Some(("::1".into(), 6380)));
+        assert_eq!(
+            appliance_metadata("<domain><name>other</name></domain>"),
+            None
+        );
+        let no_port = format!("<a:appliance xmlns:a='{RTEDGE_NAMESPACE}' host='h'/>");
+        assert_eq!(appliance_metadata(&no_port), None);
     }
 
     #[test]
