@@ -33,7 +33,7 @@ run: deps ## boot the appliance under QEMU with the console here (Ctrl-A X quits
 run-uhyve: deps ## boot the appliance under uhyve (Ctrl-C quits)
 	$(RUNNER) $(RUNNER_FLAGS) run appliance --hv uhyve
 
-test: deps ## host tests, every test image under every hypervisor, then the end-to-end tests
+test: deps ## host tests, every test image under every hypervisor, the end-to-end tests, then the libvirt fleet
 	$(CARGO) test
 	$(MAKE) --no-print-directory loom
 	$(RUNNER) $(RUNNER_FLAGS) test $(HV_ARGS)
