@@ -17,7 +17,7 @@ RUNS ?= 5
 export RTEDGE_SMP RTEDGE_PORT RTEDGE_TOKEN RTEDGE_INITRD
 
 .DEFAULT_GOAL := help
-.PHONY: help deps run run-uhyve test loom e2e image disk bench boot-time info clean fuzz soak faults
+.PHONY: help deps run run-uhyve test loom e2e fleet image disk bench boot-time info clean fuzz soak faults
 
 help: ## list the targets
 	@echo "rtedge — make targets:"
@@ -33,11 +33,12 @@ run: deps ## boot the appliance under QEMU with the console here (Ctrl-A X quits
 run-uhyve: deps ## boot the appliance under uhyve (Ctrl-C quits)
 	$(RUNNER) $(RUNNER_FLAGS) run appliance --hv uhyve
 
-test: deps ## host tests, every test image under every hypervisor, then the end-to-end tests
+test: deps ## host tests, every test image under every hypervisor, the end-to-end tests, then the libvirt fleet
 	$(CARGO) test
 	$(MAKE) --no-print-directory loom
 	$(RUNNER) $(RUNNER_FLAGS) test $(HV_ARGS)
 	$(RUNNER) $(RUNNER_FLAGS) e2e $(HV_ARGS)
+	$(RUNNER) $(RUNNER_FLAGS) fleet
 
 loom: ## model-check the engine's lock-free state machines (every interleaving, loom)
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release -p rtedge-engine --test 'loom_*'
@@ -53,6 +54,8 @@ soak: deps ## >= 1 000 000 requests against the booted appliance with subscriber
 
 faults: deps ## every command completes while the guest's NIC path drops and corrupts 10 % of the packets (net_faults=10,10)
 	RTEDGE_E2E_APPEND="net_faults=10,10" $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only faults::
+fleet: deps ## three appliances under a private libvirtd: virsh define/start/console/shutdown/destroy, autostart, rtctl --fleet
+	$(RUNNER) $(RUNNER_FLAGS) fleet
 
 image: deps ## build the appliance image and print its path and size
 	$(RUNNER) $(RUNNER_FLAGS) build appliance

@@ -56,6 +56,25 @@ if [ "${#packages[@]}" -gt 0 ]; then
     fi
 fi
 
+# 2b. libvirt for the fleet test (`make fleet`): libvirtd with its QEMU
+#     driver (the test starts a session daemon of its own: no systemd, no
+#     system instance, so not libvirt-daemon-system) and virsh; qemu-img for
+#     the per-appliance disk overlays. Without recommends: they would add
+#     the LXC, Xen and VirtualBox drivers and lvm2.
+deb_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
+libvirt_packages=()
+for package in libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils; do
+    deb_installed "$package" || libvirt_packages+=("$package")
+done
+if [ "${#libvirt_packages[@]}" -gt 0 ]; then
+    echo "deps: installing ${libvirt_packages[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! as_root apt-get install -y --no-install-recommends "${libvirt_packages[@]}"; then
+        as_root apt-get update
+        as_root apt-get install -y --no-install-recommends "${libvirt_packages[@]}"
+    fi
+fi
+
 # 3. uhyve, the Hermit hypervisor (pinned: the boot protocol depends on it).
 uhyve_bin="$(command -v uhyve || echo "$CARGO_BIN/uhyve")"
 if ! "$uhyve_bin" --version 2>/dev/null | grep -qx "uhyve $UHYVE_VERSION"; then

@@ -51,6 +51,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             crate::disk::command(&session.layout, &session.profiles, release)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Domain(args) => crate::libvirt::domain_command(&session.layout, &session.profiles, &session.tools, &args),
+        Command::Fleet(args) => crate::e2e::fleet::command(&session.layout, &session.profiles, &session.tools, &args),
     }
 }
 

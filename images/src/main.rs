@@ -13,6 +13,7 @@ mod e2e;
 mod exitcode;
 mod hypervisor;
 mod image;
+mod libvirt;
 mod profile;
 mod vm;
 
@@ -75,6 +76,72 @@ pub enum Command {
         #[arg(long)]
         release: bool,
     },
+    /// Write a libvirt domain XML for a profile (direct kernel boot, or --disk IMAGE through firmware).
+    Domain(DomainArgs),
+    /// Three appliances under a private libvirtd: define, autostart, start, console, fan-out status, shutdown, destroy.
+    Fleet(FleetArgs),
+}
+
+/// Firmware that boots a disk image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FirmwareKind {
+    /// SeaBIOS (the hybrid ISO).
+    Bios,
+    /// OVMF (the ISO or the GPT disk).
+    Uefi,
+}
+
+#[derive(Debug, Args)]
+pub struct DomainArgs {
+    /// Profile name (a file in images/profiles/).
+    #[arg(default_value = "appliance")]
+    pub profile: String,
+    /// Domain name.
+    #[arg(long, default_value = "rtedge")]
+    pub name: String,
+    /// Host loopback port forwarded to the control plane (default: $RTEDGE_PORT, else the profile's).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Boot this disk image (ISO, qcow2 or raw, as `make disk` writes them) through firmware instead of loading the kernel.
+    #[arg(long, value_name = "IMAGE")]
+    pub disk: Option<std::path::PathBuf>,
+    /// Firmware for --disk.
+    #[arg(long, value_enum, default_value_t = FirmwareKind::Uefi)]
+    pub firmware: FirmwareKind,
+    /// Networking: qemu-user (QEMU's user networking via <qemu:commandline>, any libvirt) or passt (libvirt 9.2 and later).
+    #[arg(long, value_enum, default_value_t = libvirt::NetBackend::QemuUser)]
+    pub net: libvirt::NetBackend,
+    /// Also write everything the serial console prints to this file.
+    #[arg(long, value_name = "FILE")]
+    pub console_log: Option<std::path::PathBuf>,
+    /// Accelerator (domain type qemu or kvm).
+    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    pub accel: Accel,
+    /// Guest CPUs (default: $RTEDGE_SMP, else the profile's `smp`).
+    #[arg(long)]
+    pub smp: Option<u32>,
+    /// Write the XML to this file instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Appliances to run.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(3..=16))]
+    pub count: u16,
+    /// Boot each appliance from this disk image (ISO, qcow2 or raw) instead of loading the kernel.
+    #[arg(long, value_name = "IMAGE")]
+    pub disk: Option<std::path::PathBuf>,
+    /// Firmware for --disk.
+    #[arg(long, value_enum, default_value_t = FirmwareKind::Uefi)]
+    pub firmware: FirmwareKind,
+    /// Networking (default: passt where libvirt has it, else qemu-user).
+    #[arg(long, value_enum)]
+    pub net: Option<libvirt::NetBackend>,
+    /// Fail when a guest ignores `virsh shutdown` (default: report it and destroy).
+    #[arg(long)]
+    pub require_acpi_shutdown: bool,
 }
 
 #[derive(Debug, Args)]

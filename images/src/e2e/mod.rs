@@ -12,6 +12,7 @@
 
 pub mod control;
 pub mod disk;
+pub mod fleet;
 pub mod guest;
 pub mod hostile;
 pub mod isolation;

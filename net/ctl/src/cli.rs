@@ -21,7 +21,20 @@ Exit codes:
   3  cannot connect (connection refused, timeout, unreachable), or the
      connection broke
   4  authentication failed (WRONGPASS, NOAUTH)
-  5  not found (no such thread, key, tasklet, soft IRQ or module)";
+  5  not found (no such thread, key, tasklet, soft IRQ or module)
+  6  --fleet: at least one appliance failed (its row says why)
+
+Fleet:
+  --fleet FILE asks every appliance listed in FILE at once and prints one
+  table, one row per appliance; a row that failed shows its error and the
+  others are still shown. FILE has one appliance per line:
+      NAME  HOST  PORT  [TOKEN]
+  where TOKEN is file:PATH (relative to FILE), env:NAME, none (no AUTH),
+  or left out (the token rtctl would use anyway). `#` starts a comment.
+  --fleet virsh:URI (or virsh: for virsh's default connection) lists the
+  running libvirt domains written by `rtedge-image domain` instead.
+  Commands: status, threads, get, set, ping, modules, raw; --json gives
+  one object per appliance (name, address, ok, result or error).";
 
 /// Host client of the rtedge control plane (RESP over TCP).
 #[derive(Debug, Parser)]
@@ -39,6 +52,10 @@ pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Ask every appliance listed in FILE (lines `NAME HOST PORT [TOKEN]`)
+    /// and print one table, one row per appliance.
+    #[arg(long, global = true, value_name = "FILE", conflicts_with_all = ["host", "port"])]
+    pub fleet: Option<PathBuf>,
     /// Connect, read and write timeout in milliseconds.
     #[arg(long, global = true, default_value_t = 5000, value_name = "N")]
     pub timeout_ms: u64,

@@ -13,6 +13,7 @@ mod client;
 mod commands;
 mod convert;
 mod error;
+mod fleet;
 mod format;
 mod info;
 mod latency;
@@ -43,6 +44,15 @@ fn main() -> ExitCode {
     };
     let stdout = io::stdout();
     let mut out = stdout.lock();
+    if let Some(inventory) = cli.fleet.clone() {
+        return match fleet::run(cli, &inventory, &mut out) {
+            Ok(code) => ExitCode::from(code),
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(error.exit_code())
+            }
+        };
+    }
     match commands::run(cli, port, &mut out) {
         Ok(()) | Err(CtlError::OutputClosed) => ExitCode::SUCCESS,
         Err(error) => {
