@@ -38,7 +38,7 @@ test: deps ## host tests, every test image under every hypervisor, the end-to-en
 	$(MAKE) --no-print-directory loom
 	$(RUNNER) $(RUNNER_FLAGS) test $(HV_ARGS)
 	$(RUNNER) $(RUNNER_FLAGS) e2e $(HV_ARGS)
-	$(RUNNER) $(RUNNER_FLAGS) fleet
+	$(RUNNER) $(RUNNER_FLAGS) fleet --require-acpi-shutdown
 
 loom: ## model-check the engine's lock-free state machines (every interleaving, loom)
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release -p rtedge-engine --test 'loom_*'
@@ -55,7 +55,7 @@ soak: deps ## >= 1 000 000 requests against the booted appliance with subscriber
 faults: deps ## every command completes while the guest's NIC path drops and corrupts 10 % of the packets (net_faults=10,10)
 	RTEDGE_E2E_APPEND="net_faults=10,10" $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only faults::
 fleet: deps ## three appliances under a private libvirtd: virsh define/start/console/shutdown/destroy, autostart, rtctl --fleet
-	$(RUNNER) $(RUNNER_FLAGS) fleet
+	$(RUNNER) $(RUNNER_FLAGS) fleet --require-acpi-shutdown
 
 image: deps ## build the appliance image and print its path and size
 	$(RUNNER) $(RUNNER_FLAGS) build appliance
