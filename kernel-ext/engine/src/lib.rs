@@ -20,7 +20,6 @@ pub mod pi;
 pub mod rtpool;
 pub mod sched;
 pub mod seqlock;
-pub mod seqtext;
 pub mod softirq;
 pub mod sync;
 pub mod tasklet;

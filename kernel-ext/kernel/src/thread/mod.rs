@@ -32,7 +32,7 @@ use rtedge_arch::switch::Context;
 use rtedge_engine::histogram::LatencyHistogram;
 use rtedge_engine::periodic::Periodic;
 use rtedge_engine::pi::Level;
-use rtedge_engine::seqtext::SeqText;
+use rtedge_engine::seqlock::SeqBytes;
 use rtedge_engine::sched::{weight_for_nice, NICE_MAX, NICE_MIN, RT_PRIORITY_MAX};
 
 use crate::clockevent::{self, AlarmId};
@@ -51,7 +51,10 @@ pub use wait::{WaitError, WaitQueue};
 /// Most threads that can exist at once (including idle threads).
 pub const MAX_THREADS: usize = 256;
 /// Longest thread name in bytes.
-pub const NAME_CAPACITY: usize = rtedge_engine::seqtext::TEXT_CAPACITY;
+pub const NAME_CAPACITY: usize = NameText::CAPACITY;
+
+/// A thread name under a sequence lock (32 bytes).
+type NameText = SeqBytes<4>;
 /// Default stack size of kernel threads.
 pub const DEFAULT_STACK_SIZE: u64 = 64 * 1024;
 /// Default stack size of real-time threads.
@@ -301,7 +304,7 @@ pub struct Thread {
     /// The name: rewritten when the slot is reused while lists (`find`,
     /// `list`) may read it, so a sequence lock over atomics, never a plain
     /// array (a reader gets the old name or the new one, whole).
-    name: SeqText,
+    name: NameText,
     kind_tag: AtomicU8,
     priority: AtomicU8,
     nice: AtomicI8,
@@ -375,7 +378,7 @@ impl Thread {
         Self {
             slot,
             serial: AtomicU32::new(0),
-            name: SeqText::new(),
+            name: NameText::new(),
             kind_tag: AtomicU8::new(KIND_KERNEL),
             priority: AtomicU8::new(0),
             nice: AtomicI8::new(0),
@@ -423,7 +426,7 @@ impl Thread {
         let mut bytes = [0u8; NAME_CAPACITY];
         // A rename runs only while a slot is being claimed; a few attempts
         // see it finish.
-        match self.name.read(&mut bytes, 8) {
+        match (0..8).find_map(|_| self.name.try_read(&mut bytes)) {
             Some(len) => ThreadName::new(core::str::from_utf8(&bytes[..len]).unwrap_or("?")),
             None => ThreadName::new("?"),
         }
