@@ -58,6 +58,9 @@ pub const MAX_WORKERS: usize = 96;
 /// control-plane users of the queue to let go, before it keeps the queue's
 /// memory (leaked, with a warning) rather than free it under them.
 const DESTROY_WAIT_NS: u64 = 5_000_000_000;
+/// How long `create` waits for its workers to start, and how often it looks.
+const WORKER_START_WAIT_NS: u64 = 5_000_000_000;
+const WORKER_START_POLL_NS: u64 = 1_000_000;
 
 /// Something a worker can run.
 pub trait WorkItem: Sync + 'static {
@@ -228,6 +231,11 @@ pub struct Worker {
     cpu: AtomicU32,
     /// Its queue asked it to stop (destroy).
     stopping: AtomicBool,
+    /// Its thread entered [`worker_main`]. A queue is handed out only once
+    /// every worker has: a stop that reached a worker before its first run
+    /// would skip its function (kthread_stop's rule), leaving its list open
+    /// with nobody to run or close it.
+    started: AtomicBool,
     /// Taken by a queue.
     in_use: AtomicBool,
 }
@@ -246,6 +254,7 @@ impl Worker {
             thread: IrqSpinLock::new(None),
             cpu: AtomicU32::new(NO_CPU),
             stopping: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             in_use: AtomicBool::new(false),
         }
     }
@@ -351,6 +360,7 @@ pub fn widen_take_window(hook: Option<fn(&Work)>) {
 }
 
 fn worker_main(worker: &'static Worker) -> i32 {
+    worker.started.store(true, Ordering::Release);
     loop {
         while let Some(item) = worker.take_next() {
             let work = item.work();
@@ -501,6 +511,7 @@ impl Queue {
             if let Some(cpu) = worker.cpu() {
                 builder = builder.cpu(cpu);
             }
+            worker.started.store(false, Ordering::Release);
             match builder.spawn(move || worker_main(worker)) {
                 Ok(id) => *worker.thread.lock() = Some(id),
                 Err(error) => {
@@ -512,6 +523,18 @@ impl Queue {
                     }
                     return Err(WorkError::Thread(error));
                 }
+            }
+        }
+        // Bounded: a worker that has not run within this (a CPU hogged by
+        // RT threads) is reported, and the queue is usable all the same.
+        let deadline = time::now_ns().saturating_add(WORKER_START_WAIT_NS);
+        for &worker in &queue.workers {
+            while !worker.started.load(Ordering::Acquire) {
+                if time::now_ns() >= deadline {
+                    log::warn!("workqueue {name}: worker {} has not started yet", worker.name());
+                    break;
+                }
+                let _ = thread::sleep_ns(WORKER_START_POLL_NS);
             }
         }
         QUEUES.lock().push(queue as *const Queue as usize);

@@ -554,14 +554,24 @@ fn stop_bounded() -> Outcome {
     .map_err(error)?;
     wait_for_state(polite, State::Sleeping)?;
     check_eq!(thread::stop(polite, 30 * SECOND).map_err(error)?, 7);
-    // One that ignores the request: the bounded wait reports a timeout.
+    // One that ignores the request: the bounded wait reports a timeout. It
+    // must have started first: a stop before a thread's first run skips
+    // its function (kthread_stop's -EINTR).
+    static STARTED: AtomicBool = AtomicBool::new(false);
+    STARTED.store(false, Ordering::SeqCst);
     let stubborn = Builder::new("t-stubborn").spawn(|| {
+        STARTED.store(true, Ordering::SeqCst);
         while !RELEASE.load(Ordering::SeqCst) {
             thread::yield_cpu();
         }
         9
     })
     .map_err(error)?;
+    let deadline = crate::time::now_ns() + 30 * SECOND;
+    while !STARTED.load(Ordering::SeqCst) {
+        check!(crate::time::now_ns() < deadline, "t-stubborn never started");
+        let _ = thread::sleep_ns(MILLISECOND);
+    }
     check_eq!(thread::stop(stubborn, 20 * MILLISECOND), Err(thread::ThreadError::Timeout));
     RELEASE.store(true, Ordering::SeqCst);
     check_eq!(thread::join(stubborn, Some(SECOND)).map_err(error)?, 9);
