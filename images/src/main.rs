@@ -12,6 +12,7 @@ mod e2e;
 mod exitcode;
 mod hypervisor;
 mod image;
+mod instances;
 mod profile;
 mod vm;
 
@@ -94,6 +95,14 @@ pub struct RunArgs {
     /// `KMORE /x`). Default: $RTEDGE_INITRD.
     #[arg(long, value_name = "ARCHIVE")]
     pub initrd: Option<std::path::PathBuf>,
+    /// Start in the background: the console goes to a log, the instance is
+    /// registered under target/rtedge/instances/ (`rtctl ps`, `rtctl stop`,
+    /// `rtctl console`), and `run` returns once the control plane is up.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    /// The instance's name (default: the profile's, then NAME-2, NAME-3, ...).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

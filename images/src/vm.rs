@@ -87,6 +87,7 @@ pub fn boot_interactive(
     invocation: &Invocation,
     filter_stderr: bool,
     verbose: bool,
+    on_start: &mut dyn FnMut(u32),
 ) -> Result<InteractiveRun> {
     let mut command = Command::new(&invocation.program);
     command
@@ -101,6 +102,7 @@ pub fn boot_interactive(
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot start {}", invocation.program.display()))?;
+    on_start(child.id());
 
     let stdout = child.stdout.take().context("child stdout")?;
     let pump = thread::spawn(move || copy_and_scan(stdout));
@@ -141,6 +143,40 @@ pub fn boot_interactive(
         console,
         interrupted: interrupted(),
     })
+}
+
+/// Starts the hypervisor in a session of its own (no terminal: Ctrl-C and a
+/// closed terminal do not reach it), stdin from /dev/null, stdout and
+/// stderr written to `console_log`. The caller may watch the child while it
+/// starts; once the runner exits, init reaps it.
+pub fn spawn_detached(invocation: &Invocation, console_log: &std::path::Path) -> Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(console_log)
+        .with_context(|| format!("cannot create {}", console_log.display()))?;
+    let log_for_stderr = log.try_clone().context("duplicating the console log")?;
+    let mut command = Command::new(&invocation.program);
+    command
+        .args(&invocation.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_for_stderr));
+    // SAFETY: setsid(2) is async-signal-safe and touches no memory of this
+    // process; the closure runs in the child between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+        .spawn()
+        .with_context(|| format!("cannot start {}", invocation.program.display()))
 }
 
 fn for_each_chunk(mut reader: impl Read, mut chunk: impl FnMut(&[u8])) {
