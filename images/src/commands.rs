@@ -66,6 +66,7 @@ fn e2e(session: &Session, args: &E2eArgs) -> Result<ExitCode> {
         {
             println!("{:<70} {:?}", scenario.name, scenario.on);
         }
+        println!("{:<70} Reference", e2e::instances::NAME);
         return Ok(ExitCode::SUCCESS);
     }
     let profile = session.profiles.get("appliance")?;
@@ -554,10 +555,16 @@ fn run_detached(registry: &Registry, mut instance: Instance, invocation: &crate:
         ),
         None => println!("rtedge-image: `{name}` is running (no host port: uhyve has no network forward here)"),
     }
-    println!("    rtctl ps                 the running instances");
-    println!("    rtctl status             (rtctl picks the only running instance; else -p PORT)");
-    println!("    rtctl console {name:<10} follow its console");
-    println!("    rtctl stop {name:<13} orderly shutdown (make stop stops them all)");
+    let hints = [
+        ("rtctl ps".to_string(), "the running instances"),
+        ("rtctl status".to_string(), "rtctl picks the only running instance; else -p PORT or --instance NAME"),
+        (format!("rtctl console {name}"), "follow its console"),
+        (format!("rtctl stop {name}"), "orderly shutdown (`make stop` stops them all)"),
+    ];
+    let width = hints.iter().map(|(command, _)| command.len()).max().unwrap_or_default();
+    for (command, what) in hints {
+        println!("    {command:<width$}  {what}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

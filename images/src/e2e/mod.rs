@@ -12,6 +12,7 @@
 
 pub mod control;
 pub mod guest;
+pub mod instances;
 pub mod programs;
 pub mod resp;
 
@@ -395,6 +396,9 @@ pub fn run(plan: &Plan<'_>) -> Result<Report> {
             let log = plan.scratch.join(format!("{hypervisor}-boot{}-console.log", group_index + 1));
             let _ = std::fs::write(&log, guest.console());
         }
+    }
+    if selected(plan, instances::NAME) && plan.hypervisors.contains(&reference) {
+        instances::record(plan, reference, &mut report);
     }
     Ok(report)
 }

@@ -158,6 +158,11 @@ pub fn names(live: &[Instance]) -> String {
     if live.is_empty() {
         return "none is running; `make start` starts one".into();
     }
+    format!("running: {}", listing(live))
+}
+
+/// `a (port 6380), b (port 6381)`.
+fn listing(live: &[Instance]) -> String {
     let listed: Vec<String> = live
         .iter()
         .map(|instance| match instance.port {
@@ -165,7 +170,7 @@ pub fn names(live: &[Instance]) -> String {
             None => format!("{} (no port)", instance.name),
         })
         .collect();
-    format!("running: {}", listed.join(", "))
+    listed.join(", ")
 }
 
 /// The instance `rtctl` talks to when no port is given: the only running
@@ -178,7 +183,7 @@ pub fn the_only_one() -> Result<Option<Instance>> {
         _ => Err(CtlError::Usage(format!(
             "{} instances are running ({}); pick one with -p PORT or --instance NAME",
             reachable.len(),
-            names(&reachable)
+            listing(&reachable)
         ))),
     }
 }
@@ -189,7 +194,7 @@ pub fn the_only_detached() -> Result<String> {
     match detached.as_slice() {
         [only] => Ok(only.name.clone()),
         [] => Err(CtlError::NotFound("no detached instance is running; `make start` starts one".into())),
-        _ => Err(CtlError::Usage(format!("several instances are running ({}); name one", names(&detached)))),
+        _ => Err(CtlError::Usage(format!("several instances are running ({}); name one", listing(&detached)))),
     }
 }
 
