@@ -187,6 +187,12 @@ pub enum Command {
         #[arg(long)]
         no_follow: bool,
     },
+    /// Print the host port of an instance (the only running one, or NAME):
+    /// `redis-cli -p $(rtctl port)`.
+    Port {
+        /// Instance name (see `rtctl ps`).
+        name: Option<String>,
+    },
     /// Print a shell completion script (e.g. `rtctl completions bash > /etc/bash_completion.d/rtctl`).
     Completions {
         /// The shell.

@@ -98,6 +98,7 @@ impl Session<'_> {
             Command::Ps
             | Command::Stop { .. }
             | Command::Console { .. }
+            | Command::Port { .. }
             | Command::Completions { .. }
             | Command::Man => Err(CtlError::Usage("this command needs no connection".into())),
         }

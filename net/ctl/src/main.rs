@@ -71,6 +71,19 @@ fn run(cli: cli::Cli, out: &mut dyn Write) -> Result<(), CtlError> {
             };
             instances::console(&name, !no_follow, out)
         }
+        cli::Command::Port { name } => {
+            let instance = match name {
+                Some(name) => Some(instances::find(name)?),
+                None => instances::the_only_one()?,
+            };
+            match instance {
+                Some(instance) => match instance.port {
+                    Some(port) => writeln!(out, "{port}").map_err(CtlError::from),
+                    None => Err(CtlError::NotFound(format!("instance `{}` has no host port", instance.name))),
+                },
+                None => Err(CtlError::NotFound("no instance is running; `make start` starts one".into())),
+            }
+        }
         cli::Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut cli::Cli::command(), "rtctl", out);
             Ok(())

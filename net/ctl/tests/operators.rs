@@ -57,6 +57,8 @@ fn the_only_instance_is_picked_and_two_are_listed_and_stopped() {
     assert_eq!(code(&output), Some(0), "{}", stderr(&output));
     assert_eq!(stdout(&output), "42\n");
     assert_eq!(first.commands(), ["GET counter"]);
+    let output = rtctl(&registry, scratch.path(), &["port"]);
+    assert_eq!(stdout(&output), format!("{}\n", first.port));
 
     // Two: rtctl asks which, ps lists both.
     let mut two = register(&registry, "two", second.port);
