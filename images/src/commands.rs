@@ -448,7 +448,7 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
             println!("rtedge-image: warning: {error:#}");
         }
     };
-    let result = vm::boot_interactive(&invocation, !hypervisor.is_qemu(), session.verbose, &mut register);
+    let result = vm::boot_interactive(&invocation, !hypervisor.is_qemu(), session.verbose, !hypervisor.is_qemu(), &mut register);
     registry.remove(&name);
     let result = result?;
     let outcome = exitcode::decode(
@@ -465,14 +465,15 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
         .map(|code| format!(" (the profile expects {})", GuestCode(code)))
         .unwrap_or_default();
     let (message, status) = match outcome {
+        // Ctrl-C under uhyve ends the run as Ctrl-A X does under QEMU: the
+        // user's choice, exit status 0 (whatever status uhyve gave).
+        _ if result.interrupted && result.console.shutdown.is_none() => {
+            ("stopped by the user (Ctrl-C)".to_string(), 0)
+        }
         Outcome::Guest(code) => (format!("{outcome}{expected}"), code.0),
         Outcome::QemuReset if result.console.qemu_terminated => {
             ("stopped by the user (Ctrl-A X)".to_string(), 0)
         }
-        Outcome::Signaled(signal) if result.interrupted => (
-            format!("stopped by the user (signal {signal})"),
-            EXIT_INTERRUPTED,
-        ),
         Outcome::Signaled(signal) => (
             outcome.to_string(),
             128u8.saturating_add(u8::try_from(signal).unwrap_or(127)),
