@@ -279,15 +279,15 @@ mod tests {
                 Path::new(&*String::from_utf8_lossy(&first)).file_name().map(|name| name.to_string_lossy().into_owned())
             })
             .unwrap_or_default();
-        registry.write(&sample(me, &program)).unwrap();
+        registry.write(&sample(me, &program)).expect("test setup");
         let mut impostor = sample(me, "not-this-program");
         impostor.name = "impostor".into();
-        registry.write(&impostor).unwrap();
+        registry.write(&impostor).expect("test setup");
         let live = registry.live();
         assert_eq!(live.len(), 1, "{live:?}");
         assert_eq!(live[0].name, "appliance");
         assert!(!registry.entry_path("impostor").exists(), "a reused pid is stale");
-        assert_eq!(registry.free_name("appliance", None).unwrap(), "appliance-2");
+        assert_eq!(registry.free_name("appliance", None).expect("test setup"), "appliance-2");
         assert!(registry.free_name("appliance", Some("appliance")).is_err());
         assert!(registry.free_name("appliance", Some("a/b")).is_err());
         let _ = std::fs::remove_dir_all(&registry.directory);
@@ -296,11 +296,11 @@ mod tests {
     #[test]
     fn a_busy_port_is_refused_when_asked_for_and_skipped_otherwise() {
         let registry = scratch("ports");
-        let holder = TcpListener::bind(("127.0.0.1", 0)).unwrap();
-        let busy = holder.local_addr().unwrap().port();
-        let error = choose_port(&registry, Some(busy), 6380).unwrap_err().to_string();
+        let holder = TcpListener::bind(("127.0.0.1", 0)).expect("test setup");
+        let busy = holder.local_addr().expect("test setup").port();
+        let error = choose_port(&registry, Some(busy), 6380).expect_err("an error").to_string();
         assert!(error.contains(&format!("host port {busy} is already in use by another program")), "{error}");
-        let chosen = choose_port(&registry, None, busy).unwrap();
+        let chosen = choose_port(&registry, None, busy).expect("test setup");
         assert_ne!(chosen, busy);
         assert!(chosen > busy);
     }

@@ -417,11 +417,11 @@ mod tests {
     fn entries_of_dead_processes_are_removed() {
         let directory = std::env::temp_dir().join(format!("rtctl-instances-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&directory);
-        std::fs::create_dir_all(&directory).unwrap();
+        std::fs::create_dir_all(&directory).expect("test setup");
         let me = std::process::id();
         let entry = |name: &str, pid: u32, program: &str| {
             let value = json!({"name": name, "pid": pid, "port": 6380, "program": program, "hypervisor": "qemu-microvm"});
-            std::fs::write(directory.join(format!("{name}.json")), value.to_string()).unwrap();
+            std::fs::write(directory.join(format!("{name}.json")), value.to_string()).expect("test setup");
         };
         entry("mine", me, "");
         entry("reused", me, "surely-not-this-program");
