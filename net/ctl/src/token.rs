@@ -9,6 +9,13 @@ use std::path::{Path, PathBuf};
 /// The token file, relative to a repository root.
 const TOKEN_FILE: &str = "target/rtedge/dev.token";
 
+/// The token of a locally built image, if one can be found (`fleet.rs`
+/// uses it; this branch's commands use [`discover_with_path`]).
+#[allow(dead_code)]
+pub fn discover() -> Option<String> {
+    discover_with_path().map(|(token, _)| token)
+}
+
 /// The token of a locally built image, with the file it was read from.
 pub fn discover_with_path() -> Option<(String, PathBuf)> {
     let current = std::env::current_dir().ok();
