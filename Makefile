@@ -17,12 +17,12 @@ RUNS ?= 5
 export RTEDGE_SMP RTEDGE_PORT RTEDGE_TOKEN RTEDGE_INITRD
 
 .DEFAULT_GOAL := help
-.PHONY: help deps run run-uhyve test loom e2e fleet image disk bench boot-time info clean fuzz soak faults
+.PHONY: help deps run run-uhyve start stop test loom e2e fleet image disk bench boot-time info clean fuzz soak faults
 
 help: ## list the targets
 	@echo "rtedge — make targets:"
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/\1|\2/' | awk -F'|' '{ printf "  %-11s %s\n", $$1, $$2 }'
-	@echo "variables: HV=<hypervisor> RTEDGE_SMP=<cpus> RTEDGE_PORT=<port> RUNS=<n> ONLY=<scenario text> V=1"
+	@echo "variables: HV=<hypervisor> RTEDGE_SMP=<cpus> RTEDGE_PORT=<port> NAME=<instance> RUNS=<n> ONLY=<scenario text> V=1"
 
 deps: ## install what is missing: kernel target, QEMU, redis-cli, uhyve 0.10.0
 	@ci/deps.sh
@@ -32,6 +32,12 @@ run: deps ## boot the appliance under QEMU with the console here (Ctrl-A X quits
 
 run-uhyve: deps ## boot the appliance under uhyve (Ctrl-C quits)
 	$(RUNNER) $(RUNNER_FLAGS) run appliance --hv uhyve
+
+start: deps ## boot the appliance in the background (NAME=...); then rtctl ps | console | stop
+	$(RUNNER) $(RUNNER_FLAGS) run appliance --detach $(HV_ARGS) $(if $(NAME),--name $(NAME))
+
+stop: ## stop the background appliances: SHUTDOWN, then kill after 30 s (NAME=... for one)
+	$(CARGO) run --release --quiet -p rtedge-ctl -- stop $(if $(NAME),$(NAME),--all)
 
 test: deps ## host tests, every test image under every hypervisor, the end-to-end tests, then the libvirt fleet
 	$(CARGO) test

@@ -112,10 +112,11 @@ fn print_connection_help() {
     let port = cmdline::get(line, "port").and_then(|value| value.parse::<u16>().ok()).unwrap_or(DEFAULT_PORT);
     let host_port = cmdline::get(line, "hostport").and_then(|value| value.parse::<u16>().ok()).unwrap_or(FORWARDED_PORT);
     if boot::info().path.name() == "hermit/uhyve" {
-        console_line!("control plane: guest port {port} (uhyve: reachable only with a tap device, uhyve --net tap:NAME)");
-    } else {
-        console_line!("control plane: guest port {port}; `make run` forwards 127.0.0.1:{host_port} to it");
+        // No host port is forwarded under uhyve: no connect line to follow.
+        console_line!("control plane: guest port {port} (uhyve: reachable only with a tap device, uhyve --net tap:NAME; no host port is forwarded)");
+        return;
     }
+    console_line!("control plane: guest port {port}; `make run` forwards 127.0.0.1:{host_port} to it");
     console_line!("  redis-cli -p {host_port} -a \"$(cat target/rtedge/dev.token)\" --no-auth-warning MODULE LIST");
     console_line!("  rtctl threads | rtctl watch softirq.latency | rtctl wake rt-sleeper | rtctl get rtalloc.buffers");
 }

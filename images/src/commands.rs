@@ -12,6 +12,7 @@ use crate::hypervisor::{
     kvm_usable,
 };
 use crate::image::{self, Image, Layout};
+use crate::instances::{self, Instance, Registry};
 use crate::profile::{Profile, Profiles};
 use crate::vm::{self, CaptureOptions, CapturedRun, Echo};
 use crate::{Cli, Command, E2eArgs, RunArgs, TestArgs};
@@ -71,6 +72,7 @@ fn e2e(session: &Session, args: &E2eArgs) -> Result<ExitCode> {
         {
             println!("{:<70} {:?}", scenario.name, scenario.on);
         }
+        println!("{:<70} Reference", e2e::instances::NAME);
         return Ok(ExitCode::SUCCESS);
     }
     let profile = session.profiles.get("appliance")?;
@@ -335,7 +337,26 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
     }
     let accel = hypervisor.effective_accel(requested);
     let smp = resolve_smp(profile, args.smp)?;
-    let forward = resolve_forward(profile, args.port)?;
+    let mut forward = resolve_forward(profile, args.port)?;
+    let registry = Registry::new(&session.layout.output_dir());
+    let name = registry.free_name(&profile.name, args.name.as_deref())?;
+    // A busy host port is found now, not after the build and boot: an asked-for
+    // port must be free; otherwise the next free one is taken.
+    if let Some(forward) = forward.as_mut().filter(|_| hypervisor.is_qemu()) {
+        let requested = match args.port {
+            Some(port) => Some(port),
+            None => env_number("RTEDGE_PORT")?,
+        };
+        let chosen = instances::choose_port(&registry, requested, forward.host)?;
+        if chosen != forward.host {
+            println!(
+                "rtedge-image: note: host port {} is in use by {}; using {chosen}",
+                forward.host,
+                instances::port_holder(&registry, forward.host)
+            );
+            forward.host = chosen;
+        }
+    }
     // Check the host before spending time on a build.
     if hypervisor.is_qemu() {
         session.tools.qemu_program()?;
@@ -362,7 +383,7 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
         smp,
         memory_mib: profile.spec.memory_mib,
         accel,
-        console: ConsoleMode::Interactive,
+        console: if args.detach { ConsoleMode::Captured } else { ConsoleMode::Interactive },
         net: forward,
     };
     let mut invocation = session.tools.invocation(hypervisor, &spec)?;
@@ -383,6 +404,26 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
     );
     if session.verbose {
         println!("rtedge-image: $ {}", rtedge_proto::util::redact_command_line(&invocation.to_string()));
+    }
+    let mut instance = Instance {
+        name: name.clone(),
+        profile: profile.name.clone(),
+        hypervisor: hypervisor.name().to_string(),
+        pid: 0,
+        port: forward.filter(|_| hypervisor.is_qemu()).map(|forward| forward.host),
+        guest_port: forward.map(|forward| forward.guest),
+        token_path: (!profile.spec.release && image.token.is_some()).then(|| session.layout.token_path()),
+        console_log: None,
+        program: invocation
+            .program
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        started: instances::now_seconds(),
+        detached: args.detach,
+    };
+    if args.detach {
+        return run_detached(&registry, instance, &invocation, profile.spec.net.is_some() && hypervisor.is_qemu());
     }
     if let (Some(forward), Some(_token)) = (forward, image.token.as_deref()) {
         // The token itself is never printed: say where it is.
@@ -418,7 +459,16 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
         }
     );
 
-    let result = vm::boot_interactive(&invocation, !hypervisor.is_qemu(), session.verbose)?;
+    // Registered while it runs, so `rtctl` in another terminal finds its port and token.
+    let mut register = |pid: u32| {
+        instance.pid = pid;
+        if let Err(error) = registry.write(&instance) {
+            println!("rtedge-image: warning: {error:#}");
+        }
+    };
+    let result = vm::boot_interactive(&invocation, !hypervisor.is_qemu(), session.verbose, !hypervisor.is_qemu(), &mut register);
+    registry.remove(&name);
+    let result = result?;
     let outcome = exitcode::decode(
         hypervisor.exit_convention(),
         result.status,
@@ -433,14 +483,15 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
         .map(|code| format!(" (the profile expects {})", GuestCode(code)))
         .unwrap_or_default();
     let (message, status) = match outcome {
+        // Ctrl-C under uhyve ends the run as Ctrl-A X does under QEMU: the
+        // user's choice, exit status 0 (whatever status uhyve gave).
+        _ if result.interrupted && result.console.shutdown.is_none() => {
+            ("stopped by the user (Ctrl-C)".to_string(), 0)
+        }
         Outcome::Guest(code) => (format!("{outcome}{expected}"), code.0),
         Outcome::QemuReset if result.console.qemu_terminated => {
             ("stopped by the user (Ctrl-A X)".to_string(), 0)
         }
-        Outcome::Signaled(signal) if result.interrupted => (
-            format!("stopped by the user (signal {signal})"),
-            EXIT_INTERRUPTED,
-        ),
         Outcome::Signaled(signal) => (
             outcome.to_string(),
             128u8.saturating_add(u8::try_from(signal).unwrap_or(127)),
@@ -452,6 +503,88 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
         profile.name
     );
     Ok(ExitCode::from(status))
+}
+
+/// How long `run --detach` waits for the control plane's line on the console.
+const DETACH_READY_TIMEOUT: Duration = Duration::from_secs(600);
+/// The appliance's console line once its control plane listens.
+const READY_LINE: &str = "control plane: guest port";
+
+/// `run --detach`: starts the hypervisor with its console in a log,
+/// registers it, and returns once the control plane is up (or the guest
+/// has ended, which is an error).
+fn run_detached(registry: &Registry, mut instance: Instance, invocation: &crate::hypervisor::Invocation, wait_for_control_plane: bool) -> Result<ExitCode> {
+    std::fs::create_dir_all(&registry.directory)
+        .with_context(|| format!("cannot create {}", registry.directory.display()))?;
+    let console_log = registry.console_path(&instance.name);
+    let mut child = vm::spawn_detached(invocation, &console_log)?;
+    instance.pid = child.id();
+    instance.console_log = Some(console_log.clone());
+    if let Err(error) = registry.write(&instance) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(error);
+    }
+    let name = &instance.name;
+    println!(
+        "rtedge-image: instance `{name}` started in the background ({}, pid {}); console in {}",
+        instance.hypervisor,
+        instance.pid,
+        console_log.display()
+    );
+    let started = std::time::Instant::now();
+    let mut last_report = started;
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for the hypervisor")? {
+            registry.remove(name);
+            let console = std::fs::read_to_string(&console_log).unwrap_or_default();
+            let tail: Vec<&str> = console.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+            bail!(
+                "instance `{name}` ended while starting ({}); the end of its console:\n{}",
+                exitcode::HostStatus::from_std(status),
+                tail.join("\n")
+            );
+        }
+        let ready = !wait_for_control_plane
+            || std::fs::read_to_string(&console_log).is_ok_and(|console| console.contains(READY_LINE));
+        if ready && (wait_for_control_plane || started.elapsed() > Duration::from_secs(1)) {
+            break;
+        }
+        if vm::interrupted() {
+            println!("rtedge-image: interrupted; `{name}` keeps starting in the background (`rtctl stop {name}` ends it)");
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+        }
+        if started.elapsed() > DETACH_READY_TIMEOUT {
+            println!(
+                "rtedge-image: warning: `{name}` printed no \"{READY_LINE}\" within {} s; it keeps running (`rtctl console {name}`)",
+                DETACH_READY_TIMEOUT.as_secs()
+            );
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(15) {
+            last_report = std::time::Instant::now();
+            println!("rtedge-image: `{name}` still booting ({:.0} s)", started.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    match instance.port {
+        Some(port) => println!(
+            "rtedge-image: `{name}` is up in {:.1} s: control plane on 127.0.0.1:{port}",
+            started.elapsed().as_secs_f64()
+        ),
+        None => println!("rtedge-image: `{name}` is running (no host port: uhyve has no network forward here)"),
+    }
+    let hints = [
+        ("rtctl ps".to_string(), "the running instances"),
+        ("rtctl status".to_string(), "rtctl picks the only running instance; else -p PORT or --instance NAME"),
+        (format!("rtctl console {name}"), "follow its console"),
+        (format!("rtctl stop {name}"), "orderly shutdown (`make stop` stops them all)"),
+    ];
+    let width = hints.iter().map(|(command, _)| command.len()).max().unwrap_or_default();
+    for (command, what) in hints {
+        println!("    {command:<width$}  {what}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 // ------------------------------------------------------------------- test

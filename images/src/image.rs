@@ -138,6 +138,11 @@ pub fn build(layout: &Layout, profile: &Profile) -> Result<Image> {
         .status()
         .with_context(|| format!("cannot run {}", Path::new(&cargo).display()))?;
     if !status.success() {
+        use std::os::unix::process::ExitStatusExt;
+        // Ctrl-C reaches cargo too: there is no cargo error to point at.
+        if crate::vm::interrupted() || status.signal().is_some() {
+            bail!("the build of profile `{}` was interrupted", profile.name);
+        }
         bail!(
             "cargo build failed for profile `{}` (package `{}`, bin `{}`): {status}; cargo's error is above",
             profile.name,

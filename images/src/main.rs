@@ -14,6 +14,7 @@ mod exitcode;
 mod hypervisor;
 mod image;
 mod libvirt;
+mod instances;
 mod profile;
 mod vm;
 
@@ -25,7 +26,8 @@ use crate::hypervisor::{Accel, Hypervisor};
 
 /// Build and boot rtedge images.
 ///
-/// Exit status: `run` exits with the guest's code (125 when the hypervisor
+/// Exit status: `run` exits with the guest's code (0 when the user stopped
+/// it: Ctrl-A X under QEMU, Ctrl-C under uhyve; 125 when the hypervisor
 /// gave none, 128+N when it was killed by signal N); `test`, `bench` and
 /// `boot-time` exit 0 when every run passed, 1 otherwise; 125 on the
 /// runner's own errors (bad profile, failed build, missing tool); 130 when
@@ -168,6 +170,14 @@ pub struct RunArgs {
     /// `KMORE /x`). Default: $RTEDGE_INITRD.
     #[arg(long, value_name = "ARCHIVE")]
     pub initrd: Option<std::path::PathBuf>,
+    /// Start in the background: the console goes to a log, the instance is
+    /// registered under target/rtedge/instances/ (`rtctl ps`, `rtctl stop`,
+    /// `rtctl console`), and `run` returns once the control plane is up.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    /// The instance's name (default: the profile's, then NAME-2, NAME-3, ...).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -204,12 +214,19 @@ pub struct E2eArgs {
 
 /// The runner's own failure (not a guest's).
 const EXIT_RUNNER_ERROR: u8 = 125;
+/// Interrupted by the user (128 + SIGINT).
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     vm::install_interrupt_handler();
     match commands::dispatch(cli) {
         Ok(code) => code,
+        // Interrupted (Ctrl-C during a build): 130, as the shell says it.
+        Err(error) if vm::interrupted() => {
+            eprintln!("rtedge-image: {error:#}");
+            ExitCode::from(EXIT_INTERRUPTED)
+        }
         Err(error) => {
             eprintln!("rtedge-image: error: {error:#}");
             ExitCode::from(EXIT_RUNNER_ERROR)

@@ -83,15 +83,24 @@ pub struct InteractiveRun {
 /// Boots with stdin from the terminal; the console is copied through
 /// unchanged (and scanned for the shutdown line). With `filter_stderr`
 /// (uhyve) its stderr is shown without the noise unless `verbose`.
+///
+/// With `ctrl_c_stops` (uhyve, which has no console input) and a terminal
+/// on stdin, the terminal stops turning Ctrl-C into SIGINT for the whole
+/// foreground group (`make` included, which would then fail with 130
+/// whatever the runner said); the runner reads the Ctrl-C byte itself and
+/// stops the hypervisor, as QEMU's raw console does with Ctrl-A X.
 pub fn boot_interactive(
     invocation: &Invocation,
     filter_stderr: bool,
     verbose: bool,
+    ctrl_c_stops: bool,
+    on_start: &mut dyn FnMut(u32),
 ) -> Result<InteractiveRun> {
+    let terminal = if ctrl_c_stops { RawTerminal::enter() } else { None };
     let mut command = Command::new(&invocation.program);
     command
         .args(&invocation.args)
-        .stdin(Stdio::inherit())
+        .stdin(if terminal.is_some() { Stdio::null() } else { Stdio::inherit() })
         .stdout(Stdio::piped());
     command.stderr(if filter_stderr {
         Stdio::piped()
@@ -101,6 +110,10 @@ pub fn boot_interactive(
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot start {}", invocation.program.display()))?;
+    on_start(child.id());
+    if terminal.is_some() {
+        watch_for_ctrl_c(child.id());
+    }
 
     let stdout = child.stdout.take().context("child stdout")?;
     let pump = thread::spawn(move || copy_and_scan(stdout));
@@ -136,11 +149,105 @@ pub fn boot_interactive(
     if let Some(filter) = stderr_filter {
         let _ = filter.join();
     }
+    drop(terminal);
     Ok(InteractiveRun {
         status: HostStatus::from_std(status),
         console,
         interrupted: interrupted(),
     })
+}
+
+/// The terminal on stdin with signals and line editing off (Ctrl-C is a
+/// byte); the saved settings come back on drop.
+struct RawTerminal {
+    saved: libc::termios,
+}
+
+impl RawTerminal {
+    /// `None` when stdin is no terminal (nothing to change).
+    fn enter() -> Option<RawTerminal> {
+        // SAFETY: isatty/tcgetattr/tcsetattr read and write the termios
+        // struct we own; fd 0 is stdin for the whole process.
+        unsafe {
+            if libc::isatty(libc::STDIN_FILENO) != 1 {
+                return None;
+            }
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut saved) != 0 {
+                return None;
+            }
+            let mut raw = saved;
+            raw.c_lflag &= !(libc::ICANON | libc::ISIG | libc::ECHO | libc::IEXTEN);
+            raw.c_cc[libc::VMIN] = 1;
+            raw.c_cc[libc::VTIME] = 0;
+            if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &raw) != 0 {
+                return None;
+            }
+            Some(RawTerminal { saved })
+        }
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings read in `enter` on the same fd.
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved) };
+    }
+}
+
+/// Reads stdin until a Ctrl-C byte (0x03), then marks the run interrupted
+/// and sends SIGINT to `pid`. The thread is left behind when the run ends
+/// otherwise (it blocks in read; the process exits soon after).
+fn watch_for_ctrl_c(pid: u32) {
+    thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut byte = [0u8; 1];
+        while let Ok(1) = stdin.read(&mut byte) {
+            if byte[0] == 0x03 {
+                INTERRUPTED.store(true, Ordering::SeqCst);
+                if let Ok(pid) = libc::pid_t::try_from(pid) {
+                    // SAFETY: kill(2) has no memory-safety preconditions;
+                    // pid is our child, not yet waited for.
+                    unsafe { libc::kill(pid, libc::SIGINT) };
+                }
+                return;
+            }
+        }
+    });
+}
+
+/// Starts the hypervisor in a session of its own (no terminal: Ctrl-C and a
+/// closed terminal do not reach it), stdin from /dev/null, stdout and
+/// stderr written to `console_log`. The caller may watch the child while it
+/// starts; once the runner exits, init reaps it.
+pub fn spawn_detached(invocation: &Invocation, console_log: &std::path::Path) -> Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(console_log)
+        .with_context(|| format!("cannot create {}", console_log.display()))?;
+    let log_for_stderr = log.try_clone().context("duplicating the console log")?;
+    let mut command = Command::new(&invocation.program);
+    command
+        .args(&invocation.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_for_stderr));
+    // SAFETY: setsid(2) is async-signal-safe and touches no memory of this
+    // process; the closure runs in the child between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+        .spawn()
+        .with_context(|| format!("cannot start {}", invocation.program.display()))
 }
 
 fn for_each_chunk(mut reader: impl Read, mut chunk: impl FnMut(&[u8])) {

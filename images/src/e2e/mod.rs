@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod guest;
 pub mod hostile;
 pub mod isolation;
+pub mod instances;
 pub mod programs;
 pub mod resp;
 
@@ -403,6 +404,9 @@ pub fn run(plan: &Plan<'_>) -> Result<Report> {
     // Disk images under firmware and the ACPI power button (QEMU, TCG).
     if plan.hypervisors.iter().any(|hypervisor| hypervisor.is_qemu()) {
         disk::run(plan, &mut report);
+    }
+    if selected(plan, instances::NAME) && plan.hypervisors.contains(&reference) {
+        instances::record(plan, reference, &mut report);
     }
     Ok(report)
 }

@@ -43,9 +43,13 @@ pub struct Cli {
     /// Host of the control plane.
     #[arg(long, global = true, default_value = "127.0.0.1")]
     pub host: String,
-    /// TCP port of the control plane [default: RTEDGE_PORT, else 6380].
-    #[arg(long, global = true)]
+    /// TCP port of the control plane [default: RTEDGE_PORT, else the only
+    /// running instance's (`rtctl ps`), else 6380].
+    #[arg(short = 'p', long, global = true)]
     pub port: Option<u16>,
+    /// Talk to the registered instance NAME (its port and token; see `rtctl ps`).
+    #[arg(long, global = true, value_name = "NAME", conflicts_with = "port")]
+    pub instance: Option<String>,
     /// Authentication token (default: RTEDGE_TOKEN, then target/rtedge/dev.token).
     #[arg(long, global = true, env = "RTEDGE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -178,6 +182,42 @@ pub enum Command {
     },
     /// Round-trip time of a PING, in microseconds.
     Ping,
+    /// The running instances (started by `make start` / `make run`).
+    Ps,
+    /// Stop instances: SHUTDOWN over the control plane, then SIGTERM and
+    /// SIGKILL if the guest has not ended within --timeout-s.
+    Stop {
+        /// Instance names (see `rtctl ps`).
+        names: Vec<String>,
+        /// Stop every running instance.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// Seconds to wait for an orderly shutdown before killing.
+        #[arg(long, default_value_t = crate::instances::DEFAULT_STOP_TIMEOUT_S, value_name = "N")]
+        timeout_s: u64,
+    },
+    /// Print a detached instance's console log and follow it.
+    Console {
+        /// Instance name (see `rtctl ps`); default: the only running one.
+        name: Option<String>,
+        /// Print what is there and exit.
+        #[arg(long)]
+        no_follow: bool,
+    },
+    /// Print the host port of an instance (the only running one, or NAME):
+    /// `redis-cli -p $(rtctl port)`.
+    Port {
+        /// Instance name (see `rtctl ps`).
+        name: Option<String>,
+    },
+    /// Print a shell completion script (e.g. `rtctl completions bash > /etc/bash_completion.d/rtctl`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `rtctl man | man -l -`).
+    Man,
 }
 
 /// `KILL` signals.
@@ -275,23 +315,6 @@ pub enum ModuleAction {
 
 /// The port when `--port` is not given.
 pub const DEFAULT_PORT: u16 = 6380;
-
-impl Cli {
-    /// `--port`, else `RTEDGE_PORT` (ignored when empty, as a Makefile's
-    /// `export` of an unset variable leaves it), else 6380.
-    pub fn port(&self) -> Result<u16, String> {
-        if let Some(port) = self.port {
-            return Ok(port);
-        }
-        match std::env::var("RTEDGE_PORT") {
-            Ok(text) if !text.trim().is_empty() => text
-                .trim()
-                .parse()
-                .map_err(|_| format!("RTEDGE_PORT is not a port number: '{text}'")),
-            _ => Ok(DEFAULT_PORT),
-        }
-    }
-}
 
 impl TaskletAction {
     /// The word on the wire.

@@ -14,23 +14,23 @@ use crate::format::{self, Align};
 use crate::info::Info;
 use crate::latency::Histogram;
 use crate::tables;
-use crate::{plot, token, top, watch};
+use crate::{plot, top, watch};
 
 /// Runs the command line, writing what it shows to `out`.
-pub fn run(cli: Cli, port: u16, out: &mut dyn Write) -> Result<()> {
-    let token = cli
-        .token
-        .clone()
-        .filter(|token| !token.is_empty())
-        .or_else(token::discover);
+pub fn run(cli: Cli, target: crate::instances::Target, out: &mut dyn Write) -> Result<()> {
     let options = Options {
         host: cli.host.clone(),
-        port,
-        token,
+        port: target.port,
+        token: target.token.clone(),
         timeout: Duration::from_millis(cli.timeout_ms),
     };
     let json = cli.json;
-    let mut client = Client::connect(&options)?;
+    let mut client = match Client::connect(&options) {
+        Err(CtlError::Server(reply)) if reply.starts_with("WRONGPASS") => {
+            return Err(CtlError::WrongToken { reply, source: target.token_source, address: options.address() });
+        }
+        other => other?,
+    };
     let session = Session {
         client: &mut client,
         json,
@@ -94,6 +94,13 @@ impl Session<'_> {
             },
             Command::Raw { args } => self.raw(&args),
             Command::Ping => self.ping(),
+            // Answered without a connection, in main.
+            Command::Ps
+            | Command::Stop { .. }
+            | Command::Console { .. }
+            | Command::Port { .. }
+            | Command::Completions { .. }
+            | Command::Man => Err(CtlError::Usage("this command needs no connection".into())),
         }
     }
 

@@ -40,6 +40,19 @@ pub enum CtlError {
     NotFound(String),
     /// A local failure: writing output or the plot file.
     Local(String),
+    /// The command line cannot be acted on as given (exit code 2, as
+    /// clap's usage errors).
+    Usage(String),
+    /// The appliance refused the token (`WRONGPASS`): `reply` is its
+    /// text, `source` says where the token came from.
+    WrongToken {
+        /// The server's reply.
+        reply: String,
+        /// `--token`, `RTEDGE_TOKEN` or the token file's path.
+        source: String,
+        /// `host:port`.
+        address: String,
+    },
     /// Standard output was closed (`rtctl watch ... | head -3`): not a
     /// failure, the reader has what it wanted.
     OutputClosed,
@@ -58,7 +71,8 @@ impl CtlError {
                     1
                 }
             }
-            CtlError::AuthRequired => 4,
+            CtlError::AuthRequired | CtlError::WrongToken { .. } => 4,
+            CtlError::Usage(_) => 2,
             CtlError::Connect { .. } | CtlError::Connection { .. } => 3,
             CtlError::NotFound(_) => 5,
             CtlError::Protocol(_) | CtlError::Local(_) => 1,
@@ -113,9 +127,23 @@ impl fmt::Display for CtlError {
                 write!(formatter, "connection to {address}: {reason}")
             }
             CtlError::Protocol(text) => write!(formatter, "bad reply from the server: {text}"),
-            CtlError::NotFound(text) | CtlError::Local(text) => formatter.write_str(text),
+            CtlError::NotFound(text) | CtlError::Local(text) | CtlError::Usage(text) => formatter.write_str(text),
+            CtlError::WrongToken { reply, source, address } => write!(
+                formatter,
+                "{}: the token {source} does not match the appliance on {address}; \
+                 that appliance was built with another token (another checkout or image, or rebuilt since it booted): \
+                 `rtctl ps` shows which instance owns the port; pass --token, or restart it (`rtctl stop NAME`, `make start`)",
+                reply.trim_end_matches('.')
+            ),
             CtlError::OutputClosed => formatter.write_str("standard output closed"),
         }
+    }
+}
+
+impl CtlError {
+    /// The error as `--json` prints it: `{"error": text, "exit_code": N}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"error": self.to_string(), "exit_code": self.exit_code()})
     }
 }
 

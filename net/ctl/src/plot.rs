@@ -29,6 +29,13 @@ fn register_font() {
 /// Writes the PNG bar chart of `histogram` to `path`.
 pub fn write_png(histogram: &Histogram, path: &Path) -> Result<()> {
     register_font();
+    // The drawing library reports an unwritable file as a chain of its own
+    // types; find out first, in words.
+    std::fs::File::create(path).map_err(|error| {
+        let text = error.to_string();
+        let text = text.split(" (os error").next().unwrap_or(&text).to_lowercase();
+        CtlError::Local(format!("cannot write plot {}: {text}", path.display()))
+    })?;
     draw(histogram, path)
         .map_err(|error| CtlError::Local(format!("cannot write plot {}: {error}", path.display())))
 }

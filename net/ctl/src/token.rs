@@ -9,29 +9,39 @@ use std::path::{Path, PathBuf};
 /// The token file, relative to a repository root.
 const TOKEN_FILE: &str = "target/rtedge/dev.token";
 
-/// The token of a locally built image, if one can be found.
+/// The token of a locally built image, if one can be found (`fleet.rs`
+/// uses it; this branch's commands use [`discover_with_path`]).
+#[allow(dead_code)]
 pub fn discover() -> Option<String> {
+    discover_with_path().map(|(token, _)| token)
+}
+
+/// The token of a locally built image, with the file it was read from.
+pub fn discover_with_path() -> Option<(String, PathBuf)> {
     let current = std::env::current_dir().ok();
     let executable_directory = std::env::current_exe()
         .ok()
         .and_then(|path| path.parent().map(Path::to_path_buf));
-    for start in current.iter().chain(executable_directory.iter()) {
-        if let Some(token) = find_from(start) {
-            return Some(token);
-        }
-    }
-    None
+    current
+        .iter()
+        .chain(executable_directory.iter())
+        .find_map(|start| find_path_from(start))
 }
 
 /// Reads the first `target/rtedge/dev.token` in `start` or its ancestors.
+#[cfg(test)]
 pub fn find_from(start: &Path) -> Option<String> {
-    start
+    find_path_from(start).map(|(token, _)| token)
+}
+
+/// The first `target/rtedge/dev.token` in `start` or its ancestors, read.
+fn find_path_from(start: &Path) -> Option<(String, PathBuf)> {
+    let path = start
         .ancestors()
         .map(|directory| directory.join(TOKEN_FILE))
-        .find(|path| path.is_file())
-        .and_then(|path: PathBuf| fs::read_to_string(path).ok())
-        .map(|text| text.trim().to_owned())
-        .filter(|token| !token.is_empty())
+        .find(|path| path.is_file())?;
+    let token = fs::read_to_string(&path).ok()?.trim().to_owned();
+    (!token.is_empty()).then_some((token, path))
 }
 
 #[cfg(test)]

@@ -614,10 +614,15 @@ fn a_wrong_token_is_an_authentication_failure() {
             None,
         );
         assert_code(&output, 4);
-        assert_eq!(
-            stderr(&output),
-            "error: WRONGPASS invalid username-password pair or user is disabled.\n"
+        let text = stderr(&output);
+        assert!(
+            text.starts_with(&format!(
+                "error: WRONGPASS invalid username-password pair or user is disabled: \
+                 the token given with --token does not match the appliance on 127.0.0.1:{port}; "
+            )),
+            "{text}"
         );
+        assert!(text.contains("`rtctl ps`"), "{text}");
         assert!(
             server.commands().is_empty(),
             "nothing sent after a failed AUTH"

@@ -126,6 +126,8 @@ pub fn run(binary: &Path, args: &[&str], directory: Option<&Path>) -> Output {
         .args(args)
         .env_remove("RTEDGE_TOKEN")
         .env_remove("RTEDGE_PORT")
+        // No instance registered by a real `make start` may be picked up.
+        .env("RTEDGE_INSTANCES", scratch.path().join("instances"))
         .current_dir(directory.unwrap_or(scratch.path()));
     command.output().expect("run rtctl")
 }
