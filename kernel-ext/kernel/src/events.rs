@@ -38,8 +38,12 @@ const WORDS: usize = 8 + 3 * MAX_FIELDS + TEXT_CAPACITY / 8;
 /// Release samples a CPU's stream ring holds (at 1 kHz, 128 ms of one RT
 /// thread's releases between two drains).
 const STREAM_CAPACITY: usize = 128;
-/// Other events a CPU's ring holds.
-const EVENT_CAPACITY: usize = 64;
+/// Other events a CPU's ring holds: a burst from one context must fit
+/// between two drains (rtalloc's unload frees its 128 buffers in one loop,
+/// 128 `free` events; with 64 the 65th and later were dropped). 512, the
+/// bound of the one shared ring this replaces, now per CPU (128 KiB of
+/// .bss each).
+const EVENT_CAPACITY: usize = 512;
 /// Channels counted separately (the rest share the `other` counters).
 const CHANNELS: usize = 32;
 
