@@ -105,33 +105,6 @@ impl LatencyHistogram {
         self.buckets.iter().enumerate().filter(|&(_, &count)| count > 0).map(|(index, &count)| (bucket_upper_bound(index), count))
     }
 
-    /// Words [`store_words`](Self::store_words) writes.
-    pub const WORDS: usize = BUCKETS + 5;
-
-    /// The histogram as plain words (for a sequence-locked copy that a
-    /// reader on another CPU takes without a lock).
-    pub fn store_words(&self, out: &mut [u64]) {
-        out[..BUCKETS].copy_from_slice(&self.buckets);
-        out[BUCKETS] = self.count;
-        out[BUCKETS + 1] = self.sum as u64;
-        out[BUCKETS + 2] = (self.sum >> 64) as u64;
-        out[BUCKETS + 3] = self.min;
-        out[BUCKETS + 4] = self.max;
-    }
-
-    /// The histogram [`store_words`](Self::store_words) wrote.
-    pub fn from_words(words: &[u64]) -> Self {
-        let mut buckets = [0; BUCKETS];
-        buckets.copy_from_slice(&words[..BUCKETS]);
-        Self {
-            buckets,
-            count: words[BUCKETS],
-            sum: u128::from(words[BUCKETS + 1]) | (u128::from(words[BUCKETS + 2]) << 64),
-            min: words[BUCKETS + 3],
-            max: words[BUCKETS + 4],
-        }
-    }
-
     /// The raw bucket counts.
     pub fn buckets(&self) -> &[u64; BUCKETS] {
         &self.buckets
@@ -141,17 +114,6 @@ impl LatencyHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn words_round_trip() {
-        let mut histogram = LatencyHistogram::new();
-        for value in [0, 1, 900, 70_000, u64::MAX] {
-            histogram.record(value);
-        }
-        let mut words = [0u64; LatencyHistogram::WORDS];
-        histogram.store_words(&mut words);
-        assert_eq!(LatencyHistogram::from_words(&words), histogram);
-    }
 
     #[test]
     fn buckets_are_powers_of_two() {

@@ -66,33 +66,6 @@ impl Periodic {
         Wait { release_ns: next, missed, skipped }
     }
 
-    /// Words [`store_words`](Self::store_words) writes.
-    pub const WORDS: usize = 6;
-
-    /// The schedule as plain words (see `LatencyHistogram::store_words`).
-    pub fn store_words(&self, out: &mut [u64]) {
-        out[..Self::WORDS].copy_from_slice(&[
-            self.period_ns,
-            self.current_release_ns,
-            u64::from(self.started),
-            self.releases,
-            self.misses,
-            self.skipped,
-        ]);
-    }
-
-    /// The schedule [`store_words`](Self::store_words) wrote.
-    pub fn from_words(words: &[u64]) -> Self {
-        Self {
-            period_ns: words[0].max(1),
-            current_release_ns: words[1],
-            started: words[2] != 0,
-            releases: words[3],
-            misses: words[4],
-            skipped: words[5],
-        }
-    }
-
     /// Release time of the current job.
     pub fn current_release_ns(&self) -> u64 {
         self.current_release_ns
@@ -117,16 +90,6 @@ impl Periodic {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn words_round_trip() {
-        let mut periodic = Periodic::new(1_000, 1_000_000);
-        periodic.next_wait(0);
-        periodic.next_wait(3_500_000);
-        let mut words = [0u64; Periodic::WORDS];
-        periodic.store_words(&mut words);
-        assert_eq!(Periodic::from_words(&words), periodic);
-    }
 
     #[test]
     fn releases_on_the_grid_without_misses() {

@@ -73,21 +73,6 @@ impl<const WORDS: usize> SeqBytes<WORDS> {
         (self.sequence.load(Ordering::Relaxed) == before).then_some(len.min(out.len()))
     }
 
-    /// One attempt at reading the value as words (the first `out.len()`
-    /// words): `true` if no write overlapped, else `out` holds nothing
-    /// meaningful.
-    pub fn try_read_words(&self, out: &mut [u64]) -> bool {
-        let before = self.sequence.load(Ordering::Acquire);
-        if before % 2 == 1 {
-            return false;
-        }
-        for (slot, word) in out.iter_mut().zip(&self.words) {
-            *slot = word.load(Ordering::Relaxed);
-        }
-        fence(Ordering::Acquire);
-        self.sequence.load(Ordering::Relaxed) == before
-    }
-
     /// Reads a consistent value into `out`, retrying while writes overlap;
     /// returns its length.
     pub fn read(&self, out: &mut [u8]) -> usize {
@@ -105,35 +90,6 @@ impl<const WORDS: usize> SeqBytes<WORDS> {
     /// never spins on a writer it interrupted.
     pub fn write(&self, bytes: &[u8]) {
         let len = bytes.len().min(Self::CAPACITY);
-        let current = self.begin_write();
-        for (index, word) in self.words.iter().enumerate() {
-            let start = index * 8;
-            let mut chunk = [0u8; 8];
-            if start < len {
-                let end = (start + 8).min(len);
-                chunk[..end - start].copy_from_slice(&bytes[start..end]);
-            }
-            word.store(u64::from_le_bytes(chunk), Ordering::Relaxed);
-        }
-        self.len.store(len as u64, Ordering::Relaxed);
-        self.sequence.store(current.wrapping_add(2), Ordering::Release);
-    }
-
-    /// Stores `words` (the first `WORDS` of them; the rest of the value is
-    /// zeroed), under the same rule as [`write`](Self::write). The length
-    /// in bytes becomes `WORDS * 8`.
-    pub fn write_words(&self, words: &[u64]) {
-        let current = self.begin_write();
-        for (index, word) in self.words.iter().enumerate() {
-            word.store(words.get(index).copied().unwrap_or(0), Ordering::Relaxed);
-        }
-        self.len.store(Self::CAPACITY as u64, Ordering::Relaxed);
-        self.sequence.store(current.wrapping_add(2), Ordering::Release);
-    }
-
-    /// Makes the sequence odd (waiting out another writer) and returns the
-    /// even value it had.
-    fn begin_write(&self) -> u32 {
         let mut current = self.sequence.load(Ordering::Relaxed);
         loop {
             if current % 2 == 1 {
@@ -147,7 +103,17 @@ impl<const WORDS: usize> SeqBytes<WORDS> {
             }
         }
         fence(Ordering::Release);
-        current
+        for (index, word) in self.words.iter().enumerate() {
+            let start = index * 8;
+            let mut chunk = [0u8; 8];
+            if start < len {
+                let end = (start + 8).min(len);
+                chunk[..end - start].copy_from_slice(&bytes[start..end]);
+            }
+            word.store(u64::from_le_bytes(chunk), Ordering::Relaxed);
+        }
+        self.len.store(len as u64, Ordering::Relaxed);
+        self.sequence.store(current.wrapping_add(2), Ordering::Release);
     }
 }
 
@@ -166,18 +132,6 @@ mod tests {
         text.write(b"short");
         let len = text.read(&mut out);
         assert_eq!(&out[..len], b"short");
-    }
-
-    #[test]
-    fn words_read_back_as_written() {
-        let record = SeqBytes::<3>::new();
-        record.write_words(&[1, u64::MAX, 7]);
-        let mut out = [0u64; 3];
-        assert!(record.try_read_words(&mut out));
-        assert_eq!(out, [1, u64::MAX, 7]);
-        record.write_words(&[5]);
-        assert!(record.try_read_words(&mut out));
-        assert_eq!(out, [5, 0, 0]);
     }
 
     #[test]

@@ -288,99 +288,12 @@ pub struct CleanupHandler {
     pub argument: usize,
 }
 
-/// Real-time bookkeeping (written by the thread, read by lists).
+/// Real-time bookkeeping, behind a lock (written by the thread, read by lists).
 #[derive(Clone, Copy, Debug)]
 pub struct RealtimeStats {
     pub periodic: Option<Periodic>,
     pub latency: LatencyHistogram,
     pub last_latency_ns: u64,
-}
-
-impl RealtimeStats {
-    const EMPTY: RealtimeStats = RealtimeStats { periodic: None, latency: LatencyHistogram::new(), last_latency_ns: 0 };
-    /// Words of the published copy: periodic tag, schedule, histogram, last latency.
-    const WORDS: usize = 1 + Periodic::WORDS + LatencyHistogram::WORDS + 1;
-
-    fn store_words(&self, out: &mut [u64; Self::WORDS]) {
-        out[0] = u64::from(self.periodic.is_some());
-        if let Some(periodic) = &self.periodic {
-            periodic.store_words(&mut out[1..1 + Periodic::WORDS]);
-        }
-        let histogram = 1 + Periodic::WORDS;
-        self.latency.store_words(&mut out[histogram..histogram + LatencyHistogram::WORDS]);
-        out[Self::WORDS - 1] = self.last_latency_ns;
-    }
-
-    fn from_words(words: &[u64; Self::WORDS]) -> Self {
-        let histogram = 1 + Periodic::WORDS;
-        RealtimeStats {
-            periodic: (words[0] != 0).then(|| Periodic::from_words(&words[1..1 + Periodic::WORDS])),
-            latency: LatencyHistogram::from_words(&words[histogram..histogram + LatencyHistogram::WORDS]),
-            last_latency_ns: words[Self::WORDS - 1],
-        }
-    }
-}
-
-/// A thread's [`RealtimeStats`], published without a lock: the thread itself
-/// is the only writer (on its release path, which must never wait for
-/// non-RT code: DESIGN's "nothing an outside client does can make an RT
-/// thread miss a period"), and lists read a sequence-locked copy. A reset
-/// from outside is a request the owner applies on its next update; until
-/// then readers see the latency as reset.
-struct RealtimeRecord {
-    published: SeqBytes<{ RealtimeStats::WORDS }>,
-    reset_requested: AtomicBool,
-}
-
-impl RealtimeRecord {
-    /// Read attempts before a reader takes what it has: a reader that
-    /// interrupted the writer on its own CPU (a higher-priority RT thread)
-    /// would otherwise spin forever. Every word is an atomic, so such a
-    /// read is only inconsistent, never undefined.
-    const READ_ATTEMPTS: usize = 10_000;
-
-    const fn new() -> Self {
-        Self { published: SeqBytes::new(), reset_requested: AtomicBool::new(false) }
-    }
-
-    fn load(&self) -> RealtimeStats {
-        let mut words = [0u64; RealtimeStats::WORDS];
-        for _ in 0..Self::READ_ATTEMPTS {
-            if self.published.try_read_words(&mut words) {
-                break;
-            }
-            core::hint::spin_loop();
-        }
-        RealtimeStats::from_words(&words)
-    }
-
-    /// What lists see.
-    fn snapshot(&self) -> RealtimeStats {
-        let mut stats = self.load();
-        if self.reset_requested.load(Ordering::Acquire) {
-            stats.latency.reset();
-            stats.last_latency_ns = 0;
-        }
-        stats
-    }
-
-    /// Only the owning thread calls this (or whoever holds its slot before
-    /// it runs): there is one writer, so its own read never waits.
-    fn update(&self, change: impl FnOnce(&mut RealtimeStats)) {
-        let mut stats = self.load();
-        if self.reset_requested.swap(false, Ordering::AcqRel) {
-            stats.latency.reset();
-            stats.last_latency_ns = 0;
-        }
-        change(&mut stats);
-        let mut words = [0u64; RealtimeStats::WORDS];
-        stats.store_words(&mut words);
-        self.published.write_words(&words);
-    }
-
-    fn request_reset(&self) {
-        self.reset_requested.store(true, Ordering::Release);
-    }
 }
 
 /// A thread control block. Lives in the thread table forever; fields are
@@ -434,7 +347,7 @@ pub struct Thread {
     /// real-time thread that preempts softirq work does not run "in
     /// softirq" itself.
     bh_depth: AtomicU32,
-    realtime: RealtimeRecord,
+    realtime: IrqSpinLock<RealtimeStats>,
     cleanup: UnsafeCell<([Option<CleanupHandler>; CLEANUP_CAPACITY], usize)>,
     alarm: IrqSpinLock<Option<AlarmId>>,
     /// Next waiter in the wait queue this thread waits on (slot, or NONE).
@@ -492,7 +405,7 @@ impl Thread {
             involuntary_switches: AtomicU64::new(0),
             switched_in_ns: AtomicU64::new(0),
             bh_depth: AtomicU32::new(0),
-            realtime: RealtimeRecord::new(),
+            realtime: IrqSpinLock::new(RealtimeStats { periodic: None, latency: LatencyHistogram::new(), last_latency_ns: 0 }),
             cleanup: UnsafeCell::new(([None; CLEANUP_CAPACITY], 0)),
             alarm: IrqSpinLock::new(None),
             wait_next: AtomicU16::new(wait::NONE),
@@ -608,12 +521,12 @@ impl Thread {
 
     /// Real-time statistics (release latency histogram, periodic counters).
     pub fn realtime_stats(&self) -> RealtimeStats {
-        self.realtime.snapshot()
+        *self.realtime.lock()
     }
 
     /// Resets the release-latency histogram.
     pub fn reset_latency(&self) {
-        self.realtime.request_reset();
+        self.realtime.lock().latency.reset();
     }
 
     /// Whether a stop was requested (kthread_should_stop).
@@ -725,7 +638,7 @@ fn reset_slot(thread: &'static Thread, serial: u32) -> &'static Thread {
     thread.bh_depth.store(0, Ordering::Relaxed);
     thread.effective.store(0, Ordering::Relaxed);
     thread.blocked_on.store(0, Ordering::Relaxed);
-    thread.realtime.update(|stats| *stats = RealtimeStats::EMPTY);
+    *thread.realtime.lock() = RealtimeStats { periodic: None, latency: LatencyHistogram::new(), last_latency_ns: 0 };
     // SAFETY: the slot is reserved (Created, serial 0): nobody else uses it.
     unsafe { (*thread.cleanup.get()).1 = 0 };
     thread.serial.store(serial, Ordering::Release);
@@ -1208,7 +1121,7 @@ pub fn make_periodic(start_ns: u64, period_ns: u64) -> Result<()> {
         return Err(ThreadError::InvalidArgument);
     }
     let thread = current();
-    thread.realtime.update(|stats| stats.periodic = Some(Periodic::new(start_ns, period_ns)));
+    thread.realtime.lock().periodic = Some(Periodic::new(start_ns, period_ns));
     Ok(())
 }
 
@@ -1219,10 +1132,11 @@ pub fn wait_next_period() -> Result<Release> {
     let thread = current();
     test_cancel();
     let now = time::now_ns();
-    // Lock-free on both sides: lists read a published copy.
-    let mut wait = None;
-    thread.realtime.update(|stats| wait = stats.periodic.as_mut().map(|periodic| periodic.next_wait(now)));
-    let Some(wait) = wait else { return Err(ThreadError::WrongState) };
+    let wait = {
+        let mut stats = thread.realtime.lock();
+        let Some(periodic) = stats.periodic.as_mut() else { return Err(ThreadError::WrongState) };
+        periodic.next_wait(now)
+    };
     if wait.release_ns > now {
         scheduler::sleep_current(thread, wait.release_ns);
         // Woken early (stop request, stray wake-up): keep waiting for the release.
@@ -1235,10 +1149,11 @@ pub fn wait_next_period() -> Result<Release> {
         }
     }
     let latency = time::now_ns().saturating_sub(wait.release_ns);
-    thread.realtime.update(|stats| {
+    {
+        let mut stats = thread.realtime.lock();
         stats.latency.record(latency);
         stats.last_latency_ns = latency;
-    });
+    }
     if crate::events::streaming() {
         crate::events::emit(
             "latency",
