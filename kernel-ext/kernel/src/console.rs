@@ -284,6 +284,56 @@ fn drain_ring(cpu: usize, limit: usize, unlocked: bool) -> usize {
     written
 }
 
+/// klogd's round: takes at most `limit` records from all the rings and
+/// writes them in timestamp order, so lines logged on different CPUs reach
+/// the console in the order they were logged (draining one CPU's ring after
+/// the other printed a later line of CPU 0 before an earlier one of CPU 1).
+/// Each ring is already in order; the head of every ring is held here and
+/// the oldest is written next.
+fn drain_merged(limit: usize) -> usize {
+    let mut heads: [Option<RingRecord>; MAX_CPUS] = [None; MAX_CPUS];
+    let take = |cpu: usize| -> Option<RingRecord> {
+        let _consumer = CONSUMER_LOCK.lock();
+        RINGS.get(cpu).and_then(Ring::pop)
+    };
+    for (cpu, head) in heads.iter_mut().enumerate() {
+        *head = take(cpu);
+    }
+    let mut written = 0;
+    while written < limit {
+        let oldest = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(cpu, head)| head.as_ref().map(|record| (cpu, record.header.timestamp_ns)))
+            .min_by_key(|&(_, timestamp)| timestamp);
+        let Some((cpu, _)) = oldest else { break };
+        if let Some(record) = heads[cpu].take() {
+            write_record(&record);
+            DRAINED_LINES.fetch_add(1, Ordering::Relaxed);
+            written += 1;
+        }
+        heads[cpu] = take(cpu);
+    }
+    // Over the limit: what is held goes out now (still in order) rather
+    // than back into a ring.
+    while let Some((cpu, _)) = heads
+        .iter()
+        .enumerate()
+        .filter_map(|(cpu, head)| head.as_ref().map(|record| (cpu, record.header.timestamp_ns)))
+        .min_by_key(|&(_, timestamp)| timestamp)
+    {
+        if let Some(record) = heads[cpu].take() {
+            write_record(&record);
+            DRAINED_LINES.fetch_add(1, Ordering::Relaxed);
+            written += 1;
+        }
+    }
+    for cpu in 0..MAX_CPUS {
+        written += drain_ring(cpu, 0, false);
+    }
+    written
+}
+
 /// Writes out every log ring now, from the calling context (shutdown,
 /// tests). Returns how many lines were written.
 pub fn flush_deferred() -> usize {
@@ -302,9 +352,7 @@ fn drain_main() -> i32 {
         DRAIN_KICKED.store(false, Ordering::Release);
         let mut written = 0;
         if !DRAIN_PAUSED.load(Ordering::Acquire) {
-            for cpu in 0..MAX_CPUS {
-                written += drain_ring(cpu, RING_RECORDS, false);
-            }
+            written += drain_merged(RING_RECORDS);
         }
         if crate::thread::should_stop() {
             crate::thread::cleanup_pop(true);
