@@ -264,7 +264,14 @@ fn boot_and_power_off(plan: &Plan<'_>, case: &Case, medium: &Path, dir: &Path) -
     let expected_path = if case.medium == Medium::Kernel { "booted via pvh" } else { "booted via multiboot2" };
     ensure!(text.contains(expected_path), "{}", fail(format!("the console does not say `{expected_path}`"), &console));
     if case.medium != Medium::Kernel {
-        // The boot archive arrived as a Multiboot2 module.
+        // The boot archive arrived as a Multiboot2 module. `FILES` is a
+        // command of the kmore module: the control plane answers before
+        // the appliance has loaded its modules (CI, stop 16: `ERR unknown
+        // command 'FILES'` on a slow OVMF boot).
+        while !console_text(&console).contains("modules: loaded ") {
+            ensure!(Instant::now() < deadline, "{}", fail(format!("the modules were not loaded within {READY_LIMIT:?}"), &console));
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let listing = conn.call(&["FILES", "/"])?;
         let names: Vec<String> = resp::items(&listing)?.iter().filter_map(|entry| resp::field_text(entry, "name").ok()).collect();
         ensure!(names.iter().any(|name| name == "hello.txt"), "FILES / does not list the boot archive's hello.txt: {names:?}");

@@ -41,8 +41,8 @@
 //!   own); NET_RX takes a bounded batch per poll and calls
 //!   [`NetServer::publish`] under the lock. RT threads and hard IRQs never
 //!   publish: they emit into per-CPU event rings that the control thread
-//!   drains. After `server.poll`, [`persist::persist`] keeps a zero-window
-//!   probe armed on connections with bytes to send.
+//!   drains. A connection blocked by a zero window is probed by smoltcp
+//!   itself (0.13's persist timer; issue 12 item 8).
 //!
 //! Everything takes the same monotonic millisecond clock: `now` for the
 //! server, [`Backend::now_ms`] for the dispatcher.
@@ -73,7 +73,6 @@ macro_rules! debug_log {
 pub mod config;
 pub mod dispatch;
 pub mod hub;
-pub mod persist;
 pub mod job;
 pub mod memory;
 pub mod server;

@@ -91,14 +91,6 @@ impl<D: Device> Net<D> {
     }
 }
 
-impl<D: Device> Net<D> {
-    /// The zero-window probe smoltcp lacks (issue 12, item 8): see
-    /// [`rtedge_control::persist`].
-    fn persist(&mut self) {
-        rtedge_control::persist::persist(&mut self.sockets, self.server.config().tcp_keep_alive_ms);
-    }
-}
-
 impl<D: Device> NetOps for Net<D> {
     fn poll(&mut self, now_ms: u64, jobs: &mut Vec<Job>) -> Option<u64> {
         let timestamp = Instant::from_millis(now_ms as i64);
@@ -117,7 +109,6 @@ impl<D: Device> NetOps for Net<D> {
             None => {}
         }
         self.server.poll(now_ms, &mut self.sockets, jobs);
-        self.persist();
         self.iface.poll(timestamp, &mut self.device, &mut self.sockets);
         if (self.reclaim)(&mut self.device) {
             // Work arrived while interrupts were off: poll again soon.
