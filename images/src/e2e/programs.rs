@@ -703,8 +703,14 @@ fn buddy(ctx: &mut Ctx<'_>) -> Result<()> {
     let mut exits = Subscriber::new(ctx, &["threads.exit"])?;
     let mark = ctx.guest.console_mark();
     cli_is(ctx, &["KILL", "rt-sleeper"], "OK")?;
-    let first = exits.wait("threads.exit", "exit", WAIT, |_| true)?;
-    let second = exits.wait("threads.exit", "exit", WAIT, |_| true)?;
+    let one = exits.wait("threads.exit", "exit", WAIT, |_| true)?;
+    let other = exits.wait("threads.exit", "exit", WAIT, |_| true)?;
+    // The two threads run on different CPUs, whose event rings the control
+    // thread drains one after the other: order by the event's own time
+    // (clean-clone run under load: the buddy's exit, 74 us later, arrived
+    // first).
+    let time = |event: &str| json_raw(event, "t").and_then(|t| t.parse::<u64>().ok()).unwrap_or(u64::MAX);
+    let (first, second) = if time(&one) <= time(&other) { (one, other) } else { (other, one) };
     ensure!(
         json_raw(&first, "thread") == Some("rt-sleeper") && json_raw(&second, "thread") == Some("buddy/rt-sleeper"),
         "the RT thread ends first, then its buddy: {first} then {second}"
