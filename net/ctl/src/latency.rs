@@ -172,7 +172,7 @@ impl Histogram {
             .count
             .map_or_else(|| "-".into(), |count| count.to_string());
         let mut line = format!(
-            "T:{index:>2} ({}) I:{interval} C:{count:>8} Min:{:>7} Avg:{:>7} P50:{:>7} P90:{:>7} P99:{:>7} P99.9:{:>7} Max:{:>8}",
+            "T:{index:>2} ({}) I:{interval} C: {count:>7} Min: {:>6} Avg: {:>6} P50: {:>6} P90: {:>6} P99: {:>6} P99.9: {:>6} Max: {:>7}",
             self.source,
             micros(self.min_ns),
             micros(self.mean_ns),
