@@ -20,8 +20,10 @@
 //!
 //! # Invariant
 //! `count` is the sum of the bucket counts, `sum` the sum of the samples,
-//! `min`/`max` the extremes (`u64::MAX`/0 when empty); `merge` keeps it, so
-//! merging two histograms equals recording both sample sets into one.
+//! `!inverted_min` and `max` the extremes (0 and 0 when empty); `merge`
+//! keeps it, so merging two histograms equals recording both sample sets
+//! into one. The minimum is kept bit-inverted so that an empty histogram is
+//! all zeros: a `static` one lands in `.bss`, not in the loaded image.
 
 /// Buckets per power of two, as a power of two.
 pub const SUB_BUCKET_BITS: u32 = 5;
@@ -45,7 +47,8 @@ pub struct LatencyHistogram {
     buckets: [u64; BUCKETS],
     count: u64,
     sum: u128,
-    min: u64,
+    /// `!min`: the largest inverted sample is the smallest sample.
+    inverted_min: u64,
     max: u64,
 }
 
@@ -100,7 +103,7 @@ pub const fn bucket_upper_bound(index: usize) -> u64 {
 
 impl LatencyHistogram {
     pub const fn new() -> Self {
-        Self { buckets: [0; BUCKETS], count: 0, sum: 0, min: u64::MAX, max: 0 }
+        Self { buckets: [0; BUCKETS], count: 0, sum: 0, inverted_min: 0, max: 0 }
     }
 
     /// Adds one sample. O(1), no allocation, no loop.
@@ -108,7 +111,7 @@ impl LatencyHistogram {
         self.buckets[bucket_of(value)] += 1;
         self.count += 1;
         self.sum += u128::from(value);
-        self.min = self.min.min(value);
+        self.inverted_min = self.inverted_min.max(!value);
         self.max = self.max.max(value);
     }
 
@@ -125,7 +128,7 @@ impl LatencyHistogram {
         }
         self.count += other.count;
         self.sum += other.sum;
-        self.min = self.min.min(other.min);
+        self.inverted_min = self.inverted_min.max(other.inverted_min);
         self.max = self.max.max(other.max);
     }
 
@@ -135,7 +138,7 @@ impl LatencyHistogram {
 
     /// Smallest sample, if any.
     pub fn min(&self) -> Option<u64> {
-        (self.count > 0).then_some(self.min)
+        (self.count > 0).then_some(!self.inverted_min)
     }
 
     /// Largest sample, if any.
@@ -172,7 +175,7 @@ impl LatencyHistogram {
                     return Some(self.max);
                 }
                 let midpoint = bucket_lower_bound(index) + bucket_width(index) / 2;
-                return Some(midpoint.clamp(self.min, self.max));
+                return Some(midpoint.clamp(!self.inverted_min, self.max));
             }
         }
         Some(self.max)
@@ -296,6 +299,16 @@ mod tests {
         assert_eq!((a.count(), a.min(), a.max()), (3, Some(5), Some(20)));
         a.reset();
         assert_eq!(a, LatencyHistogram::new());
+    }
+
+    #[test]
+    fn zero_is_a_sample_and_an_empty_histogram_is_all_zeros() {
+        let mut histogram = LatencyHistogram::new();
+        histogram.record(0);
+        assert_eq!((histogram.min(), histogram.max()), (Some(0), Some(0)));
+        histogram.record(u64::MAX);
+        assert_eq!((histogram.min(), histogram.max()), (Some(0), Some(u64::MAX)));
+        assert_eq!(LatencyHistogram::new(), LatencyHistogram { buckets: [0; BUCKETS], count: 0, sum: 0, inverted_min: 0, max: 0 });
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl Histogram {
             micros(self.max_ns),
         );
         if let Some(misses) = self.misses {
-            line.push_str(&format!(" Misses:{misses:>4}"));
+            line.push_str(&format!(" Misses: {misses:>3}"));
         }
         line.push_str(" (us)");
         line
