@@ -377,7 +377,7 @@ fn rtctl_subcommands(ctx: &mut Ctx<'_>) -> Result<()> {
         .with_context(|| format!("rtctl --json latency: {sources:?}"))?;
     let plot = ctx.scratch.join("latency.png");
     let _ = std::fs::remove_file(&plot);
-    ok(ctx, &["latency", &source, "--plot", &plot.display().to_string()], "p99")?;
+    ok(ctx, &["latency", &source, "--plot", &plot.display().to_string()], "P99:")?;
     let png = std::fs::read(&plot).with_context(|| format!("rtctl wrote no {}", plot.display()))?;
     ensure!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000, "{} is not a PNG", plot.display());
     // A live stream, stopped after two messages.

@@ -754,6 +754,20 @@ fn softirq_latency(ctx: &mut Ctx<'_>) -> Result<()> {
     let (count, figure) = latency_figure(&mut conn, "softirq.latency")?;
     ensure!(count >= 1000, "LATENCY softirq.latency has {count} samples after 3 batches");
     ctx.figure("LATENCY softirq.latency", figure);
+    // The RT thread's release latency as cyclictest reports it: period and
+    // misses beside quantiles that keep their order.
+    let thread = conn.call(&["LATENCY", "thread:softirq-rt"])?;
+    ensure!(field_int(&thread, "period_ns")? == 1_000_000, "LATENCY thread:softirq-rt period: {thread:?}");
+    ensure!(field_int(&thread, "misses")? <= field_int(&thread, "releases")?, "LATENCY thread:softirq-rt misses > releases: {thread:?}");
+    let figures = ["min_ns", "p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns"].map(|key| field_int(&thread, key));
+    let figures = figures.into_iter().collect::<Result<Vec<i64>>>()?;
+    ensure!(figures.windows(2).all(|pair| pair[0] <= pair[1]), "min <= p50 <= p90 <= p99 <= p99.9 <= max: {figures:?}");
+    let (code, out, err) = ctx.rtctl(&["latency", "softirq.latency", "thread:softirq-rt"])?;
+    ensure!(
+        code == 0 && out.lines().count() == 2 && out.contains("T: 1 (thread:softirq-rt) I:1000 ") && out.contains("Misses:"),
+        "rtctl latency softirq.latency thread:softirq-rt: {code} {out} {err}"
+    );
+    ctx.figure("rtctl latency softirq.latency thread:softirq-rt", out.trim_end().to_string());
 
     // The same stream through redis-cli and rtctl.
     let out = ctx.redis_cli_until(&["SUBSCRIBE", "softirq.latency"], "max_ns", LONG_WAIT)?;

@@ -44,15 +44,44 @@ pub fn names() -> Vec<String> {
     names
 }
 
+/// A periodic RT thread's release counters, next to its histogram (the
+/// `I:` and misses of a cyclictest line). Counted since the thread became
+/// periodic; `LATENCY ... RESET` clears only the histogram.
+#[derive(Clone, Copy, Debug)]
+pub struct Releases {
+    pub period_ns: u64,
+    pub releases: u64,
+    pub misses: u64,
+}
+
+/// What `LATENCY source` reports: the histogram and, for a periodic RT
+/// thread, its release counters.
+#[derive(Clone, Copy, Debug)]
+pub struct Snapshot {
+    pub histogram: LatencyHistogram,
+    pub releases: Option<Releases>,
+}
+
 /// A copy of source `name`'s histogram; `reset` clears it afterwards.
 pub fn snapshot(name: &str, reset: bool) -> Option<LatencyHistogram> {
+    snapshot_with_releases(name, reset).map(|snapshot| snapshot.histogram)
+}
+
+/// A copy of source `name`'s histogram (and release counters for an RT
+/// thread); `reset` clears the histogram afterwards.
+pub fn snapshot_with_releases(name: &str, reset: bool) -> Option<Snapshot> {
     if let Some(thread_name) = name.strip_prefix("thread:") {
         let target = thread::find(thread_name)?;
-        let histogram = target.realtime_stats().latency;
+        let stats = target.realtime_stats();
         if reset {
             target.reset_latency();
         }
-        return Some(histogram);
+        let releases = stats.periodic.map(|periodic| Releases {
+            period_ns: periodic.period_ns(),
+            releases: periodic.releases(),
+            misses: periodic.misses(),
+        });
+        return Some(Snapshot { histogram: stats.latency, releases });
     }
     let source = SOURCES.lock().iter().find(|(existing, _)| *existing == name).map(|(_, source)| *source)?;
     let mut histogram = source.lock();
@@ -60,5 +89,5 @@ pub fn snapshot(name: &str, reset: bool) -> Option<LatencyHistogram> {
     if reset {
         histogram.reset();
     }
-    Some(copy)
+    Some(Snapshot { histogram: copy, releases: None })
 }

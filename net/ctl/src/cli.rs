@@ -137,15 +137,20 @@ pub enum Command {
         #[command(subcommand)]
         action: WorkAction,
     },
-    /// Latency histograms: list the sources, or show one (LATENCY).
+    /// Latency histograms: list the sources, or show each named one as a
+    /// cyclictest-style line (min, avg, p50, p90, p99, p99.9, max in µs,
+    /// misses of an RT thread), with the text histogram for a single source
+    /// (LATENCY).
     Latency {
-        /// Source to show; without it the sources are listed.
-        source: Option<String>,
-        /// Reset the histogram after reading it.
-        #[arg(long, requires = "source")]
+        /// Sources to show (e.g. softirq.latency thread:softirq-rt); without
+        /// any the sources are listed.
+        sources: Vec<String>,
+        /// Reset the histograms after reading them.
+        #[arg(long, requires = "sources")]
         reset: bool,
-        /// Also write a PNG bar chart of the buckets to FILE.
-        #[arg(long, value_name = "FILE", requires = "source")]
+        /// Also write a PNG chart of the buckets to FILE (log scales, p99
+        /// and max marked, the sources overlaid).
+        #[arg(long, value_name = "FILE", requires = "sources")]
         plot: Option<PathBuf>,
     },
     /// Print pub/sub messages as they arrive (SUBSCRIBE, or PSUBSCRIBE for

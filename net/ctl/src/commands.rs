@@ -12,7 +12,7 @@ use crate::convert::{self, Shape};
 use crate::error::{CtlError, Result};
 use crate::format::{self, Align};
 use crate::info::Info;
-use crate::latency::Histogram;
+use crate::latency::{self, Histogram};
 use crate::tables;
 use crate::{plot, top, watch};
 
@@ -70,13 +70,16 @@ impl Session<'_> {
             Command::Timer { action } => self.timer(action),
             Command::Work { action } => self.work(action),
             Command::Latency {
-                source,
+                sources,
                 reset,
                 plot,
-            } => match source {
-                None => self.list(&["LATENCY"]),
-                Some(source) => self.latency(&source, reset, plot.as_deref()),
-            },
+            } => {
+                if sources.is_empty() {
+                    self.list(&["LATENCY"])
+                } else {
+                    self.latency(&sources, reset, plot.as_deref())
+                }
+            }
             Command::Watch { channel, count } => {
                 watch::watch(self.client, &channel, count, self.json, self.out)
             }
@@ -270,20 +273,41 @@ impl Session<'_> {
         }
     }
 
-    fn latency(&mut self, source: &str, reset: bool, plot: Option<&std::path::Path>) -> Result<()> {
-        let mut args = vec!["LATENCY", source];
-        if reset {
-            args.push("RESET");
+    /// `rtctl latency a b ...`: one `LATENCY` call per source; `--json`
+    /// prints the reply map for one source, an array of them for several.
+    fn latency(
+        &mut self,
+        sources: &[String],
+        reset: bool,
+        plot: Option<&std::path::Path>,
+    ) -> Result<()> {
+        let mut replies = Vec::new();
+        let mut histograms = Vec::new();
+        for source in sources {
+            let mut args = vec!["LATENCY", source.as_str()];
+            if reset {
+                args.push("RESET");
+            }
+            let reply = self.client.call(&args)?;
+            histograms.push(Histogram::from_value(&reply, source)?);
+            replies.push(reply);
         }
-        let reply = self.client.call(&args)?;
-        let histogram = Histogram::from_value(&reply, source)?;
         if let Some(path) = plot {
-            plot::write_png(&histogram, path)?;
+            plot::write_png(&histograms, path)?;
         }
         if self.json {
-            self.emit_json(&convert::to_json(&reply, Shape::Map))
+            let mut maps: Vec<Json> = replies
+                .iter()
+                .map(|reply| convert::to_json(reply, Shape::Map))
+                .collect();
+            let json = if maps.len() == 1 {
+                maps.remove(0)
+            } else {
+                Json::Array(maps)
+            };
+            self.emit_json(&json)
         } else {
-            self.emit(&histogram.render())
+            self.emit(&latency::render(&histograms))
         }
     }
 

@@ -322,20 +322,12 @@ fn latency_lists_sources_and_shows_a_histogram() {
     assert_eq!(
         stdout(&one),
         "\
-source  rt0
-count   7
-min     900ns
-p50     1.8µs
-p90     6µs
-p99     7µs
-p99.9   7µs
-max     7µs
-mean    2.4µs
+T: 0 (rt0) I:- C:       7 Min:    0.9 Avg:    2.4 P50:    1.8 P90:    6.0 P99:    7.0 P99.9:    7.0 Max:     7.0 (us)
 
-≤1.02µs  1  ██████████
-≤2.05µs  4  ████████████████████████████████████████
- ≤4.1µs  0
-≤8.19µs  2  ████████████████████
+<1.02µs  1  ██████████
+<2.05µs  4  ████████████████████████████████████████
+ <4.1µs  0
+<8.19µs  2  ████████████████████
 "
     );
     let reset = server.rtctl(&["latency", "rt0", "--reset", "--json"]);
@@ -357,6 +349,39 @@ mean    2.4µs
             "LATENCY ghost"
         ]
     );
+}
+
+#[test]
+fn latency_of_several_sources_prints_a_cyclictest_line_each() {
+    let server = FakeServer::start();
+    let both = server.rtctl(&["latency", "softirq-rt", "rt0"]);
+    assert_code(&both, 0);
+    assert_eq!(
+        stdout(&both),
+        "\
+T: 0 (softirq-rt) I:1000 C:    1000 Min:   12.0 Avg:   30.0 P50:   28.4 P90:   28.4 P99:   89.1 P99.9:  120.0 Max:   120.0 Misses:   2 (us)
+T: 1 (rt0) I:- C:       7 Min:    0.9 Avg:    2.4 P50:    1.8 P90:    6.0 P99:    7.0 P99.9:    7.0 Max:     7.0 (us)
+"
+    );
+    let as_json = server.rtctl(&["--json", "latency", "softirq-rt", "rt0"]);
+    assert_code(&as_json, 0);
+    let value = json(&as_json);
+    assert_eq!(value[0]["misses"], 2);
+    assert_eq!(value[0]["p999_ns"], 120_000);
+    assert_eq!(value[1]["source"], "rt0");
+    // Log-linear buckets are summed per power of two in the text view.
+    let one = server.rtctl(&["latency", "softirq-rt"]);
+    let text = stdout(&one);
+    assert!(text.contains("<16.4µs   10"), "{text}");
+    assert!(text.contains("<32.8µs  900"), "{text}");
+    assert!(text.contains(" <131µs   90"), "{text}");
+    let directory = TempDir::new("plot-two");
+    let path = directory.path().join("both.png");
+    let path_text = path.to_string_lossy().into_owned();
+    let plotted = server.rtctl(&["latency", "softirq-rt", "rt0", "--plot", &path_text]);
+    assert_code(&plotted, 0);
+    let bytes = std::fs::read(&path).expect("the plot was written");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
 }
 
 #[test]

@@ -9,7 +9,6 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use rtedge_control::{Backend, CommandContext};
-use rtedge_engine::histogram::LatencyHistogram;
 use rtedge_proto::util::ValueError;
 use rtedge_proto::{CommandSpec, Reply, Request};
 
@@ -353,24 +352,38 @@ fn work_command(request: &Request) -> Reply {
     }
 }
 
-fn histogram_reply(source: &str, histogram: &LatencyHistogram) -> Reply {
-    let quantile = |per_mille| int(histogram.quantile_per_mille(per_mille).unwrap_or(0));
+/// The `LATENCY source` map: figures in ns (quantiles within 1.6 % of the
+/// exact rank quantiles, see `rtedge_engine::histogram`), the non-empty
+/// buckets, and for a periodic RT thread its period, releases and misses.
+fn histogram_reply(source: &str, snapshot: &latency::Snapshot) -> Reply {
+    let histogram = &snapshot.histogram;
+    let quantile = |per_100k| int(histogram.quantile_per_100k(per_100k).unwrap_or(0));
     let buckets = Reply::Array(
         histogram.non_empty_buckets().map(|(upper, count)| Reply::Array(alloc::vec![int(upper), int(count)])).collect(),
     );
-    map(alloc::vec![
+    let mean = int(histogram.mean().unwrap_or(0));
+    let mut fields = alloc::vec![
         ("source", Reply::bulk_str(source)),
         ("unit", Reply::bulk_str("ns")),
         ("count", int(histogram.count())),
         ("min_ns", int(histogram.min().unwrap_or(0))),
         ("max_ns", int(histogram.max().unwrap_or(0))),
-        ("mean_ns", int(histogram.mean().unwrap_or(0))),
-        ("p50_ns", quantile(500)),
-        ("p90_ns", quantile(900)),
-        ("p99_ns", quantile(990)),
-        ("p999_ns", quantile(999)),
-        ("buckets", buckets),
-    ])
+        ("mean_ns", mean.clone()),
+        ("avg_ns", mean),
+        ("p50_ns", quantile(50_000)),
+        ("p90_ns", quantile(90_000)),
+        ("p99_ns", quantile(99_000)),
+        ("p999_ns", quantile(99_900)),
+        ("p9999_ns", quantile(99_990)),
+    ];
+    if let Some(releases) = snapshot.releases {
+        fields.push(("period_ns", int(releases.period_ns)));
+        fields.push(("releases", int(releases.releases)));
+        fields.push(("misses", int(releases.misses)));
+    }
+    fields.push(("sub_buckets", int(rtedge_engine::histogram::SUB_BUCKETS)));
+    fields.push(("buckets", buckets));
+    map(fields)
 }
 
 fn latency_command(request: &Request) -> Reply {
@@ -383,9 +396,10 @@ fn latency_command(request: &Request) -> Reply {
         Some(_) => return error("syntax: LATENCY source [RESET]"),
     };
     // A bare thread name works too.
-    let histogram = latency::snapshot(&source, reset).or_else(|| latency::snapshot(&format!("thread:{source}"), reset));
-    match histogram {
-        Some(histogram) => histogram_reply(&source, &histogram),
+    let snapshot = latency::snapshot_with_releases(&source, reset)
+        .or_else(|| latency::snapshot_with_releases(&format!("thread:{source}"), reset));
+    match snapshot {
+        Some(snapshot) => histogram_reply(&source, &snapshot),
         None => error(format!("no such latency source '{source}'")),
     }
 }

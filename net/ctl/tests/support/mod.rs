@@ -370,6 +370,7 @@ fn respond(request: &Request, connection: &mut Connection, config: &Config) -> V
         "LATENCY" if request.len() == 1 => Reply::Array(vec![bulk("rt0"), bulk("softirq")]),
         "LATENCY" => match arg(1).as_str() {
             "rt0" => latency(),
+            "softirq-rt" => thread_latency(),
             other => Reply::Error(format!("ERR no such latency source '{other}'")),
         },
         "MODULE" => match (upper(1).as_str(), arg(2).as_str()) {
@@ -525,6 +526,40 @@ fn softirqs(n: i64) -> Reply {
     ])
 }
 
+/// A current appliance's reply for an RT thread: log-linear buckets (32
+/// per power of two), `avg_ns`, period, releases and misses.
+fn thread_latency() -> Reply {
+    let bucket = |upper: i64, count: i64| Reply::Array(vec![int(upper), int(count)]);
+    map(vec![
+        ("source", bulk("softirq-rt")),
+        ("unit", bulk("ns")),
+        ("count", int(1000)),
+        ("min_ns", int(12_000)),
+        ("max_ns", int(120_000)),
+        ("mean_ns", int(30_000)),
+        ("avg_ns", int(30_000)),
+        ("p50_ns", int(28_416)),
+        ("p90_ns", int(28_416)),
+        ("p99_ns", int(89_088)),
+        ("p999_ns", int(120_000)),
+        ("p9999_ns", int(120_000)),
+        ("period_ns", int(1_000_000)),
+        ("releases", int(1000)),
+        ("misses", int(2)),
+        ("sub_buckets", int(32)),
+        (
+            "buckets",
+            Reply::Array(vec![
+                bucket(12_288, 10),
+                bucket(28_672, 900),
+                bucket(90_112, 80),
+                bucket(122_880, 10),
+            ]),
+        ),
+    ])
+}
+
+/// An older appliance's reply: log2 buckets, `mean_ns` only.
 fn latency() -> Reply {
     map(vec![
         ("source", bulk("rt0")),
