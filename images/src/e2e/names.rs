@@ -209,6 +209,11 @@ fn unload_removes(ctx: &mut Ctx<'_>) -> Result<()> {
             let listed = row(&mut conn, listing, name)?.with_context(|| format!("{what} not listed after MODULE LOAD {owner}"))?;
             ensure!(field_text(&listed, "owner")? == *owner, "{what} after reload: {listed:?}");
         }
+        if module == "job" {
+            // The new queue's workers come from the pool, counted afresh.
+            let jobs = row(&mut conn, &["WORKQUEUES"], super::programs::NAMED_QUEUE)?.context("jobs not listed after the reload")?;
+            ensure!(field_int(&jobs, "done")? == 0, "a reloaded queue starts with its pool worker's old count: {jobs:?}");
+        }
     }
     Ok(())
 }

@@ -331,6 +331,10 @@ fn allocate_worker(name: String, cpu: Option<u32>) -> Option<&'static Worker> {
     worker.cpu.store(cpu.unwrap_or(NO_CPU), Ordering::Release);
     worker.stopping.store(false, Ordering::Release);
     while worker.ready.try_down() {}
+    // A reused worker counts for its new queue from zero (`WORKQUEUES`);
+    // nothing is linked or finished here while its list is closed.
+    worker.queued.store(0, Ordering::Release);
+    worker.done.store(0, Ordering::Release);
     worker.list.lock().closed = false;
     Some(worker)
 }
