@@ -90,6 +90,11 @@ impl<T> TimerBase<T> {
         self.running == Some(id)
     }
 
+    /// When `id` expires, if it is armed (for listings).
+    pub fn expiry(&self, id: TimerId) -> Option<u64> {
+        self.queue.deadline(id)
+    }
+
     /// Earliest expiry of an armed timer.
     pub fn next_expiry(&self) -> Option<u64> {
         self.queue.next_deadline()

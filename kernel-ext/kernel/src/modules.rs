@@ -71,7 +71,10 @@ pub fn load(name: &str) -> Result<(), ModuleError> {
     if entry.loaded {
         return Err(ModuleError::AlreadyLoaded);
     }
+    // What init registers is the module's (the listings' `owner`).
+    let before = crate::control::listings::registered_now();
     entry.module.init().map_err(ModuleError::InitFailed)?;
+    crate::control::listings::claim_new(&before, entry.module.name());
     entry.loaded = true;
     entry.loads += 1;
     log::debug!("module {name} loaded");

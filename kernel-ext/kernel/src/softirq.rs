@@ -449,3 +449,20 @@ impl Drop for BottomHalfGuard {
 pub fn bh_depth() -> u32 {
     if cpu_local::is_installed() { cpu_local::current().softirq_depth.load(Ordering::Relaxed) } else { 0 }
 }
+
+/// Whether vector `index` has a handler now (opened, or registered and not
+/// freed): the `SOFTIRQS` listing's `open` field.
+pub fn is_open(index: usize) -> bool {
+    SLOTS.get(index).is_some_and(VectorSlot::is_live)
+}
+
+/// Vector indexes of the registered dynamic soft IRQs with their names
+/// (`SOFTIRQS`).
+pub fn dynamic_names() -> Vec<(usize, String)> {
+    DYNAMIC_NAMES
+        .lock()
+        .iter()
+        .enumerate()
+        .filter_map(|(position, name)| name.clone().map(|name| (FIXED_COUNT + position, name)))
+        .collect()
+}

@@ -44,6 +44,8 @@ pub struct Tasklet {
     runs: AtomicU64,
     scheduled_at_ns: AtomicU64,
     registered: AtomicBool,
+    /// `schedule`/`hi_schedule` calls so far (coalesced ones included).
+    schedules: AtomicU64,
 }
 
 impl core::fmt::Debug for Tasklet {
@@ -109,6 +111,7 @@ impl Tasklet {
             runs: AtomicU64::new(0),
             scheduled_at_ns: AtomicU64::new(0),
             registered: AtomicBool::new(false),
+            schedules: AtomicU64::new(0),
         }
     }
 
@@ -166,6 +169,7 @@ impl Tasklet {
     }
 
     fn schedule_with(&'static self, high: bool) {
+        self.schedules.fetch_add(1, Ordering::Relaxed);
         self.scheduled_at_ns.store(time::now_ns(), Ordering::Relaxed);
         match self.state.schedule() {
             ScheduleOutcome::Queue => {
@@ -345,4 +349,23 @@ pub fn list() -> Vec<(&'static str, bool, u32, u64)> {
         .map(|&address| unsafe { &*(address as *const Tasklet) })
         .map(|tasklet| (tasklet.name, tasklet.is_scheduled(), tasklet.disable_count(), tasklet.runs()))
         .collect()
+}
+
+impl Tasklet {
+    /// `schedule`/`hi_schedule` calls so far, coalesced ones included
+    /// (`TASKLETS`).
+    pub fn schedules(&self) -> u64 {
+        self.schedules.load(Ordering::Relaxed)
+    }
+}
+
+/// Calls `visit` with each registered tasklet, under the registry's lock
+/// (so none is unregistered meanwhile); `visit` only reads (`TASKLETS`).
+pub fn for_each_registered(mut visit: impl FnMut(&Tasklet)) {
+    let registry = REGISTRY.lock();
+    for &address in registry.iter() {
+        // SAFETY: registered tasklets are unregistered (under this lock)
+        // before they are dropped.
+        visit(unsafe { &*(address as *const Tasklet) });
+    }
 }

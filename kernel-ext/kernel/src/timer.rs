@@ -182,6 +182,9 @@ pub struct Timer {
     data: AtomicUsize,
     registration: Registration,
     fired: AtomicU64,
+    /// The delay (jiffies) its last arm asked for: a self-re-arming
+    /// timer's period (`TIMERS`).
+    armed_for: AtomicU64,
     _pinned: PhantomPinned,
 }
 
@@ -200,6 +203,7 @@ impl Timer {
             data: AtomicUsize::new(data),
             registration: Registration::none(),
             fired: AtomicU64::new(0),
+            armed_for: AtomicU64::new(0),
             _pinned: PhantomPinned,
         }
     }
@@ -237,6 +241,7 @@ impl Timer {
     /// [`modify`](Self::modify) for a pinned timer.
     pub fn modify_pinned(self: Pin<&Self>, expires: u64) -> Result<bool, TimerError> {
         let (cpu, id) = register_in(&JIFFY_BASES, &self.registration, &*self as *const Timer as usize)?;
+        self.armed_for.store(expires.saturating_sub(time::jiffies()), Ordering::Relaxed);
         let was = JIFFY_BASES.bases[cpu].lock().modify(id, expires).unwrap_or(false);
         JIFFY_BASES.reprogram(cpu);
         Ok(was)
@@ -532,4 +537,27 @@ pub fn find(name: &str) -> Option<&'static Timer> {
 pub fn named() -> alloc::vec::Vec<(&'static str, bool, u64)> {
     let timers: alloc::vec::Vec<&'static Timer> = NAMED.lock().clone();
     timers.into_iter().map(|timer| (timer.name, timer.is_pending(), timer.fired())).collect()
+}
+
+impl Timer {
+    /// The jiffy it expires at, if it is armed (`TIMERS`).
+    pub fn expires(&self) -> Option<u64> {
+        self.registration.get().and_then(|(cpu, id)| JIFFY_BASES.bases[cpu].lock().expiry(id))
+    }
+
+    /// Whether its callback runs now.
+    pub fn is_running(&self) -> bool {
+        self.registration.get().is_some_and(|(cpu, id)| JIFFY_BASES.bases[cpu].lock().is_running(id))
+    }
+
+    /// The delay (jiffies) its last arm asked for: for a timer that
+    /// re-arms itself from its callback, its period.
+    pub fn armed_for(&self) -> u64 {
+        self.armed_for.load(Ordering::Relaxed)
+    }
+}
+
+/// The registered (named) timers (`TIMERS`).
+pub fn named_timers() -> alloc::vec::Vec<&'static Timer> {
+    NAMED.lock().clone()
 }

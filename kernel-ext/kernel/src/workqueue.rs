@@ -331,6 +331,10 @@ fn allocate_worker(name: String, cpu: Option<u32>) -> Option<&'static Worker> {
     worker.cpu.store(cpu.unwrap_or(NO_CPU), Ordering::Release);
     worker.stopping.store(false, Ordering::Release);
     while worker.ready.try_down() {}
+    // A reused worker counts for its new queue from zero (`WORKQUEUES`);
+    // nothing is linked or finished here while its list is closed.
+    worker.queued.store(0, Ordering::Release);
+    worker.done.store(0, Ordering::Release);
     worker.list.lock().closed = false;
     Some(worker)
 }
@@ -1256,4 +1260,52 @@ pub fn cancel_named(item: &str, deadline_ns: u64) -> Result<Result<bool, WorkErr
         NamedItem::Plain(plain) => cancel_sync(plain, None, Some(deadline_ns)),
         NamedItem::Delayed(delayed) => cancel_sync(upcast(delayed), Some(delayed.delayed()), Some(deadline_ns)),
     })
+}
+
+/// One registered queue's counters (`WORKQUEUES`).
+#[derive(Clone, Debug)]
+pub struct QueueCounters {
+    pub name: String,
+    /// Worker threads (one per CPU, or one).
+    pub workers: usize,
+    /// A worker per CPU (`create`) rather than one (`create_single_thread`).
+    pub per_cpu: bool,
+    /// The system queue `events`.
+    pub system: bool,
+    /// Items ever linked to its workers.
+    pub queued: u64,
+    /// Items finished (or stolen back by a cancel).
+    pub done: u64,
+    /// Items waiting on its workers' lists.
+    pub waiting: usize,
+    /// Delayed items whose timer targets it.
+    pub delayed_pending: u32,
+}
+
+/// The registered queues' counters (`WORKQUEUES`).
+pub fn counters() -> Vec<QueueCounters> {
+    let system = events().map(|queue| queue as *const Queue as usize);
+    let queues = QUEUES.lock();
+    queues
+        .iter()
+        .map(|&address| {
+            // SAFETY: as in `list`.
+            let queue = unsafe { &*(address as *const Queue) };
+            QueueCounters {
+                name: queue.name.clone(),
+                workers: queue.workers.len(),
+                per_cpu: queue.per_cpu,
+                system: system == Some(address),
+                queued: queue.workers.iter().map(|worker| worker.queued.load(Ordering::Acquire)).sum(),
+                done: queue.workers.iter().map(|worker| worker.done.load(Ordering::Acquire)).sum(),
+                waiting: queue.backlog(),
+                delayed_pending: queue.delayed_armed.load(Ordering::Acquire),
+            }
+        })
+        .collect()
+}
+
+/// The named work items (`WORKQUEUES ITEMS`).
+pub fn named_items() -> Vec<(&'static str, NamedItem)> {
+    NAMED_ITEMS.lock().clone()
 }

@@ -77,8 +77,14 @@ pub enum Command {
     Threads,
     /// Interrupt counts per CPU (IRQS).
     Irqs,
-    /// Soft-interrupt counts per CPU (SOFTIRQS).
+    /// Every soft-interrupt vector: handler, owner and counts per CPU (SOFTIRQS).
     Softirqs,
+    /// The named tasklets: state, schedules, runs, owner (TASKLETS).
+    Tasklets,
+    /// The named timers: armed, expiry, period, fired, owner (TIMERS).
+    Timers,
+    /// The workqueues and the named work items (WORKQUEUES, WORKQUEUES ITEMS).
+    Workqueues,
     /// Read shared statics (GET, or MGET for several).
     Get {
         /// Key names.

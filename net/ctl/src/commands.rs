@@ -13,7 +13,7 @@ use crate::error::{CtlError, Result};
 use crate::format::{self, Align};
 use crate::info::Info;
 use crate::latency::{self, Histogram};
-use crate::tables;
+use crate::{listings, tables};
 use crate::{plot, top, watch};
 
 /// Runs the command line, writing what it shows to `out`.
@@ -57,7 +57,10 @@ impl Session<'_> {
                     ("NAME", "name", Align::Left),
                 ],
             ),
-            Command::Softirqs => self.per_cpu("SOFTIRQS", &[("NAME", "name", Align::Left)]),
+            Command::Softirqs => self.per_cpu("SOFTIRQS", &listings::SOFTIRQ_COLUMNS),
+            Command::Tasklets => self.listing("TASKLETS", listings::tasklets_table),
+            Command::Timers => self.listing("TIMERS", listings::timers_table),
+            Command::Workqueues => self.workqueues(),
             Command::Get { keys } => self.get(&keys),
             Command::Set { key, value } => self.simple(&["SET", &key, &value]),
             Command::Keys { pattern } => self.list(&["KEYS", &pattern]),
@@ -146,6 +149,32 @@ impl Session<'_> {
         }
         let records = convert::records(&reply);
         self.emit(&tables::per_cpu_table(&records, leading))
+    }
+
+    /// A table-shaped listing: JSON rows, or the table `render` draws.
+    fn listing(&mut self, command: &str, render: fn(&[convert::Record<'_>]) -> String) -> Result<()> {
+        let reply = self.client.call(&[command])?;
+        if self.json {
+            return self.emit_json(&convert::to_json(&reply, Shape::Table));
+        }
+        self.emit(&render(&convert::records(&reply)))
+    }
+
+    /// `workqueues`: the queues, then the named work items (`WORK` takes
+    /// both names); in JSON one object with `queues` and `items`.
+    fn workqueues(&mut self) -> Result<()> {
+        let queues = self.client.call(&["WORKQUEUES"])?;
+        let items = self.client.call(&["WORKQUEUES", "ITEMS"])?;
+        if self.json {
+            let mut object = serde_json::Map::new();
+            object.insert("queues".into(), convert::to_json(&queues, Shape::Table));
+            object.insert("items".into(), convert::to_json(&items, Shape::Table));
+            return self.emit_json(&Json::Object(object));
+        }
+        let mut text = listings::workqueues_table(&convert::records(&queues));
+        text.push('\n');
+        text.push_str(&listings::work_items_table(&convert::records(&items)));
+        self.emit(&text)
     }
 
     fn modules(&mut self) -> Result<()> {

@@ -25,7 +25,7 @@ pub fn shape_of<A: AsRef<str>>(args: &[A]) -> Shape {
             .unwrap_or_default()
     };
     match word(0).as_str() {
-        "THREADS" | "IRQS" | "SOFTIRQS" => Shape::Table,
+        "THREADS" | "IRQS" | "SOFTIRQS" | "TASKLETS" | "TIMERS" | "WORKQUEUES" => Shape::Table,
         "MODULE" if word(1) == "LIST" => Shape::Table,
         "HELLO" => Shape::Map,
         "LATENCY" if args.len() >= 2 => Shape::Map,

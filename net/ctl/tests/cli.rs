@@ -157,17 +157,92 @@ VECTOR  NAME        CPU0  CPU1  TOTAL
     assert_eq!(
         stdout(&softirqs),
         "\
-NAME     CPU0  CPU1  TOTAL
-HI          0     0      0
-TIMER    1000   998   1998
-NET_RX     12     0     12
-TASKLET     3     1      4
+VEC  NAME     HANDLER                  OWNER   CPU0  CPU1  TOTAL
+  0  HI       tasklet::action(hi)      kernel     0     0      0
+  1  TIMER    timer::run_jiffy_timers  kernel  1000   998   1998
+  3  NET_RX   net::net_rx              kernel    12     0     12
+  6  TASKLET  tasklet::action          kernel     3     1      4
 "
     );
     let json_output = server.rtctl(&["--json", "irqs"]);
     assert_eq!(
         json(&json_output)[0],
         serde_json::json!({"vector": 32, "name": "timer", "cpu0": 1000, "cpu1": 998, "total": 1998})
+    );
+}
+
+#[test]
+fn tasklets_timers_and_workqueues_are_tables_with_their_names() {
+    let server = FakeServer::start();
+    let tasklets = server.rtctl(&["tasklets"]);
+    assert_code(&tasklets, 0);
+    assert_eq!(
+        stdout(&tasklets),
+        "\
+NAME     STATE      DISABLED  SCHEDULES  RUNS  OWNER
+tasklet  scheduled         0         21    20  tasklet
+"
+    );
+    let timers = server.rtctl(&["timers"]);
+    assert_code(&timers, 0);
+    assert_eq!(
+        stdout(&timers),
+        "\
+NAME       ARMED  EXPIRES-IN  PERIOD  FIRED  OWNER
+heartbeat  yes         250ms      1s     61  -
+"
+    );
+    let workqueues = server.rtctl(&["workqueues"]);
+    assert_code(&workqueues, 0);
+    assert_eq!(
+        stdout(&workqueues),
+        "\
+NAME  WORKERS  QUEUED  RUNNING  DONE  DELAYED  FLAGS          OWNER
+jobs        1       2        1     7        0  single-thread  job
+
+ITEM  KIND   PENDING  RUNNING  RUNS  OWNER
+job   plain  yes      no          7  job
+"
+    );
+    assert_eq!(
+        server.commands(),
+        ["TASKLETS", "TIMERS", "WORKQUEUES", "WORKQUEUES ITEMS"]
+    );
+}
+
+#[test]
+fn the_listings_in_json_are_rows_alike_in_resp2_and_resp3() {
+    for command in ["tasklets", "timers", "workqueues", "softirqs"] {
+        let resp3 = FakeServer::start().rtctl(&["--json", command]);
+        let resp2 = FakeServer::with(Config {
+            hello: false,
+            ..Config::default()
+        })
+        .rtctl(&["--json", command]);
+        assert_code(&resp3, 0);
+        assert_code(&resp2, 0);
+        assert_eq!(stdout(&resp3), stdout(&resp2), "{command}");
+    }
+    let server = FakeServer::start();
+    assert_eq!(
+        json(&server.rtctl(&["--json", "timers"]))[0],
+        serde_json::json!({
+            "name": "heartbeat", "armed": 1, "running": 0, "expires_in_ms": 250,
+            "period_ms": 1000, "fired": 61, "owner": "-"
+        })
+    );
+    let workqueues = json(&server.rtctl(&["--json", "workqueues"]));
+    assert_eq!(workqueues["queues"][0]["name"], "jobs");
+    assert_eq!(workqueues["queues"][0]["flags"], "single-thread");
+    assert_eq!(workqueues["items"][0]["name"], "job");
+    assert_eq!(workqueues["items"][0]["runs"], 7);
+    assert_eq!(
+        json(&server.rtctl(&["--json", "softirqs"]))[1]["handler"],
+        "timer::run_jiffy_timers"
+    );
+    assert_eq!(
+        json(&server.rtctl(&["--json", "tasklets"]))[0]["schedules"],
+        21
     );
 }
 

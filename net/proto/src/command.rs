@@ -452,7 +452,7 @@ const SUBSCRIBED: CommandFlags = CommandFlags::ALLOWED_WHILE_SUBSCRIBED;
 const PUBSUB: CommandFlags = CommandFlags::PUBSUB.union(SUBSCRIBED);
 
 /// Every built-in command, sorted by name.
-static COMMANDS: [CommandSpec; 35] = [
+static COMMANDS: [CommandSpec; 38] = [
     CommandSpec::new(
         "auth",
         -2,
@@ -658,7 +658,7 @@ static COMMANDS: [CommandSpec; 35] = [
         1,
         READ,
         "kernel",
-        "Lists soft IRQ counts per vector and CPU.",
+        "Lists every soft IRQ vector with its handler, owner and counts per CPU.",
         "SOFTIRQS",
     ),
     CommandSpec::new(
@@ -678,6 +678,14 @@ static COMMANDS: [CommandSpec; 35] = [
         "TASKLET SCHEDULE|HI|DISABLE|ENABLE|KILL name",
     ),
     CommandSpec::new(
+        "tasklets",
+        1,
+        READ,
+        "kernel",
+        "Lists the named tasklets with their state, schedule and run counts and owner.",
+        "TASKLETS",
+    ),
+    CommandSpec::new(
         "threads",
         1,
         READ,
@@ -692,6 +700,14 @@ static COMMANDS: [CommandSpec; 35] = [
         "kernel",
         "Re-arms a named timer in milliseconds, or deletes it.",
         "TIMER MOD name ms | TIMER DEL name",
+    ),
+    CommandSpec::new(
+        "timers",
+        1,
+        READ,
+        "kernel",
+        "Lists the named timers: armed, expiry and period in ms, fired count, owner.",
+        "TIMERS",
     ),
     CommandSpec::new(
         "unsubscribe",
@@ -732,6 +748,14 @@ static COMMANDS: [CommandSpec; 35] = [
         "kernel",
         "Queues (optionally delayed), cancels or flushes work on a workqueue.",
         "WORK QUEUE queue item [delay_ms] | WORK CANCEL queue item | WORK FLUSH queue",
+    ),
+    CommandSpec::new(
+        "workqueues",
+        -1,
+        READ,
+        "kernel",
+        "Lists the workqueues with their workers and counters, or with ITEMS the named work items.",
+        "WORKQUEUES [ITEMS]",
     ),
 ];
 

@@ -2,11 +2,12 @@
 //! INFO / HELP replies.
 
 use rtedge_proto::command::{
-    self, CommandFlags, CommandSpec, check_arity, docs_reply, help_reply, info_reply, lookup,
+    self, CommandFlags, CommandSpec, SyntaxCheck, check_arity, check_syntax, docs_reply,
+    help_reply, info_reply, lookup,
 };
 use rtedge_proto::reply::{ProtocolVersion, Reply};
 
-const BRIEF_COMMANDS: [&str; 35] = [
+const BRIEF_COMMANDS: [&str; 38] = [
     "multi",
     "exec",
     "discard",
@@ -26,6 +27,9 @@ const BRIEF_COMMANDS: [&str; 35] = [
     "threads",
     "irqs",
     "softirqs",
+    "tasklets",
+    "timers",
+    "workqueues",
     "wake",
     "kill",
     "tasklet",
@@ -238,4 +242,46 @@ fn help_lists_a_heading_then_syntax_and_summary_per_command() {
         panic!("HELP is an array")
     };
     assert_eq!(lines.len(), 1 + 2 * command::all().len());
+}
+
+fn words(args: &[&str]) -> Vec<Vec<u8>> {
+    args.iter().map(|arg| arg.as_bytes().to_vec()).collect()
+}
+
+#[test]
+fn the_listings_are_read_only_kernel_commands_without_arguments() {
+    for name in ["tasklets", "timers", "softirqs"] {
+        let spec = lookup(name.as_bytes()).expect("listing exists");
+        assert_eq!(spec.arity, 1, "{name}");
+        assert_eq!(spec.group, "kernel", "{name}");
+        assert!(spec.has(CommandFlags::READONLY), "{name}");
+        assert!(!spec.has(CommandFlags::WRITE), "{name}");
+        let upper = name.to_ascii_uppercase();
+        assert_eq!(check_syntax(spec, &words(&[&upper])), SyntaxCheck::Fits);
+        assert_eq!(
+            check_syntax(spec, &words(&[&upper, "extra"])),
+            SyntaxCheck::WrongArity,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn workqueues_takes_nothing_or_the_items_keyword() {
+    let spec = lookup(b"WorkQueues").expect("workqueues exists");
+    assert_eq!(spec.arity, -1);
+    assert!(spec.has(CommandFlags::READONLY) && !spec.has(CommandFlags::WRITE));
+    assert_eq!(check_syntax(spec, &words(&["WORKQUEUES"])), SyntaxCheck::Fits);
+    assert_eq!(
+        check_syntax(spec, &words(&["workqueues", "items"])),
+        SyntaxCheck::Fits
+    );
+    assert_ne!(
+        check_syntax(spec, &words(&["WORKQUEUES", "jobs"])),
+        SyntaxCheck::Fits
+    );
+    assert_eq!(
+        check_syntax(spec, &words(&["WORKQUEUES", "ITEMS", "job"])),
+        SyntaxCheck::WrongArity
+    );
 }

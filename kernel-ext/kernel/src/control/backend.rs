@@ -12,7 +12,7 @@ use rtedge_control::{Backend, CommandContext};
 use rtedge_proto::util::ValueError;
 use rtedge_proto::{CommandSpec, Reply, Request};
 
-use super::info;
+use super::{info, listings};
 use crate::thread::{self, Kind, Signal};
 use crate::{commands, latency, modules, shared, softirq, tasklet, time, timer, trap, workqueue};
 
@@ -78,7 +78,14 @@ impl Backend for KernelBackend {
             "KEYS" => Reply::Array(shared::keys(request.arg(1).unwrap_or(b"*")).into_iter().map(|key| Reply::bulk_str(&key)).collect()),
             "THREADS" => threads(),
             "IRQS" => irqs(),
-            "SOFTIRQS" => softirqs(),
+            "SOFTIRQS" => listings::softirqs(),
+            "TASKLETS" => listings::tasklets(),
+            "TIMERS" => listings::timers(),
+            "WORKQUEUES" => match request.arg(1).map(upper).as_deref() {
+                None => listings::workqueues(),
+                Some("ITEMS") => listings::work_items(),
+                Some(_) => error("syntax: WORKQUEUES [ITEMS]"),
+            },
             "WAKE" => signal(request.arg(1).unwrap_or_default(), Some(b"WAKE")),
             "KILL" => signal(request.arg(1).unwrap_or_default(), request.arg(2)),
             "TASKLET" => tasklet_command(request),
@@ -194,24 +201,6 @@ fn irqs() -> Reply {
                 reply_entries.extend(cpus.into_iter().map(|(key, value)| (Reply::bulk_str(&key), value)));
                 reply_entries.push((Reply::bulk_str("total"), int(line.total)));
                 Reply::Map(reply_entries)
-            })
-            .collect(),
-    )
-}
-
-fn softirqs() -> Reply {
-    Reply::Array(
-        softirq::counts()
-            .into_iter()
-            .map(|line| {
-                let mut entries: Vec<(Reply, Reply)> = alloc::vec![(Reply::bulk_str("name"), Reply::bulk_str(&line.name))];
-                let mut total = 0u64;
-                for (cpu, &count) in line.per_cpu.iter().enumerate() {
-                    total += count;
-                    entries.push((Reply::bulk_str(&format!("cpu{cpu}")), int(count)));
-                }
-                entries.push((Reply::bulk_str("total"), int(total)));
-                Reply::Map(entries)
             })
             .collect(),
     )

@@ -6,6 +6,7 @@
 
 mod backend;
 mod info;
+pub mod listings;
 
 use alloc::string::String;
 use core::fmt::Write;

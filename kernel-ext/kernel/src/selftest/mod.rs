@@ -14,6 +14,7 @@ use crate::{check, check_eq, clockevent, cpu_local, memory, time, trap};
 
 mod bottom_half_rules;
 mod deferred;
+mod listings;
 mod log_pool_rules;
 mod smp;
 mod rt_rules;
@@ -35,6 +36,7 @@ fn error(e: impl core::fmt::Display) -> alloc::string::String {
 pub fn groups() -> alloc::vec::Vec<&'static [Test]> {
     let mut groups: alloc::vec::Vec<&'static [Test]> = alloc::vec![TESTS, threads::TESTS, deferred::TESTS, rt_rules::TESTS];
     groups.push(workqueue_rules::TESTS);
+    groups.push(listings::TESTS);
     groups.push(log_pool_rules::tests());
     if crate::thread::online_mask().count_ones() > 1 {
         groups.push(smp::TESTS);

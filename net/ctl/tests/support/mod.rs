@@ -325,6 +325,44 @@ fn respond(request: &Request, connection: &mut Connection, config: &Config) -> V
             connection.softirqs_calls += 1;
             softirqs(n)
         }
+        "TASKLETS" => Reply::Array(vec![map(vec![
+            ("name", bulk("tasklet")),
+            ("state", bulk("scheduled")),
+            ("scheduled", int(1)),
+            ("running", int(0)),
+            ("disabled", int(0)),
+            ("schedules", int(21)),
+            ("runs", int(20)),
+            ("owner", bulk("tasklet")),
+        ])]),
+        "TIMERS" => Reply::Array(vec![map(vec![
+            ("name", bulk("heartbeat")),
+            ("armed", int(1)),
+            ("running", int(0)),
+            ("expires_in_ms", int(250)),
+            ("period_ms", int(1000)),
+            ("fired", int(61)),
+            ("owner", bulk("-")),
+        ])]),
+        "WORKQUEUES" if request.len() == 1 => Reply::Array(vec![map(vec![
+            ("name", bulk("jobs")),
+            ("workers", int(1)),
+            ("queued", int(2)),
+            ("running", int(1)),
+            ("done", int(7)),
+            ("delayed_pending", int(0)),
+            ("flags", bulk("single-thread")),
+            ("owner", bulk("job")),
+        ])]),
+        "WORKQUEUES" if upper(1) == "ITEMS" => Reply::Array(vec![map(vec![
+            ("name", bulk("job")),
+            ("kind", bulk("plain")),
+            ("pending", int(1)),
+            ("running", int(0)),
+            ("timer_pending", int(0)),
+            ("runs", int(7)),
+            ("owner", bulk("job")),
+        ])]),
         "GET" => get(&arg(1)),
         "MGET" => Reply::Array((1..request.len()).map(|index| get(&arg(index))).collect()),
         "SET" => match arg(1).as_str() {
@@ -511,8 +549,19 @@ fn threads(n: i64) -> Reply {
 /// `SOFTIRQS` for the `n`th call: TIMER 2000/s, NET_RX 10/s.
 fn softirqs(n: i64) -> Reply {
     let row = |name: &str, cpu0: i64, cpu1: i64| {
+        let (vector, handler) = match name {
+            "HI" => (0, "tasklet::action(hi)"),
+            "TIMER" => (1, "timer::run_jiffy_timers"),
+            "NET_RX" => (3, "net::net_rx"),
+            _ => (6, "tasklet::action"),
+        };
         map(vec![
             ("name", bulk(name)),
+            ("vector", int(vector)),
+            ("kind", bulk("fixed")),
+            ("open", int(1)),
+            ("handler", bulk(handler)),
+            ("owner", bulk("kernel")),
             ("cpu0", int(cpu0)),
             ("cpu1", int(cpu1)),
             ("total", int(cpu0 + cpu1)),
