@@ -12,10 +12,10 @@ mod replay;
 mod screen;
 pub mod view;
 
+use std::cmp::Ordering as CmpOrdering;
 use std::io::{self, IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::cmp::Ordering as CmpOrdering;
 use std::time::{Duration, Instant};
 
 use rtedge_proto::Value;
@@ -152,7 +152,12 @@ impl SortKey {
     }
 
     /// Every key, in the footer's order.
-    pub const ALL: [SortKey; 4] = [SortKey::Cpu, SortKey::Misses, SortKey::Latency, SortKey::Name];
+    pub const ALL: [SortKey; 4] = [
+        SortKey::Cpu,
+        SortKey::Misses,
+        SortKey::Latency,
+        SortKey::Name,
+    ];
 }
 
 /// An order: a key and whether it is reversed. The natural direction is
@@ -169,7 +174,10 @@ pub struct Sort {
 impl Sort {
     /// Sorted by `key`, natural direction.
     pub fn by(key: SortKey) -> Sort {
-        Sort { key, reversed: false }
+        Sort {
+            key,
+            reversed: false,
+        }
     }
 }
 
@@ -412,7 +420,10 @@ impl<'a> Frame<'a> {
                     row.insert("releases".into(), Json::from(thread.releases));
                     row.insert("latency_min_ns".into(), Json::from(thread.latency_min_ns));
                     row.insert("latency_mean_ns".into(), Json::from(thread.latency_mean_ns));
-                    row.insert("latency_p99_ns".into(), Json::from(self.current.p99(thread)));
+                    row.insert(
+                        "latency_p99_ns".into(),
+                        Json::from(self.current.p99(thread)),
+                    );
                     row.insert("latency_max_ns".into(), Json::from(thread.latency_max_ns));
                 }
                 Json::Object(row)
@@ -470,9 +481,7 @@ impl std::str::FromStr for Size {
 
     fn from_str(text: &str) -> std::result::Result<Size, String> {
         let usage = || format!("`{text}` is not COLUMNSxROWS, e.g. 80x24");
-        let (width, height) = text
-            .split_once(['x', 'X'])
-            .ok_or_else(usage)?;
+        let (width, height) = text.split_once(['x', 'X']).ok_or_else(usage)?;
         let side = |value: &str| {
             value
                 .trim()
@@ -638,6 +647,55 @@ mod tests {
             softirqs: vec![("TIMER".into(), timer)],
             p99_ns: Vec::new(),
         }
+    }
+
+    fn bulk(text: &str) -> Value {
+        Value::Bulk(text.as_bytes().to_vec())
+    }
+
+    fn rt_thread(name: &str, releases: i64) -> Value {
+        Value::Map(vec![
+            (bulk("id"), Value::Integer(1)),
+            (bulk("name"), bulk(name)),
+            (bulk("kind"), bulk("rt")),
+            (bulk("releases"), Value::Integer(releases)),
+            (bulk("latency_max_ns"), Value::Integer(5000)),
+        ])
+    }
+
+    #[test]
+    fn p99_comes_from_latency_and_an_error_reply_only_leaves_it_out() {
+        let threads = Value::Array(vec![
+            rt_thread("measured", 10),
+            rt_thread("refused", 10),
+            rt_thread("never-released", 0),
+        ]);
+        let p99 = Value::Map(vec![
+            (bulk("source"), bulk("thread:measured")),
+            (bulk("p99_ns"), Value::Integer(4096)),
+        ]);
+        let mut replay = replay::Replay::from(vec![
+            ("INFO", bulk("# Server\r\nuptime_ns:5\r\n")),
+            ("THREADS", threads),
+            ("SOFTIRQS", Value::Array(Vec::new())),
+            ("LATENCY thread:measured", p99),
+            (
+                "LATENCY thread:refused",
+                Value::Error(b"ERR unknown command 'LATENCY'".to_vec()),
+            ),
+        ]);
+        let sample = Sample::take(&mut replay).expect("an error reply is no failure");
+        assert_eq!(sample.p99_ns, [("measured".to_owned(), 4096)]);
+        let never = &sample.threads[2];
+        assert_eq!(sample.p99(&sample.threads[0]), Some(4096));
+        assert_eq!(sample.p99(&sample.threads[1]), None);
+        assert_eq!(sample.p99(never), None);
+        // Anything but an error reply still ends the sample.
+        let mut broken = replay::Replay::from(vec![("INFO", Value::Integer(1))]);
+        assert!(matches!(
+            Sample::take(&mut broken),
+            Err(CtlError::Protocol(_))
+        ));
     }
 
     #[test]

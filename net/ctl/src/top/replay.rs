@@ -51,6 +51,18 @@ impl Replay {
     }
 }
 
+impl From<Vec<(&str, Value)>> for Replay {
+    /// Exchanges written out in a test: `("LATENCY thread:rt0", reply)`.
+    fn from(exchanges: Vec<(&str, Value)>) -> Replay {
+        Replay {
+            exchanges: exchanges
+                .into_iter()
+                .map(|(request, reply)| (request.split(' ').map(str::to_owned).collect(), reply))
+                .collect(),
+        }
+    }
+}
+
 impl Source for Replay {
     fn call(&mut self, args: &[&str]) -> Result<Value> {
         let (request, reply) = self
@@ -63,7 +75,9 @@ impl Source for Replay {
             )));
         }
         match reply {
-            Value::Error(text) => Err(CtlError::Server(String::from_utf8_lossy(&text).into_owned())),
+            Value::Error(text) => Err(CtlError::Server(
+                String::from_utf8_lossy(&text).into_owned(),
+            )),
             other => Ok(other),
         }
     }

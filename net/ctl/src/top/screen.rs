@@ -114,7 +114,11 @@ pub fn run(client: &mut Client, interval: Duration, sort: Sort) -> Result<()> {
             if left.is_zero() && !view.paused() {
                 break;
             }
-            let wait = if left.is_zero() { SLICE } else { left.min(SLICE) };
+            let wait = if left.is_zero() {
+                SLICE
+            } else {
+                left.min(SLICE)
+            };
             if !event::poll(wait).map_err(terminal_error)? {
                 continue;
             }

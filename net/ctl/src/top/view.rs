@@ -72,6 +72,7 @@ impl View {
     }
 
     /// The current order.
+    #[cfg(test)]
     pub fn sort(&self) -> Sort {
         self.sort
     }
@@ -82,6 +83,7 @@ impl View {
     }
 
     /// Index of the first thread row shown.
+    #[cfg(test)]
     pub fn offset(&self) -> usize {
         self.offset
     }
@@ -303,7 +305,10 @@ pub fn buffer_text(buffer: &Buffer) -> String {
 fn help(area: Rect, buffer: &mut Buffer) {
     let key = Style::new().add_modifier(Modifier::BOLD);
     let entry = |keys: &'static str, what: &'static str| {
-        Line::from(vec![Span::styled(format!(" {keys:<14}"), key), Span::raw(what)])
+        Line::from(vec![
+            Span::styled(format!(" {keys:<14}"), key),
+            Span::raw(what),
+        ])
     };
     let lines = vec![
         entry("c", "sort by CPU share (again: reverse)"),
@@ -329,8 +334,12 @@ fn help(area: Rect, buffer: &mut Buffer) {
         ]),
     ];
     let wanted_width = lines.iter().map(Line::width).max().unwrap_or(0) + 3;
-    let width = u16::try_from(wanted_width).unwrap_or(u16::MAX).min(area.width);
-    let height = u16::try_from(lines.len() + 2).unwrap_or(u16::MAX).min(area.height);
+    let width = u16::try_from(wanted_width)
+        .unwrap_or(u16::MAX)
+        .min(area.width);
+    let height = u16::try_from(lines.len() + 2)
+        .unwrap_or(u16::MAX)
+        .min(area.height);
     let popup = Rect::new(
         area.x + (area.width - width) / 2,
         area.y + (area.height - height) / 2,
@@ -476,7 +485,11 @@ fn title_line(frame: &Frame<'_>, width: usize) -> Line<'static> {
         bold,
         0,
     )];
-    items.push(Item::new(&format!("up {}", summary.uptime()), Style::new(), 0));
+    items.push(Item::new(
+        &format!("up {}", summary.uptime()),
+        Style::new(),
+        0,
+    ));
     if let Some(cpus) = summary.cpus {
         items.push(Item::new(&format!("{cpus} CPUs"), Style::new(), 2));
     }
@@ -485,7 +498,11 @@ fn title_line(frame: &Frame<'_>, width: usize) -> Line<'static> {
         Style::new(),
         1,
     ));
-    items.push(Item::new(&format!("heap {}", summary.heap()), Style::new(), 3));
+    items.push(Item::new(
+        &format!("heap {}", summary.heap()),
+        Style::new(),
+        3,
+    ));
     if let Some(interval) = frame.interval_ns {
         items.push(Item::new(
             &format!("every {}", format::duration_ns(interval)),
@@ -571,12 +588,15 @@ fn fit_columns(columns: &mut Vec<Column>, width: usize) -> Vec<usize> {
         .iter()
         .map(|column| column.natural.max(width_of(&column.title)))
         .collect();
-    let total = |widths: &[usize]| widths.iter().sum::<usize>() + GAP * widths.len().saturating_sub(1);
+    let total =
+        |widths: &[usize]| widths.iter().sum::<usize>() + GAP * widths.len().saturating_sub(1);
     let flexible = |columns: &[Column]| columns.iter().position(|column| column.flexible);
     let shrink_to = |columns: &[Column], widths: &mut [usize], floor: usize, width: usize| {
         if let Some(index) = flexible(columns) {
             let others = total(widths) - widths[index];
-            let floor = floor.max(width_of(&columns[index].title)).min(widths[index]);
+            let floor = floor
+                .max(width_of(&columns[index].title))
+                .min(widths[index]);
             widths[index] = width.saturating_sub(others).clamp(floor, widths[index]);
         }
     };
@@ -1017,7 +1037,12 @@ mod tests {
         let at = lines
             .iter()
             .position(|line| line.trim_start().starts_with(header_start))
-            .unwrap_or_else(|| panic!("no table starting {header_start:?} in\n{}", lines.join("\n")));
+            .unwrap_or_else(|| {
+                panic!(
+                    "no table starting {header_start:?} in\n{}",
+                    lines.join("\n")
+                )
+            });
         let rows = lines[at + 1..lines.len() - 1]
             .iter()
             .take_while(|line| {
@@ -1030,8 +1055,15 @@ mod tests {
 
     /// Every cell of every row of both tables is its whole value.
     fn assert_values_whole(frame: &Frame<'_>, lines: &[String]) {
-        let thread_header = if lines[2].trim_start().starts_with("ID") { "ID" } else { "NAME" };
-        for (start, name_first) in [(thread_header, thread_header == "NAME"), ("RT THREAD", true)] {
+        let thread_header = if lines[2].trim_start().starts_with("ID") {
+            "ID"
+        } else {
+            "NAME"
+        };
+        for (start, name_first) in [
+            (thread_header, thread_header == "NAME"),
+            ("RT THREAD", true),
+        ] {
             let (header, rows) = table(lines, start);
             let titles = titles(header);
             assert!(!rows.is_empty(), "table {start} has rows");
@@ -1062,9 +1094,16 @@ mod tests {
         let (header, rows) = table(&lines, "RT THREAD");
         let titles = titles(header);
         for needed in ["RELEASES", "MISSES", "LAT-P99", "LAT-MAX"] {
-            assert!(titles.iter().any(|title| title == needed), "{needed} in {header:?}");
+            assert!(
+                titles.iter().any(|title| title == needed),
+                "{needed} in {header:?}"
+            );
         }
-        let rt: Vec<&Thread> = second.threads.iter().filter(|thread| thread.is_rt()).collect();
+        let rt: Vec<&Thread> = second
+            .threads
+            .iter()
+            .filter(|thread| thread.is_rt())
+            .collect();
         assert_eq!(rt.len(), 6);
         assert_eq!(rows.len(), rt.len(), "{}", lines.join("\n"));
         for thread in rt {
@@ -1095,7 +1134,11 @@ mod tests {
             for key in SortKey::ALL {
                 let mut view = View::new(Sort::by(key));
                 let composed = view.compose(&frame, size);
-                assert!(composed.len() <= usize::from(size.height), "{size:?}: {} lines", composed.len());
+                assert!(
+                    composed.len() <= usize::from(size.height),
+                    "{size:?}: {} lines",
+                    composed.len()
+                );
                 for line in &composed {
                     assert!(
                         line.width() <= usize::from(size.width),
@@ -1122,8 +1165,16 @@ mod tests {
         // 80 columns drop low-priority columns; 120 have room for them.
         let small = lines(&draw(&mut View::default(), &frame, SMALL));
         let large = lines(&draw(&mut View::default(), &frame, LARGE));
-        assert!(!titles(&small[2]).contains(&"SWITCHES".to_owned()), "{}", small[2]);
-        assert!(titles(&large[2]).contains(&"SWITCHES".to_owned()), "{}", large[2]);
+        assert!(
+            !titles(&small[2]).contains(&"SWITCHES".to_owned()),
+            "{}",
+            small[2]
+        );
+        assert!(
+            titles(&large[2]).contains(&"SWITCHES".to_owned()),
+            "{}",
+            large[2]
+        );
         assert!(titles(&large[2]).contains(&"ID".to_owned()), "{}", large[2]);
     }
 
@@ -1131,7 +1182,10 @@ mod tests {
     fn thread_rows(frame: &Frame<'_>, view: &mut View, size: Size) -> Vec<String> {
         let lines = lines(&draw(view, frame, size));
         let name_first = !lines[2].trim_start().starts_with("ID");
-        let (_, rows) = table(&lines, lines[2].trim_start().split(' ').next().unwrap_or("-"));
+        let (_, rows) = table(
+            &lines,
+            lines[2].trim_start().split(' ').next().unwrap_or("-"),
+        );
         rows.iter()
             .map(|row| thread_of(frame, row, name_first).name.clone())
             .collect()
@@ -1177,7 +1231,10 @@ mod tests {
                 .unwrap_or(0)
         };
         let counts: Vec<i64> = by_misses.iter().map(misses).collect();
-        assert!(counts.windows(2).all(|pair| pair[0] >= pair[1]), "{counts:?}");
+        assert!(
+            counts.windows(2).all(|pair| pair[0] >= pair[1]),
+            "{counts:?}"
+        );
         assert_eq!(by_misses[0], "softirq-rt");
 
         // The RT section follows the order too: by p99, the largest first.
@@ -1194,7 +1251,10 @@ mod tests {
                     .unwrap_or(-1)
             })
             .collect();
-        assert!(p99.windows(2).all(|pair| pair[0] >= pair[1]), "{by_latency:?} {p99:?}");
+        assert!(
+            p99.windows(2).all(|pair| pair[0] >= pair[1]),
+            "{by_latency:?} {p99:?}"
+        );
         assert_eq!(by_latency.last().map(String::as_str), Some("rt-sleeper"));
         let mut by_name = by_latency.clone();
         by_name.sort();
@@ -1209,7 +1269,11 @@ mod tests {
         let mut view = View::default();
         let top = thread_rows(&frame, &mut view, SMALL);
         let page = top.len();
-        assert!(page > 3 && page < all.len(), "80x24 shows {page} of {}", all.len());
+        assert!(
+            page > 3 && page < all.len(),
+            "80x24 shows {page} of {}",
+            all.len()
+        );
         assert_eq!(top, all[..page]);
 
         press(&mut view, KeyCode::Down);
@@ -1221,18 +1285,27 @@ mod tests {
         press(&mut view, KeyCode::PageDown);
         let end = all.len() - page;
         assert_eq!(view.offset(), end.min(page));
-        assert_eq!(thread_rows(&frame, &mut view, SMALL), all[end.min(page)..end.min(page) + page]);
+        assert_eq!(
+            thread_rows(&frame, &mut view, SMALL),
+            all[end.min(page)..end.min(page) + page]
+        );
 
         press(&mut view, KeyCode::End);
         let last = thread_rows(&frame, &mut view, SMALL);
         assert_eq!(last, all[end..]);
-        let footer = lines(&draw(&mut view, &frame, SMALL)).pop().unwrap_or_default();
+        let footer = lines(&draw(&mut view, &frame, SMALL))
+            .pop()
+            .unwrap_or_default();
         assert!(
             footer.ends_with(&format!("{}-{}/{}", end + 1, all.len(), all.len())),
             "{footer}"
         );
         press(&mut view, KeyCode::Down);
-        assert_eq!(thread_rows(&frame, &mut view, SMALL), all[end..], "no scrolling past the end");
+        assert_eq!(
+            thread_rows(&frame, &mut view, SMALL),
+            all[end..],
+            "no scrolling past the end"
+        );
 
         press(&mut view, KeyCode::PageUp);
         assert_eq!(view.offset(), end.saturating_sub(page));
@@ -1273,7 +1346,11 @@ mod tests {
             .expect("idle/0 row");
         assert_eq!(cell_at(idle_row, "idle/0").fg, Color::DarkGray);
         let footer = lines.len() - 1;
-        assert!(lines[footer].starts_with("error: ERR busy"), "{}", lines[footer]);
+        assert!(
+            lines[footer].starts_with("error: ERR busy"),
+            "{}",
+            lines[footer]
+        );
         assert_eq!(cell_at(footer, "error").bg, Color::Red);
     }
 
@@ -1285,7 +1362,12 @@ mod tests {
         assert_eq!(press(&mut view, KeyCode::Char(' ')), Action::Redraw);
         assert!(view.paused());
         let text = render_text(&mut view, &frame, SMALL);
-        assert!(text.lines().last().is_some_and(|line| line.starts_with("PAUSED")), "{text}");
+        assert!(
+            text.lines()
+                .last()
+                .is_some_and(|line| line.starts_with("PAUSED")),
+            "{text}"
+        );
         press(&mut view, KeyCode::Char(' '));
         assert!(!view.paused());
 
