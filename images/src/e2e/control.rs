@@ -383,6 +383,11 @@ fn rtctl_subcommands(ctx: &mut Ctx<'_>) -> Result<()> {
     // A live stream, stopped after two messages.
     let (code, out, err) = ctx.rtctl(&["watch", "softirq.latency", "--count", "2"])?;
     ensure!(code == 0 && out.matches("softirq-batch").count() >= 2, "rtctl watch: {code} {out} {err}");
+    // top's full-screen layout, drawn as text at 80x24: every line fits,
+    // and the RT section (releases, misses, p99, max) is on the screen.
+    let screen = ok(ctx, &["top", "--once", "--interval-ms", "300", "--size", "80x24"], "RT THREAD")?;
+    ensure!(screen.lines().count() == 24 && screen.lines().all(|line| line.chars().count() <= 80), "rtctl top --size 80x24: {screen}");
+    ensure!(["softirq/s", "RELEASES", "MISSES", "LAT-P99", "LAT-MAX", "q quit"].iter().all(|word| screen.contains(word)), "rtctl top at 80x24: {screen}");
     // JSON for scripts.
     let (code, json, _) = ctx.rtctl(&["--json", "threads"])?;
     ensure!(code == 0, "rtctl --json threads exited {code}");

@@ -168,7 +168,10 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
-    /// Live view of threads, CPU use, soft IRQ rates and RT latency.
+    /// Live view of threads, CPU use, soft IRQ rates and RT latency. On a
+    /// terminal, full screen: keys c m l n sort (by CPU, misses, latency,
+    /// name; again reverses), arrows, PgUp/PgDn, Home/End scroll, space
+    /// pauses, h or ? shows the keys, q or Ctrl-C quits.
     Top {
         /// Refresh interval in milliseconds.
         #[arg(long, default_value_t = 1000, value_name = "N")]
@@ -176,6 +179,13 @@ pub enum Command {
         /// Print a single frame and exit.
         #[arg(long)]
         once: bool,
+        /// The threads' order.
+        #[arg(long, value_enum, default_value_t = crate::top::SortKey::Cpu)]
+        sort: crate::top::SortKey,
+        /// Print the full-screen layout at this size as text (e.g. 80x24),
+        /// with no terminal needed; with --once, one frame.
+        #[arg(long, value_name = "COLUMNSxROWS")]
+        size: Option<crate::top::Size>,
     },
     /// Application modules and their state (MODULE LIST).
     Modules,

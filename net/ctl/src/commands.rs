@@ -86,11 +86,20 @@ impl Session<'_> {
             Command::Watch { channel, count } => {
                 watch::watch(self.client, &channel, count, self.json, self.out)
             }
-            Command::Top { interval_ms, once } => top::run(
-                self.client,
-                Duration::from_millis(interval_ms),
+            Command::Top {
+                interval_ms,
                 once,
-                self.json,
+                sort,
+                size,
+            } => top::run(
+                self.client,
+                top::Options {
+                    interval: Duration::from_millis(interval_ms),
+                    once,
+                    json: self.json,
+                    sort,
+                    size,
+                },
                 self.out,
             ),
             Command::Modules => self.modules(),

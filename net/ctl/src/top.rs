@@ -1,13 +1,24 @@
 //! `rtctl top`: a live view of threads, CPU use, soft IRQ rates and RT
 //! latency. Full screen on a terminal; plain repeated frames otherwise.
+//!
+//! This file gathers the data ([`Sample`], [`Frame`]) and prints the plain
+//! and JSON frames; [`view`] lays a frame out for a screen of any size
+//! (pure: it draws into a ratatui buffer and is tested on one), and
+//! [`screen`] is the terminal's side: raw mode, keys, resize and the
+//! promise that the terminal is restored on every way out.
 
+#[cfg(test)]
+mod replay;
+mod screen;
+pub mod view;
+
+use std::cmp::Ordering as CmpOrdering;
 use std::io::{self, IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyModifiers};
-use crossterm::{cursor, execute, queue, style, terminal};
+use rtedge_proto::Value;
 use serde_json::{Map, Value as Json};
 
 use crate::client::Client;
@@ -15,7 +26,22 @@ use crate::convert;
 use crate::error::{CtlError, Result};
 use crate::format::{self, Align};
 use crate::info::Info;
+use crate::latency::Histogram;
 use crate::tables::{self, Thread};
+
+/// Where samples come from: the appliance, or in tests the replies
+/// recorded from one. An error reply is [`CtlError::Server`], as from
+/// [`Client::call`].
+pub trait Source {
+    /// Sends one command and returns its reply.
+    fn call(&mut self, args: &[&str]) -> Result<Value>;
+}
+
+impl Source for Client {
+    fn call(&mut self, args: &[&str]) -> Result<Value> {
+        Client::call(self, args)
+    }
+}
 
 /// What one refresh reads from the server.
 #[derive(Clone, Debug)]
@@ -28,22 +54,130 @@ pub struct Sample {
     pub threads: Vec<Thread>,
     /// `SOFTIRQS` totals.
     pub softirqs: Vec<(String, i64)>,
+    /// `(thread name, p99 release latency)` from `LATENCY thread:NAME`, for
+    /// the RT threads that were released and whose histogram the server
+    /// has (an error reply only leaves the thread out).
+    pub p99_ns: Vec<(String, i64)>,
 }
 
+/// Most `LATENCY` requests one sample makes (one per released RT thread),
+/// so that a server with very many RT threads does not stall a refresh.
+const MAX_LATENCY_QUERIES: usize = 32;
+
 impl Sample {
-    /// Reads `INFO`, `THREADS` and `SOFTIRQS`.
-    pub fn take(client: &mut Client) -> Result<Sample> {
+    /// Reads `INFO`, `THREADS`, `SOFTIRQS`, then `LATENCY thread:NAME` of
+    /// each released RT thread (at most [`MAX_LATENCY_QUERIES`]).
+    pub fn take(client: &mut dyn Source) -> Result<Sample> {
         let info = client.call(&["INFO"])?;
         let info = convert::text(&info)
             .ok_or_else(|| CtlError::Protocol("INFO did not reply with text".into()))?;
-        let threads = client.call(&["THREADS"])?;
+        let threads = tables::threads(&client.call(&["THREADS"])?);
         let softirqs = client.call(&["SOFTIRQS"])?;
+        let mut p99_ns = Vec::new();
+        for thread in threads
+            .iter()
+            .filter(|thread| thread.is_rt() && thread.has_latency())
+            .take(MAX_LATENCY_QUERIES)
+        {
+            let source = format!("thread:{}", thread.name);
+            match client.call(&["LATENCY", source.as_str()]) {
+                Ok(reply) => {
+                    if let Some(p99) = Histogram::from_value(&reply, &source)
+                        .ok()
+                        .and_then(|histogram| histogram.p99_ns)
+                    {
+                        p99_ns.push((thread.name.clone(), p99));
+                    }
+                }
+                // No histogram for this thread (or no LATENCY at all on an
+                // older server): the column shows `-`.
+                Err(CtlError::Server(_)) => {}
+                Err(other) => return Err(other),
+            }
+        }
         Ok(Sample {
             at: Instant::now(),
             info: Info::parse(&info),
-            threads: tables::threads(&threads),
+            threads,
             softirqs: tables::softirq_totals(&softirqs),
+            p99_ns,
         })
+    }
+
+    /// The p99 release latency of the thread named `name`, if known.
+    pub fn p99(&self, thread: &Thread) -> Option<i64> {
+        if !thread.has_latency() {
+            return None;
+        }
+        self.p99_ns
+            .iter()
+            .find(|(name, _)| *name == thread.name)
+            .map(|(_, p99)| *p99)
+    }
+}
+
+/// What the thread list is ordered by (`top`'s keys c, m, l, n).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortKey {
+    /// CPU share over the interval, then total run time (the default).
+    #[default]
+    Cpu,
+    /// Deadline misses.
+    Misses,
+    /// Release latency: p99 where known, else the largest.
+    Latency,
+    /// Name, A to Z.
+    Name,
+}
+
+impl SortKey {
+    /// The key that selects it in the full-screen view.
+    pub fn key(self) -> char {
+        match self {
+            SortKey::Cpu => 'c',
+            SortKey::Misses => 'm',
+            SortKey::Latency => 'l',
+            SortKey::Name => 'n',
+        }
+    }
+
+    /// Its name in the footer.
+    pub fn label(self) -> &'static str {
+        match self {
+            SortKey::Cpu => "cpu",
+            SortKey::Misses => "misses",
+            SortKey::Latency => "latency",
+            SortKey::Name => "name",
+        }
+    }
+
+    /// Every key, in the footer's order.
+    pub const ALL: [SortKey; 4] = [
+        SortKey::Cpu,
+        SortKey::Misses,
+        SortKey::Latency,
+        SortKey::Name,
+    ];
+}
+
+/// An order: a key and whether it is reversed. The natural direction is
+/// largest first for figures and A to Z for names; threads lacking the
+/// figure (no latency measured) come last in both directions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sort {
+    /// The key.
+    pub key: SortKey,
+    /// Reversed (the key pressed again).
+    pub reversed: bool,
+}
+
+impl Sort {
+    /// Sorted by `key`, natural direction.
+    pub fn by(key: SortKey) -> Sort {
+        Sort {
+            key,
+            reversed: false,
+        }
     }
 }
 
@@ -111,12 +245,7 @@ impl<'a> Frame<'a> {
             })
             .collect();
         // Busiest first; ties (and the first frame) by run time, then id.
-        usage.sort_by(|a, b| {
-            b.delta_ns
-                .cmp(&a.delta_ns)
-                .then(b.thread.runtime_ns.cmp(&a.thread.runtime_ns))
-                .then(a.thread.id.cmp(&b.thread.id))
-        });
+        usage.sort_by(|a, b| busiest_first(a, b));
         let softirq_rates = current
             .softirqs
             .iter()
@@ -138,6 +267,27 @@ impl<'a> Frame<'a> {
             usage,
             softirq_rates,
         }
+    }
+
+    /// Puts the threads in `sort`'s order (for the plain and JSON frames;
+    /// the full-screen view orders them itself with [`Frame::sorted`]).
+    pub fn sort(&mut self, sort: Sort) {
+        let current = self.current;
+        self.usage.sort_by(|a, b| compare(current, sort, a, b));
+    }
+
+    /// The threads in `sort`'s order.
+    pub fn sorted(&self, sort: Sort) -> Vec<&Usage<'a>> {
+        let mut usage: Vec<&Usage<'a>> = self.usage.iter().collect();
+        usage.sort_by(|a, b| compare(self.current, sort, a, b));
+        usage
+    }
+
+    /// The RT threads, in `sort`'s order.
+    pub fn rt_sorted(&self, sort: Sort) -> Vec<&Usage<'a>> {
+        let mut usage = self.sorted(sort);
+        usage.retain(|usage| usage.thread.is_rt());
+        usage
     }
 
     /// The frame as text lines.
@@ -209,6 +359,7 @@ impl<'a> Frame<'a> {
                 ("MISSES", Align::Right),
                 ("LAT-MIN", Align::Right),
                 ("LAT-MEAN", Align::Right),
+                ("LAT-P99", Align::Right),
                 ("LAT-MAX", Align::Right),
             ];
             let rows: Vec<Vec<String>> = rt
@@ -221,6 +372,7 @@ impl<'a> Frame<'a> {
                         tables::number(thread.misses),
                         thread.latency(thread.latency_min_ns),
                         thread.latency(thread.latency_mean_ns),
+                        tables::duration(self.current.p99(thread)),
                         thread.latency(thread.latency_max_ns),
                     ]
                 })
@@ -268,6 +420,10 @@ impl<'a> Frame<'a> {
                     row.insert("releases".into(), Json::from(thread.releases));
                     row.insert("latency_min_ns".into(), Json::from(thread.latency_min_ns));
                     row.insert("latency_mean_ns".into(), Json::from(thread.latency_mean_ns));
+                    row.insert(
+                        "latency_p99_ns".into(),
+                        Json::from(self.current.p99(thread)),
+                    );
                     row.insert("latency_max_ns".into(), Json::from(thread.latency_max_ns));
                 }
                 Json::Object(row)
@@ -289,24 +445,91 @@ impl<'a> Frame<'a> {
     }
 }
 
+/// How `top` was asked to run.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Time between samples.
+    pub interval: Duration,
+    /// One frame (two samples one interval apart), then exit.
+    pub once: bool,
+    /// JSON objects instead of text.
+    pub json: bool,
+    /// The threads' order.
+    pub sort: SortKey,
+    /// Draw the full-screen layout at this size as text (no terminal
+    /// needed) instead of the plain tables.
+    pub size: Option<Size>,
+}
+
+/// A screen size, `COLUMNSxROWS` on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size {
+    /// Columns.
+    pub width: u16,
+    /// Rows.
+    pub height: u16,
+}
+
+impl Size {
+    /// The largest side accepted: a frame is a buffer of width × height
+    /// cells, kept small enough to allocate freely.
+    pub const MAX_SIDE: u16 = 1000;
+}
+
+impl std::str::FromStr for Size {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Size, String> {
+        let usage = || format!("`{text}` is not COLUMNSxROWS, e.g. 80x24");
+        let (width, height) = text.split_once(['x', 'X']).ok_or_else(usage)?;
+        let side = |value: &str| {
+            value
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|side| (1..=Size::MAX_SIDE).contains(side))
+        };
+        match (side(width), side(height)) {
+            (Some(width), Some(height)) => Ok(Size { width, height }),
+            _ => Err(format!(
+                "{}; each side from 1 to {}",
+                usage(),
+                Size::MAX_SIDE
+            )),
+        }
+    }
+}
+
 /// Runs `top`.
-pub fn run(
-    client: &mut Client,
-    interval: Duration,
-    once: bool,
-    json: bool,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let interval = interval.max(Duration::from_millis(10));
-    if once {
+pub fn run(client: &mut Client, options: Options, out: &mut dyn Write) -> Result<()> {
+    let interval = options.interval.max(Duration::from_millis(10));
+    let sort = Sort::by(options.sort);
+    if options.json && options.size.is_some() {
+        return Err(CtlError::Usage(
+            "--size draws the screen as text; it does not go with --json".into(),
+        ));
+    }
+    let print = |frame: &mut Frame<'_>, out: &mut dyn Write| -> Result<()> {
+        frame.sort(sort);
+        match options.size {
+            Some(size) => {
+                let text = view::render_text(&mut view::View::new(sort), frame, size);
+                out.write_all(text.as_bytes())?;
+                out.flush()?;
+                Ok(())
+            }
+            None => print_frame(frame, options.json, out),
+        }
+    };
+    if options.once {
         // CPU% needs two samples: the frame covers one interval.
         let first = Sample::take(client)?;
         std::thread::sleep(interval);
         let second = Sample::take(client)?;
-        return print_frame(&Frame::new(Some(&first), &second), json, out);
+        return print(&mut Frame::new(Some(&first), &second), out);
     }
-    if !json && io::stdout().is_terminal() {
-        return full_screen(client, interval);
+    if !options.json && options.size.is_none() && io::stdout().is_terminal() {
+        return screen::run(client, interval, sort);
     }
     let interrupted = Arc::new(AtomicBool::new(false));
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupted));
@@ -316,8 +539,8 @@ pub fn run(
             return Ok(());
         }
         let current = Sample::take(client)?;
-        print_frame(&Frame::new(Some(&previous), &current), json, out)?;
-        if !json {
+        print(&mut Frame::new(Some(&previous), &current), out)?;
+        if !options.json {
             out.write_all(b"\n")?;
         }
         previous = current;
@@ -358,77 +581,48 @@ fn sleep_unless(interrupted: &AtomicBool, duration: Duration) -> bool {
     }
 }
 
-/// Raw mode and the alternate screen, undone on drop (also when an error
-/// or a panic ends `top`).
-struct Screen;
-
-impl Screen {
-    fn enter() -> io::Result<Screen> {
-        terminal::enable_raw_mode()?;
-        let screen = Screen;
-        execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)?;
-        Ok(screen)
-    }
-
-    fn draw(&self, text: &str) -> io::Result<()> {
-        let (columns, rows) = terminal::size().unwrap_or((80, 24));
-        let mut stdout = io::stdout().lock();
-        queue!(stdout, terminal::Clear(terminal::ClearType::All))?;
-        let footer = "q: quit";
-        let lines = text.lines().take(usize::from(rows.saturating_sub(1)));
-        for (row, line) in (0u16..).zip(lines) {
-            let shown: String = line.chars().take(usize::from(columns)).collect();
-            queue!(stdout, cursor::MoveTo(0, row), style::Print(shown))?;
-        }
-        queue!(
-            stdout,
-            cursor::MoveTo(0, rows.saturating_sub(1)),
-            style::Print(footer)
-        )?;
-        stdout.flush()
-    }
+/// Busiest first over the interval; ties (and the first frame) by total
+/// run time, then id.
+fn busiest_first(a: &Usage<'_>, b: &Usage<'_>) -> CmpOrdering {
+    b.delta_ns
+        .cmp(&a.delta_ns)
+        .then(b.thread.runtime_ns.cmp(&a.thread.runtime_ns))
+        .then(a.thread.id.cmp(&b.thread.id))
 }
 
-impl Drop for Screen {
-    fn drop(&mut self) {
-        let _ = execute!(io::stdout(), cursor::Show, terminal::LeaveAlternateScreen);
-        let _ = terminal::disable_raw_mode();
+/// What [`SortKey::Latency`] orders by: p99 where known, else the largest
+/// latency; nothing for a thread never released.
+fn latency_key(sample: &Sample, thread: &Thread) -> Option<i64> {
+    if !thread.has_latency() {
+        return None;
     }
+    sample.p99(thread).or(thread.latency_max_ns)
 }
 
-fn full_screen(client: &mut Client, interval: Duration) -> Result<()> {
-    let terminal_error = |error: io::Error| CtlError::Local(format!("terminal: {error}"));
-    let screen = Screen::enter().map_err(terminal_error)?;
-    let mut previous: Option<Sample> = None;
-    loop {
-        let current = Sample::take(client)?;
-        let text = Frame::new(previous.as_ref(), &current).render();
-        screen.draw(&text).map_err(terminal_error)?;
-        let deadline = deadline_after(interval);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            if !event::poll(left).map_err(terminal_error)? {
-                break;
-            }
-            match event::read().map_err(terminal_error)? {
-                Event::Key(KeyEvent {
-                    code: KeyCode::Char('q') | KeyCode::Esc,
-                    ..
-                }) => return Ok(()),
-                Event::Key(KeyEvent {
-                    code: KeyCode::Char('c'),
-                    modifiers,
-                    ..
-                }) if modifiers.contains(KeyModifiers::CONTROL) => return Ok(()),
-                Event::Resize(..) => screen.draw(&text).map_err(terminal_error)?,
-                _ => {}
-            }
+/// `sort`'s order. Ties go busiest first, so the order is total and a
+/// refresh does not shuffle equal rows.
+fn compare(sample: &Sample, sort: Sort, a: &Usage<'_>, b: &Usage<'_>) -> CmpOrdering {
+    let direction = |ordering: CmpOrdering| {
+        if sort.reversed {
+            ordering.reverse()
+        } else {
+            ordering
         }
-        previous = Some(current);
-    }
+    };
+    // Largest first; a missing figure last in either direction.
+    let figure = |x: Option<i64>, y: Option<i64>| match (x, y) {
+        (Some(x), Some(y)) => direction(y.cmp(&x)),
+        (Some(_), None) => CmpOrdering::Less,
+        (None, Some(_)) => CmpOrdering::Greater,
+        (None, None) => CmpOrdering::Equal,
+    };
+    let primary = match sort.key {
+        SortKey::Cpu => direction(busiest_first(a, b)),
+        SortKey::Misses => figure(a.thread.misses, b.thread.misses),
+        SortKey::Latency => figure(latency_key(sample, a.thread), latency_key(sample, b.thread)),
+        SortKey::Name => direction(a.thread.name.cmp(&b.thread.name)),
+    };
+    primary.then_with(|| busiest_first(a, b))
 }
 
 #[cfg(test)]
@@ -451,7 +645,57 @@ mod tests {
             info: Info::parse(&format!("# Server\r\nuptime_ns:{uptime_ns}\r\n")),
             threads,
             softirqs: vec![("TIMER".into(), timer)],
+            p99_ns: Vec::new(),
         }
+    }
+
+    fn bulk(text: &str) -> Value {
+        Value::Bulk(text.as_bytes().to_vec())
+    }
+
+    fn rt_thread(name: &str, releases: i64) -> Value {
+        Value::Map(vec![
+            (bulk("id"), Value::Integer(1)),
+            (bulk("name"), bulk(name)),
+            (bulk("kind"), bulk("rt")),
+            (bulk("releases"), Value::Integer(releases)),
+            (bulk("latency_max_ns"), Value::Integer(5000)),
+        ])
+    }
+
+    #[test]
+    fn p99_comes_from_latency_and_an_error_reply_only_leaves_it_out() {
+        let threads = Value::Array(vec![
+            rt_thread("measured", 10),
+            rt_thread("refused", 10),
+            rt_thread("never-released", 0),
+        ]);
+        let p99 = Value::Map(vec![
+            (bulk("source"), bulk("thread:measured")),
+            (bulk("p99_ns"), Value::Integer(4096)),
+        ]);
+        let mut replay = replay::Replay::from(vec![
+            ("INFO", bulk("# Server\r\nuptime_ns:5\r\n")),
+            ("THREADS", threads),
+            ("SOFTIRQS", Value::Array(Vec::new())),
+            ("LATENCY thread:measured", p99),
+            (
+                "LATENCY thread:refused",
+                Value::Error(b"ERR unknown command 'LATENCY'".to_vec()),
+            ),
+        ]);
+        let sample = Sample::take(&mut replay).expect("an error reply is no failure");
+        assert_eq!(sample.p99_ns, [("measured".to_owned(), 4096)]);
+        let never = &sample.threads[2];
+        assert_eq!(sample.p99(&sample.threads[0]), Some(4096));
+        assert_eq!(sample.p99(&sample.threads[1]), None);
+        assert_eq!(sample.p99(never), None);
+        // Anything but an error reply still ends the sample.
+        let mut broken = replay::Replay::from(vec![("INFO", Value::Integer(1))]);
+        assert!(matches!(
+            Sample::take(&mut broken),
+            Err(CtlError::Protocol(_))
+        ));
     }
 
     #[test]

@@ -559,14 +559,68 @@ ID  NAME      KIND    PRIO/NICE  STATE     CPU  CPU%  RUNTIME  SWITCHES  MISSES
 softirqs/s  HI 0  TIMER 2000  NET_RX 10  TASKLET 0
 
 RT latency
-NAME  PERIOD  RELEASES  MISSES  LAT-MIN  LAT-MEAN  LAT-MAX
-rt0      1ms      1000       2    900ns     2.1µs   12.3µs
+NAME  PERIOD  RELEASES  MISSES  LAT-MIN  LAT-MEAN  LAT-P99  LAT-MAX
+rt0      1ms      1000       2    900ns     2.1µs      7µs   12.3µs
 "
     );
     assert_eq!(
         server.commands(),
-        ["INFO", "THREADS", "SOFTIRQS", "INFO", "THREADS", "SOFTIRQS"]
+        [
+            "INFO",
+            "THREADS",
+            "SOFTIRQS",
+            "LATENCY thread:rt0",
+            "INFO",
+            "THREADS",
+            "SOFTIRQS",
+            "LATENCY thread:rt0"
+        ]
     );
+}
+
+#[test]
+fn top_once_size_prints_the_full_screen_layout_as_text() {
+    let server = FakeServer::start();
+    let output = server.rtctl(&[
+        "top",
+        "--once",
+        "--interval-ms",
+        "10",
+        "--size",
+        "80x24",
+        "--sort",
+        "name",
+    ]);
+    assert_code(&output, 0);
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 24, "{text}");
+    assert!(lines.iter().all(|line| line.chars().count() <= 80), "{text}");
+    assert_eq!(
+        lines[..6],
+        [
+            "rtedge 0.1.0  up 1h 02m 04s  2 CPUs  3 threads  heap 1.0 MiB / 16.0 MiB (6.2%)",
+            "softirq/s  HI 0  TIMER 2000  NET_RX 10  TASKLET 0",
+            "ID  NAME▼     KIND    PRIO/NICE  STATE     CPU  CPU%  RUNTIME  SWITCHES  MISSES",
+            " 2  events/0  kernel    nice -5  blocked     0   2.0    2.02s         7       0",
+            " 0  idle/0    idle            -  running     0  50.0     5.5s         7       0",
+            " 1  rt0       rt             90  sleeping    1  10.0    102ms      1200       2",
+        ],
+        "{text}"
+    );
+    assert_eq!(
+        lines[6..8],
+        [
+            "RT THREAD  PRIO  PERIOD  RELEASES  MISSES  LAT-MIN  LAT-MEAN  LAT-P99  LAT-MAX",
+            "rt0          90     1ms      1000       2    900ns     2.1µs      7µs   12.3µs",
+        ],
+        "{text}"
+    );
+    assert!(lines[23].starts_with("q quit  h help  sort:"), "{text}");
+    let bad = server.rtctl(&["top", "--once", "--size", "80"]);
+    assert_code(&bad, 2);
+    let json = server.rtctl(&["--json", "top", "--once", "--interval-ms", "10", "--size", "80x24"]);
+    assert_code(&json, 2);
 }
 
 #[test]
@@ -580,6 +634,7 @@ fn top_once_json_has_cpu_shares_and_rates() {
     assert_eq!(frame["threads"][0]["cpu_percent"], 50.0);
     assert_eq!(frame["threads"][1]["runtime_delta_ns"], 100_000_000);
     assert_eq!(frame["threads"][1]["latency_max_ns"], 12_345);
+    assert_eq!(frame["threads"][1]["latency_p99_ns"], 7000);
     assert_eq!(frame["softirqs_per_second"]["TIMER"], 2000.0);
 }
 

@@ -407,7 +407,8 @@ fn respond(request: &Request, connection: &mut Connection, config: &Config) -> V
         },
         "LATENCY" if request.len() == 1 => Reply::Array(vec![bulk("rt0"), bulk("softirq")]),
         "LATENCY" => match arg(1).as_str() {
-            "rt0" => latency(),
+            // A thread's histogram is `thread:NAME`, as on the appliance.
+            "rt0" | "thread:rt0" => latency(),
             "softirq-rt" => thread_latency(),
             other => Reply::Error(format!("ERR no such latency source '{other}'")),
         },
