@@ -6,7 +6,7 @@ use rtedge_proto::command::{
 };
 use rtedge_proto::reply::{ProtocolVersion, Reply};
 
-const BRIEF_COMMANDS: [&str; 35] = [
+const BRIEF_COMMANDS: [&str; 36] = [
     "multi",
     "exec",
     "discard",
@@ -33,6 +33,7 @@ const BRIEF_COMMANDS: [&str; 35] = [
     "timer",
     "work",
     "latency",
+    "metrics",
     "subscribe",
     "psubscribe",
     "unsubscribe",

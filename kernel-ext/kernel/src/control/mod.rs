@@ -6,6 +6,7 @@
 
 mod backend;
 mod info;
+pub(crate) mod metrics;
 
 use alloc::string::String;
 use core::fmt::Write;
