@@ -180,7 +180,7 @@ pub const GUEST_METRICS_PORT: u16 = 9100;
 /// `metrics_port=N`, else [`GUEST_METRICS_PORT`]; `None` when it is 0 (off)
 /// or not a number.
 pub fn guest_metrics_port(cmdline: &str) -> Option<u16> {
-    let value = cmdline.split_whitespace().filter_map(|word| word.strip_prefix("metrics_port=")).last();
+    let value = cmdline.split_whitespace().filter_map(|word| word.strip_prefix("metrics_port=")).next_back();
     match value {
         None => Some(GUEST_METRICS_PORT),
         Some(text) => text.parse::<u16>().ok().filter(|port| *port != 0),
