@@ -75,6 +75,18 @@ if [ "${#libvirt_packages[@]}" -gt 0 ]; then
     fi
 fi
 
+# 2c. Prometheus for the metrics scrape test (e2e `metrics`): the server
+#     (it scrapes GET /metrics) and promtool (it checks the exposition).
+#     Without recommends (they would add node-exporter and its services).
+if ! have prometheus; then
+    echo "deps: installing prometheus"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! as_root apt-get install -y --no-install-recommends prometheus; then
+        as_root apt-get update
+        as_root apt-get install -y --no-install-recommends prometheus
+    fi
+fi
+
 # 3. uhyve, the Hermit hypervisor (pinned: the boot protocol depends on it).
 uhyve_bin="$(command -v uhyve || echo "$CARGO_BIN/uhyve")"
 if ! "$uhyve_bin" --version 2>/dev/null | grep -qx "uhyve $UHYVE_VERSION"; then

@@ -387,6 +387,16 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
         net: forward,
     };
     let mut invocation = session.tools.invocation(hypervisor, &spec)?;
+    // GET /metrics (Prometheus) gets a host port of its own next to the
+    // control plane's: $RTEDGE_METRICS_PORT, else 9100 or the next free one.
+    let metrics_forward = match (forward.filter(|_| hypervisor.is_qemu()), crate::hypervisor::guest_metrics_port(&cmdline)) {
+        (Some(_), Some(guest)) => {
+            let host = instances::choose_port(&registry, env_number("RTEDGE_METRICS_PORT")?, crate::hypervisor::GUEST_METRICS_PORT)?;
+            let metrics = PortForward { host, guest };
+            crate::hypervisor::add_qemu_forward(&mut invocation, metrics).then_some(metrics)
+        }
+        _ => None,
+    };
     let initrd = args.initrd.clone().or_else(|| std::env::var_os("RTEDGE_INITRD").filter(|v| !v.is_empty()).map(Into::into));
     if let Some(initrd) = initrd {
         ensure!(initrd.is_file(), "initrd {} is not a file", initrd.display());
@@ -422,6 +432,9 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
         started: instances::now_seconds(),
         detached: args.detach,
     };
+    if let (true, Some(metrics)) = (args.detach, metrics_forward) {
+        println!("rtedge-image: Prometheus metrics at http://127.0.0.1:{}/metrics (guest port {})", metrics.host, metrics.guest);
+    }
     if args.detach {
         return run_detached(&registry, instance, &invocation, profile.spec.net.is_some() && hypervisor.is_qemu());
     }
@@ -442,6 +455,12 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
                 forward.host
             );
             println!("    rtctl --port {} status", forward.host);
+            if let Some(metrics) = metrics_forward {
+                println!(
+                    "rtedge-image: Prometheus metrics at http://127.0.0.1:{}/metrics (guest port {}); `rtctl --port {} metrics` prints the same",
+                    metrics.host, metrics.guest, forward.host
+                );
+            }
         } else {
             println!(
                 "rtedge-image: `run` sets up no network under uhyve: uhyve 0.10 offers only a tap device \

@@ -172,6 +172,31 @@ fn qemu_common(spec: &BootSpec) -> Vec<String> {
     args
 }
 
+/// The guest port of `GET /metrics` when the command line sets no
+/// `metrics_port=`.
+pub const GUEST_METRICS_PORT: u16 = 9100;
+
+/// The guest's metrics port for kernel command line `cmdline`: the last
+/// `metrics_port=N`, else [`GUEST_METRICS_PORT`]; `None` when it is 0 (off)
+/// or not a number.
+pub fn guest_metrics_port(cmdline: &str) -> Option<u16> {
+    let value = cmdline.split_whitespace().filter_map(|word| word.strip_prefix("metrics_port=")).next_back();
+    match value {
+        None => Some(GUEST_METRICS_PORT),
+        Some(text) => text.parse::<u16>().ok().filter(|port| *port != 0),
+    }
+}
+
+/// Adds `forward` to the QEMU user network of `invocation` (one more
+/// `hostfwd=` on its `-netdev user,...`). Returns false when it has none.
+pub fn add_qemu_forward(invocation: &mut Invocation, forward: PortForward) -> bool {
+    let Some(netdev) = invocation.args.iter_mut().find(|arg| arg.starts_with("user,id=n0,")) else {
+        return false;
+    };
+    netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{}-:{}", forward.host, forward.guest));
+    true
+}
+
 fn qemu_netdev(forward: PortForward) -> Vec<String> {
     vec![
         "-netdev".to_string(),
@@ -331,6 +356,19 @@ mod tests {
         host: 6380,
         guest: 6379,
     };
+
+    #[test]
+    fn the_metrics_port_is_forwarded_next_to_the_control_port() {
+        let mut invocation = Invocation { program: PathBuf::from("qemu"), args: qemu_microvm(&spec(ConsoleMode::Captured, Some(FORWARD))) };
+        assert!(add_qemu_forward(&mut invocation, PortForward { host: 9101, guest: 9100 }));
+        assert!(invocation.args.contains(&"user,id=n0,hostfwd=tcp:127.0.0.1:6380-:6379,hostfwd=tcp:127.0.0.1:9101-:9100".to_string()));
+        let mut without = Invocation { program: PathBuf::from("qemu"), args: qemu_microvm(&spec(ConsoleMode::Captured, None)) };
+        assert!(!add_qemu_forward(&mut without, PortForward { host: 9101, guest: 9100 }));
+        assert_eq!(guest_metrics_port("log=info"), Some(9100));
+        assert_eq!(guest_metrics_port("metrics_port=9200 log=info"), Some(9200));
+        assert_eq!(guest_metrics_port("metrics_port=9200 metrics_port=0"), None);
+        assert_eq!(guest_metrics_port("metrics_port=x"), None);
+    }
 
     #[test]
     fn microvm_captured_without_net() {

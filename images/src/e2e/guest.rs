@@ -151,6 +151,9 @@ pub struct Guest {
     readers: Vec<thread::JoinHandle<()>>,
     status: Option<HostStatus>,
     pub booted_at: Instant,
+    /// The host loopback port forwarded to the guest's `GET /metrics`
+    /// (QEMU only).
+    pub metrics_port: Option<u16>,
 }
 
 /// What to boot.
@@ -168,6 +171,7 @@ pub struct GuestSpec<'a> {
 
 impl Guest {
     pub fn boot(spec: &GuestSpec<'_>) -> Result<Guest> {
+        let mut metrics_port = None;
         let (invocation, target) = match (spec.hypervisor, spec.namespace) {
             (Hypervisor::Uhyve, Some(namespace)) => {
                 // Under uhyve on an emulated CPU (as on nested KVM) a context
@@ -214,6 +218,12 @@ impl Guest {
                     net: Some(PortForward { host: port, guest: spec.guest_port }),
                 };
                 let mut invocation = spec.tools.invocation(hypervisor, &boot)?;
+                if let Some(guest) = crate::hypervisor::guest_metrics_port(&spec.cmdline) {
+                    let forward = PortForward { host: free_port()?, guest };
+                    if crate::hypervisor::add_qemu_forward(&mut invocation, forward) {
+                        metrics_port = Some(forward.host);
+                    }
+                }
                 if let Some(initrd) = &spec.initrd {
                     invocation.args.push("-initrd".into());
                     invocation.args.push(initrd.display().to_string());
@@ -255,6 +265,7 @@ impl Guest {
             readers,
             status: None,
             booted_at: Instant::now(),
+            metrics_port,
         })
     }
 

@@ -72,14 +72,17 @@ macro_rules! debug_log {
 
 pub mod config;
 pub mod dispatch;
+pub mod http;
 pub mod hub;
 pub mod job;
 pub mod memory;
+pub mod metrics;
 pub mod server;
 pub mod stack;
 
 pub use config::{Config, ConfigError};
 pub use dispatch::{AuthThrottle, Backend, CommandContext, DispatchStats, Dispatcher, Session};
+pub use http::{HttpConfig, HttpError, HttpServer, HttpStats};
 pub use hub::{Hub, HubStats};
 pub use job::{Completion, ConnectionId, Job, SubscriptionChange};
 pub use memory::MemoryBudget;

@@ -159,6 +159,12 @@ pub enum Command {
         #[arg(long, value_name = "FILE", requires = "sources")]
         plot: Option<PathBuf>,
     },
+    /// The Prometheus text of GET /metrics (METRICS), optionally only the
+    /// families whose name starts with PREFIX.
+    Metrics {
+        /// Metric name prefix, e.g. rtedge_thread.
+        prefix: Option<String>,
+    },
     /// Print pub/sub messages as they arrive (SUBSCRIBE, or PSUBSCRIBE for
     /// a pattern with * ? or [).
     Watch {

@@ -83,6 +83,7 @@ impl Session<'_> {
                     self.latency(&sources, reset, plot.as_deref())
                 }
             }
+            Command::Metrics { prefix } => self.metrics(prefix.as_deref()),
             Command::Watch { channel, count } => {
                 watch::watch(self.client, &channel, count, self.json, self.out)
             }
@@ -140,6 +141,18 @@ impl Session<'_> {
             self.emit_json(&info.to_json())
         } else {
             self.emit(&info.summary().render())
+        }
+    }
+
+    fn metrics(&mut self, prefix: Option<&str>) -> Result<()> {
+        let reply = self.client.call(&["METRICS"])?;
+        let text = convert::text(&reply)
+            .ok_or_else(|| CtlError::Protocol("METRICS did not reply with text".into()))?;
+        let text = crate::metrics::filter(&text, prefix.unwrap_or(""));
+        if self.json {
+            self.emit_json(&crate::metrics::to_json(&text))
+        } else {
+            self.emit(&text)
         }
     }
 

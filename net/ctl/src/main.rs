@@ -19,6 +19,7 @@ mod info;
 mod instances;
 mod latency;
 mod listings;
+mod metrics;
 mod plot;
 mod tables;
 mod token;

@@ -452,7 +452,7 @@ const SUBSCRIBED: CommandFlags = CommandFlags::ALLOWED_WHILE_SUBSCRIBED;
 const PUBSUB: CommandFlags = CommandFlags::PUBSUB.union(SUBSCRIBED);
 
 /// Every built-in command, sorted by name.
-static COMMANDS: [CommandSpec; 38] = [
+static COMMANDS: [CommandSpec; 39] = [
     CommandSpec::new(
         "auth",
         -2,
@@ -572,6 +572,14 @@ static COMMANDS: [CommandSpec; 38] = [
         "kernel",
         "Lists the latency sources, or returns (and optionally resets) the histogram of one.",
         "LATENCY [source [RESET]]",
+    ),
+    CommandSpec::new(
+        "metrics",
+        1,
+        READ,
+        "server",
+        "Returns the Prometheus text (exposition format 0.0.4) that GET /metrics serves on the metrics port.",
+        "METRICS",
     ),
     CommandSpec::new(
         "mget",

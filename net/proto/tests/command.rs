@@ -7,7 +7,7 @@ use rtedge_proto::command::{
 };
 use rtedge_proto::reply::{ProtocolVersion, Reply};
 
-const BRIEF_COMMANDS: [&str; 38] = [
+const BRIEF_COMMANDS: [&str; 39] = [
     "multi",
     "exec",
     "discard",
@@ -37,6 +37,7 @@ const BRIEF_COMMANDS: [&str; 38] = [
     "timer",
     "work",
     "latency",
+    "metrics",
     "subscribe",
     "psubscribe",
     "unsubscribe",

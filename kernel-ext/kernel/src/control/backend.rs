@@ -1,7 +1,7 @@
 //! The commands of the control plane that touch the kernel and the
 //! application (`net/CONTROL.md` has the contract): INFO, SHUTDOWN, shared
 //! statics, the thread/IRQ/softirq views, WAKE/KILL (through buddies),
-//! TASKLET, SOFTIRQ, TIMER, WORK, LATENCY, MODULE and the application's own
+//! TASKLET, SOFTIRQ, TIMER, WORK, LATENCY, METRICS, MODULE and the application's own
 //! commands. Runs in the control-plane thread; may block.
 
 use alloc::format;
@@ -93,6 +93,7 @@ impl Backend for KernelBackend {
             "TIMER" => timer_command(request),
             "WORK" => work_command(request),
             "LATENCY" => latency_command(request),
+            "METRICS" => Reply::Verbatim { format: *b"txt", text: super::metrics::render() },
             "MODULE" => module_command(request),
             "CLIENT" => client_command(request),
             _ => match commands::find(request.name()) {

@@ -7,6 +7,7 @@
 mod backend;
 mod info;
 pub mod listings;
+pub(crate) mod metrics;
 
 use alloc::string::String;
 use core::fmt::Write;

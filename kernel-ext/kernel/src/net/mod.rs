@@ -26,7 +26,7 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use rtedge_control::hub::Backlog;
-use rtedge_control::{Completion, Config, ConnectionId, Job, MemoryBudget, NetServer, PublishReport, Stack, StackEvent};
+use rtedge_control::{Completion, Config, ConnectionId, HttpServer, HttpStats, Job, MemoryBudget, NetServer, NetStats, PublishReport, Stack, StackEvent};
 use rtedge_virtio::{InterruptAck, NetStats as DeviceStats};
 use smoltcp::iface::{Interface, SocketSet};
 use smoltcp::phy::Device;
@@ -51,6 +51,12 @@ pub trait NetOps {
     fn client_list(&self, now_ms: u64, out: &mut String);
     /// The server's limits and memory budget, for the dispatcher.
     fn control_parts(&self) -> (Config, Arc<MemoryBudget>);
+    /// The RESP server's counters, and the metrics server's (if it runs).
+    fn server_stats(&self) -> (NetStats, Option<HttpStats>);
+    /// Whether a `GET /metrics` waits for its body.
+    fn metrics_wanted(&self) -> bool;
+    /// Answers the waiting `GET /metrics` requests with `body`.
+    fn provide_metrics(&mut self, now_ms: u64, body: &[u8]);
 }
 
 /// One device with its interface, sockets, address keeper and server.
@@ -60,6 +66,8 @@ pub struct Net<D: Device> {
     sockets: SocketSet<'static>,
     stack: Stack,
     server: NetServer,
+    /// `GET /metrics` on the metrics port (`control::metrics`).
+    http: Option<HttpServer>,
     mac: [u8; 6],
     description: String,
     stats: fn(&D) -> DeviceStats,
@@ -84,10 +92,11 @@ impl<D: Device> Net<D> {
         let stack = Stack::new(net_config, &mut iface, &mut sockets);
         let mut server = NetServer::new(config, &mut sockets)?;
         server.set_auth_required(auth_required);
+        let http = crate::control::metrics::http_server(config.port, &mut sockets);
         if let Some(address) = stack.address() {
             log::info!("net: address {address} (static)");
         }
-        Ok(Self { device, iface, sockets, stack, server, mac, description, stats, reclaim })
+        Ok(Self { device, iface, sockets, stack, server, http, mac, description, stats, reclaim })
     }
 }
 
@@ -109,13 +118,19 @@ impl<D: Device> NetOps for Net<D> {
             None => {}
         }
         self.server.poll(now_ms, &mut self.sockets, jobs);
+        if let Some(http) = self.http.as_mut() {
+            http.poll(now_ms, &mut self.sockets);
+        }
         self.iface.poll(timestamp, &mut self.device, &mut self.sockets);
         if (self.reclaim)(&mut self.device) {
             // Work arrived while interrupts were off: poll again soon.
             return Some(0);
         }
         let interface_delay = self.iface.poll_delay(timestamp, &self.sockets).map(|delay| delay.total_millis());
-        let server_delay = self.server.next_timeout(now_ms);
+        let server_delay = match (self.server.next_timeout(now_ms), self.http.as_ref().and_then(|http| http.next_timeout(now_ms))) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (interface_delay, server_delay) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -146,6 +161,21 @@ impl<D: Device> NetOps for Net<D> {
         (*self.server.config(), self.server.memory())
     }
 
+    fn server_stats(&self) -> (NetStats, Option<HttpStats>) {
+        (self.server.stats(), self.http.as_ref().map(HttpServer::stats))
+    }
+
+    fn metrics_wanted(&self) -> bool {
+        self.http.as_ref().is_some_and(HttpServer::wants_body)
+    }
+
+    fn provide_metrics(&mut self, now_ms: u64, body: &[u8]) {
+        if let Some(http) = self.http.as_mut() {
+            http.provide_body(now_ms, &mut self.sockets, body);
+            self.iface.poll(Instant::from_millis(now_ms as i64), &mut self.device, &mut self.sockets);
+        }
+    }
+
     fn write_info(&self, out: &mut String) {
         let mac = self.mac;
         let _ = write!(
@@ -166,6 +196,7 @@ impl<D: Device> NetOps for Net<D> {
             None => out.push_str("gateway:none\r\n"),
         }
         let _ = write!(out, "dhcp:{}\r\nport:{}\r\n", if self.stack.is_dhcp() { "yes" } else { "no" }, self.server.config().port);
+        let _ = write!(out, "metrics_port:{}\r\n", self.http.as_ref().map_or(0, |http| http.config().port));
         let stats = (self.stats)(&self.device);
         let _ = write!(
             out,
@@ -272,6 +303,9 @@ fn net_rx(_: usize) {
             FANNED_OUT.fetch_add(report.receivers as u64, Ordering::Relaxed);
         }
         let delay = net.0.poll(now, &mut jobs);
+        if net.0.metrics_wanted() {
+            crate::control::metrics::gather_soon();
+        }
         if more_waiting { Some(0) } else { delay }
     };
     if !jobs.is_empty() {
@@ -303,6 +337,21 @@ pub(crate) fn install(net: Box<dyn NetOps>, ack: InterruptAck) {
     *NET.lock_bh() = Some(NetBox(net));
     softirq::raise(Vector::NetRx);
     softirq::run_pending();
+}
+
+/// Answers waiting `GET /metrics` requests with `body` and lets NET_RX
+/// send it (thread context).
+pub(crate) fn provide_metrics(body: &[u8]) {
+    let mut net = NET.lock_bh();
+    if let Some(net) = net.as_mut() {
+        net.0.provide_metrics(now_ms(), body);
+    }
+    softirq::raise(Vector::NetRx);
+}
+
+/// The RESP server's counters and the metrics server's (None: no network).
+pub(crate) fn server_stats() -> Option<(NetStats, Option<HttpStats>)> {
+    NET.lock_bh().as_ref().map(|net| net.0.server_stats())
 }
 
 /// Whether a network device is up.

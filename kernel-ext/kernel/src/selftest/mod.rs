@@ -16,6 +16,7 @@ mod bottom_half_rules;
 mod deferred;
 mod listings;
 mod log_pool_rules;
+mod metrics_rules;
 mod smp;
 mod rt_rules;
 mod threads;
@@ -38,6 +39,7 @@ pub fn groups() -> alloc::vec::Vec<&'static [Test]> {
     groups.push(workqueue_rules::TESTS);
     groups.push(listings::TESTS);
     groups.push(log_pool_rules::tests());
+    groups.push(metrics_rules::TESTS);
     if crate::thread::online_mask().count_ones() > 1 {
         groups.push(smp::TESTS);
     }
