@@ -10,9 +10,7 @@ use rtedge_engine::handler::HandlerSlot;
 
 use crate::shutdown::{self, ExitCode};
 use crate::sync::IrqSpinLock;
-use crate::{console_line, context, cpu_local, memory};
-
-use crate::vectors;
+use crate::{console_line, context, cpu_local, memory, vectors};
 
 type IrqHandler = fn(u8);
 
@@ -54,12 +52,17 @@ pub fn register(vector: u8, name: &'static str, handler: IrqHandler) -> Result<(
 }
 
 /// Detaches whatever handler `vector` has. On return it runs on no CPU and
-/// never starts again (it waits for one running elsewhere: thread context,
-/// never from the vector's own handler).
+/// never starts again: it waits for one running elsewhere, so call it
+/// from thread context, never from the vector's own handler, and not
+/// while holding a lock that handler takes.
 pub fn unregister(vector: u8) {
+    let slot = &HANDLERS[usize::from(vector)];
+    // Waits outside the name lock: a handler may read its name meanwhile.
+    slot.remove(None, cpu::pause);
     let mut names = NAMES.lock();
-    HANDLERS[usize::from(vector)].remove(None, cpu::pause);
-    names[usize::from(vector)] = None;
+    if !slot.is_live() {
+        names[usize::from(vector)] = None;
+    }
 }
 
 /// The name attached to `vector`.
