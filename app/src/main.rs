@@ -111,7 +111,7 @@ fn print_connection_help() {
     let line = boot::command_line();
     let port = cmdline::get(line, "port").and_then(|value| value.parse::<u16>().ok()).unwrap_or(DEFAULT_PORT);
     let host_port = cmdline::get(line, "hostport").and_then(|value| value.parse::<u16>().ok()).unwrap_or(FORWARDED_PORT);
-    if boot::info().path.name() == "hermit/uhyve" {
+    if boot::hypervisor() == boot::Hypervisor::Uhyve {
         // No host port is forwarded under uhyve: no connect line to follow.
         console_line!("control plane: guest port {port} (uhyve: reachable only with a tap device, uhyve --net tap:NAME; no host port is forwarded)");
         return;

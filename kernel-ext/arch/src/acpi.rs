@@ -6,7 +6,7 @@
 //! Every read is bounds-checked against the table's own length, and tables
 //! with a wrong checksum are ignored.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 const MAX_CPUS: usize = 64;
 const MAX_IO_APICS: usize = 4;
@@ -82,14 +82,19 @@ impl Madt {
 
 /// Makes a physical range readable at its own address (installed by the
 /// kernel once its page tables exist; a null pointer means "already mapped").
-static MAPPER: AtomicUsize = AtomicUsize::new(0);
+static MAPPER: AtomicPtr<Mapper> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Identity maps `[address, address + len)` of firmware memory.
+pub type Mapper = fn(u64, u64);
 
 /// Installs the function that identity maps firmware memory before a table
 /// is read: firmware puts ACPI tables in reserved memory above the last
 /// usable RAM (SeaBIOS at the top of RAM, OVMF among its own regions), which
 /// the kernel's RAM mapping does not cover.
-pub fn set_mapper(mapper: fn(u64, u64)) {
-    MAPPER.store(mapper as usize, Ordering::Release);
+///
+/// The mapper lives in a `static` the kernel owns.
+pub fn set_mapper(mapper: &'static Mapper) {
+    MAPPER.store(core::ptr::from_ref(mapper).cast_mut(), Ordering::Release);
 }
 
 /// Reads `len` bytes of physical memory (identity mapped RAM below the
@@ -100,9 +105,10 @@ pub fn set_mapper(mapper: fn(u64, u64)) {
 /// memory that the installed mapper maps.
 unsafe fn bytes(address: u64, len: usize) -> &'static [u8] {
     let mapper = MAPPER.load(Ordering::Acquire);
-    if mapper != 0 {
-        // SAFETY: only `set_mapper` stores here, always a `fn(u64, u64)`.
-        let mapper: fn(u64, u64) = unsafe { core::mem::transmute::<usize, fn(u64, u64)>(mapper) };
+    if !mapper.is_null() {
+        // SAFETY: only `set_mapper` stores here, always from a
+        // `&'static Mapper`: valid, aligned and never written through.
+        let mapper: Mapper = unsafe { *mapper };
         mapper(address, len as u64);
     }
     // SAFETY: per the caller.

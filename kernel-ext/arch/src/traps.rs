@@ -9,7 +9,7 @@
 //! preserved without saving it here, and saved eagerly at thread switches.
 
 use core::fmt;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::tables::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, IST_PAGE_FAULT, KERNEL_CODE};
 
@@ -120,25 +120,30 @@ impl fmt::Display for PageFaultCause {
     }
 }
 
-type TrapHandler = fn(&mut TrapFrame);
+/// The kernel's trap handler: called for every vector.
+pub type TrapHandler = fn(&mut TrapFrame);
 
-static HANDLER: AtomicUsize = AtomicUsize::new(0);
+/// The installed handler: a `&'static TrapHandler` (null = none yet), so
+/// what is loaded is a reference to a handler, never a number turned into one.
+static HANDLER: AtomicPtr<TrapHandler> = AtomicPtr::new(core::ptr::null_mut());
 
-/// Installs the kernel's trap handler (called for every vector).
-pub fn set_handler(handler: TrapHandler) {
-    HANDLER.store(handler as usize, Ordering::Release);
+/// Installs the kernel's trap handler (called for every vector); the
+/// handler lives in a `static` the kernel owns.
+pub fn set_handler(handler: &'static TrapHandler) {
+    HANDLER.store(core::ptr::from_ref(handler).cast_mut(), Ordering::Release);
 }
 
 #[unsafe(no_mangle)]
 extern "C" fn rtedge_trap_dispatch(frame: &mut TrapFrame) {
     let handler = HANDLER.load(Ordering::Acquire);
-    if handler == 0 {
+    if handler.is_null() {
         // No kernel handler yet: nothing sensible to do but stop.
         crate::console::write(b"rtedge: trap before the kernel installed a handler\n");
         crate::exit::exit(6);
     }
-    // SAFETY: only `set_handler` stores into HANDLER, always a `TrapHandler`.
-    let handler: TrapHandler = unsafe { core::mem::transmute::<usize, TrapHandler>(handler) };
+    // SAFETY: only `set_handler` stores into HANDLER, always from a
+    // `&'static TrapHandler`: valid, aligned and never written through.
+    let handler: TrapHandler = unsafe { *handler };
     handler(frame);
 }
 

@@ -14,7 +14,8 @@
 //!   bit of it is left to fire whoever registers the vector next; a handle
 //!   kept from before the free raises nothing.
 
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::handler::HandlerSlot;
+use crate::sync::{AtomicU64, Ordering};
 
 /// Vectors a pending word holds (fixed and dynamic together).
 pub const MAX_VECTORS: usize = 48;
@@ -123,151 +124,43 @@ impl SoftirqCpu {
     }
 }
 
-/// Bit 31 of a slot: the vector has a handler and may run.
-const LIVE: u32 = 1 << 31;
-/// Bits 16..31: the registration's generation (wraps; a handle kept across
-/// 32 768 re-registrations of one slot could alias).
-const GENERATION_SHIFT: u32 = 16;
-const GENERATION_MASK: u32 = 0x7fff << GENERATION_SHIFT;
-/// Bits 0..16: CPUs raising or running the vector now.
-const VISITORS_MASK: u32 = 0xffff;
-
-/// A vector's registration: live or not, its generation, and how many CPUs
-/// are raising or running it now.
-#[derive(Debug)]
-pub struct VectorSlot {
-    word: AtomicU32,
-}
-
-impl Default for VectorSlot {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl VectorSlot {
-    #[cfg(not(loom))]
-    pub const fn new() -> Self {
-        Self { word: AtomicU32::new(0) }
-    }
-
-    #[cfg(loom)]
-    pub fn new() -> Self {
-        Self { word: AtomicU32::new(0) }
-    }
-
-    /// Makes the vector live (its handler is stored before this); returns
-    /// the new generation, which handles carry.
-    pub fn open(&self) -> u32 {
-        let mut current = self.word.load(Ordering::Acquire);
-        loop {
-            let generation = ((current & GENERATION_MASK) >> GENERATION_SHIFT).wrapping_add(1) & 0x7fff;
-            let next = LIVE | (generation << GENERATION_SHIFT) | (current & VISITORS_MASK);
-            match self.word.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return generation,
-                Err(actual) => current = actual,
-            }
-        }
-    }
-
-    /// Whether the vector is live.
-    pub fn is_live(&self) -> bool {
-        self.word.load(Ordering::Acquire) & LIVE != 0
-    }
-
-    /// The live generation, if live.
-    pub fn live_generation(&self) -> Option<u32> {
-        let word = self.word.load(Ordering::Acquire);
-        (word & LIVE != 0).then_some((word & GENERATION_MASK) >> GENERATION_SHIFT)
-    }
-
-    /// Enters as a raiser of `generation` (`None`: whichever is live).
-    /// `false` (nothing entered) if the vector is not live or was
-    /// re-registered since the handle was made.
-    fn enter_raise(&self, generation: Option<u32>) -> bool {
-        let mut current = self.word.load(Ordering::Acquire);
-        loop {
-            let live_generation = (current & GENERATION_MASK) >> GENERATION_SHIFT;
-            if current & LIVE == 0 || generation.is_some_and(|wanted| wanted != live_generation) {
-                return false;
-            }
-            match self.word.compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return true,
-                Err(actual) => current = actual,
-            }
-        }
-    }
-
-    /// Enters as a CPU about to run the vector; whether it is live.
-    fn enter_run(&self) -> bool {
-        self.word.fetch_add(1, Ordering::AcqRel) & LIVE != 0
-    }
-
-    fn leave(&self) {
-        self.word.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// CPUs raising or running the vector now.
-    pub fn visitors(&self) -> u32 {
-        self.word.load(Ordering::Acquire) & VISITORS_MASK
-    }
-
-    /// Ends registration `generation`: no raise enters and no run starts
-    /// after this. `false` (nothing changed) if that registration is not the
-    /// live one (a second free through a copied handle).
-    fn shut(&self, generation: u32) -> bool {
-        let mut current = self.word.load(Ordering::Acquire);
-        loop {
-            if current & LIVE == 0 || (current & GENERATION_MASK) >> GENERATION_SHIFT != generation {
-                return false;
-            }
-            match self.word.compare_exchange_weak(current, current & !LIVE, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return true,
-                Err(actual) => current = actual,
-            }
-        }
-    }
-}
-
 /// Raises vector `index` (slot `slot`) on `cpu` for a handle of
 /// `generation` (`None`: the live one, for the control plane's by-name
 /// raise). Returns `None` if the vector is not live (freed, re-registered
 /// or never opened): nothing is raised. Otherwise `Some(wake)` as
 /// [`SoftirqCpu::raise`].
-pub fn raise(cpu: &SoftirqCpu, slot: &VectorSlot, index: usize, generation: Option<u32>, wake_daemon: bool) -> Option<bool> {
-    if !slot.enter_raise(generation) {
-        return None;
-    }
+pub fn raise<H: Copy>(cpu: &SoftirqCpu, slot: &HandlerSlot<H>, index: usize, generation: Option<u32>, wake_daemon: bool) -> Option<bool> {
+    let raiser = slot.enter(generation)?;
     let wake = cpu.raise(bit(index), wake_daemon);
-    slot.leave();
+    drop(raiser);
     Some(wake)
 }
 
 /// Runs vector `index` on `cpu` if it is pending there and live: takes its
 /// bit and calls `run`. A pending bit of a vector that is not live is stale
 /// (raised before a free) and is dropped. Returns whether `run` ran.
-pub fn dispatch(cpu: &SoftirqCpu, slot: &VectorSlot, index: usize, run: impl FnOnce()) -> bool {
-    let live = slot.enter_run();
+pub fn dispatch<H: Copy>(cpu: &SoftirqCpu, slot: &HandlerSlot<H>, index: usize, run: impl FnOnce(H)) -> bool {
+    // Counted in even when shut, so that `close` waits for a CPU that is
+    // between this look and taking the bit.
+    let visit = slot.visit();
     let taken = cpu.take(bit(index));
-    let ran = live && taken;
-    if ran {
-        run();
+    match visit.handler() {
+        Some(handler) if taken => {
+            run(handler);
+            true
+        }
+        _ => false,
     }
-    slot.leave();
-    ran
 }
 
 /// Frees registration `generation` of vector `index`: shuts the slot,
 /// waits (calling `wait`) until no CPU raises or runs it, then drops its
-/// pending bit on every CPU. On return the slot may be opened again for a
-/// new handler, which no earlier raise can reach. `false` (nothing done)
+/// pending bit on every CPU. On return the slot may take a new handler
+/// (`install`), which no earlier raise can reach. `false` (nothing done)
 /// if that registration is not live (already freed).
-pub fn close<'a>(slot: &VectorSlot, index: usize, generation: u32, cpus: impl IntoIterator<Item = &'a SoftirqCpu>, mut wait: impl FnMut()) -> bool {
-    if !slot.shut(generation) {
+pub fn close<'a, H: Copy>(slot: &HandlerSlot<H>, index: usize, generation: u32, cpus: impl IntoIterator<Item = &'a SoftirqCpu>, wait: impl FnMut()) -> bool {
+    if !slot.remove(Some(generation), wait) {
         return false;
-    }
-    while slot.visitors() != 0 {
-        wait();
     }
     for cpu in cpus {
         cpu.take(bit(index));
@@ -298,26 +191,29 @@ mod tests {
     #[test]
     fn a_freed_vector_raises_nothing_and_a_stale_bit_is_dropped() {
         let cpu = SoftirqCpu::new();
-        let slot = VectorSlot::new();
+        let slot: HandlerSlot<usize> = HandlerSlot::new();
         assert_eq!(raise(&cpu, &slot, 9, None, false), None, "never opened");
-        let first = slot.open();
+        let first = slot.install(1).expect("an empty slot");
         assert_eq!(raise(&cpu, &slot, 9, Some(first), false), Some(false));
         assert!(close(&slot, 9, first, [&cpu], || unreachable!("nobody visits")));
         assert!(!close(&slot, 9, first, [&cpu], || unreachable!()), "second free");
         assert_eq!(cpu.pending(), 0, "close drops the pending bit");
         assert_eq!(raise(&cpu, &slot, 9, Some(first), false), None, "stale handle");
-        let second = slot.open();
+        let second = slot.install(2).expect("a closed slot");
         assert_ne!(first, second);
         assert_eq!(raise(&cpu, &slot, 9, Some(first), false), None, "handle of the old registration");
         assert_eq!(raise(&cpu, &slot, 9, Some(second), false), Some(false));
         let mut runs = 0;
-        assert!(dispatch(&cpu, &slot, 9, || runs += 1));
+        assert!(dispatch(&cpu, &slot, 9, |handler| {
+            assert_eq!(handler, 2, "the new handler runs");
+            runs += 1;
+        }));
         assert_eq!(runs, 1);
-        assert_eq!(slot.visitors(), 0);
+        assert_eq!(slot.callers(), 0);
         // A bit left for a vector that is not live is dropped, not run.
-        assert!(slot.shut(second));
+        assert!(slot.shut(Some(second)));
         cpu.raise(bit(9), false);
-        assert!(!dispatch(&cpu, &slot, 9, || runs += 1));
+        assert!(!dispatch(&cpu, &slot, 9, |_| runs += 1));
         assert_eq!((runs, cpu.pending()), (1, 0));
     }
 }

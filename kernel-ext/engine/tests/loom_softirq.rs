@@ -12,7 +12,8 @@
 
 use loom::sync::{Arc, Mutex};
 use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use rtedge_engine::softirq::{self, SoftirqCpu, VectorSlot, bit};
+use rtedge_engine::handler::HandlerSlot;
+use rtedge_engine::softirq::{self, SoftirqCpu, bit};
 
 const VECTOR: usize = 5;
 
@@ -177,17 +178,16 @@ fn freed_vector_never_runs() {
     builder.preemption_bound = Some(2);
     builder.check(|| {
         let cpu = Arc::new(SoftirqCpu::new());
-        let slot = Arc::new(VectorSlot::new());
-        // Which registration is live, as the handler table would say.
-        let handler = Arc::new(AtomicUsize::new(1));
+        // The slot holds the registration's handler: 1 the old, 2 the new.
+        let slot: Arc<HandlerSlot<usize>> = Arc::new(HandlerSlot::new());
         let freed = Arc::new(AtomicBool::new(false));
         let new_runs = Arc::new(AtomicUsize::new(0));
-        let old = slot.open();
+        let old = slot.install(1).unwrap();
         assert_eq!(softirq::raise(&cpu, &slot, VECTOR, Some(old), false), Some(false));
         let processing = {
-            let (cpu, slot, handler, freed, new_runs) = (cpu.clone(), slot.clone(), handler.clone(), freed.clone(), new_runs.clone());
+            let (cpu, slot, freed, new_runs) = (cpu.clone(), slot.clone(), freed.clone(), new_runs.clone());
             loom::thread::spawn(move || {
-                softirq::dispatch(&cpu, &slot, VECTOR, || match handler.load(Ordering::Acquire) {
+                softirq::dispatch(&cpu, &slot, VECTOR, |handler| match handler {
                     1 => assert!(!freed.load(Ordering::Acquire), "the handler runs after free returned"),
                     _ => {
                         new_runs.fetch_add(1, Ordering::AcqRel);
@@ -201,14 +201,13 @@ fn freed_vector_never_runs() {
         };
         assert!(softirq::close(&slot, VECTOR, old, [&*cpu], loom::thread::yield_now));
         freed.store(true, Ordering::Release);
-        handler.store(2, Ordering::Release);
-        let new = slot.open();
+        let new = slot.install(2).unwrap();
         assert_ne!(new, old);
         processing.join().unwrap();
         let _ = stale_raise.join().unwrap();
         // Whatever is pending now can only be a raise of the new handler,
         // and nobody raised it.
-        softirq::dispatch(&cpu, &slot, VECTOR, || {
+        softirq::dispatch(&cpu, &slot, VECTOR, |_| {
             new_runs.fetch_add(1, Ordering::AcqRel);
         });
         assert_eq!(new_runs.load(Ordering::Acquire), 0, "a stale pending bit fired the new handler");

@@ -10,7 +10,7 @@ use rtedge_engine::cmdline;
 
 use crate::cpu_local::{self, CpuLocal};
 use crate::shutdown::{self, ExitCode};
-use crate::{console, console_line, memory, smp, softirq, thread, time, trap};
+use crate::{console, console_line, memory, smp, softirq, thread, time, trap, vectors};
 
 /// Size of each exception (IST) stack.
 const EXCEPTION_STACK_SIZE: usize = 16 * 1024;
@@ -26,6 +26,39 @@ static mut BOOT_INFO: Option<&'static BootInfo> = None;
 pub fn info() -> &'static BootInfo {
     // SAFETY: written once at the very start of boot, read-only afterwards.
     unsafe { BOOT_INFO }.unwrap_or_else(|| shutdown::shutdown_with(ExitCode::BootFailure))
+}
+
+/// The hypervisor the kernel runs under, as far as the way in tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hypervisor {
+    /// QEMU, through PVH (`-kernel`; machines microvm and q35).
+    Qemu,
+    /// uhyve, through the Hermit boot protocol: no ACPI, no forwarded
+    /// host port, files and exit through hypercalls.
+    Uhyve,
+    /// Firmware (BIOS or UEFI, then GRUB through Multiboot2) booted a disk
+    /// image, under QEMU or libvirt: the way in does not name the hypervisor.
+    Firmware,
+}
+
+impl Hypervisor {
+    /// Its name in `INFO` and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hypervisor::Qemu => "qemu",
+            Hypervisor::Uhyve => "uhyve",
+            Hypervisor::Firmware => "firmware",
+        }
+    }
+}
+
+/// The hypervisor this kernel was booted by (from the boot path).
+pub fn hypervisor() -> Hypervisor {
+    match info().path {
+        BootPath::Pvh => Hypervisor::Qemu,
+        BootPath::Hermit => Hypervisor::Uhyve,
+        BootPath::Multiboot2 => Hypervisor::Firmware,
+    }
 }
 
 /// The kernel command line.
@@ -116,7 +149,8 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
         }
     };
 
-    rtedge_arch::acpi::set_mapper(crate::power::map_firmware_table);
+    static MAPPER: rtedge_arch::acpi::Mapper = crate::power::map_firmware_table;
+    rtedge_arch::acpi::set_mapper(&MAPPER);
     let prefer_x2apic = cmdline::get(line, "x2apic").map(|v| cmdline::parse_bool(v).unwrap_or(true)).unwrap_or(true);
     let apic_mode = apic::choose_mode(prefer_x2apic);
     if apic_mode == apic::Mode::XApic
@@ -125,7 +159,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
             shutdown::shutdown_with(ExitCode::BootFailure);
         }
     // SAFETY: the APIC mode is chosen and its registers mapped; interrupts are off.
-    unsafe { apic::init_local(trap::TIMER_VECTOR, trap::APIC_ERROR_VECTOR) };
+    unsafe { apic::init_local(vectors::TIMER, vectors::APIC_ERROR) };
     cpu_local::current().apic_id.store(apic::id(), Ordering::Relaxed);
 
     if info.path.is_acpi_pc() {

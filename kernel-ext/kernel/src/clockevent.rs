@@ -89,7 +89,7 @@ fn reprogram_if_local(cpu: &CpuLocal) {
         reprogram(cpu);
     } else {
         // Another CPU's timer: let it re-arm itself for its new head.
-        apic::send_ipi(cpu.apic_id.load(core::sync::atomic::Ordering::Relaxed), apic::Ipi::Fixed(crate::trap::TIMER_VECTOR));
+        apic::send_ipi(cpu.apic_id.load(core::sync::atomic::Ordering::Relaxed), apic::Ipi::Fixed(crate::vectors::TIMER));
     }
 }
 

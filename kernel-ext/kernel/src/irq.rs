@@ -14,11 +14,8 @@ use rtedge_arch::ioapic::IoApic;
 pub use rtedge_arch::ioapic::{Polarity, Trigger};
 
 use crate::sync::IrqSpinLock;
+use crate::vectors::{FIRST_DEVICE, LAST_DEVICE};
 use crate::{cpu_local, memory, thread, trap};
-
-/// First and last vector handed to device lines.
-const FIRST_DEVICE_VECTOR: u8 = 0x30;
-const LAST_DEVICE_VECTOR: u8 = 0xdf;
 
 struct Line {
     gsi: u32,
@@ -43,7 +40,7 @@ static USED_VECTORS: IrqSpinLock<[u64; 4]> = IrqSpinLock::new([0; 4]);
 /// Takes the lowest free device vector.
 fn allocate_vector() -> Option<u8> {
     let mut used = USED_VECTORS.lock();
-    let vector = (FIRST_DEVICE_VECTOR..=LAST_DEVICE_VECTOR).find(|&vector| used[usize::from(vector / 64)] & (1 << (vector % 64)) == 0)?;
+    let vector = (FIRST_DEVICE..=LAST_DEVICE).find(|&vector| used[usize::from(vector / 64)] & (1 << (vector % 64)) == 0)?;
     used[usize::from(vector / 64)] |= 1 << (vector % 64);
     Some(vector)
 }
@@ -84,7 +81,7 @@ impl core::fmt::Display for IrqError {
 
 /// Finds and maps the I/O APICs, masking every line. Boot, after SMP.
 pub fn init(path: BootPath) {
-    let controllers: Vec<(u64, u32)> = match crate::smp::madt() {
+    let controllers: Vec<(u64, u32)> = match crate::firmware::madt() {
         Some(madt) if !madt.io_apics().is_empty() => madt.io_apics().iter().map(|chip| (chip.address, chip.gsi_base)).collect(),
         // uhyve has no ACPI; KVM's in-kernel I/O APIC sits at the standard address.
         _ if path == BootPath::Hermit => alloc::vec![(0xfec0_0000, 0)],
@@ -118,7 +115,7 @@ fn target_apic_id() -> u32 {
 
 /// The GSI, trigger and polarity of ISA IRQ `irq` (MADT overrides applied).
 pub fn isa_line(irq: u8) -> (u32, Trigger, Polarity) {
-    let (gsi, flags) = crate::smp::madt().map_or((u32::from(irq), 0), |madt| madt.isa_irq(irq));
+    let (gsi, flags) = crate::firmware::madt().map_or((u32::from(irq), 0), |madt| madt.isa_irq(irq));
     let polarity = if flags & 0b11 == 0b11 { Polarity::Low } else { Polarity::High };
     let trigger = if (flags >> 2) & 0b11 == 0b11 { Trigger::Level } else { Trigger::Edge };
     (gsi, trigger, polarity)

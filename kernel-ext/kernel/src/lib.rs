@@ -19,6 +19,7 @@ pub mod context;
 pub mod cpu_local;
 pub mod events;
 pub mod files;
+pub mod firmware;
 pub mod irq;
 pub mod ktest;
 pub mod latency;
@@ -37,6 +38,7 @@ pub mod thread;
 pub mod time;
 pub mod timer;
 pub mod trap;
+pub mod vectors;
 pub mod workqueue;
 
 #[cfg(feature = "ktest")]

@@ -244,7 +244,7 @@ fn arm_power_button(fadt: &Fadt) -> Option<u32> {
     // The SCI is a shareable, level-triggered, active-low ISA interrupt
     // unless the MADT overrides it (QEMU: level, active high).
     let irq = u8::try_from(fadt.sci_interrupt).ok()?;
-    let (gsi, flags) = crate::smp::madt().map_or((u32::from(irq), 0), |madt| madt.isa_irq(irq));
+    let (gsi, flags) = crate::firmware::madt().map_or((u32::from(irq), 0), |madt| madt.isa_irq(irq));
     let polarity = if flags & 0b11 == 0b01 { Polarity::High } else { Polarity::Low };
     let trigger = if (flags >> 2) & 0b11 == 0b01 { Trigger::Edge } else { Trigger::Level };
     match irq::attach(gsi, "acpi-sci", sci_interrupt, trigger, polarity) {

@@ -15,7 +15,7 @@ use rtedge_arch::{acpi, apic, cpu, smp, traps as arch_traps};
 use crate::cpu_local::{self, CpuLocal, MAX_CPUS};
 use crate::memory::{self, stacks};
 use crate::sync::IrqSpinLock;
-use crate::{softirq, thread, time, trap};
+use crate::{firmware, softirq, thread, time, vectors};
 
 /// Per-CPU structures prepared by the boot CPU for a secondary CPU.
 struct Prepared {
@@ -26,7 +26,6 @@ struct Prepared {
 static PREPARED: IrqSpinLock<[Option<Prepared>; MAX_CPUS]> = IrqSpinLock::new([const { None }; MAX_CPUS]);
 /// CPUs that finished their bring-up (bit n = CPU index n).
 static ARRIVED: AtomicU64 = AtomicU64::new(0);
-static MADT: IrqSpinLock<Option<acpi::Madt>> = IrqSpinLock::new(None);
 static REPORT: IrqSpinLock<SmpReport> = IrqSpinLock::new(SmpReport { offered: 1, online: 1, failed: 0 });
 
 /// What bring-up found.
@@ -35,11 +34,6 @@ pub struct SmpReport {
     pub offered: u32,
     pub online: u32,
     pub failed: u32,
-}
-
-/// The firmware's interrupt controller description, if any.
-pub fn madt() -> Option<acpi::Madt> {
-    *MADT.lock()
 }
 
 const EXCEPTION_STACK_SIZE: u64 = 16 * 1024;
@@ -88,7 +82,7 @@ fn secondary_main(index: u32) -> ! {
         tables.load();
         arch_traps::load();
         cpu_local::install(&mut *(prepared.local as *mut CpuLocal));
-        apic::init_local(trap::TIMER_VECTOR, trap::APIC_ERROR_VECTOR);
+        apic::init_local(vectors::TIMER, vectors::APIC_ERROR);
     }
     cpu_local::current().apic_id.store(apic::id(), Ordering::Relaxed);
     cpu::interrupts_enable();
@@ -133,7 +127,7 @@ pub fn last_report() -> SmpReport {
 fn bring_up_acpi(info: &BootInfo, report: &mut SmpReport) {
     // SAFETY: QEMU's ACPI tables and the BIOS area are in identity-mapped RAM.
     let madt = unsafe { acpi::read_madt(info.rsdp) };
-    *MADT.lock() = madt;
+    firmware::set_madt(madt);
     let Some(madt) = madt else {
         log::info!("smp: no ACPI MADT found; running on cpu 0 only");
         return;
@@ -229,7 +223,7 @@ pub fn kick_others() {
     for index in 0..MAX_CPUS {
         if index as u32 != me
             && let Some(local) = cpu_local::get(index) {
-                apic::send_ipi(local.apic_id.load(Ordering::Relaxed), apic::Ipi::Fixed(trap::RESCHEDULE_VECTOR));
+                apic::send_ipi(local.apic_id.load(Ordering::Relaxed), apic::Ipi::Fixed(vectors::RESCHEDULE));
             }
     }
 }

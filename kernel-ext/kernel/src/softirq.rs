@@ -25,10 +25,11 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use rtedge_arch::cpu;
-use rtedge_engine::softirq::{self as policy, SoftirqCpu, VectorSlot};
+use rtedge_engine::handler::HandlerSlot;
+use rtedge_engine::softirq::{self as policy, SoftirqCpu};
 
 use crate::sync::IrqSpinLock;
 use crate::thread::{self, ThreadId};
@@ -61,14 +62,16 @@ const MAX_ROUNDS: u32 = 10;
 /// Time spent processing before handing over to ksoftirqd.
 const MAX_TIME_NS: u64 = 2_000_000;
 
-type Handler = fn(usize);
+/// What a vector runs: its handler and the data word it is called with.
+#[derive(Clone, Copy, Debug)]
+struct Action {
+    handler: fn(usize),
+    data: usize,
+}
 
-/// Handlers and their data, by vector (fn pointer as usize; 0 = none).
-/// Stored before the vector's slot opens; read only while it is live.
-static HANDLERS: [AtomicUsize; MAX_VECTORS] = [const { AtomicUsize::new(0) }; MAX_VECTORS];
-static DATA: [AtomicUsize; MAX_VECTORS] = [const { AtomicUsize::new(0) }; MAX_VECTORS];
-/// Whether each vector is live, and who raises or runs it now.
-static SLOTS: [VectorSlot; MAX_VECTORS] = [const { VectorSlot::new() }; MAX_VECTORS];
+/// Each vector's action, whether it is live, and who raises or runs it
+/// now (a typed slot: the handler is stored as what it is).
+static SLOTS: [HandlerSlot<Action>; MAX_VECTORS] = [const { HandlerSlot::new() }; MAX_VECTORS];
 /// Each CPU's pending vectors and its ksoftirqd's state.
 static CPUS: [SoftirqCpu; crate::cpu_local::MAX_CPUS] = [const { SoftirqCpu::new() }; crate::cpu_local::MAX_CPUS];
 static DYNAMIC_NAMES: IrqSpinLock<Vec<Option<String>>> = IrqSpinLock::new(Vec::new());
@@ -78,10 +81,11 @@ static KSOFTIRQD: IrqSpinLock<[Option<ThreadId>; crate::cpu_local::MAX_CPUS]> =
 static HANDOVERS: AtomicU64 = AtomicU64::new(0);
 
 /// Attaches the handler of a fixed vector (done once by its subsystem).
+/// A second `open` of a vector leaves the first handler in place.
 pub fn open(vector: Vector, handler: fn(usize), data: usize) {
-    DATA[vector as usize].store(data, Ordering::Relaxed);
-    HANDLERS[vector as usize].store(handler as usize, Ordering::Release);
-    SLOTS[vector as usize].open();
+    if SLOTS[vector as usize].install(Action { handler, data }).is_err() {
+        log::warn!("softirq: {} already has a handler", FIXED_NAMES[vector as usize]);
+    }
 }
 
 /// Marks `vector` pending on this CPU (and wakes ksoftirqd when raised
@@ -120,7 +124,7 @@ fn raise_index_on(cpu_index: u32, index: usize, generation: Option<u32>) -> bool
     if !here && let Some(local) = cpu_local::get(cpu_index as usize) {
         rtedge_arch::apic::send_ipi(
             local.apic_id.load(Ordering::Relaxed),
-            rtedge_arch::apic::Ipi::Fixed(crate::trap::RESCHEDULE_VECTOR),
+            rtedge_arch::apic::Ipi::Fixed(crate::vectors::RESCHEDULE),
         );
     }
     true
@@ -183,15 +187,9 @@ fn process(budgeted: bool) {
             let index = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             // Runs only a live vector, and drops a stale bit of a freed one.
-            policy::dispatch(state, &SLOTS[index], index, || {
+            policy::dispatch(state, &SLOTS[index], index, |action| {
                 local.softirq_counts[index].fetch_add(1, Ordering::Relaxed);
-                let handler = HANDLERS[index].load(Ordering::Acquire);
-                if handler != 0 {
-                    // SAFETY: only `open`/`register` store here, always a
-                    // `Handler`, before the slot opens.
-                    let handler: Handler = unsafe { core::mem::transmute::<usize, Handler>(handler) };
-                    handler(DATA[index].load(Ordering::Relaxed));
-                }
+                (action.handler)(action.data);
             });
         }
         cpu::interrupts_disable();
@@ -305,10 +303,10 @@ pub fn register(name: &str, handler: fn(usize), data: usize) -> Result<SoftIrq, 
     }
     let position = names.iter().position(Option::is_none).ok_or(SoftIrqError::Exhausted)?;
     let index = FIXED_COUNT + position;
+    // Free: its name was cleared after `close` returned, so it is not live
+    // and no caller is inside.
+    let generation = SLOTS[index].install(Action { handler, data }).map_err(|_| SoftIrqError::Exhausted)?;
     names[position] = Some(String::from(name));
-    DATA[index].store(data, Ordering::Relaxed);
-    HANDLERS[index].store(handler as usize, Ordering::Release);
-    let generation = SLOTS[index].open();
     Ok(SoftIrq { index: index as u8, generation: generation as u16 })
 }
 
@@ -344,8 +342,6 @@ impl SoftIrq {
         if !closed {
             return;
         }
-        HANDLERS[index].store(0, Ordering::Release);
-        DATA[index].store(0, Ordering::Relaxed);
         let mut names = DYNAMIC_NAMES.lock();
         if let Some(name) = names.get_mut(index - FIXED_COUNT) {
             *name = None;

@@ -2,28 +2,22 @@
 //! distinct exit code; device and timer interrupts are counted, acknowledged
 //! and dispatched to their handlers (top halves: acknowledge, record, wake).
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::Ordering;
 
 use rtedge_arch::traps::{self, TrapFrame};
 use rtedge_arch::{apic, cpu};
+use rtedge_engine::handler::HandlerSlot;
 
 use crate::shutdown::{self, ExitCode};
 use crate::sync::IrqSpinLock;
-use crate::{console_line, context, cpu_local, memory};
-
-/// The local APIC timer.
-pub const TIMER_VECTOR: u8 = 0xf0;
-/// Reschedule request from another CPU.
-pub const RESCHEDULE_VECTOR: u8 = 0xf1;
-/// Run queued cross-CPU calls.
-pub const CALL_VECTOR: u8 = 0xf2;
-/// Local APIC internal error.
-pub const APIC_ERROR_VECTOR: u8 = 0xfe;
+use crate::{console_line, context, cpu_local, memory, vectors};
 
 type IrqHandler = fn(u8);
 
-/// Interrupt handlers by vector (fn pointers as usize; 0 = none).
-static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
+/// Interrupt handlers by vector, typed slots: a hard IRQ enters the slot,
+/// calls and leaves without a lock; `unregister` waits for a handler that
+/// runs on another CPU.
+static HANDLERS: [HandlerSlot<IrqHandler>; 256] = [const { HandlerSlot::new() }; 256];
 static NAMES: IrqSpinLock<[Option<&'static str>; 256]> = IrqSpinLock::new([None; 256]);
 
 /// Static guard pages (boot and exception stacks) for overflow reports.
@@ -52,21 +46,23 @@ pub fn register(vector: u8, name: &'static str, handler: IrqHandler) -> Result<(
         return Err(IrqError::Reserved);
     }
     let mut names = NAMES.lock();
-    if HANDLERS[usize::from(vector)]
-        .compare_exchange(0, handler as usize, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        return Err(IrqError::Busy);
-    }
+    HANDLERS[usize::from(vector)].install(handler).map_err(|_| IrqError::Busy)?;
     names[usize::from(vector)] = Some(name);
     Ok(())
 }
 
-/// Detaches whatever handler `vector` has.
+/// Detaches whatever handler `vector` has. On return it runs on no CPU and
+/// never starts again: it waits for one running elsewhere, so call it
+/// from thread context, never from the vector's own handler, and not
+/// while holding a lock that handler takes.
 pub fn unregister(vector: u8) {
+    let slot = &HANDLERS[usize::from(vector)];
+    // Waits outside the name lock: a handler may read its name meanwhile.
+    slot.remove(None, cpu::pause);
     let mut names = NAMES.lock();
-    HANDLERS[usize::from(vector)].store(0, Ordering::Release);
-    names[usize::from(vector)] = None;
+    if !slot.is_live() {
+        names[usize::from(vector)] = None;
+    }
 }
 
 /// The name attached to `vector`.
@@ -76,14 +72,15 @@ pub fn name(vector: u8) -> Option<&'static str> {
 
 /// Installs the trap handler (boot CPU, before interrupts are enabled).
 pub fn init() {
-    traps::set_handler(handle);
+    static HANDLER: traps::TrapHandler = handle;
+    traps::set_handler(&HANDLER);
 }
 
 /// Registers the kernel's own interrupt handlers.
 pub fn register_kernel_handlers() {
-    let _ = register(TIMER_VECTOR, "local-timer", |_| crate::clockevent::handle_interrupt());
-    let _ = register(RESCHEDULE_VECTOR, "reschedule-ipi", crate::thread::reschedule_interrupt);
-    let _ = register(APIC_ERROR_VECTOR, "apic-error", |_| {
+    let _ = register(vectors::TIMER, "local-timer", |_| crate::clockevent::handle_interrupt());
+    let _ = register(vectors::RESCHEDULE, "reschedule-ipi", crate::thread::reschedule_interrupt);
+    let _ = register(vectors::APIC_ERROR, "apic-error", |_| {
         log::warn!("local APIC error, status {:#x}", apic::error_status());
     });
 }
@@ -103,12 +100,7 @@ fn handle(frame: &mut TrapFrame) {
     let local = cpu_local::current();
     local.interrupt_counts[usize::from(vector)].fetch_add(1, Ordering::Relaxed);
     local.irq_depth.fetch_add(1, Ordering::Relaxed);
-    let handler = HANDLERS[usize::from(vector)].load(Ordering::Acquire);
-    if handler != 0 {
-        // SAFETY: only `register` stores into HANDLERS, always an `IrqHandler`.
-        let handler: IrqHandler = unsafe { core::mem::transmute::<usize, IrqHandler>(handler) };
-        handler(vector);
-    }
+    HANDLERS[usize::from(vector)].call(|handler| handler(vector));
     apic::end_of_interrupt();
     if local.irq_depth.fetch_sub(1, Ordering::Relaxed) == 1 {
         // Back to thread level: bottom halves first (unless an RT thread
@@ -133,7 +125,7 @@ fn exception(frame: &TrapFrame) -> ! {
     let cpu = context::cpu_index();
     let thread = context::current_name();
     let mut code = shutdown::exception_exit_code(vector);
-    if vector == 14 {
+    if vector == vectors::PAGE_FAULT {
         let address = cpu::read_cr2();
         let overflow = memory::stacks::guard_hit(address).is_some()
             || STATIC_GUARDS.lock().iter().any(|&guard| guard != 0 && (guard..guard + 4096).contains(&address));
@@ -145,7 +137,7 @@ fn exception(frame: &TrapFrame) -> ! {
         console_line!("rtedge:   error code {:#x} ({})", frame.error_code, traps::describe_page_fault(frame.error_code));
         console_line!("rtedge:   faulting address (CR2) {address:#018x}");
     } else {
-        if vector == 8 {
+        if vector == vectors::DOUBLE_FAULT {
             code = ExitCode::DoubleFault as u8;
         }
         console_line!("rtedge: CPU EXCEPTION {name} on cpu {cpu} in thread '{thread}'");

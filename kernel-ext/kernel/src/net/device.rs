@@ -167,7 +167,7 @@ pub fn start(info: &BootInfo) -> Result<(), NetError> {
         return finish(transport, description, device.irq, Trigger::Level, Polarity::High, config, net_config, auth_required, false);
     }
     if info.path.is_acpi_pc() {
-        let base_gsi = match crate::smp::madt() {
+        let base_gsi = match crate::firmware::madt() {
             Some(madt) if madt.io_apics().iter().any(|chip| chip.gsi_base == 24) => 24,
             Some(_) => 16,
             None => 5,

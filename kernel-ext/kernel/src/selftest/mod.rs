@@ -10,10 +10,11 @@ use rtedge_arch::paging::PAGE_SIZE;
 use rtedge_arch::cpu;
 
 use crate::ktest::{Outcome, Test};
-use crate::{check, check_eq, clockevent, cpu_local, memory, time, trap};
+use crate::{check, check_eq, clockevent, cpu_local, memory, time};
 
 mod bottom_half_rules;
 mod deferred;
+mod handler_rules;
 mod listings;
 mod log_pool_rules;
 mod metrics_rules;
@@ -42,6 +43,7 @@ pub fn groups() -> alloc::vec::Vec<&'static [Test]> {
     groups.push(metrics_rules::TESTS);
     if crate::thread::online_mask().count_ones() > 1 {
         groups.push(smp::TESTS);
+        groups.push(handler_rules::TESTS);
     }
     if crate::thread::online_mask().count_ones() > 2 {
         groups.push(smp::THREE_CPU_TESTS);
@@ -193,7 +195,7 @@ fn wait_until(condition: impl Fn() -> bool) -> bool {
 }
 
 fn timer_fires() -> Outcome {
-    let interrupts_before = cpu_local::current().interrupt_counts[usize::from(trap::TIMER_VECTOR)].load(Ordering::SeqCst);
+    let interrupts_before = cpu_local::current().interrupt_counts[usize::from(crate::vectors::TIMER)].load(Ordering::SeqCst);
     FIRED_AT.store(0, Ordering::SeqCst);
     let alarm = clockevent::register(record_fire, 0);
     let deadline = time::now_ns() + 2_000_000;
@@ -209,7 +211,7 @@ fn timer_fires() -> Outcome {
     let fired_at = FIRED_AT.load(Ordering::SeqCst);
     check!(fired_at >= deadline, "fired at {fired_at} before deadline {deadline}");
     check!(!clockevent::is_armed(alarm), "alarm still armed after firing");
-    let interrupts_after = cpu_local::current().interrupt_counts[usize::from(trap::TIMER_VECTOR)].load(Ordering::SeqCst);
+    let interrupts_after = cpu_local::current().interrupt_counts[usize::from(crate::vectors::TIMER)].load(Ordering::SeqCst);
     check!(interrupts_after > interrupts_before, "no timer interrupt counted");
     clockevent::unregister(alarm);
     Ok(())
@@ -248,7 +250,7 @@ fn alarms_in_order() -> Outcome {
 fn tickless_when_idle() -> Outcome {
     // With no alarm armed, the timer is disarmed: busy-wait for a while and
     // check that not a single timer interrupt arrived.
-    let counter = &cpu_local::current().interrupt_counts[usize::from(trap::TIMER_VECTOR)];
+    let counter = &cpu_local::current().interrupt_counts[usize::from(crate::vectors::TIMER)];
     let armed = cpu_local::current().alarms.lock().armed_count();
     check_eq!(armed, 0);
     let before = counter.load(Ordering::SeqCst);

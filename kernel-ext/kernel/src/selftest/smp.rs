@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::ktest::{Outcome, Test};
 use crate::sync::Semaphore;
 use crate::thread::{self, Builder, State, WaitQueue};
-use crate::{check, check_eq, clockevent, cpu_local, smp, time, trap};
+use crate::{check, check_eq, clockevent, cpu_local, smp, time};
 
 pub const TESTS: &[Test] = &[
     Test { name: "smp::every_offered_cpu_is_online", run: all_online },
@@ -299,7 +299,7 @@ fn cross_cpu_wake() -> Outcome {
         }
         thread::yield_cpu();
     }
-    let ipis_before = remote.interrupt_counts[usize::from(trap::RESCHEDULE_VECTOR)].load(Ordering::SeqCst);
+    let ipis_before = remote.interrupt_counts[usize::from(crate::vectors::RESCHEDULE)].load(Ordering::SeqCst);
     // The waker runs on CPU 0.
     let waker = Builder::new("t-waker-cpu0").cpu(0).spawn(|| {
         CROSS.up();
@@ -309,7 +309,7 @@ fn cross_cpu_wake() -> Outcome {
     thread::join(waker, Some(SECOND)).map_err(error)?;
     check_eq!(thread::join(sleeper, Some(SECOND)).map_err(error)?, 0);
     check_eq!(WOKE_ON.load(Ordering::SeqCst), target);
-    let ipis_after = remote.interrupt_counts[usize::from(trap::RESCHEDULE_VECTOR)].load(Ordering::SeqCst);
+    let ipis_after = remote.interrupt_counts[usize::from(crate::vectors::RESCHEDULE)].load(Ordering::SeqCst);
     check!(ipis_after > ipis_before, "no reschedule IPI reached cpu {target}");
     Ok(())
 }
@@ -331,7 +331,7 @@ fn counters_add_up() -> Outcome {
     }
     let softirqs = crate::softirq::counts();
     check!(softirqs.iter().all(|line| line.per_cpu.len() == online), "softirq lines must have one count per CPU");
-    let timer = irqs.iter().find(|line| line.vector == trap::TIMER_VECTOR).ok_or("no timer line")?;
+    let timer = irqs.iter().find(|line| line.vector == crate::vectors::TIMER).ok_or("no timer line")?;
     check!(timer.per_cpu.iter().filter(|&&count| count > 0).count() >= 1);
     Ok(())
 }

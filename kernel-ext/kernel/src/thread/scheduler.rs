@@ -14,7 +14,7 @@ use rtedge_engine::sched::{self, Candidate, Picked, RunQueue, Running};
 use super::{by_slot, State, Thread, WakeReason, KIND_IDLE, MAX_THREADS};
 use crate::clockevent::{self, AlarmId};
 use crate::cpu_local::{self, CpuLocal};
-use crate::{context, time, trap};
+use crate::{context, time, vectors};
 
 /// One CPU's scheduler state.
 pub struct CpuScheduler {
@@ -366,7 +366,7 @@ fn request_reschedule(target: &CpuLocal, candidate_is_realtime: bool) {
     target.need_resched.store(true, Ordering::Release);
     let local = cpu_local::current();
     if target.index != local.index {
-        apic::send_ipi(target.apic_id.load(Ordering::Relaxed), apic::Ipi::Fixed(trap::RESCHEDULE_VECTOR));
+        apic::send_ipi(target.apic_id.load(Ordering::Relaxed), apic::Ipi::Fixed(vectors::RESCHEDULE));
     } else if context::in_interrupt() {
         // The interrupt's exit path reschedules.
     } else if crate::softirq::in_softirq() && !candidate_is_realtime {
@@ -377,7 +377,7 @@ fn request_reschedule(target: &CpuLocal, candidate_is_realtime: bool) {
     } else {
         // Interrupts are off (a lock is held): a self-IPI fires the moment
         // they are enabled again, and its exit path reschedules.
-        apic::send_self(trap::RESCHEDULE_VECTOR);
+        apic::send_self(vectors::RESCHEDULE);
     }
 }
 
