@@ -449,7 +449,7 @@ pub fn bh_depth() -> u32 {
 /// Whether vector `index` has a handler now (opened, or registered and not
 /// freed): the `SOFTIRQS` listing's `open` field.
 pub fn is_open(index: usize) -> bool {
-    SLOTS.get(index).is_some_and(VectorSlot::is_live)
+    SLOTS.get(index).is_some_and(HandlerSlot::is_live)
 }
 
 /// Vector indexes of the registered dynamic soft IRQs with their names
