@@ -14,6 +14,7 @@ pub mod clock;
 pub mod eventring;
 pub mod cmdline;
 pub mod histogram;
+pub mod loghistory;
 pub mod logring;
 pub mod periodic;
 pub mod pi;

@@ -22,6 +22,7 @@ pub mod files;
 pub mod irq;
 pub mod ktest;
 pub mod latency;
+pub mod logs;
 pub mod memory;
 pub mod modules;
 pub mod net;

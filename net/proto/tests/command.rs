@@ -6,7 +6,7 @@ use rtedge_proto::command::{
 };
 use rtedge_proto::reply::{ProtocolVersion, Reply};
 
-const BRIEF_COMMANDS: [&str; 35] = [
+const BRIEF_COMMANDS: [&str; 36] = [
     "multi",
     "exec",
     "discard",
@@ -42,6 +42,7 @@ const BRIEF_COMMANDS: [&str; 35] = [
     "help",
     "client",
     "config",
+    "logs",
 ];
 
 #[test]

@@ -89,6 +89,7 @@ impl Backend for KernelBackend {
             "LATENCY" => latency_command(request),
             "MODULE" => module_command(request),
             "CLIENT" => client_command(request),
+            "LOGS" => crate::logs::command(request),
             _ => match commands::find(request.name()) {
                 Some(handler) => handler(context, request),
                 None => Reply::unknown_command(request.name(), request.args_after_name()),
