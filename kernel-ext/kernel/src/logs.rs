@@ -217,13 +217,15 @@ const PUBLISH_BATCH: usize = 64;
 
 /// The control-plane thread's turn: hands the lines kept since the last
 /// call to `publish` (which queues one message on the `log` channel and
-/// says whether it was taken), oldest first. With nobody `listening` the
-/// lines are passed over. A refused message stays for the next call; lines
-/// the history forgot meanwhile are counted as lost for the channel.
-pub fn publish_pending(listening: bool, mut publish: impl FnMut(&str) -> bool) {
+/// says whether it was taken), oldest first. While nobody is `listening`
+/// the lines are passed over: only those kept before the check, so that a
+/// line kept after a subscription is always published. A refused message
+/// stays for the next call; lines the history forgot meanwhile are counted
+/// as lost for the channel.
+pub fn publish_pending(listening: impl FnOnce() -> bool, mut publish: impl FnMut(&str) -> bool) {
     let done = PUBLISHED_UP_TO.load(Ordering::Relaxed);
-    if !listening {
-        let last = HISTORY.lock().next_sequence() - 1;
+    let last = HISTORY.lock().next_sequence() - 1;
+    if !listening() {
         PUBLISHED_UP_TO.store(last, Ordering::Relaxed);
         return;
     }

@@ -18,6 +18,7 @@ mod format;
 mod info;
 mod instances;
 mod latency;
+mod logs;
 mod plot;
 mod tables;
 mod token;
