@@ -15,6 +15,7 @@ use crate::{check, check_eq, clockevent, cpu_local, memory, time, trap};
 mod bottom_half_rules;
 mod deferred;
 mod log_pool_rules;
+mod logs;
 mod smp;
 mod rt_rules;
 mod threads;
@@ -36,6 +37,7 @@ pub fn groups() -> alloc::vec::Vec<&'static [Test]> {
     let mut groups: alloc::vec::Vec<&'static [Test]> = alloc::vec![TESTS, threads::TESTS, deferred::TESTS, rt_rules::TESTS];
     groups.push(workqueue_rules::TESTS);
     groups.push(log_pool_rules::tests());
+    groups.push(logs::TESTS);
     if crate::thread::online_mask().count_ones() > 1 {
         groups.push(smp::TESTS);
     }
