@@ -114,7 +114,7 @@ fn boot_lines(ctx: &mut Ctx<'_>) -> Result<()> {
     ] {
         let mut command = vec!["LOGS"];
         command.extend(bad.iter().copied());
-        expect_error(&conn.call(&command)?, "ERR").with_context(|| format!("{}", command.join(" ")))?;
+        expect_error(&conn.call(&command)?, "ERR").with_context(|| command.join(" "))?;
     }
     ctx.figure("boot log lines", format!("{} (oldest seq {})", all.len(), all[0].seq));
     Ok(())

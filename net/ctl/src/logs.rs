@@ -69,7 +69,7 @@ impl LogLine {
         })
     }
 
-    /// The human line: `2026-12-05T23:59:01.123Z INFO  cpu1 klogd        text`
+    /// The human line: `2026-12-05T23:59:01.123Z INFO  cpu1 klogd           text`
     /// (UTC; `+12.345678s` since boot when the time of day is unknown).
     pub fn human(&self) -> String {
         let when = self
@@ -78,7 +78,7 @@ impl LogLine {
             .map(|time| time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
             .unwrap_or_else(|| format!("+{}.{:06}s", self.mono_ns / 1_000_000_000, self.mono_ns % 1_000_000_000 / 1000));
         let thread = if self.thread.is_empty() { "-" } else { &self.thread };
-        format!("{when} {:<5} cpu{} {thread:<12} {}", self.level.to_ascii_uppercase(), self.cpu, self.text)
+        format!("{when} {:<5} cpu{} {thread:<15} {}", self.level.to_ascii_uppercase(), self.cpu, self.text)
     }
 
     /// The JSON object (one per line with `--json`).
@@ -274,9 +274,9 @@ mod tests {
 
     #[test]
     fn human_lines_show_utc_time_level_cpu_thread_and_text() {
-        assert_eq!(sample(1, "info").human(), "2026-12-05T23:59:01.123Z INFO  cpu1 klogd        tick \"7\"");
+        assert_eq!(sample(1, "info").human(), "2026-12-05T23:59:01.123Z INFO  cpu1 klogd           tick \"7\"");
         let early = LogLine { unix_ms: None, thread: String::new(), ..sample(1, "error") };
-        assert_eq!(early.human(), "+12.345678s ERROR cpu1 -            tick \"7\"");
+        assert_eq!(early.human(), "+12.345678s ERROR cpu1 -               tick \"7\"");
     }
 
     #[test]
