@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod guest;
 pub mod hostile;
 pub mod isolation;
+pub mod logs;
 pub mod instances;
 pub mod names;
 pub mod metrics;
@@ -305,7 +306,7 @@ pub fn run(plan: &Plan<'_>) -> Result<Report> {
     let mut report = Report { passed: 0, failed: Vec::new(), skipped: Vec::new() };
     std::fs::create_dir_all(&plan.scratch)?;
     let reference = plan.hypervisors.iter().copied().find(|hv| hv.is_qemu()).unwrap_or(Hypervisor::QemuMicrovm);
-    let shared: Vec<&Scenario> = control::SCENARIOS.iter().chain(programs::SCENARIOS.iter()).chain(hostile::SCENARIOS.iter()).chain(isolation::SCENARIOS.iter()).chain(names::SCENARIOS.iter()).chain(metrics::SCENARIOS.iter()).collect();
+    let shared: Vec<&Scenario> = control::SCENARIOS.iter().chain(programs::SCENARIOS.iter()).chain(hostile::SCENARIOS.iter()).chain(isolation::SCENARIOS.iter()).chain(names::SCENARIOS.iter()).chain(metrics::SCENARIOS.iter()).chain(logs::SCENARIOS.iter()).collect();
     let fresh: Vec<&Scenario> = programs::FRESH_BOOT.iter().chain(std::iter::once(&control::SHUTDOWN)).collect();
     for &hypervisor in &plan.hypervisors {
         let wanted = |scenario: &&Scenario| applies(scenario, hypervisor, reference) && selected(plan, scenario.name);

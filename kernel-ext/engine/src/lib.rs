@@ -17,6 +17,7 @@ pub mod eventring;
 pub mod handler;
 pub mod cmdline;
 pub mod histogram;
+pub mod loghistory;
 pub mod logring;
 pub mod periodic;
 pub mod pi;

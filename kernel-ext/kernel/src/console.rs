@@ -19,6 +19,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use rtedge_arch::console;
+use rtedge_engine::loghistory::LineFacts;
 use rtedge_engine::logring::{LogRecord, LogRing, RecordHeader};
 
 use crate::cpu_local::MAX_CPUS;
@@ -72,11 +73,25 @@ struct Line {
     bytes: [u8; LINE_CAPACITY],
     len: usize,
     truncated: bool,
+    /// The log level (0: a plain console line), for the history.
+    level: u8,
+    /// Where the text begins (after the time stamp and level).
+    text_start: usize,
+    /// A ring record's own facts (time, CPU, thread) and its thread's
+    /// name, looked up by klogd; `None`: the line is logged here and now.
+    deferred: Option<(RecordHeader, Option<crate::thread::ThreadName>)>,
 }
 
 impl Line {
     fn new() -> Self {
-        Self { bytes: [0; LINE_CAPACITY], len: 0, truncated: false }
+        Self { bytes: [0; LINE_CAPACITY], len: 0, truncated: false, level: 0, text_start: 0, deferred: None }
+    }
+
+    /// Marks the end of the prefix (time stamp, level): the history keeps
+    /// what follows.
+    fn start_text(&mut self, level: u8) {
+        self.level = level;
+        self.text_start = self.len;
     }
 
     fn finish(&mut self) -> &[u8] {
@@ -142,6 +157,60 @@ fn emit(line: &mut Line) {
     }
     let _guard = CONSOLE_LOCK.lock();
     console::write(bytes);
+    // Under the console lock, so the history's order is the console's.
+    keep(line);
+}
+
+/// Copies a written line into the remote-log history (`crate::logs`):
+/// with the ring record's facts for a line klogd writes, with this
+/// moment's otherwise.
+fn keep(line: &Line) {
+    let text = line.bytes.get(line.text_start..line.len).unwrap_or_default();
+    let (facts, name) = match line.deferred {
+        Some((header, name)) => {
+            let facts = LineFacts {
+                monotonic_ns: header.timestamp_ns,
+                unix_ns: time::realtime_at(header.timestamp_ns),
+                level: line.level,
+                cpu: header.cpu,
+                thread: "",
+                truncated: header.truncated,
+            };
+            let name = name.or_else(|| (header.thread != 0).then(|| serial_name(header.thread)));
+            (facts, name)
+        }
+        None => {
+            let monotonic_ns = if time::now_us().is_some() { time::now_ns() } else { 0 };
+            let facts = LineFacts {
+                monotonic_ns,
+                unix_ns: time::realtime_at(monotonic_ns).filter(|_| monotonic_ns != 0),
+                level: line.level,
+                cpu: context::cpu_index() as u16,
+                thread: "",
+                truncated: line.truncated,
+            };
+            (facts, crate::thread::try_current().map(|thread| thread.name()))
+        }
+    };
+    crate::logs::keep(LineFacts { thread: name.as_ref().map_or("", |name| name.as_str()), ..facts }, text);
+}
+
+/// `#serial`: how the history names a thread it could not look up.
+fn serial_name(serial: u32) -> crate::thread::ThreadName {
+    let mut digits = [0u8; 11];
+    let mut start = digits.len();
+    let mut rest = serial;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    start -= 1;
+    digits[start] = b'#';
+    crate::thread::ThreadName::new(core::str::from_utf8(&digits[start..]).unwrap_or("?"))
 }
 
 /// Whether a line from this context goes to the ring instead of the UART:
@@ -193,6 +262,7 @@ pub fn line(arguments: fmt::Arguments<'_>) {
     }
     let mut line = Line::new();
     write_timestamp(&mut line);
+    line.start_text(0);
     let _ = line.write_fmt(arguments);
     emit(&mut line);
 }
@@ -228,13 +298,20 @@ pub fn enter_panic() -> bool {
 }
 
 /// Writes one ring record as a console line, in the synchronous format.
-fn write_record(record: &RingRecord) {
+/// `named` (klogd only: it holds no lock) looks up the logging thread's
+/// name for the history; elsewhere the history shows `#serial`.
+fn write_record(record: &RingRecord, named: bool) {
     let mut line = Line::new();
     let us = record.header.timestamp_ns / 1000;
     let _ = write!(line, "[{us:>12}us] ");
     if let Some(name) = level_name(record.header.level) {
         let _ = write!(line, "{name} ");
     }
+    line.start_text(record.header.level);
+    let name = (named && record.header.thread != 0 && !PANICKING.load(Ordering::Relaxed))
+        .then(|| crate::thread::find(serial_name(record.header.thread).trim_start_matches('#')).map(|thread| thread.name()))
+        .flatten();
+    line.deferred = Some((record.header, name));
     let mut text = [0u8; RING_WORDS * 8];
     let count = record.copy_text(&mut text);
     let room = (LINE_CAPACITY - 1).saturating_sub(line.len);
@@ -268,7 +345,7 @@ fn drain_ring(cpu: usize, limit: usize, unlocked: bool) -> usize {
             ring.pop()
         };
         let Some(record) = record else { break };
-        write_record(&record);
+        write_record(&record, false);
         DRAINED_LINES.fetch_add(1, Ordering::Relaxed);
         written += 1;
     }
@@ -278,7 +355,9 @@ fn drain_ring(cpu: usize, limit: usize, unlocked: bool) -> usize {
         let lost = dropped - reported;
         let mut line = Line::new();
         write_timestamp(&mut line);
-        let _ = write!(line, "WARN  log: {lost} lines lost on cpu {cpu} (log ring full; {RING_RECORDS} records)");
+        let _ = write!(line, "WARN  ");
+        line.start_text(2);
+        let _ = write!(line, "log: {lost} lines lost on cpu {cpu} (log ring full; {RING_RECORDS} records)");
         emit(&mut line);
     }
     written
@@ -308,7 +387,7 @@ fn drain_merged(limit: usize) -> usize {
             .min_by_key(|&(_, timestamp)| timestamp);
         let Some((cpu, _)) = oldest else { break };
         if let Some(record) = heads[cpu].take() {
-            write_record(&record);
+            write_record(&record, true);
             DRAINED_LINES.fetch_add(1, Ordering::Relaxed);
             written += 1;
         }
@@ -323,7 +402,7 @@ fn drain_merged(limit: usize) -> usize {
         .min_by_key(|&(_, timestamp)| timestamp)
     {
         if let Some(record) = heads[cpu].take() {
-            write_record(&record);
+            write_record(&record, true);
             DRAINED_LINES.fetch_add(1, Ordering::Relaxed);
             written += 1;
         }
@@ -489,6 +568,7 @@ impl Log for KernelLogger {
         write_timestamp(&mut line);
         let level = level_name(level_number(record.level())).unwrap_or("?    ");
         let _ = write!(line, "{level} ");
+        line.start_text(level_number(record.level()));
         if with_target {
             let _ = write!(line, "{}: ", record.target());
         }

@@ -23,6 +23,7 @@ pub mod firmware;
 pub mod irq;
 pub mod ktest;
 pub mod latency;
+pub mod logs;
 pub mod memory;
 pub mod modules;
 pub mod net;

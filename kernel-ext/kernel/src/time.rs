@@ -53,6 +53,13 @@ pub fn realtime_ns() -> Option<u64> {
     (base != 0).then(|| base + now_ns())
 }
 
+/// The wall-clock time (ns since the Unix epoch) at clock time
+/// `monotonic_ns`, or `None` if no wall clock was found at boot.
+pub fn realtime_at(monotonic_ns: u64) -> Option<u64> {
+    let base = BOOT_WALL_NS.load(Ordering::Acquire);
+    (base != 0).then(|| base + monotonic_ns)
+}
+
 /// CLOCK_MONOTONIC: nanoseconds since boot (the same as [`now_ns`]).
 pub fn monotonic_ns() -> u64 {
     now_ns()

@@ -174,6 +174,19 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// The appliance's recent log lines (LOGS); with -f, follow the `log`
+    /// channel until Ctrl-C.
+    Logs {
+        /// How many recent lines (1..512).
+        #[arg(short = 'n', long = "lines", default_value_t = 50, value_name = "N")]
+        count: u32,
+        /// Keep following: print new lines as they are logged.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only lines at this level or more severe.
+        #[arg(long, value_enum, ignore_case = true, value_name = "L")]
+        level: Option<LogLevel>,
+    },
     /// Live view of threads, CPU use, soft IRQ rates and RT latency. On a
     /// terminal, full screen: keys c m l n sort (by CPU, misses, latency,
     /// name; again reverses), arrows, PgUp/PgDn, Home/End scroll, space
@@ -255,6 +268,16 @@ pub enum Signal {
     Term,
     /// Wake the thread.
     Wake,
+}
+
+/// Log levels, most severe first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
 }
 
 /// `TASKLET` actions.

@@ -33,6 +33,7 @@ pub fn run(cli: Cli, target: crate::instances::Target, out: &mut dyn Write) -> R
     };
     let session = Session {
         client: &mut client,
+        options: &options,
         json,
         out,
     };
@@ -41,6 +42,8 @@ pub fn run(cli: Cli, target: crate::instances::Target, out: &mut dyn Write) -> R
 
 struct Session<'a> {
     client: &'a mut Client,
+    /// For commands that open a second connection (`logs -f`).
+    options: &'a Options,
     json: bool,
     out: &'a mut dyn Write,
 }
@@ -86,6 +89,9 @@ impl Session<'_> {
             Command::Metrics { prefix } => self.metrics(prefix.as_deref()),
             Command::Watch { channel, count } => {
                 watch::watch(self.client, &channel, count, self.json, self.out)
+            }
+            Command::Logs { count, follow, level } => {
+                crate::logs::run(self.client, self.options, count, level, follow, self.json, self.out)
             }
             Command::Top {
                 interval_ms,

@@ -20,6 +20,7 @@ mod instances;
 mod latency;
 mod listings;
 mod metrics;
+mod logs;
 mod plot;
 mod tables;
 mod token;

@@ -452,7 +452,7 @@ const SUBSCRIBED: CommandFlags = CommandFlags::ALLOWED_WHILE_SUBSCRIBED;
 const PUBSUB: CommandFlags = CommandFlags::PUBSUB.union(SUBSCRIBED);
 
 /// Every built-in command, sorted by name.
-static COMMANDS: [CommandSpec; 39] = [
+static COMMANDS: [CommandSpec; 40] = [
     CommandSpec::new(
         "auth",
         -2,
@@ -572,6 +572,14 @@ static COMMANDS: [CommandSpec; 39] = [
         "kernel",
         "Lists the latency sources, or returns (and optionally resets) the histogram of one.",
         "LATENCY [source [RESET]]",
+    ),
+    CommandSpec::new(
+        "logs",
+        -1,
+        READ,
+        "kernel",
+        "Returns the last n (100) kernel log lines numbered above seq, at level or more severe, oldest first: maps of seq, mono_ns, unix_ms, level, cpu, thread, text.",
+        "LOGS [n] [LEVEL level] [SINCE seq]",
     ),
     CommandSpec::new(
         "metrics",

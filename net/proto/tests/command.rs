@@ -7,7 +7,7 @@ use rtedge_proto::command::{
 };
 use rtedge_proto::reply::{ProtocolVersion, Reply};
 
-const BRIEF_COMMANDS: [&str; 39] = [
+const BRIEF_COMMANDS: [&str; 40] = [
     "multi",
     "exec",
     "discard",
@@ -47,6 +47,7 @@ const BRIEF_COMMANDS: [&str; 39] = [
     "help",
     "client",
     "config",
+    "logs",
 ];
 
 #[test]

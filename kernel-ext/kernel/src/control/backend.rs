@@ -96,6 +96,7 @@ impl Backend for KernelBackend {
             "METRICS" => Reply::Verbatim { format: *b"txt", text: super::metrics::render() },
             "MODULE" => module_command(request),
             "CLIENT" => client_command(request),
+            "LOGS" => crate::logs::command(request),
             _ => match commands::find(request.name()) {
                 Some(handler) => handler(context, request),
                 None => Reply::unknown_command(request.name(), request.args_after_name()),

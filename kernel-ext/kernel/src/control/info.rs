@@ -13,7 +13,7 @@ use rtedge_proto::Reply;
 
 use crate::{cpu_local, memory, net, rtpool, smp, softirq, tasklet, thread, time, timer, trap};
 
-const SECTIONS: [&str; 8] = ["server", "memory", "cpu", "threads", "softirqs", "interrupts", "net", "rtpool"];
+const SECTIONS: [&str; 9] = ["server", "memory", "cpu", "threads", "softirqs", "interrupts", "net", "rtpool", "logs"];
 
 /// The INFO reply for `section` (`all`/`everything`/`default` for every one).
 pub fn info(section: &str) -> Reply {
@@ -48,6 +48,7 @@ fn write_section(name: &str, out: &mut String) {
             Ok(())
         }
         "rtpool" => rtpool_section(out),
+        "logs" => crate::logs::write_info(out),
         _ => Ok(()),
     };
 }

@@ -128,6 +128,7 @@ fn shut_down(connection: rtedge_control::ConnectionId, code: i64) -> ! {
 fn publish_events() {
     let listening = net::subscribers() > 0;
     events::set_streaming(listening);
+    crate::logs::publish_pending(|| net::subscribers() > 0, |payload| net::publish(crate::logs::CHANNEL, payload) > 0);
     let mut payload = String::new();
     while let Some(event) = events::pop() {
         if !listening {

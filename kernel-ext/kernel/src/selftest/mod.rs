@@ -18,6 +18,7 @@ mod handler_rules;
 mod listings;
 mod log_pool_rules;
 mod metrics_rules;
+mod logs;
 mod smp;
 mod rt_rules;
 mod threads;
@@ -41,6 +42,7 @@ pub fn groups() -> alloc::vec::Vec<&'static [Test]> {
     groups.push(listings::TESTS);
     groups.push(log_pool_rules::tests());
     groups.push(metrics_rules::TESTS);
+    groups.push(logs::TESTS);
     if crate::thread::online_mask().count_ones() > 1 {
         groups.push(smp::TESTS);
         groups.push(handler_rules::TESTS);
