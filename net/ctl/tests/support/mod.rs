@@ -129,7 +129,20 @@ pub fn run(binary: &Path, args: &[&str], directory: Option<&Path>) -> Output {
         // No instance registered by a real `make start` may be picked up.
         .env("RTEDGE_INSTANCES", scratch.path().join("instances"))
         .current_dir(directory.unwrap_or(scratch.path()));
-    command.output().expect("run rtctl")
+    // A binary copied by one test can still be open for writing in a child
+    // that another test's thread forked meanwhile: exec then fails with
+    // ETXTBSY ("Text file busy") until that child has exec'd. Retry.
+    const ETXTBSY: i32 = 26;
+    let mut attempts = 0;
+    loop {
+        match command.output() {
+            Err(error) if error.raw_os_error() == Some(ETXTBSY) && attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => return result.expect("run rtctl"),
+        }
+    }
 }
 
 /// Standard output as text.
