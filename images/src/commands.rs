@@ -69,6 +69,8 @@ fn e2e(session: &Session, args: &E2eArgs) -> Result<ExitCode> {
             .chain(e2e::programs::SCENARIOS)
             .chain(e2e::programs::FRESH_BOOT)
             .chain(std::iter::once(&e2e::control::SHUTDOWN))
+            .chain(e2e::docs::SCENARIOS)
+            .chain(std::iter::once(&e2e::docs::TOUR))
         {
             println!("{:<70} {:?}", scenario.name, scenario.on);
         }
