@@ -787,7 +787,8 @@ fn readme_tour(ctx: &mut Ctx<'_>) -> Result<()> {
             }
         }
     }
-    ctx.figure("README tour commands run", format!("{ran} (not run: {})", skipped.join("; ")));
+    let not_run = if skipped.is_empty() { String::from("none") } else { skipped.join("; ") };
+    ctx.figure("README tour commands run", format!("{ran} (not run: {not_run})"));
     if !failures.is_empty() {
         bail!("README tour commands failed:\n  {}", failures.join("\n  "));
     }
