@@ -5,9 +5,10 @@
 //!
 //! What this reads in `net/CONTROL.md` (the conventions are written there
 //! too, under "Examples"):
-//! - a table row whose first cell holds code spans that start with an
-//!   upper-case word documents those commands; each span is a syntax line
-//!   in the grammar of the "Grammar" section (`\|` is a `|`);
+//! - in a table whose first column is headed `command`, a row whose first
+//!   cell holds code spans that start with an upper-case word documents
+//!   those commands; each span is a syntax line in the grammar of the
+//!   "Grammar" section (`\|` is a `|`);
 //! - a fenced block whose info string has the word `example`: its `> `
 //!   line is one command, the rest the reply: `+OK`, `-ERR prefix`, or
 //!   JSON for the RESP3 reply (map: object, array or set: array, integer
@@ -19,8 +20,9 @@
 //!
 //! Only the shape is compared (keys and types, both ways: a field the
 //! appliance sends and the example leaves out is drift too), never the
-//! values. A section without examples (others append LOGS, METRICS, ...)
-//! is checked for its commands' existence and syntax only.
+//! values. The syntax of table rows is checked in `## ` sections that have
+//! examples; a section without any (others append LOGS, METRICS, ...) is
+//! checked for its commands' existence only.
 //!
 //! The README's tour: the `rtctl ...` and `$R ...` commands of its `sh`
 //! blocks and the `$R ...` code spans of its prose, run with bash as
@@ -63,6 +65,8 @@ pub const TOUR: Scenario = Scenario { name: "docs::readme_tour_commands_exit_0",
 pub struct DocumentedCommand {
     /// 1-based line in the document.
     pub line: usize,
+    /// The `## ` heading it is under.
+    pub section: String,
     /// Lower-case name (the syntax's first word).
     pub name: String,
     /// The syntax lines documented for it (`|` unescaped).
@@ -73,6 +77,8 @@ pub struct DocumentedCommand {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Example {
     pub line: usize,
+    /// The `## ` heading it is under.
+    pub section: String,
     /// The command's words (split on whitespace).
     pub command: Vec<String>,
     pub reply: ExpectedReply,
@@ -130,8 +136,15 @@ fn is_command_word(word: &str) -> bool {
 pub fn parse_control(markdown: &str) -> Result<ControlDoc> {
     let mut doc = ControlDoc::default();
     let mut lines = markdown.lines().enumerate().map(|(index, line)| (index + 1, line));
+    let mut section = String::new();
+    // Inside a table: whether it documents commands.
+    let mut command_table: Option<bool> = None;
     while let Some((number, line)) = lines.next() {
         let trimmed = line.trim();
+        if let Some(heading) = trimmed.strip_prefix("## ") {
+            section = heading.trim().to_string();
+            continue;
+        }
         if let Some(info) = trimmed.strip_prefix("```") {
             let is_example = info.split_whitespace().any(|word| word == "example");
             let mut body = Vec::new();
@@ -145,15 +158,27 @@ pub fn parse_control(markdown: &str) -> Result<ControlDoc> {
             }
             ensure!(closed, "CONTROL.md line {number}: a fenced block is not closed");
             if is_example {
-                doc.examples.push(parse_example(number, &body)?);
+                let mut example = parse_example(number, &body)?;
+                example.section = section.clone();
+                doc.examples.push(example);
             }
             continue;
         }
         if !trimmed.starts_with('|') {
+            command_table = None;
             continue;
         }
         let cells = table_cells(trimmed);
         let Some(first) = cells.first() else { continue };
+        // The first row of a table is its header: only tables whose first
+        // column is headed `command` document commands.
+        let Some(is_command_table) = command_table else {
+            command_table = Some(first.trim().eq_ignore_ascii_case("command"));
+            continue;
+        };
+        if !is_command_table {
+            continue;
+        }
         let mut by_name: Vec<DocumentedCommand> = Vec::new();
         for span in code_spans(first) {
             let syntax = span.replace("\\|", "|");
@@ -164,7 +189,12 @@ pub fn parse_control(markdown: &str) -> Result<ControlDoc> {
             let name = word.to_ascii_lowercase();
             match by_name.iter_mut().find(|command| command.name == name) {
                 Some(command) => command.syntax.push(syntax.trim().to_string()),
-                None => by_name.push(DocumentedCommand { line: number, name, syntax: vec![syntax.trim().to_string()] }),
+                None => by_name.push(DocumentedCommand {
+                    line: number,
+                    section: section.clone(),
+                    name,
+                    syntax: vec![syntax.trim().to_string()],
+                }),
             }
         }
         doc.commands.extend(by_name);
@@ -195,7 +225,7 @@ fn parse_example(line: usize, body: &[&str]) -> Result<Example> {
             serde_json::from_str(reply_text).with_context(|| format!("CONTROL.md line {line}: the example reply is not JSON"))?,
         )
     };
-    Ok(Example { line, command, reply })
+    Ok(Example { line, section: String::new(), command, reply })
 }
 
 /// A RESP3 reply as JSON (the notation of the examples).
@@ -516,12 +546,20 @@ fn control_md(ctx: &mut Ctx<'_>) -> Result<()> {
     conn.call(&["HELLO", "3", "AUTH", "default", &ctx.token])?;
     let commands = appliance_commands(&mut conn)?;
     let mut drift = Vec::new();
-    // Every row of one command together (MODULE has two rows), at its first line.
+    // Every row of one command together (MODULE has two rows), at its first
+    // line. The syntax is checked in sections that have examples (the
+    // contract's own); a section without any (appended by others) is
+    // checked for its commands' existence only.
+    let checked = |section: &str| doc.examples.iter().any(|example| example.section == section);
     let mut grouped: Vec<DocumentedCommand> = Vec::new();
     for documented in &doc.commands {
+        let mut documented = documented.clone();
+        if !checked(&documented.section) {
+            documented.syntax.clear();
+        }
         match grouped.iter_mut().find(|group| group.name == documented.name) {
-            Some(group) => group.syntax.extend(documented.syntax.iter().cloned()),
-            None => grouped.push(documented.clone()),
+            Some(group) => group.syntax.extend(documented.syntax),
+            None => grouped.push(documented),
         }
     }
     for documented in &grouped {
@@ -529,8 +567,9 @@ fn control_md(ctx: &mut Ctx<'_>) -> Result<()> {
             None => drift.push(format!(
                 "CONTROL.md line {}: `{}` is not a command of the appliance (COMMAND LIST)",
                 documented.line,
-                documented.syntax.join("` / `")
+                documented.name.to_ascii_uppercase()
             )),
+            Some(_) if documented.syntax.is_empty() => {}
             Some((_, syntax, arity)) => {
                 for difference in syntax_differences(&documented.syntax, syntax, *arity) {
                     drift.push(format!("CONTROL.md line {}: {difference}", documented.line));
@@ -565,7 +604,11 @@ fn control_md(ctx: &mut Ctx<'_>) -> Result<()> {
             }
         }
     }
-    ctx.figure("CONTROL.md commands and examples checked", format!("{} commands, {} examples", doc.commands.len(), doc.examples.len()));
+    let syntax_checked = grouped.iter().filter(|documented| !documented.syntax.is_empty()).count();
+    ctx.figure(
+        "CONTROL.md checked",
+        format!("{} commands ({syntax_checked} with their syntax), {} examples", grouped.len(), doc.examples.len()),
+    );
     if !drift.is_empty() {
         bail!("net/CONTROL.md drifted from the appliance:\n  {}", drift.join("\n  "));
     }
@@ -803,13 +846,15 @@ mod tests {
     #[test]
     fn table_rows_give_commands_with_their_syntax_lines() {
         let markdown = "| command | reply |\n|---|---|\n| `PING [msg]` | `+PONG` |\n\
-            | `TIMER MOD name ms` / `TIMER DEL name` | `:1` |\n| `TASKLET SCHEDULE\\|HI name` | ok |\n| `x` not a command | y |\n";
+            | `TIMER MOD name ms` / `TIMER DEL name` | `:1` |\n| `TASKLET SCHEDULE\\|HI name` | ok |\n| `x` not a command | y |\n\
+            \n| soft IRQ | meaning |\n|---|---|\n| `HI` | not a command table |\n";
         let doc = parse_control(markdown).unwrap();
         let names: Vec<&str> = doc.commands.iter().map(|command| command.name.as_str()).collect();
         assert_eq!(names, ["ping", "timer", "tasklet"]);
         assert_eq!(doc.commands[1].syntax, ["TIMER MOD name ms", "TIMER DEL name"]);
         assert_eq!(doc.commands[2].syntax, ["TASKLET SCHEDULE|HI name"]);
         assert_eq!(doc.commands[0].line, 3);
+        assert_eq!(doc.commands[0].section, "");
     }
 
     #[test]
@@ -821,6 +866,9 @@ mod tests {
         assert_eq!(doc.examples[0].command, ["MODULE", "LIST"]);
         assert_eq!(doc.examples[0].reply, ExpectedReply::Shape(json!([{"name": "a", "loads": 1}])));
         assert_eq!(doc.examples[1].reply, ExpectedReply::Error("ERR no such module".into()));
+        let doc = parse_control("## A\n| Command | reply |\n|---|---|\n| `LOGS [n]` | x |\n## B\n### sub\n```example\n> PING\n+PONG\n```\n").unwrap();
+        assert_eq!(doc.commands[0].section, "A");
+        assert_eq!(doc.examples[0].section, "B", "a ### heading stays in its ## section");
         assert!(parse_control("```example\n> PING\nnot json\n```\n").is_err(), "a reply that is not JSON is an error");
         assert!(parse_control("```example\n[1]\n```\n").is_err(), "an example needs a command");
     }
