@@ -848,7 +848,7 @@ mod tests {
         let markdown = "| command | reply |\n|---|---|\n| `PING [msg]` | `+PONG` |\n\
             | `TIMER MOD name ms` / `TIMER DEL name` | `:1` |\n| `TASKLET SCHEDULE\\|HI name` | ok |\n| `x` not a command | y |\n\
             \n| soft IRQ | meaning |\n|---|---|\n| `HI` | not a command table |\n";
-        let doc = parse_control(markdown).unwrap();
+        let doc = parse_control(markdown).expect("parses");
         let names: Vec<&str> = doc.commands.iter().map(|command| command.name.as_str()).collect();
         assert_eq!(names, ["ping", "timer", "tasklet"]);
         assert_eq!(doc.commands[1].syntax, ["TIMER MOD name ms", "TIMER DEL name"]);
@@ -861,12 +861,12 @@ mod tests {
     fn examples_are_fenced_blocks_marked_example() {
         let markdown = "```example\n> MODULE LIST\n[{\"name\": \"a\", \"loads\": 1}]\n```\n```sh\n> not checked\n```\n\
             ```example\n> MODULE LOAD nope\n-ERR no such module\n```\n";
-        let doc = parse_control(markdown).unwrap();
+        let doc = parse_control(markdown).expect("parses");
         assert_eq!(doc.examples.len(), 2);
         assert_eq!(doc.examples[0].command, ["MODULE", "LIST"]);
         assert_eq!(doc.examples[0].reply, ExpectedReply::Shape(json!([{"name": "a", "loads": 1}])));
         assert_eq!(doc.examples[1].reply, ExpectedReply::Error("ERR no such module".into()));
-        let doc = parse_control("## A\n| Command | reply |\n|---|---|\n| `LOGS [n]` | x |\n## B\n### sub\n```example\n> PING\n+PONG\n```\n").unwrap();
+        let doc = parse_control("## A\n| Command | reply |\n|---|---|\n| `LOGS [n]` | x |\n## B\n### sub\n```example\n> PING\n+PONG\n```\n").expect("parses");
         assert_eq!(doc.commands[0].section, "A");
         assert_eq!(doc.examples[0].section, "B", "a ### heading stays in its ## section");
         assert!(parse_control("```example\n> PING\nnot json\n```\n").is_err(), "a reply that is not JSON is an error");
@@ -875,7 +875,7 @@ mod tests {
 
     #[test]
     fn the_real_control_md_parses_with_commands_and_examples() {
-        let doc = parse_control(CONTROL_MD).unwrap();
+        let doc = parse_control(CONTROL_MD).expect("CONTROL.md parses");
         for name in ["ping", "threads", "module", "latency", "subscribe", "work", "client"] {
             assert!(doc.commands.iter().any(|command| command.name == name), "CONTROL.md documents {name}");
         }
