@@ -9,7 +9,10 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-RUNNER = $(CARGO) run --release --quiet -p rtedge-images --
+# The runner is quiet once built; while it must be (re)built (the first
+# `make run` compiles it for a minute or two) cargo shows what it compiles.
+RUNNER_STALE = $(shell test -x target/release/rtedge-image && test -z "$$(find images/src images/Cargo.toml net/proto/src Cargo.lock README.md net/CONTROL.md -newer target/release/rtedge-image -print -quit 2>/dev/null)" || echo stale)
+RUNNER = $(CARGO) run --release $(if $(RUNNER_STALE),,--quiet) -p rtedge-images --
 HV_ARGS = $(foreach hv,$(HV),--hv $(hv))
 RUNNER_FLAGS = $(if $(V),--verbose)
 RUNS ?= 5

@@ -69,6 +69,8 @@ fn e2e(session: &Session, args: &E2eArgs) -> Result<ExitCode> {
             .chain(e2e::programs::SCENARIOS)
             .chain(e2e::programs::FRESH_BOOT)
             .chain(std::iter::once(&e2e::control::SHUTDOWN))
+            .chain(e2e::docs::SCENARIOS)
+            .chain(std::iter::once(&e2e::docs::TOUR))
         {
             println!("{:<70} {:?}", scenario.name, scenario.on);
         }
@@ -82,13 +84,19 @@ fn e2e(session: &Session, args: &E2eArgs) -> Result<ExitCode> {
     session.tools.qemu_program()?;
     let image = build_and_report(session, profile)?;
     let token = image.token.clone().context("the appliance image has no control-plane token")?;
-    println!("rtedge-image: building rtctl");
+    println!("rtedge-image: building rtctl (package rtedge-ctl, the host CLI the scenarios drive)");
+    let started = std::time::Instant::now();
     let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "-p", "rtedge-ctl"])
+        .args(["build", "--release", "-p", "rtedge-ctl"])
         .current_dir(session.layout.root.clone())
         .status()
         .context("cannot run cargo to build rtctl")?;
-    ensure!(status.success(), "building rtctl failed");
+    if !status.success() {
+        use std::os::unix::process::ExitStatusExt;
+        ensure!(!(crate::vm::interrupted() || status.signal().is_some()), "the build of rtctl was interrupted");
+        bail!("building rtctl failed: {status}; cargo's error is above");
+    }
+    println!("rtedge-image: rtctl built in {:.1} s", started.elapsed().as_secs_f64());
     let host = e2e::HostTools::find(session.layout.root.clone().join("target/release/rtctl"))?;
     let scratch = session.layout.output_dir().join("e2e");
     // The programs' scenarios need a boot archive (QEMU's -initrd) and a
@@ -241,16 +249,20 @@ fn build_and_report(session: &Session, profile: &Profile) -> Result<Image> {
         "rtedge-image: building `{}` ({}, package {}, bin {})",
         profile.name, profile.spec.description, profile.spec.package, profile.spec.bin
     );
+    // cargo's progress shows as cargo shows it: a bar on a terminal, a
+    // `Compiling` line per crate otherwise; the stage's time comes after.
+    let started = std::time::Instant::now();
     let image = image::build(&session.layout, profile)?;
+    let seconds = started.elapsed().as_secs_f64();
     match image.load {
         Some(load) => println!(
-            "rtedge-image: image {} ({} KiB file with debug info; loads {} KiB, {} KiB in guest memory with .bss)",
+            "rtedge-image: image {} ({} KiB file with debug info; loads {} KiB, {} KiB in guest memory with .bss), built in {seconds:.1} s",
             image.path.display(),
             image.size_kib(),
             load.file_bytes.div_ceil(1024),
             load.memory_bytes.div_ceil(1024)
         ),
-        None => println!("rtedge-image: image {} ({} KiB)", image.path.display(), image.size_kib()),
+        None => println!("rtedge-image: image {} ({} KiB), built in {seconds:.1} s", image.path.display(), image.size_kib()),
     }
     Ok(image)
 }

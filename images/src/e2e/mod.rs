@@ -12,6 +12,7 @@
 
 pub mod control;
 pub mod disk;
+pub mod docs;
 pub mod fleet;
 pub mod guest;
 pub mod hostile;
@@ -306,8 +307,8 @@ pub fn run(plan: &Plan<'_>) -> Result<Report> {
     let mut report = Report { passed: 0, failed: Vec::new(), skipped: Vec::new() };
     std::fs::create_dir_all(&plan.scratch)?;
     let reference = plan.hypervisors.iter().copied().find(|hv| hv.is_qemu()).unwrap_or(Hypervisor::QemuMicrovm);
-    let shared: Vec<&Scenario> = control::SCENARIOS.iter().chain(programs::SCENARIOS.iter()).chain(hostile::SCENARIOS.iter()).chain(isolation::SCENARIOS.iter()).chain(names::SCENARIOS.iter()).chain(metrics::SCENARIOS.iter()).chain(logs::SCENARIOS.iter()).collect();
-    let fresh: Vec<&Scenario> = programs::FRESH_BOOT.iter().chain(std::iter::once(&control::SHUTDOWN)).collect();
+    let shared: Vec<&Scenario> = control::SCENARIOS.iter().chain(programs::SCENARIOS.iter()).chain(hostile::SCENARIOS.iter()).chain(isolation::SCENARIOS.iter()).chain(names::SCENARIOS.iter()).chain(metrics::SCENARIOS.iter()).chain(logs::SCENARIOS.iter()).chain(docs::SCENARIOS.iter()).collect();
+    let fresh: Vec<&Scenario> = programs::FRESH_BOOT.iter().chain(std::iter::once(&control::SHUTDOWN)).chain(std::iter::once(&docs::TOUR)).collect();
     for &hypervisor in &plan.hypervisors {
         let wanted = |scenario: &&Scenario| applies(scenario, hypervisor, reference) && selected(plan, scenario.name);
         let on_shared: Vec<&Scenario> = shared.iter().copied().filter(wanted).collect();
@@ -393,7 +394,7 @@ pub fn run(plan: &Plan<'_>) -> Result<Report> {
                     report.failed.push(format!("{} on {hypervisor}: the guest panicked", scenario.name));
                     break;
                 }
-                let ends_the_guest = [control::SHUTDOWN.name, programs::SHUTDOWN.name].contains(&scenario.name);
+                let ends_the_guest = [control::SHUTDOWN.name, programs::SHUTDOWN.name, docs::TOUR.name].contains(&scenario.name);
                 if guest.has_exited() && !ends_the_guest {
                     report.failed.push(format!("{} on {hypervisor}: the guest exited", scenario.name));
                     println!("e2e: [{hypervisor}] the guest exited:\n{}", guest::tail(&console, 20));

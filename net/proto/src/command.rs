@@ -482,7 +482,7 @@ static COMMANDS: [CommandSpec; 40] = [
         -3,
         ADMIN.union(READ),
         "server",
-        "Returns configuration parameters (none are exposed; the answer is empty).",
+        "Returns configuration parameters: save, appendonly and the limits set on the kernel command line.",
         "CONFIG GET parameter [parameter ...]",
     ),
     CommandSpec::new(
