@@ -755,6 +755,7 @@ pub fn runnable(command: &str) -> Option<String> {
     let subcommand = words.iter().skip(1).find(|word| !word.starts_with('-')).copied().unwrap_or_default();
     match subcommand {
         "stop" => None,
+        "top" if words.contains(&"--once") => Some(command.to_string()),
         "top" => Some(format!("{command} --once")),
         "watch" => Some(format!("{command} --count 1")),
         "console" => Some(format!("{command} --no-follow")),
