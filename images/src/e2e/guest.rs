@@ -411,6 +411,7 @@ pub fn tail(text: &str, lines: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test scaffolding: a failure is a test failure")]
 mod tests {
     use super::*;
 

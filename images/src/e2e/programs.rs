@@ -1263,6 +1263,7 @@ fn shutdown(ctx: &mut Ctx<'_>) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test scaffolding: a failure is a test failure")]
 mod tests {
     use super::*;
 

@@ -198,6 +198,7 @@ pub fn info_field(info: &str, key: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test scaffolding: a failure is a test failure")]
 mod tests {
     use super::*;
 

@@ -342,6 +342,7 @@ impl RunQueue {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test scaffolding: a failure is a test failure")]
 mod tests {
     use super::*;
 

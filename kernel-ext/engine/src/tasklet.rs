@@ -246,6 +246,7 @@ pub fn end_kill(state: TaskletState) -> TaskletState {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test scaffolding: a failure is a test failure")]
 mod tests {
     use super::*;
 

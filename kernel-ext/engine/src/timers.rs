@@ -141,6 +141,7 @@ impl<T> TimerBase<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test scaffolding: a failure is a test failure")]
 mod tests {
     use super::*;
     use crate::clock::{Clock, FakeClock};
@@ -152,10 +153,10 @@ mod tests {
             let name = *base.data(id).unwrap();
             trace.push((now, name));
             assert!(base.is_running(id));
-            if let Some((who, expires)) = rearm {
-                if who == name {
-                    assert_eq!(base.modify(id, expires), Some(false), "not pending while it runs");
-                }
+            if let Some((who, expires)) = rearm
+                && who == name
+            {
+                assert_eq!(base.modify(id, expires), Some(false), "not pending while it runs");
             }
             base.finish(id);
             assert!(!base.is_running(id));

@@ -249,7 +249,7 @@ fn beyond_the_window(data: &[u8], payload: &[u8]) -> Vec<u8> {
     let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
     let (src, dst) = (IpAddress::Ipv4(ip_repr.src_addr), IpAddress::Ipv4(ip_repr.dst_addr));
     let mut repr = TcpRepr::parse(&tcp, &src, &dst, &caps).unwrap();
-    repr.seq_number = repr.seq_number + repr.payload.len();
+    repr.seq_number += repr.payload.len();
     repr.payload = payload;
     let ip_out = Ipv4Repr { payload_len: repr.buffer_len(), ..ip_repr };
     let mut frame = vec![0; ip_out.buffer_len() + repr.buffer_len()];
