@@ -51,6 +51,10 @@ pub fn snapshot(name: &str, reset: bool) -> Option<LatencyHistogram> {
         let histogram = target.realtime_stats().latency;
         if reset {
             target.reset_latency();
+            // An RT thread's measuring window is that of the interrupts-off
+            // and NET_RX figures too (`INFO cpu`, `INFO net`).
+            crate::sync::reset_irqs_off();
+            crate::net::reset_poll_figures();
         }
         return Some(histogram);
     }
