@@ -402,6 +402,10 @@ fn rt_deadlines_with_subscribers(ctx: &mut Ctx<'_>) -> Result<()> {
             ),
         );
     }
+    let cpu = text(&conn.call(&["INFO", "cpu"])?);
+    if let Some(scan) = info_field(&cpu, "stack_scan_max_ns") {
+        ctx.figure("longest stack scan of one thread by THREADS (ns)", scan.trim().to_string());
+    }
     if benchmark_mode() {
         print_table(&phases, idle_rate, idle_p99);
     }

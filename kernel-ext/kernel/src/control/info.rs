@@ -121,6 +121,7 @@ fn cpu(out: &mut String) -> core::fmt::Result {
         irqs_off.longest_spin_ns,
         place(irqs_off.longest_spin_site)
     )?;
+    write!(out, "stack_scan_max_ns:{}\r\n", thread::stack_scan_max_ns())?;
     for index in 0..cpu_local::MAX_CPUS {
         if let Some(local) = cpu_local::get(index) {
             let running = match local.running_class.load(Ordering::Relaxed) {

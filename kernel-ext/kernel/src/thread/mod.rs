@@ -1240,17 +1240,34 @@ pub struct ThreadInfo {
     pub stack_used: u64,
 }
 
+/// The longest stack high-water scan of one thread by [`list`] since boot
+/// (it ran with interrupts off until the scan moved out of the lock).
+static STACK_SCAN_MAX_NS: AtomicU64 = AtomicU64::new(0);
+
+/// See [`STACK_SCAN_MAX_NS`].
+pub fn stack_scan_max_ns() -> u64 {
+    STACK_SCAN_MAX_NS.load(Ordering::Relaxed)
+}
+
 /// Snapshots every thread, ordered by id.
 pub fn list() -> Vec<ThreadInfo> {
     let mut infos: Vec<ThreadInfo> = all()
         .into_iter()
         .map(|thread| {
             let stats = thread.realtime_stats();
-            let (stack_size, stack_used) = thread
-                .stack
-                .lock()
-                .as_ref()
-                .map_or((0, 0), |stack| (stack.size(), stack.size() - stack.untouched_bytes()));
+            // The scan runs after the lock is released: holding it (with
+            // interrupts off) for a whole stack delayed this CPU's timer
+            // interrupts, an RT thread's release among them, on every
+            // THREADS call.
+            let window = thread.stack.lock().as_ref().map(|stack| (stack.bottom(), stack.top()));
+            let (stack_size, stack_used) = window.map_or((0, 0), |(bottom, top)| {
+                // SAFETY: the range was a live stack's a moment ago, and
+                // stack slots stay mapped once created.
+                let scan_started = time::now_ns();
+                let untouched = unsafe { stacks::untouched_bytes_in(bottom, top) };
+                STACK_SCAN_MAX_NS.fetch_max(time::now_ns().saturating_sub(scan_started), Ordering::Relaxed);
+                (top - bottom, (top - bottom).saturating_sub(untouched))
+            });
             ThreadInfo {
                 id: thread.id().serial,
                 name: String::from(thread.name()),
