@@ -134,6 +134,8 @@ struct Phase {
     irqs_off_site: String,
     lock_spin_max_ns: i64,
     lock_spin_site: String,
+    /// Alarms armed or cancelled from another CPU than their own.
+    remote_alarm_changes: i64,
     /// NET_RX: polls, fan-out and poll time (sum and longest).
     net_rx_polls: i64,
     fan_out_ns: i64,
@@ -168,7 +170,7 @@ impl Phase {
     /// Where the latency went, and the load on guest and host.
     fn breakdown(&self) -> String {
         format!(
-            "timer IRQ late >250us {} (max {:.0} us), IRQ->running >250us {} (max {:.0} us); longest IRQs-off lock section {:.0} us at {}, longest lock spin {:.0} us at {}; NET_RX {} polls, fan-out {:.1} ms (max {:.0} us), poll {:.1} ms (max {:.0} us); guest busy {:.0} %, hypervisor {:.0} % of a host core, host busy {:.0} %",
+            "timer IRQ late >250us {} (max {:.0} us), IRQ->running >250us {} (max {:.0} us); longest IRQs-off lock section {:.0} us at {}, longest lock spin {:.0} us at {}; {} alarms changed from another CPU; NET_RX {} polls, fan-out {:.1} ms (max {:.0} us), poll {:.1} ms (max {:.0} us); guest busy {:.0} %, hypervisor {:.0} % of a host core, host busy {:.0} %",
             self.timer_late,
             self.timer_late_max_ns as f64 / 1000.0,
             self.dispatch_late,
@@ -177,6 +179,7 @@ impl Phase {
             self.irqs_off_site,
             self.lock_spin_max_ns as f64 / 1000.0,
             self.lock_spin_site,
+            self.remote_alarm_changes,
             self.net_rx_polls,
             self.fan_out_ns as f64 / 1e6,
             self.fan_out_max_ns as f64 / 1000.0,
@@ -202,6 +205,7 @@ fn measure(conn: &mut Conn, pid: u32) -> Result<Phase> {
     let reset = conn.call(&["LATENCY", &format!("thread:{RT_THREAD}"), "RESET"])?;
     ensure!(field_int(&reset, "count").is_ok(), "LATENCY thread:{RT_THREAD} RESET: {reset:?}");
     let (_, idle_before) = rt_row(conn)?;
+    let remote_before = info_number(conn, "cpu", "remote_alarm_changes").unwrap_or(0);
     let uptime_before = uptime_ns(conn)?;
     let host_before = host_sample(pid);
     let started = Instant::now();
@@ -236,6 +240,7 @@ fn measure(conn: &mut Conn, pid: u32) -> Result<Phase> {
                 irqs_off_site: info_field(&cpu, "irqs_off_max_site").unwrap_or_default().trim().to_string(),
                 lock_spin_max_ns: info_int(&cpu, "lock_spin_max_ns"),
                 lock_spin_site: info_field(&cpu, "lock_spin_max_site").unwrap_or_default().trim().to_string(),
+                remote_alarm_changes: info_int(&cpu, "remote_alarm_changes") - remote_before,
                 net_rx_polls: info_int(&net, "net_rx_polls"),
                 fan_out_ns: info_int(&net, "net_rx_fan_out_ns"),
                 fan_out_max_ns: info_int(&net, "net_rx_fan_out_max_ns"),
@@ -417,12 +422,12 @@ fn print_table(phases: &[(&str, Phase)], idle_rate: f64, idle_p99: f64) {
     println!();
     println!("rt-isolation: softirq-rt (1 ms period), {PHASE_RELEASES} releases per phase; ratios to the worse idle phase");
     println!(
-        "{:<16} {:>7} {:>7} {:>7} {:>8} {:>8} {:>9} {:>7} {:>9} {:>8} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7}",
-        "phase", "misses", "miss%", "x idle", "p50 us", "p99 us", "p99 x", "max us", "irq-late", "disp>250", "irqoff", "fanout ms", "poll ms", "guest%", "qemu%", "host%"
+        "{:<16} {:>7} {:>7} {:>7} {:>8} {:>8} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7}",
+        "phase", "misses", "miss%", "x idle", "p50 us", "p99 us", "p99 x", "max us", "irq-late", "disp>250", "irqoff", "remote", "fanout ms", "poll ms", "guest%", "qemu%", "host%"
     );
     for (name, phase) in phases {
         println!(
-            "{:<16} {:>7} {:>7.2} {:>7.2} {:>8.1} {:>8.1} {:>9.2} {:>7.0} {:>9} {:>8} {:>8.0} {:>9.1} {:>9.1} {:>7.0} {:>7.0} {:>7.0}",
+            "{:<16} {:>7} {:>7.2} {:>7.2} {:>8.1} {:>8.1} {:>9.2} {:>7.0} {:>9} {:>8} {:>8.0} {:>8} {:>9.1} {:>9.1} {:>7.0} {:>7.0} {:>7.0}",
             name,
             phase.misses,
             phase.miss_percent(),
@@ -434,6 +439,7 @@ fn print_table(phases: &[(&str, Phase)], idle_rate: f64, idle_p99: f64) {
             phase.timer_late,
             phase.dispatch_late,
             phase.irqs_off_max_ns as f64 / 1000.0,
+            phase.remote_alarm_changes,
             phase.fan_out_ns as f64 / 1e6,
             phase.poll_ns as f64 / 1e6,
             phase.guest_busy_percent,
@@ -442,7 +448,7 @@ fn print_table(phases: &[(&str, Phase)], idle_rate: f64, idle_p99: f64) {
         );
     }
     println!("irq-late: releases whose timer interrupt came > 250 us after the due instant; disp>250: > 250 us from that interrupt to the thread running;");
-    println!("irqoff: longest IrqSpinLock interrupts-off section (us); guest%: guest CPUs not idle; qemu%: the QEMU process's host CPU (100 = one core); host%: the whole host busy");
+    println!("irqoff: longest IrqSpinLock interrupts-off section (us); remote: alarms armed/cancelled from another CPU (each takes that CPU's alarm lock and interrupts it); guest%: guest CPUs not idle; qemu%: the QEMU process's host CPU (100 = one core); host%: the whole host busy");
 }
 
 /// Sends `frames` on a clone of the stream from a thread of its own (the

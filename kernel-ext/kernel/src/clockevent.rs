@@ -84,10 +84,21 @@ pub fn is_armed(id: AlarmId) -> bool {
     cpu_local::get(id.cpu as usize).is_some_and(|cpu| cpu.alarms.lock().is_armed(id.timer))
 }
 
+/// Alarms armed or cancelled from another CPU than their own: each takes
+/// that CPU's alarm lock, which its timer interrupt needs too, and sends it
+/// an interrupt (the `remote_alarm_changes` of `INFO cpu`).
+static REMOTE_CHANGES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// See [`REMOTE_CHANGES`].
+pub fn remote_changes() -> u64 {
+    REMOTE_CHANGES.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 fn reprogram_if_local(cpu: &CpuLocal) {
     if cpu.index == cpu_local::current().index {
         reprogram(cpu);
     } else {
+        REMOTE_CHANGES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         // Another CPU's timer: let it re-arm itself for its new head.
         apic::send_ipi(cpu.apic_id.load(core::sync::atomic::Ordering::Relaxed), apic::Ipi::Fixed(crate::trap::TIMER_VECTOR));
     }

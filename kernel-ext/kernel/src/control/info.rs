@@ -122,6 +122,7 @@ fn cpu(out: &mut String) -> core::fmt::Result {
         place(irqs_off.longest_spin_site)
     )?;
     write!(out, "stack_scan_max_ns:{}\r\n", thread::stack_scan_max_ns())?;
+    write!(out, "remote_alarm_changes:{}\r\n", crate::clockevent::remote_changes())?;
     for index in 0..cpu_local::MAX_CPUS {
         if let Some(local) = cpu_local::get(index) {
             let running = match local.running_class.load(Ordering::Relaxed) {
