@@ -112,6 +112,7 @@ fn cpu(out: &mut String) -> core::fmt::Result {
     // LATENCY RESET (the measuring window of an RT phase).
     let irqs_off = crate::sync::irqs_off_report();
     let place = |site: Option<&core::panic::Location<'static>>| site.map_or(String::from("none"), |site| alloc::format!("{}:{}", site.file(), site.line()));
+    write!(out, "irqs_off_timing:{}\r\n", if crate::sync::irqs_off_timing() { "on" } else { "off (boot with irqsoff=1)" })?;
     write!(
         out,
         "irqs_off_max_ns:{}\r\nirqs_off_max_site:{}\r\nirqs_off_long:{}\r\nlock_spin_max_ns:{}\r\nlock_spin_max_site:{}\r\n",

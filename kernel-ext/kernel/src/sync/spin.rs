@@ -65,6 +65,19 @@ static SPIN_MAX_CYCLES: AtomicU64 = AtomicU64::new(0);
 static SPIN_MAX_SITE: AtomicPtr<Location<'static>> = AtomicPtr::new(core::ptr::null_mut());
 /// A section this long counts as long (a tenth of the 1 ms RT period).
 pub const LONG_SECTION_NS: u64 = 100_000;
+/// Whether sections are timed (command line `irqsoff=1`; off by default:
+/// two TSC reads per lock slow every lock, most under uhyve).
+static TIMING: AtomicBool = AtomicBool::new(false);
+
+/// Turns the timing of interrupts-off sections and lock spins on or off.
+pub fn set_irqs_off_timing(on: bool) {
+    TIMING.store(on, Ordering::Relaxed);
+}
+
+/// Whether interrupts-off sections are timed.
+pub fn irqs_off_timing() -> bool {
+    TIMING.load(Ordering::Relaxed)
+}
 
 /// The interrupts-off figures of [`IrqSpinLock`]s since the last reset.
 #[derive(Clone, Copy, Debug)]
@@ -138,12 +151,15 @@ impl<T: ?Sized> IrqSpinLock<T> {
         let location = Location::caller();
         let interrupts_were_enabled = cpu::interrupts_save();
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
-        if self.now_serving.load(Ordering::Acquire) != ticket {
+        if self.now_serving.load(Ordering::Acquire) != ticket && TIMING.load(Ordering::Relaxed) {
             let spin_start = cpu::rdtsc();
             while self.now_serving.load(Ordering::Acquire) != ticket {
                 cpu::pause();
             }
             record_max(&SPIN_MAX_CYCLES, &SPIN_MAX_SITE, cpu::rdtsc().wrapping_sub(spin_start), location);
+        }
+        while self.now_serving.load(Ordering::Acquire) != ticket {
+            cpu::pause();
         }
         IrqSpinLockGuard { lock: self, interrupts_were_enabled, taken_tsc: Self::section_start(interrupts_were_enabled), location }
     }
@@ -151,7 +167,7 @@ impl<T: ?Sized> IrqSpinLock<T> {
     /// When an interrupts-off section begins (0: it began earlier).
     #[inline]
     fn section_start(interrupts_were_enabled: bool) -> u64 {
-        if interrupts_were_enabled { cpu::rdtsc() } else { 0 }
+        if interrupts_were_enabled && TIMING.load(Ordering::Relaxed) { cpu::rdtsc() } else { 0 }
     }
 
     /// Takes the lock only if it is free right now.
