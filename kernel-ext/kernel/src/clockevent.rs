@@ -104,12 +104,21 @@ fn reprogram_if_local(cpu: &CpuLocal) {
     }
 }
 
+/// Programs this CPU's timer for its earliest alarm. The APIC is written
+/// after the alarm lock is released (under an emulator that write can
+/// wait for the hypervisor, and another CPU arming an alarm here would
+/// spin on the lock meanwhile); interrupts stay off from the read to the
+/// write, so nothing on this CPU changes its alarms in between, and a
+/// change from another CPU after the read sends the interrupt that
+/// programs the timer again.
 fn reprogram(cpu: &CpuLocal) {
-    let alarms = cpu.alarms.lock();
-    match alarms.next_deadline() {
+    let interrupts_were_enabled = rtedge_arch::cpu::interrupts_save();
+    let next = cpu.alarms.lock().next_deadline();
+    match next {
         Some(deadline) => apic::arm_at_tsc(time::ns_to_tsc_deadline(deadline)),
         None => apic::disarm(),
     }
+    rtedge_arch::cpu::interrupts_restore(interrupts_were_enabled);
 }
 
 /// The local timer interrupt: runs every due alarm, then re-arms the timer
