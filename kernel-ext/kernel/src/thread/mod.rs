@@ -1261,9 +1261,9 @@ pub fn list() -> Vec<ThreadInfo> {
             // THREADS call.
             let window = thread.stack.lock().as_ref().map(|stack| (stack.bottom(), stack.top()));
             let (stack_size, stack_used) = window.map_or((0, 0), |(bottom, top)| {
+                let scan_started = time::now_ns();
                 // SAFETY: the range was a live stack's a moment ago, and
                 // stack slots stay mapped once created.
-                let scan_started = time::now_ns();
                 let untouched = unsafe { stacks::untouched_bytes_in(bottom, top) };
                 STACK_SCAN_MAX_NS.fetch_max(time::now_ns().saturating_sub(scan_started), Ordering::Relaxed);
                 (top - bottom, (top - bottom).saturating_sub(untouched))
