@@ -352,6 +352,11 @@ impl Guest {
         }
     }
 
+    /// The hypervisor's process id (host CPU time per phase in benchmarks).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn has_exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }

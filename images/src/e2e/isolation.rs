@@ -25,6 +25,8 @@ use anyhow::{Context, Result, bail, ensure};
 use rtedge_proto::request::encode_command;
 
 use super::guest::Target;
+use rtedge_proto::Value;
+
 use super::resp::{Conn, field, field_int, info_field, items, text};
 use super::{Ctx, Scenario, Where};
 
@@ -56,24 +58,96 @@ fn connect(ctx: &Ctx<'_>) -> Result<Conn> {
     Conn::authed(&ctx.target(), &ctx.token)
 }
 
-/// `softirq-rt`'s (releases, misses) from `THREADS`.
-fn rt_counts(conn: &mut Conn) -> Result<(i64, i64)> {
+/// `softirq-rt`'s `THREADS` row.
+fn rt_row(conn: &mut Conn) -> Result<(Value, i64)> {
     let reply = conn.call(&["THREADS"])?;
-    let row = items(&reply)?
+    let rows = items(&reply)?;
+    // Guest CPU time spent idle, all CPUs (for the busy share of a phase).
+    let idle_ns = rows
+        .iter()
+        .filter(|row| field(row, "kind").is_some_and(|kind| text(kind) == "idle"))
+        .filter_map(|row| field_int(row, "runtime_ns").ok())
+        .sum();
+    let row = rows
         .iter()
         .find(|row| field(row, "name").is_some_and(|name| text(name) == RT_THREAD))
         .with_context(|| format!("THREADS has no `{RT_THREAD}` (program softirq-latency not loaded?)"))?;
-    Ok((field_int(row, "releases")?, field_int(row, "misses")?))
+    Ok((row.clone(), idle_ns))
 }
 
-/// One measured phase.
-#[derive(Debug)]
+/// `softirq-rt`'s (releases, misses) from `THREADS`.
+fn rt_counts(conn: &mut Conn) -> Result<(i64, i64)> {
+    let (row, _) = rt_row(conn)?;
+    Ok((field_int(&row, "releases")?, field_int(&row, "misses")?))
+}
+
+/// Host figures at one instant: the hypervisor process's CPU time and the
+/// whole machine's busy and total time (clock ticks, from /proc).
+#[derive(Clone, Copy, Debug, Default)]
+struct HostSample {
+    hypervisor_ticks: u64,
+    busy_ticks: u64,
+    total_ticks: u64,
+}
+
+fn host_sample(pid: u32) -> HostSample {
+    let hypervisor_ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the parenthesised name: state is field 3; utime and stime are 14 and 15.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    let (busy_ticks, total_ticks) = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let line = stat.lines().next()?;
+            let numbers: Vec<u64> = line.split_whitespace().skip(1).filter_map(|n| n.parse().ok()).collect();
+            let total: u64 = numbers.iter().take(8).sum();
+            let idle = numbers.get(3)? + numbers.get(4)?;
+            Some((total - idle, total))
+        })
+        .unwrap_or((0, 0));
+    HostSample { hypervisor_ticks, busy_ticks, total_ticks }
+}
+
+/// One measured phase: the RT thread's figures over `PHASE_RELEASES`
+/// releases, where its latency went, and what the guest and the host were
+/// busy with meanwhile.
+#[derive(Debug, Default)]
 struct Phase {
     releases: i64,
     misses: i64,
     p50_ns: i64,
     p99_ns: i64,
     max_ns: i64,
+    /// Releases whose timer interrupt came > 250 us late / whose switch
+    /// from that interrupt to the thread took > 250 us, and the longest.
+    timer_late: i64,
+    timer_late_max_ns: i64,
+    dispatch_late: i64,
+    dispatch_max_ns: i64,
+    /// Longest interrupts-off section of an IrqSpinLock, and where.
+    irqs_off_max_ns: i64,
+    irqs_off_site: String,
+    lock_spin_max_ns: i64,
+    lock_spin_site: String,
+    /// Alarms armed or cancelled from another CPU than their own.
+    remote_alarm_changes: i64,
+    /// NET_RX: polls, fan-out and poll time (sum and longest).
+    net_rx_polls: i64,
+    fan_out_ns: i64,
+    fan_out_max_ns: i64,
+    poll_ns: i64,
+    poll_max_ns: i64,
+    /// Guest CPUs busy (not idle), percent of all of them.
+    guest_busy_percent: f64,
+    /// The hypervisor process's host CPU (100 = one host core) and the
+    /// whole host's busy share, percent.
+    hypervisor_cpu_percent: f64,
+    host_busy_percent: f64,
 }
 
 impl Phase {
@@ -92,26 +166,89 @@ impl Phase {
             self.max_ns as f64 / 1000.0
         )
     }
+
+    /// Where the latency went, and the load on guest and host.
+    fn breakdown(&self) -> String {
+        format!(
+            "timer IRQ late >250us {} (max {:.0} us), IRQ->running >250us {} (max {:.0} us); longest IRQs-off lock section {:.0} us at {}, longest lock spin {:.0} us at {}; {} alarms changed from another CPU; NET_RX {} polls, fan-out {:.1} ms (max {:.0} us), poll {:.1} ms (max {:.0} us); guest busy {:.0} %, hypervisor {:.0} % of a host core, host busy {:.0} %",
+            self.timer_late,
+            self.timer_late_max_ns as f64 / 1000.0,
+            self.dispatch_late,
+            self.dispatch_max_ns as f64 / 1000.0,
+            self.irqs_off_max_ns as f64 / 1000.0,
+            self.irqs_off_site,
+            self.lock_spin_max_ns as f64 / 1000.0,
+            self.lock_spin_site,
+            self.remote_alarm_changes,
+            self.net_rx_polls,
+            self.fan_out_ns as f64 / 1e6,
+            self.fan_out_max_ns as f64 / 1000.0,
+            self.poll_ns as f64 / 1e6,
+            self.poll_max_ns as f64 / 1000.0,
+            self.guest_busy_percent,
+            self.hypervisor_cpu_percent,
+            self.host_busy_percent
+        )
+    }
 }
 
-/// Resets the thread's latency histogram, waits for `PHASE_RELEASES`
-/// releases, and reads misses and latency over exactly that stretch.
-fn measure(conn: &mut Conn) -> Result<Phase> {
+fn uptime_ns(conn: &mut Conn) -> Result<i64> {
+    let server = text(&conn.call(&["INFO", "server"])?);
+    info_field(&server, "uptime_ns").context("INFO server has no uptime_ns")?.trim().parse().context("uptime_ns")
+}
+
+/// Resets the thread's latency histogram (and the kernel's interrupts-off
+/// and NET_RX windows with it), waits for `PHASE_RELEASES` releases, and
+/// reads misses, latency and where it went over exactly that stretch.
+fn measure(conn: &mut Conn, pid: u32) -> Result<Phase> {
     let (releases_before, misses_before) = rt_counts(conn)?;
     let reset = conn.call(&["LATENCY", &format!("thread:{RT_THREAD}"), "RESET"])?;
     ensure!(field_int(&reset, "count").is_ok(), "LATENCY thread:{RT_THREAD} RESET: {reset:?}");
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let (_, idle_before) = rt_row(conn)?;
+    let remote_before = info_number(conn, "cpu", "remote_alarm_changes").unwrap_or(0);
+    let uptime_before = uptime_ns(conn)?;
+    let host_before = host_sample(pid);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(120);
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let (releases, misses) = rt_counts(conn)?;
+        let (row, idle_after) = rt_row(conn)?;
+        let releases = field_int(&row, "releases")?;
         if releases - releases_before >= PHASE_RELEASES {
+            let host_after = host_sample(pid);
+            let wall = started.elapsed().as_secs_f64();
+            let uptime_after = uptime_ns(conn)?;
             let latency = conn.call(&["LATENCY", &format!("thread:{RT_THREAD}")])?;
+            let cpu = text(&conn.call(&["INFO", "cpu"])?);
+            let net = text(&conn.call(&["INFO", "net"])?);
+            let cpus: f64 = info_field(&cpu, "cpus").and_then(|n| n.trim().parse().ok()).unwrap_or(1.0);
+            let info_int = |info: &str, key: &str| info_field(info, key).and_then(|value| value.trim().parse::<i64>().ok()).unwrap_or(0);
+            let guest_span = (uptime_after - uptime_before).max(1) as f64 * cpus;
+            let ticks_per_second = 100.0;
+            let total_ticks = host_after.total_ticks.saturating_sub(host_before.total_ticks).max(1) as f64;
             return Ok(Phase {
                 releases: releases - releases_before,
-                misses: misses - misses_before,
+                misses: field_int(&row, "misses")? - misses_before,
                 p50_ns: field_int(&latency, "p50_ns")?,
                 p99_ns: field_int(&latency, "p99_ns")?,
                 max_ns: field_int(&latency, "max_ns")?,
+                timer_late: field_int(&row, "timer_late").unwrap_or(-1),
+                timer_late_max_ns: field_int(&row, "timer_late_max_ns").unwrap_or(-1),
+                dispatch_late: field_int(&row, "dispatch_late").unwrap_or(-1),
+                dispatch_max_ns: field_int(&row, "dispatch_max_ns").unwrap_or(-1),
+                irqs_off_max_ns: info_int(&cpu, "irqs_off_max_ns"),
+                irqs_off_site: info_field(&cpu, "irqs_off_max_site").unwrap_or_default().trim().to_string(),
+                lock_spin_max_ns: info_int(&cpu, "lock_spin_max_ns"),
+                lock_spin_site: info_field(&cpu, "lock_spin_max_site").unwrap_or_default().trim().to_string(),
+                remote_alarm_changes: info_int(&cpu, "remote_alarm_changes") - remote_before,
+                net_rx_polls: info_int(&net, "net_rx_polls"),
+                fan_out_ns: info_int(&net, "net_rx_fan_out_ns"),
+                fan_out_max_ns: info_int(&net, "net_rx_fan_out_max_ns"),
+                poll_ns: info_int(&net, "net_rx_poll_ns"),
+                poll_max_ns: info_int(&net, "net_rx_poll_max_ns"),
+                guest_busy_percent: 100.0 * (1.0 - (idle_after - idle_before) as f64 / guest_span).clamp(0.0, 1.0),
+                hypervisor_cpu_percent: 100.0 * host_after.hypervisor_ticks.saturating_sub(host_before.hypervisor_ticks) as f64 / ticks_per_second / wall,
+                host_busy_percent: 100.0 * host_after.busy_ticks.saturating_sub(host_before.busy_ticks) as f64 / total_ticks,
             });
         }
         if Instant::now() >= deadline {
@@ -135,12 +272,51 @@ fn info_number(conn: &mut Conn, section: &str, key: &str) -> Option<i64> {
     info_field(&text(&reply), key)?.trim().parse().ok()
 }
 
+/// A subscriber to a channel nobody publishes on (the cost of 20 idle
+/// connections alone, for the benchmark).
+fn silent_subscriber(ctx: &Ctx<'_>) -> Result<Conn> {
+    let mut conn = connect(ctx)?;
+    conn.send(&["SUBSCRIBE", SILENT_CHANNEL])?;
+    let confirmation = conn.read()?;
+    ensure!(items(&confirmation)?.len() == 3, "SUBSCRIBE {SILENT_CHANNEL}: {confirmation:?}");
+    Ok(conn)
+}
+
+/// A channel that never carries a message.
+const SILENT_CHANNEL: &str = "bench.silent";
+
+/// Whether this run is the benchmark (`make rt-isolation`): one more
+/// phase (20 subscribers connected to a silent channel) and a table of
+/// ratios to idle.
+fn benchmark_mode() -> bool {
+    std::env::var_os("RTEDGE_RT_BENCH").is_some_and(|value| value == "1")
+}
+
+fn record_phase(ctx: &mut Ctx<'_>, what: &str, phase: &Phase) {
+    ctx.figure(&format!("softirq-rt {what}"), phase.figure());
+    ctx.figure(&format!("softirq-rt {what}: where it went"), phase.breakdown());
+}
+
 fn rt_deadlines_with_subscribers(ctx: &mut Ctx<'_>) -> Result<()> {
     let mut conn = connect(ctx)?;
     rt_counts(&mut conn)?;
+    let pid = ctx.guest.pid();
+    let mut phases: Vec<(&str, Phase)> = Vec::new();
 
-    let idle = measure(&mut conn)?;
-    ctx.figure("softirq-rt idle", idle.figure());
+    let idle = measure(&mut conn, pid)?;
+    record_phase(ctx, "idle", &idle);
+    phases.push(("idle", idle));
+
+    if benchmark_mode() {
+        let mut silent = Vec::new();
+        for _ in 0..SUBSCRIBERS {
+            silent.push(silent_subscriber(ctx)?);
+        }
+        let phase = measure(&mut conn, pid)?;
+        record_phase(ctx, "with 20 subscribers to a silent channel", &phase);
+        phases.push(("20 silent", phase));
+        drop(silent);
+    }
 
     // 20 subscribers that read everything, each on a host thread.
     let stop = Arc::new(AtomicBool::new(false));
@@ -162,7 +338,7 @@ fn rt_deadlines_with_subscribers(ctx: &mut Ctx<'_>) -> Result<()> {
         }));
     }
     let started = Instant::now();
-    let reading = measure(&mut conn)?;
+    let reading = measure(&mut conn, pid)?;
     let seconds = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut per_reader = Vec::new();
@@ -170,20 +346,22 @@ fn rt_deadlines_with_subscribers(ctx: &mut Ctx<'_>) -> Result<()> {
         per_reader.push(reader.join().map_err(|_| anyhow::anyhow!("a reader panicked"))??);
     }
     let total = received.load(Ordering::Relaxed);
-    ctx.figure("softirq-rt with 20 reading subscribers", reading.figure());
+    record_phase(ctx, "with 20 reading subscribers", &reading);
     ctx.figure(
         "messages received by the 20 readers",
         format!("{total} in {seconds:.1} s ({:.0}/s), fewest per reader {}", total as f64 / seconds, per_reader.iter().min().unwrap_or(&0)),
     );
     ensure!(per_reader.iter().all(|&count| count > 0), "a reading subscriber got nothing: {per_reader:?}");
+    phases.push(("20 reading", reading));
 
     // 20 subscribers that never read.
     let mut stalled = Vec::new();
     for _ in 0..SUBSCRIBERS {
         stalled.push(subscriber(ctx)?);
     }
-    let not_reading = measure(&mut conn)?;
-    ctx.figure("softirq-rt with 20 subscribers that do not read", not_reading.figure());
+    let not_reading = measure(&mut conn, pid)?;
+    record_phase(ctx, "with 20 subscribers that do not read", &not_reading);
+    phases.push(("20 not reading", not_reading));
     if let Some(dropped) = info_number(&mut conn, "net", "events_dropped") {
         ctx.figure("events dropped (all channels)", dropped.to_string());
     }
@@ -203,19 +381,74 @@ fn rt_deadlines_with_subscribers(ctx: &mut Ctx<'_>) -> Result<()> {
     // The control plane still answers; idle again, for the noise.
     let pong = conn.call(&["PING"])?;
     ensure!(text(&pong) == "PONG", "PING after the phases: {pong:?}");
-    let idle_again = measure(&mut conn)?;
-    ctx.figure("softirq-rt idle again", idle_again.figure());
+    let idle_again = measure(&mut conn, pid)?;
+    record_phase(ctx, "idle again", &idle_again);
+    phases.push(("idle again", idle_again));
     // The isolation claim is a figure, not an assertion: miss rates of a
     // 1 ms thread under TCG depend on the host's load (tests never judge
     // wall time). Printed as ratios to the worse idle phase of this run.
-    let idle_rate = idle.miss_percent().max(idle_again.miss_percent()).max(0.01);
-    for (what, phase) in [("reading", &reading), ("not reading", &not_reading)] {
+    let idle_phases: Vec<&Phase> = phases.iter().filter(|(name, _)| name.starts_with("idle")).map(|(_, phase)| phase).collect();
+    let idle_rate = idle_phases.iter().map(|phase| phase.miss_percent()).fold(0.01, f64::max);
+    let idle_p99 = idle_phases.iter().map(|phase| phase.p99_ns).max().unwrap_or(1).max(1) as f64;
+    let idle_max = idle_phases.iter().map(|phase| phase.max_ns).max().unwrap_or(1).max(1) as f64;
+    for (name, phase) in &phases {
+        if name.starts_with("idle") {
+            continue;
+        }
         ctx.figure(
-            &format!("softirq-rt misses with 20 subscribers {what} / idle"),
-            format!("{:.2} ({:.2} % vs {:.2} %)", phase.miss_percent() / idle_rate, phase.miss_percent(), idle_rate),
+            &format!("softirq-rt with {name} subscribers / idle"),
+            format!(
+                "misses {:.2} ({:.2} % vs {:.2} %), p99 {:.2}, max {:.2}",
+                phase.miss_percent() / idle_rate,
+                phase.miss_percent(),
+                idle_rate,
+                phase.p99_ns as f64 / idle_p99,
+                phase.max_ns as f64 / idle_max
+            ),
         );
     }
+    let cpu = text(&conn.call(&["INFO", "cpu"])?);
+    if let Some(scan) = info_field(&cpu, "stack_scan_max_ns") {
+        ctx.figure("longest stack scan of one thread by THREADS (ns)", scan.trim().to_string());
+    }
+    if benchmark_mode() {
+        print_table(&phases, idle_rate, idle_p99);
+    }
     Ok(())
+}
+
+/// The benchmark's table: one row per phase, ratios to the worse idle phase.
+fn print_table(phases: &[(&str, Phase)], idle_rate: f64, idle_p99: f64) {
+    println!();
+    println!("rt-isolation: softirq-rt (1 ms period), {PHASE_RELEASES} releases per phase; ratios to the worse idle phase");
+    println!(
+        "{:<16} {:>7} {:>7} {:>7} {:>8} {:>8} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7}",
+        "phase", "misses", "miss%", "x idle", "p50 us", "p99 us", "p99 x", "max us", "irq-late", "disp>250", "irqoff", "remote", "fanout ms", "poll ms", "guest%", "qemu%", "host%"
+    );
+    for (name, phase) in phases {
+        println!(
+            "{:<16} {:>7} {:>7.2} {:>7.2} {:>8.1} {:>8.1} {:>9.2} {:>7.0} {:>9} {:>8} {:>8.0} {:>8} {:>9.1} {:>9.1} {:>7.0} {:>7.0} {:>7.0}",
+            name,
+            phase.misses,
+            phase.miss_percent(),
+            phase.miss_percent() / idle_rate,
+            phase.p50_ns as f64 / 1000.0,
+            phase.p99_ns as f64 / 1000.0,
+            phase.p99_ns as f64 / idle_p99,
+            phase.max_ns as f64 / 1000.0,
+            phase.timer_late,
+            phase.dispatch_late,
+            phase.irqs_off_max_ns as f64 / 1000.0,
+            phase.remote_alarm_changes,
+            phase.fan_out_ns as f64 / 1e6,
+            phase.poll_ns as f64 / 1e6,
+            phase.guest_busy_percent,
+            phase.hypervisor_cpu_percent,
+            phase.host_busy_percent
+        );
+    }
+    println!("irq-late: releases whose timer interrupt came > 250 us after the due instant; disp>250: > 250 us from that interrupt to the thread running;");
+    println!("irqoff: longest IrqSpinLock interrupts-off section (us); remote: alarms armed/cancelled from another CPU (each takes that CPU's alarm lock and interrupts it); guest%: guest CPUs not idle; qemu%: the QEMU process's host CPU (100 = one core); host%: the whole host busy");
 }
 
 /// Sends `frames` on a clone of the stream from a thread of its own (the

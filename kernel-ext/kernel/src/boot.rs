@@ -68,7 +68,7 @@ pub fn command_line() -> &'static str {
 
 /// Command line keys the kernel and its subsystems understand.
 const KERNEL_KEYS: &[&str] = &[
-    "log", "boot_only", "x2apic", "reserve", "isolcpus", "ip", "gw", "dns", "auth", "port", "net", "file",
+    "log", "boot_only", "x2apic", "reserve", "isolcpus", "irqsoff", "ip", "gw", "dns", "auth", "port", "net", "file",
     "config", "quiet", "test", "max_clients", "idle_timeout", "rate_limit",
     // The control plane's admission, time and memory limits (issue 12; net/CONTROL.md).
     "reserved_clients", "auth_timeout_ms", "preauth_input_bytes", "send_timeout", "auth_failures_per_second",
@@ -205,6 +205,8 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
         None => 0,
     };
     thread::set_isolated(isolated);
+    // `irqsoff=1`: time interrupts-off lock sections (INFO cpu irqs_off_*).
+    crate::sync::set_irqs_off_timing(cmdline::get(line, "irqsoff").is_some_and(|value| value == "1"));
     crate::irq::init(info.path);
     console::enable_input();
     console_line!(

@@ -84,21 +84,41 @@ pub fn is_armed(id: AlarmId) -> bool {
     cpu_local::get(id.cpu as usize).is_some_and(|cpu| cpu.alarms.lock().is_armed(id.timer))
 }
 
+/// Alarms armed or cancelled from another CPU than their own: each takes
+/// that CPU's alarm lock, which its timer interrupt needs too, and sends it
+/// an interrupt (the `remote_alarm_changes` of `INFO cpu`).
+static REMOTE_CHANGES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// See [`REMOTE_CHANGES`].
+pub fn remote_changes() -> u64 {
+    REMOTE_CHANGES.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 fn reprogram_if_local(cpu: &CpuLocal) {
     if cpu.index == cpu_local::current().index {
         reprogram(cpu);
     } else {
+        REMOTE_CHANGES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         // Another CPU's timer: let it re-arm itself for its new head.
         apic::send_ipi(cpu.apic_id.load(core::sync::atomic::Ordering::Relaxed), apic::Ipi::Fixed(crate::vectors::TIMER));
     }
 }
 
+/// Programs this CPU's timer for its earliest alarm. The APIC is written
+/// after the alarm lock is released (under an emulator that write can
+/// wait for the hypervisor, and another CPU arming an alarm here would
+/// spin on the lock meanwhile); interrupts stay off from the read to the
+/// write, so nothing on this CPU changes its alarms in between, and a
+/// change from another CPU after the read sends the interrupt that
+/// programs the timer again.
 fn reprogram(cpu: &CpuLocal) {
-    let alarms = cpu.alarms.lock();
-    match alarms.next_deadline() {
+    let interrupts_were_enabled = rtedge_arch::cpu::interrupts_save();
+    let next = cpu.alarms.lock().next_deadline();
+    match next {
         Some(deadline) => apic::arm_at_tsc(time::ns_to_tsc_deadline(deadline)),
         None => apic::disarm(),
     }
+    rtedge_arch::cpu::interrupts_restore(interrupts_were_enabled);
 }
 
 /// The local timer interrupt: runs every due alarm, then re-arms the timer

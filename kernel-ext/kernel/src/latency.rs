@@ -75,6 +75,10 @@ pub fn snapshot_with_releases(name: &str, reset: bool) -> Option<Snapshot> {
         let stats = target.realtime_stats();
         if reset {
             target.reset_latency();
+            // An RT thread's measuring window is that of the interrupts-off
+            // and NET_RX figures too (`INFO cpu`, `INFO net`).
+            crate::sync::reset_irqs_off();
+            crate::net::reset_poll_figures();
         }
         let releases = stats.periodic.map(|periodic| Releases {
             period_ns: periodic.period_ns(),

@@ -68,7 +68,12 @@ impl Bases {
     /// Re-arms CPU `cpu`'s alarm for its base's earliest expiry.
     fn reprogram(&self, cpu: usize) {
         let next = self.bases[cpu].lock().next_expiry();
-        if let Some(alarm) = *self.alarms[cpu].lock() {
+        // The alarm's id is copied out: arming takes the CPU's alarm lock
+        // and may interrupt another CPU, which must not happen under this
+        // lock (a CPU spinning on it waited for all of that with its own
+        // interrupts off; `make rt-isolation` showed ms-long sections here).
+        let alarm = *self.alarms[cpu].lock();
+        if let Some(alarm) = alarm {
             match next {
                 Some(expiry) => clockevent::arm(alarm, (self.to_ns)(expiry)),
                 None => {

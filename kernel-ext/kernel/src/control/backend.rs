@@ -184,6 +184,11 @@ fn threads() -> Reply {
                     ("latency_min_ns", int(info.latency.min().unwrap_or(0))),
                     ("latency_max_ns", int(info.latency.max().unwrap_or(0))),
                     ("latency_mean_ns", int(info.latency.mean().unwrap_or(0))),
+                    // Where the latency went (since the last LATENCY RESET).
+                    ("timer_late_max_ns", int(info.wake.timer_late_max_ns)),
+                    ("dispatch_max_ns", int(info.wake.dispatch_max_ns)),
+                    ("timer_late", int(info.wake.timer_late)),
+                    ("dispatch_late", int(info.wake.dispatch_late)),
                 ])
             })
             .collect(),

@@ -109,6 +109,22 @@ fn cpu(out: &mut String) -> core::fmt::Result {
     let report = smp::last_report();
     write!(out, "cpus_offered:{}\r\ncpus_failed:{}\r\n", report.offered, report.failed)?;
     write!(out, "context_switches:{}\r\n", thread::cpu_switches())?;
+    // Interrupts-off sections of IrqSpinLocks since the last RT thread
+    // LATENCY RESET (the measuring window of an RT phase).
+    let irqs_off = crate::sync::irqs_off_report();
+    let place = |site: Option<&core::panic::Location<'static>>| site.map_or(String::from("none"), |site| alloc::format!("{}:{}", site.file(), site.line()));
+    write!(out, "irqs_off_timing:{}\r\n", if crate::sync::irqs_off_timing() { "on" } else { "off (boot with irqsoff=1)" })?;
+    write!(
+        out,
+        "irqs_off_max_ns:{}\r\nirqs_off_max_site:{}\r\nirqs_off_long:{}\r\nlock_spin_max_ns:{}\r\nlock_spin_max_site:{}\r\n",
+        irqs_off.longest_ns,
+        place(irqs_off.longest_site),
+        irqs_off.long_sections,
+        irqs_off.longest_spin_ns,
+        place(irqs_off.longest_spin_site)
+    )?;
+    write!(out, "stack_scan_max_ns:{}\r\n", thread::stack_scan_max_ns())?;
+    write!(out, "remote_alarm_changes:{}\r\n", crate::clockevent::remote_changes())?;
     for index in 0..cpu_local::MAX_CPUS {
         if let Some(local) = cpu_local::get(index) {
             let running = match local.running_class.load(Ordering::Relaxed) {

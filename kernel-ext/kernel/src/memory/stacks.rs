@@ -51,16 +51,30 @@ impl Stack {
     /// How many bytes at the bottom were never written (stack high-water
     /// mark, from the fill pattern laid down at allocation).
     pub fn untouched_bytes(&self) -> u64 {
-        let mut address = self.bottom();
-        while address < self.top() {
-            // SAFETY: the stack's pages are mapped for as long as `self` lives.
-            if unsafe { core::ptr::read_volatile(address as *const u64) } != FILL_PATTERN {
-                break;
-            }
-            address += 8;
-        }
-        address - self.bottom()
+        // SAFETY: the range is this live stack's.
+        unsafe { untouched_bytes_in(self.bottom(), self.top()) }
     }
+}
+
+/// [`Stack::untouched_bytes`] of the stack that spans `[bottom, top)`,
+/// for callers that read it without holding the stack (a scan is long:
+/// it must not run with interrupts off). If the stack was freed
+/// meanwhile, the figure is that of its slot's next user, or of nobody.
+///
+/// # Safety
+/// `[bottom, top)` must be a range that a [`Stack`] spanned: stack slots
+/// stay mapped once created (see the module doc), so reading it never
+/// faults.
+pub unsafe fn untouched_bytes_in(bottom: u64, top: u64) -> u64 {
+    let mut address = bottom;
+    while address < top {
+        // SAFETY: per the contract, the range is mapped stack memory.
+        if unsafe { core::ptr::read_volatile(address as *const u64) } != FILL_PATTERN {
+            break;
+        }
+        address += 8;
+    }
+    address - bottom
 }
 
 const FILL_BYTE: u8 = 0xa5;

@@ -286,7 +286,8 @@ fn poll_timer_fired(_: &HrTimer) -> Restart {
 /// The NET_RX softirq: poll everything, hand jobs to the control thread,
 /// arm the timer for the next deadline.
 fn net_rx(_: usize) {
-    let now = now_ms();
+    let started_ns = time::now_ns();
+    let now = started_ns / 1_000_000;
     let mut jobs = Vec::new();
     let (messages, more_waiting) = {
         let mut backlog = BACKLOG.lock();
@@ -302,7 +303,9 @@ fn net_rx(_: usize) {
             let report = net.0.publish(channel, payload);
             FANNED_OUT.fetch_add(report.receivers as u64, Ordering::Relaxed);
         }
+        let fanned_ns = time::now_ns();
         let delay = net.0.poll(now, &mut jobs);
+        POLL_FIGURES.record(fanned_ns.saturating_sub(started_ns), time::now_ns().saturating_sub(fanned_ns));
         if net.0.metrics_wanted() {
             crate::control::metrics::gather_soon();
         }
@@ -395,6 +398,43 @@ pub fn publish(channel: &str, payload: &str) -> usize {
 /// Subscriber deliveries made by the fan-out since boot.
 static FANNED_OUT: AtomicU64 = AtomicU64::new(0);
 
+/// What NET_RX polls cost, since the last [`reset_poll_figures`]: the
+/// fan-out of a batch and the interface/server poll, each the longest and
+/// the sum. Both run under `NET` (a bottom-half lock: an RT thread
+/// preempts them, so they cost it CPU time only, never its wake-up).
+struct PollFigures {
+    polls: AtomicU64,
+    fan_out_ns: AtomicU64,
+    fan_out_max_ns: AtomicU64,
+    poll_ns: AtomicU64,
+    poll_max_ns: AtomicU64,
+}
+
+impl PollFigures {
+    fn record(&self, fan_out_ns: u64, poll_ns: u64) {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.fan_out_ns.fetch_add(fan_out_ns, Ordering::Relaxed);
+        self.fan_out_max_ns.fetch_max(fan_out_ns, Ordering::Relaxed);
+        self.poll_ns.fetch_add(poll_ns, Ordering::Relaxed);
+        self.poll_max_ns.fetch_max(poll_ns, Ordering::Relaxed);
+    }
+}
+
+static POLL_FIGURES: PollFigures = PollFigures {
+    polls: AtomicU64::new(0),
+    fan_out_ns: AtomicU64::new(0),
+    fan_out_max_ns: AtomicU64::new(0),
+    poll_ns: AtomicU64::new(0),
+    poll_max_ns: AtomicU64::new(0),
+};
+
+/// Starts a new window for the `net_rx_*` figures of `INFO net`.
+pub fn reset_poll_figures() {
+    for figure in [&POLL_FIGURES.polls, &POLL_FIGURES.fan_out_ns, &POLL_FIGURES.fan_out_max_ns, &POLL_FIGURES.poll_ns, &POLL_FIGURES.poll_max_ns] {
+        figure.store(0, Ordering::Relaxed);
+    }
+}
+
 /// Connected subscribers (any channel).
 pub fn subscribers() -> usize {
     NET.lock_bh().as_ref().map_or(0, |net| net.0.subscribers())
@@ -439,6 +479,15 @@ fn write_event_info(out: &mut String) {
         crate::events::queued(),
         FANNED_OUT.load(Ordering::Relaxed),
         FAN_OUT_BUDGET
+    );
+    let _ = write!(
+        out,
+        "net_rx_polls:{}\r\nnet_rx_fan_out_ns:{}\r\nnet_rx_fan_out_max_ns:{}\r\nnet_rx_poll_ns:{}\r\nnet_rx_poll_max_ns:{}\r\n",
+        POLL_FIGURES.polls.load(Ordering::Relaxed),
+        POLL_FIGURES.fan_out_ns.load(Ordering::Relaxed),
+        POLL_FIGURES.fan_out_max_ns.load(Ordering::Relaxed),
+        POLL_FIGURES.poll_ns.load(Ordering::Relaxed),
+        POLL_FIGURES.poll_max_ns.load(Ordering::Relaxed)
     );
     for (channel, emitted, dropped) in crate::events::channel_counts() {
         let _ = write!(out, "events_channel_{channel}:emitted={emitted},dropped={dropped}\r\n");

@@ -24,4 +24,7 @@ mod spin;
 
 pub use mutex::{Mutex, MutexGuard};
 pub use semaphore::Semaphore;
-pub use spin::{realtime_violations, set_strict_realtime_check, IrqSpinLock, IrqSpinLockGuard, SpinLock, SpinLockGuard};
+pub use spin::{
+    irqs_off_report, irqs_off_timing, realtime_violations, reset_irqs_off, set_irqs_off_timing, set_strict_realtime_check, IrqSpinLock, IrqSpinLockGuard, IrqsOffReport, SpinLock,
+    SpinLockGuard, LONG_SECTION_NS,
+};

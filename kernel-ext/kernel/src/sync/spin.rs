@@ -18,7 +18,8 @@
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::panic::Location;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use rtedge_arch::cpu;
 
@@ -51,6 +52,79 @@ pub fn set_strict_realtime_check(strict: bool) {
     STRICT_REALTIME_CHECK.store(strict, Ordering::Relaxed);
 }
 
+/// The longest interrupts-off section an [`IrqSpinLock`] made (taken with
+/// interrupts on, released re-enabling them), in TSC cycles, and where it
+/// was taken; and the longest wait to take one. Measured since the last
+/// [`reset_irqs_off`]: a real-time thread's wake-up waits for the section
+/// its CPU is in, so these bound what locks cost its release latency.
+static IRQS_OFF_MAX_CYCLES: AtomicU64 = AtomicU64::new(0);
+static IRQS_OFF_MAX_SITE: AtomicPtr<Location<'static>> = AtomicPtr::new(core::ptr::null_mut());
+/// Interrupts-off sections longer than [`LONG_SECTION_NS`].
+static IRQS_OFF_LONG: AtomicU64 = AtomicU64::new(0);
+static SPIN_MAX_CYCLES: AtomicU64 = AtomicU64::new(0);
+static SPIN_MAX_SITE: AtomicPtr<Location<'static>> = AtomicPtr::new(core::ptr::null_mut());
+/// A section this long counts as long (a tenth of the 1 ms RT period).
+pub const LONG_SECTION_NS: u64 = 100_000;
+/// Whether sections are timed (command line `irqsoff=1`; off by default:
+/// two TSC reads per lock slow every lock, most under uhyve).
+static TIMING: AtomicBool = AtomicBool::new(false);
+
+/// Turns the timing of interrupts-off sections and lock spins on or off.
+pub fn set_irqs_off_timing(on: bool) {
+    TIMING.store(on, Ordering::Relaxed);
+}
+
+/// Whether interrupts-off sections are timed.
+pub fn irqs_off_timing() -> bool {
+    TIMING.load(Ordering::Relaxed)
+}
+
+/// The interrupts-off figures of [`IrqSpinLock`]s since the last reset.
+#[derive(Clone, Copy, Debug)]
+pub struct IrqsOffReport {
+    /// Longest section held with interrupts off, and where it was taken.
+    pub longest_ns: u64,
+    pub longest_site: Option<&'static Location<'static>>,
+    /// Sections longer than [`LONG_SECTION_NS`].
+    pub long_sections: u64,
+    /// Longest wait to take a lock (spinning, interrupts off), and where.
+    pub longest_spin_ns: u64,
+    pub longest_spin_site: Option<&'static Location<'static>>,
+}
+
+fn site(pointer: *mut Location<'static>) -> Option<&'static Location<'static>> {
+    // SAFETY: only `&'static Location`s from `Location::caller` are stored.
+    unsafe { pointer.cast_const().as_ref() }
+}
+
+/// The figures since the last [`reset_irqs_off`].
+pub fn irqs_off_report() -> IrqsOffReport {
+    IrqsOffReport {
+        longest_ns: crate::time::cycles_to_ns(IRQS_OFF_MAX_CYCLES.load(Ordering::Relaxed)),
+        longest_site: site(IRQS_OFF_MAX_SITE.load(Ordering::Relaxed)),
+        long_sections: IRQS_OFF_LONG.load(Ordering::Relaxed),
+        longest_spin_ns: crate::time::cycles_to_ns(SPIN_MAX_CYCLES.load(Ordering::Relaxed)),
+        longest_spin_site: site(SPIN_MAX_SITE.load(Ordering::Relaxed)),
+    }
+}
+
+/// Starts a new measuring window.
+pub fn reset_irqs_off() {
+    IRQS_OFF_MAX_CYCLES.store(0, Ordering::Relaxed);
+    IRQS_OFF_MAX_SITE.store(core::ptr::null_mut(), Ordering::Relaxed);
+    IRQS_OFF_LONG.store(0, Ordering::Relaxed);
+    SPIN_MAX_CYCLES.store(0, Ordering::Relaxed);
+    SPIN_MAX_SITE.store(core::ptr::null_mut(), Ordering::Relaxed);
+}
+
+/// Keeps the longest `cycles` and its site (the pair may mix two
+/// concurrent records: a figure, not a proof).
+fn record_max(max: &AtomicU64, max_site: &AtomicPtr<Location<'static>>, cycles: u64, location: &'static Location<'static>) {
+    if cycles > max.load(Ordering::Relaxed) && max.fetch_max(cycles, Ordering::Relaxed) < cycles {
+        max_site.store((location as *const Location<'static>).cast_mut(), Ordering::Relaxed);
+    }
+}
+
 /// A ticket spinlock that disables interrupts while held.
 pub struct IrqSpinLock<T: ?Sized> {
     next_ticket: AtomicU32,
@@ -72,17 +146,34 @@ impl<T> IrqSpinLock<T> {
 impl<T: ?Sized> IrqSpinLock<T> {
     /// Disables interrupts and takes the lock.
     #[inline]
+    #[track_caller]
     pub fn lock(&self) -> IrqSpinLockGuard<'_, T> {
+        let location = Location::caller();
         let interrupts_were_enabled = cpu::interrupts_save();
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        if self.now_serving.load(Ordering::Acquire) != ticket && TIMING.load(Ordering::Relaxed) {
+            let spin_start = cpu::rdtsc();
+            while self.now_serving.load(Ordering::Acquire) != ticket {
+                cpu::pause();
+            }
+            record_max(&SPIN_MAX_CYCLES, &SPIN_MAX_SITE, cpu::rdtsc().wrapping_sub(spin_start), location);
+        }
         while self.now_serving.load(Ordering::Acquire) != ticket {
             cpu::pause();
         }
-        IrqSpinLockGuard { lock: self, interrupts_were_enabled }
+        IrqSpinLockGuard { lock: self, interrupts_were_enabled, taken_tsc: Self::section_start(interrupts_were_enabled), location }
+    }
+
+    /// When an interrupts-off section begins (0: it began earlier).
+    #[inline]
+    fn section_start(interrupts_were_enabled: bool) -> u64 {
+        if interrupts_were_enabled && TIMING.load(Ordering::Relaxed) { cpu::rdtsc() } else { 0 }
     }
 
     /// Takes the lock only if it is free right now.
+    #[track_caller]
     pub fn try_lock(&self) -> Option<IrqSpinLockGuard<'_, T>> {
+        let location = Location::caller();
         let interrupts_were_enabled = cpu::interrupts_save();
         let serving = self.now_serving.load(Ordering::Acquire);
         if self
@@ -90,7 +181,7 @@ impl<T: ?Sized> IrqSpinLock<T> {
             .compare_exchange(serving, serving.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            Some(IrqSpinLockGuard { lock: self, interrupts_were_enabled })
+            Some(IrqSpinLockGuard { lock: self, interrupts_were_enabled, taken_tsc: Self::section_start(interrupts_were_enabled), location })
         } else {
             cpu::interrupts_restore(interrupts_were_enabled);
             None
@@ -126,6 +217,9 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for IrqSpinLock<T> {
 pub struct IrqSpinLockGuard<'a, T: ?Sized> {
     lock: &'a IrqSpinLock<T>,
     interrupts_were_enabled: bool,
+    /// TSC when this guard turned interrupts off (0: they were off already).
+    taken_tsc: u64,
+    location: &'static Location<'static>,
 }
 
 impl<T: ?Sized> IrqSpinLockGuard<'_, T> {
@@ -153,6 +247,13 @@ impl<T: ?Sized> DerefMut for IrqSpinLockGuard<'_, T> {
 impl<T: ?Sized> Drop for IrqSpinLockGuard<'_, T> {
     fn drop(&mut self) {
         self.lock.now_serving.fetch_add(1, Ordering::Release);
+        if self.taken_tsc != 0 {
+            let cycles = cpu::rdtsc().wrapping_sub(self.taken_tsc);
+            record_max(&IRQS_OFF_MAX_CYCLES, &IRQS_OFF_MAX_SITE, cycles, self.location);
+            if crate::time::cycles_to_ns(cycles) > LONG_SECTION_NS {
+                IRQS_OFF_LONG.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         cpu::interrupts_restore(self.interrupts_were_enabled);
     }
 }

@@ -294,6 +294,39 @@ pub struct RealtimeStats {
     pub periodic: Option<Periodic>,
     pub latency: LatencyHistogram,
     pub last_latency_ns: u64,
+    /// Where the release latency went (reset with the histogram).
+    pub wake: WakeBreakdown,
+}
+
+/// A periodic thread's release latency in two parts: from the due instant
+/// to its timer interrupt (the interrupt came late: the CPU had interrupts
+/// off, or, under an emulator, its virtual CPU was not running), and from
+/// that interrupt to the thread running (the switch: a lock the scheduler
+/// waited for, a longer interrupt handler, a non-preemptible section).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WakeBreakdown {
+    /// Releases whose timer interrupt was seen (the rest were already due
+    /// when the thread asked to wait).
+    pub timed: u64,
+    pub timer_late_max_ns: u64,
+    pub dispatch_max_ns: u64,
+    /// Releases with that part over [`WakeBreakdown::LATE_NS`].
+    pub timer_late: u64,
+    pub dispatch_late: u64,
+}
+
+impl WakeBreakdown {
+    /// A part this long counts as late (a quarter of a 1 ms period).
+    pub const LATE_NS: u64 = 250_000;
+    const EMPTY: WakeBreakdown = WakeBreakdown { timed: 0, timer_late_max_ns: 0, dispatch_max_ns: 0, timer_late: 0, dispatch_late: 0 };
+
+    fn record(&mut self, timer_late_ns: u64, dispatch_ns: u64) {
+        self.timed += 1;
+        self.timer_late_max_ns = self.timer_late_max_ns.max(timer_late_ns);
+        self.dispatch_max_ns = self.dispatch_max_ns.max(dispatch_ns);
+        self.timer_late += u64::from(timer_late_ns > Self::LATE_NS);
+        self.dispatch_late += u64::from(dispatch_ns > Self::LATE_NS);
+    }
 }
 
 /// A thread control block. Lives in the thread table forever; fields are
@@ -348,6 +381,8 @@ pub struct Thread {
     /// softirq" itself.
     bh_depth: AtomicU32,
     realtime: IrqSpinLock<RealtimeStats>,
+    /// When its timer alarm last woke it (hard IRQ; for [`WakeBreakdown`]).
+    alarm_woke_ns: AtomicU64,
     cleanup: UnsafeCell<([Option<CleanupHandler>; CLEANUP_CAPACITY], usize)>,
     alarm: IrqSpinLock<Option<AlarmId>>,
     /// Next waiter in the wait queue this thread waits on (slot, or NONE).
@@ -405,7 +440,8 @@ impl Thread {
             involuntary_switches: AtomicU64::new(0),
             switched_in_ns: AtomicU64::new(0),
             bh_depth: AtomicU32::new(0),
-            realtime: IrqSpinLock::new(RealtimeStats { periodic: None, latency: LatencyHistogram::new(), last_latency_ns: 0 }),
+            realtime: IrqSpinLock::new(RealtimeStats { periodic: None, latency: LatencyHistogram::new(), last_latency_ns: 0, wake: WakeBreakdown::EMPTY }),
+            alarm_woke_ns: AtomicU64::new(0),
             cleanup: UnsafeCell::new(([None; CLEANUP_CAPACITY], 0)),
             alarm: IrqSpinLock::new(None),
             wait_next: AtomicU16::new(wait::NONE),
@@ -526,7 +562,9 @@ impl Thread {
 
     /// Resets the release-latency histogram.
     pub fn reset_latency(&self) {
-        self.realtime.lock().latency.reset();
+        let mut stats = self.realtime.lock();
+        stats.latency.reset();
+        stats.wake = WakeBreakdown::EMPTY;
     }
 
     /// Whether a stop was requested (kthread_should_stop).
@@ -638,7 +676,7 @@ fn reset_slot(thread: &'static Thread, serial: u32) -> &'static Thread {
     thread.bh_depth.store(0, Ordering::Relaxed);
     thread.effective.store(0, Ordering::Relaxed);
     thread.blocked_on.store(0, Ordering::Relaxed);
-    *thread.realtime.lock() = RealtimeStats { periodic: None, latency: LatencyHistogram::new(), last_latency_ns: 0 };
+    *thread.realtime.lock() = RealtimeStats { periodic: None, latency: LatencyHistogram::new(), last_latency_ns: 0, wake: WakeBreakdown::EMPTY };
     // SAFETY: the slot is reserved (Created, serial 0): nobody else uses it.
     unsafe { (*thread.cleanup.get()).1 = 0 };
     thread.serial.store(serial, Ordering::Release);
@@ -1137,7 +1175,10 @@ pub fn wait_next_period() -> Result<Release> {
         let Some(periodic) = stats.periodic.as_mut() else { return Err(ThreadError::WrongState) };
         periodic.next_wait(now)
     };
+    let mut slept = false;
     if wait.release_ns > now {
+        slept = true;
+        thread.alarm_woke_ns.store(0, Ordering::Relaxed);
         scheduler::sleep_current(thread, wait.release_ns);
         // Woken early (stop request, stray wake-up): keep waiting for the release.
         while time::now_ns() < wait.release_ns {
@@ -1148,11 +1189,16 @@ pub fn wait_next_period() -> Result<Release> {
             scheduler::sleep_current(thread, wait.release_ns);
         }
     }
-    let latency = time::now_ns().saturating_sub(wait.release_ns);
+    let resumed = time::now_ns();
+    let latency = resumed.saturating_sub(wait.release_ns);
+    let woke = thread.alarm_woke_ns.load(Ordering::Relaxed);
     {
         let mut stats = thread.realtime.lock();
         stats.latency.record(latency);
         stats.last_latency_ns = latency;
+        if slept && woke != 0 {
+            stats.wake.record(woke.saturating_sub(wait.release_ns), resumed.saturating_sub(woke));
+        }
     }
     if crate::events::streaming() {
         crate::events::emit(
@@ -1189,8 +1235,18 @@ pub struct ThreadInfo {
     pub releases: u64,
     pub misses: u64,
     pub latency: LatencyHistogram,
+    pub wake: WakeBreakdown,
     pub stack_size: u64,
     pub stack_used: u64,
+}
+
+/// The longest stack high-water scan of one thread by [`list`] since boot
+/// (it ran with interrupts off until the scan moved out of the lock).
+static STACK_SCAN_MAX_NS: AtomicU64 = AtomicU64::new(0);
+
+/// See [`STACK_SCAN_MAX_NS`].
+pub fn stack_scan_max_ns() -> u64 {
+    STACK_SCAN_MAX_NS.load(Ordering::Relaxed)
 }
 
 /// Snapshots every thread, ordered by id.
@@ -1199,11 +1255,19 @@ pub fn list() -> Vec<ThreadInfo> {
         .into_iter()
         .map(|thread| {
             let stats = thread.realtime_stats();
-            let (stack_size, stack_used) = thread
-                .stack
-                .lock()
-                .as_ref()
-                .map_or((0, 0), |stack| (stack.size(), stack.size() - stack.untouched_bytes()));
+            // The scan runs after the lock is released: holding it (with
+            // interrupts off) for a whole stack delayed this CPU's timer
+            // interrupts, an RT thread's release among them, on every
+            // THREADS call.
+            let window = thread.stack.lock().as_ref().map(|stack| (stack.bottom(), stack.top()));
+            let (stack_size, stack_used) = window.map_or((0, 0), |(bottom, top)| {
+                let scan_started = time::now_ns();
+                // SAFETY: the range was a live stack's a moment ago, and
+                // stack slots stay mapped once created.
+                let untouched = unsafe { stacks::untouched_bytes_in(bottom, top) };
+                STACK_SCAN_MAX_NS.fetch_max(time::now_ns().saturating_sub(scan_started), Ordering::Relaxed);
+                (top - bottom, (top - bottom).saturating_sub(untouched))
+            });
             ThreadInfo {
                 id: thread.id().serial,
                 name: String::from(thread.name()),
@@ -1219,6 +1283,7 @@ pub fn list() -> Vec<ThreadInfo> {
                 releases: stats.periodic.map_or(0, |p| p.releases()),
                 misses: stats.periodic.map_or(0, |p| p.misses()),
                 latency: stats.latency,
+                wake: stats.wake,
                 stack_size,
                 stack_used,
             }

@@ -714,6 +714,7 @@ pub(super) fn thread_alarm_fired(_: AlarmId, slot: u64) {
     let Some(thread) = by_slot(slot as u16) else { return };
     for from in [State::Sleeping, State::Blocked] {
         if thread.transition(from, State::Ready) {
+            thread.alarm_woke_ns.store(time::now_ns(), Ordering::Relaxed);
             thread.wake_reason.store(WakeReason::Timeout as u8, Ordering::Release);
             enqueue_woken(thread);
             return;
