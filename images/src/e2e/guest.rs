@@ -270,11 +270,6 @@ impl Guest {
     }
 
     /// Everything the console (and the hypervisor's stderr) printed so far.
-    /// The hypervisor's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     pub fn console(&self) -> String {
         let (lock, _) = &*self.console;
         String::from_utf8_lossy(&lock.lock().map(|c| c.bytes.clone()).unwrap_or_default()).into_owned()
