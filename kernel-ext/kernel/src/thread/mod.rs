@@ -560,6 +560,14 @@ impl Thread {
         *self.realtime.lock()
     }
 
+    /// The periodic counters, the wake breakdown and the latency summary,
+    /// without the histogram (8 KiB, log-linear): what a thread listing
+    /// needs, copied in a few words under the lock the release path takes.
+    pub fn realtime_summary(&self) -> (Option<Periodic>, LatencySummary, WakeBreakdown) {
+        let stats = self.realtime.lock();
+        (stats.periodic, LatencySummary::of(&stats.latency), stats.wake)
+    }
+
     /// Resets the release-latency histogram.
     pub fn reset_latency(&self) {
         let mut stats = self.realtime.lock();
@@ -1234,7 +1242,7 @@ pub struct ThreadInfo {
     pub period_ns: u64,
     pub releases: u64,
     pub misses: u64,
-    pub latency: LatencyHistogram,
+    pub latency: LatencySummary,
     pub wake: WakeBreakdown,
     pub stack_size: u64,
     pub stack_used: u64,
@@ -1249,12 +1257,46 @@ pub fn stack_scan_max_ns() -> u64 {
     STACK_SCAN_MAX_NS.load(Ordering::Relaxed)
 }
 
+/// A release-latency histogram's exact count, min, max and mean.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LatencySummary {
+    count: u64,
+    min: Option<u64>,
+    max: Option<u64>,
+    mean: Option<u64>,
+}
+
+impl LatencySummary {
+    fn of(histogram: &LatencyHistogram) -> LatencySummary {
+        LatencySummary { count: histogram.count(), min: histogram.min(), max: histogram.max(), mean: histogram.mean() }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn min(&self) -> Option<u64> {
+        self.min
+    }
+
+    pub fn max(&self) -> Option<u64> {
+        self.max
+    }
+
+    pub fn mean(&self) -> Option<u64> {
+        self.mean
+    }
+}
+
 /// Snapshots every thread, ordered by id.
 pub fn list() -> Vec<ThreadInfo> {
     let mut infos: Vec<ThreadInfo> = all()
         .into_iter()
         .map(|thread| {
-            let stats = thread.realtime_stats();
+            // Not `realtime_stats()`: that copies the whole histogram (8 KiB)
+            // under the lock the thread's release path takes, per thread,
+            // on every THREADS call.
+            let (periodic, latency, wake) = thread.realtime_summary();
             // The scan runs after the lock is released: holding it (with
             // interrupts off) for a whole stack delayed this CPU's timer
             // interrupts, an RT thread's release among them, on every
@@ -1279,11 +1321,11 @@ pub fn list() -> Vec<ThreadInfo> {
                 runtime_ns: thread.runtime_ns(),
                 switches: thread.switches(),
                 involuntary_switches: thread.involuntary_switches(),
-                period_ns: stats.periodic.map_or(0, |p| p.period_ns()),
-                releases: stats.periodic.map_or(0, |p| p.releases()),
-                misses: stats.periodic.map_or(0, |p| p.misses()),
-                latency: stats.latency,
-                wake: stats.wake,
+                period_ns: periodic.map_or(0, |p| p.period_ns()),
+                releases: periodic.map_or(0, |p| p.releases()),
+                misses: periodic.map_or(0, |p| p.misses()),
+                latency,
+                wake,
                 stack_size,
                 stack_used,
             }
