@@ -20,7 +20,7 @@ RUNS ?= 5
 export RTEDGE_SMP RTEDGE_PORT RTEDGE_TOKEN RTEDGE_INITRD
 
 .DEFAULT_GOAL := help
-.PHONY: help deps run run-uhyve start stop test loom e2e fleet image disk bench boot-time info clean fuzz soak faults rt-isolation
+.PHONY: help deps run run-uhyve start stop test lint loom e2e fleet image disk bench boot-time info clean fuzz soak faults rt-isolation
 
 help: ## list the targets
 	@echo "rtedge — make targets:"
@@ -42,12 +42,18 @@ start: deps ## boot the appliance in the background (NAME=...); then rtctl ps | 
 stop: ## stop the background appliances: SHUTDOWN, then kill after 30 s (NAME=... for one)
 	$(CARGO) run --release --quiet -p rtedge-ctl -- stop $(if $(NAME),$(NAME),--all)
 
-test: deps ## host tests, every test image under every hypervisor, the end-to-end tests, then the libvirt fleet
+test: deps ## the lint gate, host tests, every test image under every hypervisor, the end-to-end tests, then the libvirt fleet
+	$(MAKE) --no-print-directory lint
 	$(CARGO) test
 	$(MAKE) --no-print-directory loom
 	$(RUNNER) $(RUNNER_FLAGS) test $(HV_ARGS)
 	$(RUNNER) $(RUNNER_FLAGS) e2e $(HV_ARGS)
 	$(RUNNER) $(RUNNER_FLAGS) fleet --require-acpi-shutdown
+
+lint: deps ## cargo fmt --check, and clippy with warnings denied on every crate (host crates and the kernel target)
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --release --target x86_64-unknown-none -p rtedge-kernel -p rtedge-arch -p rtedge-app -p rtedge-ktest --all-features --bins -- -D warnings
 
 loom: ## model-check the engine's lock-free state machines (every interleaving, loom)
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release -p rtedge-engine --test 'loom_*'

@@ -27,6 +27,13 @@ if ! rustup target list --installed | grep -qx x86_64-unknown-none; then
     echo "deps: adding the x86_64-unknown-none target"
     rustup target add x86_64-unknown-none
 fi
+# `make lint`: rustfmt and clippy.
+for component in rustfmt clippy; do
+    if ! rustup component list --installed | grep -q "^$component"; then
+        echo "deps: adding the $component component"
+        rustup component add "$component"
+    fi
+done
 
 # 2. Debian packages: QEMU (qboot.rom comes with qemu-system-data), redis-cli
 #    and redis-benchmark, iproute2.
