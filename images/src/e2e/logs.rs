@@ -78,7 +78,13 @@ fn boot_lines(ctx: &mut Ctx<'_>) -> Result<()> {
     ensure!(all.windows(2).all(|pair| pair[1].seq > pair[0].seq), "LOGS lines out of order");
     ensure!(all.iter().all(|line| LEVELS.contains(&line.level.as_str())), "unknown level in {all:?}");
     ensure!(all.iter().any(|line| line.level == "info"), "no info line among {} lines", all.len());
-    ensure!(all.iter().any(|line| line.text.contains("control plane")), "no control-plane boot line in LOGS");
+    // Scenarios that ran before on the same boot may have logged more than
+    // the history holds: then it is full and starts above line 1.
+    if all.first().is_some_and(|line| line.seq == 1) {
+        ensure!(all.iter().any(|line| line.text.contains("control plane")), "no control-plane boot line in LOGS");
+    } else {
+        ensure!(all.len() == CAPACITY, "the history forgot line 1 but holds only {} lines", all.len());
+    }
     // Every field is typed: unix_ms is a time after 2020 (the appliance
     // reads the RTC at boot under QEMU).
     let raw = conn.call(&["LOGS", "1"])?;
@@ -314,16 +320,23 @@ fn flood(ctx: &mut Ctx<'_>) -> Result<()> {
     let _ = conn.call(&["MODULE", "LOAD", "job"])?;
     // A reading subscriber, so that the channel is fed throughout.
     let mut subscriber = subscribe_log(ctx)?;
-    // Warm-up: the job path's first allocations (work queue, connection
-    // buffers) are not what is measured.
-    jobs(&mut conn, 100)?;
+    let flood_jobs = 2 * CAPACITY + 100;
+    // Warm-up with a flood of the same size: the job path's allocations
+    // (work queue, connection buffers, and thread slots up to the flood's
+    // concurrency, each with its 8 KiB latency histogram, kept for reuse)
+    // are not what is measured. With 100 jobs only, the heap grew by 76 KiB
+    // after other scenarios had run on the same boot.
+    jobs(&mut conn, flood_jobs)?;
+    let settle = Instant::now() + Duration::from_secs(60);
+    while field_int(&conn.call(&["JOB.STATUS"])?, "running")? > 0 && Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(500));
+    }
     std::thread::sleep(Duration::from_secs(2));
     while subscriber.read_within(Duration::from_millis(200))?.is_some() {}
     let heap_before = info_number(&mut conn, "memory", "heap_used")?;
     let kept_before = info_number(&mut conn, "logs", "log_lines_kept")?;
     let dropped_before = info_number(&mut conn, "logs", "log_history_dropped")?;
     let published_before = info_number(&mut conn, "logs", "log_channel_published")?;
-    let flood_jobs = 2 * CAPACITY + 100;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_reader = std::sync::Arc::clone(&stop);
     let reader = std::thread::spawn(move || {
