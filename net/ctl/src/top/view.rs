@@ -1801,4 +1801,42 @@ mod tests {
         let shown = lines(&draw(&mut view, &frame, SMALL));
         assert_eq!(table(&shown, "KIND").1.len(), second.softirqs.len());
     }
+
+    #[test]
+    fn the_deferred_view_fits_any_size_and_never_cuts_a_number() {
+        let (first, second) =
+            with_deferred(super::super::Deferred::take(&mut listings()).expect("listings"));
+        let frame = Frame::new(Some(&first), &second);
+        let mut saw_runs = false;
+        for width in (1..=200).step_by(3) {
+            for height in [1, 3, 8, 24] {
+                let size = Size { width, height };
+                let mut view = View::default();
+                view.set_section(Section::Deferred);
+                let composed = view.compose(&frame, size);
+                assert!(composed.len() <= usize::from(height), "{size:?}");
+                for line in &composed {
+                    assert!(line.width() <= usize::from(width), "{size:?}: {line}");
+                }
+                let text = buffer_text(&draw(&mut view, &frame, size));
+                for word in text.split_whitespace() {
+                    assert!(
+                        !(word.ends_with('…') && word.starts_with(|c: char| c.is_ascii_digit())),
+                        "{size:?}: a number cut to {word:?} in\n{text}"
+                    );
+                }
+                // At 24 rows every listing is shown: where RUNS is, the
+                // widest count is there whole.
+                if height == 24
+                    && text
+                        .lines()
+                        .any(|line| line.starts_with("KIND") && line.contains("RUNS"))
+                {
+                    saw_runs = true;
+                    assert!(text.contains("9876543210"), "{size:?}:\n{text}");
+                }
+            }
+        }
+        assert!(saw_runs);
+    }
 }
