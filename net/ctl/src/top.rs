@@ -611,10 +611,12 @@ pub fn run(client: &mut Client, options: Options, out: &mut dyn Write) -> Result
     }
     if options.section == Section::Deferred
         && options.size.is_none()
-        && (options.once || options.json)
+        && (options.once || options.json || !io::stdout().is_terminal())
     {
+        // The plain and JSON frames have no deferred section.
         return Err(CtlError::Usage(
-            "--view deferred is a screen layout: give --size (e.g. 80x24) with --once".into(),
+            "--view deferred is a screen layout: on a terminal, or with --size (e.g. 80x24)"
+                .into(),
         ));
     }
     let deferred = options.section == Section::Deferred;
