@@ -615,8 +615,7 @@ pub fn run(client: &mut Client, options: Options, out: &mut dyn Write) -> Result
     {
         // The plain and JSON frames have no deferred section.
         return Err(CtlError::Usage(
-            "--view deferred is a screen layout: on a terminal, or with --size (e.g. 80x24)"
-                .into(),
+            "--view deferred is a screen layout: on a terminal, or with --size (e.g. 80x24)".into(),
         ));
     }
     let deferred = options.section == Section::Deferred;
