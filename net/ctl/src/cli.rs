@@ -190,7 +190,7 @@ pub enum Command {
     /// Live view of threads, CPU use, soft IRQ rates and RT latency. On a
     /// terminal, full screen: keys c m l n sort (by CPU, misses, latency,
     /// name; again reverses), arrows, PgUp/PgDn, Home/End scroll, space
-    /// pauses, h or ? shows the keys, q or Ctrl-C quits.
+    /// pauses, v switches threads / deferred work, h or ? shows the keys, q or Ctrl-C quits.
     Top {
         /// Refresh interval in milliseconds.
         #[arg(long, default_value_t = 1000, value_name = "N")]
@@ -205,6 +205,10 @@ pub enum Command {
         /// with no terminal needed; with --once, one frame.
         #[arg(long, value_name = "COLUMNSxROWS")]
         size: Option<crate::top::Size>,
+        /// The lower section shown first: the thread list, or deferred
+        /// work (tasklets, timers, work queues, soft IRQs); key v switches.
+        #[arg(long = "view", value_enum, default_value_t = crate::top::Section::Threads)]
+        view: crate::top::Section,
     },
     /// Application modules and their state (MODULE LIST).
     Modules,

@@ -98,6 +98,7 @@ impl Session<'_> {
                 once,
                 sort,
                 size,
+                view,
             } => top::run(
                 self.client,
                 top::Options {
@@ -106,6 +107,7 @@ impl Session<'_> {
                     json: self.json,
                     sort,
                     size,
+                    section: view,
                 },
                 self.out,
             ),

@@ -58,6 +58,82 @@ pub struct Sample {
     /// the RT threads that were released and whose histogram the server
     /// has (an error reply only leaves the thread out).
     pub p99_ns: Vec<(String, i64)>,
+    /// `TASKLETS`, `TIMERS` and `WORKQUEUES` as rows of the deferred-work
+    /// view; `None` when this sample did not ask (the view was not shown).
+    /// A listing the appliance refuses (`unknown command`) is left out.
+    pub deferred: Option<Vec<Deferred>>,
+}
+
+/// One row of the deferred-work view: a tasklet, timer or work queue.
+/// Soft IRQs come from [`Sample::softirqs`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deferred {
+    /// `tasklet`, `timer` or `workqueue`.
+    pub kind: &'static str,
+    /// The name the action commands take.
+    pub name: String,
+    /// Tasklet state, `armed`/`idle` for a timer, `running`/`idle` for a
+    /// work queue.
+    pub state: String,
+    /// Runs (tasklet), firings (timer), items done (work queue).
+    pub runs: Option<i64>,
+    /// Schedules (tasklet) or items queued (work queue).
+    pub queued: Option<i64>,
+    /// The owning module, `-` if none.
+    pub owner: String,
+}
+
+impl Deferred {
+    /// Reads `TASKLETS`, `TIMERS` and `WORKQUEUES`; a listing the server
+    /// refuses (an older appliance answers `unknown command`) is left out.
+    pub fn take(client: &mut dyn Source) -> Result<Vec<Deferred>> {
+        let mut rows = Vec::new();
+        for (command, kind) in [
+            ("TASKLETS", "tasklet"),
+            ("TIMERS", "timer"),
+            ("WORKQUEUES", "workqueue"),
+        ] {
+            let reply = match client.call(&[command]) {
+                Ok(reply) => reply,
+                Err(CtlError::Server(_)) => continue,
+                Err(other) => return Err(other),
+            };
+            for record in convert::records(&reply) {
+                let text = |name: &str| record.text(name).unwrap_or_else(|| "-".into());
+                let active = |name: &str, yes: &str, no: &str| match record.integer(name) {
+                    Some(0) => no.to_owned(),
+                    Some(_) => yes.to_owned(),
+                    None => "-".to_owned(),
+                };
+                let (state, runs, queued) = match kind {
+                    "tasklet" => (
+                        text("state"),
+                        record.integer("runs"),
+                        record.integer("schedules"),
+                    ),
+                    "timer" => (
+                        active("armed", "armed", "idle"),
+                        record.integer("fired"),
+                        None,
+                    ),
+                    _ => (
+                        active("running", "running", "idle"),
+                        record.integer("done"),
+                        record.integer("queued"),
+                    ),
+                };
+                rows.push(Deferred {
+                    kind,
+                    name: text("name"),
+                    state,
+                    runs,
+                    queued,
+                    owner: text("owner"),
+                });
+            }
+        }
+        Ok(rows)
+    }
 }
 
 /// Most `LATENCY` requests one sample makes (one per released RT thread),
@@ -67,7 +143,14 @@ const MAX_LATENCY_QUERIES: usize = 32;
 impl Sample {
     /// Reads `INFO`, `THREADS`, `SOFTIRQS`, then `LATENCY thread:NAME` of
     /// each released RT thread (at most [`MAX_LATENCY_QUERIES`]).
+    #[cfg(test)]
     pub fn take(client: &mut dyn Source) -> Result<Sample> {
+        Sample::take_with(client, false)
+    }
+
+    /// [`Sample::take`], and the deferred-work listings ([`Deferred::take`])
+    /// when `deferred`.
+    pub fn take_with(client: &mut dyn Source, deferred: bool) -> Result<Sample> {
         let info = client.call(&["INFO"])?;
         let info = convert::text(&info)
             .ok_or_else(|| CtlError::Protocol("INFO did not reply with text".into()))?;
@@ -101,6 +184,11 @@ impl Sample {
             threads,
             softirqs: tables::softirq_totals(&softirqs),
             p99_ns,
+            deferred: if deferred {
+                Some(Deferred::take(client)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -459,6 +547,18 @@ pub struct Options {
     /// Draw the full-screen layout at this size as text (no terminal
     /// needed) instead of the plain tables.
     pub size: Option<Size>,
+    /// What the lower section of the screen layout shows first.
+    pub section: Section,
+}
+
+/// What the screen layout's lower section lists (key `v` cycles it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// The thread list (the default).
+    #[default]
+    Threads,
+    /// Tasklets, timers, work queues and soft IRQs with their counters.
+    Deferred,
 }
 
 /// A screen size, `COLUMNSxROWS` on the command line.
@@ -509,11 +609,23 @@ pub fn run(client: &mut Client, options: Options, out: &mut dyn Write) -> Result
             "--size draws the screen as text; it does not go with --json".into(),
         ));
     }
+    if options.section == Section::Deferred
+        && options.size.is_none()
+        && (options.once || options.json || !io::stdout().is_terminal())
+    {
+        // The plain and JSON frames have no deferred section.
+        return Err(CtlError::Usage(
+            "--view deferred is a screen layout: on a terminal, or with --size (e.g. 80x24)".into(),
+        ));
+    }
+    let deferred = options.section == Section::Deferred;
     let print = |frame: &mut Frame<'_>, out: &mut dyn Write| -> Result<()> {
         frame.sort(sort);
         match options.size {
             Some(size) => {
-                let text = view::render_text(&mut view::View::new(sort), frame, size);
+                let mut view = view::View::new(sort);
+                view.set_section(options.section);
+                let text = view::render_text(&mut view, frame, size);
                 out.write_all(text.as_bytes())?;
                 out.flush()?;
                 Ok(())
@@ -523,22 +635,22 @@ pub fn run(client: &mut Client, options: Options, out: &mut dyn Write) -> Result
     };
     if options.once {
         // CPU% needs two samples: the frame covers one interval.
-        let first = Sample::take(client)?;
+        let first = Sample::take_with(client, deferred)?;
         std::thread::sleep(interval);
-        let second = Sample::take(client)?;
+        let second = Sample::take_with(client, deferred)?;
         return print(&mut Frame::new(Some(&first), &second), out);
     }
     if !options.json && options.size.is_none() && io::stdout().is_terminal() {
-        return screen::run(client, interval, sort);
+        return screen::run(client, interval, sort, options.section);
     }
     let interrupted = Arc::new(AtomicBool::new(false));
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupted));
-    let mut previous = Sample::take(client)?;
+    let mut previous = Sample::take_with(client, deferred)?;
     loop {
         if sleep_unless(&interrupted, interval) {
             return Ok(());
         }
-        let current = Sample::take(client)?;
+        let current = Sample::take_with(client, deferred)?;
         print(&mut Frame::new(Some(&previous), &current), out)?;
         if !options.json {
             out.write_all(b"\n")?;
@@ -646,6 +758,7 @@ mod tests {
             threads,
             softirqs: vec![("TIMER".into(), timer)],
             p99_ns: Vec::new(),
+            deferred: None,
         }
     }
 

@@ -616,7 +616,49 @@ fn top_once_size_prints_the_full_screen_layout_as_text() {
         ],
         "{text}"
     );
-    assert!(lines[23].starts_with("q quit  h help  sort:"), "{text}");
+    assert!(
+        lines[23].starts_with("q quit  h help  v deferred  sort:"),
+        "{text}"
+    );
+    // The deferred-work view of the same screen: the listings' names whole,
+    // the RT section still below them.
+    let deferred = server.rtctl(&[
+        "top",
+        "--once",
+        "--interval-ms",
+        "10",
+        "--size",
+        "80x24",
+        "--view",
+        "deferred",
+    ]);
+    assert_code(&deferred, 0);
+    let text = stdout(&deferred);
+    println!("{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 24, "{text}");
+    assert!(lines.iter().all(|line| line.chars().count() <= 80), "{text}");
+    assert!(lines[2].starts_with("KIND"), "{text}");
+    for (kind, name) in [
+        ("tasklet", "tasklet"),
+        ("timer", "heartbeat"),
+        ("workqueue", "jobs"),
+        ("softirq", "TIMER"),
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.split_whitespace().take(2).eq([kind, name])),
+            "{kind} {name} in\n{text}"
+        );
+    }
+    assert!(
+        lines.iter().any(|line| line.starts_with("RT THREAD")),
+        "{text}"
+    );
+    assert!(lines[23].starts_with("q quit  h help  v threads"), "{text}");
+    let plain = server.rtctl(&["top", "--once", "--view", "deferred"]);
+    assert_code(&plain, 2);
     let bad = server.rtctl(&["top", "--once", "--size", "80"]);
     assert_code(&bad, 2);
     let json = server.rtctl(&["--json", "top", "--once", "--interval-ms", "10", "--size", "80x24"]);

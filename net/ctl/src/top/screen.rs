@@ -19,7 +19,7 @@ use crossterm::{cursor, execute, terminal};
 use ratatui::backend::CrosstermBackend;
 
 use super::view::{Action, View};
-use super::{Frame, Sample, Sort, deadline_after};
+use super::{Deferred, Frame, Sample, Section, Sort, deadline_after};
 use crate::client::Client;
 use crate::error::{CtlError, Result};
 
@@ -95,11 +95,12 @@ fn stop_flag() -> Arc<AtomicBool> {
 
 /// Runs the full-screen view until q, Esc, Ctrl-C, a signal, or an error
 /// that is not the server's reply (those are shown and sampling goes on).
-pub fn run(client: &mut Client, interval: Duration, sort: Sort) -> Result<()> {
+pub fn run(client: &mut Client, interval: Duration, sort: Sort, section: Section) -> Result<()> {
     let stop = stop_flag();
     let mut view = View::new(sort);
+    view.set_section(section);
     let mut previous: Option<Sample> = None;
-    let mut current = Sample::take(client)?;
+    let mut current = Sample::take_with(client, view.wants_deferred())?;
     let mut terminal = Terminal::enter().map_err(terminal_error)?;
     loop {
         terminal
@@ -132,12 +133,21 @@ pub fn run(client: &mut Client, interval: Duration, sort: Sort) -> Result<()> {
                 _ => false,
             };
             if redraw {
+                // Just switched to the deferred view: list it now rather
+                // than at the next refresh.
+                if view.wants_deferred() && current.deferred.is_none() {
+                    match Deferred::take(client) {
+                        Ok(rows) => current.deferred = Some(rows),
+                        Err(CtlError::Server(reply)) => view.set_error(Some(reply)),
+                        Err(other) => return Err(other),
+                    }
+                }
                 terminal
                     .draw(&mut view, &Frame::new(previous.as_ref(), &current))
                     .map_err(terminal_error)?;
             }
         }
-        match Sample::take(client) {
+        match Sample::take_with(client, view.wants_deferred()) {
             Ok(next) => {
                 previous = Some(std::mem::replace(&mut current, next));
                 view.set_error(None);

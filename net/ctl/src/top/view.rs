@@ -17,7 +17,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Widget};
 
-use super::{Frame, Size, Sort, SortKey, Usage};
+use super::{Frame, Section, Size, Sort, SortKey, Usage};
 use crate::format::{self, Align};
 use crate::tables::{self, Thread};
 
@@ -57,6 +57,8 @@ pub struct View {
     rows: usize,
     paused: bool,
     help: bool,
+    /// What the lower section lists (v / Tab cycles it).
+    section: Section,
     /// The last refresh's error reply, shown in the footer until a
     /// refresh succeeds.
     error: Option<String>,
@@ -88,6 +90,18 @@ impl View {
         self.offset
     }
 
+    /// Shows `section` in the lower part of the screen, from its top.
+    pub fn set_section(&mut self, section: Section) {
+        self.section = section;
+        self.offset = 0;
+    }
+
+    /// Whether the deferred-work view is shown, so that samples should
+    /// carry the listings.
+    pub fn wants_deferred(&self) -> bool {
+        self.section == Section::Deferred
+    }
+
     /// Shows `error` in the footer (`None` clears it).
     pub fn set_error(&mut self, error: Option<String>) {
         self.error = error;
@@ -115,6 +129,12 @@ impl View {
             KeyCode::Char('q' | 'Q') | KeyCode::Esc => return Action::Quit,
             KeyCode::Char('h' | '?') | KeyCode::F(1) => self.help = true,
             KeyCode::Char(' ') => self.paused = !self.paused,
+            KeyCode::Char('v' | 'V') | KeyCode::Tab | KeyCode::BackTab => {
+                self.set_section(match self.section {
+                    Section::Threads => Section::Deferred,
+                    Section::Deferred => Section::Threads,
+                });
+            }
             KeyCode::Char(letter) => {
                 let Some(key) = SortKey::ALL
                     .into_iter()
@@ -155,27 +175,40 @@ impl View {
         let width = usize::from(size.width);
         let height = usize::from(size.height);
         let threads = frame.sorted(self.sort);
+        let deferred = deferred_rows(frame);
+        let listed = match self.section {
+            Section::Threads => threads.len(),
+            Section::Deferred => deferred.len(),
+        };
         let rt = frame.rt_sorted(self.sort);
         let title = title_line(frame, width);
         let softirqs = softirq_line(frame, width);
         // Title, soft IRQs and footer take a line each, the footer first.
         let body = height.saturating_sub(3);
         let rt_wanted = if rt.is_empty() { 0 } else { rt.len() + 1 };
-        let kept = THREAD_ROWS_KEPT.min(threads.len() + 1).min(body / 2);
+        let kept = THREAD_ROWS_KEPT.min(listed + 1).min(body / 2);
         let rt_height = rt_wanted.min(body.saturating_sub(kept));
         let thread_height = body - rt_height;
-        self.rows = threads.len();
+        self.rows = listed;
         self.page = thread_height.saturating_sub(1);
         self.clamp();
-        let shown_end = (self.offset + self.page).min(threads.len());
+        let shown_end = (self.offset + self.page).min(listed);
         let mut lines = Vec::with_capacity(height);
         lines.push(title);
         if height >= 3 {
             lines.push(softirqs);
         }
         if thread_height > 0 {
-            let visible = threads.get(self.offset..shown_end).unwrap_or(&[]);
-            lines.extend(thread_table(frame, &threads, visible, self.sort, width));
+            match self.section {
+                Section::Threads => {
+                    let visible = threads.get(self.offset..shown_end).unwrap_or(&[]);
+                    lines.extend(thread_table(frame, &threads, visible, self.sort, width));
+                }
+                Section::Deferred => {
+                    let visible = deferred.get(self.offset..shown_end).unwrap_or(&[]);
+                    lines.extend(deferred_table(&deferred, visible, width));
+                }
+            }
         }
         if rt_height > 0 {
             let visible = rt.get(..rt_height - 1).unwrap_or(&rt);
@@ -187,12 +220,12 @@ impl View {
             while lines.len() < height - 1 {
                 lines.push(Line::default());
             }
-            let position = (!threads.is_empty()).then(|| {
+            let position = (listed > 0).then(|| {
                 format!(
                     "{}-{}/{}",
                     (self.offset + 1).min(shown_end),
                     shown_end,
-                    threads.len()
+                    listed
                 )
             });
             lines.push(self.footer(position, width));
@@ -242,6 +275,11 @@ impl View {
         }
         items.push(Item::keyed("q", " quit", key_style, 0));
         items.push(Item::keyed("h", " help", key_style, 0));
+        let other = match self.section {
+            Section::Threads => " deferred",
+            Section::Deferred => " threads",
+        };
+        items.push(Item::keyed("v", other, key_style, 0));
         items.push(Item::new("sort:", Style::new(), 0));
         for key in SortKey::ALL {
             let style = if key == self.sort.key {
@@ -318,6 +356,7 @@ fn help(area: Rect, buffer: &mut Buffer) {
         entry("↑ ↓", "scroll the thread list a line"),
         entry("PgUp PgDn", "scroll it a page"),
         entry("Home End", "its top, its end"),
+        entry("v Tab", "threads / deferred work (tasklets, timers...)"),
         entry("space", "pause / resume sampling"),
         entry("h ?", "this help (any key closes it)"),
         entry("q Esc Ctrl-C", "quit"),
@@ -694,13 +733,13 @@ fn table_lines(
 
 /// Builds a column from a cell function over every row (for the width)
 /// and over the rows shown (for the cells).
-fn column<'a>(
+fn column<T>(
     title: &str,
     align: Align,
     priority: u8,
-    all: &[&Usage<'a>],
-    shown: &[&Usage<'a>],
-    cell: impl Fn(&Usage<'a>) -> Cell,
+    all: &[T],
+    shown: &[T],
+    cell: impl Fn(&T) -> Cell,
 ) -> Column {
     let natural = all
         .iter()
@@ -713,7 +752,7 @@ fn column<'a>(
         priority,
         flexible: false,
         natural,
-        cells: shown.iter().map(|usage| cell(usage)).collect(),
+        cells: shown.iter().map(&cell).collect(),
     }
 }
 
@@ -903,6 +942,111 @@ fn rt_table(
         }),
     ];
     table_lines(columns, shown.len(), width, rt_header_style())
+}
+
+/// One row of the deferred-work view.
+#[derive(Clone, Debug, PartialEq)]
+struct DeferredRow {
+    kind: &'static str,
+    name: String,
+    state: String,
+    runs: Option<i64>,
+    queued: Option<i64>,
+    /// Per second over the interval (soft IRQs only).
+    rate: Option<f64>,
+    owner: String,
+}
+
+/// The listed tasklets, timers and work queues (each kind in the
+/// server's order), then the soft IRQs with their totals and rates.
+fn deferred_rows(frame: &Frame<'_>) -> Vec<DeferredRow> {
+    let mut rows: Vec<DeferredRow> = frame
+        .current
+        .deferred
+        .iter()
+        .flatten()
+        .map(|entry| DeferredRow {
+            kind: entry.kind,
+            name: entry.name.clone(),
+            state: entry.state.clone(),
+            runs: entry.runs,
+            queued: entry.queued,
+            rate: None,
+            owner: entry.owner.clone(),
+        })
+        .collect();
+    for (name, total) in &frame.current.softirqs {
+        let rate = frame
+            .softirq_rates
+            .iter()
+            .find(|(rated, _)| rated == name)
+            .and_then(|(_, rate)| *rate);
+        rows.push(DeferredRow {
+            kind: "softirq",
+            name: name.clone(),
+            state: "-".into(),
+            runs: Some(*total),
+            queued: None,
+            rate,
+            owner: "-".into(),
+        });
+    }
+    rows
+}
+
+/// The deferred-work table: kind, name, state, runs (fired, done), queued
+/// (schedules, items waiting), rate, owner.
+fn deferred_table(all: &[DeferredRow], shown: &[DeferredRow], width: usize) -> Vec<Line<'static>> {
+    let mut name = column("NAME", Align::Left, 0, all, shown, |row: &DeferredRow| {
+        Cell::plain(row.name.clone())
+    });
+    name.flexible = true;
+    let columns = vec![
+        column("KIND", Align::Left, 3, all, shown, |row: &DeferredRow| {
+            Cell::plain(row.kind.to_owned())
+        }),
+        name,
+        column("STATE", Align::Left, 2, all, shown, |row: &DeferredRow| {
+            let state = row.state.clone();
+            if matches!(state.as_str(), "running" | "scheduled" | "armed") {
+                Cell::styled(state, running_style())
+            } else {
+                Cell::plain(state)
+            }
+        }),
+        column("RUNS", Align::Right, 0, all, shown, |row: &DeferredRow| {
+            Cell::plain(tables::number(row.runs))
+        }),
+        column(
+            "QUEUED",
+            Align::Right,
+            1,
+            all,
+            shown,
+            |row: &DeferredRow| Cell::plain(tables::number(row.queued)),
+        ),
+        column(
+            "RATE/s",
+            Align::Right,
+            4,
+            all,
+            shown,
+            |row: &DeferredRow| {
+                let text = row
+                    .rate
+                    .map_or_else(|| "-".into(), |rate| format!("{rate:.0}"));
+                if row.rate.is_some_and(|rate| rate >= 0.5) {
+                    Cell::styled(text, Style::new().fg(Color::Cyan))
+                } else {
+                    Cell::plain(text)
+                }
+            },
+        ),
+        column("OWNER", Align::Left, 5, all, shown, |row: &DeferredRow| {
+            Cell::plain(row.owner.clone())
+        }),
+    ];
+    table_lines(columns, shown.len(), width, header_style())
 }
 
 #[cfg(test)]
@@ -1452,5 +1596,247 @@ mod tests {
         assert!("0x24".parse::<Size>().is_err());
         assert!("80x100000".parse::<Size>().is_err());
         assert!("axb".parse::<Size>().is_err());
+    }
+
+    fn value_map(fields: Vec<(&str, rtedge_proto::Value)>) -> rtedge_proto::Value {
+        rtedge_proto::Value::Map(
+            fields
+                .into_iter()
+                .map(|(key, value)| (text_value(key), value))
+                .collect(),
+        )
+    }
+
+    fn text_value(text: &str) -> rtedge_proto::Value {
+        rtedge_proto::Value::Bulk(text.as_bytes().to_vec())
+    }
+
+    fn int(value: i64) -> rtedge_proto::Value {
+        rtedge_proto::Value::Integer(value)
+    }
+
+    /// The listings as an appliance with deferred work answers them (the
+    /// fields of `tests/support`'s fake server, longer names added).
+    fn listings() -> Replay {
+        let tasklet = |name: &str, state: &str, schedules: i64, runs: i64| {
+            value_map(vec![
+                ("name", text_value(name)),
+                ("state", text_value(state)),
+                ("disabled", int(0)),
+                ("schedules", int(schedules)),
+                ("runs", int(runs)),
+                ("owner", text_value("tasklet")),
+            ])
+        };
+        let timer = |name: &str, armed: i64, fired: i64| {
+            value_map(vec![
+                ("name", text_value(name)),
+                ("armed", int(armed)),
+                ("expires_in_ms", int(250)),
+                ("period_ms", int(1000)),
+                ("fired", int(fired)),
+                ("owner", text_value("-")),
+            ])
+        };
+        let queue = |name: &str, queued: i64, running: i64, done: i64| {
+            value_map(vec![
+                ("name", text_value(name)),
+                ("workers", int(1)),
+                ("queued", int(queued)),
+                ("running", int(running)),
+                ("done", int(done)),
+                ("flags", text_value("single-thread")),
+                ("owner", text_value("job")),
+            ])
+        };
+        Replay::from(vec![
+            (
+                "TASKLETS",
+                rtedge_proto::Value::Array(vec![
+                    tasklet("tasklet", "scheduled", 21, 20),
+                    tasklet("net-rx-refill-tasklet", "idle", 123_456_789, 123_456_789),
+                ]),
+            ),
+            (
+                "TIMERS",
+                rtedge_proto::Value::Array(vec![
+                    timer("heartbeat", 1, 61),
+                    timer("watchdog-kick", 0, 9_876_543_210),
+                ]),
+            ),
+            (
+                "WORKQUEUES",
+                rtedge_proto::Value::Array(vec![
+                    queue("jobs", 2, 1, 7),
+                    queue("storage-flush-writeback", 0, 0, 4_000_000_000),
+                ]),
+            ),
+        ])
+    }
+
+    /// The recorded frame's second sample with `deferred` as its listings.
+    fn with_deferred(deferred: Vec<super::super::Deferred>) -> (Sample, Sample) {
+        let (first, mut second) = samples();
+        second.deferred = Some(deferred);
+        (first, second)
+    }
+
+    #[test]
+    fn the_deferred_view_shows_every_listing_whole_and_keeps_the_rt_section() {
+        let deferred = super::super::Deferred::take(&mut listings()).expect("listings");
+        assert_eq!(deferred.len(), 6);
+        let (first, second) = with_deferred(deferred.clone());
+        let frame = Frame::new(Some(&first), &second);
+        for size in [SMALL, LARGE] {
+            let mut view = View::default();
+            view.set_section(Section::Deferred);
+            let buffer = draw(&mut view, &frame, size);
+            let text = buffer_text(&buffer);
+            if size == SMALL {
+                println!("{text}");
+            }
+            let lines = lines(&buffer);
+            for line in &lines {
+                assert!(
+                    width_of(line) <= usize::from(size.width),
+                    "{line:?} wider than {}",
+                    size.width
+                );
+            }
+            let (header, rows) = table(&lines, "KIND");
+            for title in ["KIND", "NAME", "RUNS"] {
+                assert!(
+                    titles(header).iter().any(|t| t == title),
+                    "{title} in {header:?}"
+                );
+            }
+            // The listings come first: all of them fit even at 80x24;
+            // the soft IRQs below them scroll (End shows the last page).
+            assert!(rows.len() >= deferred.len(), "{text}");
+            press(&mut view, KeyCode::End);
+            let last_page = buffer_text(&draw(&mut view, &frame, size));
+            let last_page: Vec<String> = last_page.lines().map(str::to_owned).collect();
+            let (_, last_rows) = table(&last_page, "KIND");
+            let rows: Vec<&str> = rows.into_iter().chain(last_rows).collect();
+            for entry in &deferred {
+                let row = rows
+                    .iter()
+                    .find(|row| contains_whole(row, &entry.name))
+                    .unwrap_or_else(|| panic!("{} whole in\n{text}", entry.name));
+                assert!(contains_whole(row, entry.kind), "{row:?}");
+                assert!(contains_whole(row, &tables::number(entry.runs)), "{row:?}");
+            }
+            for (name, total) in &second.softirqs {
+                assert!(
+                    rows.iter()
+                        .any(|row| contains_whole(row, name)
+                            && contains_whole(row, &total.to_string())),
+                    "soft IRQ {name} {total} in\n{text}"
+                );
+            }
+            // The RT section is still there, every RT thread whole.
+            let (_, rt) = table(&lines, "RT THREAD");
+            assert_eq!(rt.len(), frame.rt_sorted(Sort::default()).len(), "{text}");
+            assert!(lines[lines.len() - 1].contains("v threads"), "{text}");
+        }
+    }
+
+    #[test]
+    fn v_and_tab_switch_between_threads_and_deferred_work() {
+        let (first, second) =
+            with_deferred(super::super::Deferred::take(&mut listings()).expect("listings"));
+        let frame = Frame::new(Some(&first), &second);
+        let mut view = View::default();
+        assert!(!view.wants_deferred());
+        let before = lines(&draw(&mut view, &frame, SMALL));
+        assert!(!before[2].starts_with("KIND"), "{before:?}");
+        assert!(
+            before
+                .iter()
+                .any(|line| contains_whole(line, "control-plane"))
+        );
+        assert!(before[before.len() - 1].contains("v deferred"));
+        assert_eq!(press(&mut view, KeyCode::Char('v')), Action::Redraw);
+        assert!(view.wants_deferred());
+        let after = lines(&draw(&mut view, &frame, SMALL));
+        assert!(after[2].starts_with("KIND"), "{after:?}");
+        assert!(
+            after
+                .iter()
+                .any(|line| contains_whole(line, "net-rx-refill-tasklet"))
+        );
+        assert_eq!(press(&mut view, KeyCode::Tab), Action::Redraw);
+        assert!(!view.wants_deferred());
+        assert_eq!(lines(&draw(&mut view, &frame, SMALL)), before);
+        // The help names the key.
+        press(&mut view, KeyCode::Char('h'));
+        let help = buffer_text(&draw(&mut view, &frame, SMALL));
+        assert!(help.contains("v Tab"), "{help}");
+    }
+
+    #[test]
+    fn an_appliance_without_the_listings_still_renders_the_deferred_view() {
+        let unknown = |command: &str| {
+            rtedge_proto::Value::Error(format!("ERR unknown command '{command}'").into_bytes())
+        };
+        let mut old = Replay::from(vec![
+            ("TASKLETS", unknown("TASKLETS")),
+            ("TIMERS", unknown("TIMERS")),
+            ("WORKQUEUES", unknown("WORKQUEUES")),
+        ]);
+        let deferred = super::super::Deferred::take(&mut old).expect("refusals are left out");
+        assert!(deferred.is_empty());
+        let (first, second) = with_deferred(deferred);
+        let frame = Frame::new(Some(&first), &second);
+        let mut view = View::default();
+        view.set_section(Section::Deferred);
+        let shown = lines(&draw(&mut view, &frame, SMALL));
+        let (_, rows) = table(&shown, "KIND");
+        assert_eq!(rows.len(), second.softirqs.len(), "{shown:?}");
+        assert!(rows.iter().all(|row| row.starts_with("softirq")));
+        table(&shown, "RT THREAD");
+        // Not sampled yet (just switched): the soft IRQs still show.
+        let (first, second) = samples();
+        let frame = Frame::new(Some(&first), &second);
+        let shown = lines(&draw(&mut view, &frame, SMALL));
+        assert_eq!(table(&shown, "KIND").1.len(), second.softirqs.len());
+    }
+
+    #[test]
+    fn the_deferred_view_fits_any_size_and_never_cuts_a_number() {
+        let (first, second) =
+            with_deferred(super::super::Deferred::take(&mut listings()).expect("listings"));
+        let frame = Frame::new(Some(&first), &second);
+        let mut saw_runs = false;
+        for width in (1..=200).step_by(3) {
+            for height in [1, 3, 8, 24] {
+                let size = Size { width, height };
+                let mut view = View::default();
+                view.set_section(Section::Deferred);
+                let composed = view.compose(&frame, size);
+                assert!(composed.len() <= usize::from(height), "{size:?}");
+                for line in &composed {
+                    assert!(line.width() <= usize::from(width), "{size:?}: {line}");
+                }
+                let text = buffer_text(&draw(&mut view, &frame, size));
+                for word in text.split_whitespace() {
+                    assert!(
+                        !(word.ends_with('…') && word.starts_with(|c: char| c.is_ascii_digit())),
+                        "{size:?}: a number cut to {word:?} in\n{text}"
+                    );
+                }
+                // At 24 rows every listing is shown: where RUNS is, the
+                // widest count is there whole.
+                if height == 24
+                    && text
+                        .lines()
+                        .any(|line| line.starts_with("KIND") && line.contains("RUNS"))
+                {
+                    saw_runs = true;
+                    assert!(text.contains("9876543210"), "{size:?}:\n{text}");
+                }
+            }
+        }
+        assert!(saw_runs);
     }
 }
