@@ -104,7 +104,12 @@ fn load_modules(names: &[&'static str]) {
             Err(error) => log::warn!("module {name}: {error}"),
         }
     }
-    console_line!("modules: loaded {} of {}: {}", loaded.len(), programs::all().len(), if loaded.is_empty() { String::from("none") } else { loaded.join(", ") });
+    console_line!(
+        "modules: loaded {} of {}: {}",
+        loaded.len(),
+        programs::all().len(),
+        if loaded.is_empty() { String::from("none") } else { loaded.join(", ") }
+    );
 }
 
 fn print_connection_help() {
@@ -113,7 +118,9 @@ fn print_connection_help() {
     let host_port = cmdline::get(line, "hostport").and_then(|value| value.parse::<u16>().ok()).unwrap_or(FORWARDED_PORT);
     if boot::hypervisor() == boot::Hypervisor::Uhyve {
         // No host port is forwarded under uhyve: no connect line to follow.
-        console_line!("control plane: guest port {port} (uhyve: reachable only with a tap device, uhyve --net tap:NAME; no host port is forwarded)");
+        console_line!(
+            "control plane: guest port {port} (uhyve: reachable only with a tap device, uhyve --net tap:NAME; no host port is forwarded)"
+        );
         return;
     }
     console_line!("control plane: guest port {port}; `make run` forwards 127.0.0.1:{host_port} to it");
@@ -148,4 +155,16 @@ fn run() -> u8 {
 // The command line keys the appliance reads besides the kernel's own
 // (`file`, `config`, `port` and `reserve` are kernel keys; `hostport` is
 // the host port the runner forwards, only shown in the connection help).
-rtedge_kernel::main!(run, keys = ["heartbeat", "hostport", "modules", "selftest_modules", "selftest_dwell_ms", "selftest_heap_slack", "tasklet_disable_at", "rtalloc_period_ms"]);
+rtedge_kernel::main!(
+    run,
+    keys = [
+        "heartbeat",
+        "hostport",
+        "modules",
+        "selftest_modules",
+        "selftest_dwell_ms",
+        "selftest_heap_slack",
+        "tasklet_disable_at",
+        "rtalloc_period_ms"
+    ]
+);

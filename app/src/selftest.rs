@@ -382,7 +382,17 @@ fn cycle_modules(checks: &mut Checks, cycles: u64, dwell_ms: u64, heap_slack: us
     let soft_irq_names: Vec<String> = softirq::counts().into_iter().map(|line| line.name).collect();
     console_line!("selftest: soft IRQs {} -> {} ({})", before.soft_irqs.count, after.soft_irqs.count, soft_irq_names.join(", "));
     console_line!("selftest: live stacks {} -> {}", before.live_stacks, after.live_stacks);
-    console_line!("selftest: IRQ lines {} -> {}, commands {} -> {}, shared statics {} -> {}, latency sources {} -> {}", before.irq_lines, after.irq_lines, before.commands, after.commands, before.statics, after.statics, before.latency_sources.count, after.latency_sources.count);
+    console_line!(
+        "selftest: IRQ lines {} -> {}, commands {} -> {}, shared statics {} -> {}, latency sources {} -> {}",
+        before.irq_lines,
+        after.irq_lines,
+        before.commands,
+        after.commands,
+        before.statics,
+        after.statics,
+        before.latency_sources.count,
+        after.latency_sources.count
+    );
     console_line!("selftest: registered tasklets {} after cycle 1 -> {}", warm.tasklets.count, after.tasklets.count);
     console_line!(
         "selftest: heap {} bytes in {} blocks before, {} bytes in {} blocks after cycle 1, {} bytes in {} blocks after cycle {cycles} (slack {heap_slack})",

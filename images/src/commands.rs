@@ -7,10 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::exitcode::{self, GuestCode, Outcome};
-use crate::hypervisor::{
-    Accel, BootSpec, ConsoleMode, Hypervisor, KVM_DEVICE, PortForward, QBOOT_ROM, Tools, UHYVE,
-    kvm_usable,
-};
+use crate::hypervisor::{Accel, BootSpec, ConsoleMode, Hypervisor, KVM_DEVICE, PortForward, QBOOT_ROM, Tools, UHYVE, kvm_usable};
 use crate::image::{self, Image, Layout};
 use crate::instances::{self, Instance, Registry};
 use crate::profile::{Profile, Profiles};
@@ -34,12 +31,7 @@ struct Session {
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     let layout = Layout::discover();
     let profiles = Profiles::load_dir(&layout.profiles_dir())?;
-    let session = Session {
-        layout,
-        profiles,
-        tools: Tools::discover(),
-        verbose: cli.verbose,
-    };
+    let session = Session { layout, profiles, tools: Tools::discover(), verbose: cli.verbose };
     match cli.command {
         Command::Build { profile } => build(&session, &profile),
         Command::Run(args) => run(&session, &args),
@@ -160,10 +152,7 @@ fn resolve_smp(profile: &Profile, cli: Option<u32>) -> Result<u32> {
         Some(smp) => smp,
         None => env_number("RTEDGE_SMP")?.unwrap_or(profile.spec.smp),
     };
-    ensure!(
-        (1..=255).contains(&smp),
-        "{smp} CPUs requested; use 1 to 255"
-    );
+    ensure!((1..=255).contains(&smp), "{smp} CPUs requested; use 1 to 255");
     Ok(smp)
 }
 
@@ -172,11 +161,7 @@ fn resolve_smp(profile: &Profile, cli: Option<u32>) -> Result<u32> {
 /// and `RTEDGE_PORT` is ignored (the Makefile passes it to every target).
 fn resolve_forward(profile: &Profile, cli_port: Option<u16>) -> Result<Option<PortForward>> {
     let Some(net) = profile.spec.net else {
-        ensure!(
-            cli_port.is_none(),
-            "profile `{}` has no [net] section, so --port has nothing to forward",
-            profile.name
-        );
+        ensure!(cli_port.is_none(), "profile `{}` has no [net] section, so --port has nothing to forward", profile.name);
         return Ok(None);
     };
     let mut forward = net.forward();
@@ -194,12 +179,7 @@ fn resolve_forward(profile: &Profile, cli_port: Option<u16>) -> Result<Option<Po
 /// The kernel command line: the profile's, the extra words, then `auth=`.
 pub fn compose_cmdline(base: &str, extra: Option<&str>, token: Option<&str>) -> String {
     let mut words: Vec<String> = base.split_whitespace().map(str::to_string).collect();
-    words.extend(
-        extra
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_string),
-    );
+    words.extend(extra.unwrap_or_default().split_whitespace().map(str::to_string));
     if let Some(token) = token {
         words.push(format!("auth={token}"));
     }
@@ -215,11 +195,7 @@ fn machine_description(hypervisor: Hypervisor, accel: Accel) -> String {
 }
 
 fn cpus(count: u32) -> String {
-    if count == 1 {
-        "1 CPU".to_string()
-    } else {
-        format!("{count} CPUs")
-    }
+    if count == 1 { "1 CPU".to_string() } else { format!("{count} CPUs") }
 }
 
 /// A row label: the hypervisor, plus `+kvm` for QEMU under KVM.
@@ -233,10 +209,7 @@ fn hypervisor_label(hypervisor: Hypervisor, accel: Accel) -> String {
 /// Why `hypervisor` with `accel` cannot run on this host, if it cannot.
 fn unavailable(tools: &Tools, hypervisor: Hypervisor, accel: Accel) -> Option<String> {
     if hypervisor == Hypervisor::Uhyve && tools.uhyve.is_none() {
-        return Some(format!(
-            "{} not found in PATH or ~/.cargo/bin (run `make deps`)",
-            UHYVE
-        ));
+        return Some(format!("{} not found in PATH or ~/.cargo/bin (run `make deps`)", UHYVE));
     }
     if hypervisor.effective_accel(accel) == Accel::Kvm {
         return kvm_usable().err();
@@ -294,23 +267,11 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
         println!("{}", padded.join("  ").trim_end());
     };
     line(header.to_vec());
-    line(
-        widths
-            .iter()
-            .map(|width| "-".repeat(*width))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(String::as_str)
-            .collect(),
-    );
+    line(widths.iter().map(|width| "-".repeat(*width)).collect::<Vec<_>>().iter().map(String::as_str).collect());
     for row in rows {
         line(row.iter().map(String::as_str).collect());
     }
@@ -338,10 +299,7 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
     let profile = session.profiles.get(&args.profile)?;
     let hypervisor = args.hypervisor.unwrap_or(profile.spec.hypervisors[0]);
     if !profile.spec.hypervisors.contains(&hypervisor) {
-        println!(
-            "rtedge-image: note: profile `{}` does not list {hypervisor}; booting it anyway",
-            profile.name
-        );
+        println!("rtedge-image: note: profile `{}` does not list {hypervisor}; booting it anyway", profile.name);
     }
     let requested = args.accel.unwrap_or_default();
     if hypervisor == Hypervisor::Uhyve && args.accel == Some(Accel::Tcg) {
@@ -412,7 +370,10 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
     let initrd = args.initrd.clone().or_else(|| std::env::var_os("RTEDGE_INITRD").filter(|v| !v.is_empty()).map(Into::into));
     if let Some(initrd) = initrd {
         ensure!(initrd.is_file(), "initrd {} is not a file", initrd.display());
-        ensure!(hypervisor.is_qemu(), "--initrd is for QEMU (uhyve hands the guest host files through its own --file-mapping, which this runner does not pass)");
+        ensure!(
+            hypervisor.is_qemu(),
+            "--initrd is for QEMU (uhyve hands the guest host files through its own --file-mapping, which this runner does not pass)"
+        );
         invocation.args.push("-initrd".into());
         invocation.args.push(initrd.display().to_string());
     }
@@ -436,11 +397,7 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
         guest_port: forward.map(|forward| forward.guest),
         token_path: (!profile.spec.release && image.token.is_some()).then(|| session.layout.token_path()),
         console_log: None,
-        program: invocation
-            .program
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        program: invocation.program.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default(),
         started: instances::now_seconds(),
         detached: args.detach,
     };
@@ -458,14 +415,8 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
             format!("\"$(cat {})\"", session.layout.token_path().display())
         };
         if hypervisor.is_qemu() {
-            println!(
-                "rtedge-image: control plane on 127.0.0.1:{} (guest port {}); connect with:",
-                forward.host, forward.guest
-            );
-            println!(
-                "    redis-cli -p {} -a {token_source} --no-auth-warning PING",
-                forward.host
-            );
+            println!("rtedge-image: control plane on 127.0.0.1:{} (guest port {}); connect with:", forward.host, forward.guest);
+            println!("    redis-cli -p {} -a {token_source} --no-auth-warning PING", forward.host);
             println!("    rtctl --port {} status", forward.host);
             if let Some(metrics) = metrics_forward {
                 println!(
@@ -481,14 +432,7 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
             );
         }
     }
-    println!(
-        "rtedge-image: quit with {}",
-        if hypervisor.is_qemu() {
-            "Ctrl-A X (Ctrl-A C toggles the QEMU monitor)"
-        } else {
-            "Ctrl-C"
-        }
-    );
+    println!("rtedge-image: quit with {}", if hypervisor.is_qemu() { "Ctrl-A X (Ctrl-A C toggles the QEMU monitor)" } else { "Ctrl-C" });
 
     // Registered while it runs, so `rtctl` in another terminal finds its port and token.
     let mut register = |pid: u32| {
@@ -500,39 +444,21 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
     let result = vm::boot_interactive(&invocation, !hypervisor.is_qemu(), session.verbose, !hypervisor.is_qemu(), &mut register);
     registry.remove(&name);
     let result = result?;
-    let outcome = exitcode::decode(
-        hypervisor.exit_convention(),
-        result.status,
-        result.console.shutdown,
-    );
+    let outcome = exitcode::decode(hypervisor.exit_convention(), result.status, result.console.shutdown);
     if let Some(warning) = exitcode::announcement_mismatch(&outcome, result.console.shutdown) {
         println!("rtedge-image: warning: {warning}");
     }
-    let expected = profile
-        .spec
-        .expect_exit
-        .map(|code| format!(" (the profile expects {})", GuestCode(code)))
-        .unwrap_or_default();
+    let expected = profile.spec.expect_exit.map(|code| format!(" (the profile expects {})", GuestCode(code))).unwrap_or_default();
     let (message, status) = match outcome {
         // Ctrl-C under uhyve ends the run as Ctrl-A X does under QEMU: the
         // user's choice, exit status 0 (whatever status uhyve gave).
-        _ if result.interrupted && result.console.shutdown.is_none() => {
-            ("stopped by the user (Ctrl-C)".to_string(), 0)
-        }
+        _ if result.interrupted && result.console.shutdown.is_none() => ("stopped by the user (Ctrl-C)".to_string(), 0),
         Outcome::Guest(code) => (format!("{outcome}{expected}"), code.0),
-        Outcome::QemuReset if result.console.qemu_terminated => {
-            ("stopped by the user (Ctrl-A X)".to_string(), 0)
-        }
-        Outcome::Signaled(signal) => (
-            outcome.to_string(),
-            128u8.saturating_add(u8::try_from(signal).unwrap_or(127)),
-        ),
+        Outcome::QemuReset if result.console.qemu_terminated => ("stopped by the user (Ctrl-A X)".to_string(), 0),
+        Outcome::Signaled(signal) => (outcome.to_string(), 128u8.saturating_add(u8::try_from(signal).unwrap_or(127))),
         _ => (outcome.to_string(), EXIT_NO_GUEST_CODE),
     };
-    println!(
-        "rtedge-image: `{}` on {hypervisor}: {message}",
-        profile.name
-    );
+    println!("rtedge-image: `{}` on {hypervisor}: {message}", profile.name);
     Ok(ExitCode::from(status))
 }
 
@@ -544,9 +470,13 @@ const READY_LINE: &str = "control plane: guest port";
 /// `run --detach`: starts the hypervisor with its console in a log,
 /// registers it, and returns once the control plane is up (or the guest
 /// has ended, which is an error).
-fn run_detached(registry: &Registry, mut instance: Instance, invocation: &crate::hypervisor::Invocation, wait_for_control_plane: bool) -> Result<ExitCode> {
-    std::fs::create_dir_all(&registry.directory)
-        .with_context(|| format!("cannot create {}", registry.directory.display()))?;
+fn run_detached(
+    registry: &Registry,
+    mut instance: Instance,
+    invocation: &crate::hypervisor::Invocation,
+    wait_for_control_plane: bool,
+) -> Result<ExitCode> {
+    std::fs::create_dir_all(&registry.directory).with_context(|| format!("cannot create {}", registry.directory.display()))?;
     let console_log = registry.console_path(&instance.name);
     let mut child = vm::spawn_detached(invocation, &console_log)?;
     instance.pid = child.id();
@@ -576,8 +506,7 @@ fn run_detached(registry: &Registry, mut instance: Instance, invocation: &crate:
                 tail.join("\n")
             );
         }
-        let ready = !wait_for_control_plane
-            || std::fs::read_to_string(&console_log).is_ok_and(|console| console.contains(READY_LINE));
+        let ready = !wait_for_control_plane || std::fs::read_to_string(&console_log).is_ok_and(|console| console.contains(READY_LINE));
         if ready && (wait_for_control_plane || started.elapsed() > Duration::from_secs(1)) {
             break;
         }
@@ -599,10 +528,9 @@ fn run_detached(registry: &Registry, mut instance: Instance, invocation: &crate:
         std::thread::sleep(Duration::from_millis(100));
     }
     match instance.port {
-        Some(port) => println!(
-            "rtedge-image: `{name}` is up in {:.1} s: control plane on 127.0.0.1:{port}",
-            started.elapsed().as_secs_f64()
-        ),
+        Some(port) => {
+            println!("rtedge-image: `{name}` is up in {:.1} s: control plane on 127.0.0.1:{port}", started.elapsed().as_secs_f64())
+        }
         None => println!("rtedge-image: `{name}` is running (no host port: uhyve has no network forward here)"),
     }
     let hints = [
@@ -643,9 +571,7 @@ impl Verdict {
         match self {
             Verdict::Pass => None,
             Verdict::Fail(reason) => Some(reason.clone()),
-            Verdict::Timeout(seconds) => Some(format!(
-                "TIMEOUT after {seconds}s (VM process group killed)"
-            )),
+            Verdict::Timeout(seconds) => Some(format!("TIMEOUT after {seconds}s (VM process group killed)")),
             Verdict::Skipped(reason) => Some(format!("skipped: {reason}")),
         }
     }
@@ -672,18 +598,11 @@ struct Judged {
 }
 
 /// Judges a captured run of a profile that expects `expect_exit`.
-fn judge(
-    profile: &Profile,
-    hypervisor: Hypervisor,
-    run: &CapturedRun,
-) -> (Verdict, Option<GuestCode>) {
+fn judge(profile: &Profile, hypervisor: Hypervisor, run: &CapturedRun) -> (Verdict, Option<GuestCode>) {
     if hypervisor == Hypervisor::Uhyve
         && let Some(reason) = &run.kvm_failure
     {
-        return (
-            Verdict::Skipped(format!("uhyve could not use KVM: {reason}")),
-            None,
-        );
+        return (Verdict::Skipped(format!("uhyve could not use KVM: {reason}")), None);
     }
     let Some(status) = run.status else {
         return (Verdict::Timeout(profile.spec.timeout_s), None);
@@ -709,13 +628,7 @@ fn judge(
         return (Verdict::Pass, outcome.guest_code());
     }
     if outcome.guest_code().is_none() {
-        let errors: Vec<&str> = run
-            .stderr
-            .iter()
-            .map(String::as_str)
-            .filter(|line| !vm::is_hypervisor_noise(line))
-            .take(5)
-            .collect();
+        let errors: Vec<&str> = run.stderr.iter().map(String::as_str).filter(|line| !vm::is_hypervisor_noise(line)).take(5).collect();
         if !errors.is_empty() {
             problems.push(format!("{hypervisor} stderr: {}", errors.join(" / ")));
         }
@@ -734,13 +647,7 @@ fn boot_and_judge(
 ) -> Result<Option<Judged>> {
     let accel = hypervisor.effective_accel(accel);
     let label = hypervisor_label(hypervisor, accel);
-    let row = |verdict, code, duration| Row {
-        profile: profile.name.clone(),
-        hypervisor: label.clone(),
-        verdict,
-        code,
-        duration,
-    };
+    let row = |verdict, code, duration| Row { profile: profile.name.clone(), hypervisor: label.clone(), verdict, code, duration };
     if let Some(reason) = unavailable(&session.tools, hypervisor, accel) {
         let row = row(Verdict::Skipped(reason), None, Duration::ZERO);
         return Ok(Some(Judged { row, run: None }));
@@ -774,27 +681,18 @@ fn boot_and_judge(
     }
     let (verdict, code) = judge(profile, hypervisor, &run);
     let row = row(verdict, code, run.elapsed);
-    Ok(Some(Judged {
-        row,
-        run: Some(run),
-    }))
+    Ok(Some(Judged { row, run: Some(run) }))
 }
 
 fn print_verdict(row: &Row) {
     let name = format!("[{}/{}]", row.profile, row.hypervisor);
-    let code = row
-        .code
-        .map(|code| format!(", guest code {code}"))
-        .unwrap_or_default();
+    let code = row.code.map(|code| format!(", guest code {code}")).unwrap_or_default();
     let time = seconds(row.duration);
     match &row.verdict {
         Verdict::Pass => println!("rtedge-image: {name} PASS{code} in {time}"),
         Verdict::Fail(reason) => println!("rtedge-image: {name} FAIL{code} in {time}: {reason}"),
         Verdict::Timeout(_) | Verdict::Skipped(_) => {
-            println!(
-                "rtedge-image: {name} {}",
-                row.verdict.detail().unwrap_or_default()
-            );
+            println!("rtedge-image: {name} {}", row.verdict.detail().unwrap_or_default());
         }
     }
 }
@@ -813,37 +711,20 @@ fn print_summary(rows: &[Row]) -> ExitCode {
             ]
         })
         .collect();
-    print_table(
-        &["profile", "hypervisor", "result", "guest code", "time"],
-        &cells,
-    );
+    print_table(&["profile", "hypervisor", "result", "guest code", "time"], &cells);
     let details: Vec<String> = rows
         .iter()
-        .filter_map(|row| {
-            row.verdict
-                .detail()
-                .map(|detail| format!("  {}/{}: {detail}", row.profile, row.hypervisor))
-        })
+        .filter_map(|row| row.verdict.detail().map(|detail| format!("  {}/{}: {detail}", row.profile, row.hypervisor)))
         .collect();
     if !details.is_empty() {
         println!();
         details.iter().for_each(|detail| println!("{detail}"));
     }
     let failed = rows.iter().filter(|row| row.verdict.failed()).count();
-    let passed = rows
-        .iter()
-        .filter(|row| row.verdict == Verdict::Pass)
-        .count();
-    let skipped = rows
-        .iter()
-        .filter(|row| matches!(row.verdict, Verdict::Skipped(_)))
-        .count();
+    let passed = rows.iter().filter(|row| row.verdict == Verdict::Pass).count();
+    let skipped = rows.iter().filter(|row| matches!(row.verdict, Verdict::Skipped(_))).count();
     println!("\nrtedge-image: {passed} passed, {failed} failed, {skipped} skipped");
-    if failed > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 fn interrupted_exit() -> Result<ExitCode> {
@@ -852,18 +733,12 @@ fn interrupted_exit() -> Result<ExitCode> {
 }
 
 fn test(session: &Session, args: &TestArgs) -> Result<ExitCode> {
-    let names: Vec<&str> = if args.profiles.is_empty() {
-        DEFAULT_TEST_PROFILES.to_vec()
-    } else {
-        args.profiles.iter().map(String::as_str).collect()
-    };
+    let names: Vec<&str> =
+        if args.profiles.is_empty() { DEFAULT_TEST_PROFILES.to_vec() } else { args.profiles.iter().map(String::as_str).collect() };
     let mut selected = Vec::new();
     for name in names {
         let profile = session.profiles.get(name)?;
-        ensure!(
-            profile.is_test(),
-            "profile `{name}` has no `expect_exit`: it runs until stopped and cannot be tested"
-        );
+        ensure!(profile.is_test(), "profile `{name}` has no `expect_exit`: it runs until stopped and cannot be tested");
         selected.push(profile);
     }
     let mut rows = Vec::new();
@@ -873,15 +748,10 @@ fn test(session: &Session, args: &TestArgs) -> Result<ExitCode> {
             .hypervisors
             .iter()
             .copied()
-            .filter(|hypervisor| {
-                args.hypervisors.is_empty() || args.hypervisors.contains(hypervisor)
-            })
+            .filter(|hypervisor| args.hypervisors.is_empty() || args.hypervisors.contains(hypervisor))
             .collect();
         if hypervisors.is_empty() {
-            println!(
-                "rtedge-image: `{}` lists none of the requested hypervisors; not run",
-                profile.name
-            );
+            println!("rtedge-image: `{}` lists none of the requested hypervisors; not run", profile.name);
             continue;
         }
         let smp = resolve_smp(profile, args.smp)?;
@@ -892,10 +762,7 @@ fn test(session: &Session, args: &TestArgs) -> Result<ExitCode> {
                 for hypervisor in hypervisors {
                     rows.push(Row {
                         profile: profile.name.clone(),
-                        hypervisor: hypervisor_label(
-                            hypervisor,
-                            hypervisor.effective_accel(args.accel),
-                        ),
+                        hypervisor: hypervisor_label(hypervisor, hypervisor.effective_accel(args.accel)),
                         verdict: Verdict::Fail(format!("{error:#}")),
                         code: None,
                         duration: Duration::ZERO,
@@ -912,8 +779,7 @@ fn test(session: &Session, args: &TestArgs) -> Result<ExitCode> {
             // Every run's console is kept; a failure names its file.
             if let Some(run) = &judged.run {
                 let directory = session.layout.output_dir().join("test");
-                std::fs::create_dir_all(&directory)
-                    .with_context(|| format!("cannot create {}", directory.display()))?;
+                std::fs::create_dir_all(&directory).with_context(|| format!("cannot create {}", directory.display()))?;
                 let path = directory.join(format!("{}-{}.log", profile.name, judged.row.hypervisor.replace('+', "-")));
                 std::fs::write(&path, &run.log).with_context(|| format!("cannot write {}", path.display()))?;
                 if let Verdict::Fail(reason) = &mut judged.row.verdict {
@@ -944,10 +810,7 @@ fn bench(session: &Session, filter: &[Hypervisor]) -> Result<ExitCode> {
             configurations.push((hypervisor, Accel::Kvm));
         }
     }
-    ensure!(
-        !configurations.is_empty(),
-        "profile `bench` lists none of the requested hypervisors"
-    );
+    ensure!(!configurations.is_empty(), "profile `bench` lists none of the requested hypervisors");
     let smp = resolve_smp(profile, None)?;
     let image = build_and_report(session, profile)?;
     std::fs::create_dir_all(session.layout.output_dir())
@@ -955,8 +818,7 @@ fn bench(session: &Session, filter: &[Hypervisor]) -> Result<ExitCode> {
 
     let mut results = Vec::new();
     for (hypervisor, accel) in configurations {
-        let Some(judged) = boot_and_judge(session, profile, &image, (hypervisor, accel), smp)?
-        else {
+        let Some(judged) = boot_and_judge(session, profile, &image, (hypervisor, accel), smp)? else {
             return interrupted_exit();
         };
         print_verdict(&judged.row);
@@ -964,8 +826,7 @@ fn bench(session: &Session, filter: &[Hypervisor]) -> Result<ExitCode> {
             Some(run) => {
                 let name = format!("bench-{}.log", judged.row.hypervisor.replace('+', "-"));
                 let path = session.layout.output_dir().join(name);
-                std::fs::write(&path, &run.log)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                std::fs::write(&path, &run.log).with_context(|| format!("cannot write {}", path.display()))?;
                 (run.console.bench, Some(path))
             }
             None => (Vec::new(), None),
@@ -1000,10 +861,7 @@ fn boot_time(session: &Session, runs: u32, filter: &[Hypervisor]) -> Result<Exit
     .into_iter()
     .filter(|(hypervisor, _)| filter.is_empty() || filter.contains(hypervisor))
     .collect();
-    ensure!(
-        !configurations.is_empty(),
-        "no boot-time configuration uses the requested hypervisors"
-    );
+    ensure!(!configurations.is_empty(), "no boot-time configuration uses the requested hypervisors");
     let smp = resolve_smp(profile, None)?;
     let image = build_and_report(session, profile)?;
     println!("rtedge-image: {runs} boots each with cmdline \"{BOOT_TIME_CMDLINE}\"");
@@ -1014,13 +872,7 @@ fn boot_time(session: &Session, runs: u32, filter: &[Hypervisor]) -> Result<Exit
         let label = hypervisor_label(hypervisor, accel);
         if let Some(reason) = unavailable(&session.tools, hypervisor, accel) {
             println!("  {label}: skipped: {reason}");
-            table.push(vec![
-                label,
-                "-".to_string(),
-                "-".to_string(),
-                "-".to_string(),
-                format!("skipped: {reason}"),
-            ]);
+            table.push(vec![label, "-".to_string(), "-".to_string(), "-".to_string(), format!("skipped: {reason}")]);
             continue;
         }
         let spec = BootSpec {
@@ -1049,28 +901,20 @@ fn boot_time(session: &Session, runs: u32, filter: &[Hypervisor]) -> Result<Exit
                 return interrupted_exit();
             }
             let wall_micros = u64::try_from(run.elapsed.as_micros()).unwrap_or(u64::MAX);
-            let ready_text = run.console.ready_micros.map_or_else(
-                || "no `ready in N us` line".to_string(),
-                |micros| format!("ready in {micros} us"),
-            );
-            let outcome = run.status.map(|status| {
-                exitcode::decode(hypervisor.exit_convention(), status, run.console.shutdown)
-            });
+            let ready_text =
+                run.console.ready_micros.map_or_else(|| "no `ready in N us` line".to_string(), |micros| format!("ready in {micros} us"));
+            let outcome = run.status.map(|status| exitcode::decode(hypervisor.exit_convention(), status, run.console.shutdown));
             let ending = match &outcome {
                 None => format!("TIMEOUT after {}s", profile.spec.timeout_s),
                 Some(outcome) => outcome.to_string(),
             };
-            if let Some(outcome) =
-                outcome.filter(|outcome| *outcome != Outcome::Guest(GuestCode(0)))
+            if let Some(outcome) = outcome.filter(|outcome| *outcome != Outcome::Guest(GuestCode(0)))
                 && run.kvm_failure.is_none()
                 && !unexpected_endings.contains(&outcome.to_string())
             {
                 unexpected_endings.push(outcome.to_string());
             }
-            println!(
-                "  {label} boot {attempt}: {ready_text}, host wall {:.1} ms, {ending}",
-                wall_micros as f64 / 1000.0
-            );
+            println!("  {label} boot {attempt}: {ready_text}, host wall {:.1} ms, {ending}", wall_micros as f64 / 1000.0);
             if let Some(reason) = run.kvm_failure {
                 kvm_failure = Some(reason);
                 break;
@@ -1092,43 +936,19 @@ fn boot_time(session: &Session, runs: u32, filter: &[Hypervisor]) -> Result<Exit
             any_failed |= timeouts + missing_banner > 0 || !unexpected_endings.is_empty();
         }
         if timeouts > 0 {
-            notes.push(format!(
-                "{timeouts} TIMEOUT after {}s",
-                profile.spec.timeout_s
-            ));
+            notes.push(format!("{timeouts} TIMEOUT after {}s", profile.spec.timeout_s));
         }
         if missing_banner > 0 {
-            notes.push(format!(
-                "{missing_banner} boots without a `ready in N us` banner"
-            ));
+            notes.push(format!("{missing_banner} boots without a `ready in N us` banner"));
         }
         if !unexpected_endings.is_empty() {
             notes.push(format!("ended with {}", unexpected_endings.join(", ")));
         }
-        table.push(vec![
-            label,
-            format!("{}/{runs}", ready.len()),
-            spread(&ready),
-            spread(&wall),
-            notes.join("; "),
-        ]);
+        table.push(vec![label, format!("{}/{runs}", ready.len()), spread(&ready), spread(&wall), notes.join("; ")]);
     }
     println!();
-    print_table(
-        &[
-            "hypervisor",
-            "banners",
-            "ready us (min / median / max)",
-            "host wall ms (min / median / max)",
-            "notes",
-        ],
-        &table,
-    );
-    Ok(if any_failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    print_table(&["hypervisor", "banners", "ready us (min / median / max)", "host wall ms (min / median / max)", "notes"], &table);
+    Ok(if any_failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 // ------------------------------------------------------------------- info
@@ -1150,20 +970,10 @@ fn tool_version(program: Option<&Path>) -> String {
 fn info(session: &Session) -> Result<ExitCode> {
     let mut rows = Vec::new();
     for profile in session.profiles.by_name.values() {
-        let image = image::existing(&session.layout, profile).map_or_else(
-            || "not built".to_string(),
-            |image| format!("{} ({} KiB)", image.path.display(), image.size_kib()),
-        );
-        let expect = profile.spec.expect_exit.map_or_else(
-            || "runs until stopped".to_string(),
-            |code| GuestCode(code).to_string(),
-        );
-        rows.push(vec![
-            profile.name.clone(),
-            expect,
-            image,
-            profile.spec.description.clone(),
-        ]);
+        let image = image::existing(&session.layout, profile)
+            .map_or_else(|| "not built".to_string(), |image| format!("{} ({} KiB)", image.path.display(), image.size_kib()));
+        let expect = profile.spec.expect_exit.map_or_else(|| "runs until stopped".to_string(), |code| GuestCode(code).to_string());
+        rows.push(vec![profile.name.clone(), expect, image, profile.spec.description.clone()]);
     }
     print_table(&["profile", "expected exit", "image", "description"], &rows);
     println!();
@@ -1171,23 +981,13 @@ fn info(session: &Session) -> Result<ExitCode> {
     println!("uhyve:   {}", tool_version(session.tools.uhyve.as_deref()));
     println!(
         "qboot:   {}",
-        session.tools.qboot.as_ref().map_or_else(
-            || format!("{} missing (run `make deps`)", QBOOT_ROM),
-            |path| path.display().to_string()
-        )
+        session.tools.qboot.as_ref().map_or_else(|| format!("{} missing (run `make deps`)", QBOOT_ROM), |path| path.display().to_string())
     );
-    println!(
-        "kvm:     {}",
-        kvm_usable().map_or_else(|reason| reason, |()| format!("{} usable", KVM_DEVICE))
-    );
+    println!("kvm:     {}", kvm_usable().map_or_else(|reason| reason, |()| format!("{} usable", KVM_DEVICE)));
     let token = session.layout.token_path();
     println!(
         "token:   {}",
-        if token.exists() {
-            token.display().to_string()
-        } else {
-            "not generated yet (first build creates it)".to_string()
-        }
+        if token.exists() { token.display().to_string() } else { "not generated yet (first build creates it)".to_string() }
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -1199,10 +999,7 @@ mod tests {
 
     #[test]
     fn cmdline_appends_extra_words_then_the_token() {
-        assert_eq!(
-            compose_cmdline("log=info", Some(" a=1  b=2 "), Some("ff00")),
-            "log=info a=1 b=2 auth=ff00"
-        );
+        assert_eq!(compose_cmdline("log=info", Some(" a=1  b=2 "), Some("ff00")), "log=info a=1 b=2 auth=ff00");
         assert_eq!(compose_cmdline("", None, None), "");
         assert_eq!(compose_cmdline("log=info  x=y", None, None), "log=info x=y");
     }
@@ -1217,14 +1014,8 @@ mod tests {
 
     #[test]
     fn labels_mark_qemu_under_kvm() {
-        assert_eq!(
-            hypervisor_label(Hypervisor::QemuMicrovm, Accel::Tcg),
-            "qemu-microvm"
-        );
-        assert_eq!(
-            hypervisor_label(Hypervisor::QemuQ35, Accel::Kvm),
-            "qemu-q35+kvm"
-        );
+        assert_eq!(hypervisor_label(Hypervisor::QemuMicrovm, Accel::Tcg), "qemu-microvm");
+        assert_eq!(hypervisor_label(Hypervisor::QemuQ35, Accel::Kvm), "qemu-q35+kvm");
         assert_eq!(hypervisor_label(Hypervisor::Uhyve, Accel::Kvm), "uhyve");
     }
 
@@ -1256,10 +1047,7 @@ mod tests {
             Some(Exited(1)),
             "ktest: running 1 tests\nktest: a ... ok\nktest: result: 1 passed, 0 failed\nrtedge: shutdown code=0\n",
         );
-        assert_eq!(
-            judge(&ktest_profile(), Hypervisor::QemuMicrovm, &run),
-            (Verdict::Pass, Some(GuestCode(0)))
-        );
+        assert_eq!(judge(&ktest_profile(), Hypervisor::QemuMicrovm, &run), (Verdict::Pass, Some(GuestCode(0))));
     }
 
     #[test]
@@ -1290,19 +1078,13 @@ mod tests {
             "{verdict:?}"
         );
 
-        assert_eq!(
-            judge(&profile, Hypervisor::QemuMicrovm, &captured(None, "")),
-            (Verdict::Timeout(120), None)
-        );
+        assert_eq!(judge(&profile, Hypervisor::QemuMicrovm, &captured(None, "")), (Verdict::Timeout(120), None));
 
         let mut no_kvm = captured(Some(Exited(101)), "");
         no_kvm.kvm_failure = Some("kvm_cpu.rs:115: Error(13)".to_string());
         assert_eq!(
             judge(&profile, Hypervisor::Uhyve, &no_kvm),
-            (
-                Verdict::Skipped("uhyve could not use KVM: kvm_cpu.rs:115: Error(13)".to_string()),
-                None
-            )
+            (Verdict::Skipped("uhyve could not use KVM: kvm_cpu.rs:115: Error(13)".to_string()), None)
         );
     }
 }

@@ -18,10 +18,7 @@ pub enum Marker<'a> {
     /// `ktest: running N tests`
     KtestRunning(u32),
     /// `ktest: NAME ... ok` / `ktest: NAME ... FAILED: reason`
-    KtestCase {
-        name: &'a str,
-        failure: Option<&'a str>,
-    },
+    KtestCase { name: &'a str, failure: Option<&'a str> },
     /// `ktest: result: P passed, F failed`
     KtestResult { passed: u32, failed: u32 },
     /// `bench: ...` (the text from `bench:` on)
@@ -36,9 +33,7 @@ pub enum Marker<'a> {
 
 /// Parses the leading decimal digits of `text` and returns the rest.
 fn leading_number<T: std::str::FromStr>(text: &str) -> Option<(T, &str)> {
-    let end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let value = text[..end].parse().ok()?;
     Some((value, &text[end..]))
 }
@@ -46,33 +41,22 @@ fn leading_number<T: std::str::FromStr>(text: &str) -> Option<(T, &str)> {
 fn parse_ktest(rest: &str) -> Option<Marker<'_>> {
     if let Some(count) = rest.strip_prefix("running ") {
         let (count, tail) = leading_number(count)?;
-        return tail
-            .trim_start()
-            .starts_with("test")
-            .then_some(Marker::KtestRunning(count));
+        return tail.trim_start().starts_with("test").then_some(Marker::KtestRunning(count));
     }
     if let Some(result) = rest.strip_prefix("result: ") {
         let (passed, tail) = leading_number(result)?;
         let tail = tail.strip_prefix(" passed, ")?;
         let (failed, tail) = leading_number(tail)?;
-        return tail
-            .starts_with(" failed")
-            .then_some(Marker::KtestResult { passed, failed });
+        return tail.starts_with(" failed").then_some(Marker::KtestResult { passed, failed });
     }
     let (name, verdict) = rest.split_once(" ... ")?;
     let verdict = verdict.trim_end();
     if verdict == "ok" {
-        return Some(Marker::KtestCase {
-            name,
-            failure: None,
-        });
+        return Some(Marker::KtestCase { name, failure: None });
     }
     let reason = verdict.strip_prefix("FAILED")?;
     let reason = reason.strip_prefix(':').unwrap_or(reason).trim();
-    Some(Marker::KtestCase {
-        name,
-        failure: Some(reason),
-    })
+    Some(Marker::KtestCase { name, failure: Some(reason) })
 }
 
 /// The marker in one console line, if any.
@@ -89,13 +73,9 @@ pub fn scan_line(line: &str) -> Option<Marker<'_>> {
     }
     if let Some(at) = line.find("ready in ") {
         let (micros, tail) = leading_number(&line[at + "ready in ".len()..])?;
-        return tail
-            .trim_start()
-            .starts_with("us")
-            .then_some(Marker::Ready { micros });
+        return tail.trim_start().starts_with("us").then_some(Marker::Ready { micros });
     }
-    line.contains("QEMU: Terminated")
-        .then_some(Marker::QemuTerminated)
+    line.contains("QEMU: Terminated").then_some(Marker::QemuTerminated)
 }
 
 /// What one boot's console said, accumulated line by line.
@@ -121,14 +101,8 @@ impl ConsoleSummary {
         self.lines += 1;
         match scan_line(line) {
             Some(Marker::KtestRunning(count)) => self.running = Some(count),
-            Some(Marker::KtestCase {
-                name,
-                failure: None,
-            }) => self.passed.push(name.to_string()),
-            Some(Marker::KtestCase {
-                name,
-                failure: Some(reason),
-            }) => {
+            Some(Marker::KtestCase { name, failure: None }) => self.passed.push(name.to_string()),
+            Some(Marker::KtestCase { name, failure: Some(reason) }) => {
                 self.failed.push((name.to_string(), reason.to_string()));
             }
             Some(Marker::KtestResult { passed, failed }) => self.result = Some((passed, failed)),
@@ -154,30 +128,16 @@ impl ConsoleSummary {
                 ),
                 None => "no `ktest: running N tests` line either: the image did not run the test harness".to_string(),
             };
-            return Err(format!(
-                "no `ktest: result: N passed, 0 failed` line on the console; {seen}"
-            ));
+            return Err(format!("no `ktest: result: N passed, 0 failed` line on the console; {seen}"));
         };
         if failed > 0 {
-            let names: Vec<String> = self
-                .failed
-                .iter()
-                .map(|(name, reason)| format!("{name} ({reason})"))
-                .collect();
-            return Err(format!(
-                "{failed} of {} tests failed: {}",
-                passed + failed,
-                names.join(", ")
-            ));
+            let names: Vec<String> = self.failed.iter().map(|(name, reason)| format!("{name} ({reason})")).collect();
+            return Err(format!("{failed} of {} tests failed: {}", passed + failed, names.join(", ")));
         }
         match self.running {
             Some(count) if count == passed => Ok(passed),
-            Some(count) => Err(format!(
-                "the harness announced {count} tests but reported {passed} passed"
-            )),
-            None => Err(format!(
-                "`ktest: result: {passed} passed` without a `ktest: running N tests` line"
-            )),
+            Some(count) => Err(format!("the harness announced {count} tests but reported {passed} passed")),
+            None => Err(format!("`ktest: result: {passed} passed` without a `ktest: running N tests` line")),
         }
     }
 }
@@ -192,10 +152,7 @@ pub struct LineSplitter {
 
 impl LineSplitter {
     pub fn new(max: usize) -> Self {
-        LineSplitter {
-            pending: Vec::new(),
-            max: max.max(1),
-        }
+        LineSplitter { pending: Vec::new(), max: max.max(1) }
     }
 
     /// Feeds bytes, calling `line` for every complete (or cut) line.
@@ -238,10 +195,7 @@ impl LineSplitter {
 
 /// One console line as text for matching: invalid UTF-8 replaced, NULs dropped.
 pub fn line_text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .chars()
-        .filter(|&c| c != '\0')
-        .collect()
+    String::from_utf8_lossy(bytes).chars().filter(|&c| c != '\0').collect()
 }
 
 /// A console line made safe for a terminal: control characters (including
@@ -251,17 +205,10 @@ pub fn display_line(text: &str) -> Option<String> {
     if !text.is_empty() && text.chars().all(|c| c.is_control() || c == ' ') {
         return None;
     }
-    let mut shown: String = text
-        .chars()
-        .take(MAX_SHOWN_CHARS)
-        .map(|c| if c.is_control() && c != '\t' { '.' } else { c })
-        .collect();
+    let mut shown: String = text.chars().take(MAX_SHOWN_CHARS).map(|c| if c.is_control() && c != '\t' { '.' } else { c }).collect();
     let total = text.chars().count();
     if total > MAX_SHOWN_CHARS {
-        shown.push_str(&format!(
-            " ... ({} more characters)",
-            total - MAX_SHOWN_CHARS
-        ));
+        shown.push_str(&format!(" ... ({} more characters)", total - MAX_SHOWN_CHARS));
     }
     Some(shown)
 }
@@ -288,58 +235,25 @@ mod tests {
 
     #[test]
     fn recognises_each_marker() {
-        assert_eq!(
-            scan_line("[ 1us] ktest: running 12 tests"),
-            Some(Marker::KtestRunning(12))
-        );
-        assert_eq!(
-            scan_line("[ 1us] ktest: running 1 test"),
-            Some(Marker::KtestRunning(1))
-        );
+        assert_eq!(scan_line("[ 1us] ktest: running 12 tests"), Some(Marker::KtestRunning(12)));
+        assert_eq!(scan_line("[ 1us] ktest: running 1 test"), Some(Marker::KtestRunning(1)));
         assert_eq!(
             scan_line("[     123456us] INFO ktest: heap::alloc_and_free ... ok"),
-            Some(Marker::KtestCase {
-                name: "heap::alloc_and_free",
-                failure: None
-            })
+            Some(Marker::KtestCase { name: "heap::alloc_and_free", failure: None })
         );
         assert_eq!(
             scan_line("ktest: time::apic_timer_fires ... FAILED: no tick within 10 ms"),
-            Some(Marker::KtestCase {
-                name: "time::apic_timer_fires",
-                failure: Some("no tick within 10 ms")
-            })
+            Some(Marker::KtestCase { name: "time::apic_timer_fires", failure: Some("no tick within 10 ms") })
         );
-        assert_eq!(
-            scan_line("ktest: time::x ... FAILED"),
-            Some(Marker::KtestCase {
-                name: "time::x",
-                failure: Some("")
-            })
-        );
-        assert_eq!(
-            scan_line("[ 9us] ktest: result: 11 passed, 1 failed"),
-            Some(Marker::KtestResult {
-                passed: 11,
-                failed: 1
-            })
-        );
+        assert_eq!(scan_line("ktest: time::x ... FAILED"), Some(Marker::KtestCase { name: "time::x", failure: Some("") }));
+        assert_eq!(scan_line("[ 9us] ktest: result: 11 passed, 1 failed"), Some(Marker::KtestResult { passed: 11, failed: 1 }));
         assert_eq!(
             scan_line("[ 9us] WARN bench: ctx_switch median 812 ns  p99 1.9 us"),
             Some(Marker::Bench("bench: ctx_switch median 812 ns  p99 1.9 us"))
         );
-        assert_eq!(
-            scan_line("[ 9us] rtedge: shutdown code=46"),
-            Some(Marker::Shutdown(46))
-        );
-        assert_eq!(
-            scan_line("[ 9us] INFO rtedge 0.1.0 ready in 1234 us"),
-            Some(Marker::Ready { micros: 1234 })
-        );
-        assert_eq!(
-            scan_line("rtedge 0.1.0 ready in 77us"),
-            Some(Marker::Ready { micros: 77 })
-        );
+        assert_eq!(scan_line("[ 9us] rtedge: shutdown code=46"), Some(Marker::Shutdown(46)));
+        assert_eq!(scan_line("[ 9us] INFO rtedge 0.1.0 ready in 1234 us"), Some(Marker::Ready { micros: 1234 }));
+        assert_eq!(scan_line("rtedge 0.1.0 ready in 77us"), Some(Marker::Ready { micros: 77 }));
         assert_eq!(scan_line("QEMU: Terminated"), Some(Marker::QemuTerminated));
     }
 
@@ -367,33 +281,20 @@ mod tests {
         assert_eq!(summary.shutdown, Some(0));
         assert_eq!(summary.ready_micros, Some(1234));
         assert_eq!(summary.lines, 7);
-        assert_eq!(
-            summary.passed,
-            [
-                "heap::alloc_and_free",
-                "time::apic_timer_fires",
-                "engine::softirq_order"
-            ]
-        );
+        assert_eq!(summary.passed, ["heap::alloc_and_free", "time::apic_timer_fires", "engine::softirq_order"]);
     }
 
     #[test]
     fn failed_tests_are_named_with_reasons() {
         let text = "ktest: running 2 tests\nktest: a::one ... ok\nktest: b::two ... FAILED: expected 3, got 4\n\
                     ktest: result: 1 passed, 1 failed\nrtedge: shutdown code=1\n";
-        assert_eq!(
-            summary_of(text).ktest_verdict(),
-            Err("1 of 2 tests failed: b::two (expected 3, got 4)".to_string())
-        );
+        assert_eq!(summary_of(text).ktest_verdict(), Err("1 of 2 tests failed: b::two (expected 3, got 4)".to_string()));
     }
 
     #[test]
     fn count_mismatch_fails() {
         let text = "ktest: running 3 tests\nktest: result: 2 passed, 0 failed\n";
-        assert_eq!(
-            summary_of(text).ktest_verdict(),
-            Err("the harness announced 3 tests but reported 2 passed".to_string())
-        );
+        assert_eq!(summary_of(text).ktest_verdict(), Err("the harness announced 3 tests but reported 2 passed".to_string()));
     }
 
     #[test]
@@ -430,18 +331,12 @@ mod tests {
 
     #[test]
     fn splitter_joins_chunks_and_drops_carriage_returns() {
-        assert_eq!(
-            split(64, &[b"hel", b"lo\r\nwor", b"ld\n\nend"]),
-            [&b"hello"[..], b"world", b"", b"end"]
-        );
+        assert_eq!(split(64, &[b"hel", b"lo\r\nwor", b"ld\n\nend"]), [&b"hello"[..], b"world", b"", b"end"]);
     }
 
     #[test]
     fn splitter_cuts_long_lines() {
-        assert_eq!(
-            split(4, &[b"abcdefghij\nxy\n"]),
-            [&b"abcd"[..], b"efgh", b"ij", b"xy"]
-        );
+        assert_eq!(split(4, &[b"abcdefghij\nxy\n"]), [&b"abcd"[..], b"efgh", b"ij", b"xy"]);
         assert_eq!(split(4, &[b"abcd\n"]), [&b"abcd"[..], b""]);
     }
 
@@ -451,13 +346,7 @@ mod tests {
         assert_eq!(display_line("\u{1b}[31mred"), Some(".[31mred".to_string()));
         assert_eq!(display_line("\u{1}\u{2}  "), None);
         let long = "x".repeat(MAX_SHOWN_CHARS + 5);
-        assert_eq!(
-            display_line(&long),
-            Some(format!(
-                "{} ... (5 more characters)",
-                "x".repeat(MAX_SHOWN_CHARS)
-            ))
-        );
+        assert_eq!(display_line(&long), Some(format!("{} ... (5 more characters)", "x".repeat(MAX_SHOWN_CHARS))));
         assert_eq!(line_text(b"a\0b\xffc"), "ab\u{fffd}c");
     }
 }

@@ -188,11 +188,7 @@ pub fn build_media(spec: &DiskSpec) -> Result<Media> {
     // 1. The hybrid ISO (BIOS El Torito + MBR, UEFI El Torito with a FAT image).
     std::fs::write(tree.join("boot/grub/grub.cfg"), grub_config(&spec.cmdline, false))?;
     let iso = spec.out_dir.join("rtedge.iso");
-    run(Command::new(&grub_mkrescue)
-        .arg("-o")
-        .arg(&iso)
-        .args(["--compress=xz", "--fonts=", "--locales=", "--themes="])
-        .arg(&tree))?;
+    run(Command::new(&grub_mkrescue).arg("-o").arg(&iso).args(["--compress=xz", "--fonts=", "--locales=", "--themes="]).arg(&tree))?;
 
     // 2. A standalone GRUB EFI binary with the configuration inside.
     let config = staging.join("grub-disk.cfg");
@@ -374,7 +370,10 @@ pub fn release_token() -> Result<String> {
         },
     };
     ensure!(token.len() >= 16, "the release token must have at least 16 characters");
-    ensure!(token.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+/=".contains(c)), "the release token may hold only letters, digits and -_.+/=");
+    ensure!(
+        token.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+/=".contains(c)),
+        "the release token may hold only letters, digits and -_.+/="
+    );
     Ok(token)
 }
 

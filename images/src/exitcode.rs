@@ -155,9 +155,9 @@ impl fmt::Display for Outcome {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Outcome::Guest(code) => write!(formatter, "guest code {code}"),
-            Outcome::QemuReset => formatter.write_str(
-                "QEMU exited 0 without a guest code: reset or triple fault (-no-reboot), or quit by the user",
-            ),
+            Outcome::QemuReset => {
+                formatter.write_str("QEMU exited 0 without a guest code: reset or triple fault (-no-reboot), or quit by the user")
+            }
             Outcome::QemuStatusOneUnconfirmed => formatter.write_str(
                 "QEMU exited 1 but the console has no `rtedge: shutdown code=0` line: \
                  either QEMU failed (see its stderr) or the guest exited 0 without announcing it",
@@ -198,9 +198,9 @@ pub fn decode(convention: ExitConvention, status: HostStatus, announced: Option<
 /// A warning when the console announced a different code than the status carries.
 pub fn announcement_mismatch(outcome: &Outcome, announced: Option<u8>) -> Option<String> {
     match (outcome.guest_code(), announced) {
-        (Some(code), Some(said)) if code.0 != said => Some(format!(
-            "the console announced `rtedge: shutdown code={said}` but the exit status carries {code}"
-        )),
+        (Some(code), Some(said)) if code.0 != said => {
+            Some(format!("the console announced `rtedge: shutdown code={said}` but the exit status carries {code}"))
+        }
         _ => None,
     }
 }
@@ -214,15 +214,7 @@ mod tests {
         let names: Vec<String> = (0..=6).map(|code| GuestCode(code).name()).collect();
         assert_eq!(
             names,
-            [
-                "success",
-                "kernel tests failed",
-                "panic",
-                "stack overflow (guard page hit)",
-                "double fault",
-                "out of memory",
-                "boot failure",
-            ]
+            ["success", "kernel tests failed", "panic", "stack overflow (guard page hit)", "double fault", "out of memory", "boot failure",]
         );
     }
 
@@ -230,10 +222,7 @@ mod tests {
     fn exception_codes_name_the_vector() {
         assert_eq!(GuestCode(32).name(), "CPU exception 0: #DE divide error");
         assert_eq!(GuestCode(38).name(), "CPU exception 6: #UD invalid opcode");
-        assert_eq!(
-            GuestCode(45).name(),
-            "CPU exception 13: #GP general protection"
-        );
+        assert_eq!(GuestCode(45).name(), "CPU exception 13: #GP general protection");
         assert_eq!(GuestCode(46).name(), "CPU exception 14: #PF page fault");
         assert_eq!(GuestCode(47).name(), "CPU exception 15 (reserved vector)");
         assert_eq!(GuestCode(63).name(), "CPU exception 31 (reserved vector)");
@@ -251,10 +240,7 @@ mod tests {
 
     #[test]
     fn display_shows_number_and_name() {
-        assert_eq!(
-            GuestCode(46).to_string(),
-            "46 (CPU exception 14: #PF page fault)"
-        );
+        assert_eq!(GuestCode(46).to_string(), "46 (CPU exception 14: #PF page fault)");
     }
 
     #[test]
@@ -269,18 +255,9 @@ mod tests {
     #[test]
     fn qemu_status_one_needs_the_console_announcement() {
         let status = HostStatus::Exited(1);
-        assert_eq!(
-            decode(ExitConvention::Qemu, status, Some(0)),
-            Outcome::Guest(GuestCode(0))
-        );
-        assert_eq!(
-            decode(ExitConvention::Qemu, status, None),
-            Outcome::QemuStatusOneUnconfirmed
-        );
-        assert_eq!(
-            decode(ExitConvention::Qemu, status, Some(3)),
-            Outcome::QemuStatusOneUnconfirmed
-        );
+        assert_eq!(decode(ExitConvention::Qemu, status, Some(0)), Outcome::Guest(GuestCode(0)));
+        assert_eq!(decode(ExitConvention::Qemu, status, None), Outcome::QemuStatusOneUnconfirmed);
+        assert_eq!(decode(ExitConvention::Qemu, status, Some(3)), Outcome::QemuStatusOneUnconfirmed);
     }
 
     #[test]
@@ -303,10 +280,7 @@ mod tests {
     #[test]
     fn signals_are_reported_as_such() {
         for convention in [ExitConvention::Qemu, ExitConvention::Uhyve] {
-            assert_eq!(
-                decode(convention, HostStatus::Signaled(9), Some(0)),
-                Outcome::Signaled(9)
-            );
+            assert_eq!(decode(convention, HostStatus::Signaled(9), Some(0)), Outcome::Signaled(9));
         }
     }
 
@@ -317,9 +291,7 @@ mod tests {
         assert_eq!(announcement_mismatch(&outcome, None), None);
         assert_eq!(
             announcement_mismatch(&outcome, Some(0)).as_deref(),
-            Some(
-                "the console announced `rtedge: shutdown code=0` but the exit status carries 2 (panic)"
-            )
+            Some("the console announced `rtedge: shutdown code=0` but the exit status carries 2 (panic)")
         );
     }
 }

@@ -17,9 +17,7 @@ pub const QBOOT_ROM: &str = "/usr/share/qemu/qboot.rom";
 pub const KVM_DEVICE: &str = "/dev/kvm";
 
 /// A way to boot an image.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Hypervisor {
     /// QEMU `microvm`: no PCI, virtio-mmio devices, PVH entry.
@@ -31,11 +29,7 @@ pub enum Hypervisor {
 }
 
 impl Hypervisor {
-    pub const ALL: [Hypervisor; 3] = [
-        Hypervisor::QemuMicrovm,
-        Hypervisor::QemuQ35,
-        Hypervisor::Uhyve,
-    ];
+    pub const ALL: [Hypervisor; 3] = [Hypervisor::QemuMicrovm, Hypervisor::QemuQ35, Hypervisor::Uhyve];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -50,20 +44,12 @@ impl Hypervisor {
     }
 
     pub fn exit_convention(self) -> ExitConvention {
-        if self.is_qemu() {
-            ExitConvention::Qemu
-        } else {
-            ExitConvention::Uhyve
-        }
+        if self.is_qemu() { ExitConvention::Qemu } else { ExitConvention::Uhyve }
     }
 
     /// The accelerator actually used: uhyve is always KVM.
     pub fn effective_accel(self, requested: Accel) -> Accel {
-        if self.is_qemu() {
-            requested
-        } else {
-            Accel::Kvm
-        }
+        if self.is_qemu() { requested } else { Accel::Kvm }
     }
 }
 
@@ -159,12 +145,7 @@ fn qemu_common(spec: &BootSpec) -> Vec<String> {
     args.extend(["-smp".to_string(), spec.smp.to_string()]);
     args.extend(["-kernel".to_string(), spec.image.display().to_string()]);
     args.extend(["-append".to_string(), spec.cmdline.clone()]);
-    args.extend(owned(&[
-        "-device",
-        "isa-debug-exit,iobase=0xf4,iosize=4",
-        "-display",
-        "none",
-    ]));
+    args.extend(owned(&["-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-display", "none"]));
     match spec.console {
         ConsoleMode::Interactive => args.extend(owned(&["-serial", "mon:stdio"])),
         ConsoleMode::Captured => args.extend(owned(&["-serial", "stdio", "-monitor", "none"])),
@@ -198,13 +179,7 @@ pub fn add_qemu_forward(invocation: &mut Invocation, forward: PortForward) -> bo
 }
 
 fn qemu_netdev(forward: PortForward) -> Vec<String> {
-    vec![
-        "-netdev".to_string(),
-        format!(
-            "user,id=n0,hostfwd=tcp:127.0.0.1:{}-:{}",
-            forward.host, forward.guest
-        ),
-    ]
+    vec!["-netdev".to_string(), format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-:{}", forward.host, forward.guest)]
 }
 
 /// QEMU `microvm`: virtio-mmio devices (QEMU adds their location to the cmdline).
@@ -225,10 +200,7 @@ pub fn qemu_q35(spec: &BootSpec, bios: &Path) -> Vec<String> {
     args.extend(qemu_common(spec));
     if let Some(forward) = spec.net {
         args.extend(qemu_netdev(forward));
-        args.extend(owned(&[
-            "-device",
-            "virtio-net-pci,netdev=n0,disable-legacy=on",
-        ]));
+        args.extend(owned(&["-device", "virtio-net-pci,netdev=n0,disable-legacy=on"]));
     }
     args
 }
@@ -266,25 +238,15 @@ impl Tools {
     /// The full command line for `hypervisor`, or why it cannot be built here.
     pub fn invocation(&self, hypervisor: Hypervisor, spec: &BootSpec) -> Result<Invocation> {
         match hypervisor {
-            Hypervisor::QemuMicrovm => Ok(Invocation {
-                program: self.qemu_program()?,
-                args: qemu_microvm(spec),
-            }),
+            Hypervisor::QemuMicrovm => Ok(Invocation { program: self.qemu_program()?, args: qemu_microvm(spec) }),
             Hypervisor::QemuQ35 => {
-                let bios = self.qboot.as_deref().with_context(|| {
-                    format!(
-                        "{QBOOT_ROM} is missing (Debian package qemu-system-data); run `make deps`"
-                    )
-                })?;
-                Ok(Invocation {
-                    program: self.qemu_program()?,
-                    args: qemu_q35(spec, bios),
-                })
+                let bios = self
+                    .qboot
+                    .as_deref()
+                    .with_context(|| format!("{QBOOT_ROM} is missing (Debian package qemu-system-data); run `make deps`"))?;
+                Ok(Invocation { program: self.qemu_program()?, args: qemu_q35(spec, bios) })
             }
-            Hypervisor::Uhyve => Ok(Invocation {
-                program: self.uhyve_program()?,
-                args: uhyve(spec),
-            }),
+            Hypervisor::Uhyve => Ok(Invocation { program: self.uhyve_program()?, args: uhyve(spec) }),
         }
     }
 
@@ -314,16 +276,12 @@ fn cargo_bin_dir() -> Option<PathBuf> {
 /// Looks `name` up in `PATH`, then in `extra` directories.
 fn find_program(name: &str, extra: &[PathBuf]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(extra.iter().cloned())
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
+    std::env::split_paths(&path).chain(extra.iter().cloned()).map(|dir| dir.join(name)).find(|candidate| is_executable(candidate))
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    path.metadata().is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
 /// Whether `/dev/kvm` opens read-write, or the exact reason it does not.
@@ -352,10 +310,7 @@ mod tests {
         }
     }
 
-    const FORWARD: PortForward = PortForward {
-        host: 6380,
-        guest: 6379,
-    };
+    const FORWARD: PortForward = PortForward { host: 6380, guest: 6379 };
 
     #[test]
     fn the_metrics_port_is_forwarded_next_to_the_control_port() {
@@ -441,10 +396,7 @@ mod tests {
     #[test]
     fn q35_uses_qboot_and_virtio_net_pci() {
         assert_eq!(
-            qemu_q35(
-                &spec(ConsoleMode::Captured, Some(FORWARD)),
-                Path::new("/q/qboot.rom")
-            ),
+            qemu_q35(&spec(ConsoleMode::Captured, Some(FORWARD)), Path::new("/q/qboot.rom")),
             [
                 "-M",
                 "q35",
@@ -483,16 +435,7 @@ mod tests {
     fn uhyve_passes_cmdline_words_and_ignores_net() {
         assert_eq!(
             uhyve(&spec(ConsoleMode::Interactive, Some(FORWARD))),
-            [
-                "--no-aslr",
-                "-m",
-                "256MiB",
-                "-c",
-                "2",
-                "/t/ktest.elf",
-                "log=info",
-                "auth=abc"
-            ]
+            ["--no-aslr", "-m", "256MiB", "-c", "2", "/t/ktest.elf", "log=info", "auth=abc"]
         );
     }
 
@@ -500,34 +443,17 @@ mod tests {
     fn uhyve_with_empty_cmdline_has_no_trailing_args() {
         let mut spec = spec(ConsoleMode::Captured, None);
         spec.cmdline = "  ".to_string();
-        assert_eq!(
-            uhyve(&spec),
-            ["--no-aslr", "-m", "256MiB", "-c", "2", "/t/ktest.elf"]
-        );
+        assert_eq!(uhyve(&spec), ["--no-aslr", "-m", "256MiB", "-c", "2", "/t/ktest.elf"]);
     }
 
     #[test]
     fn invocation_reports_missing_programs() {
         let tools = Tools::default();
         let spec = spec(ConsoleMode::Captured, None);
-        let error = |hypervisor| {
-            format!(
-                "{:#}",
-                tools.invocation(hypervisor, &spec).expect_err("must fail")
-            )
-        };
-        assert_eq!(
-            error(Hypervisor::QemuMicrovm),
-            "qemu-system-x86_64 not found in PATH; run `make deps`"
-        );
-        assert_eq!(
-            error(Hypervisor::QemuQ35),
-            "/usr/share/qemu/qboot.rom is missing (Debian package qemu-system-data); run `make deps`"
-        );
-        assert_eq!(
-            error(Hypervisor::Uhyve),
-            "uhyve not found in PATH or ~/.cargo/bin; run `make deps`"
-        );
+        let error = |hypervisor| format!("{:#}", tools.invocation(hypervisor, &spec).expect_err("must fail"));
+        assert_eq!(error(Hypervisor::QemuMicrovm), "qemu-system-x86_64 not found in PATH; run `make deps`");
+        assert_eq!(error(Hypervisor::QemuQ35), "/usr/share/qemu/qboot.rom is missing (Debian package qemu-system-data); run `make deps`");
+        assert_eq!(error(Hypervisor::Uhyve), "uhyve not found in PATH or ~/.cargo/bin; run `make deps`");
     }
 
     #[test]
@@ -536,18 +462,12 @@ mod tests {
             program: PathBuf::from("/usr/bin/qemu-system-x86_64"),
             args: vec!["-append".to_string(), "log=info a=b".to_string()],
         };
-        assert_eq!(
-            invocation.to_string(),
-            "/usr/bin/qemu-system-x86_64 -append 'log=info a=b'"
-        );
+        assert_eq!(invocation.to_string(), "/usr/bin/qemu-system-x86_64 -append 'log=info a=b'");
     }
 
     #[test]
     fn names_match_the_profile_spelling() {
-        let names: Vec<&str> = Hypervisor::ALL
-            .iter()
-            .map(|hypervisor| hypervisor.name())
-            .collect();
+        let names: Vec<&str> = Hypervisor::ALL.iter().map(|hypervisor| hypervisor.name()).collect();
         assert_eq!(names, ["qemu-microvm", "qemu-q35", "uhyve"]);
         assert_eq!(Hypervisor::Uhyve.effective_accel(Accel::Tcg), Accel::Kvm);
         assert_eq!(Hypervisor::QemuQ35.effective_accel(Accel::Tcg), Accel::Tcg);

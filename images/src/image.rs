@@ -55,10 +55,7 @@ impl Layout {
     }
 
     fn cargo_output(&self, profile: &Profile) -> PathBuf {
-        self.target
-            .join(KERNEL_TARGET)
-            .join("release")
-            .join(&profile.spec.bin)
+        self.target.join(KERNEL_TARGET).join("release").join(&profile.spec.bin)
     }
 
     pub fn token_path(&self) -> PathBuf {
@@ -125,16 +122,7 @@ pub fn build(layout: &Layout, profile: &Profile) -> Result<Image> {
     let spec = &profile.spec;
     let status = Command::new(&cargo)
         .current_dir(&layout.root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            KERNEL_TARGET,
-            "-p",
-            &spec.package,
-            "--bin",
-            &spec.bin,
-        ])
+        .args(["build", "--release", "--target", KERNEL_TARGET, "-p", &spec.package, "--bin", &spec.bin])
         .status()
         .with_context(|| format!("cannot run {}", Path::new(&cargo).display()))?;
     if !status.success() {
@@ -161,60 +149,32 @@ pub fn build(layout: &Layout, profile: &Profile) -> Result<Image> {
 pub fn existing(layout: &Layout, profile: &Profile) -> Option<Image> {
     let path = layout.image_path(profile);
     let bytes = std::fs::metadata(&path).ok()?.len();
-    Some(Image {
-        path,
-        bytes,
-        load: None,
-        token: None,
-    })
+    Some(Image { path, bytes, load: None, token: None })
 }
 
 /// Copies `built` to `image` with the OS/ABI byte patched; written to a
 /// temporary file and renamed, so a VM never sees half an image.
 fn prepare(built: &Path, image: &Path) -> Result<()> {
-    let mut elf = std::fs::read(built)
-        .with_context(|| format!("cannot read cargo's output {}", built.display()))?;
-    patch_osabi(&mut elf)
-        .with_context(|| format!("{} is not a usable kernel image", built.display()))?;
+    let mut elf = std::fs::read(built).with_context(|| format!("cannot read cargo's output {}", built.display()))?;
+    patch_osabi(&mut elf).with_context(|| format!("{} is not a usable kernel image", built.display()))?;
     let dir = image.parent().context("image path has no directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let partial = image.with_extension("elf.partial");
-    std::fs::write(&partial, &elf)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::write(&partial, &elf).with_context(|| format!("cannot write {}", partial.display()))?;
     std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("cannot chmod {}", partial.display()))?;
-    std::fs::rename(&partial, image)
-        .with_context(|| format!("cannot rename to {}", image.display()))?;
+    std::fs::rename(&partial, image).with_context(|| format!("cannot rename to {}", image.display()))?;
     Ok(())
 }
 
 /// Checks that `elf` is a little-endian ELF64 for x86_64 and sets OS/ABI to 0xff.
 pub fn patch_osabi(elf: &mut [u8]) -> Result<()> {
-    ensure!(
-        elf.len() >= 64,
-        "not an ELF file: {} bytes, shorter than an ELF64 header",
-        elf.len()
-    );
-    ensure!(
-        elf.starts_with(b"\x7fELF"),
-        "not an ELF file: it starts with {:02x?}",
-        &elf[..4]
-    );
-    ensure!(
-        elf[4] == ELFCLASS64,
-        "not an ELF64 file (EI_CLASS = {}, want {ELFCLASS64})",
-        elf[4]
-    );
-    ensure!(
-        elf[5] == ELFDATA2LSB,
-        "not a little-endian ELF (EI_DATA = {})",
-        elf[5]
-    );
+    ensure!(elf.len() >= 64, "not an ELF file: {} bytes, shorter than an ELF64 header", elf.len());
+    ensure!(elf.starts_with(b"\x7fELF"), "not an ELF file: it starts with {:02x?}", &elf[..4]);
+    ensure!(elf[4] == ELFCLASS64, "not an ELF64 file (EI_CLASS = {}, want {ELFCLASS64})", elf[4]);
+    ensure!(elf[5] == ELFDATA2LSB, "not a little-endian ELF (EI_DATA = {})", elf[5]);
     let machine = u16::from_le_bytes([elf[18], elf[19]]);
-    ensure!(
-        machine == EM_X86_64,
-        "not an x86_64 ELF (e_machine = {machine}, want {EM_X86_64})"
-    );
+    ensure!(machine == EM_X86_64, "not an x86_64 ELF (e_machine = {machine}, want {EM_X86_64})");
     elf[EI_OSABI] = OSABI_STANDALONE;
     Ok(())
 }
@@ -223,10 +183,7 @@ pub fn patch_osabi(elf: &mut [u8]) -> Result<()> {
 /// (required), the development token for profiles with `[net]`.
 fn token_for(layout: &Layout, profile: &Profile) -> Result<Option<String>> {
     if profile.spec.release {
-        let Some(token) = std::env::var("RTEDGE_TOKEN")
-            .ok()
-            .filter(|token| !token.is_empty())
-        else {
+        let Some(token) = std::env::var("RTEDGE_TOKEN").ok().filter(|token| !token.is_empty()) else {
             bail!(
                 "profile `{}` is a release profile: set RTEDGE_TOKEN to its control-plane token \
                  (the development token is never put into a release image)",
@@ -246,18 +203,10 @@ fn token_for(layout: &Layout, profile: &Profile) -> Result<Option<String>> {
 /// Reads the development token, creating it (mode 0600) on first use.
 pub fn dev_token(path: &Path) -> Result<String> {
     if path.exists() {
-        let token = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let token = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let token = token.trim().to_string();
-        ensure!(
-            is_token(&token),
-            "{} does not hold {TOKEN_HEX_CHARS} hex characters; delete it to get a new token",
-            path.display()
-        );
-        let mode = std::fs::metadata(path)
-            .with_context(|| format!("cannot stat {}", path.display()))?
-            .permissions()
-            .mode();
+        ensure!(is_token(&token), "{} does not hold {TOKEN_HEX_CHARS} hex characters; delete it to get a new token", path.display());
+        let mode = std::fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?.permissions().mode();
         if mode & 0o077 != 0 {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                 .with_context(|| format!("cannot chmod 0600 {}", path.display()))?;
@@ -265,9 +214,7 @@ pub fn dev_token(path: &Path) -> Result<String> {
         return Ok(token);
     }
     let mut random = [0u8; TOKEN_HEX_CHARS / 2];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut urandom| urandom.read_exact(&mut random))
-        .context("cannot read /dev/urandom")?;
+    std::fs::File::open("/dev/urandom").and_then(|mut urandom| urandom.read_exact(&mut random)).context("cannot read /dev/urandom")?;
     let token: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -324,9 +271,7 @@ mod tests {
         let mut elf = elf_header();
         let before = elf.clone();
         patch_osabi(&mut elf).expect("valid header");
-        let changed: Vec<usize> = (0..elf.len())
-            .filter(|&index| elf[index] != before[index])
-            .collect();
+        let changed: Vec<usize> = (0..elf.len()).filter(|&index| elf[index] != before[index]).collect();
         assert_eq!(changed, [EI_OSABI]);
         assert_eq!(elf[EI_OSABI], 0xff);
     }
@@ -336,26 +281,14 @@ mod tests {
         let error = |elf: &mut Vec<u8>| patch_osabi(elf).expect_err("must be refused").to_string();
         let mut script = b"#!/bin/sh\n".to_vec();
         script.resize(64, b' ');
-        assert_eq!(
-            error(&mut script),
-            "not an ELF file: it starts with [23, 21, 2f, 62]"
-        );
-        assert_eq!(
-            error(&mut b"\x7fELF".to_vec()),
-            "not an ELF file: 4 bytes, shorter than an ELF64 header"
-        );
+        assert_eq!(error(&mut script), "not an ELF file: it starts with [23, 21, 2f, 62]");
+        assert_eq!(error(&mut b"\x7fELF".to_vec()), "not an ELF file: 4 bytes, shorter than an ELF64 header");
         let mut elf32 = elf_header();
         elf32[4] = 1;
-        assert_eq!(
-            error(&mut elf32),
-            "not an ELF64 file (EI_CLASS = 1, want 2)"
-        );
+        assert_eq!(error(&mut elf32), "not an ELF64 file (EI_CLASS = 1, want 2)");
         let mut arm = elf_header();
         arm[18] = 183;
-        assert_eq!(
-            error(&mut arm),
-            "not an x86_64 ELF (e_machine = 183, want 62)"
-        );
+        assert_eq!(error(&mut arm), "not an x86_64 ELF (e_machine = 183, want 62)");
     }
 
     #[test]
@@ -365,11 +298,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let first = dev_token(&path).expect("token created");
         assert!(is_token(&first), "{first}");
-        let mode = std::fs::metadata(&path)
-            .expect("token file")
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = std::fs::metadata(&path).expect("token file").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(dev_token(&path).expect("token reused"), first);
         std::fs::remove_dir_all(&dir).expect("cleanup");

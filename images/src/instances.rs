@@ -150,13 +150,11 @@ impl Registry {
 
     /// Writes the entry (atomically: a temporary file renamed over it).
     pub fn write(&self, instance: &Instance) -> Result<()> {
-        std::fs::create_dir_all(&self.directory)
-            .with_context(|| format!("cannot create {}", self.directory.display()))?;
+        std::fs::create_dir_all(&self.directory).with_context(|| format!("cannot create {}", self.directory.display()))?;
         let path = self.entry_path(&instance.name);
         let temporary = self.directory.join(format!(".{}.json.{}", instance.name, std::process::id()));
         let text = serde_json::to_string_pretty(&instance.to_json())?;
-        std::fs::write(&temporary, format!("{text}\n"))
-            .with_context(|| format!("cannot write {}", temporary.display()))?;
+        std::fs::write(&temporary, format!("{text}\n")).with_context(|| format!("cannot write {}", temporary.display()))?;
         std::fs::rename(&temporary, &path).with_context(|| format!("cannot write {}", path.display()))
     }
 
@@ -198,10 +196,9 @@ pub fn port_is_free(port: u16) -> bool {
 /// Who holds a busy port, in words.
 pub fn port_holder(registry: &Registry, port: u16) -> String {
     match registry.live().into_iter().find(|instance| instance.port == Some(port)) {
-        Some(instance) => format!(
-            "instance `{}` ({}, pid {}; `rtctl stop {}` ends it)",
-            instance.name, instance.hypervisor, instance.pid, instance.name
-        ),
+        Some(instance) => {
+            format!("instance `{}` ({}, pid {}; `rtctl stop {}` ends it)", instance.name, instance.hypervisor, instance.pid, instance.name)
+        }
         None => "another program".to_string(),
     }
 }
@@ -230,10 +227,7 @@ pub fn choose_port(registry: &Registry, requested: Option<u16>, default: u16) ->
 }
 
 pub fn now_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -157,11 +157,7 @@ impl Domain {
         let _ = writeln!(xml, "  <name>{}</name>", escape(&self.name));
         let _ = writeln!(xml, "  <description>rtedge appliance (written by rtedge-image domain)</description>");
         let _ = writeln!(xml, "  <metadata>");
-        let _ = writeln!(
-            xml,
-            "    <rtedge:appliance xmlns:rtedge='{RTEDGE_NAMESPACE}' host='127.0.0.1' port='{}'/>",
-            self.forward.host
-        );
+        let _ = writeln!(xml, "    <rtedge:appliance xmlns:rtedge='{RTEDGE_NAMESPACE}' host='127.0.0.1' port='{}'/>", self.forward.host);
         let _ = writeln!(xml, "  </metadata>");
         let _ = writeln!(xml, "  <memory unit='MiB'>{}</memory>", self.memory_mib);
         let _ = writeln!(xml, "  <vcpu>{}</vcpu>", self.smp);
@@ -293,7 +289,8 @@ pub fn domain_command(layout: &Layout, profiles: &Profiles, tools: &Tools, args:
         None => env_number("RTEDGE_SMP")?.unwrap_or(profile.spec.smp),
     };
     ensure!((1..=255).contains(&smp), "{smp} CPUs requested; use 1 to 255");
-    let absolute = |path: &Path| -> Result<PathBuf> { std::fs::canonicalize(path).with_context(|| format!("cannot find {}", path.display())) };
+    let absolute =
+        |path: &Path| -> Result<PathBuf> { std::fs::canonicalize(path).with_context(|| format!("cannot find {}", path.display())) };
     let (boot, nvram) = match &args.disk {
         Some(disk) => {
             let image = absolute(disk)?;
@@ -314,7 +311,17 @@ pub fn domain_command(layout: &Layout, profiles: &Profiles, tools: &Tools, args:
         Some(path) => Some(std::env::current_dir()?.join(path)),
         None => None,
     };
-    let domain = Domain { name: args.name.clone(), boot, memory_mib: profile.spec.memory_mib, smp, accel: args.accel, forward, backend: args.net, console_log, nvram };
+    let domain = Domain {
+        name: args.name.clone(),
+        boot,
+        memory_mib: profile.spec.memory_mib,
+        smp,
+        accel: args.accel,
+        forward,
+        backend: args.net,
+        console_log,
+        nvram,
+    };
     let xml = domain.xml();
     match &args.output {
         Some(path) => {
@@ -407,12 +414,7 @@ impl Daemon {
             .unwrap_or_else(|| PathBuf::from("/usr/sbin/libvirtd"));
         let mut command = Command::new(program);
         self.environment(&mut command);
-        command
-            .current_dir(&self.root)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0);
+        command.current_dir(&self.root).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
         if let Some((uid, gid)) = self.drop_to {
             // std drops the supplementary groups too when it sets the uid.
             command.uid(uid).gid(gid);
@@ -714,7 +716,8 @@ mod tests {
     #[test]
     fn disk_boot_attaches_the_image_and_the_firmware() {
         let mut domain = kernel_domain(NetBackend::QemuUser);
-        domain.boot = Boot::Disk { image: "/images/rtedge.iso".into(), media: Media::of(Path::new("/images/rtedge.iso")), firmware: Firmware::Bios };
+        domain.boot =
+            Boot::Disk { image: "/images/rtedge.iso".into(), media: Media::of(Path::new("/images/rtedge.iso")), firmware: Firmware::Bios };
         let xml = domain.xml();
         assert!(xml.contains("<boot dev='cdrom'/>"), "{xml}");
         assert!(xml.contains("device='cdrom'><driver name='qemu' type='raw'/><source file='/images/rtedge.iso'/>"), "{xml}");

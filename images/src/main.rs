@@ -13,8 +13,8 @@ mod e2e;
 mod exitcode;
 mod hypervisor;
 mod image;
-mod libvirt;
 mod instances;
+mod libvirt;
 mod profile;
 mod vm;
 

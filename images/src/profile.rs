@@ -66,10 +66,7 @@ pub struct Net {
 
 impl Net {
     pub fn forward(self) -> PortForward {
-        PortForward {
-            host: self.host_port,
-            guest: self.guest_port,
-        }
+        PortForward { host: self.host_port, guest: self.guest_port }
     }
 }
 
@@ -87,10 +84,7 @@ const MIN_MEMORY_MIB: u32 = 32;
 const MAX_SMP: u32 = 255;
 
 fn is_name(text: &str) -> bool {
-    !text.is_empty()
-        && text.bytes().all(|byte| {
-            byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'_'
-        })
+    !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'_')
 }
 
 impl ProfileFile {
@@ -103,59 +97,32 @@ impl ProfileFile {
 
     fn validate(&self) -> Result<()> {
         ensure!(!self.package.trim().is_empty(), "`package` is empty");
-        ensure!(
-            !self.bin.is_empty() && !self.bin.contains(char::is_whitespace),
-            "`bin` must be one cargo binary name, got {:?}",
-            self.bin
-        );
+        ensure!(!self.bin.is_empty() && !self.bin.contains(char::is_whitespace), "`bin` must be one cargo binary name, got {:?}", self.bin);
         ensure!(
             !self.cmdline.contains(|c: char| c.is_control()),
             "`cmdline` must be one line of `key=value` words without control characters"
         );
         ensure!(
-            !self
-                .cmdline
-                .split_whitespace()
-                .any(|word| word.starts_with("auth=")),
+            !self.cmdline.split_whitespace().any(|word| word.starts_with("auth=")),
             "`cmdline` must not set `auth=`: the runner appends the token for profiles with [net]"
         );
         if let Some(code) = self.expect_exit {
-            ensure!(
-                code <= MAX_PORTABLE_CODE,
-                "`expect_exit = {code}` is above {MAX_PORTABLE_CODE}, which QEMU cannot report intact"
-            );
+            ensure!(code <= MAX_PORTABLE_CODE, "`expect_exit = {code}` is above {MAX_PORTABLE_CODE}, which QEMU cannot report intact");
         }
-        ensure!(
-            !self.expect_ktest_pass || self.expect_exit == Some(0),
-            "`expect_ktest_pass = true` needs `expect_exit = 0`"
-        );
+        ensure!(!self.expect_ktest_pass || self.expect_exit == Some(0), "`expect_ktest_pass = true` needs `expect_exit = 0`");
         ensure!(self.timeout_s >= 1, "`timeout_s` must be at least 1");
-        ensure!(
-            !self.hypervisors.is_empty(),
-            "`hypervisors` is empty; list at least one of qemu-microvm, qemu-q35, uhyve"
-        );
+        ensure!(!self.hypervisors.is_empty(), "`hypervisors` is empty; list at least one of qemu-microvm, qemu-q35, uhyve");
         for (index, hypervisor) in self.hypervisors.iter().enumerate() {
-            ensure!(
-                !self.hypervisors[..index].contains(hypervisor),
-                "`hypervisors` lists {hypervisor} twice"
-            );
+            ensure!(!self.hypervisors[..index].contains(hypervisor), "`hypervisors` lists {hypervisor} twice");
         }
+        ensure!((1..=MAX_SMP).contains(&self.smp), "`smp = {}` must be between 1 and {MAX_SMP}", self.smp);
         ensure!(
-            (1..=MAX_SMP).contains(&self.smp),
-            "`smp = {}` must be between 1 and {MAX_SMP}",
-            self.smp
-        );
-        ensure!(
-            (MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib)
-                && self.memory_mib.is_multiple_of(2),
+            (MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) && self.memory_mib.is_multiple_of(2),
             "`memory_mib = {}` must be an even number (uhyve maps 2 MiB pages) between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB}",
             self.memory_mib
         );
         if let Some(net) = self.net {
-            ensure!(
-                net.guest_port != 0 && net.host_port != 0,
-                "[net] ports must not be 0"
-            );
+            ensure!(net.guest_port != 0 && net.host_port != 0, "[net] ports must not be 0");
         }
         Ok(())
     }
@@ -168,22 +135,11 @@ impl Profile {
             .file_stem()
             .and_then(|stem| stem.to_str())
             .filter(|stem| is_name(stem))
-            .with_context(|| {
-                format!(
-                    "{}: profile file names are lowercase letters, digits, `-` and `_`",
-                    path.display()
-                )
-            })?
+            .with_context(|| format!("{}: profile file names are lowercase letters, digits, `-` and `_`", path.display()))?
             .to_string();
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let spec = ProfileFile::parse(&text)
-            .with_context(|| format!("invalid profile {}", path.display()))?;
-        Ok(Profile {
-            name,
-            path: path.to_path_buf(),
-            spec,
-        })
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let spec = ProfileFile::parse(&text).with_context(|| format!("invalid profile {}", path.display()))?;
+        Ok(Profile { name, path: path.to_path_buf(), spec })
     }
 
     /// Whether `test` may run it: it has an expected exit code.
@@ -201,25 +157,16 @@ pub struct Profiles {
 
 impl Profiles {
     pub fn load_dir(dir: &Path) -> Result<Self> {
-        let entries = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read profile directory {}", dir.display()))?;
+        let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read profile directory {}", dir.display()))?;
         let mut by_name = BTreeMap::new();
         for entry in entries {
-            let path = entry
-                .with_context(|| format!("cannot list {}", dir.display()))?
-                .path();
-            if path
-                .extension()
-                .is_some_and(|extension| extension == "toml")
-            {
+            let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
+            if path.extension().is_some_and(|extension| extension == "toml") {
                 let profile = Profile::load(&path)?;
                 by_name.insert(profile.name.clone(), profile);
             }
         }
-        Ok(Profiles {
-            dir: dir.to_path_buf(),
-            by_name,
-        })
+        Ok(Profiles { dir: dir.to_path_buf(), by_name })
     }
 
     pub fn get(&self, name: &str) -> Result<&Profile> {
@@ -252,10 +199,7 @@ mod tests {
     "#;
 
     fn error_of(text: &str) -> String {
-        format!(
-            "{:#}",
-            ProfileFile::parse(text).expect_err("must be rejected")
-        )
+        format!("{:#}", ProfileFile::parse(text).expect_err("must be rejected"))
     }
 
     #[test]
@@ -271,11 +215,7 @@ mod tests {
                 expect_exit: Some(0),
                 expect_ktest_pass: true,
                 timeout_s: 120,
-                hypervisors: vec![
-                    Hypervisor::QemuMicrovm,
-                    Hypervisor::QemuQ35,
-                    Hypervisor::Uhyve
-                ],
+                hypervisors: vec![Hypervisor::QemuMicrovm, Hypervisor::QemuQ35, Hypervisor::Uhyve],
                 smp: 1,
                 memory_mib: 256,
                 net: None,
@@ -291,28 +231,17 @@ mod tests {
         )
         .expect("valid profile");
         assert_eq!(
-            (
-                profile.cmdline.as_str(),
-                profile.expect_exit,
-                profile.timeout_s,
-                profile.smp,
-                profile.memory_mib
-            ),
+            (profile.cmdline.as_str(), profile.expect_exit, profile.timeout_s, profile.smp, profile.memory_mib),
             ("", None, 120, 1, 256)
         );
-        assert_eq!(
-            profile.net.map(Net::forward),
-            Some(PortForward { host: 2, guest: 1 })
-        );
+        assert_eq!(profile.net.map(Net::forward), Some(PortForward { host: 2, guest: 1 }));
     }
 
     #[test]
     fn rejects_unknown_keys() {
         let error = error_of(&format!("{KTEST}\nsmpp = 2\n"));
         assert!(error.contains("unknown field `smpp`"), "{error}");
-        let error = error_of(&format!(
-            "{KTEST}\n[net]\nguest_port = 1\nhost_port = 2\nhost = 3\n"
-        ));
+        let error = error_of(&format!("{KTEST}\n[net]\nguest_port = 1\nhost_port = 2\nhost = 3\n"));
         assert!(error.contains("unknown field `host`"), "{error}");
     }
 
@@ -325,48 +254,24 @@ mod tests {
     #[test]
     fn rejects_memory_uhyve_cannot_map() {
         let error = error_of(&KTEST.replace("memory_mib = 256", "memory_mib = 255"));
-        assert!(
-            error.starts_with("`memory_mib = 255` must be an even number"),
-            "{error}"
-        );
+        assert!(error.starts_with("`memory_mib = 255` must be an even number"), "{error}");
         let error = error_of(&KTEST.replace("memory_mib = 256", "memory_mib = 4096"));
-        assert!(
-            error.starts_with("`memory_mib = 4096` must be an even number"),
-            "{error}"
-        );
+        assert!(error.starts_with("`memory_mib = 4096` must be an even number"), "{error}");
     }
 
     #[test]
     fn rejects_bad_values_with_their_reason() {
         let cases = [
-            (
-                KTEST.replace("expect_exit = 0", "expect_exit = 200"),
-                "`expect_exit = 200` is above 127, which QEMU cannot report intact",
-            ),
-            (
-                KTEST.replace("expect_exit = 0", "expect_exit = 1"),
-                "`expect_ktest_pass = true` needs `expect_exit = 0`",
-            ),
-            (
-                KTEST.replace("smp = 1", "smp = 0"),
-                "`smp = 0` must be between 1 and 255",
-            ),
-            (
-                KTEST.replace("timeout_s = 120", "timeout_s = 0"),
-                "`timeout_s` must be at least 1",
-            ),
-            (
-                KTEST.replace("\"qemu-q35\", ", "\"uhyve\", "),
-                "`hypervisors` lists uhyve twice",
-            ),
+            (KTEST.replace("expect_exit = 0", "expect_exit = 200"), "`expect_exit = 200` is above 127, which QEMU cannot report intact"),
+            (KTEST.replace("expect_exit = 0", "expect_exit = 1"), "`expect_ktest_pass = true` needs `expect_exit = 0`"),
+            (KTEST.replace("smp = 1", "smp = 0"), "`smp = 0` must be between 1 and 255"),
+            (KTEST.replace("timeout_s = 120", "timeout_s = 0"), "`timeout_s` must be at least 1"),
+            (KTEST.replace("\"qemu-q35\", ", "\"uhyve\", "), "`hypervisors` lists uhyve twice"),
             (
                 KTEST.replace("log=info", "log=info auth=x"),
                 "`cmdline` must not set `auth=`: the runner appends the token for profiles with [net]",
             ),
-            (
-                KTEST.replace("bin = \"rtedge-ktest\"", "bin = \"a b\""),
-                "`bin` must be one cargo binary name, got \"a b\"",
-            ),
+            (KTEST.replace("bin = \"rtedge-ktest\"", "bin = \"a b\""), "`bin` must be one cargo binary name, got \"a b\""),
         ];
         for (text, expected) in cases {
             assert_eq!(error_of(&text), expected);
@@ -393,11 +298,8 @@ mod tests {
                 "selftest-modules"
             ]
         );
-        let expected: Vec<(&str, Option<u8>)> = profiles
-            .by_name
-            .values()
-            .map(|profile| (profile.name.as_str(), profile.spec.expect_exit))
-            .collect();
+        let expected: Vec<(&str, Option<u8>)> =
+            profiles.by_name.values().map(|profile| (profile.name.as_str(), profile.spec.expect_exit)).collect();
         assert_eq!(
             expected,
             [
@@ -414,23 +316,14 @@ mod tests {
             ]
         );
         let appliance = profiles.get("appliance").expect("appliance exists");
-        assert_eq!(
-            appliance.spec.net,
-            Some(Net {
-                guest_port: 6379,
-                host_port: 6380
-            })
-        );
+        assert_eq!(appliance.spec.net, Some(Net { guest_port: 6379, host_port: 6380 }));
     }
 
     #[test]
     fn unknown_profile_lists_the_available_ones() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
         let profiles = Profiles::load_dir(&dir).expect("shipped profiles parse");
-        let error = profiles
-            .get("nope")
-            .expect_err("no such profile")
-            .to_string();
+        let error = profiles.get("nope").expect_err("no such profile").to_string();
         assert!(
             error.ends_with(
                 "available: appliance, bench, fault-page, fault-panic, fault-softirq-block, fault-stack, ktest, ktest-smp2, ktest-smp4, selftest-modules"

@@ -52,24 +52,13 @@ fn kill_group(child: &mut Child) {
 /// shown only with `--verbose`.
 pub fn is_hypervisor_noise(line: &str) -> bool {
     let trimmed = line.trim_start();
-    (trimmed.starts_with('[') && (trimmed.contains("WARN ") || trimmed.contains("INFO ")))
-        || line.contains(": warning: ")
+    (trimmed.starts_with('[') && (trimmed.contains("WARN ") || trimmed.contains("INFO "))) || line.contains(": warning: ")
 }
 
 /// Whether stderr text says uhyve could not use KVM or create a VM.
 pub fn is_kvm_failure(stderr: &str) -> bool {
     let lower = stderr.to_lowercase();
-    lower.contains("kvm")
-        && [
-            "error",
-            "fail",
-            "panicked",
-            "permission denied",
-            "cannot",
-            "unable",
-        ]
-        .iter()
-        .any(|word| lower.contains(word))
+    lower.contains("kvm") && ["error", "fail", "panicked", "permission denied", "cannot", "unable"].iter().any(|word| lower.contains(word))
 }
 
 /// A run with the console on the terminal.
@@ -98,18 +87,9 @@ pub fn boot_interactive(
 ) -> Result<InteractiveRun> {
     let terminal = if ctrl_c_stops { RawTerminal::enter() } else { None };
     let mut command = Command::new(&invocation.program);
-    command
-        .args(&invocation.args)
-        .stdin(if terminal.is_some() { Stdio::null() } else { Stdio::inherit() })
-        .stdout(Stdio::piped());
-    command.stderr(if filter_stderr {
-        Stdio::piped()
-    } else {
-        Stdio::inherit()
-    });
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot start {}", invocation.program.display()))?;
+    command.args(&invocation.args).stdin(if terminal.is_some() { Stdio::null() } else { Stdio::inherit() }).stdout(Stdio::piped());
+    command.stderr(if filter_stderr { Stdio::piped() } else { Stdio::inherit() });
+    let mut child = command.spawn().with_context(|| format!("cannot start {}", invocation.program.display()))?;
     on_start(child.id());
     if terminal.is_some() {
         watch_for_ctrl_c(child.id());
@@ -150,11 +130,7 @@ pub fn boot_interactive(
         let _ = filter.join();
     }
     drop(terminal);
-    Ok(InteractiveRun {
-        status: HostStatus::from_std(status),
-        console,
-        interrupted: interrupted(),
-    })
+    Ok(InteractiveRun { status: HostStatus::from_std(status), console, interrupted: interrupted() })
 }
 
 /// The terminal on stdin with signals and line editing off (Ctrl-C is a
@@ -230,11 +206,7 @@ pub fn spawn_detached(invocation: &Invocation, console_log: &std::path::Path) ->
         .with_context(|| format!("cannot create {}", console_log.display()))?;
     let log_for_stderr = log.try_clone().context("duplicating the console log")?;
     let mut command = Command::new(&invocation.program);
-    command
-        .args(&invocation.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_for_stderr));
+    command.args(&invocation.args).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log_for_stderr));
     // SAFETY: setsid(2) is async-signal-safe and touches no memory of this
     // process; the closure runs in the child between fork and exec.
     unsafe {
@@ -245,9 +217,7 @@ pub fn spawn_detached(invocation: &Invocation, console_log: &std::path::Path) ->
             Ok(())
         });
     }
-    command
-        .spawn()
-        .with_context(|| format!("cannot start {}", invocation.program.display()))
+    command.spawn().with_context(|| format!("cannot start {}", invocation.program.display()))
 }
 
 fn for_each_chunk(mut reader: impl Read, mut chunk: impl FnMut(&[u8])) {
@@ -350,11 +320,7 @@ impl Capture<'_> {
         if self.echoed >= MAX_ECHO_BYTES {
             if !self.echo_cut {
                 self.echo_cut = true;
-                println!(
-                    "[{}] ... console output beyond {} KiB not shown",
-                    self.options.label,
-                    MAX_ECHO_BYTES >> 10
-                );
+                println!("[{}] ... console output beyond {} KiB not shown", self.options.label, MAX_ECHO_BYTES >> 10);
             }
             return;
         }
@@ -404,10 +370,7 @@ pub fn boot_captured(invocation: &Invocation, options: &CaptureOptions) -> Resul
     let (sender, events) = mpsc::channel();
     let stdout = child.stdout.take().context("child stdout")?;
     let stderr = child.stderr.take().context("child stderr")?;
-    let readers = [
-        spawn_reader(stdout, sender.clone(), Event::Stdout),
-        spawn_reader(stderr, sender, Event::Stderr),
-    ];
+    let readers = [spawn_reader(stdout, sender.clone(), Event::Stdout), spawn_reader(stderr, sender, Event::Stderr)];
 
     let mut capture = Capture {
         options,
@@ -470,17 +433,9 @@ pub fn boot_captured(invocation: &Invocation, options: &CaptureOptions) -> Resul
     }
     let before_console = capture.stderr_before_console.join("\n");
     let kvm_failure = if capture.console.lines == 0 && is_kvm_failure(&before_console) {
-        let relevant: Vec<&str> = capture
-            .stderr_before_console
-            .iter()
-            .map(String::as_str)
-            .filter(|line| !is_hypervisor_noise(line))
-            .collect();
-        Some(if relevant.is_empty() {
-            before_console
-        } else {
-            relevant.join(" / ")
-        })
+        let relevant: Vec<&str> =
+            capture.stderr_before_console.iter().map(String::as_str).filter(|line| !is_hypervisor_noise(line)).collect();
+        Some(if relevant.is_empty() { before_console } else { relevant.join(" / ") })
     } else {
         None
     };
@@ -498,11 +453,7 @@ pub fn boot_captured(invocation: &Invocation, options: &CaptureOptions) -> Resul
 
 /// Waits for the child, killing its group if it outlives `deadline` (a VM
 /// that closed its console but kept running).
-fn wait_until(
-    child: &mut Child,
-    deadline: Instant,
-    timed_out: &mut bool,
-) -> Result<std::process::ExitStatus> {
+fn wait_until(child: &mut Child, deadline: Instant, timed_out: &mut bool) -> Result<std::process::ExitStatus> {
     loop {
         if let Some(status) = child.try_wait().context("waiting for the hypervisor")? {
             return Ok(status);
@@ -516,11 +467,7 @@ fn wait_until(
     }
 }
 
-fn spawn_reader(
-    reader: impl Read + Send + 'static,
-    sender: mpsc::Sender<Event>,
-    wrap: fn(Vec<u8>) -> Event,
-) -> thread::JoinHandle<()> {
+fn spawn_reader(reader: impl Read + Send + 'static, sender: mpsc::Sender<Event>, wrap: fn(Vec<u8>) -> Event) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         for_each_chunk(reader, |chunk| {
             let _ = sender.send(wrap(chunk.to_vec()));
@@ -535,29 +482,17 @@ mod tests {
 
     #[test]
     fn hypervisor_noise_is_recognised() {
-        assert!(is_hypervisor_noise(
-            "[WARN  uhyvelib::linux::x86_64::kvm_cpu] something"
-        ));
-        assert!(is_hypervisor_noise(
-            "qemu-system-x86_64: warning: host doesn't support requested feature"
-        ));
-        assert!(!is_hypervisor_noise(
-            "qemu-system-x86_64: -accel kvm: failed to initialize kvm: Permission denied"
-        ));
+        assert!(is_hypervisor_noise("[WARN  uhyvelib::linux::x86_64::kvm_cpu] something"));
+        assert!(is_hypervisor_noise("qemu-system-x86_64: warning: host doesn't support requested feature"));
+        assert!(!is_hypervisor_noise("qemu-system-x86_64: -accel kvm: failed to initialize kvm: Permission denied"));
         assert!(!is_hypervisor_noise("[ERROR uhyvelib] Error 5"));
     }
 
     #[test]
     fn kvm_failures_are_recognised() {
-        assert!(is_kvm_failure(
-            "thread 'main' panicked at src/linux/x86_64/kvm_cpu.rs:115:38:\ncalled `Result::unwrap()`"
-        ));
-        assert!(is_kvm_failure(
-            "Could not access KVM kernel module: Permission denied"
-        ));
-        assert!(!is_kvm_failure(
-            "[WARN  uhyvelib] file isolation: landlock unsupported"
-        ));
+        assert!(is_kvm_failure("thread 'main' panicked at src/linux/x86_64/kvm_cpu.rs:115:38:\ncalled `Result::unwrap()`"));
+        assert!(is_kvm_failure("Could not access KVM kernel module: Permission denied"));
+        assert!(!is_kvm_failure("[WARN  uhyvelib] file isolation: landlock unsupported"));
         assert!(!is_kvm_failure("error: image not found"));
     }
 }

@@ -87,7 +87,10 @@ impl BuddyProgram {
     fn start() -> Result<(), String> {
         // The RT thread exists (stopped) before its buddy, so the buddy
         // never has to wait for it, unlike the seed's polling loop.
-        let rt = thread::Builder::new(RT_NAME).realtime(PRIORITY).create(rt_thread).map_err(|error| format!("cannot create {RT_NAME}: {error}"))?;
+        let rt = thread::Builder::new(RT_NAME)
+            .realtime(PRIORITY)
+            .create(rt_thread)
+            .map_err(|error| format!("cannot create {RT_NAME}: {error}"))?;
         RT_THREAD.set(rt);
         let buddy = thread::Builder::new(BUDDY_NAME)
             .nice(BUDDY_NICE)
@@ -126,7 +129,10 @@ impl Module for BuddyProgram {
                 Ok(_) | Err(ThreadError::NoSuchThread) => {}
                 Err(error) => {
                     finished = false;
-                    log::warn!("buddy: {BUDDY_NAME} did not finish within {} ms ({error}); stopping it", THREAD_EXIT_TIMEOUT_NS / 1_000_000);
+                    log::warn!(
+                        "buddy: {BUDDY_NAME} did not finish within {} ms ({error}); stopping it",
+                        THREAD_EXIT_TIMEOUT_NS / 1_000_000
+                    );
                     if let Err(error) = thread::stop(buddy, THREAD_EXIT_TIMEOUT_NS) {
                         log::warn!("buddy: {BUDDY_NAME} still did not end: {error}");
                     }
@@ -142,7 +148,12 @@ impl Module for BuddyProgram {
         LAST_EXIT_IN_TIME.store(finished, Ordering::Release);
         super::event("buddy-exit", &[("finished", i64::from(finished)), ("wakeups", WAKEUPS.load())], "thread", BUDDY_NAME);
         super::unregister_statics(&STATICS);
-        log::info!("buddy: unloaded ({} wake-ups, {} signals; buddy {})", WAKEUPS.load(), SIGNALS.load(), if finished { "finished in time" } else { "was late" });
+        log::info!(
+            "buddy: unloaded ({} wake-ups, {} signals; buddy {})",
+            WAKEUPS.load(),
+            SIGNALS.load(),
+            if finished { "finished in time" } else { "was late" }
+        );
     }
 
     fn threads(&self) -> usize {

@@ -34,7 +34,7 @@ use rtedge_kernel::workqueue::{self, FnWork, NamedItem, WorkItem, Workqueue};
 use rtedge_kernel::{thread, time};
 use rtedge_proto::{CommandFlags, CommandSpec, Reply, Request};
 
-use super::{ThreadSet, THREAD_EXIT_TIMEOUT_NS};
+use super::{THREAD_EXIT_TIMEOUT_NS, ThreadSet};
 
 /// Jobs running at once.
 pub const MAX_JOBS: usize = 4;
@@ -90,7 +90,10 @@ static COMMANDS: [(CommandSpec, commands::Handler); 3] = [
         ),
         handle_queue,
     ),
-    (CommandSpec::new("job.status", 1, CommandFlags::READONLY, "appliance", "Job counters and the last result.", "JOB.STATUS"), handle_status),
+    (
+        CommandSpec::new("job.status", 1, CommandFlags::READONLY, "appliance", "Job counters and the last result.", "JOB.STATUS"),
+        handle_status,
+    ),
 ];
 
 /// What a job computed.
@@ -175,7 +178,10 @@ pub fn start_job(n: u64) -> Result<u64, String> {
     }
     let job = NEXT_JOB.fetch_add(1, Ordering::AcqRel);
     let name = format!("job/{job}");
-    let id = thread::Builder::new(&name).nice(JOB_NICE).spawn(move || run_job(job, n)).map_err(|error| format!("cannot start {name}: {error}"))?;
+    let id = thread::Builder::new(&name)
+        .nice(JOB_NICE)
+        .spawn(move || run_job(job, n))
+        .map_err(|error| format!("cannot start {name}: {error}"))?;
     if !JOBS.add(id) {
         let _ = thread::stop(id, THREAD_EXIT_TIMEOUT_NS);
         return Err(format!("too many jobs running ({MAX_JOBS})"));
@@ -240,7 +246,8 @@ pub static MODULE: JobProgram = JobProgram;
 
 impl JobProgram {
     fn start() -> Result<(), String> {
-        let queue = Workqueue::create_single_thread(QUEUE_NAME).map_err(|error| format!("cannot create workqueue {QUEUE_NAME}: {error}"))?;
+        let queue =
+            Workqueue::create_single_thread(QUEUE_NAME).map_err(|error| format!("cannot create workqueue {QUEUE_NAME}: {error}"))?;
         *QUEUE.lock() = Some(queue);
         workqueue::register_item(WORK_NAME, NamedItem::Plain(&WORK));
         for (spec, handler) in &COMMANDS {

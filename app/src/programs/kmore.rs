@@ -56,7 +56,14 @@ static COMMANDS: [(CommandSpec, commands::Handler); 2] = [
         handle_kmore,
     ),
     (
-        CommandSpec::new("files", -1, CommandFlags::READONLY, "appliance", "Lists a directory of the boot archives (default /).", "FILES [dir]"),
+        CommandSpec::new(
+            "files",
+            -1,
+            CommandFlags::READONLY,
+            "appliance",
+            "Lists a directory of the boot archives (default /).",
+            "FILES [dir]",
+        ),
         handle_files,
     ),
 ];
@@ -119,7 +126,8 @@ fn start_reader(target: Target) -> Result<thread::ThreadId, String> {
     if !READERS.has_room() {
         return Err(format!("{MAX_READERS} readers are running already"));
     }
-    let id = thread::Builder::new(THREAD_NAME).spawn(move || reader(target)).map_err(|error| format!("cannot start {THREAD_NAME}: {error}"))?;
+    let id =
+        thread::Builder::new(THREAD_NAME).spawn(move || reader(target)).map_err(|error| format!("cannot start {THREAD_NAME}: {error}"))?;
     if !READERS.add(id) {
         let _ = thread::join(id, Some(super::THREAD_EXIT_TIMEOUT_NS));
     }

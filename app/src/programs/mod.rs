@@ -197,7 +197,8 @@ impl<const N: usize> ThreadSet<N> {
     pub fn stop_all(&self, what: &str) {
         let ids: Vec<ThreadId> = self.ids.lock().iter_mut().filter_map(Option::take).collect();
         for id in ids {
-            let result = if is_live(id) { thread::stop(id, THREAD_EXIT_TIMEOUT_NS) } else { thread::join(id, Some(THREAD_EXIT_TIMEOUT_NS)) };
+            let result =
+                if is_live(id) { thread::stop(id, THREAD_EXIT_TIMEOUT_NS) } else { thread::join(id, Some(THREAD_EXIT_TIMEOUT_NS)) };
             finish(what, result);
         }
     }
@@ -254,7 +255,12 @@ pub fn setting_u64(key: &str, default: u64) -> u64 {
 }
 
 /// Parses argument `index` of a command as an integer in `range`.
-pub fn integer_argument(request: &rtedge_proto::Request, index: usize, range: core::ops::RangeInclusive<u64>, name: &str) -> Result<u64, Reply> {
+pub fn integer_argument(
+    request: &rtedge_proto::Request,
+    index: usize,
+    range: core::ops::RangeInclusive<u64>,
+    name: &str,
+) -> Result<u64, Reply> {
     let bad = || Reply::error(&alloc::format!("ERR {name} must be an integer between {} and {}", range.start(), range.end()));
     let text = request.arg(index).ok_or_else(bad)?;
     let value = core::str::from_utf8(text).ok().and_then(|text| text.parse::<u64>().ok()).ok_or_else(bad)?;

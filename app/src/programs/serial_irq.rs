@@ -76,7 +76,8 @@ impl SerialIrqProgram {
             return Ok(());
         };
         let (_, trigger, polarity) = irq::isa_line(COM1_IRQ);
-        let vector = irq::attach_app(gsi, HANDLER_NAME, handler, trigger, polarity).map_err(|error| format!("cannot attach to GSI {gsi}: {error}"))?;
+        let vector = irq::attach_app(gsi, HANDLER_NAME, handler, trigger, polarity)
+            .map_err(|error| format!("cannot attach to GSI {gsi}: {error}"))?;
         *LINE.lock() = Some(gsi);
         ATTACHED.set(true);
         let timer = Box::pin(Timer::new("serial-irq-report", report, 0));
@@ -112,7 +113,11 @@ impl Module for SerialIrqProgram {
         let line = LINE.lock().take();
         if let Some(gsi) = line {
             match irq::detach_app(gsi) {
-                Ok(()) => log::info!("serial-irq: detached after {} interrupts ({} bytes); the kernel's console handler is back", IRQS.load(), BYTES.load()),
+                Ok(()) => log::info!(
+                    "serial-irq: detached after {} interrupts ({} bytes); the kernel's console handler is back",
+                    IRQS.load(),
+                    BYTES.load()
+                ),
                 Err(error) => log::warn!("serial-irq: detaching GSI {gsi}: {error}"),
             }
         }

@@ -89,7 +89,9 @@ fn rt_thread(disable_at: u64) -> i32 {
             // An RT thread: it must not wait for a handler it may have
             // preempted, and it needs no such guarantee here.
             TASKLET.disable_nosync();
-            log::info!("{THREAD_NAME}: disabled the tasklet on period {period} after {runs} runs; its next run waits for the cleanup handler");
+            log::info!(
+                "{THREAD_NAME}: disabled the tasklet on period {period} after {runs} runs; its next run waits for the cleanup handler"
+            );
         }
         TASKLET.hi_schedule();
     }

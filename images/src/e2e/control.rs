@@ -23,8 +23,7 @@ pub const SCENARIOS: &[Scenario] = &[
 ];
 
 /// Run last on a guest: it shuts the guest down.
-pub const SHUTDOWN: Scenario =
-    Scenario { name: "control::shutdown_code_reaches_the_host", run: shutdown, on: Where::Everywhere };
+pub const SHUTDOWN: Scenario = Scenario { name: "control::shutdown_code_reaches_the_host", run: shutdown, on: Where::Everywhere };
 
 fn auth_gate(ctx: &mut Ctx<'_>) -> Result<()> {
     let mut conn = Conn::connect(&ctx.target())?;
@@ -387,7 +386,10 @@ fn rtctl_subcommands(ctx: &mut Ctx<'_>) -> Result<()> {
     // and the RT section (releases, misses, p99, max) is on the screen.
     let screen = ok(ctx, &["top", "--once", "--interval-ms", "300", "--size", "80x24"], "RT THREAD")?;
     ensure!(screen.lines().count() == 24 && screen.lines().all(|line| line.chars().count() <= 80), "rtctl top --size 80x24: {screen}");
-    ensure!(["softirq/s", "RELEASES", "MISSES", "LAT-P99", "LAT-MAX", "q quit"].iter().all(|word| screen.contains(word)), "rtctl top at 80x24: {screen}");
+    ensure!(
+        ["softirq/s", "RELEASES", "MISSES", "LAT-P99", "LAT-MAX", "q quit"].iter().all(|word| screen.contains(word)),
+        "rtctl top at 80x24: {screen}"
+    );
     // JSON for scripts.
     let (code, json, _) = ctx.rtctl(&["--json", "threads"])?;
     ensure!(code == 0, "rtctl --json threads exited {code}");
@@ -412,10 +414,7 @@ fn benchmark(ctx: &mut Ctx<'_>) -> Result<()> {
     let out = ctx.redis_benchmark(&["-t", "ping", "-n", requests, "-c", clients, "-q"])?;
     ensure!(!out.contains("ERR") && !out.to_lowercase().contains("error"), "redis-benchmark -t ping: {out}");
     let rates = |out: &str| -> Vec<String> {
-        out.split(['\r', '\n'])
-            .filter(|part| part.contains("requests per second"))
-            .map(|part| part.trim().to_string())
-            .collect()
+        out.split(['\r', '\n']).filter(|part| part.contains("requests per second")).map(|part| part.trim().to_string()).collect()
     };
     let found = rates(&out);
     ensure!(found.len() == 2, "redis-benchmark -t ping printed no final rates: {out}");

@@ -73,12 +73,42 @@ struct Case {
 }
 
 const CASES: [Case; 6] = [
-    Case { name: "disk: hybrid ISO boots under SeaBIOS (q35), control plane answers, ACPI power button powers off", firmware: Firmware::SeaBios, medium: Medium::Iso, stop: Stop::PowerButton },
-    Case { name: "disk: hybrid ISO boots under OVMF (q35, UEFI), control plane answers, ACPI power button powers off", firmware: Firmware::Ovmf, medium: Medium::Iso, stop: Stop::PowerButton },
-    Case { name: "disk: GPT qcow2 boots under OVMF (q35, UEFI), control plane answers, ACPI power button powers off", firmware: Firmware::Ovmf, medium: Medium::Qcow2, stop: Stop::PowerButton },
-    Case { name: "acpi: microvm power button (generic event device) runs the orderly shutdown and powers off", firmware: Firmware::MicrovmDirect, medium: Medium::Kernel, stop: Stop::PowerButton },
-    Case { name: "acpi: REBOOT on q35 runs the orderly shutdown and resets through the ACPI reset register", firmware: Firmware::Q35Direct, medium: Medium::Kernel, stop: Stop::Reboot },
-    Case { name: "acpi: REBOOT on microvm resets through the generic event device's reset register", firmware: Firmware::MicrovmDirect, medium: Medium::Kernel, stop: Stop::Reboot },
+    Case {
+        name: "disk: hybrid ISO boots under SeaBIOS (q35), control plane answers, ACPI power button powers off",
+        firmware: Firmware::SeaBios,
+        medium: Medium::Iso,
+        stop: Stop::PowerButton,
+    },
+    Case {
+        name: "disk: hybrid ISO boots under OVMF (q35, UEFI), control plane answers, ACPI power button powers off",
+        firmware: Firmware::Ovmf,
+        medium: Medium::Iso,
+        stop: Stop::PowerButton,
+    },
+    Case {
+        name: "disk: GPT qcow2 boots under OVMF (q35, UEFI), control plane answers, ACPI power button powers off",
+        firmware: Firmware::Ovmf,
+        medium: Medium::Qcow2,
+        stop: Stop::PowerButton,
+    },
+    Case {
+        name: "acpi: microvm power button (generic event device) runs the orderly shutdown and powers off",
+        firmware: Firmware::MicrovmDirect,
+        medium: Medium::Kernel,
+        stop: Stop::PowerButton,
+    },
+    Case {
+        name: "acpi: REBOOT on q35 runs the orderly shutdown and resets through the ACPI reset register",
+        firmware: Firmware::Q35Direct,
+        medium: Medium::Kernel,
+        stop: Stop::Reboot,
+    },
+    Case {
+        name: "acpi: REBOOT on microvm resets through the generic event device's reset register",
+        firmware: Firmware::MicrovmDirect,
+        medium: Medium::Kernel,
+        stop: Stop::Reboot,
+    },
 ];
 
 /// Runs the selected disk scenarios (q35 is among the hypervisors under test).
@@ -99,7 +129,8 @@ pub fn run(plan: &Plan<'_>, report: &mut Report) {
         let spec = DiskSpec { kernel: plan.image.clone(), cmdline: plan.cmdline.clone(), archive, out_dir: dir.clone() };
         match disk::build_media(&spec) {
             Ok(media) => {
-                let sizes: Vec<String> = media.sizes().iter().map(|(path, bytes)| format!("{} {} KiB", file_name(path), bytes.div_ceil(1024))).collect();
+                let sizes: Vec<String> =
+                    media.sizes().iter().map(|(path, bytes)| format!("{} {} KiB", file_name(path), bytes.div_ceil(1024))).collect();
                 println!("e2e-figure: [disk] images built in {:.1} s: {}", started.elapsed().as_secs_f64(), sizes.join(", "));
                 Some(media)
             }
@@ -233,9 +264,8 @@ fn boot_and_power_off(plan: &Plan<'_>, case: &Case, medium: &Path, dir: &Path) -
             .with_context(|| format!("cannot start {}", qemu.display()))?
     };
     let mut vm = Vm { child };
-    let fail = |what: String, console: &Path| -> anyhow::Error {
-        anyhow::anyhow!("{what}; console:\n{}", tail(&console_text(console), 25))
-    };
+    let fail =
+        |what: String, console: &Path| -> anyhow::Error { anyhow::anyhow!("{what}; console:\n{}", tail(&console_text(console), 25)) };
 
     // 1. The control plane answers.
     let target = Target::Loopback { port };
@@ -292,7 +322,11 @@ fn boot_and_power_off(plan: &Plan<'_>, case: &Case, medium: &Path, dir: &Path) -
         if let Some(status) = vm.child.try_wait()? {
             break status;
         }
-        ensure!(pressed.elapsed() < POWER_OFF_LIMIT, "{}", fail(format!("QEMU still runs {POWER_OFF_LIMIT:?} after system_powerdown"), &console));
+        ensure!(
+            pressed.elapsed() < POWER_OFF_LIMIT,
+            "{}",
+            fail(format!("QEMU still runs {POWER_OFF_LIMIT:?} after system_powerdown"), &console)
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let powered_off = pressed.elapsed();
@@ -309,7 +343,11 @@ fn boot_and_power_off(plan: &Plan<'_>, case: &Case, medium: &Path, dir: &Path) -
     for &needle in needles {
         ensure!(text.contains(needle), "{}", fail(format!("the console lacks `{needle}`"), &console));
     }
-    ensure!(!text.contains("did not take") && !text.contains("did not reset"), "{}", fail("the ACPI register write did not take".into(), &console));
+    ensure!(
+        !text.contains("did not take") && !text.contains("did not reset"),
+        "{}",
+        fail("the ACPI register write did not take".into(), &console)
+    );
     let unloaded = text.lines().filter(|line| line.contains(": unloaded")).count();
     ensure!(unloaded > 0, "{}", fail("no module reported its exit before power-off".into(), &console));
     Ok(vec![

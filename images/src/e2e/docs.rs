@@ -48,11 +48,8 @@ use super::{Ctx, Scenario, Where};
 const CONTROL_MD: &str = include_str!("../../../net/CONTROL.md");
 const README_MD: &str = include_str!("../../../README.md");
 
-pub const SCENARIOS: &[Scenario] = &[Scenario {
-    name: "docs::control_md_commands_syntax_and_examples_match_the_appliance",
-    run: control_md,
-    on: Where::Reference,
-}];
+pub const SCENARIOS: &[Scenario] =
+    &[Scenario { name: "docs::control_md_commands_syntax_and_examples_match_the_appliance", run: control_md, on: Where::Reference }];
 
 /// A boot of its own: the tour kills a thread, unloads a module and ends
 /// with `SHUTDOWN 7`.
@@ -209,12 +206,7 @@ fn parse_example(line: usize, body: &[&str]) -> Result<Example> {
         .ok_or_else(|| anyhow!("CONTROL.md line {line}: an example without a `> COMMAND` line"))?;
     let command: Vec<String> = command_line.split_whitespace().map(str::to_string).collect();
     ensure!(!command.is_empty(), "CONTROL.md line {line}: an empty example command");
-    let reply_text: String = body
-        .iter()
-        .filter(|text| !text.trim().starts_with("> "))
-        .copied()
-        .collect::<Vec<_>>()
-        .join("\n");
+    let reply_text: String = body.iter().filter(|text| !text.trim().starts_with("> ")).copied().collect::<Vec<_>>().join("\n");
     let reply_text = reply_text.trim();
     let reply = if let Some(simple) = reply_text.strip_prefix('+') {
         ExpectedReply::Simple(simple.to_string())
@@ -371,7 +363,10 @@ fn tokenize(syntax: &str) -> Vec<Token> {
 enum Node {
     /// Keyword alternatives (`A|B`), or a placeholder (`None`).
     Word(Option<Vec<String>>),
-    Group { alternatives: Vec<Vec<Node>>, optional: bool },
+    Group {
+        alternatives: Vec<Vec<Node>>,
+        optional: bool,
+    },
     Repeat(Box<Node>),
 }
 
@@ -472,9 +467,8 @@ pub fn arity_range(syntax: &str) -> Option<(usize, Option<usize>)> {
 /// refuses, or a different range of argument counts.
 pub fn syntax_differences(documented: &[String], appliance_syntax: &str, arity: i32) -> Vec<String> {
     let syntax: &'static str = Box::leak(appliance_syntax.to_string().into_boxed_str());
-    let name: &'static str = Box::leak(
-        appliance_syntax.split_whitespace().next().unwrap_or_default().to_ascii_lowercase().into_boxed_str(),
-    );
+    let name: &'static str =
+        Box::leak(appliance_syntax.split_whitespace().next().unwrap_or_default().to_ascii_lowercase().into_boxed_str());
     let spec = CommandSpec::new(name, arity, CommandFlags::NONE, "", "", syntax);
     let mut differences = Vec::new();
     for line in documented {
@@ -490,9 +484,10 @@ pub fn syntax_differences(documented: &[String], appliance_syntax: &str, arity: 
             }
         }
     }
-    let documented_range = documented.iter().filter_map(|line| arity_range(line)).reduce(|(low, high), (other_low, other_high)| {
-        (low.min(other_low), high.zip(other_high).map(|(a, b)| a.max(b)))
-    });
+    let documented_range = documented
+        .iter()
+        .filter_map(|line| arity_range(line))
+        .reduce(|(low, high), (other_low, other_high)| (low.min(other_low), high.zip(other_high).map(|(a, b)| a.max(b))));
     let appliance_range = arity_range(appliance_syntax);
     if let (Some(doc), Some(app)) = (documented_range, appliance_range)
         && doc != app
@@ -581,14 +576,15 @@ fn control_md(ctx: &mut Ctx<'_>) -> Result<()> {
         let words: Vec<&str> = example.command.iter().map(String::as_str).collect();
         let name = words[0].to_ascii_lowercase();
         if !commands.iter().any(|(known, _, _)| *known == name) {
-            drift.push(format!("CONTROL.md line {}: example command `{}` is not a command of the appliance", example.line, words.join(" ")));
+            drift.push(format!(
+                "CONTROL.md line {}: example command `{}` is not a command of the appliance",
+                example.line,
+                words.join(" ")
+            ));
             continue;
         }
-        let actual = if name == "subscribe" || name == "psubscribe" {
-            first_message(ctx, &words)?
-        } else {
-            reply_json(&conn.call(&words)?)
-        };
+        let actual =
+            if name == "subscribe" || name == "psubscribe" { first_message(ctx, &words)? } else { reply_json(&conn.call(&words)?) };
         let differences = match (&example.reply, &actual) {
             (ExpectedReply::Simple(expected), Json::String(got)) if got == expected => Vec::new(),
             (ExpectedReply::Error(prefix), Json::String(got)) if got.starts_with(prefix.as_str()) => Vec::new(),
@@ -723,7 +719,10 @@ pub fn parse_tour(markdown: &str) -> (Vec<String>, Vec<TourCommand>) {
                 for segment in shell_segments(trimmed) {
                     if is_tour_command(&segment) {
                         commands.push(TourCommand { line: number, text: segment });
-                    } else if segment.split_once('=').is_some_and(|(name, _)| !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')) {
+                    } else if segment
+                        .split_once('=')
+                        .is_some_and(|(name, _)| !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+                    {
                         assignments.push(segment);
                     }
                 }
@@ -867,7 +866,9 @@ mod tests {
         assert_eq!(doc.examples[0].command, ["MODULE", "LIST"]);
         assert_eq!(doc.examples[0].reply, ExpectedReply::Shape(json!([{"name": "a", "loads": 1}])));
         assert_eq!(doc.examples[1].reply, ExpectedReply::Error("ERR no such module".into()));
-        let doc = parse_control("## A\n| Command | reply |\n|---|---|\n| `LOGS [n]` | x |\n## B\n### sub\n```example\n> PING\n+PONG\n```\n").expect("parses");
+        let doc =
+            parse_control("## A\n| Command | reply |\n|---|---|\n| `LOGS [n]` | x |\n## B\n### sub\n```example\n> PING\n+PONG\n```\n")
+                .expect("parses");
         assert_eq!(doc.commands[0].section, "A");
         assert_eq!(doc.examples[0].section, "B", "a ### heading stays in its ## section");
         assert!(parse_control("```example\n> PING\nnot json\n```\n").is_err(), "a reply that is not JSON is an error");
@@ -926,7 +927,9 @@ mod tests {
     #[test]
     fn syntax_differences_find_what_the_appliance_refuses_and_a_different_arity() {
         assert!(syntax_differences(&["GET key".into()], "GET key", 2).is_empty());
-        assert!(syntax_differences(&["TIMER MOD name ms".into(), "TIMER DEL name".into()], "TIMER MOD name ms | TIMER DEL name", -3).is_empty());
+        assert!(
+            syntax_differences(&["TIMER MOD name ms".into(), "TIMER DEL name".into()], "TIMER MOD name ms | TIMER DEL name", -3).is_empty()
+        );
         // Names of placeholders do not matter.
         assert!(syntax_differences(&["PING [msg]".into()], "PING [message]", -1).is_empty());
         // The document lacks `LATENCY` alone.

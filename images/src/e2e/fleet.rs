@@ -188,9 +188,8 @@ fn drive(plan: &FleetPlan, daemon: &mut Daemon, steps: &mut Steps) -> Result<()>
     // ---- start: the first with its console attached from the first byte
     // When each `virsh start` was issued, in the order of `members`.
     let mut started_at = vec![Instant::now()];
-    let console = steps.run("virsh start --paused --console, resume: the console shows the boot", |_| {
-        start_with_console(daemon, &first.name)
-    })?;
+    let console =
+        steps.run("virsh start --paused --console, resume: the console shows the boot", |_| start_with_console(daemon, &first.name))?;
     println!("fleet: [{}] console through virsh:\n{}", first.name, tail(&console, 4));
     steps.run("virsh start (the other appliances)", |_| {
         for member in members.iter().skip(1) {
@@ -230,7 +229,12 @@ fn drive(plan: &FleetPlan, daemon: &mut Daemon, steps: &mut Steps) -> Result<()>
     steps.run("the console logs libvirt writes hold each boot banner", |_| {
         for member in &members {
             let text = read_lossy(&member.console_log);
-            ensure!(text.lines().any(|line| line.contains("rtedge ") && line.contains(BANNER)), "{}: no banner in {}", member.name, member.console_log.display());
+            ensure!(
+                text.lines().any(|line| line.contains("rtedge ") && line.contains(BANNER)),
+                "{}: no banner in {}",
+                member.name,
+                member.console_log.display()
+            );
         }
         Ok(())
     })?;
@@ -330,7 +334,9 @@ fn define(plan: &FleetPlan, daemon: &Daemon, backend: NetBackend) -> Result<Vec<
         let port = free_port()?;
         let console_log = daemon.images.join(format!("{name}-console.log"));
         let (boot, nvram) = match &plan.boot {
-            FleetBoot::Kernel { cmdline, rom, .. } => (Boot::Kernel { image: staged.clone(), cmdline: cmdline.clone(), rom: rom.clone() }, None),
+            FleetBoot::Kernel { cmdline, rom, .. } => {
+                (Boot::Kernel { image: staged.clone(), cmdline: cmdline.clone(), rom: rom.clone() }, None)
+            }
             FleetBoot::Disk { firmware, .. } => {
                 let media = Media::of(&staged);
                 let image = own_disk(daemon, &staged, media, &name)?;
@@ -439,7 +445,11 @@ fn start_with_console(daemon: &Daemon, name: &str) -> Result<String> {
             if shown.contains(BANNER) && shown.contains("net: address ") {
                 return Ok(shown);
             }
-            ensure!(Instant::now() < deadline, "the console did not show the banner and the address within {CONSOLE_LIMIT:?}; it showed:\n{}", tail(&shown, 15));
+            ensure!(
+                Instant::now() < deadline,
+                "the console did not show the banner and the address within {CONSOLE_LIMIT:?}; it showed:\n{}",
+                tail(&shown, 15)
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     })();
@@ -451,7 +461,10 @@ fn start_with_console(daemon: &Daemon, name: &str) -> Result<String> {
     let _ = child.wait();
     let _ = reader_thread.join();
     let shown = result?;
-    ensure!(shown.lines().any(|line| line.contains("rtedge ") && line.contains(BANNER)), "no `rtedge ... booted via` line on the console:\n{shown}");
+    ensure!(
+        shown.lines().any(|line| line.contains("rtedge ") && line.contains(BANNER)),
+        "no `rtedge ... booted via` line on the console:\n{shown}"
+    );
     Ok(shown.replace("\r\n", "\n"))
 }
 
@@ -561,10 +574,7 @@ fn rtctl_fleet(plan: &FleetPlan, source: &std::ffi::OsStr, args: &[&str]) -> Res
 
 /// The table row that starts with `name`.
 fn row_of<'a>(table: &'a str, name: &str) -> Result<&'a str> {
-    table
-        .lines()
-        .find(|line| line.split_whitespace().next() == Some(name))
-        .with_context(|| format!("no row for {name} in\n{table}"))
+    table.lines().find(|line| line.split_whitespace().next() == Some(name)).with_context(|| format!("no row for {name} in\n{table}"))
 }
 
 fn read_lossy(path: &Path) -> String {
@@ -578,7 +588,12 @@ fn program_on_path(name: &str) -> bool {
 
 /// `rtedge-image fleet`: builds the appliance and rtctl, runs the scenario,
 /// prints the figures; exit 0 when every step passed.
-pub fn command(layout: &crate::image::Layout, profiles: &crate::profile::Profiles, tools: &crate::hypervisor::Tools, args: &crate::FleetArgs) -> Result<std::process::ExitCode> {
+pub fn command(
+    layout: &crate::image::Layout,
+    profiles: &crate::profile::Profiles,
+    tools: &crate::hypervisor::Tools,
+    args: &crate::FleetArgs,
+) -> Result<std::process::ExitCode> {
     let profile = profiles.get("appliance")?;
     let net = profile.spec.net.context("the appliance profile has no [net] section")?;
     tools.qemu_program()?;

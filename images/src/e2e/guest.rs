@@ -55,14 +55,11 @@ impl Target {
     /// when there is one; the socket keeps working from any thread).
     pub fn connect(&self, timeout: Duration) -> std::io::Result<TcpStream> {
         match self {
-            Target::Loopback { port } => {
-                TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], *port)), timeout)
-            }
+            Target::Loopback { port } => TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], *port)), timeout),
             Target::Netns { namespace, address, port } => {
                 let namespace = namespace.clone();
-                let address: SocketAddr = format!("{address}:{port}")
-                    .parse()
-                    .map_err(|_| std::io::Error::other(format!("bad guest address {address}")))?;
+                let address: SocketAddr =
+                    format!("{address}:{port}").parse().map_err(|_| std::io::Error::other(format!("bad guest address {address}")))?;
                 thread::spawn(move || -> std::io::Result<TcpStream> {
                     enter_namespace(&namespace)?;
                     TcpStream::connect_timeout(&address, timeout)
@@ -105,12 +102,8 @@ impl Namespace {
     /// 10.0.7.2). Needs root (CAP_NET_ADMIN) and the `ip` tool.
     pub fn create() -> Result<Namespace> {
         let name = format!("rtedge-e2e-{}", std::process::id());
-        let namespace = Namespace {
-            name: name.clone(),
-            tap: "tap0".into(),
-            host_address: "10.0.7.1".into(),
-            guest_address: "10.0.7.2".into(),
-        };
+        let namespace =
+            Namespace { name: name.clone(), tap: "tap0".into(), host_address: "10.0.7.1".into(), guest_address: "10.0.7.2".into() };
         let steps: [&[&str]; 5] = [
             &["netns", "add", &name],
             &["netns", "exec", &name, "ip", "link", "set", "lo", "up"],
@@ -198,11 +191,7 @@ impl Guest {
                 args.extend(uhyve.args);
                 (
                     Invocation { program: PathBuf::from("ip"), args },
-                    Target::Netns {
-                        namespace: namespace.name.clone(),
-                        address: namespace.guest_address.clone(),
-                        port: spec.guest_port,
-                    },
+                    Target::Netns { namespace: namespace.name.clone(), address: namespace.guest_address.clone(), port: spec.guest_port },
                 )
             }
             (Hypervisor::Uhyve, None) => bail!("uhyve end-to-end runs need a network namespace"),

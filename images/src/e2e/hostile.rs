@@ -16,7 +16,11 @@ use super::{Ctx, Scenario, Where};
 pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "hostile::operator_gets_in_past_64_silent_connections", run: lockout, on: Where::Reference },
     Scenario { name: "hostile::trickle_is_closed_at_the_preauth_deadline", run: trickle, on: Where::Reference },
-    Scenario { name: "hostile::clients_that_leave_without_reading_give_their_slots_back", run: leave_without_reading, on: Where::Reference },
+    Scenario {
+        name: "hostile::clients_that_leave_without_reading_give_their_slots_back",
+        run: leave_without_reading,
+        on: Where::Reference,
+    },
     Scenario { name: "hostile::arity_and_grammar_are_enforced", run: arity, on: Where::Reference },
     Scenario { name: "hostile::brute_force_over_reconnects_backs_off", run: brute_force, on: Where::Reference },
     Scenario { name: "hostile::the_token_is_never_shown", run: redaction, on: Where::Reference },
@@ -239,7 +243,13 @@ fn leave_without_reading(ctx: &mut Ctx<'_>) -> Result<()> {
 
 fn arity(ctx: &mut Ctx<'_>) -> Result<()> {
     let mut conn = Conn::authed(&ctx.target(), &ctx.token)?;
-    for args in [&["SHUTDOWN", "7", "extra"][..], &["SHUTDOWN", "0", "NOSAVE"], &["SHUTDOWN", "0", "ABORT"], &["PING", "a", "b"], &["INFO", "net", "x"]] {
+    for args in [
+        &["SHUTDOWN", "7", "extra"][..],
+        &["SHUTDOWN", "0", "NOSAVE"],
+        &["SHUTDOWN", "0", "ABORT"],
+        &["PING", "a", "b"],
+        &["INFO", "net", "x"],
+    ] {
         let reply = conn.call(args)?;
         expect_error(&reply, "ERR wrong number of arguments").with_context(|| format!("{args:?}"))?;
     }

@@ -61,10 +61,7 @@ fn scenario(plan: &Plan<'_>, hypervisor: Hypervisor, registry: &Path) -> Result<
     let listed = listed.as_array().context("rtctl --json ps is no array")?;
     let names: Vec<&str> = listed.iter().filter_map(|entry| entry["name"].as_str()).collect();
     ensure!(names == NAMES, "rtctl ps lists {names:?}");
-    let ports: Vec<u16> = listed
-        .iter()
-        .filter_map(|entry| entry["port"].as_u64().and_then(|port| u16::try_from(port).ok()))
-        .collect();
+    let ports: Vec<u16> = listed.iter().filter_map(|entry| entry["port"].as_u64().and_then(|port| u16::try_from(port).ok())).collect();
     ensure!(ports.len() == 2 && ports[0] != ports[1], "two distinct host ports expected: {ports:?}");
     println!("e2e-figure: [{hypervisor}] instance ports: {ports:?}");
 
@@ -96,7 +93,11 @@ fn scenario(plan: &Plan<'_>, hypervisor: Hypervisor, registry: &Path) -> Result<
     for name in NAMES {
         ensure!(out.contains(&format!("stopped {name} (orderly SHUTDOWN)")), "{name} not stopped in order: {out}");
         let console = std::fs::read_to_string(registry.join(format!("{name}.console"))).unwrap_or_default();
-        ensure!(console.contains("rtedge: shutdown code=0"), "{name}'s console has no shutdown line:\n{}", super::guest::tail(&console, 10));
+        ensure!(
+            console.contains("rtedge: shutdown code=0"),
+            "{name}'s console has no shutdown line:\n{}",
+            super::guest::tail(&console, 10)
+        );
     }
     let (_, out, _) = rtctl(&plan.host.rtctl, registry, &["--json", "ps"])?;
     ensure!(out.trim() == "[]", "rtctl ps after stop: {out}");

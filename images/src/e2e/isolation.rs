@@ -247,7 +247,9 @@ fn measure(conn: &mut Conn, pid: u32) -> Result<Phase> {
                 poll_ns: info_int(&net, "net_rx_poll_ns"),
                 poll_max_ns: info_int(&net, "net_rx_poll_max_ns"),
                 guest_busy_percent: 100.0 * (1.0 - (idle_after - idle_before) as f64 / guest_span).clamp(0.0, 1.0),
-                hypervisor_cpu_percent: 100.0 * host_after.hypervisor_ticks.saturating_sub(host_before.hypervisor_ticks) as f64 / ticks_per_second / wall,
+                hypervisor_cpu_percent: 100.0 * host_after.hypervisor_ticks.saturating_sub(host_before.hypervisor_ticks) as f64
+                    / ticks_per_second
+                    / wall,
                 host_busy_percent: 100.0 * host_after.busy_ticks.saturating_sub(host_before.busy_ticks) as f64 / total_ticks,
             });
         }
@@ -423,7 +425,23 @@ fn print_table(phases: &[(&str, Phase)], idle_rate: f64, idle_p99: f64) {
     println!("rt-isolation: softirq-rt (1 ms period), {PHASE_RELEASES} releases per phase; ratios to the worse idle phase");
     println!(
         "{:<16} {:>7} {:>7} {:>7} {:>8} {:>8} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7}",
-        "phase", "misses", "miss%", "x idle", "p50 us", "p99 us", "p99 x", "max us", "irq-late", "disp>250", "irqoff", "remote", "fanout ms", "poll ms", "guest%", "qemu%", "host%"
+        "phase",
+        "misses",
+        "miss%",
+        "x idle",
+        "p50 us",
+        "p99 us",
+        "p99 x",
+        "max us",
+        "irq-late",
+        "disp>250",
+        "irqoff",
+        "remote",
+        "fanout ms",
+        "poll ms",
+        "guest%",
+        "qemu%",
+        "host%"
     );
     for (name, phase) in phases {
         println!(
@@ -447,8 +465,12 @@ fn print_table(phases: &[(&str, Phase)], idle_rate: f64, idle_p99: f64) {
             phase.host_busy_percent
         );
     }
-    println!("irq-late: releases whose timer interrupt came > 250 us after the due instant; disp>250: > 250 us from that interrupt to the thread running;");
-    println!("irqoff: longest IrqSpinLock interrupts-off section (us); remote: alarms armed/cancelled from another CPU (each takes that CPU's alarm lock and interrupts it); guest%: guest CPUs not idle; qemu%: the QEMU process's host CPU (100 = one core); host%: the whole host busy");
+    println!(
+        "irq-late: releases whose timer interrupt came > 250 us after the due instant; disp>250: > 250 us from that interrupt to the thread running;"
+    );
+    println!(
+        "irqoff: longest IrqSpinLock interrupts-off section (us); remote: alarms armed/cancelled from another CPU (each takes that CPU's alarm lock and interrupts it); guest%: guest CPUs not idle; qemu%: the QEMU process's host CPU (100 = one core); host%: the whole host busy"
+    );
 }
 
 /// Sends `frames` on a clone of the stream from a thread of its own (the
@@ -582,7 +604,12 @@ fn small_window_pipeline(ctx: &mut Ctx<'_>) -> Result<()> {
         let seconds = started.elapsed().as_secs_f64();
         ctx.figure(
             &format!("30 000 pipelined PINGs, 4 KiB receive buffer, run {run}"),
-            format!("{} replies in {seconds:.1} s ({:.0}/s), longest gap {:.2} s", got / REPLY.len(), (got / REPLY.len()) as f64 / seconds, longest.as_secs_f64()),
+            format!(
+                "{} replies in {seconds:.1} s ({:.0}/s), longest gap {:.2} s",
+                got / REPLY.len(),
+                (got / REPLY.len()) as f64 / seconds,
+                longest.as_secs_f64()
+            ),
         );
         ensure!(got >= expected, "run {run}: stalled after {} of {PINGS} replies (nothing for {longest:?})", got / REPLY.len());
         ensure!(longest < STALL, "run {run}: a {longest:?} stall before all {PINGS} replies came");

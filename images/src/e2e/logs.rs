@@ -60,7 +60,12 @@ fn lines(reply: &Value) -> Result<Vec<Line>> {
             for key in FIELDS {
                 ensure!(field(row, key).is_some(), "LOGS line without `{key}`: {row:?}");
             }
-            Ok(Line { seq: field_int(row, "seq")?, level: field_text(row, "level")?, thread: field_text(row, "thread")?, text: field_text(row, "text")? })
+            Ok(Line {
+                seq: field_int(row, "seq")?,
+                level: field_text(row, "level")?,
+                thread: field_text(row, "thread")?,
+                text: field_text(row, "text")?,
+            })
         })
         .collect()
 }
@@ -281,7 +286,10 @@ fn level_and_json(ctx: &mut Ctx<'_>) -> Result<()> {
     ensure!(seqs.windows(2).all(|pair| pair[1] > pair[0]), "--json lines out of order: {seqs:?}");
     let reply = logs(&mut conn, &["SINCE", &(seqs[0] - 1).to_string()])?;
     ensure!(reply.first().is_some_and(|line| line.seq as u64 == seqs[0]), "LOGS and rtctl --json disagree on seq {}", seqs[0]);
-    ensure!(reply.first().map(|line| line.thread.as_str()) == serde_json::from_str::<Json>(&json_lines[0])?.get("thread").and_then(Json::as_str));
+    ensure!(
+        reply.first().map(|line| line.thread.as_str())
+            == serde_json::from_str::<Json>(&json_lines[0])?.get("thread").and_then(Json::as_str)
+    );
     // A bad level is a usage error.
     let (code, _, _) = ctx.rtctl(&["logs", "--level", "loud"])?;
     ensure!(code == 2, "rtctl logs --level loud exited {code}, not 2");

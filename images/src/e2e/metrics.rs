@@ -42,7 +42,9 @@ fn http_get(address: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, 
     let reply = String::from_utf8_lossy(&reply).into_owned();
     let (head, body) = reply.split_once("\r\n\r\n").with_context(|| format!("no HTTP head in {reply:?}"))?;
     let status: u16 = head.split(' ').nth(1).and_then(|code| code.parse().ok()).with_context(|| format!("status line of {head:?}"))?;
-    let chunked = head.lines().any(|line| line.to_ascii_lowercase().starts_with("transfer-encoding:") && line.to_ascii_lowercase().contains("chunked"));
+    let chunked = head
+        .lines()
+        .any(|line| line.to_ascii_lowercase().starts_with("transfer-encoding:") && line.to_ascii_lowercase().contains("chunked"));
     let body = if chunked { dechunk(body)? } else { body.to_string() };
     Ok((status, body))
 }
@@ -193,12 +195,17 @@ fn prometheus_scrape(ctx: &mut Ctx<'_>) -> Result<()> {
     ctx.figure("GET /metrics bytes", exposition.len().to_string());
     let sample: Vec<&str> = exposition
         .lines()
-        .filter(|line| line.starts_with("rtedge_thread_releases_total") || line.starts_with("rtedge_latency_seconds_count") || line.starts_with("rtedge_heap_used_bytes"))
+        .filter(|line| {
+            line.starts_with("rtedge_thread_releases_total")
+                || line.starts_with("rtedge_latency_seconds_count")
+                || line.starts_with("rtedge_heap_used_bytes")
+        })
         .take(6)
         .collect();
     println!("e2e: GET /metrics (excerpt):\n    {}", sample.join("\n    "));
     let promtool = find_program("promtool")?;
-    let mut check = Command::new(promtool).args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut check =
+        Command::new(promtool).args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     check.stdin.take().context("promtool stdin")?.write_all(exposition.as_bytes())?;
     let output = check.wait_with_output()?;
     ensure!(
@@ -213,7 +220,10 @@ fn prometheus_scrape(ctx: &mut Ctx<'_>) -> Result<()> {
     let types = |text: &str| text.lines().filter(|line| line.starts_with("# TYPE ")).map(str::to_string).collect::<Vec<_>>();
     ensure!(types(&over_resp) == types(&exposition), "METRICS and GET /metrics differ in their families");
     let (code, out, err) = ctx.rtctl(&["metrics", "rtedge_heap"])?;
-    ensure!(code == 0 && out.contains("rtedge_heap_used_bytes ") && !out.contains("rtedge_thread"), "rtctl metrics rtedge_heap: {code} {out} {err}");
+    ensure!(
+        code == 0 && out.contains("rtedge_heap_used_bytes ") && !out.contains("rtedge_thread"),
+        "rtctl metrics rtedge_heap: {code} {out} {err}"
+    );
 
     let prometheus = Prometheus::start(&ctx.scratch, address)?;
     let up = within(Duration::from_secs(90), || {

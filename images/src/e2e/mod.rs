@@ -16,11 +16,11 @@ pub mod docs;
 pub mod fleet;
 pub mod guest;
 pub mod hostile;
+pub mod instances;
 pub mod isolation;
 pub mod logs;
-pub mod instances;
-pub mod names;
 pub mod metrics;
+pub mod names;
 pub mod programs;
 pub mod resp;
 
@@ -163,7 +163,9 @@ impl Ctx<'_> {
         match status {
             Some(status) => Ok((status.code().unwrap_or(-1), out, err)),
             None if found => Ok((0, out, err)),
-            None if needle.is_some() => bail!("`{}` not seen within {limit:?} from {description}; got {out:?} {err:?}", needle.unwrap_or_default()),
+            None if needle.is_some() => {
+                bail!("`{}` not seen within {limit:?} from {description}; got {out:?} {err:?}", needle.unwrap_or_default())
+            }
             None => bail!("{description} did not finish within {limit:?}; got {out:?} {err:?}"),
         }
     }
@@ -307,8 +309,18 @@ pub fn run(plan: &Plan<'_>) -> Result<Report> {
     let mut report = Report { passed: 0, failed: Vec::new(), skipped: Vec::new() };
     std::fs::create_dir_all(&plan.scratch)?;
     let reference = plan.hypervisors.iter().copied().find(|hv| hv.is_qemu()).unwrap_or(Hypervisor::QemuMicrovm);
-    let shared: Vec<&Scenario> = control::SCENARIOS.iter().chain(programs::SCENARIOS.iter()).chain(hostile::SCENARIOS.iter()).chain(isolation::SCENARIOS.iter()).chain(names::SCENARIOS.iter()).chain(metrics::SCENARIOS.iter()).chain(logs::SCENARIOS.iter()).chain(docs::SCENARIOS.iter()).collect();
-    let fresh: Vec<&Scenario> = programs::FRESH_BOOT.iter().chain(std::iter::once(&control::SHUTDOWN)).chain(std::iter::once(&docs::TOUR)).collect();
+    let shared: Vec<&Scenario> = control::SCENARIOS
+        .iter()
+        .chain(programs::SCENARIOS.iter())
+        .chain(hostile::SCENARIOS.iter())
+        .chain(isolation::SCENARIOS.iter())
+        .chain(names::SCENARIOS.iter())
+        .chain(metrics::SCENARIOS.iter())
+        .chain(logs::SCENARIOS.iter())
+        .chain(docs::SCENARIOS.iter())
+        .collect();
+    let fresh: Vec<&Scenario> =
+        programs::FRESH_BOOT.iter().chain(std::iter::once(&control::SHUTDOWN)).chain(std::iter::once(&docs::TOUR)).collect();
     for &hypervisor in &plan.hypervisors {
         let wanted = |scenario: &&Scenario| applies(scenario, hypervisor, reference) && selected(plan, scenario.name);
         let on_shared: Vec<&Scenario> = shared.iter().copied().filter(wanted).collect();
@@ -442,19 +454,14 @@ fn boot_ready(spec: &GuestSpec<'_>, token: &str) -> Result<Guest> {
         match attempt {
             Ok(reply) if reply == "PONG" => break,
             _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(250)),
-            other => bail!(
-                "the control plane did not answer within {limit:?} ({other:?}); console:\n{}",
-                guest::tail(&guest.console(), 20)
-            ),
+            other => {
+                bail!("the control plane did not answer within {limit:?} ({other:?}); console:\n{}", guest::tail(&guest.console(), 20))
+            }
         }
     }
     // The control plane answers before the application has registered its
     // modules, statics and commands; the scenarios need those.
     guest.wait_console("modules: loaded", limit)?;
-    println!(
-        "e2e: [{}] appliance up, control plane answering after {:.1} s",
-        spec.hypervisor,
-        guest.booted_at.elapsed().as_secs_f64()
-    );
+    println!("e2e: [{}] appliance up, control plane answering after {:.1} s", spec.hypervisor, guest.booted_at.elapsed().as_secs_f64());
     Ok(guest)
 }

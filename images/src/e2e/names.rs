@@ -159,7 +159,17 @@ fn listed_names_act(ctx: &mut Ctx<'_>) -> Result<()> {
             expect_error(&reply, "ERR soft IRQ").with_context(|| format!("SOFTIRQ RAISE {name} (no handler)"))?;
         }
     }
-    ctx.figure("listed", format!("{} tasklets, {} timers, {} workqueues, {} work items, {} soft IRQs", tasklets.len(), timers.len(), queues.len(), work_items.len(), softirqs.len()));
+    ctx.figure(
+        "listed",
+        format!(
+            "{} tasklets, {} timers, {} workqueues, {} work items, {} soft IRQs",
+            tasklets.len(),
+            timers.len(),
+            queues.len(),
+            work_items.len(),
+            softirqs.len()
+        ),
+    );
     Ok(())
 }
 
@@ -191,10 +201,7 @@ fn unload_removes(ctx: &mut Ctx<'_>) -> Result<()> {
         ensure!(field_text(&listed, "owner")? == module, "{what}: owner {:?}, not {module}", field_text(&listed, "owner")?);
     }
     // The heartbeat belongs to no module.
-    ensure!(
-        count_text(&mut conn, &["TIMERS"], super::programs::NAMED_TIMER, "owner")? == "-",
-        "the heartbeat has a module owner"
-    );
+    ensure!(count_text(&mut conn, &["TIMERS"], super::programs::NAMED_TIMER, "owner")? == "-", "the heartbeat has a module owner");
     for module in ["tasklet", "job", "softirq-latency"] {
         call_ok(&mut conn, &["MODULE", "UNLOAD", module])?;
         for (owner, listing, name) in OWNED.iter().filter(|(owner, _, _)| *owner == module) {

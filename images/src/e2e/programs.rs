@@ -298,9 +298,7 @@ fn json_raw<'a>(payload: &'a str, key: &str) -> Option<&'a str> {
 }
 
 fn json_int(payload: &str, key: &str) -> Result<i64> {
-    json_raw(payload, key)
-        .and_then(|raw| raw.parse().ok())
-        .with_context(|| format!("no integer `{key}` in {payload}"))
+    json_raw(payload, key).and_then(|raw| raw.parse().ok()).with_context(|| format!("no integer `{key}` in {payload}"))
 }
 
 fn json_text<'a>(payload: &'a str, key: &str) -> Result<&'a str> {
@@ -459,7 +457,8 @@ fn tasklet(ctx: &mut Ctx<'_>) -> Result<()> {
     ensure!(first.contains("tasklet: Linux tasklet called in init_module at "), "the first run is init's: {first}");
     let tenth = ctx.guest.wait_console_from(mark, "(run 10,", LONG_WAIT)?;
     ensure!(tenth.contains("tasklet: Linux tasklet received RT-Thread arg \"2a\" (9) at "), "run 10 carries period 9's message: {tenth}");
-    let logged: Vec<u64> = lines_with(&ctx.guest.console_since(mark), "RT->tasklet").iter().filter_map(|line| number_after(line, "RT->tasklet")).collect();
+    let logged: Vec<u64> =
+        lines_with(&ctx.guest.console_since(mark), "RT->tasklet").iter().filter_map(|line| number_after(line, "RT->tasklet")).collect();
     ctx.figure("RT->tasklet delay logged on runs 1 and 10", format!("{logged:?} us"));
 
     // runs = periods + 1 (init's run), and both keep counting.
@@ -532,10 +531,7 @@ fn tasklet_disable(ctx: &mut Ctx<'_>) -> Result<()> {
     let mark = ctx.guest.console_mark();
     cli_is(ctx, &["KILL", "tasklet-disable-rt"], "OK")?;
     let pending = events.wait("events", "tasklet-pending-run", WAIT, |_| true)?;
-    ensure!(
-        json_int(&pending, "runs")? == at_disable + 1 && json_int(&pending, "since_enable")? == 1,
-        "the pending run: {pending}"
-    );
+    ensure!(json_int(&pending, "runs")? == at_disable + 1 && json_int(&pending, "since_enable")? == 1, "the pending run: {pending}");
     events.wait("threads.exit", "exit", WAIT, |payload| json_raw(payload, "thread") == Some("tasklet-disable-rt"))?;
     in_order(
         &ctx.guest.console_since(mark),
@@ -616,13 +612,17 @@ fn rtalloc(ctx: &mut Ctx<'_>) -> Result<()> {
     let pool = info(&mut conn, "rtpool")?;
     ensure!(info_int(&pool, "in_use")? == POOL_BUFFERS && info_int(&pool, "bytes")? == all_bytes, "INFO rtpool when exhausted:\n{pool}");
     ensure!(get_bool(&mut conn, "rtalloc.exhausted")?, "rtalloc.exhausted");
-    ensure!(get_int(&mut conn, "rtalloc.buffers")? == POOL_BUFFERS && get_int(&mut conn, "rtalloc.bytes")? == all_bytes, "rtalloc.buffers/bytes");
+    ensure!(
+        get_int(&mut conn, "rtalloc.buffers")? == POOL_BUFFERS && get_int(&mut conn, "rtalloc.bytes")? == all_bytes,
+        "rtalloc.buffers/bytes"
+    );
     ctx.guest.wait_console(&format!("rtalloc-rt: No more buffers available ({POOL_BUFFERS} held); the thread keeps running"), WAIT)?;
 
     // The thread keeps running and asking; once its requests pass 128 KiB
     // they are refused as too large, never truncated.
     let too_large = RTALLOC_STEP * (POOL_MAX_SIZE / RTALLOC_STEP + 1);
-    let refusal = watch.wait("rtpool", "alloc-failed", LONG_WAIT, |payload| json_int(payload, "size").is_ok_and(|size| size > POOL_MAX_SIZE))?;
+    let refusal =
+        watch.wait("rtpool", "alloc-failed", LONG_WAIT, |payload| json_int(payload, "size").is_ok_and(|size| size > POOL_MAX_SIZE))?;
     ensure!(
         json_int(&refusal, "size")? == too_large && json_text(&refusal, "reason")? == "request larger than 128 KiB",
         "the first request over 128 KiB: {refusal}"
@@ -671,7 +671,8 @@ fn buddy(ctx: &mut Ctx<'_>) -> Result<()> {
     module(&mut conn, "UNLOAD", "buddy")?;
     module(&mut conn, "LOAD", "buddy")?;
     wait_for("buddy.active", WAIT, || Ok(get_bool(&mut conn, "buddy.active")?.then_some(())))?;
-    let rt = wait_for("rt-sleeper suspends itself", WAIT, || Ok(live_thread(&mut conn, "rt-sleeper")?.filter(|row| row.state == "suspended")))?;
+    let rt =
+        wait_for("rt-sleeper suspends itself", WAIT, || Ok(live_thread(&mut conn, "rt-sleeper")?.filter(|row| row.state == "suspended")))?;
     ensure!(rt.kind == "rt", "rt-sleeper is an RT thread: {rt:?}");
     let buddy = live_thread(&mut conn, "buddy/rt-sleeper")?.context("no thread buddy/rt-sleeper")?;
     ensure!(buddy.kind == "kernel" && buddy.nice == 19, "the buddy is a nice-19 kernel thread: {buddy:?}");
@@ -749,7 +750,14 @@ fn softirq_latency(ctx: &mut Ctx<'_>) -> Result<()> {
     }
     ensure!(batches.windows(2).all(|pair| pair[0].0 < pair[1].0), "batches in time order: {batches:?}");
     let gaps: Vec<String> = batches.windows(2).map(|pair| format!("{} ms", (pair[1].0 - pair[0].0) / 1_000_000)).collect();
-    ctx.figure("softirq batches (min..max us)", batches.iter().map(|(_, min, max)| format!("{:.1}..{:.1}", *min as f64 / 1000.0, *max as f64 / 1000.0)).collect::<Vec<_>>().join(", "));
+    ctx.figure(
+        "softirq batches (min..max us)",
+        batches
+            .iter()
+            .map(|(_, min, max)| format!("{:.1}..{:.1}", *min as f64 / 1000.0, *max as f64 / 1000.0))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     ctx.figure("guest time between batches of 500 samples (1 ms period)", gaps.join(", "));
     let (count, figure) = latency_figure(&mut conn, "softirq.latency")?;
     ensure!(count >= 1000, "LATENCY softirq.latency has {count} samples after 3 batches");
@@ -852,8 +860,13 @@ fn serial_irq(ctx: &mut Ctx<'_>) -> Result<()> {
     let (kernel_name, before) = irq_vector(&mut conn, vector)?.with_context(|| format!("IRQS lost vector {vector}"))?;
     ensure!(!matches!(conn.call(&["GET", "serial.irqs"])?, Value::Integer(_)), "serial.irqs is still a key after the unload");
     ctx.guest.type_keys(b"kernel-keys")?;
-    let (_, total) = wait_for("the kernel's handler counts typed keys", WAIT, || Ok(irq_vector(&mut conn, vector)?.filter(|(_, total)| *total > before)))?;
-    ctx.figure("the serial line's handler after the unload", format!("`{kernel_name}` on vector {vector:#x}, {} interrupts for 11 keys", total - before));
+    let (_, total) = wait_for("the kernel's handler counts typed keys", WAIT, || {
+        Ok(irq_vector(&mut conn, vector)?.filter(|(_, total)| *total > before))
+    })?;
+    ctx.figure(
+        "the serial line's handler after the unload",
+        format!("`{kernel_name}` on vector {vector:#x}, {} interrupts for 11 keys", total - before),
+    );
     module(&mut conn, "LOAD", "serial-irq")?;
     let (again, _) = irq_row(&mut conn, APP_IRQ_HANDLER)?.context("IRQS has no application handler after the reload")?;
     ensure!(again == vector, "the application handler is back on vector {again}, not {vector}");
@@ -887,9 +900,13 @@ fn shm(ctx: &mut Ctx<'_>) -> Result<()> {
     let memory = info(&mut conn, "memory")?;
     let size = info_int(&memory, "reserved_region_size")?;
     let base_text = info_field(&memory, "reserved_region_base").context("INFO memory has no reserved_region_base")?;
-    let base = i64::from_str_radix(base_text.trim().trim_start_matches("0x"), 16).with_context(|| format!("reserved_region_base:{base_text}"))?;
+    let base =
+        i64::from_str_radix(base_text.trim().trim_start_matches("0x"), 16).with_context(|| format!("reserved_region_base:{base_text}"))?;
     ensure!(size == RAW_REGION_SIZE, "reserved_region_size {size}: reserve=2M asks for {RAW_REGION_SIZE}");
-    ensure!(get_int(&mut conn, "raw.base")? == base && get_int(&mut conn, "raw.size")? == size, "raw.base/raw.size differ from INFO memory");
+    ensure!(
+        get_int(&mut conn, "raw.base")? == base && get_int(&mut conn, "raw.size")? == size,
+        "raw.base/raw.size differ from INFO memory"
+    );
     ensure!(base % 4096 == 0 && base > 0, "the raw region at {base:#x}");
     ctx.figure("raw region", format!("{base:#x}, {} KiB", size / 1024));
     let periods = get_int(&mut conn, "raw.periods")?;
@@ -989,8 +1006,10 @@ fn kmore(ctx: &mut Ctx<'_>) -> Result<()> {
 
     // The archive as FILES lists it.
     let listing = conn.call(&["FILES", "/"])?;
-    let entries: Vec<(String, String, i64)> =
-        items(&listing)?.iter().map(|entry| Ok((field_text(entry, "name")?, field_text(entry, "kind")?, field_int(entry, "size")?))).collect::<Result<_>>()?;
+    let entries: Vec<(String, String, i64)> = items(&listing)?
+        .iter()
+        .map(|entry| Ok((field_text(entry, "name")?, field_text(entry, "kind")?, field_int(entry, "size")?)))
+        .collect::<Result<_>>()?;
     let hello = entries.iter().find(|(name, ..)| name == "hello.txt").with_context(|| format!("FILES / has no hello.txt: {entries:?}"))?;
     ensure!(hello.2 == HELLO_SIZE as i64, "FILES / hello.txt: {hello:?}");
     let etc = entries.iter().find(|(name, ..)| name == "etc").with_context(|| format!("FILES / has no etc: {entries:?}"))?;
@@ -1117,7 +1136,8 @@ fn module_cycles(ctx: &mut Ctx<'_>) -> Result<()> {
     }
     let (code, table, err) = ctx.rtctl(&["modules"])?;
     ensure!(code == 0 && MODULES.iter().all(|name| table.contains(name)), "rtctl modules: {code} {table}{err}");
-    for (name, threads) in [("tasklet", 1), ("rtalloc", 1), ("buddy", 2), ("softirq-latency", 1), ("shm", 1), ("job", 1), ("serial-irq", 0)] {
+    for (name, threads) in [("tasklet", 1), ("rtalloc", 1), ("buddy", 2), ("softirq-latency", 1), ("shm", 1), ("job", 1), ("serial-irq", 0)]
+    {
         let listed_threads = listed.get(name).map(|(_, threads, _)| *threads);
         ensure!(listed_threads == Some(threads), "MODULE LIST {name}: {listed_threads:?} threads, expected {threads}");
     }

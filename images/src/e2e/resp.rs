@@ -20,9 +20,7 @@ pub struct Conn {
 
 impl Conn {
     pub fn connect(target: &Target) -> Result<Conn> {
-        let stream = target
-            .connect(TIMEOUT)
-            .with_context(|| format!("cannot connect to {}:{}", target.host(), target.port()))?;
+        let stream = target.connect(TIMEOUT).with_context(|| format!("cannot connect to {}:{}", target.host(), target.port()))?;
         stream.set_read_timeout(Some(TIMEOUT))?;
         stream.set_write_timeout(Some(TIMEOUT))?;
         stream.set_nodelay(true)?;
@@ -146,11 +144,7 @@ pub fn expect_error(value: &Value, prefix: &str) -> Result<String> {
     match value {
         Value::Error(bytes) => {
             let message = String::from_utf8_lossy(bytes).into_owned();
-            if message.starts_with(prefix) {
-                Ok(message)
-            } else {
-                bail!("expected an error starting with `{prefix}`, got `{message}`")
-            }
+            if message.starts_with(prefix) { Ok(message) } else { bail!("expected an error starting with `{prefix}`, got `{message}`") }
         }
         other => bail!("expected an error `{prefix}...`, got {other:?}"),
     }
@@ -159,10 +153,9 @@ pub fn expect_error(value: &Value, prefix: &str) -> Result<String> {
 pub fn integer(value: &Value) -> Result<i64> {
     match value {
         Value::Integer(n) => Ok(*n),
-        Value::Bulk(bytes) | Value::Simple(bytes) => String::from_utf8_lossy(bytes)
-            .trim()
-            .parse()
-            .map_err(|_| anyhow!("expected an integer, got {value:?}")),
+        Value::Bulk(bytes) | Value::Simple(bytes) => {
+            String::from_utf8_lossy(bytes).trim().parse().map_err(|_| anyhow!("expected an integer, got {value:?}"))
+        }
         other => bail!("expected an integer, got {other:?}"),
     }
 }

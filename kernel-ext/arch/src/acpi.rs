@@ -256,21 +256,16 @@ fn parse_madt(data: &[u8]) -> Option<Madt> {
                     madt.cpu_count += 1;
                 }
             }
-            1 if len >= 12
-                && madt.io_apic_count < MAX_IO_APICS => {
-                    madt.io_apics[madt.io_apic_count] =
-                        IoApicEntry { id: entry[2], address: u64::from(u32_at(entry, 4)?), gsi_base: u32_at(entry, 8)? };
-                    madt.io_apic_count += 1;
-                }
-            2 if len >= 10
-                && madt.override_count < MAX_OVERRIDES => {
-                    madt.overrides[madt.override_count] = InterruptOverride {
-                        source: entry[3],
-                        gsi: u32_at(entry, 4)?,
-                        flags: u16::from_le_bytes([entry[8], entry[9]]),
-                    };
-                    madt.override_count += 1;
-                }
+            1 if len >= 12 && madt.io_apic_count < MAX_IO_APICS => {
+                madt.io_apics[madt.io_apic_count] =
+                    IoApicEntry { id: entry[2], address: u64::from(u32_at(entry, 4)?), gsi_base: u32_at(entry, 8)? };
+                madt.io_apic_count += 1;
+            }
+            2 if len >= 10 && madt.override_count < MAX_OVERRIDES => {
+                madt.overrides[madt.override_count] =
+                    InterruptOverride { source: entry[3], gsi: u32_at(entry, 4)?, flags: u16::from_le_bytes([entry[8], entry[9]]) };
+                madt.override_count += 1;
+            }
             5 if len >= 12 => {
                 madt.local_apic_address = u64_at(entry, 4)?;
             }

@@ -186,8 +186,7 @@ const MSR_KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
 /// Whether this is KVM offering its paravirtual clock
 /// (KVM_FEATURE_CLOCKSOURCE2, the `_NEW` MSRs).
 fn kvm_clock_offered() -> bool {
-    cpu::hypervisor_signature().is_some_and(|signature| &signature == b"KVMKVMKVM\0\0\0")
-        && cpu::cpuid(0x4000_0001, 0).0 & (1 << 3) != 0
+    cpu::hypervisor_signature().is_some_and(|signature| &signature == b"KVMKVMKVM\0\0\0") && cpu::cpuid(0x4000_0001, 0).0 & (1 << 3) != 0
 }
 
 /// Reads the TSC rate from KVM's paravirtual clock: KVM publishes the scale
@@ -344,9 +343,10 @@ pub fn calibrate(hint_khz: Option<u32>) -> Result<Calibration, CalibrationError>
         }
     }
     if found.is_none()
-        && let Some(hz) = from_kvm_clock() {
-            found = Some(Calibration { tsc_hz: hz, source: TscSource::KvmClock });
-        }
+        && let Some(hz) = from_kvm_clock()
+    {
+        found = Some(Calibration { tsc_hz: hz, source: TscSource::KvmClock });
+    }
     match found {
         Some(calibration) => {
             if apic::timer_mode() == apic::TimerMode::OneShot {
@@ -354,8 +354,6 @@ pub fn calibrate(hint_khz: Option<u32>) -> Result<Calibration, CalibrationError>
             }
             Ok(calibration)
         }
-        None => measure_with_pit()
-            .map(|tsc_hz| Calibration { tsc_hz, source: TscSource::Pit })
-            .ok_or(CalibrationError::NoSource),
+        None => measure_with_pit().map(|tsc_hz| Calibration { tsc_hz, source: TscSource::Pit }).ok_or(CalibrationError::NoSource),
     }
 }

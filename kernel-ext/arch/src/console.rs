@@ -4,7 +4,7 @@
 //! shared memory (uhyve's parameter block) is atomics behind its own
 //! bounded try-lock, with byte-by-byte output as the fallback.
 
-use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, compiler_fence};
 
 use crate::cpu;
 

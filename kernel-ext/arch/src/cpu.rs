@@ -37,9 +37,7 @@ pub unsafe fn read_msr(msr: u32) -> u64 {
 #[inline]
 pub unsafe fn write_msr(msr: u32, value: u64) {
     // SAFETY: the caller guarantees the MSR and value are valid.
-    unsafe {
-        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags))
-    };
+    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags)) };
 }
 
 /// Writes a byte to an I/O port. Port writes are not `nomem`: some are

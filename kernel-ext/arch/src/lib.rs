@@ -6,14 +6,14 @@
 //! installs, and reports what the hardware says.
 #![no_std]
 
+pub mod acpi;
+pub mod apic;
 pub mod boot;
+pub mod calibrate;
 pub mod console;
 pub mod cpu;
 pub mod exit;
 pub mod ioapic;
-pub mod acpi;
-pub mod apic;
-pub mod calibrate;
 pub mod paging;
 pub mod rtc;
 pub mod smp;

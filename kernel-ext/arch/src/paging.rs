@@ -312,4 +312,3 @@ pub fn build_kernel_space(ram_end: u64, guards: &[u64], frames: &mut dyn FrameSo
     }
     Ok(space)
 }
-

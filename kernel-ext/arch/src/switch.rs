@@ -46,13 +46,13 @@ impl Context {
     /// least 128 bytes that nothing else uses.
     pub unsafe fn prepare(&mut self, stack_top: u64, entry: extern "C" fn(u64) -> !, argument: u64) {
         let frame: [u64; 8] = [
-            0x2,                                      // RFLAGS: interrupts off
-            0,                                        // r15
-            0,                                        // r14
-            argument,                                 // r13
-            entry as usize as u64,                    // r12
-            0,                                        // rbx
-            0,                                        // rbp
+            0x2,                                          // RFLAGS: interrupts off
+            0,                                            // r15
+            0,                                            // r14
+            argument,                                     // r13
+            entry as usize as u64,                        // r12
+            0,                                            // rbx
+            0,                                            // rbp
             rtedge_thread_trampoline as *const () as u64, // return address
         ];
         let base = stack_top - 8 * frame.len() as u64;

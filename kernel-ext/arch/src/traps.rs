@@ -224,9 +224,7 @@ struct Gate {
 #[repr(C, align(16))]
 struct Idt([Gate; 256]);
 
-static mut IDT: Idt = Idt(
-    [Gate { offset_low: 0, selector: 0, options: 0, offset_middle: 0, offset_high: 0, reserved: 0 }; 256],
-);
+static mut IDT: Idt = Idt([Gate { offset_low: 0, selector: 0, options: 0, offset_middle: 0, offset_high: 0, reserved: 0 }; 256]);
 
 /// Fills the IDT (once, on the boot CPU).
 ///

@@ -382,8 +382,21 @@ mod tests {
     #[test]
     fn s5_package_with_byte_prefixes_and_root_name() {
         let aml = [
-            AML_NAME, b'\\', b'_', b'S', b'5', b'_', AML_PACKAGE, 0x0a, 0x04, AML_BYTE_PREFIX, 0x05, AML_BYTE_PREFIX, 0x07,
-            AML_ZERO, AML_ZERO,
+            AML_NAME,
+            b'\\',
+            b'_',
+            b'S',
+            b'5',
+            b'_',
+            AML_PACKAGE,
+            0x0a,
+            0x04,
+            AML_BYTE_PREFIX,
+            0x05,
+            AML_BYTE_PREFIX,
+            0x07,
+            AML_ZERO,
+            AML_ZERO,
         ];
         assert_eq!(s5_sleep_types(&aml), Some((5, 7)));
     }
@@ -392,8 +405,25 @@ mod tests {
     fn s5_after_a_reference_that_is_not_a_name_declaration() {
         // A method that mentions _S5_ first (no NameOp before it), then the object.
         let aml = [
-            0x70, b'_', b'S', b'5', b'_', 0x60, AML_NAME, b'_', b'S', b'5', b'_', AML_PACKAGE, 0x40, 0x07, 0x02, AML_ONE,
-            AML_WORD_PREFIX, 0x06, 0x00,
+            0x70,
+            b'_',
+            b'S',
+            b'5',
+            b'_',
+            0x60,
+            AML_NAME,
+            b'_',
+            b'S',
+            b'5',
+            b'_',
+            AML_PACKAGE,
+            0x40,
+            0x07,
+            0x02,
+            AML_ONE,
+            AML_WORD_PREFIX,
+            0x06,
+            0x00,
         ];
         assert_eq!(s5_sleep_types(&aml), Some((1, 6)), "two-byte PkgLength skipped, first match ignored");
     }

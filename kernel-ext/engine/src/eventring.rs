@@ -225,9 +225,7 @@ impl<const N: usize> ChannelTable<N> {
 
     /// (emitted, dropped) of entry `number`.
     pub fn counts(&self, number: usize) -> (u64, u64) {
-        self.entries
-            .get(number)
-            .map_or((0, 0), |entry| (entry.emitted.load(Ordering::Relaxed), entry.dropped.load(Ordering::Relaxed)))
+        self.entries.get(number).map_or((0, 0), |entry| (entry.emitted.load(Ordering::Relaxed), entry.dropped.load(Ordering::Relaxed)))
     }
 
     /// Entries.

@@ -13,9 +13,9 @@ extern crate alloc;
 
 pub mod acpi;
 pub mod clock;
+pub mod cmdline;
 pub mod eventring;
 pub mod handler;
-pub mod cmdline;
 pub mod histogram;
 pub mod loghistory;
 pub mod logring;
@@ -27,6 +27,6 @@ pub mod seqlock;
 pub mod softirq;
 pub mod sync;
 pub mod tasklet;
+pub mod timerqueue;
 pub mod timers;
 pub mod work;
-pub mod timerqueue;

@@ -55,10 +55,7 @@ const TRUNCATED_BIT: u64 = 1 << 8;
 
 impl RecordHeader {
     fn pack(self, len: usize) -> u64 {
-        u64::from(self.level)
-            | if self.truncated { TRUNCATED_BIT } else { 0 }
-            | ((len as u64 & 0xffff) << 16)
-            | (u64::from(self.cpu) << 32)
+        u64::from(self.level) | if self.truncated { TRUNCATED_BIT } else { 0 } | ((len as u64 & 0xffff) << 16) | (u64::from(self.cpu) << 32)
     }
 
     fn unpack(word: u64, thread: u64, timestamp_ns: u64) -> (Self, usize) {
@@ -160,23 +157,13 @@ impl<const SLOTS: usize, const WORDS: usize> LogRing<SLOTS, WORDS> {
     #[cfg(not(loom))]
     pub const fn new() -> Self {
         // All zero: a static ring lives in .bss, not in the image.
-        Self {
-            head: AtomicU64::new(0),
-            tail: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            slots: [const { Slot::new() }; SLOTS],
-        }
+        Self { head: AtomicU64::new(0), tail: AtomicU64::new(0), dropped: AtomicU64::new(0), slots: [const { Slot::new() }; SLOTS] }
     }
 
     /// An empty ring. `SLOTS` must be at least 1.
     #[cfg(loom)]
     pub fn new() -> Self {
-        Self {
-            head: AtomicU64::new(0),
-            tail: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            slots: core::array::from_fn(|_| Slot::new()),
-        }
+        Self { head: AtomicU64::new(0), tail: AtomicU64::new(0), dropped: AtomicU64::new(0), slots: core::array::from_fn(|_| Slot::new()) }
     }
 
     /// Bytes of text a record can hold.

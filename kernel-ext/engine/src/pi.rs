@@ -211,9 +211,7 @@ impl OwnerWord {
         if word == 0 {
             return if self.try_lock(me) { Arrival::Owned } else { Arrival::Retry };
         }
-        if word & HAS_WAITERS != 0
-            || self.0.compare_exchange(word, word | HAS_WAITERS, Ordering::Acquire, Ordering::Relaxed).is_ok()
-        {
+        if word & HAS_WAITERS != 0 || self.0.compare_exchange(word, word | HAS_WAITERS, Ordering::Acquire, Ordering::Relaxed).is_ok() {
             Arrival::Wait { owner: word & !HAS_WAITERS }
         } else {
             Arrival::Retry

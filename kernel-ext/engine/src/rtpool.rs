@@ -174,11 +174,7 @@ impl<const N: usize> RequestSlots<N> {
                 continue;
             }
             let generation = generation_of(current);
-            if slot
-                .state
-                .compare_exchange(current, word(generation, FILLING), Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
+            if slot.state.compare_exchange(current, word(generation, FILLING), Ordering::Acquire, Ordering::Relaxed).is_ok() {
                 return Some(Reservation { slot: index, generation });
             }
         }
@@ -204,16 +200,8 @@ impl<const N: usize> RequestSlots<N> {
             return None;
         }
         let generation = generation_of(current);
-        entry
-            .state
-            .compare_exchange(current, word(generation, SERVING), Ordering::Acquire, Ordering::Relaxed)
-            .ok()?;
-        Some(Claim {
-            slot,
-            generation,
-            thread: entry.thread.load(Ordering::Relaxed),
-            size: entry.size.load(Ordering::Relaxed),
-        })
+        entry.state.compare_exchange(current, word(generation, SERVING), Ordering::Acquire, Ordering::Relaxed).ok()?;
+        Some(Claim { slot, generation, thread: entry.thread.load(Ordering::Relaxed), size: entry.size.load(Ordering::Relaxed) })
     }
 
     /// The server hands `result` to the claimed request, or learns that its

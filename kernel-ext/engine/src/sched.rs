@@ -40,8 +40,8 @@ const NIL: Slot = Slot::MAX;
 
 /// Linux's nice-to-weight table: each step is about 10% of CPU.
 const WEIGHTS: [u32; 40] = [
-    88761, 71755, 56483, 46273, 36291, 29154, 23254, 18705, 14949, 11916, 9548, 7620, 6100, 4904, 3906, 3121, 2501, 1991,
-    1586, 1277, 1024, 820, 655, 526, 423, 335, 272, 215, 172, 137, 110, 87, 70, 56, 45, 36, 29, 23, 18, 15,
+    88761, 71755, 56483, 46273, 36291, 29154, 23254, 18705, 14949, 11916, 9548, 7620, 6100, 4904, 3906, 3121, 2501, 1991, 1586, 1277, 1024,
+    820, 655, 526, 423, 335, 272, 215, 172, 137, 110, 87, 70, 56, 45, 36, 29, 23, 18, 15,
 ];
 
 /// The weight of a fair thread with `nice`.
@@ -165,8 +165,7 @@ impl RunQueue {
     }
 
     fn is_queued(&self, slot: Slot) -> bool {
-        self.links.get(usize::from(slot)).is_some_and(|link| link.queued)
-            || self.fair.iter().any(|entry| entry.slot == slot)
+        self.links.get(usize::from(slot)).is_some_and(|link| link.queued) || self.fair.iter().any(|entry| entry.slot == slot)
     }
 
     /// Queues a real-time thread at `priority`; at the head of its level if
@@ -287,12 +286,7 @@ impl RunQueue {
             self.remove(slot);
             return Some(Picked::Realtime { slot, priority });
         }
-        let position = self
-            .fair
-            .iter()
-            .enumerate()
-            .min_by_key(|(index, entry)| (entry.vruntime, *index))
-            .map(|(index, _)| index)?;
+        let position = self.fair.iter().enumerate().min_by_key(|(index, entry)| (entry.vruntime, *index)).map(|(index, _)| index)?;
         // Keep arrival order among the rest: remove without swapping.
         let entry = self.fair.remove(position);
         self.fair_weight -= u64::from(entry.weight);

@@ -17,7 +17,7 @@
 //! sequence (release); the reader loads the sequence (acquire), the words,
 //! fences (acquire) and loads the sequence again.
 
-use crate::sync::{fence, spin_loop, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, fence, spin_loop};
 
 /// Up to `WORDS * 8` bytes under a sequence lock.
 #[derive(Debug)]

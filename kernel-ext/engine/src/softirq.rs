@@ -158,7 +158,13 @@ pub fn dispatch<H: Copy>(cpu: &SoftirqCpu, slot: &HandlerSlot<H>, index: usize, 
 /// pending bit on every CPU. On return the slot may take a new handler
 /// (`install`), which no earlier raise can reach. `false` (nothing done)
 /// if that registration is not live (already freed).
-pub fn close<'a, H: Copy>(slot: &HandlerSlot<H>, index: usize, generation: u32, cpus: impl IntoIterator<Item = &'a SoftirqCpu>, wait: impl FnMut()) -> bool {
+pub fn close<'a, H: Copy>(
+    slot: &HandlerSlot<H>,
+    index: usize,
+    generation: u32,
+    cpus: impl IntoIterator<Item = &'a SoftirqCpu>,
+    wait: impl FnMut(),
+) -> bool {
     if !slot.remove(Some(generation), wait) {
         return false;
     }

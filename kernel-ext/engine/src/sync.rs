@@ -8,15 +8,9 @@
 //! outside loom (loom's atomics cannot be built in a constant).
 
 #[cfg(not(loom))]
-pub use core::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering,
-    fence,
-};
+pub use core::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 #[cfg(loom)]
-pub use loom::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering,
-    fence,
-};
+pub use loom::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
 /// One turn of a spin-wait. Under loom it yields to the model's scheduler, so
 /// a model whose thread waits on another's progress terminates.

@@ -17,7 +17,6 @@
 //! the queue, SCHED kept) instead of being re-queued in a loop, and `enable`
 //! re-queues it: the same observable behaviour without a busy softirq.
 
-
 use crate::sync::{AtomicU32, Ordering};
 
 /// One tasklet's state word, with the transitions below applied by

@@ -183,10 +183,7 @@ impl WorkState {
     /// PENDING|TIMER (the caller arms the timer). False if already pending
     /// or being cancelled.
     pub fn claim_timer(&self) -> bool {
-        self.update(|state| {
-            (!state.is_pending() && !state.is_canceling()).then_some(Snapshot(state.0 | PENDING | TIMER))
-        })
-        .1
+        self.update(|state| (!state.is_pending() && !state.is_canceling()).then_some(Snapshot(state.0 | PENDING | TIMER))).1
     }
 
     /// Where the timer's firing should queue the item (lock that list):

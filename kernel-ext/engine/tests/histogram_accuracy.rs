@@ -72,8 +72,11 @@ fn shape() -> impl Strategy<Value = Shape> {
     prop_oneof![
         (0u64..1_000_000, 1u64..100_000_000).prop_map(|(low, span)| Shape::Uniform { low, span }),
         (0u64..100_000, 1u64..10_000_000).prop_map(|(low, mean)| Shape::Exponential { low, mean }),
-        (100u64..100_000, 100_000u64..10_000_000, 1u64..500)
-            .prop_map(|(first, second, second_per_mille)| Shape::Bimodal { first, second, second_per_mille }),
+        (100u64..100_000, 100_000u64..10_000_000, 1u64..500).prop_map(|(first, second, second_per_mille)| Shape::Bimodal {
+            first,
+            second,
+            second_per_mille
+        }),
         (1u64..100_000, 11u64..30).prop_map(|(scale, alpha_tenths)| Shape::Pareto { scale, alpha_tenths }),
     ]
 }

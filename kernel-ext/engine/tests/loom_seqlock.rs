@@ -27,10 +27,7 @@ fn a_read_never_mixes_two_writes() {
             let mut out = [0u8; 16];
             if let Some(len) = text.try_read(&mut out) {
                 let value = &out[..len];
-                assert!(
-                    value.is_empty() || value == [b'A'; 16] || value == [b'B'; 9],
-                    "a torn read: {value:?}"
-                );
+                assert!(value.is_empty() || value == [b'A'; 16] || value == [b'B'; 9], "a torn read: {value:?}");
             }
         }
         writer.join().expect("the thread ends");
@@ -64,7 +61,7 @@ fn writers_exclude_each_other() {
 /// finding: it passes only because the model panics.
 mod todays_logic {
     use loom::cell::UnsafeCell;
-    use loom::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};
+    use loom::sync::atomic::{AtomicU8, AtomicU32, Ordering, fence};
 
     pub struct OldSharedText {
         sequence: AtomicU32,

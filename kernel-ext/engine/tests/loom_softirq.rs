@@ -10,8 +10,8 @@
 //!   handler registered next in the same slot.
 #![cfg(loom)]
 
-use loom::sync::{Arc, Mutex};
 use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use loom::sync::{Arc, Mutex};
 use rtedge_engine::handler::HandlerSlot;
 use rtedge_engine::softirq::{self, SoftirqCpu, bit};
 
@@ -114,7 +114,8 @@ fn raise_is_never_lost() {
         let pending = cpu.pending();
         assert!(
             pending == 0 || !asleep || woken,
-            "a raised softirq is pending ({pending:#x}) with ksoftirqd asleep and no wake-up (sleeping bit {})", cpu.daemon_sleeping()
+            "a raised softirq is pending ({pending:#x}) with ksoftirqd asleep and no wake-up (sleeping bit {})",
+            cpu.daemon_sleeping()
         );
     });
 }

@@ -2,8 +2,8 @@
 //! through the engine's atomics always reach 2. Built only under `--cfg loom`.
 #![cfg(loom)]
 
-use rtedge_engine::sync::{AtomicU32, Ordering};
 use loom::sync::Arc;
+use rtedge_engine::sync::{AtomicU32, Ordering};
 
 #[test]
 fn two_increments_are_never_lost() {

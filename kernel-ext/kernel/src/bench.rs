@@ -632,5 +632,9 @@ fn work_latency(rt_cpu: u32) {
     let _ = thread::join(rt, Some(60 * SECOND));
     *BENCH_RT.lock() = None;
     let mut samples = take_samples();
-    report("work-queue-to-run", &mut samples, &alloc::format!("queued from an RT thread on cpu {rt_cpu} to the events worker's handler start"));
+    report(
+        "work-queue-to-run",
+        &mut samples,
+        &alloc::format!("queued from an RT thread on cpu {rt_cpu} to the events worker's handler start"),
+    );
 }

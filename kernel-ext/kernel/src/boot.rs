@@ -16,8 +16,7 @@ use crate::{console, console_line, memory, smp, softirq, thread, time, trap, vec
 const EXCEPTION_STACK_SIZE: usize = 16 * 1024;
 
 static mut BOOT_CPU_TABLES: CpuTables = CpuTables::new();
-static mut BOOT_CPU_EXCEPTION_STACKS: [GuardedStack<EXCEPTION_STACK_SIZE>; IST_COUNT] =
-    [const { GuardedStack::new() }; IST_COUNT];
+static mut BOOT_CPU_EXCEPTION_STACKS: [GuardedStack<EXCEPTION_STACK_SIZE>; IST_COUNT] = [const { GuardedStack::new() }; IST_COUNT];
 static mut BOOT_CPU_LOCAL: CpuLocal = CpuLocal::new(0);
 
 static mut BOOT_INFO: Option<&'static BootInfo> = None;
@@ -68,11 +67,35 @@ pub fn command_line() -> &'static str {
 
 /// Command line keys the kernel and its subsystems understand.
 const KERNEL_KEYS: &[&str] = &[
-    "log", "boot_only", "x2apic", "reserve", "isolcpus", "irqsoff", "ip", "gw", "dns", "auth", "port", "net", "file",
-    "config", "quiet", "test", "max_clients", "idle_timeout", "rate_limit",
+    "log",
+    "boot_only",
+    "x2apic",
+    "reserve",
+    "isolcpus",
+    "irqsoff",
+    "ip",
+    "gw",
+    "dns",
+    "auth",
+    "port",
+    "net",
+    "file",
+    "config",
+    "quiet",
+    "test",
+    "max_clients",
+    "idle_timeout",
+    "rate_limit",
     // The control plane's admission, time and memory limits (issue 12; net/CONTROL.md).
-    "reserved_clients", "auth_timeout_ms", "preauth_input_bytes", "send_timeout", "auth_failures_per_second",
-    "max_subscription_bytes", "max_transaction_bytes", "control_memory", "net_faults",
+    "reserved_clients",
+    "auth_timeout_ms",
+    "preauth_input_bytes",
+    "send_timeout",
+    "auth_failures_per_second",
+    "max_subscription_bytes",
+    "max_transaction_bytes",
+    "control_memory",
+    "net_faults",
 ];
 
 unsafe extern "Rust" {
@@ -154,10 +177,11 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     let prefer_x2apic = cmdline::get(line, "x2apic").map(|v| cmdline::parse_bool(v).unwrap_or(true)).unwrap_or(true);
     let apic_mode = apic::choose_mode(prefer_x2apic);
     if apic_mode == apic::Mode::XApic
-        && let Err(error) = memory::map_device(apic::xapic_physical_base(), 4096) {
-            console_line!("rtedge: boot failed: cannot map the local APIC: {error}");
-            shutdown::shutdown_with(ExitCode::BootFailure);
-        }
+        && let Err(error) = memory::map_device(apic::xapic_physical_base(), 4096)
+    {
+        console_line!("rtedge: boot failed: cannot map the local APIC: {error}");
+        shutdown::shutdown_with(ExitCode::BootFailure);
+    }
     // SAFETY: the APIC mode is chosen and its registers mapped; interrupts are off.
     unsafe { apic::init_local(vectors::TIMER, vectors::APIC_ERROR) };
     cpu_local::current().apic_id.store(apic::id(), Ordering::Relaxed);
@@ -175,9 +199,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     };
     time::init(calibration, info.boot_tsc);
     match info.uhyve {
-        Some(facts) if facts.boot_time_unix_ns > 0 => {
-            time::set_wall_clock(facts.boot_time_unix_ns as u64, 0, time::WallSource::Hypervisor)
-        }
+        Some(facts) if facts.boot_time_unix_ns > 0 => time::set_wall_clock(facts.boot_time_unix_ns as u64, 0, time::WallSource::Hypervisor),
         _ => {
             if let Some(seconds) = rtedge_arch::rtc::read_unix_seconds() {
                 time::set_wall_clock((seconds.max(0) as u64) * 1_000_000_000, time::now_ns(), time::WallSource::Rtc);

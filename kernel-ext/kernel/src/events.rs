@@ -200,13 +200,9 @@ pub fn emit(channel: &'static str, kind: &'static str, fields: &[(&'static str, 
     // producer, and the CPU index cannot change under us.
     let interrupts_were_enabled = cpu::interrupts_save();
     let index = if cpu_local::is_installed() { cpu_local::current().index as usize } else { 0 };
-    let stored = RINGS.get(index).is_some_and(|rings| {
-        if channel == RELEASE_CHANNEL {
-            rings.stream.push(&record)
-        } else {
-            rings.events.push(&record)
-        }
-    });
+    let stored = RINGS
+        .get(index)
+        .is_some_and(|rings| if channel == RELEASE_CHANNEL { rings.stream.push(&record) } else { rings.events.push(&record) });
     cpu::interrupts_restore(interrupts_were_enabled);
     match CHANNEL_TABLE.number(channel_key(channel)) {
         Some(number) => CHANNEL_TABLE.count(number, !stored),

@@ -249,12 +249,9 @@ fn parse_cpio(bytes: &[u8]) -> core::result::Result<Vec<ArchiveEntry<'_>>, Archi
         let entry = match mode & MODE_TYPE {
             MODE_REGULAR => Some(ArchiveEntry { path, kind: FileKind::File, data, link: None }),
             MODE_DIRECTORY => Some(ArchiveEntry { path, kind: FileKind::Directory, data: &[], link: None }),
-            MODE_SYMLINK => Some(ArchiveEntry {
-                path,
-                kind: FileKind::Symlink,
-                data: &[],
-                link: Some(String::from_utf8_lossy(data).into_owned()),
-            }),
+            MODE_SYMLINK => {
+                Some(ArchiveEntry { path, kind: FileKind::Symlink, data: &[], link: Some(String::from_utf8_lossy(data).into_owned()) })
+            }
             _ => None,
         };
         // `.` (the archive's own root) normalises to the root: not an entry.
@@ -565,7 +562,11 @@ pub fn open(path: &str) -> Result<File> {
         };
     }
     if host_files_available() {
-        return host::open(&display).map(|(descriptor, size)| File { path: display, source: Source::Host { descriptor, size }, position: 0 });
+        return host::open(&display).map(|(descriptor, size)| File {
+            path: display,
+            source: Source::Host { descriptor, size },
+            position: 0,
+        });
     }
     Err(FileError::NotFound(display))
 }

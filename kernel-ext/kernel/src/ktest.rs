@@ -40,7 +40,12 @@ macro_rules! check_eq {
         if left != right {
             return Err(alloc::format!(
                 "{} == {} failed: left {:?}, right {:?} ({}:{})",
-                stringify!($left), stringify!($right), left, right, file!(), line!()
+                stringify!($left),
+                stringify!($right),
+                left,
+                right,
+                file!(),
+                line!()
             ));
         }
     }};

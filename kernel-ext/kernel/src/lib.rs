@@ -13,9 +13,9 @@ extern crate alloc;
 pub mod boot;
 pub mod clockevent;
 pub mod commands;
-pub mod control;
 pub mod console;
 pub mod context;
+pub mod control;
 pub mod cpu_local;
 pub mod events;
 pub mod files;
@@ -47,7 +47,7 @@ pub mod bench;
 #[cfg(feature = "ktest")]
 pub mod selftest;
 
-pub use shutdown::{shutdown, ExitCode};
+pub use shutdown::{ExitCode, shutdown};
 
 /// Waits for the next interrupt with interrupts enabled (the idle loop body).
 pub fn idle() {
@@ -85,11 +85,9 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let location = info.location();
     let message = info.message();
     match location {
-        Some(location) => console_line!(
-            "rtedge: PANIC on cpu {cpu} in thread '{thread}' at {}:{}: {message}",
-            location.file(),
-            location.line()
-        ),
+        Some(location) => {
+            console_line!("rtedge: PANIC on cpu {cpu} in thread '{thread}' at {}:{}: {message}", location.file(), location.line())
+        }
         None => console_line!("rtedge: PANIC on cpu {cpu} in thread '{thread}': {message}"),
     }
     let out_of_memory = memory::heap::last_allocation_failed();

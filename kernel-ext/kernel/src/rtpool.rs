@@ -9,7 +9,7 @@
 //!
 //! The RT thread never touches the heap: the tasklet allocates and frees.
 
-use alloc::alloc::{alloc_zeroed, dealloc, Layout};
+use alloc::alloc::{Layout, alloc_zeroed, dealloc};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use rtedge_engine::rtpool::{CancelOutcome, Completion, RequestSlots, Ticket};
@@ -194,7 +194,13 @@ fn allocator_tasklet(_: usize) {
                     ),
                     Err(error) => {
                         FAILURES.fetch_add(1, Ordering::Relaxed);
-                        events::emit("rtpool", "alloc-failed", &[("size", size as i64), ("code", error.code())], "reason", &alloc_reason(error));
+                        events::emit(
+                            "rtpool",
+                            "alloc-failed",
+                            &[("size", size as i64), ("code", error.code())],
+                            "reason",
+                            &alloc_reason(error),
+                        );
                     }
                 }
                 if let Some(owner) = owner {

@@ -52,8 +52,7 @@ fn prepare(index: u32) -> Option<u64> {
     let top = boot_stack.top();
     // The boot stack becomes the idle thread's stack: it lives forever.
     core::mem::forget(boot_stack);
-    PREPARED.lock()[index as usize] =
-        Some(Prepared { local: local as *mut CpuLocal as usize, tables: tables as *mut CpuTables as usize });
+    PREPARED.lock()[index as usize] = Some(Prepared { local: local as *mut CpuLocal as usize, tables: tables as *mut CpuTables as usize });
     Some(top)
 }
 
@@ -211,9 +210,10 @@ fn bring_up_hermit(info: &BootInfo, report: &mut SmpReport) {
 pub fn start_per_cpu_threads() {
     for index in 1..MAX_CPUS as u32 {
         if thread::online_mask() & (1 << index) != 0
-            && let Err(error) = softirq::start_ksoftirqd(index) {
-                log::warn!("smp: cannot start ksoftirqd/{index}: {error}");
-            }
+            && let Err(error) = softirq::start_ksoftirqd(index)
+        {
+            log::warn!("smp: cannot start ksoftirqd/{index}: {error}");
+        }
     }
 }
 
@@ -222,8 +222,9 @@ pub fn kick_others() {
     let me = cpu_local::current().index;
     for index in 0..MAX_CPUS {
         if index as u32 != me
-            && let Some(local) = cpu_local::get(index) {
-                apic::send_ipi(local.apic_id.load(Ordering::Relaxed), apic::Ipi::Fixed(vectors::RESCHEDULE));
-            }
+            && let Some(local) = cpu_local::get(index)
+        {
+            apic::send_ipi(local.apic_id.load(Ordering::Relaxed), apic::Ipi::Fixed(vectors::RESCHEDULE));
+        }
     }
 }

@@ -75,8 +75,7 @@ static SLOTS: [HandlerSlot<Action>; MAX_VECTORS] = [const { HandlerSlot::new() }
 /// Each CPU's pending vectors and its ksoftirqd's state.
 static CPUS: [SoftirqCpu; crate::cpu_local::MAX_CPUS] = [const { SoftirqCpu::new() }; crate::cpu_local::MAX_CPUS];
 static DYNAMIC_NAMES: IrqSpinLock<Vec<Option<String>>> = IrqSpinLock::new(Vec::new());
-static KSOFTIRQD: IrqSpinLock<[Option<ThreadId>; crate::cpu_local::MAX_CPUS]> =
-    IrqSpinLock::new([None; crate::cpu_local::MAX_CPUS]);
+static KSOFTIRQD: IrqSpinLock<[Option<ThreadId>; crate::cpu_local::MAX_CPUS]> = IrqSpinLock::new([None; crate::cpu_local::MAX_CPUS]);
 /// Times the budget ran out and work moved to ksoftirqd.
 static HANDOVERS: AtomicU64 = AtomicU64::new(0);
 
@@ -122,10 +121,7 @@ fn raise_index_on(cpu_index: u32, index: usize, generation: Option<u32>) -> bool
         wake_ksoftirqd(cpu_index);
     }
     if !here && let Some(local) = cpu_local::get(cpu_index as usize) {
-        rtedge_arch::apic::send_ipi(
-            local.apic_id.load(Ordering::Relaxed),
-            rtedge_arch::apic::Ipi::Fixed(crate::vectors::RESCHEDULE),
-        );
+        rtedge_arch::apic::send_ipi(local.apic_id.load(Ordering::Relaxed), rtedge_arch::apic::Ipi::Fixed(crate::vectors::RESCHEDULE));
     }
     true
 }
@@ -455,10 +451,5 @@ pub fn is_open(index: usize) -> bool {
 /// Vector indexes of the registered dynamic soft IRQs with their names
 /// (`SOFTIRQS`).
 pub fn dynamic_names() -> Vec<(usize, String)> {
-    DYNAMIC_NAMES
-        .lock()
-        .iter()
-        .enumerate()
-        .filter_map(|(position, name)| name.clone().map(|name| (FIXED_COUNT + position, name)))
-        .collect()
+    DYNAMIC_NAMES.lock().iter().enumerate().filter_map(|(position, name)| name.clone().map(|name| (FIXED_COUNT + position, name))).collect()
 }

@@ -84,8 +84,7 @@ struct Queues {
 /// `running_on` when no CPU runs the handler.
 const NO_CPU: u32 = u32::MAX;
 
-static QUEUES: [IrqSpinLock<Queues>; MAX_CPUS] =
-    [const { IrqSpinLock::new(Queues { high: List::EMPTY, normal: List::EMPTY }) }; MAX_CPUS];
+static QUEUES: [IrqSpinLock<Queues>; MAX_CPUS] = [const { IrqSpinLock::new(Queues { high: List::EMPTY, normal: List::EMPTY }) }; MAX_CPUS];
 static REGISTRY: IrqSpinLock<Vec<usize>> = IrqSpinLock::new(Vec::new());
 
 impl Tasklet {

@@ -4,11 +4,11 @@
 //! The TSC is taken as invariant and synchronised across CPUs (what KVM and
 //! QEMU TCG present); the clock is valid before calibration and returns 0.
 
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use rtedge_arch::calibrate::{Calibration, TscSource};
 use rtedge_arch::cpu;
-pub use rtedge_engine::clock::{jiffies_to_msecs, jiffies_to_usecs, msecs_to_jiffies, usecs_to_jiffies, Clock, HZ};
+pub use rtedge_engine::clock::{Clock, HZ, jiffies_to_msecs, jiffies_to_usecs, msecs_to_jiffies, usecs_to_jiffies};
 
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);

@@ -924,7 +924,13 @@ impl DelayedWork {
         Self { timer: Timer::new("delayed-work", delayed_timer_fired, 0), target: IrqSpinLock::new(None) }
     }
 
-    fn arm(&'static self, queue: &'static Queue, cpu: Option<u32>, item: &'static dyn DelayedWorkItem, delay: u64) -> Result<bool, WorkError> {
+    fn arm(
+        &'static self,
+        queue: &'static Queue,
+        cpu: Option<u32>,
+        item: &'static dyn DelayedWorkItem,
+        delay: u64,
+    ) -> Result<bool, WorkError> {
         if !context::in_interrupt() && !context::in_realtime_thread() {
             // Registering may allocate: do it outside the lock.
             self.timer.setup().map_err(WorkError::Timer)?;
@@ -1246,7 +1252,9 @@ pub fn queue_named(queue: &str, item: &str, delay: Option<u64>) -> Result<bool, 
     let queue = find(queue).ok_or("no such workqueue")?;
     let item = find_item(item).ok_or("no such work item")?;
     match (delay, item) {
-        (Some(delay), NamedItem::Delayed(delayed)) if delay > 0 => queue.queue.queue_delayed(delayed, delay).map_err(|_| "cannot arm the delay"),
+        (Some(delay), NamedItem::Delayed(delayed)) if delay > 0 => {
+            queue.queue.queue_delayed(delayed, delay).map_err(|_| "cannot arm the delay")
+        }
         (Some(delay), NamedItem::Plain(_)) if delay > 0 => Err("this work item cannot be delayed"),
         _ => queue.queue_on(None, item.item()).map_err(|_| "workqueue is being destroyed or its worker has stopped"),
     }

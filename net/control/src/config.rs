@@ -157,127 +157,44 @@ impl Config {
     /// Checks every field; the server refuses a configuration that fails.
     pub fn validate(&self) -> Result<()> {
         range("port", u64::from(self.port), 1, u64::from(u16::MAX))?;
-        range(
-            "max_connections",
-            self.max_connections as u64,
-            1,
-            MAX_CONNECTIONS as u64,
-        )?;
+        range("max_connections", self.max_connections as u64, 1, MAX_CONNECTIONS as u64)?;
         // A frame must at least hold `HELLO 3 AUTH default <token>`.
-        range(
-            "limits.max_frame_bytes",
-            self.limits.max_frame_bytes as u64,
-            256,
-            16 * 1024 * 1024,
-        )?;
+        range("limits.max_frame_bytes", self.limits.max_frame_bytes as u64, 256, 16 * 1024 * 1024)?;
         range("limits.max_args", self.limits.max_args as u64, 8, 1 << 20)?;
-        range(
-            "limits.max_bulk_bytes",
-            self.limits.max_bulk_bytes as u64,
-            64,
-            u64::MAX,
-        )?;
-        range(
-            "limits.max_inline_bytes",
-            self.limits.max_inline_bytes as u64,
-            64,
-            u64::MAX,
-        )?;
-        not_above(
-            "limits.max_bulk_bytes",
-            self.limits.max_bulk_bytes,
-            "limits.max_frame_bytes",
-            self.limits.max_frame_bytes,
-        )?;
-        not_above(
-            "limits.max_inline_bytes",
-            self.limits.max_inline_bytes,
-            "limits.max_frame_bytes",
-            self.limits.max_frame_bytes,
-        )?;
-        range(
-            "output_limit_bytes",
-            self.output_limit_bytes as u64,
-            1024,
-            1 << 30,
-        )?;
-        range(
-            "output_pause_bytes",
-            self.output_pause_bytes as u64,
-            1,
-            u64::MAX,
-        )?;
-        not_above(
-            "output_pause_bytes",
-            self.output_pause_bytes,
-            "output_limit_bytes",
-            self.output_limit_bytes,
-        )?;
-        range(
-            "max_subscriptions_per_client",
-            self.max_subscriptions_per_client as u64,
-            1,
-            1 << 20,
-        )?;
+        range("limits.max_bulk_bytes", self.limits.max_bulk_bytes as u64, 64, u64::MAX)?;
+        range("limits.max_inline_bytes", self.limits.max_inline_bytes as u64, 64, u64::MAX)?;
+        not_above("limits.max_bulk_bytes", self.limits.max_bulk_bytes, "limits.max_frame_bytes", self.limits.max_frame_bytes)?;
+        not_above("limits.max_inline_bytes", self.limits.max_inline_bytes, "limits.max_frame_bytes", self.limits.max_frame_bytes)?;
+        range("output_limit_bytes", self.output_limit_bytes as u64, 1024, 1 << 30)?;
+        range("output_pause_bytes", self.output_pause_bytes as u64, 1, u64::MAX)?;
+        not_above("output_pause_bytes", self.output_pause_bytes, "output_limit_bytes", self.output_limit_bytes)?;
+        range("max_subscriptions_per_client", self.max_subscriptions_per_client as u64, 1, 1 << 20)?;
         // The refusal message must fit the transmit buffer in one write.
         range("socket_rx_bytes", self.socket_rx_bytes as u64, 64, 1 << 24)?;
         range("socket_tx_bytes", self.socket_tx_bytes as u64, 64, 1 << 24)?;
         range("close_linger_ms", self.close_linger_ms, 1, 3_600_000)?;
         range("tcp_keep_alive_ms", self.tcp_keep_alive_ms, 0, 3_600_000)?;
-        range(
-            "reserved_clients",
-            self.reserved_clients as u64,
-            0,
-            MAX_CONNECTIONS as u64,
-        )?;
+        range("reserved_clients", self.reserved_clients as u64, 0, MAX_CONNECTIONS as u64)?;
         range("auth_timeout_ms", self.auth_timeout_ms, 100, 3_600_000)?;
-        range(
-            "preauth_input_bytes",
-            self.preauth_input_bytes as u64,
-            256,
-            self.limits.max_frame_bytes as u64,
-        )?;
+        range("preauth_input_bytes", self.preauth_input_bytes as u64, 256, self.limits.max_frame_bytes as u64)?;
         range("send_timeout_ms", self.send_timeout_ms, 0, 3_600_000)?;
-        range(
-            "memory_limit_bytes",
-            self.memory_limit_bytes as u64,
-            64 * 1024,
-            1 << 40,
-        )?;
-        range(
-            "max_subscription_bytes_per_client",
-            self.max_subscription_bytes_per_client as u64,
-            64,
-            1 << 30,
-        )?;
-        range(
-            "max_transaction_bytes",
-            self.max_transaction_bytes as u64,
-            64,
-            1 << 30,
-        )?;
-        range(
-            "auth_failures_per_second",
-            u64::from(self.auth_failures_per_second),
-            1,
-            1_000_000,
-        )?;
+        range("memory_limit_bytes", self.memory_limit_bytes as u64, 64 * 1024, 1 << 40)?;
+        range("max_subscription_bytes_per_client", self.max_subscription_bytes_per_client as u64, 64, 1 << 30)?;
+        range("max_transaction_bytes", self.max_transaction_bytes as u64, 64, 1 << 30)?;
+        range("auth_failures_per_second", u64::from(self.auth_failures_per_second), 1, 1_000_000)?;
         Ok(())
     }
 
     /// Slots unauthenticated connections may hold at once.
     pub fn unauthenticated_slots(&self) -> usize {
-        self.max_connections
-            .saturating_sub(self.reserved_clients)
-            .max(1)
+        self.max_connections.saturating_sub(self.reserved_clients).max(1)
     }
 
     /// What all unauthenticated connections together may have buffered:
     /// [`Config::unauthenticated_slots`] times
     /// [`Config::preauth_input_bytes`].
     pub fn preauth_budget_bytes(&self) -> usize {
-        self.unauthenticated_slots()
-            .saturating_mul(self.preauth_input_bytes)
+        self.unauthenticated_slots().saturating_mul(self.preauth_input_bytes)
     }
 
     /// Every limit with its name, as `INFO net` and `CONFIG GET` show them
@@ -302,10 +219,7 @@ impl Config {
             ("output_pause_bytes", self.output_pause_bytes as u64),
             ("memory_limit_bytes", self.memory_limit_bytes as u64),
             ("max_subscriptions_per_client", self.max_subscriptions_per_client as u64),
-            (
-                "max_subscription_bytes_per_client",
-                self.max_subscription_bytes_per_client as u64,
-            ),
+            ("max_subscription_bytes_per_client", self.max_subscription_bytes_per_client as u64),
             ("max_transaction_bytes", self.max_transaction_bytes as u64),
         ]
     }
@@ -321,11 +235,7 @@ impl Config {
         Limits {
             max_frame_bytes: self.limits.max_frame_bytes.min(input),
             max_args: self.limits.max_args.min(Limits::UNAUTHENTICATED.max_args),
-            max_bulk_bytes: self
-                .limits
-                .max_bulk_bytes
-                .min(Limits::UNAUTHENTICATED.max_bulk_bytes)
-                .min(input),
+            max_bulk_bytes: self.limits.max_bulk_bytes.min(Limits::UNAUTHENTICATED.max_bulk_bytes).min(input),
             max_inline_bytes: self.limits.max_inline_bytes.min(input),
         }
     }
@@ -338,17 +248,9 @@ impl Default for Config {
 }
 
 fn range(field: &'static str, value: u64, min: u64, max: u64) -> Result<()> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(ConfigError::OutOfRange { field, min, max })
-    }
+    if (min..=max).contains(&value) { Ok(()) } else { Err(ConfigError::OutOfRange { field, min, max }) }
 }
 
 fn not_above(field: &'static str, value: usize, limit: &'static str, bound: usize) -> Result<()> {
-    if value <= bound {
-        Ok(())
-    } else {
-        Err(ConfigError::Exceeds { field, limit })
-    }
+    if value <= bound { Ok(()) } else { Err(ConfigError::Exceeds { field, limit }) }
 }

@@ -151,12 +151,7 @@ fn subscription_cost(name: &[u8]) -> usize {
 
 /// What one queued request costs in the budget.
 fn request_cost(request: &Request) -> usize {
-    request
-        .args()
-        .iter()
-        .map(|argument| argument.len().saturating_add(24))
-        .sum::<usize>()
-        .saturating_add(64)
+    request.args().iter().map(|argument| argument.len().saturating_add(24)).sum::<usize>().saturating_add(64)
 }
 
 impl Session {
@@ -291,11 +286,7 @@ pub struct AuthThrottle {
 impl AuthThrottle {
     /// A throttle allowing `failures_per_second` failures overall.
     pub fn new(failures_per_second: u32) -> AuthThrottle {
-        AuthThrottle {
-            sources: BTreeMap::new(),
-            global_next_ms: 0,
-            spacing_ms: 1000 / u64::from(failures_per_second.max(1)),
-        }
+        AuthThrottle { sources: BTreeMap::new(), global_next_ms: 0, spacing_ms: 1000 / u64::from(failures_per_second.max(1)) }
     }
 
     /// The earliest time an attempt from `peer` made at `now_ms` may be
@@ -316,28 +307,17 @@ impl AuthThrottle {
             }
             return;
         }
-        self.global_next_ms = self
-            .global_next_ms
-            .max(evaluated_ms)
-            .saturating_add(self.spacing_ms);
+        self.global_next_ms = self.global_next_ms.max(evaluated_ms).saturating_add(self.spacing_ms);
         let Some(peer) = peer else {
             return;
         };
         if !self.sources.contains_key(&peer) && self.sources.len() >= AUTH_SOURCES {
-            let oldest = self
-                .sources
-                .iter()
-                .min_by_key(|(_, record)| record.last_failure_ms)
-                .map(|(address, _)| *address);
+            let oldest = self.sources.iter().min_by_key(|(_, record)| record.last_failure_ms).map(|(address, _)| *address);
             if let Some(oldest) = oldest {
                 self.sources.remove(&oldest);
             }
         }
-        let record = self.sources.entry(peer).or_insert(SourceRecord {
-            failures: 0,
-            next_ms: 0,
-            last_failure_ms: evaluated_ms,
-        });
+        let record = self.sources.entry(peer).or_insert(SourceRecord { failures: 0, next_ms: 0, last_failure_ms: evaluated_ms });
         if evaluated_ms >= record.last_failure_ms.saturating_add(AUTH_SOURCE_MEMORY_MS) {
             record.failures = 0;
         }
@@ -403,10 +383,7 @@ struct Outcome {
 
 impl Outcome {
     fn reply(reply: Reply) -> Outcome {
-        Outcome {
-            replies: alloc::vec![reply],
-            ..Outcome::default()
-        }
+        Outcome { replies: alloc::vec![reply], ..Outcome::default() }
     }
 }
 
@@ -418,10 +395,7 @@ impl<B: Backend> Dispatcher<B> {
             backend,
             sessions: BTreeMap::new(),
             config: *config,
-            memory: Arc::new(MemoryBudget::new(
-                config.memory_limit_bytes,
-                config.max_connections.saturating_add(1),
-            )),
+            memory: Arc::new(MemoryBudget::new(config.memory_limit_bytes, config.max_connections.saturating_add(1))),
             throttle: AuthThrottle::new(config.auth_failures_per_second),
             stats: DispatchStats::default(),
         }
@@ -468,17 +442,10 @@ impl<B: Backend> Dispatcher<B> {
     /// connection not seen before in its slot starts a fresh session.
     pub fn execute(&mut self, job: Job) -> Completion {
         let now_ms = self.backend.now_ms();
-        let Job {
-            connection,
-            request,
-            peer,
-        } = job;
+        let Job { connection, request, peer } = job;
         self.reap();
         let open_access = self.backend.auth_token().is_empty();
-        let session = self
-            .sessions
-            .entry(connection.slot)
-            .or_insert_with(|| Session::new(connection, open_access));
+        let session = self.sessions.entry(connection.slot).or_insert_with(|| Session::new(connection, open_access));
         if session.connection != connection {
             self.memory.release(session.charged);
             *session = Session::new(connection, open_access);
@@ -494,8 +461,7 @@ impl<B: Backend> Dispatcher<B> {
             peer,
         };
         let outcome = run_or_queue(&mut parts, session, &request);
-        self.memory
-            .set_session_bytes(connection.slot, session.charged);
+        self.memory.set_session_bytes(connection.slot, session.charged);
         if outcome.replies.first().is_some_and(Reply::is_error) {
             self.stats.error_replies = self.stats.error_replies.saturating_add(1);
         }
@@ -517,9 +483,7 @@ impl<B: Backend> Dispatcher<B> {
 
     /// The session of `connection`, if it has sent a request.
     pub fn session(&self, connection: ConnectionId) -> Option<&Session> {
-        self.sessions
-            .get(&connection.slot)
-            .filter(|session| session.connection == connection)
+        self.sessions.get(&connection.slot).filter(|session| session.connection == connection)
     }
 
     /// Drops the session of a connection that ended (optional: a new
@@ -551,16 +515,12 @@ fn find_spec<'a>(name: &[u8], app: &'a [CommandSpec]) -> Option<&'a CommandSpec>
     if let Some(spec) = command::lookup(name) {
         return Some(spec);
     }
-    app.iter()
-        .find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
+    app.iter().find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Built-in specs, then the application's that do not shadow one.
 fn all_specs(app: &[CommandSpec]) -> impl Iterator<Item = &CommandSpec> {
-    command::all().iter().chain(
-        app.iter()
-            .filter(|spec| command::lookup(spec.name.as_bytes()).is_none()),
-    )
+    command::all().iter().chain(app.iter().filter(|spec| command::lookup(spec.name.as_bytes()).is_none()))
 }
 
 /// What one job needs besides its session.
@@ -576,31 +536,18 @@ struct Parts<'a, B: Backend> {
 
 /// The checks every command passes before it runs or is queued: the
 /// authentication gate, the command table, its grammar, subscribed mode.
-fn check<B: Backend>(
-    backend: &B,
-    session: &Session,
-    request: &Request,
-) -> Result<CommandSpec, Reply> {
+fn check<B: Backend>(backend: &B, session: &Session, request: &Request) -> Result<CommandSpec, Reply> {
     let spec = find_spec(request.name(), backend.app_commands()).copied();
-    if !session.authenticated
-        && !spec.is_some_and(|spec| spec.has(CommandFlags::ALLOWED_BEFORE_AUTH))
-    {
+    if !session.authenticated && !spec.is_some_and(|spec| spec.has(CommandFlags::ALLOWED_BEFORE_AUTH)) {
         return Err(Reply::noauth());
     }
     let Some(spec) = spec else {
-        return Err(Reply::unknown_command(
-            request.name(),
-            request.args_after_name(),
-        ));
+        return Err(Reply::unknown_command(request.name(), request.args_after_name()));
     };
     // HELLO's own option parser already refuses what its grammar would,
     // with Redis's exact messages; for it the grammar is only the arity.
     let syntax = if spec.name == "hello" {
-        if spec.check_arity(request.len()) {
-            SyntaxCheck::Fits
-        } else {
-            SyntaxCheck::WrongArity
-        }
+        if spec.check_arity(request.len()) { SyntaxCheck::Fits } else { SyntaxCheck::WrongArity }
     } else {
         spec.check_syntax(request.args())
     };
@@ -609,27 +556,17 @@ fn check<B: Backend>(
         SyntaxCheck::WrongArity => return Err(Reply::wrong_arity(spec.name)),
         SyntaxCheck::SyntaxError => return Err(Reply::error("ERR syntax error")),
         SyntaxCheck::UnknownSubcommand => {
-            return Err(Reply::unknown_subcommand(
-                spec.name,
-                request.arg(1).unwrap_or_default(),
-            ));
+            return Err(Reply::unknown_subcommand(spec.name, request.arg(1).unwrap_or_default()));
         }
     }
-    if session.protocol == ProtocolVersion::Resp2
-        && session.subscription_count() > 0
-        && !spec.has(CommandFlags::ALLOWED_WHILE_SUBSCRIBED)
-    {
+    if session.protocol == ProtocolVersion::Resp2 && session.subscription_count() > 0 && !spec.has(CommandFlags::ALLOWED_WHILE_SUBSCRIBED) {
         return Err(Reply::not_allowed_while_subscribed(spec.name));
     }
     Ok(spec)
 }
 
 /// Runs `request`, or queues it when `MULTI` is open.
-fn run_or_queue<B: Backend>(
-    parts: &mut Parts<'_, B>,
-    session: &mut Session,
-    request: &Request,
-) -> Outcome {
+fn run_or_queue<B: Backend>(parts: &mut Parts<'_, B>, session: &mut Session, request: &Request) -> Outcome {
     let spec = match check(parts.backend, session, request) {
         Ok(spec) => spec,
         Err(reply) => {
@@ -680,15 +617,9 @@ fn take_transaction(session: &mut Session, memory: &MemoryBudget) -> Option<Tran
 }
 
 /// `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH`.
-fn transaction_command<B: Backend>(
-    parts: &mut Parts<'_, B>,
-    session: &mut Session,
-    name: &str,
-) -> Outcome {
+fn transaction_command<B: Backend>(parts: &mut Parts<'_, B>, session: &mut Session, name: &str) -> Outcome {
     match name {
-        "multi" if session.transaction.is_some() => {
-            Outcome::reply(Reply::error("ERR MULTI calls can not be nested"))
-        }
+        "multi" if session.transaction.is_some() => Outcome::reply(Reply::error("ERR MULTI calls can not be nested")),
         "multi" => {
             session.transaction = Some(Transaction::default());
             Outcome::reply(Reply::ok())
@@ -703,9 +634,7 @@ fn transaction_command<B: Backend>(
             };
             if transaction.failed {
                 parts.stats.transactions_aborted = parts.stats.transactions_aborted.saturating_add(1);
-                return Outcome::reply(Reply::error(
-                    "EXECABORT Transaction discarded because of previous errors.",
-                ));
+                return Outcome::reply(Reply::error("EXECABORT Transaction discarded because of previous errors."));
             }
             parts.stats.transactions = parts.stats.transactions.saturating_add(1);
             let mut combined = Outcome::default();
@@ -726,22 +655,15 @@ fn transaction_command<B: Backend>(
             combined.replies.push(Reply::Array(replies));
             combined
         }
-        "watch" if session.transaction.is_some() => {
-            Outcome::reply(Reply::error("ERR WATCH inside MULTI is not allowed"))
+        "watch" if session.transaction.is_some() => Outcome::reply(Reply::error("ERR WATCH inside MULTI is not allowed")),
+        "watch" => {
+            Outcome::reply(Reply::error("ERR WATCH is not supported: MULTI/EXEC runs its commands with no other client's in between"))
         }
-        "watch" => Outcome::reply(Reply::error(
-            "ERR WATCH is not supported: MULTI/EXEC runs its commands with no other client's in between",
-        )),
         _ => Outcome::reply(Reply::ok()),
     }
 }
 
-fn run<B: Backend>(
-    parts: &mut Parts<'_, B>,
-    session: &mut Session,
-    request: &Request,
-    spec: CommandSpec,
-) -> Outcome {
+fn run<B: Backend>(parts: &mut Parts<'_, B>, session: &mut Session, request: &Request, spec: CommandSpec) -> Outcome {
     let backend = &mut *parts.backend;
     let stats = &mut *parts.stats;
     let now_ms = parts.now_ms;
@@ -751,36 +673,20 @@ fn run<B: Backend>(
     let own = command::lookup(spec.name.as_bytes()).is_some() && OWN_COMMANDS.contains(&spec.name) && !client_list;
     if !own {
         stats.backend_commands = stats.backend_commands.saturating_add(1);
-        let mut context = CommandContext {
-            session,
-            shutdown: None,
-        };
+        let mut context = CommandContext { session, shutdown: None };
         let reply = backend.execute(&mut context, request);
         let shutdown = context.shutdown;
-        return Outcome {
-            close_after: shutdown.is_some(),
-            shutdown,
-            ..Outcome::reply(reply)
-        };
+        return Outcome { close_after: shutdown.is_some(), shutdown, ..Outcome::reply(reply) };
     }
     let token = backend.auth_token();
-    let mut gate = AuthGate {
-        throttle: &mut *parts.throttle,
-        peer: parts.peer,
-        timeout_ms: parts.config.auth_timeout_ms,
-    };
+    let mut gate = AuthGate { throttle: &mut *parts.throttle, peer: parts.peer, timeout_ms: parts.config.auth_timeout_ms };
     match spec.name {
         "ping" => Outcome::reply(ping(session, request)),
         "echo" => Outcome::reply(Reply::bulk(request.arg(1).unwrap_or_default())),
         "auth" => auth(session, request, token, now_ms, stats, &mut gate),
         "hello" => hello(session, request, token, now_ms, stats, &mut gate),
-        "multi" | "exec" | "discard" | "watch" | "unwatch" => {
-            transaction_command(parts, session, spec.name)
-        }
-        "quit" => Outcome {
-            close_after: true,
-            ..Outcome::reply(Reply::ok())
-        },
+        "multi" | "exec" | "discard" | "watch" | "unwatch" => transaction_command(parts, session, spec.name),
+        "quit" => Outcome { close_after: true, ..Outcome::reply(Reply::ok()) },
         "command" => Outcome::reply(command_command(request, backend.app_commands())),
         "help" => Outcome::reply(help(request, backend.app_commands())),
         "client" => Outcome::reply(client(session, request)),
@@ -789,10 +695,7 @@ fn run<B: Backend>(
         "psubscribe" => subscribe(session, request, Kind::Pattern, parts.config, parts.memory, stats),
         "unsubscribe" => unsubscribe(session, request, Kind::Channel, parts.memory),
         "punsubscribe" => unsubscribe(session, request, Kind::Pattern, parts.memory),
-        _ => Outcome::reply(Reply::unknown_command(
-            request.name(),
-            request.args_after_name(),
-        )),
+        _ => Outcome::reply(Reply::unknown_command(request.name(), request.args_after_name())),
     }
 }
 
@@ -803,10 +706,7 @@ fn ping(session: &Session, request: &Request) -> Reply {
     let message = request.arg(1);
     if session.protocol == ProtocolVersion::Resp2 && session.subscription_count() > 0 {
         // Redis's answer in RESP2 subscribed mode: a two-element array.
-        return Reply::Array(alloc::vec![
-            Reply::bulk_str("pong"),
-            Reply::bulk(message.unwrap_or_default()),
-        ]);
+        return Reply::Array(alloc::vec![Reply::bulk_str("pong"), Reply::bulk(message.unwrap_or_default()),]);
     }
     match message {
         Some(message) => Reply::bulk(message),
@@ -821,9 +721,7 @@ pub fn auth_delay_ms(failures: u32) -> u64 {
         return 0;
     }
     let shift = (failures - 1).min(16);
-    AUTH_DELAY_FIRST_MS
-        .saturating_mul(1u64 << shift)
-        .min(AUTH_DELAY_MAX_MS)
+    AUTH_DELAY_FIRST_MS.saturating_mul(1u64 << shift).min(AUTH_DELAY_MAX_MS)
 }
 
 /// One authentication attempt: evaluated at the later of now and the
@@ -858,16 +756,11 @@ fn attempt_auth(
         };
         return Outcome::reply(reply);
     }
-    let evaluated_ms = gate
-        .throttle
-        .earliest(gate.peer, now_ms)
-        .max(session.next_auth_ms);
+    let evaluated_ms = gate.throttle.earliest(gate.peer, now_ms).max(session.next_auth_ms);
     if !session.authenticated && evaluated_ms.saturating_sub(now_ms) >= gate.timeout_ms {
         // Not a guess: the answer could not arrive before the deadline.
         stats.auth_throttled = stats.auth_throttled.saturating_add(1);
-        return Outcome::reply(Reply::error(
-            "ERR too many failed authentication attempts; try again later",
-        ));
+        return Outcome::reply(Reply::error("ERR too many failed authentication attempts; try again later"));
     }
     stats.token_checks = stats.token_checks.saturating_add(1);
     let token_matches = constant_time_eq(token, password);
@@ -885,10 +778,7 @@ fn attempt_auth(
         stats.auth_failures = stats.auth_failures.saturating_add(1);
         Reply::wrongpass()
     };
-    Outcome {
-        not_before_ms: (evaluated_ms > now_ms).then_some(evaluated_ms),
-        ..Outcome::reply(reply)
-    }
+    Outcome { not_before_ms: (evaluated_ms > now_ms).then_some(evaluated_ms), ..Outcome::reply(reply) }
 }
 
 fn auth(
@@ -924,9 +814,7 @@ fn hello(
     let mut protocol = None;
     if let Some(version) = request.arg(1) {
         let Some(number) = parse_i64(version) else {
-            return Outcome::reply(Reply::error(
-                "ERR Protocol version is not an integer or out of range",
-            ));
+            return Outcome::reply(Reply::error("ERR Protocol version is not an integer or out of range"));
         };
         match ProtocolVersion::from_number(number) {
             Some(version) => protocol = Some(version),
@@ -983,23 +871,14 @@ fn hello(
     let client_id = i64::try_from(session.connection.client_id()).unwrap_or(i64::MAX);
     let reply = Reply::Map(alloc::vec![
         (Reply::bulk_str("server"), Reply::bulk_str("rtedge")),
-        (
-            Reply::bulk_str("version"),
-            Reply::bulk_str(env!("CARGO_PKG_VERSION"))
-        ),
-        (
-            Reply::bulk_str("proto"),
-            Reply::Integer(session.protocol.number())
-        ),
+        (Reply::bulk_str("version"), Reply::bulk_str(env!("CARGO_PKG_VERSION"))),
+        (Reply::bulk_str("proto"), Reply::Integer(session.protocol.number())),
         (Reply::bulk_str("id"), Reply::Integer(client_id)),
         (Reply::bulk_str("mode"), Reply::bulk_str("appliance")),
         (Reply::bulk_str("role"), Reply::bulk_str("master")),
         (Reply::bulk_str("modules"), Reply::Array(Vec::new())),
     ]);
-    Outcome {
-        not_before_ms,
-        ..Outcome::reply(reply)
-    }
+    Outcome { not_before_ms, ..Outcome::reply(reply) }
 }
 
 /// Redis's rule for client names: printable ASCII without spaces.
@@ -1025,34 +904,18 @@ fn command_command(request: &Request, app: &[CommandSpec]) -> Reply {
     let names = request.args().get(2..).unwrap_or_default();
     let upper = subcommand.to_ascii_uppercase();
     match upper.as_slice() {
-        b"COUNT" if names.is_empty() => {
-            Reply::Integer(i64::try_from(all_specs(app).count()).unwrap_or(i64::MAX))
-        }
+        b"COUNT" if names.is_empty() => Reply::Integer(i64::try_from(all_specs(app).count()).unwrap_or(i64::MAX)),
         b"COUNT" => subcommand_arity("command", subcommand),
-        b"LIST" if names.is_empty() => Reply::Array(
-            all_specs(app)
-                .map(|spec| Reply::bulk_str(spec.name))
-                .collect(),
-        ),
+        b"LIST" if names.is_empty() => Reply::Array(all_specs(app).map(|spec| Reply::bulk_str(spec.name)).collect()),
         b"LIST" => subcommand_arity("command", subcommand),
         b"DOCS" if names.is_empty() => command::docs_reply(all_specs(app)),
         // As Redis: unknown names are left out.
-        b"DOCS" => command::docs_reply(
-            names
-                .iter()
-                .filter_map(|name| find_spec(name, app).filter(|spec| listed(spec, app))),
-        ),
-        b"INFO" if names.is_empty() => {
-            Reply::Array(all_specs(app).map(command::info_reply).collect())
-        }
+        b"DOCS" => command::docs_reply(names.iter().filter_map(|name| find_spec(name, app).filter(|spec| listed(spec, app)))),
+        b"INFO" if names.is_empty() => Reply::Array(all_specs(app).map(command::info_reply).collect()),
         b"INFO" => Reply::Array(
             names
                 .iter()
-                .map(|name| {
-                    find_spec(name, app)
-                        .filter(|spec| listed(spec, app))
-                        .map_or(Reply::NullArray, command::info_reply)
-                })
+                .map(|name| find_spec(name, app).filter(|spec| listed(spec, app)).map_or(Reply::NullArray, command::info_reply))
                 .collect(),
         ),
         b"HELP" => Reply::Array(
@@ -1082,8 +945,7 @@ fn command_command(request: &Request, app: &[CommandSpec]) -> Reply {
 /// Whether `spec` is one [`all_specs`] lists (an application command
 /// shadowed by a built-in one is not).
 fn listed(spec: &CommandSpec, app: &[CommandSpec]) -> bool {
-    command::lookup(spec.name.as_bytes()).is_some_and(|builtin| builtin == spec)
-        || app.contains(spec)
+    command::lookup(spec.name.as_bytes()).is_some_and(|builtin| builtin == spec) || app.contains(spec)
 }
 
 fn help(request: &Request, app: &[CommandSpec]) -> Reply {
@@ -1122,9 +984,7 @@ fn client(session: &mut Session, request: &Request) -> Reply {
             Some(name) => Reply::bulk(name),
             None => Reply::Null,
         },
-        b"ID" if argc == 2 => {
-            Reply::Integer(i64::try_from(session.connection.client_id()).unwrap_or(i64::MAX))
-        }
+        b"ID" if argc == 2 => Reply::Integer(i64::try_from(session.connection.client_id()).unwrap_or(i64::MAX)),
         b"SETINFO" if argc == 4 => {
             let attribute = request.arg(2).unwrap_or_default();
             let value = request.arg(3).unwrap_or_default();
@@ -1148,10 +1008,7 @@ fn client(session: &mut Session, request: &Request) -> Reply {
             *field = (!value.is_empty()).then(|| value.to_vec());
             Reply::ok()
         }
-        b"INFO" if argc == 2 => Reply::Verbatim {
-            format: *b"txt",
-            text: client_info(session),
-        },
+        b"INFO" if argc == 2 => Reply::Verbatim { format: *b"txt", text: client_info(session) },
         b"HELP" if argc == 2 => Reply::Array(
             [
                 "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -1174,9 +1031,7 @@ fn client(session: &mut Session, request: &Request) -> Reply {
             .map(Reply::simple)
             .collect(),
         ),
-        b"SETNAME" | b"GETNAME" | b"ID" | b"SETINFO" | b"INFO" | b"HELP" => {
-            subcommand_arity("client", subcommand)
-        }
+        b"SETNAME" | b"GETNAME" | b"ID" | b"SETINFO" | b"INFO" | b"HELP" => subcommand_arity("client", subcommand),
         _ => Reply::unknown_subcommand("client", subcommand),
     }
 }
@@ -1191,12 +1046,7 @@ fn client_info(session: &Session) -> String {
     if flags.is_empty() {
         flags.push('N');
     }
-    let text = |bytes: &Option<Vec<u8>>| {
-        bytes
-            .as_deref()
-            .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
-            .unwrap_or_default()
-    };
+    let text = |bytes: &Option<Vec<u8>>| bytes.as_deref().map(|bytes| String::from_utf8_lossy(bytes).into_owned()).unwrap_or_default();
     let mut line = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(
@@ -1225,11 +1075,7 @@ fn config(request: &Request, limits: &Config) -> Reply {
         return Reply::unknown_subcommand("config", subcommand);
     }
     let patterns = request.args().get(2..).unwrap_or_default();
-    let wanted = |name: &str| {
-        patterns
-            .iter()
-            .any(|pattern| glob_match(pattern, name.as_bytes(), true))
-    };
+    let wanted = |name: &str| patterns.iter().any(|pattern| glob_match(pattern, name.as_bytes(), true));
     let mut pairs: Vec<(Reply, Reply)> = CONFIG_PARAMETERS
         .iter()
         .filter(|(name, _)| wanted(name))
@@ -1299,17 +1145,10 @@ fn subscribe(
 ) -> Outcome {
     let limit = config.max_subscriptions_per_client;
     let names = request.args_after_name();
-    let fresh: BTreeSet<&[u8]> = names
-        .iter()
-        .map(Vec::as_slice)
-        .filter(|name| !kind.set(session).contains(*name))
-        .collect();
+    let fresh: BTreeSet<&[u8]> = names.iter().map(Vec::as_slice).filter(|name| !kind.set(session).contains(*name)).collect();
     if session.subscription_count().saturating_add(fresh.len()) > limit {
         let mut text = String::new();
-        let _ = write!(
-            text,
-            "ERR maximum number of subscriptions per client ({limit}) reached"
-        );
+        let _ = write!(text, "ERR maximum number of subscriptions per client ({limit}) reached");
         return Outcome::reply(Reply::Error(text));
     }
     let fresh_bytes: usize = fresh.iter().map(|name| name.len()).sum();
@@ -1318,17 +1157,12 @@ fn subscribe(
     if session.subscription_bytes.saturating_add(fresh_bytes) > byte_limit {
         stats.memory_refusals = stats.memory_refusals.saturating_add(1);
         let mut text = String::new();
-        let _ = write!(
-            text,
-            "ERR maximum bytes of subscription names per client ({byte_limit}) reached"
-        );
+        let _ = write!(text, "ERR maximum bytes of subscription names per client ({byte_limit}) reached");
         return Outcome::reply(Reply::Error(text));
     }
     if !memory.try_charge(cost) {
         stats.memory_refusals = stats.memory_refusals.saturating_add(1);
-        return Outcome::reply(Reply::error(
-            "OOM command not allowed: the control plane's memory budget is exhausted",
-        ));
+        return Outcome::reply(Reply::error("OOM command not allowed: the control plane's memory budget is exhausted"));
     }
     session.subscription_bytes = session.subscription_bytes.saturating_add(fresh_bytes);
     session.charged = session.charged.saturating_add(cost);
@@ -1337,11 +1171,7 @@ fn subscribe(
         if kind.set(session).insert(name.clone()) {
             outcome.changes.push(kind.subscribe_change(name.clone()));
         }
-        outcome.replies.push(Reply::subscription(
-            kind.subscribe_word(),
-            name,
-            session.count(),
-        ));
+        outcome.replies.push(Reply::subscription(kind.subscribe_word(), name, session.count()));
     }
     outcome
 }
@@ -1369,11 +1199,7 @@ fn unsubscribe(session: &mut Session, request: &Request, kind: Kind, memory: &Me
             session.subscription_bytes = session.subscription_bytes.saturating_sub(name.len());
             outcome.changes.push(kind.unsubscribe_change(name.clone()));
         }
-        outcome.replies.push(Reply::subscription(
-            kind.unsubscribe_word(),
-            &name,
-            session.count(),
-        ));
+        outcome.replies.push(Reply::subscription(kind.unsubscribe_word(), &name, session.count()));
     }
     outcome
 }

@@ -158,8 +158,12 @@ impl HttpStats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
     /// `GET /metrics` (`head_only`: `HEAD /metrics`).
-    Metrics { head_only: bool },
-    NotFound { head_only: bool },
+    Metrics {
+        head_only: bool,
+    },
+    NotFound {
+        head_only: bool,
+    },
     MethodNotAllowed,
     BadRequest,
 }
@@ -202,7 +206,8 @@ fn route(line: &[u8]) -> Route {
     let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Route::BadRequest;
     };
-    let token = |bytes: &[u8]| !bytes.is_empty() && bytes.iter().all(|&byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte));
+    let token =
+        |bytes: &[u8]| !bytes.is_empty() && bytes.iter().all(|&byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte));
     let visible = |bytes: &[u8]| !bytes.is_empty() && bytes.iter().all(|&byte| (0x21..0x7f).contains(&byte));
     if !token(method) || !visible(target) || !matches!(version, b"HTTP/1.0" | b"HTTP/1.1") {
         return Route::BadRequest;
@@ -226,12 +231,26 @@ fn route(line: &[u8]) -> Route {
 
 enum State {
     Listening,
-    Reading { head: Vec<u8>, deadline_ms: u64 },
+    Reading {
+        head: Vec<u8>,
+        deadline_ms: u64,
+    },
     /// A `/metrics` request waits for the caller's body.
-    Waiting { head_only: bool, deadline_ms: u64 },
-    Writing { output: Vec<u8>, sent: usize, deadline_ms: u64 },
-    Closing { deadline_ms: u64 },
-    Aborting { deadline_ms: u64 },
+    Waiting {
+        head_only: bool,
+        deadline_ms: u64,
+    },
+    Writing {
+        output: Vec<u8>,
+        sent: usize,
+        deadline_ms: u64,
+    },
+    Closing {
+        deadline_ms: u64,
+    },
+    Aborting {
+        deadline_ms: u64,
+    },
 }
 
 struct Slot {
@@ -294,7 +313,8 @@ impl HttpServer {
     /// it after `Interface::poll` and poll the interface again after it.
     pub fn poll(&mut self, now_ms: u64, sockets: &mut SocketSet<'_>) {
         for slot in &mut self.slots {
-            let Some(socket) = sockets.iter_mut().find(|(handle, _)| *handle == slot.handle).and_then(|(_, socket)| tcp::Socket::downcast_mut(socket))
+            let Some(socket) =
+                sockets.iter_mut().find(|(handle, _)| *handle == slot.handle).and_then(|(_, socket)| tcp::Socket::downcast_mut(socket))
             else {
                 continue;
             };
@@ -481,10 +501,8 @@ fn poll_reading(
 
 /// A whole reply with `Connection: close`.
 fn response(status: u16, reason: &str, content_type: &str, body: &[u8], head_only: bool, extra: &[(&str, &str)]) -> Vec<u8> {
-    let mut head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
+    let mut head =
+        format!("HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
     for (name, value) in extra {
         head.push_str(name);
         head.push_str(": ");

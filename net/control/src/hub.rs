@@ -60,39 +60,23 @@ impl Hub {
     }
 
     /// Subscribes `connection` to `channel`; false if it already was.
-    pub fn subscribe(
-        &mut self,
-        connection: ConnectionId,
-        protocol: ProtocolVersion,
-        channel: &[u8],
-    ) -> bool {
+    pub fn subscribe(&mut self, connection: ConnectionId, protocol: ProtocolVersion, channel: &[u8]) -> bool {
         let subscriber = self.subscriber(connection, protocol);
         if !subscriber.channels.insert(channel.to_vec()) {
             return false;
         }
-        self.channels
-            .entry(channel.to_vec())
-            .or_default()
-            .insert(connection);
+        self.channels.entry(channel.to_vec()).or_default().insert(connection);
         true
     }
 
     /// Subscribes `connection` to the glob `pattern`; false if it already
     /// was.
-    pub fn psubscribe(
-        &mut self,
-        connection: ConnectionId,
-        protocol: ProtocolVersion,
-        pattern: &[u8],
-    ) -> bool {
+    pub fn psubscribe(&mut self, connection: ConnectionId, protocol: ProtocolVersion, pattern: &[u8]) -> bool {
         let subscriber = self.subscriber(connection, protocol);
         if !subscriber.patterns.insert(pattern.to_vec()) {
             return false;
         }
-        self.patterns
-            .entry(pattern.to_vec())
-            .or_default()
-            .insert(connection);
+        self.patterns.entry(pattern.to_vec()).or_default().insert(connection);
         true
     }
 
@@ -130,12 +114,7 @@ impl Hub {
 
     /// Applies a completion's changes and records the protocol the
     /// connection now speaks.
-    pub fn apply(
-        &mut self,
-        connection: ConnectionId,
-        protocol: ProtocolVersion,
-        changes: &[SubscriptionChange],
-    ) {
+    pub fn apply(&mut self, connection: ConnectionId, protocol: ProtocolVersion, changes: &[SubscriptionChange]) {
         for change in changes {
             match change {
                 SubscriptionChange::Subscribe(channel) => {
@@ -172,9 +151,7 @@ impl Hub {
 
     /// Channels plus patterns `connection` is subscribed to.
     pub fn subscription_count(&self, connection: ConnectionId) -> usize {
-        self.subscribers.get(&connection).map_or(0, |subscriber| {
-            subscriber.channels.len() + subscriber.patterns.len()
-        })
+        self.subscribers.get(&connection).map_or(0, |subscriber| subscriber.channels.len() + subscriber.patterns.len())
     }
 
     /// Connections with at least one subscription.
@@ -223,31 +200,15 @@ impl Hub {
     }
 
     fn protocol_of(&self, connection: ConnectionId) -> ProtocolVersion {
-        self.subscribers
-            .get(&connection)
-            .map_or(ProtocolVersion::Resp2, |subscriber| subscriber.protocol)
+        self.subscribers.get(&connection).map_or(ProtocolVersion::Resp2, |subscriber| subscriber.protocol)
     }
 
-    fn subscriber(
-        &mut self,
-        connection: ConnectionId,
-        protocol: ProtocolVersion,
-    ) -> &mut Subscriber {
-        self.subscribers
-            .entry(connection)
-            .or_insert_with(|| Subscriber {
-                protocol,
-                channels: BTreeSet::new(),
-                patterns: BTreeSet::new(),
-            })
+    fn subscriber(&mut self, connection: ConnectionId, protocol: ProtocolVersion) -> &mut Subscriber {
+        self.subscribers.entry(connection).or_insert_with(|| Subscriber { protocol, channels: BTreeSet::new(), patterns: BTreeSet::new() })
     }
 }
 
-fn remove_index(
-    index: &mut BTreeMap<Vec<u8>, BTreeSet<ConnectionId>>,
-    name: &[u8],
-    connection: ConnectionId,
-) {
+fn remove_index(index: &mut BTreeMap<Vec<u8>, BTreeSet<ConnectionId>>, name: &[u8], connection: ConnectionId) {
     if let Some(listeners) = index.get_mut(name) {
         listeners.remove(&connection);
         if listeners.is_empty() {
@@ -265,11 +226,7 @@ struct Encoded {
 
 impl Encoded {
     fn new(reply: Reply) -> Encoded {
-        Encoded {
-            reply,
-            resp2: None,
-            resp3: None,
-        }
+        Encoded { reply, resp2: None, resp3: None }
     }
 
     fn bytes(&mut self, protocol: ProtocolVersion) -> Vec<u8> {
@@ -277,8 +234,7 @@ impl Encoded {
             ProtocolVersion::Resp2 => &mut self.resp2,
             ProtocolVersion::Resp3 => &mut self.resp3,
         };
-        slot.get_or_insert_with(|| self.reply.to_bytes(protocol))
-            .clone()
+        slot.get_or_insert_with(|| self.reply.to_bytes(protocol)).clone()
     }
 }
 
@@ -324,13 +280,7 @@ impl Backlog {
     /// An empty backlog of at most `max_channels` channels of
     /// `per_channel` messages each (both at least 1).
     pub fn new(per_channel: usize, max_channels: usize) -> Backlog {
-        Backlog {
-            channels: BTreeMap::new(),
-            per_channel: per_channel.max(1),
-            max_channels: max_channels.max(1),
-            cursor: None,
-            refused: 0,
-        }
+        Backlog { channels: BTreeMap::new(), per_channel: per_channel.max(1), max_channels: max_channels.max(1), cursor: None, refused: 0 }
     }
 
     /// Queues `payload` on `channel`; false if refused (too many channels).
@@ -356,12 +306,8 @@ impl Backlog {
     /// after the one served last, each channel's oldest first.
     pub fn take(&mut self, budget: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut out = Vec::new();
-        let mut names: Vec<Vec<u8>> = self
-            .channels
-            .iter()
-            .filter(|(_, queue)| !queue.messages.is_empty())
-            .map(|(name, _)| name.clone())
-            .collect();
+        let mut names: Vec<Vec<u8>> =
+            self.channels.iter().filter(|(_, queue)| !queue.messages.is_empty()).map(|(name, _)| name.clone()).collect();
         if names.is_empty() || budget == 0 {
             return out;
         }
@@ -438,12 +384,8 @@ mod backlog_tests {
         for index in 0..100 {
             backlog.push(b"latency.rt", format!("{index}").as_bytes());
         }
-        let stats: BTreeMap<Vec<u8>, ChannelStats> =
-            backlog.channel_stats().map(|(name, stats)| (name.to_vec(), stats)).collect();
-        assert_eq!(
-            stats.get(b"latency.rt".as_slice()),
-            Some(&ChannelStats { queued: 100, taken: 0, dropped: 97, waiting: 3 })
-        );
+        let stats: BTreeMap<Vec<u8>, ChannelStats> = backlog.channel_stats().map(|(name, stats)| (name.to_vec(), stats)).collect();
+        assert_eq!(stats.get(b"latency.rt".as_slice()), Some(&ChannelStats { queued: 100, taken: 0, dropped: 97, waiting: 3 }));
         assert_eq!(stats.get(b"events".as_slice()), Some(&ChannelStats { queued: 1, taken: 0, dropped: 0, waiting: 1 }));
         assert_eq!(
             taken(&mut backlog, 10),

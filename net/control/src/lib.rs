@@ -50,12 +50,7 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 // Input reaches most of this crate: make the no-panic rule mechanical.
-#![deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
+#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 extern crate alloc;
 

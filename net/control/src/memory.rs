@@ -83,10 +83,7 @@ impl MemoryBudget {
                 self.refusals.fetch_add(1, Ordering::Relaxed);
                 return false;
             };
-            match self
-                .used
-                .compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.used.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => {
                     self.peak.fetch_max(next, Ordering::Relaxed);
                     return true;
@@ -108,10 +105,7 @@ impl MemoryBudget {
         let mut current = self.used.load(Ordering::Relaxed);
         loop {
             let next = current.saturating_sub(bytes);
-            match self
-                .used
-                .compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.used.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(actual) => current = actual,
             }
@@ -131,10 +125,7 @@ impl MemoryBudget {
 
     /// Records that `connection` ended (network half).
     pub fn mark_ended(&self, connection: ConnectionId) {
-        if let Some(ended) = usize::try_from(connection.slot)
-            .ok()
-            .and_then(|slot| self.ended.get(slot))
-        {
+        if let Some(ended) = usize::try_from(connection.slot).ok().and_then(|slot| self.ended.get(slot)) {
             ended.fetch_max(connection.generation, Ordering::Release);
         }
     }
@@ -149,19 +140,13 @@ impl MemoryBudget {
 
     /// Records the command half's bytes for the connection in `slot`.
     pub fn set_session_bytes(&self, slot: u32, bytes: usize) {
-        if let Some(entry) = usize::try_from(slot)
-            .ok()
-            .and_then(|slot| self.session_bytes.get(slot))
-        {
+        if let Some(entry) = usize::try_from(slot).ok().and_then(|slot| self.session_bytes.get(slot)) {
             entry.store(bytes, Ordering::Relaxed);
         }
     }
 
     /// The command half's bytes for the connection in `slot`.
     pub fn session_bytes(&self, slot: u32) -> usize {
-        usize::try_from(slot)
-            .ok()
-            .and_then(|slot| self.session_bytes.get(slot))
-            .map_or(0, |entry| entry.load(Ordering::Relaxed))
+        usize::try_from(slot).ok().and_then(|slot| self.session_bytes.get(slot)).map_or(0, |entry| entry.load(Ordering::Relaxed))
     }
 }

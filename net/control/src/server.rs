@@ -25,9 +25,9 @@
 //! overflow.
 
 use alloc::boxed::Box;
-use alloc::sync::Arc;
 use alloc::collections::VecDeque;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
@@ -83,8 +83,7 @@ const OUTPUT_SHRINK_BYTES: usize = 64 * 1024;
 const CONNECTION_OVERHEAD_BYTES: usize = core::mem::size_of::<Connection>();
 
 /// The reply that replaces one the memory budget cannot hold.
-pub const OUT_OF_MEMORY_REPLY: &[u8] =
-    b"-OOM reply not sent: the control plane's memory budget is exhausted\r\n";
+pub const OUT_OF_MEMORY_REPLY: &[u8] = b"-OOM reply not sent: the control plane's memory budget is exhausted\r\n";
 
 /// Counters for `INFO`; see [`NetStats::write_info`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -155,10 +154,7 @@ impl NetStats {
             ("total_net_input_bytes", self.bytes_in),
             ("total_net_output_bytes", self.bytes_out),
             ("total_error_replies_protocol", self.protocol_errors),
-            (
-                "client_output_buffer_limit_disconnections",
-                self.output_overflows,
-            ),
+            ("client_output_buffer_limit_disconnections", self.output_overflows),
             ("idle_timeouts", self.idle_timeouts),
             ("stale_completions", self.stale_completions),
             ("rate_limited_waits", self.rate_limited),
@@ -237,11 +233,7 @@ const COMMAND_COST: u64 = 1000;
 impl RateLimiter {
     fn new(per_second: u32, now_ms: u64) -> RateLimiter {
         let per_second = u64::from(per_second);
-        RateLimiter {
-            per_second,
-            credit: per_second.saturating_mul(COMMAND_COST),
-            updated_ms: now_ms,
-        }
+        RateLimiter { per_second, credit: per_second.saturating_mul(COMMAND_COST), updated_ms: now_ms }
     }
 
     fn unlimited(&self) -> bool {
@@ -277,8 +269,7 @@ impl RateLimiter {
             return self.updated_ms;
         }
         let missing = COMMAND_COST - self.credit;
-        self.updated_ms
-            .saturating_add(missing.div_ceil(self.per_second))
+        self.updated_ms.saturating_add(missing.div_ceil(self.per_second))
     }
 }
 
@@ -413,24 +404,13 @@ impl NetServer {
             socket.set_nagle_enabled(false);
             if config.tcp_keep_alive_ms > 0 {
                 socket.set_keep_alive(Some(Duration::from_millis(config.tcp_keep_alive_ms)));
-                socket.set_timeout(Some(Duration::from_millis(
-                    config.tcp_keep_alive_ms.saturating_mul(3),
-                )));
+                socket.set_timeout(Some(Duration::from_millis(config.tcp_keep_alive_ms.saturating_mul(3))));
             }
-            socket
-                .listen(config.port)
-                .map_err(|_| ServerError::Listen)?;
+            socket.listen(config.port).map_err(|_| ServerError::Listen)?;
             let handle = sockets.add(socket);
-            slots.push(Slot {
-                handle,
-                state: SlotState::Listening,
-            });
+            slots.push(Slot { handle, state: SlotState::Listening });
         }
-        let mut by_handle: Vec<(SocketHandle, usize)> = slots
-            .iter()
-            .enumerate()
-            .map(|(index, slot)| (slot.handle, index))
-            .collect();
+        let mut by_handle: Vec<(SocketHandle, usize)> = slots.iter().enumerate().map(|(index, slot)| (slot.handle, index)).collect();
         by_handle.sort_unstable();
         Ok(NetServer {
             config,
@@ -478,30 +458,11 @@ impl NetServer {
         self.evict_for_arrivals(now_ms, sockets);
         let mut open = self.open_count();
         let unauthenticated_limits = self.config.unauthenticated_limits();
-        let NetServer {
-            config,
-            auth_required,
-            slots,
-            by_handle,
-            hub,
-            next_generation,
-            stats,
-            memory,
-            ..
-        } = self;
-        let mut shared = Shared {
-            config,
-            unauthenticated_limits,
-            auth_required: *auth_required,
-            hub,
-            stats,
-            next_generation,
-            open: &mut open,
-            memory,
-        };
+        let NetServer { config, auth_required, slots, by_handle, hub, next_generation, stats, memory, .. } = self;
+        let mut shared =
+            Shared { config, unauthenticated_limits, auth_required: *auth_required, hub, stats, next_generation, open: &mut open, memory };
         for (handle, socket) in sockets.iter_mut() {
-            let Ok(position) = by_handle.binary_search_by_key(&handle, |&(handle, _)| handle)
-            else {
+            let Ok(position) = by_handle.binary_search_by_key(&handle, |&(handle, _)| handle) else {
                 continue;
             };
             let Some(&(_, index)) = by_handle.get(position) else {
@@ -514,14 +475,7 @@ impl NetServer {
                 continue;
             };
             let slot_index = u32::try_from(index).unwrap_or(u32::MAX);
-            poll_slot(
-                slot_index,
-                &mut slot.state,
-                socket,
-                now_ms,
-                &mut shared,
-                jobs,
-            );
+            poll_slot(slot_index, &mut slot.state, socket, now_ms, &mut shared, jobs);
         }
         self.stats.connected = open;
     }
@@ -559,19 +513,14 @@ impl NetServer {
         if arrivals == 0 {
             return;
         }
-        let over_preauth = (unauthenticated.len() + arrivals)
-            .saturating_sub(self.config.unauthenticated_slots());
+        let over_preauth = (unauthenticated.len() + arrivals).saturating_sub(self.config.unauthenticated_slots());
         let over_total = (open + arrivals).saturating_sub(self.config.max_connections);
         let victims = over_preauth.max(over_total).min(unauthenticated.len());
         if victims == 0 {
             return;
         }
         unauthenticated.sort_unstable();
-        let chosen: Vec<usize> = unauthenticated
-            .iter()
-            .take(victims)
-            .map(|&(_, index)| index)
-            .collect();
+        let chosen: Vec<usize> = unauthenticated.iter().take(victims).map(|&(_, index)| index).collect();
         for (handle, socket) in sockets.iter_mut() {
             let Some(index) = self.slot_index(handle) else {
                 continue;
@@ -588,27 +537,19 @@ impl NetServer {
             let SlotState::Open(conn) = &mut slot.state else {
                 continue;
             };
-            debug_log!(
-                "control: connection {} evicted (unauthenticated)",
-                conn.id.generation
-            );
+            debug_log!("control: connection {} evicted (unauthenticated)", conn.id.generation);
             socket.abort();
             self.hub.remove_connection(conn.id);
             self.memory.release(conn.charged);
             conn.charged = 0;
             self.memory.mark_ended(conn.id);
             self.stats.preauth_evictions = self.stats.preauth_evictions.saturating_add(1);
-            slot.state = SlotState::Aborting {
-                deadline_ms: now_ms.saturating_add(self.config.close_linger_ms),
-            };
+            slot.state = SlotState::Aborting { deadline_ms: now_ms.saturating_add(self.config.close_linger_ms) };
         }
     }
 
     fn slot_index(&self, handle: SocketHandle) -> Option<usize> {
-        let position = self
-            .by_handle
-            .binary_search_by_key(&handle, |&(handle, _)| handle)
-            .ok()?;
+        let position = self.by_handle.binary_search_by_key(&handle, |&(handle, _)| handle).ok()?;
         self.by_handle.get(position).map(|&(_, index)| index)
     }
 
@@ -622,26 +563,10 @@ impl NetServer {
     /// The queued bytes are written by the next [`NetServer::poll`].
     #[must_use = "a returned job must be executed, or the connection stalls"]
     pub fn complete(&mut self, now_ms: u64, completion: Completion) -> Option<Job> {
-        let Completion {
-            connection,
-            bytes,
-            close_after,
-            not_before_ms,
-            protocol,
-            authenticated,
-            subscription_changes,
-            shutdown: _,
-        } = completion;
+        let Completion { connection, bytes, close_after, not_before_ms, protocol, authenticated, subscription_changes, shutdown: _ } =
+            completion;
         let unauthenticated_limits = self.config.unauthenticated_limits();
-        let NetServer {
-            config,
-            slots,
-            hub,
-            stats,
-            needs_poll,
-            memory,
-            ..
-        } = self;
+        let NetServer { config, slots, hub, stats, needs_poll, memory, .. } = self;
         let Some(conn) = open_connection(slots, connection) else {
             stats.stale_completions = stats.stale_completions.saturating_add(1);
             return None;
@@ -655,21 +580,13 @@ impl NetServer {
         conn.protocol = protocol;
         if authenticated != conn.authenticated {
             conn.authenticated = authenticated;
-            conn.parser.set_limits(if authenticated {
-                config.limits
-            } else {
-                unauthenticated_limits
-            });
+            conn.parser.set_limits(if authenticated { config.limits } else { unauthenticated_limits });
         }
         hub.apply(connection, protocol, &subscription_changes);
         conn.last_activity_ms = conn.last_activity_ms.max(now_ms);
         if let Some(release_ms) = not_before_ms.filter(|&release_ms| release_ms > now_ms) {
             // A held reply is small (an AUTH answer); it is charged as is.
-            conn.held = Some(Held {
-                release_ms,
-                bytes,
-                close_after,
-            });
+            conn.held = Some(Held { release_ms, bytes, close_after });
             conn.account(memory);
             return None;
         }
@@ -684,15 +601,7 @@ impl NetServer {
     /// queue that would overflow [`Config::output_limit_bytes`] disconnects
     /// its client instead.
     pub fn push(&mut self, connection: ConnectionId, bytes: &[u8]) -> PushOutcome {
-        let NetServer {
-            config,
-            slots,
-            hub,
-            stats,
-            needs_poll,
-            memory,
-            ..
-        } = self;
+        let NetServer { config, slots, hub, stats, needs_poll, memory, .. } = self;
         let Some(conn) = open_connection(slots, connection) else {
             return PushOutcome::Dropped;
         };
@@ -701,11 +610,7 @@ impl NetServer {
         }
         *needs_poll = true;
         deliver(conn, bytes, false, config, hub, stats, memory, Origin::Push);
-        if conn.doomed {
-            PushOutcome::Disconnected
-        } else {
-            PushOutcome::Queued
-        }
+        if conn.doomed { PushOutcome::Disconnected } else { PushOutcome::Queued }
     }
 
     /// Publishes `payload` on `channel` to every matching subscription
@@ -721,9 +626,7 @@ impl NetServer {
         }
         let stats = &mut self.stats;
         stats.messages_published = stats.messages_published.saturating_add(1);
-        stats.messages_delivered = stats
-            .messages_delivered
-            .saturating_add(report.receivers as u64);
+        stats.messages_delivered = stats.messages_delivered.saturating_add(report.receivers as u64);
         stats.messages_dropped = stats.messages_dropped.saturating_add(report.dropped as u64);
         report
     }
@@ -731,12 +634,7 @@ impl NetServer {
     /// Resets `connection` at the next poll (e.g. `CLIENT KILL`, or
     /// shutdown). False if it is not open.
     pub fn disconnect(&mut self, connection: ConnectionId) -> bool {
-        let NetServer {
-            slots,
-            hub,
-            needs_poll,
-            ..
-        } = self;
+        let NetServer { slots, hub, needs_poll, .. } = self;
         let Some(conn) = open_connection(slots, connection) else {
             return false;
         };
@@ -760,9 +658,9 @@ impl NetServer {
         for slot in &self.slots {
             match &slot.state {
                 SlotState::Listening => {}
-                SlotState::Rejecting { deadline_ms, .. }
-                | SlotState::Closing { deadline_ms }
-                | SlotState::Aborting { deadline_ms } => consider(*deadline_ms),
+                SlotState::Rejecting { deadline_ms, .. } | SlotState::Closing { deadline_ms } | SlotState::Aborting { deadline_ms } => {
+                    consider(*deadline_ms)
+                }
                 SlotState::Open(conn) => {
                     if conn.doomed {
                         consider(now_ms);
@@ -797,11 +695,8 @@ impl NetServer {
     pub fn stats(&self) -> NetStats {
         let mut stats = self.stats;
         stats.connected = self.open_count();
-        stats.unauthenticated = self
-            .slots
-            .iter()
-            .filter(|slot| matches!(&slot.state, SlotState::Open(conn) if !conn.authenticated))
-            .count();
+        stats.unauthenticated =
+            self.slots.iter().filter(|slot| matches!(&slot.state, SlotState::Open(conn) if !conn.authenticated)).count();
         stats.memory_used = self.memory.used();
         stats.memory_peak = self.memory.peak();
         stats.memory_limit = self.memory.limit();
@@ -850,8 +745,7 @@ impl NetServer {
                 conn.parser.buffered(),
                 conn.output.len(),
                 self.hub.subscription_count(conn.id),
-                conn.charged
-                    .saturating_add(self.memory.session_bytes(conn.id.slot)),
+                conn.charged.saturating_add(self.memory.session_bytes(conn.id.slot)),
                 socket.state(),
                 socket.recv_queue(),
                 socket.send_queue(),
@@ -879,16 +773,14 @@ impl NetServer {
 
     /// Whether `connection` is open (not ended, not closing).
     pub fn is_open(&self, connection: ConnectionId) -> bool {
-        self.find(connection)
-            .is_some_and(|conn| !conn.closing && !conn.doomed)
+        self.find(connection).is_some_and(|conn| !conn.closing && !conn.doomed)
     }
 
     /// Bytes queued for `connection` and not yet taken by its socket, held
     /// replies included; `None` if it has ended. After `SHUTDOWN`, poll
     /// until this is `Some(0)` or `None` so the `+OK` leaves first.
     pub fn queued_output(&self, connection: ConnectionId) -> Option<usize> {
-        self.find(connection)
-            .map(|conn| conn.output.len() + conn.held.as_ref().map_or(0, |held| held.bytes.len()))
+        self.find(connection).map(|conn| conn.output.len() + conn.held.as_ref().map_or(0, |held| held.bytes.len()))
     }
 
     fn find(&self, connection: ConnectionId) -> Option<&Connection> {
@@ -900,10 +792,7 @@ impl NetServer {
     }
 
     fn open_count(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|slot| matches!(slot.state, SlotState::Open(_)))
-            .count()
+        self.slots.iter().filter(|slot| matches!(slot.state, SlotState::Open(_))).count()
     }
 }
 
@@ -917,8 +806,7 @@ fn open_connection(slots: &mut [Slot], connection: ConnectionId) -> Option<&mut 
 
 /// When an unauthenticated connection is reset (a token is set).
 fn auth_deadline(conn: &Connection, config: &Config, auth_required: bool) -> Option<u64> {
-    (auth_required && !conn.authenticated && !conn.doomed)
-        .then(|| conn.accepted_ms.saturating_add(config.auth_timeout_ms))
+    (auth_required && !conn.authenticated && !conn.doomed).then(|| conn.accepted_ms.saturating_add(config.auth_timeout_ms))
 }
 
 /// When a connection whose output does not move is reset.
@@ -929,17 +817,12 @@ fn send_deadline(conn: &Connection, config: &Config) -> Option<u64> {
 
 /// When a closing connection that still has output is reset.
 fn linger_deadline(conn: &Connection, config: &Config) -> Option<u64> {
-    conn.closing_since_ms
-        .filter(|_| !conn.doomed)
-        .map(|since| since.saturating_add(config.close_linger_ms))
+    conn.closing_since_ms.filter(|_| !conn.doomed).map(|since| since.saturating_add(config.close_linger_ms))
 }
 
 fn idle_deadline(conn: &Connection, config: &Config, hub: &Hub) -> Option<u64> {
-    let eligible = config.idle_timeout_ms > 0
-        && !conn.in_flight
-        && conn.held.is_none()
-        && !conn.closing
-        && hub.subscription_count(conn.id) == 0;
+    let eligible =
+        config.idle_timeout_ms > 0 && !conn.in_flight && conn.held.is_none() && !conn.closing && hub.subscription_count(conn.id) == 0;
     eligible.then(|| conn.last_activity_ms.saturating_add(config.idle_timeout_ms))
 }
 
@@ -960,9 +843,7 @@ fn poll_slot(
         let next = match state {
             SlotState::Listening => poll_listening(slot_index, socket, now_ms, shared),
             SlotState::Open(conn) => poll_open(conn, socket, now_ms, shared, jobs),
-            SlotState::Rejecting { sent, deadline_ms } => {
-                poll_rejecting(sent, *deadline_ms, socket, now_ms, shared.config)
-            }
+            SlotState::Rejecting { sent, deadline_ms } => poll_rejecting(sent, *deadline_ms, socket, now_ms, shared.config),
             SlotState::Closing { deadline_ms } => {
                 if !socket.is_active() {
                     Some(relisten(socket, now_ms, shared.config))
@@ -970,17 +851,13 @@ fn poll_slot(
                     discard_input(socket);
                     (now_ms >= *deadline_ms).then(|| {
                         socket.abort();
-                        SlotState::Aborting {
-                            deadline_ms: now_ms.saturating_add(shared.config.close_linger_ms),
-                        }
+                        SlotState::Aborting { deadline_ms: now_ms.saturating_add(shared.config.close_linger_ms) }
                     })
                 }
             }
             SlotState::Aborting { deadline_ms } => {
-                let reset_sent =
-                    socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none();
-                (socket.is_listening() || reset_sent || now_ms >= *deadline_ms)
-                    .then(|| relisten(socket, now_ms, shared.config))
+                let reset_sent = socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none();
+                (socket.is_listening() || reset_sent || now_ms >= *deadline_ms).then(|| relisten(socket, now_ms, shared.config))
             }
         };
         match next {
@@ -990,39 +867,24 @@ fn poll_slot(
     }
 }
 
-fn poll_listening(
-    slot_index: u32,
-    socket: &mut tcp::Socket<'_>,
-    now_ms: u64,
-    shared: &mut Shared<'_>,
-) -> Option<SlotState> {
+fn poll_listening(slot_index: u32, socket: &mut tcp::Socket<'_>, now_ms: u64, shared: &mut Shared<'_>) -> Option<SlotState> {
     if !socket.is_active() {
         return (!socket.is_listening()).then(|| relisten(socket, now_ms, shared.config));
     }
     if *shared.open >= shared.config.max_connections {
         shared.stats.rejected = shared.stats.rejected.saturating_add(1);
         debug_log!("control: refused a connection on slot {slot_index}: limit reached");
-        return Some(SlotState::Rejecting {
-            sent: false,
-            deadline_ms: now_ms.saturating_add(shared.config.close_linger_ms),
-        });
+        return Some(SlotState::Rejecting { sent: false, deadline_ms: now_ms.saturating_add(shared.config.close_linger_ms) });
     }
     let generation = *shared.next_generation;
     *shared.next_generation = generation.saturating_add(1);
     *shared.open += 1;
     shared.stats.accepted = shared.stats.accepted.saturating_add(1);
     debug_log!("control: connection {generation} on slot {slot_index}");
-    let limits = if shared.auth_required {
-        shared.unauthenticated_limits
-    } else {
-        shared.config.limits
-    };
+    let limits = if shared.auth_required { shared.unauthenticated_limits } else { shared.config.limits };
     let peer = socket.remote_endpoint().map(|endpoint| endpoint.addr);
     let mut conn = Box::new(Connection {
-        id: ConnectionId {
-            slot: slot_index,
-            generation,
-        },
+        id: ConnectionId { slot: slot_index, generation },
         parser: RequestParser::new(limits),
         output: VecDeque::new(),
         in_flight: false,
@@ -1044,13 +906,7 @@ fn poll_listening(
     Some(SlotState::Open(conn))
 }
 
-fn poll_rejecting(
-    sent: &mut bool,
-    deadline_ms: u64,
-    socket: &mut tcp::Socket<'_>,
-    now_ms: u64,
-    config: &Config,
-) -> Option<SlotState> {
+fn poll_rejecting(sent: &mut bool, deadline_ms: u64, socket: &mut tcp::Socket<'_>, now_ms: u64, config: &Config) -> Option<SlotState> {
     if !socket.is_active() {
         return Some(relisten(socket, now_ms, config));
     }
@@ -1064,9 +920,7 @@ fn poll_rejecting(
     }
     (now_ms >= deadline_ms).then(|| {
         socket.abort();
-        SlotState::Aborting {
-            deadline_ms: now_ms.saturating_add(config.close_linger_ms),
-        }
+        SlotState::Aborting { deadline_ms: now_ms.saturating_add(config.close_linger_ms) }
     })
 }
 
@@ -1080,10 +934,7 @@ fn poll_open(
     if !conn.doomed && !socket.is_active() {
         // Reset by the peer, both sides closed, or a handshake that failed
         // (the socket went back to listening).
-        debug_log!(
-            "control: connection {} ended by the peer",
-            conn.id.generation
-        );
+        debug_log!("control: connection {} ended by the peer", conn.id.generation);
         end(conn, shared);
         return Some(relisten(socket, now_ms, shared.config));
     }
@@ -1115,9 +966,7 @@ fn poll_open(
         debug_log!("control: connection {} reset", conn.id.generation);
         socket.abort();
         end(conn, shared);
-        return Some(SlotState::Aborting {
-            deadline_ms: now_ms.saturating_add(shared.config.close_linger_ms),
-        });
+        return Some(SlotState::Aborting { deadline_ms: now_ms.saturating_add(shared.config.close_linger_ms) });
     }
     write(conn, socket, now_ms, shared.stats);
     conn.account(shared.memory);
@@ -1136,9 +985,7 @@ fn poll_open(
         }
         socket.abort();
         end(conn, shared);
-        return Some(SlotState::Aborting {
-            deadline_ms: now_ms.saturating_add(shared.config.close_linger_ms),
-        });
+        return Some(SlotState::Aborting { deadline_ms: now_ms.saturating_add(shared.config.close_linger_ms) });
     }
     if idle_deadline(conn, shared.config, shared.hub).is_some_and(|deadline| now_ms >= deadline) {
         debug_log!("control: connection {} idle", conn.id.generation);
@@ -1148,9 +995,7 @@ fn poll_open(
     if conn.closing && conn.output.is_empty() {
         socket.close();
         end(conn, shared);
-        return Some(SlotState::Closing {
-            deadline_ms: now_ms.saturating_add(shared.config.close_linger_ms),
-        });
+        return Some(SlotState::Closing { deadline_ms: now_ms.saturating_add(shared.config.close_linger_ms) });
     }
     None
 }
@@ -1180,12 +1025,7 @@ fn read_bounded(
     for _ in 0..2 {
         let mut room = conn.parser.spare_capacity();
         if !conn.authenticated {
-            room = room.min(
-                shared
-                    .config
-                    .preauth_input_bytes
-                    .saturating_sub(conn.parser.buffered()),
-            );
+            room = room.min(shared.config.preauth_input_bytes.saturating_sub(conn.parser.buffered()));
         }
         // Request bytes are bounded per connection (frame limit, pre-auth
         // allowance) and charged, but not refused by the budget: a client
@@ -1259,14 +1099,7 @@ enum Step {
 }
 
 /// Starts the connection's next request if it may start now.
-fn next_step(
-    conn: &mut Connection,
-    now_ms: u64,
-    config: &Config,
-    hub: &mut Hub,
-    stats: &mut NetStats,
-    memory: &MemoryBudget,
-) -> Step {
+fn next_step(conn: &mut Connection, now_ms: u64, config: &Config, hub: &mut Hub, stats: &mut NetStats, memory: &MemoryBudget) -> Step {
     if conn.in_flight || conn.held.is_some() || conn.closing || conn.doomed {
         return Step::Busy;
     }
@@ -1290,11 +1123,7 @@ fn next_step(
             conn.rate.spend();
             conn.in_flight = true;
             stats.commands = stats.commands.saturating_add(1);
-            Step::Job(Job {
-                connection: conn.id,
-                request,
-                peer: conn.peer,
-            })
+            Step::Job(Job { connection: conn.id, request, peer: conn.peer })
         }
         Ok(None) if conn.parser.spare_capacity() == 0 => {
             // A full buffer without a complete request can never complete
@@ -1311,24 +1140,11 @@ fn next_step(
 }
 
 fn release_held(conn: &mut Connection, now_ms: u64, shared: &mut Shared<'_>) {
-    if conn
-        .held
-        .as_ref()
-        .is_none_or(|held| held.release_ms > now_ms)
-    {
+    if conn.held.as_ref().is_none_or(|held| held.release_ms > now_ms) {
         return;
     }
     if let Some(held) = conn.held.take() {
-        deliver(
-            conn,
-            &held.bytes,
-            held.close_after,
-            shared.config,
-            shared.hub,
-            shared.stats,
-            shared.memory,
-            Origin::Reply,
-        );
+        deliver(conn, &held.bytes, held.close_after, shared.config, shared.hub, shared.stats, shared.memory, Origin::Reply);
     }
 }
 
@@ -1345,10 +1161,7 @@ enum Origin {
 /// Queues a reply, or disconnects the client if it would overflow. Growth
 /// of the queue is checked against the memory budget first and reserved
 /// fallibly: an allocation failure drops this client, never the kernel.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the server's parts, borrowed apart from the connection"
-)]
+#[allow(clippy::too_many_arguments, reason = "the server's parts, borrowed apart from the connection")]
 fn deliver(
     conn: &mut Connection,
     bytes: &[u8],
@@ -1364,11 +1177,7 @@ fn deliver(
         return;
     }
     let mut bytes = bytes;
-    let growth = conn
-        .output
-        .len()
-        .saturating_add(bytes.len())
-        .saturating_sub(conn.output.capacity());
+    let growth = conn.output.len().saturating_add(bytes.len()).saturating_sub(conn.output.capacity());
     if growth > 0 && !memory.try_charge(growth) {
         stats.memory_refusals = stats.memory_refusals.saturating_add(1);
         match origin {
@@ -1404,11 +1213,7 @@ fn protocol_error(
     stats: &mut NetStats,
     memory: &MemoryBudget,
 ) {
-    debug_log!(
-        "control: connection {}: {}",
-        conn.id.generation,
-        error.message()
-    );
+    debug_log!("control: connection {}: {}", conn.id.generation, error.message());
     stats.protocol_errors = stats.protocol_errors.saturating_add(1);
     let bytes = error.to_reply().to_bytes(conn.protocol);
     deliver(conn, &bytes, true, config, hub, stats, memory, Origin::Reply);
@@ -1449,7 +1254,5 @@ fn relisten(socket: &mut tcp::Socket<'_>, now_ms: u64, config: &Config) -> SlotS
     } else if socket.listen(config.port).is_ok() {
         return SlotState::Listening;
     }
-    SlotState::Aborting {
-        deadline_ms: now_ms.saturating_add(config.close_linger_ms),
-    }
+    SlotState::Aborting { deadline_ms: now_ms.saturating_add(config.close_linger_ms) }
 }

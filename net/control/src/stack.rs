@@ -59,11 +59,7 @@ pub fn parse_net_config(cmdline: &str) -> Result<NetConfig> {
     let mut gateway = None;
     for item in cmdline.split_ascii_whitespace() {
         if let Some(value) = item.strip_prefix("ip=") {
-            address = if value.eq_ignore_ascii_case("dhcp") {
-                None
-            } else {
-                Some(parse_cidr(value)?)
-            };
+            address = if value.eq_ignore_ascii_case("dhcp") { None } else { Some(parse_cidr(value)?) };
         } else if let Some(value) = item.strip_prefix("gw=") {
             gateway = Some(parse_ipv4(value).ok_or(NetConfigError::BadGateway)?);
         }
@@ -78,9 +74,7 @@ pub fn parse_net_config(cmdline: &str) -> Result<NetConfig> {
 fn parse_cidr(text: &str) -> Result<Ipv4Cidr> {
     let (address, prefix) = text.split_once('/').ok_or(NetConfigError::BadPrefix)?;
     let address = parse_ipv4(address).ok_or(NetConfigError::BadAddress)?;
-    let prefix = parse_decimal(prefix)
-        .filter(|&prefix| prefix <= 32)
-        .ok_or(NetConfigError::BadPrefix)?;
+    let prefix = parse_decimal(prefix).filter(|&prefix| prefix <= 32).ok_or(NetConfigError::BadPrefix)?;
     let prefix = u8::try_from(prefix).map_err(|_| NetConfigError::BadPrefix)?;
     Ok(Ipv4Cidr::new(address, prefix))
 }
@@ -141,36 +135,22 @@ impl Stack {
     pub fn new(config: NetConfig, iface: &mut Interface, sockets: &mut SocketSet<'_>) -> Stack {
         match config {
             NetConfig::Static { address, gateway } => {
-                let mut stack = Stack {
-                    dhcp: None,
-                    address: None,
-                    gateway: None,
-                };
+                let mut stack = Stack { dhcp: None, address: None, gateway: None };
                 stack.configure(iface, address, gateway);
                 stack
             }
-            NetConfig::Dhcp => Stack {
-                dhcp: Some(sockets.add(dhcpv4::Socket::new())),
-                address: None,
-                gateway: None,
-            },
+            NetConfig::Dhcp => Stack { dhcp: Some(sockets.add(dhcpv4::Socket::new())), address: None, gateway: None },
         }
     }
 
     /// After each `Interface::poll`: applies a new DHCP lease or its loss
     /// to `iface`.
-    pub fn poll(
-        &mut self,
-        iface: &mut Interface,
-        sockets: &mut SocketSet<'_>,
-    ) -> Option<StackEvent> {
+    pub fn poll(&mut self, iface: &mut Interface, sockets: &mut SocketSet<'_>) -> Option<StackEvent> {
         let handle = self.dhcp?;
         // Found by iteration rather than `get_mut`, which panics when the
         // caller passes another set.
-        let socket = sockets
-            .iter_mut()
-            .find(|(candidate, _)| *candidate == handle)
-            .and_then(|(_, socket)| dhcpv4::Socket::downcast_mut(socket))?;
+        let socket =
+            sockets.iter_mut().find(|(candidate, _)| *candidate == handle).and_then(|(_, socket)| dhcpv4::Socket::downcast_mut(socket))?;
         let lease = match socket.poll()? {
             dhcpv4::Event::Configured(config) => Some((config.address, config.router)),
             dhcpv4::Event::Deconfigured => None,
@@ -202,12 +182,7 @@ impl Stack {
         self.dhcp.is_some()
     }
 
-    fn configure(
-        &mut self,
-        iface: &mut Interface,
-        address: Ipv4Cidr,
-        gateway: Option<Ipv4Address>,
-    ) {
+    fn configure(&mut self, iface: &mut Interface, address: Ipv4Cidr, gateway: Option<Ipv4Address>) {
         iface.update_ip_addrs(|addresses| {
             addresses.clear();
             // The list was just emptied and holds at least one entry.

@@ -12,9 +12,8 @@ use smoltcp::iface::{Interface, SocketSet};
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpMessageType, DhcpPacket, DhcpRepr, EthernetAddress,
-    EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpCidr, IpProtocol, Ipv4Address,
-    Ipv4Cidr, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+    DHCP_CLIENT_PORT, DHCP_SERVER_PORT, DhcpMessageType, DhcpPacket, DhcpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, IpAddress, IpCidr, IpProtocol, Ipv4Address, Ipv4Cidr, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
 };
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x15];
@@ -111,10 +110,7 @@ fn server_reply(message_type: DhcpMessageType, transaction_id: u32, lease_s: u32
         rebind_duration: None,
         additional_options: &[],
     };
-    let udp = UdpRepr {
-        src_port: DHCP_SERVER_PORT,
-        dst_port: DHCP_CLIENT_PORT,
-    };
+    let udp = UdpRepr { src_port: DHCP_SERVER_PORT, dst_port: DHCP_CLIENT_PORT };
     let ip = Ipv4Repr {
         src_addr: SERVER_IP,
         dst_addr: Ipv4Address::BROADCAST,
@@ -122,11 +118,7 @@ fn server_reply(message_type: DhcpMessageType, transaction_id: u32, lease_s: u32
         payload_len: 8 + dhcp.buffer_len(),
         hop_limit: 64,
     };
-    let ethernet = EthernetRepr {
-        src_addr: SERVER_MAC,
-        dst_addr: EthernetAddress::BROADCAST,
-        ethertype: EthernetProtocol::Ipv4,
-    };
+    let ethernet = EthernetRepr { src_addr: SERVER_MAC, dst_addr: EthernetAddress::BROADCAST, ethertype: EthernetProtocol::Ipv4 };
     let mut frame = vec![0; 14 + 20 + ip.payload_len];
     let mut ethernet_frame = EthernetFrame::new_unchecked(&mut frame);
     ethernet.emit(&mut ethernet_frame);
@@ -149,11 +141,7 @@ fn server_reply(message_type: DhcpMessageType, transaction_id: u32, lease_s: u32
 #[test]
 fn a_lease_sets_address_and_gateway_and_its_expiry_removes_them() {
     let mut device = FakeNet::default();
-    let mut iface = Interface::new(
-        interface_config(CLIENT_MAC),
-        &mut device,
-        Instant::from_millis(0),
-    );
+    let mut iface = Interface::new(interface_config(CLIENT_MAC), &mut device, Instant::from_millis(0));
     let mut sockets = SocketSet::new(Vec::new());
     let mut stack = Stack::new(NetConfig::Dhcp, &mut iface, &mut sockets);
     let mut events = Vec::new();
@@ -175,45 +163,26 @@ fn a_lease_sets_address_and_gateway_and_its_expiry_removes_them() {
                 DhcpMessageType::Request if answered.len() == 2 => DhcpMessageType::Ack,
                 _ => continue,
             };
-            device
-                .inbound
-                .push_back(server_reply(reply, transaction_id, 120));
+            device.inbound.push_back(server_reply(reply, transaction_id, 120));
         }
         now_ms += 10;
     }
     let address = Ipv4Cidr::new(LEASED_IP, 24);
-    let configured = StackEvent::Configured {
-        address,
-        gateway: Some(SERVER_IP),
-    };
+    let configured = StackEvent::Configured { address, gateway: Some(SERVER_IP) };
     let sequence: Vec<StackEvent> = events.iter().map(|(_, event)| *event).collect();
     // smoltcp reports "deconfigured" once at start, then the lease, then
     // its loss after 120 s without an answer to the renewals.
-    assert_eq!(
-        sequence,
-        [
-            StackEvent::Deconfigured,
-            configured,
-            StackEvent::Deconfigured
-        ]
-    );
+    assert_eq!(sequence, [StackEvent::Deconfigured, configured, StackEvent::Deconfigured]);
     let lost_at = events[2].0;
     let leased_at = events[1].0;
     assert!(lost_at - leased_at >= 120_000, "{events:?}");
-    assert_eq!(
-        answered[..2],
-        [DhcpMessageType::Discover, DhcpMessageType::Request]
-    );
+    assert_eq!(answered[..2], [DhcpMessageType::Discover, DhcpMessageType::Request]);
     assert_eq!(stack.address(), None);
     assert!(iface.ip_addrs().is_empty());
 
     // While it was leased the interface held it: replay to that point.
     let mut device = FakeNet::default();
-    let mut iface = Interface::new(
-        interface_config(CLIENT_MAC),
-        &mut device,
-        Instant::from_millis(0),
-    );
+    let mut iface = Interface::new(interface_config(CLIENT_MAC), &mut device, Instant::from_millis(0));
     let mut sockets = SocketSet::new(Vec::new());
     let mut stack = Stack::new(NetConfig::Dhcp, &mut iface, &mut sockets);
     let mut now_ms = 0;
@@ -226,9 +195,7 @@ fn a_lease_sets_address_and_gateway_and_its_expiry_removes_them() {
                     DhcpMessageType::Discover => DhcpMessageType::Offer,
                     _ => DhcpMessageType::Ack,
                 };
-                device
-                    .inbound
-                    .push_back(server_reply(reply, transaction_id, 120));
+                device.inbound.push_back(server_reply(reply, transaction_id, 120));
             }
         }
         now_ms += 10;

@@ -65,9 +65,7 @@ fn run_with_faults(drop_pct: u8, corrupt_pct: u8, clients: usize, commands: usiz
     let mut all = Vec::new();
     for index in 0..clients {
         let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 64 * 1024]), tcp::SocketBuffer::new(vec![0; 64 * 1024]));
-        socket
-            .connect(iface.context(), (IpAddress::v4(127, 0, 0, 1), config.port), 41_000 + index as u16)
-            .unwrap();
+        socket.connect(iface.context(), (IpAddress::v4(127, 0, 0, 1), config.port), 41_000 + index as u16).unwrap();
         let mut outgoing = command(&["AUTH", "s3cret"]);
         let mut expected = b"+OK\r\n".to_vec();
         for number in 0..commands {

@@ -16,18 +16,41 @@ use rtedge_proto::RequestParser;
 use support::{FakeBackend, Random, TOKEN, command};
 
 const WORDS: &[&str] = &[
-    "PING", "ECHO", "AUTH", "HELLO", "GET", "SET", "MGET", "INFO", "SHUTDOWN", "MULTI", "EXEC",
-    "DISCARD", "WATCH", "SUBSCRIBE", "PSUBSCRIBE", "UNSUBSCRIBE", "CLIENT", "COMMAND", "CONFIG",
-    "HELP", "KILL", "DEMO.ADD", "counter", "3", "s3cret", "default", "GET", "*",
+    "PING",
+    "ECHO",
+    "AUTH",
+    "HELLO",
+    "GET",
+    "SET",
+    "MGET",
+    "INFO",
+    "SHUTDOWN",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "WATCH",
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "UNSUBSCRIBE",
+    "CLIENT",
+    "COMMAND",
+    "CONFIG",
+    "HELP",
+    "KILL",
+    "DEMO.ADD",
+    "counter",
+    "3",
+    "s3cret",
+    "default",
+    "GET",
+    "*",
 ];
 
 /// One generated frame: a well-formed command from the vocabulary, a
 /// mutated one, or random bytes.
 fn frame(random: &mut Random) -> Vec<u8> {
     let count = 1 + random.below(5);
-    let args: Vec<String> = (0..count)
-        .map(|_| WORDS[random.below(WORDS.len())].to_string())
-        .collect();
+    let args: Vec<String> = (0..count).map(|_| WORDS[random.below(WORDS.len())].to_string()).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut bytes = command(&args);
     match random.below(10) {

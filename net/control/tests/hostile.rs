@@ -36,11 +36,7 @@ fn a_trickling_unauthenticated_client_is_closed_at_the_preauth_deadline() {
         harness.advance(1_000);
         harness.settle();
     }
-    assert!(
-        harness.closed_by_server(client),
-        "still {:?} after 20 s of trickle",
-        harness.state(client)
-    );
+    assert!(harness.closed_by_server(client), "still {:?} after 20 s of trickle", harness.state(client));
     assert_eq!(harness.server.connection_count(), 0);
 }
 
@@ -58,9 +54,7 @@ fn a_client_that_leaves_without_reading_gives_its_slot_back() {
     }
     harness.settle();
     harness.settle();
-    assert!(harness.server.queued_output(
-        harness.completions.last().unwrap().connection
-    ).unwrap_or(0) > 0);
+    assert!(harness.server.queued_output(harness.completions.last().unwrap().connection).unwrap_or(0) > 0);
     harness.socket(client).close();
     for _ in 0..200 {
         harness.advance(1_000);
@@ -68,11 +62,7 @@ fn a_client_that_leaves_without_reading_gives_its_slot_back() {
     }
     assert_eq!(harness.server.connection_count(), 0);
     let stats = harness.server.stats();
-    assert_eq!(
-        stats.slot_states.listening,
-        Config::DEFAULT.max_connections + 1,
-        "{stats:?}"
-    );
+    assert_eq!(stats.slot_states.listening, Config::DEFAULT.max_connections + 1, "{stats:?}");
 }
 
 /// `SHUTDOWN 7 extra` and `SHUTDOWN 0 NOSAVE` are arity errors, and
@@ -82,10 +72,7 @@ fn shutdown_takes_only_what_it_documents() {
     let mut harness = Harness::new(Config::DEFAULT);
     let client = harness.connect_authenticated();
     for args in [&["SHUTDOWN", "7", "extra"][..], &["SHUTDOWN", "0", "NOSAVE"][..]] {
-        assert_eq!(
-            harness.request(client, args),
-            b"-ERR wrong number of arguments for 'shutdown' command\r\n"
-        );
+        assert_eq!(harness.request(client, args), b"-ERR wrong number of arguments for 'shutdown' command\r\n");
     }
     assert!(harness.completions.iter().all(|completion| completion.shutdown.is_none()));
     assert!(!harness.dispatcher.backend().executed.iter().any(|name| name == b"SHUTDOWN"));
@@ -97,18 +84,9 @@ fn shutdown_takes_only_what_it_documents() {
 fn extra_arguments_are_refused_before_the_command_runs() {
     let mut harness = Harness::new(Config::DEFAULT);
     let client = harness.connect_authenticated();
-    assert_eq!(
-        harness.request(client, &["PING", "a", "b"]),
-        b"-ERR wrong number of arguments for 'ping' command\r\n"
-    );
-    assert_eq!(
-        harness.request(client, &["INFO", "server", "extra"]),
-        b"-ERR wrong number of arguments for 'info' command\r\n"
-    );
-    assert_eq!(
-        harness.request(client, &["LATENCY", "source", "NOPE"]),
-        b"-ERR syntax error\r\n"
-    );
+    assert_eq!(harness.request(client, &["PING", "a", "b"]), b"-ERR wrong number of arguments for 'ping' command\r\n");
+    assert_eq!(harness.request(client, &["INFO", "server", "extra"]), b"-ERR wrong number of arguments for 'info' command\r\n");
+    assert_eq!(harness.request(client, &["LATENCY", "source", "NOPE"]), b"-ERR syntax error\r\n");
     assert!(harness.dispatcher.backend().executed.is_empty());
 }
 
@@ -154,10 +132,7 @@ fn a_failed_transaction_writes_nothing() {
     assert_eq!(harness.request(client, &["MULTI"]), b"+OK\r\n");
     assert_eq!(harness.request(client, &["SET", "counter", "4242"]), b"+QUEUED\r\n");
     assert!(harness.request(client, &["NOSUCHCOMMAND"]).starts_with(b"-ERR unknown command"));
-    assert_eq!(
-        harness.request(client, &["EXEC"]),
-        b"-EXECABORT Transaction discarded because of previous errors.\r\n"
-    );
+    assert_eq!(harness.request(client, &["EXEC"]), b"-EXECABORT Transaction discarded because of previous errors.\r\n");
     assert_eq!(harness.request(client, &["GET", "counter"]), b":0\r\n");
 
     assert_eq!(harness.request(client, &["MULTI"]), b"+OK\r\n");
@@ -219,10 +194,7 @@ fn a_closed_connection_releases_its_session() {
 /// closed connection gives everything back.
 #[test]
 fn the_memory_budget_refuses_growth_and_frees_on_close() {
-    let config = Config {
-        memory_limit_bytes: 256 * 1024,
-        ..Config::DEFAULT
-    };
+    let config = Config { memory_limit_bytes: 256 * 1024, ..Config::DEFAULT };
     let mut harness = Harness::new(config);
     let client = harness.connect_authenticated();
     let baseline = harness.server.memory().used();

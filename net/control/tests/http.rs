@@ -3,12 +3,7 @@
 //! the request deadline, a client that never reads, a flood of headers,
 //! random bytes, and slot reuse after every kind of ending.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    reason = "test scaffolding: a failure is a test failure"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "test scaffolding: a failure is a test failure")]
 
 use std::collections::VecDeque;
 
@@ -170,11 +165,9 @@ fn get_metrics_is_200_with_the_exposition_content_type_and_the_body() {
     );
     // A query string, HTTP/1.0, bare LF line ends and the absolute form
     // name the same resource.
-    for request in [
-        &b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"[..],
-        b"GET /metrics HTTP/1.1\n\n",
-        b"GET http://127.0.0.1:9100/metrics HTTP/1.1\r\n\r\n",
-    ] {
+    for request in
+        [&b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"[..], b"GET /metrics HTTP/1.1\n\n", b"GET http://127.0.0.1:9100/metrics HTTP/1.1\r\n\r\n"]
+    {
         let reply = harness.exchange(request);
         assert_eq!(status(&reply), "HTTP/1.1 200 OK", "{}", String::from_utf8_lossy(request));
         assert!(reply.ends_with("up 1\n"));

@@ -22,10 +22,7 @@ fn a_malformed_frame_closes_only_its_connection() {
     bytes.extend_from_slice(b"*1\r\n$x\r\n");
     harness.send(bad, &bytes);
     harness.settle();
-    assert_eq!(
-        harness.take(bad),
-        b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
-    );
+    assert_eq!(harness.take(bad), b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n");
     assert!(harness.closed_by_server(bad));
     assert_eq!(harness.server.stats().protocol_errors, 1);
     assert_eq!(harness.request(good, &["PING"]), b"+PONG\r\n");
@@ -34,15 +31,9 @@ fn a_malformed_frame_closes_only_its_connection() {
     let other = harness.connect();
     harness.send(other, b"*2\r\n$4\r\nECHO\r\nx");
     harness.settle();
-    assert_eq!(
-        harness.take(other),
-        b"-ERR Protocol error: expected '$', got 'x'\r\n"
-    );
+    assert_eq!(harness.take(other), b"-ERR Protocol error: expected '$', got 'x'\r\n");
     assert!(harness.closed_by_server(other));
-    assert_eq!(
-        harness.request(good, &["ECHO", "still"]),
-        b"$5\r\nstill\r\n"
-    );
+    assert_eq!(harness.request(good, &["ECHO", "still"]), b"$5\r\nstill\r\n");
 }
 
 #[test]
@@ -52,58 +43,37 @@ fn oversized_frames_arguments_and_bulks_are_protocol_errors() {
     let client = harness.connect();
     harness.send(client, b"*11\r\n");
     harness.settle();
-    assert_eq!(
-        harness.take(client),
-        b"-ERR Protocol error: too many arguments\r\n"
-    );
+    assert_eq!(harness.take(client), b"-ERR Protocol error: too many arguments\r\n");
     let client = harness.connect();
     harness.send(client, b"*2\r\n$4\r\nAUTH\r\n$16385\r\n");
     harness.settle();
-    assert_eq!(
-        harness.take(client),
-        b"-ERR Protocol error: invalid bulk length\r\n"
-    );
+    assert_eq!(harness.take(client), b"-ERR Protocol error: invalid bulk length\r\n");
 
     // After AUTH: 1024 arguments, 32 KiB arguments, 64 KiB frames.
     let client = harness.connect_authenticated();
     harness.send(client, b"*1025\r\n");
     harness.settle();
-    assert_eq!(
-        harness.take(client),
-        b"-ERR Protocol error: too many arguments\r\n"
-    );
+    assert_eq!(harness.take(client), b"-ERR Protocol error: too many arguments\r\n");
     let client = harness.connect_authenticated();
     harness.send(client, b"*2\r\n$4\r\nECHO\r\n$32769\r\n");
     harness.settle();
-    assert_eq!(
-        harness.take(client),
-        b"-ERR Protocol error: invalid bulk length\r\n"
-    );
+    assert_eq!(harness.take(client), b"-ERR Protocol error: invalid bulk length\r\n");
     let client = harness.connect_authenticated();
     let mut frame = b"*3\r\n$3\r\nSET\r\n$32768\r\n".to_vec();
     frame.extend(std::iter::repeat_n(b'k', 32768));
     frame.extend_from_slice(b"\r\n$32768\r\n");
     harness.send(client, &frame);
     harness.settle();
-    assert_eq!(
-        harness.take(client),
-        b"-ERR Protocol error: request too large\r\n"
-    );
+    assert_eq!(harness.take(client), b"-ERR Protocol error: request too large\r\n");
     // Before AUTH a frame fills the 1 KiB pre-auth allowance first.
     let client = harness.connect();
     harness.send(client, &[b'A'; 16 * 1024 + 1]);
     harness.settle();
-    assert_eq!(
-        harness.take(client),
-        b"-ERR Protocol error: request too large\r\n"
-    );
+    assert_eq!(harness.take(client), b"-ERR Protocol error: request too large\r\n");
     let client = harness.connect_authenticated();
     harness.send(client, &[b'A'; 16 * 1024 + 1]);
     harness.settle();
-    assert_eq!(
-        harness.take(client),
-        b"-ERR Protocol error: too big inline request\r\n"
-    );
+    assert_eq!(harness.take(client), b"-ERR Protocol error: too big inline request\r\n");
     assert_eq!(harness.server.stats().protocol_errors, 7);
     assert_eq!(harness.server.connection_count(), 0);
 
@@ -127,18 +97,12 @@ fn the_65th_connection_is_refused_with_redis_text_while_64_keep_working() {
 
     let refused = harness.connect();
     harness.settle();
-    assert_eq!(
-        harness.take(refused),
-        b"-ERR max number of clients reached\r\n"
-    );
+    assert_eq!(harness.take(refused), b"-ERR max number of clients reached\r\n");
     assert!(harness.closed_by_server(refused));
     // As a real client does on seeing the close.
     harness.socket(refused).close();
     let stats = harness.server.stats();
-    assert_eq!(
-        (stats.accepted, stats.rejected, stats.connected),
-        (64, 1, 64)
-    );
+    assert_eq!((stats.accepted, stats.rejected, stats.connected), (64, 1, 64));
 
     for &client in &clients {
         harness.send_command(client, &["PING"]);
@@ -160,12 +124,7 @@ fn the_65th_connection_is_refused_with_redis_text_while_64_keep_working() {
 
 #[test]
 fn a_subscriber_that_does_not_read_is_disconnected_alone() {
-    let config = Config {
-        output_limit_bytes: 4096,
-        output_pause_bytes: 1024,
-        socket_tx_bytes: 1024,
-        ..Config::DEFAULT
-    };
+    let config = Config { output_limit_bytes: 4096, output_pause_bytes: 1024, socket_tx_bytes: 1024, ..Config::DEFAULT };
     let mut harness = Harness::new(config);
     harness.client_rx_bytes = 512;
     let slow = harness.connect_authenticated();
@@ -173,10 +132,7 @@ fn a_subscriber_that_does_not_read_is_disconnected_alone() {
     let bystander = harness.connect_authenticated();
     harness.client_rx_bytes = 64 * 1024;
     for client in [slow, fast] {
-        assert_eq!(
-            harness.request(client, &["SUBSCRIBE", "news"]),
-            b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
-        );
+        assert_eq!(harness.request(client, &["SUBSCRIBE", "news"]), b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n");
     }
     harness.clients[slow].reading = false;
 
@@ -211,12 +167,7 @@ fn a_subscriber_that_does_not_read_is_disconnected_alone() {
 
 #[test]
 fn a_client_that_pipelines_without_reading_is_paused_not_disconnected() {
-    let config = Config {
-        output_limit_bytes: 4096,
-        output_pause_bytes: 1024,
-        socket_tx_bytes: 1024,
-        ..Config::DEFAULT
-    };
+    let config = Config { output_limit_bytes: 4096, output_pause_bytes: 1024, socket_tx_bytes: 1024, ..Config::DEFAULT };
     let mut harness = Harness::new(config);
     harness.client_rx_bytes = 512;
     let client = harness.connect_authenticated();
@@ -255,20 +206,14 @@ fn an_idle_connection_is_closed_but_a_subscribed_one_is_not() {
 
     harness.advance(1_000_000);
     harness.settle();
-    assert_eq!(
-        harness.request(subscriber, &["PING"]),
-        b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"
-    );
+    assert_eq!(harness.request(subscriber, &["PING"]), b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
     assert_eq!(harness.server.connection_count(), 1);
     assert_eq!(harness.server.next_timeout(harness.now()), None);
 }
 
 #[test]
 fn idle_timeout_zero_means_never() {
-    let config = Config {
-        idle_timeout_ms: 0,
-        ..Config::DEFAULT
-    };
+    let config = Config { idle_timeout_ms: 0, ..Config::DEFAULT };
     let mut harness = Harness::new(config);
     let client = harness.connect_authenticated();
     harness.advance(10_000_000);
@@ -278,10 +223,7 @@ fn idle_timeout_zero_means_never() {
 
 #[test]
 fn excess_requests_wait_for_the_rate_limit_and_none_is_dropped() {
-    let config = Config {
-        rate_limit_per_second: 10,
-        ..Config::DEFAULT
-    };
+    let config = Config { rate_limit_per_second: 10, ..Config::DEFAULT };
     let mut harness = Harness::new(config);
     let client = harness.connect_authenticated();
     // AUTH took one of the ten; twelve PINGs: nine now, the rest later.
@@ -305,10 +247,7 @@ fn excess_requests_wait_for_the_rate_limit_and_none_is_dropped() {
 
 #[test]
 fn a_completion_for_a_closed_and_reused_slot_is_dropped() {
-    let config = Config {
-        max_connections: 1,
-        ..Config::DEFAULT
-    };
+    let config = Config { max_connections: 1, ..Config::DEFAULT };
     let mut harness = Harness::new(config);
     harness.hold_jobs = true;
     let first = harness.connect();
@@ -328,37 +267,17 @@ fn a_completion_for_a_closed_and_reused_slot_is_dropped() {
     assert_ne!(fresh.connection.generation, stale.connection.generation);
 
     let now = harness.now();
-    let none = harness.server.complete(
-        now,
-        Completion::reply(stale.connection, b"+STALE\r\n".to_vec()),
-    );
+    let none = harness.server.complete(now, Completion::reply(stale.connection, b"+STALE\r\n".to_vec()));
     assert!(none.is_none());
     assert_eq!(harness.server.stats().stale_completions, 1);
-    assert_eq!(
-        harness.server.push(stale.connection, b"+STALE\r\n"),
-        PushOutcome::Dropped
-    );
+    assert_eq!(harness.server.push(stale.connection, b"+STALE\r\n"), PushOutcome::Dropped);
     // Ids that never existed are dropped the same way.
     for connection in [
-        ConnectionId {
-            slot: 0,
-            generation: 0,
-        },
-        ConnectionId {
-            slot: u32::MAX,
-            generation: u64::MAX,
-        },
-        ConnectionId {
-            slot: 1,
-            generation: fresh.connection.generation,
-        },
+        ConnectionId { slot: 0, generation: 0 },
+        ConnectionId { slot: u32::MAX, generation: u64::MAX },
+        ConnectionId { slot: 1, generation: fresh.connection.generation },
     ] {
-        assert!(
-            harness
-                .server
-                .complete(now, Completion::reply(connection, vec![b'x']))
-                .is_none()
-        );
+        assert!(harness.server.complete(now, Completion::reply(connection, vec![b'x'])).is_none());
         assert_eq!(harness.server.push(connection, b"x"), PushOutcome::Dropped);
         assert!(!harness.server.disconnect(connection));
     }
@@ -378,27 +297,11 @@ fn unauthenticated_limits_are_redis_caps_within_ours() {
     // Redis's 10 arguments, and frames, lines and arguments within the
     // pre-auth input allowance (1 KiB), well below Redis's 16 KiB.
     let limits = Config::DEFAULT.unauthenticated_limits();
-    assert_eq!(
-        limits,
-        Limits {
-            max_frame_bytes: 1024,
-            max_args: 10,
-            max_bulk_bytes: 1024,
-            max_inline_bytes: 1024,
-        }
-    );
-    let wide = Config {
-        preauth_input_bytes: 64 * 1024,
-        ..Config::DEFAULT
-    };
+    assert_eq!(limits, Limits { max_frame_bytes: 1024, max_args: 10, max_bulk_bytes: 1024, max_inline_bytes: 1024 });
+    let wide = Config { preauth_input_bytes: 64 * 1024, ..Config::DEFAULT };
     assert_eq!(
         wide.unauthenticated_limits(),
-        Limits {
-            max_frame_bytes: 64 * 1024,
-            max_args: 10,
-            max_bulk_bytes: 16 * 1024,
-            max_inline_bytes: 16 * 1024,
-        }
+        Limits { max_frame_bytes: 64 * 1024, max_args: 10, max_bulk_bytes: 16 * 1024, max_inline_bytes: 16 * 1024 }
     );
 }
 
@@ -412,10 +315,7 @@ fn the_kernel_hooks_report_pending_work_and_flushed_output() {
     // A subscriber has no deadline of its own...
     assert_eq!(harness.server.next_timeout(now), None);
     // ...but queued bytes ask for a poll at once, and leave with it.
-    assert_eq!(
-        harness.server.push(connection, b"*1\r\n$1\r\nx\r\n"),
-        rtedge_control::PushOutcome::Queued
-    );
+    assert_eq!(harness.server.push(connection, b"*1\r\n$1\r\nx\r\n"), rtedge_control::PushOutcome::Queued);
     assert_eq!(harness.server.queued_output(connection), Some(11));
     assert_eq!(harness.server.next_timeout(now), Some(0));
     harness.settle();

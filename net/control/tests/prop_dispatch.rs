@@ -15,10 +15,40 @@ use rtedge_proto::{Request, Scalar};
 use support::{FakeBackend, TOKEN};
 
 const WORDS: &[&str] = &[
-    "PING", "ECHO", "AUTH", "HELLO", "QUIT", "GET", "SET", "MGET", "INFO", "SHUTDOWN", "MULTI",
-    "EXEC", "DISCARD", "WATCH", "UNWATCH", "SUBSCRIBE", "PSUBSCRIBE", "UNSUBSCRIBE", "CLIENT",
-    "COMMAND", "CONFIG", "HELP", "KILL", "DEMO.ADD", "counter", "flag", "3", "s3cret", "default",
-    "GETNAME", "SETNAME", "DOCS", "*", "x",
+    "PING",
+    "ECHO",
+    "AUTH",
+    "HELLO",
+    "QUIT",
+    "GET",
+    "SET",
+    "MGET",
+    "INFO",
+    "SHUTDOWN",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "WATCH",
+    "UNWATCH",
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "UNSUBSCRIBE",
+    "CLIENT",
+    "COMMAND",
+    "CONFIG",
+    "HELP",
+    "KILL",
+    "DEMO.ADD",
+    "counter",
+    "flag",
+    "3",
+    "s3cret",
+    "default",
+    "GETNAME",
+    "SETNAME",
+    "DOCS",
+    "*",
+    "x",
 ];
 
 fn request() -> impl Strategy<Value = Vec<Vec<u8>>> {
@@ -37,11 +67,7 @@ fn dispatcher() -> Dispatcher<FakeBackend> {
 }
 
 fn job(slot: u32, args: Vec<Vec<u8>>) -> Job {
-    Job {
-        connection: ConnectionId { slot, generation: u64::from(slot) + 1 },
-        request: Request::from_args(args).unwrap(),
-        peer: None,
-    }
+    Job { connection: ConnectionId { slot, generation: u64::from(slot) + 1 }, request: Request::from_args(args).unwrap(), peer: None }
 }
 
 fn counter(dispatcher: &Dispatcher<FakeBackend>) -> Scalar {

@@ -29,12 +29,7 @@ const VALID: [&[&str]; 12] = [
 
 #[test]
 fn random_bytes_from_many_clients_never_break_the_server() {
-    let config = Config {
-        max_connections: 6,
-        output_limit_bytes: 64 * 1024,
-        output_pause_bytes: 16 * 1024,
-        ..Config::DEFAULT
-    };
+    let config = Config { max_connections: 6, output_limit_bytes: 64 * 1024, output_pause_bytes: 16 * 1024, ..Config::DEFAULT };
     let mut harness = Harness::new(config);
     harness.client_rx_bytes = 4096;
     harness.client_tx_bytes = 8192;
@@ -66,10 +61,7 @@ fn random_bytes_from_many_clients_never_break_the_server() {
             harness.clients[client].reading = random.below(8) != 0;
             // Replace clients the server closed (or that aborted).
             let state = harness.state(client);
-            if matches!(
-                state,
-                tcp::State::CloseWait | tcp::State::Closed | tcp::State::TimeWait
-            ) {
+            if matches!(state, tcp::State::CloseWait | tcp::State::Closed | tcp::State::TimeWait) {
                 harness.socket(client).close();
                 harness.steps(2);
                 harness.forget(client);
@@ -77,10 +69,7 @@ fn random_bytes_from_many_clients_never_break_the_server() {
             }
         }
         // Random calls with made-up or stale ids.
-        let connection = ConnectionId {
-            slot: random.below(10) as u32,
-            generation: random.below(40) as u64,
-        };
+        let connection = ConnectionId { slot: random.below(10) as u32, generation: random.below(40) as u64 };
         let mut completion = Completion::reply(connection, random.bytes_below(64));
         completion.close_after = random.below(2) == 0;
         completion.not_before_ms = Some(random.next_u64());
@@ -125,33 +114,15 @@ fn random_bytes_from_many_clients_never_break_the_server() {
 fn random_requests_to_the_dispatcher_always_get_one_reply() {
     let mut harness = Harness::new(Config::DEFAULT);
     let mut random = Random::new(7);
-    let names: Vec<&str> = commands::all()
-        .iter()
-        .map(|spec| spec.name)
-        .chain(["demo.add", "nope", "CLIENT", "Command"])
-        .collect();
-    let words: [&[u8]; 12] = [
-        b"AUTH", b"default", b"s3cret", b"SETNAME", b"3", b"2", b"DOCS", b"GET", b"*", b"ID",
-        b"INFO", b"\r\n",
-    ];
+    let names: Vec<&str> = commands::all().iter().map(|spec| spec.name).chain(["demo.add", "nope", "CLIENT", "Command"]).collect();
+    let words: [&[u8]; 12] = [b"AUTH", b"default", b"s3cret", b"SETNAME", b"3", b"2", b"DOCS", b"GET", b"*", b"ID", b"INFO", b"\r\n"];
     for _ in 0..20_000 {
         let mut args = vec![names[random.below(names.len())].as_bytes().to_vec()];
         for _ in 0..random.below(6) {
-            args.push(if random.below(2) == 0 {
-                words[random.below(words.len())].to_vec()
-            } else {
-                random.bytes_below(12)
-            });
+            args.push(if random.below(2) == 0 { words[random.below(words.len())].to_vec() } else { random.bytes_below(12) });
         }
-        let connection = ConnectionId {
-            slot: random.below(4) as u32,
-            generation: 1 + random.below(3) as u64,
-        };
-        let job = Job {
-            connection,
-            request: Request::from_args(args).unwrap(),
-            peer: None,
-        };
+        let connection = ConnectionId { slot: random.below(4) as u32, generation: 1 + random.below(3) as u64 };
+        let job = Job { connection, request: Request::from_args(args).unwrap(), peer: None };
         if random.below(100) == 0 {
             harness.advance(random.below(3000) as u64);
         }
@@ -166,10 +137,7 @@ fn random_requests_to_the_dispatcher_always_get_one_reply() {
 
 #[test]
 fn a_peer_that_never_finishes_a_close_is_reset_after_the_linger() {
-    let config = Config {
-        max_connections: 1,
-        ..Config::DEFAULT
-    };
+    let config = Config { max_connections: 1, ..Config::DEFAULT };
     let mut harness = Harness::new(config);
     let first = harness.connect();
     assert_eq!(harness.request(first, &["QUIT"]), b"+OK\r\n");

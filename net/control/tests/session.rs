@@ -21,10 +21,7 @@ fn ping_and_echo_in_resp2_then_resp3_after_hello_3() {
     let client = harness.connect_authenticated();
     assert_eq!(harness.request(client, &["PING"]), b"+PONG\r\n");
     assert_eq!(harness.request(client, &["ping", "hi"]), b"$2\r\nhi\r\n");
-    assert_eq!(
-        harness.request(client, &["ECHO", "hello"]),
-        b"$5\r\nhello\r\n"
-    );
+    assert_eq!(harness.request(client, &["ECHO", "hello"]), b"$5\r\nhello\r\n");
     // Inline commands too, as redis-cli's raw mode and telnet send them.
     harness.send(client, b"PING\r\n");
     harness.settle();
@@ -35,10 +32,7 @@ fn ping_and_echo_in_resp2_then_resp3_after_hello_3() {
 
     assert_eq!(harness.request(client, &["HELLO", "3"]), HELLO3_REPLY_ID1);
     assert_eq!(harness.request(client, &["PING"]), b"+PONG\r\n");
-    assert_eq!(
-        harness.request(client, &["ECHO", "hello"]),
-        b"$5\r\nhello\r\n"
-    );
+    assert_eq!(harness.request(client, &["ECHO", "hello"]), b"$5\r\nhello\r\n");
     assert_eq!(harness.request(client, &["GET", "flag"]), b"#t\r\n");
     assert_eq!(harness.request(client, &["GET", "nothing"]), b"_\r\n");
     assert_eq!(harness.request(client, &["GET", "ratio"]), b",0.5\r\n");
@@ -62,18 +56,9 @@ $8\r\npriority\r\n:-1\r\n$5\r\nstate\r\n$7\r\nrunning\r\n$10\r\nruntime_ns\r\n:1
 fn hello_rejects_bad_versions_and_options() {
     let mut harness = Harness::new(Config::DEFAULT);
     let client = harness.connect_authenticated();
-    assert_eq!(
-        harness.request(client, &["HELLO", "4"]),
-        b"-NOPROTO unsupported protocol version\r\n"
-    );
-    assert_eq!(
-        harness.request(client, &["HELLO", "x"]),
-        b"-ERR Protocol version is not an integer or out of range\r\n"
-    );
-    assert_eq!(
-        harness.request(client, &["HELLO", "3", "BOGUS"]),
-        b"-ERR Syntax error in option 'BOGUS'\r\n"
-    );
+    assert_eq!(harness.request(client, &["HELLO", "4"]), b"-NOPROTO unsupported protocol version\r\n");
+    assert_eq!(harness.request(client, &["HELLO", "x"]), b"-ERR Protocol version is not an integer or out of range\r\n");
+    assert_eq!(harness.request(client, &["HELLO", "3", "BOGUS"]), b"-ERR Syntax error in option 'BOGUS'\r\n");
     // Nothing changed: still RESP2.
     assert_eq!(harness.request(client, &["GET", "nothing"]), b"$-1\r\n");
 }
@@ -95,15 +80,9 @@ HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client a
 RESP protocol version at the same time\r\n"
     );
     // Arity is checked for the allowed ones.
-    assert_eq!(
-        harness.request(client, &["AUTH"]),
-        b"-ERR wrong number of arguments for 'auth' command\r\n"
-    );
+    assert_eq!(harness.request(client, &["AUTH"]), b"-ERR wrong number of arguments for 'auth' command\r\n");
     assert_eq!(harness.dispatcher.backend().executed.len(), 0);
-    assert_eq!(
-        harness.request(client, &["AUTH", "default", "s3cret"]),
-        b"+OK\r\n"
-    );
+    assert_eq!(harness.request(client, &["AUTH", "default", "s3cret"]), b"+OK\r\n");
     assert_eq!(harness.request(client, &["GET", "counter"]), b":0\r\n");
 }
 
@@ -111,17 +90,9 @@ RESP protocol version at the same time\r\n"
 fn hello_with_auth_authenticates_and_switches_in_one_step() {
     let mut harness = Harness::new(Config::DEFAULT);
     let client = harness.connect();
-    let reply = harness.request(
-        client,
-        &[
-            "HELLO", "3", "AUTH", "default", "s3cret", "SETNAME", "probe",
-        ],
-    );
+    let reply = harness.request(client, &["HELLO", "3", "AUTH", "default", "s3cret", "SETNAME", "probe"]);
     assert_eq!(reply, HELLO3_REPLY_ID1);
-    assert_eq!(
-        harness.request(client, &["CLIENT", "GETNAME"]),
-        b"$5\r\nprobe\r\n"
-    );
+    assert_eq!(harness.request(client, &["CLIENT", "GETNAME"]), b"$5\r\nprobe\r\n");
     assert_eq!(harness.request(client, &["GET", "nothing"]), b"_\r\n");
 }
 
@@ -164,10 +135,7 @@ fn wrong_auth_delays_the_next_attempt_100ms_doubling() {
     // A wrong user name with the right token is still wrong.
     // (The address's back-off was cleared by the success.)
     let other = harness.connect();
-    assert_eq!(
-        harness.request(other, &["AUTH", "bob", "s3cret"]),
-        wrongpass
-    );
+    assert_eq!(harness.request(other, &["AUTH", "bob", "s3cret"]), wrongpass);
     // Another connection from the same address is delayed by the
     // address's failure (reconnecting buys no guesses), then gets in.
     let third = harness.connect();
@@ -194,10 +162,7 @@ fn without_a_token_every_connection_is_authenticated() {
         b"-ERR AUTH <password> called without any password configured for the default user. \
 Are you sure your configuration is correct?\r\n"
     );
-    assert_eq!(
-        harness.request(client, &["AUTH", "default", "x"]),
-        b"+OK\r\n"
-    );
+    assert_eq!(harness.request(client, &["AUTH", "default", "x"]), b"+OK\r\n");
 }
 
 #[test]
@@ -235,19 +200,9 @@ fn a_thousand_pipelined_pings_get_a_thousand_pongs() {
     let mut harness = Harness::new(Config::DEFAULT);
     let client = harness.connect_authenticated();
     let ping = command(&["PING"]);
-    let bytes: Vec<u8> = ping
-        .iter()
-        .copied()
-        .cycle()
-        .take(ping.len() * 1000)
-        .collect();
+    let bytes: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 1000).collect();
     harness.send(client, &bytes);
-    let expected: Vec<u8> = b"+PONG\r\n"
-        .iter()
-        .copied()
-        .cycle()
-        .take(7 * 1000)
-        .collect();
+    let expected: Vec<u8> = b"+PONG\r\n".iter().copied().cycle().take(7 * 1000).collect();
     let received = harness.read_at_least(client, expected.len());
     assert_eq!(received.len(), expected.len());
     assert!(received == expected);
@@ -284,26 +239,14 @@ fn command_docs_count_and_help_include_the_application_commands() {
     let mut harness = Harness::new(Config::DEFAULT);
     let client = harness.connect_authenticated();
     let app = &APP_COMMANDS[0];
-    assert_eq!(
-        harness.request(client, &["COMMAND", "DOCS", "DEMO.ADD"]),
-        command::docs_reply([app]).to_bytes(ProtocolVersion::Resp2)
-    );
+    assert_eq!(harness.request(client, &["COMMAND", "DOCS", "DEMO.ADD"]), command::docs_reply([app]).to_bytes(ProtocolVersion::Resp2));
     let all = harness.request(client, &["COMMAND", "DOCS"]);
     let builtin_and_app = command::all().iter().chain(APP_COMMANDS.iter());
-    assert_eq!(
-        all,
-        command::docs_reply(builtin_and_app).to_bytes(ProtocolVersion::Resp2)
-    );
+    assert_eq!(all, command::docs_reply(builtin_and_app).to_bytes(ProtocolVersion::Resp2));
     let total = command::all().len() + 1;
-    assert_eq!(
-        harness.request(client, &["COMMAND", "COUNT"]),
-        format!(":{total}\r\n").as_bytes()
-    );
+    assert_eq!(harness.request(client, &["COMMAND", "COUNT"]), format!(":{total}\r\n").as_bytes());
     let help = harness.request(client, &["HELP"]);
-    assert!(
-        help.windows(16)
-            .any(|window| window == b"+DEMO.ADD a b\r\n+")
-    );
+    assert!(help.windows(16).any(|window| window == b"+DEMO.ADD a b\r\n+"));
     assert_eq!(
         harness.request(client, &["HELP", "demo.add"]),
         b"*3\r\n+rtedge control plane. Commands are:\r\n+DEMO.ADD a b\r\n\
@@ -314,45 +257,21 @@ fn command_docs_count_and_help_include_the_application_commands() {
         b"*2\r\n*10\r\n$8\r\ndemo.add\r\n:3\r\n*1\r\n+write\r\n:0\r\n:0\r\n:0\r\n*0\r\n*0\r\n*0\r\n*0\r\n\
 *-1\r\n"
     );
-    assert_eq!(
-        harness.request(client, &["DEMO.ADD", "1"]),
-        b"-ERR wrong number of arguments for 'demo.add' command\r\n"
-    );
-    assert_eq!(
-        harness.request(client, &["demo.add", "40", "2"]),
-        b":42\r\n"
-    );
-    assert_eq!(
-        harness.request(client, &["COMMAND", "NOPE"]),
-        b"-ERR unknown subcommand 'NOPE'. Try COMMAND HELP.\r\n"
-    );
+    assert_eq!(harness.request(client, &["DEMO.ADD", "1"]), b"-ERR wrong number of arguments for 'demo.add' command\r\n");
+    assert_eq!(harness.request(client, &["demo.add", "40", "2"]), b":42\r\n");
+    assert_eq!(harness.request(client, &["COMMAND", "NOPE"]), b"-ERR unknown subcommand 'NOPE'. Try COMMAND HELP.\r\n");
 }
 
 #[test]
 fn config_get_answers_what_redis_benchmark_asks() {
     let mut harness = Harness::new(Config::DEFAULT);
     let client = harness.connect_authenticated();
-    assert_eq!(
-        harness.request(client, &["CONFIG", "GET", "save"]),
-        b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n"
-    );
-    assert_eq!(
-        harness.request(client, &["CONFIG", "GET", "appendonly"]),
-        b"*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
-    );
-    assert_eq!(
-        harness.request(client, &["CONFIG", "GET", "maxmemory"]),
-        b"*0\r\n"
-    );
-    assert_eq!(
-        harness.request(client, &["CONFIG", "SET", "save", ""]),
-        b"-ERR unknown subcommand 'SET'. Try CONFIG HELP.\r\n"
-    );
+    assert_eq!(harness.request(client, &["CONFIG", "GET", "save"]), b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
+    assert_eq!(harness.request(client, &["CONFIG", "GET", "appendonly"]), b"*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n");
+    assert_eq!(harness.request(client, &["CONFIG", "GET", "maxmemory"]), b"*0\r\n");
+    assert_eq!(harness.request(client, &["CONFIG", "SET", "save", ""]), b"-ERR unknown subcommand 'SET'. Try CONFIG HELP.\r\n");
     // The limits in force are there too, by their command-line names.
-    assert_eq!(
-        harness.request(client, &["CONFIG", "GET", "max_clients"]),
-        b"*2\r\n$11\r\nmax_clients\r\n$2\r\n64\r\n"
-    );
+    assert_eq!(harness.request(client, &["CONFIG", "GET", "max_clients"]), b"*2\r\n$11\r\nmax_clients\r\n$2\r\n64\r\n");
     harness.request(client, &["HELLO", "3"]);
     let all = harness.request(client, &["CONFIG", "GET", "*"]);
     assert!(all.starts_with(b"%22\r\n$4\r\nsave\r\n$0\r\n\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"));
@@ -365,31 +284,16 @@ fn client_subcommands_name_and_describe_the_connection() {
     let client = harness.connect_authenticated();
     assert_eq!(harness.request(client, &["CLIENT", "ID"]), b":1\r\n");
     assert_eq!(harness.request(client, &["CLIENT", "GETNAME"]), b"$-1\r\n");
-    assert_eq!(
-        harness.request(client, &["CLIENT", "SETNAME", "rtctl"]),
-        b"+OK\r\n"
-    );
+    assert_eq!(harness.request(client, &["CLIENT", "SETNAME", "rtctl"]), b"+OK\r\n");
     assert_eq!(
         harness.request(client, &["CLIENT", "SETNAME", "two words"]),
         b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
     );
-    assert_eq!(
-        harness.request(client, &["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]),
-        b"+OK\r\n"
-    );
+    assert_eq!(harness.request(client, &["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]), b"+OK\r\n");
     let info = "id=1 name=rtctl db=0 sub=0 psub=0 flags=N user=default resp=2 lib-name=redis-py lib-ver=\n";
-    assert_eq!(
-        harness.request(client, &["CLIENT", "INFO"]),
-        format!("${}\r\n{info}\r\n", info.len()).as_bytes()
-    );
-    assert_eq!(
-        harness.request(client, &["CLIENT", "ID", "extra"]),
-        b"-ERR wrong number of arguments for 'client|id' command\r\n"
-    );
-    assert_eq!(
-        harness.request(client, &["CLIENT", "KILL", "x"]),
-        b"-ERR unknown subcommand 'KILL'. Try CLIENT HELP.\r\n"
-    );
+    assert_eq!(harness.request(client, &["CLIENT", "INFO"]), format!("${}\r\n{info}\r\n", info.len()).as_bytes());
+    assert_eq!(harness.request(client, &["CLIENT", "ID", "extra"]), b"-ERR wrong number of arguments for 'client|id' command\r\n");
+    assert_eq!(harness.request(client, &["CLIENT", "KILL", "x"]), b"-ERR unknown subcommand 'KILL'. Try CLIENT HELP.\r\n");
     let second = harness.connect_authenticated();
     assert_eq!(harness.request(second, &["CLIENT", "ID"]), b":2\r\n");
 }
@@ -403,8 +307,5 @@ fn shutdown_replies_ok_closes_and_tells_the_kernel() {
     assert_eq!(completion.shutdown, Some(3));
     assert!(completion.close_after);
     assert!(harness.closed_by_server(client));
-    assert_eq!(
-        Reply::ok().to_bytes(ProtocolVersion::Resp2),
-        completion.bytes
-    );
+    assert_eq!(Reply::ok().to_bytes(ProtocolVersion::Resp2), completion.bytes);
 }

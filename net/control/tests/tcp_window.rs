@@ -14,12 +14,7 @@
 //!   window update went out. smoltcp 0.12 accepted the byte and panicked on
 //!   its next window computation; 0.13 refuses it.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    reason = "test scaffolding: a failure is a test failure"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "test scaffolding: a failure is a test failure")]
 
 use std::collections::VecDeque;
 
@@ -232,11 +227,12 @@ fn bytes_beyond_the_advertised_window_are_refused() {
     assert_eq!(client.send_slice(b"PING").unwrap(), 4);
     link.run(200, true);
     let mut got = Vec::new();
-    link.server().recv(|data| {
-        got.extend_from_slice(data);
-        (data.len(), ())
-    })
-    .unwrap();
+    link.server()
+        .recv(|data| {
+            got.extend_from_slice(data);
+            (data.len(), ())
+        })
+        .unwrap();
     assert_eq!(got, b"PING", "the connection carries data after the refused segment");
 }
 

@@ -33,11 +33,7 @@ pub struct Options {
 impl Options {
     /// `host:port` as shown in messages.
     pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        if self.host.contains(':') { format!("[{}]:{}", self.host, self.port) } else { format!("{}:{}", self.host, self.port) }
     }
 }
 
@@ -60,13 +56,7 @@ impl Client {
     pub fn connect(options: &Options) -> Result<Client> {
         let address = options.address();
         let stream = open(&options.host, options.port, options.timeout, &address)?;
-        let mut client = Client {
-            stream,
-            buffer: Vec::new(),
-            address,
-            had_token: options.token.is_some(),
-            timeout: options.timeout,
-        };
+        let mut client = Client { stream, buffer: Vec::new(), address, had_token: options.token.is_some(), timeout: options.timeout };
         client.handshake(options.token.as_deref())?;
         Ok(client)
     }
@@ -88,9 +78,7 @@ impl Client {
             if let Some(token) = token
                 && let Value::Error(text) = self.request(&["AUTH", token])?
             {
-                return Err(CtlError::Server(
-                    String::from_utf8_lossy(&text).into_owned(),
-                ));
+                return Err(CtlError::Server(String::from_utf8_lossy(&text).into_owned()));
             }
         }
         Ok(())
@@ -109,11 +97,7 @@ impl Client {
         match reply {
             Value::Error(text) => {
                 let text = String::from_utf8_lossy(&text).into_owned();
-                if text.starts_with("NOAUTH") && !self.had_token {
-                    Err(CtlError::AuthRequired)
-                } else {
-                    Err(CtlError::Server(text))
-                }
+                if text.starts_with("NOAUTH") && !self.had_token { Err(CtlError::AuthRequired) } else { Err(CtlError::Server(text)) }
             }
             other => Ok(other),
         }
@@ -135,9 +119,7 @@ impl Client {
     pub fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<()> {
         let mut frame = Vec::new();
         encode_command(args, &mut frame);
-        self.stream
-            .write_all(&frame)
-            .map_err(|error| CtlError::connection(&self.address, &error))
+        self.stream.write_all(&frame).map_err(|error| CtlError::connection(&self.address, &error))
     }
 
     /// The next reply or push, waiting at most the timeout.
@@ -146,8 +128,7 @@ impl Client {
             if let Some(value) = self.parse_buffered()? {
                 return Ok(value);
             }
-            self.fill()
-                .map_err(|error| CtlError::connection(&self.address, &error))?;
+            self.fill().map_err(|error| CtlError::connection(&self.address, &error))?;
         }
     }
 
@@ -162,22 +143,13 @@ impl Client {
         self.set_read_timeout(self.timeout)?;
         match filled {
             Ok(()) => self.parse_buffered(),
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(None),
             Err(error) => Err(CtlError::connection(&self.address, &error)),
         }
     }
 
     fn set_read_timeout(&self, timeout: Duration) -> Result<()> {
-        self.stream
-            .set_read_timeout(Some(nonzero(timeout)))
-            .map_err(|error| CtlError::connection(&self.address, &error))
+        self.stream.set_read_timeout(Some(nonzero(timeout))).map_err(|error| CtlError::connection(&self.address, &error))
     }
 
     fn parse_buffered(&mut self) -> Result<Option<Value>> {
@@ -196,8 +168,7 @@ impl Client {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(count) => {
-                    self.buffer
-                        .extend_from_slice(chunk.get(..count).unwrap_or(&[]));
+                    self.buffer.extend_from_slice(chunk.get(..count).unwrap_or(&[]));
                     return Ok(());
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -223,10 +194,7 @@ fn nonzero(timeout: Duration) -> Duration {
 fn open(host: &str, port: u16, timeout: Duration, address: &str) -> Result<TcpStream> {
     let candidates = (host, port)
         .to_socket_addrs()
-        .map_err(|_| CtlError::Connect {
-            address: address.to_owned(),
-            reason: "cannot resolve host".into(),
-        })?;
+        .map_err(|_| CtlError::Connect { address: address.to_owned(), reason: "cannot resolve host".into() })?;
     let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address for host");
     for candidate in candidates {
         match TcpStream::connect_timeout(&candidate, nonzero(timeout)) {

@@ -18,12 +18,8 @@ use crate::{plot, top, watch};
 
 /// Runs the command line, writing what it shows to `out`.
 pub fn run(cli: Cli, target: crate::instances::Target, out: &mut dyn Write) -> Result<()> {
-    let options = Options {
-        host: cli.host.clone(),
-        port: target.port,
-        token: target.token.clone(),
-        timeout: Duration::from_millis(cli.timeout_ms),
-    };
+    let options =
+        Options { host: cli.host.clone(), port: target.port, token: target.token.clone(), timeout: Duration::from_millis(cli.timeout_ms) };
     let json = cli.json;
     let mut client = match Client::connect(&options) {
         Err(CtlError::Server(reply)) if reply.starts_with("WRONGPASS") => {
@@ -31,12 +27,7 @@ pub fn run(cli: Cli, target: crate::instances::Target, out: &mut dyn Write) -> R
         }
         other => other?,
     };
-    let session = Session {
-        client: &mut client,
-        options: &options,
-        json,
-        out,
-    };
+    let session = Session { client: &mut client, options: &options, json, out };
     session.run(cli.command)
 }
 
@@ -53,13 +44,7 @@ impl Session<'_> {
         match command {
             Command::Status => self.status(),
             Command::Threads => self.threads(),
-            Command::Irqs => self.per_cpu(
-                "IRQS",
-                &[
-                    ("VECTOR", "vector", Align::Right),
-                    ("NAME", "name", Align::Left),
-                ],
-            ),
+            Command::Irqs => self.per_cpu("IRQS", &[("VECTOR", "vector", Align::Right), ("NAME", "name", Align::Left)]),
             Command::Softirqs => self.per_cpu("SOFTIRQS", &listings::SOFTIRQ_COLUMNS),
             Command::Tasklets => self.listing("TASKLETS", listings::tasklets_table),
             Command::Timers => self.listing("TIMERS", listings::timers_table),
@@ -70,16 +55,10 @@ impl Session<'_> {
             Command::Wake { thread } => self.simple(&["WAKE", &thread]),
             Command::Kill { thread, signal } => self.simple(&["KILL", &thread, signal.wire()]),
             Command::Tasklet { action, name } => self.simple(&["TASKLET", action.wire(), &name]),
-            Command::Softirq {
-                action: SoftirqAction::Raise { name },
-            } => self.simple(&["SOFTIRQ", "RAISE", &name]),
+            Command::Softirq { action: SoftirqAction::Raise { name } } => self.simple(&["SOFTIRQ", "RAISE", &name]),
             Command::Timer { action } => self.timer(action),
             Command::Work { action } => self.work(action),
-            Command::Latency {
-                sources,
-                reset,
-                plot,
-            } => {
+            Command::Latency { sources, reset, plot } => {
                 if sources.is_empty() {
                     self.list(&["LATENCY"])
                 } else {
@@ -87,28 +66,13 @@ impl Session<'_> {
                 }
             }
             Command::Metrics { prefix } => self.metrics(prefix.as_deref()),
-            Command::Watch { channel, count } => {
-                watch::watch(self.client, &channel, count, self.json, self.out)
-            }
+            Command::Watch { channel, count } => watch::watch(self.client, &channel, count, self.json, self.out),
             Command::Logs { count, follow, level } => {
                 crate::logs::run(self.client, self.options, count, level, follow, self.json, self.out)
             }
-            Command::Top {
-                interval_ms,
-                once,
-                sort,
-                size,
-                view,
-            } => top::run(
+            Command::Top { interval_ms, once, sort, size, view } => top::run(
                 self.client,
-                top::Options {
-                    interval: Duration::from_millis(interval_ms),
-                    once,
-                    json: self.json,
-                    sort,
-                    size,
-                    section: view,
-                },
+                top::Options { interval: Duration::from_millis(interval_ms), once, json: self.json, sort, size, section: view },
                 self.out,
             ),
             Command::Modules => self.modules(),
@@ -135,33 +99,22 @@ impl Session<'_> {
     }
 
     fn emit_json(&mut self, json: &Json) -> Result<()> {
-        let text = serde_json::to_string_pretty(json)
-            .map_err(|error| CtlError::Local(format!("cannot format JSON: {error}")))?;
+        let text = serde_json::to_string_pretty(json).map_err(|error| CtlError::Local(format!("cannot format JSON: {error}")))?;
         self.emit(&format!("{text}\n"))
     }
 
     fn status(&mut self) -> Result<()> {
         let reply = self.client.call(&["INFO"])?;
-        let text = convert::text(&reply)
-            .ok_or_else(|| CtlError::Protocol("INFO did not reply with text".into()))?;
+        let text = convert::text(&reply).ok_or_else(|| CtlError::Protocol("INFO did not reply with text".into()))?;
         let info = Info::parse(&text);
-        if self.json {
-            self.emit_json(&info.to_json())
-        } else {
-            self.emit(&info.summary().render())
-        }
+        if self.json { self.emit_json(&info.to_json()) } else { self.emit(&info.summary().render()) }
     }
 
     fn metrics(&mut self, prefix: Option<&str>) -> Result<()> {
         let reply = self.client.call(&["METRICS"])?;
-        let text = convert::text(&reply)
-            .ok_or_else(|| CtlError::Protocol("METRICS did not reply with text".into()))?;
+        let text = convert::text(&reply).ok_or_else(|| CtlError::Protocol("METRICS did not reply with text".into()))?;
         let text = crate::metrics::filter(&text, prefix.unwrap_or(""));
-        if self.json {
-            self.emit_json(&crate::metrics::to_json(&text))
-        } else {
-            self.emit(&text)
-        }
+        if self.json { self.emit_json(&crate::metrics::to_json(&text)) } else { self.emit(&text) }
     }
 
     fn threads(&mut self) -> Result<()> {
@@ -230,23 +183,13 @@ impl Session<'_> {
         args.extend(keys.iter().map(String::as_str));
         let reply = self.client.call(&args)?;
         let Value::Array(values) = reply else {
-            return Err(CtlError::Protocol(
-                "MGET did not reply with an array".into(),
-            ));
+            return Err(CtlError::Protocol("MGET did not reply with an array".into()));
         };
         if self.json {
-            let object = keys
-                .iter()
-                .zip(&values)
-                .map(|(key, value)| (key.clone(), convert::plain_json(value)))
-                .collect();
+            let object = keys.iter().zip(&values).map(|(key, value)| (key.clone(), convert::plain_json(value))).collect();
             return self.emit_json(&Json::Object(object));
         }
-        let width = keys
-            .iter()
-            .map(|key| key.chars().count())
-            .max()
-            .unwrap_or(0);
+        let width = keys.iter().map(|key| key.chars().count()).max().unwrap_or(0);
         let mut text = String::new();
         for (key, value) in keys.iter().zip(&values) {
             text.push_str(&format!("{key:<width$}  {}\n", format::scalar(value)));
@@ -299,29 +242,19 @@ impl Session<'_> {
                 format!("timer '{name}' set to {ms} ms (it was pending)"),
                 format!("timer '{name}' set to {ms} ms (it was not pending)"),
             ),
-            TimerAction::Del { name } => self.flag(
-                &["TIMER", "DEL", &name],
-                format!("timer '{name}' deleted"),
-                format!("timer '{name}' was not pending"),
-            ),
+            TimerAction::Del { name } => {
+                self.flag(&["TIMER", "DEL", &name], format!("timer '{name}' deleted"), format!("timer '{name}' was not pending"))
+            }
         }
     }
 
     fn work(&mut self, action: WorkAction) -> Result<()> {
         match action {
-            WorkAction::Queue {
-                queue,
-                item,
-                delay_ms,
-            } => {
+            WorkAction::Queue { queue, item, delay_ms } => {
                 let delay = delay_ms.map(|ms| ms.to_string());
                 let mut args = vec!["WORK", "QUEUE", &queue, &item];
                 args.extend(delay.as_deref());
-                self.flag(
-                    &args,
-                    format!("'{item}' queued on '{queue}'"),
-                    format!("'{item}' was already pending on '{queue}'"),
-                )
+                self.flag(&args, format!("'{item}' queued on '{queue}'"), format!("'{item}' was already pending on '{queue}'"))
             }
             WorkAction::Cancel { queue, item } => self.flag(
                 &["WORK", "CANCEL", &queue, &item],
@@ -334,12 +267,7 @@ impl Session<'_> {
 
     /// `rtctl latency a b ...`: one `LATENCY` call per source; `--json`
     /// prints the reply map for one source, an array of them for several.
-    fn latency(
-        &mut self,
-        sources: &[String],
-        reset: bool,
-        plot: Option<&std::path::Path>,
-    ) -> Result<()> {
+    fn latency(&mut self, sources: &[String], reset: bool, plot: Option<&std::path::Path>) -> Result<()> {
         let mut replies = Vec::new();
         let mut histograms = Vec::new();
         for source in sources {
@@ -355,15 +283,8 @@ impl Session<'_> {
             plot::write_png(&histograms, path)?;
         }
         if self.json {
-            let mut maps: Vec<Json> = replies
-                .iter()
-                .map(|reply| convert::to_json(reply, Shape::Map))
-                .collect();
-            let json = if maps.len() == 1 {
-                maps.remove(0)
-            } else {
-                Json::Array(maps)
-            };
+            let mut maps: Vec<Json> = replies.iter().map(|reply| convert::to_json(reply, Shape::Map)).collect();
+            let json = if maps.len() == 1 { maps.remove(0) } else { Json::Array(maps) };
             self.emit_json(&json)
         } else {
             self.emit(&latency::render(&histograms))
@@ -388,8 +309,7 @@ impl Session<'_> {
             object.insert("reply".into(), Json::String(text));
             object.insert(
                 "rtt_us".into(),
-                serde_json::Number::from_f64((microseconds * 10.0).round() / 10.0)
-                    .map_or(Json::Null, Json::Number),
+                serde_json::Number::from_f64((microseconds * 10.0).round() / 10.0).map_or(Json::Null, Json::Number),
             );
             return self.emit_json(&Json::Object(object));
         }

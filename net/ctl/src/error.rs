@@ -82,18 +82,12 @@ impl CtlError {
 
     /// A connection failure, with the reason worded as people say it.
     pub fn connect(address: &str, error: &io::Error) -> CtlError {
-        CtlError::Connect {
-            address: address.to_owned(),
-            reason: io_reason(error),
-        }
+        CtlError::Connect { address: address.to_owned(), reason: io_reason(error) }
     }
 
     /// A failure on an established connection.
     pub fn connection(address: &str, error: &io::Error) -> CtlError {
-        CtlError::Connection {
-            address: address.to_owned(),
-            reason: io_reason(error),
-        }
+        CtlError::Connection { address: address.to_owned(), reason: io_reason(error) }
     }
 }
 
@@ -171,26 +165,14 @@ mod tests {
     #[test]
     fn exit_codes_follow_the_reply_text() {
         assert_eq!(CtlError::Server("ERR syntax error".into()).exit_code(), 1);
-        assert_eq!(
-            CtlError::Server("WRONGPASS invalid username-password pair".into()).exit_code(),
-            4
-        );
-        assert_eq!(
-            CtlError::Server("NOAUTH Authentication required.".into()).exit_code(),
-            4
-        );
-        assert_eq!(
-            CtlError::Server("ERR no such thread 'x'".into()).exit_code(),
-            5
-        );
+        assert_eq!(CtlError::Server("WRONGPASS invalid username-password pair".into()).exit_code(), 4);
+        assert_eq!(CtlError::Server("NOAUTH Authentication required.".into()).exit_code(), 4);
+        assert_eq!(CtlError::Server("ERR no such thread 'x'".into()).exit_code(), 5);
         assert_eq!(CtlError::AuthRequired.exit_code(), 4);
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         let error = CtlError::connect("127.0.0.1:1", &refused);
         assert_eq!(error.exit_code(), 3);
-        assert_eq!(
-            error.to_string(),
-            "cannot connect to 127.0.0.1:1: connection refused"
-        );
+        assert_eq!(error.to_string(), "cannot connect to 127.0.0.1:1: connection refused");
         assert_eq!(CtlError::Local("cannot write x".into()).exit_code(), 1);
     }
 }

@@ -77,13 +77,7 @@ pub struct Appliance {
 
 impl Appliance {
     fn address(&self) -> String {
-        Options {
-            host: self.host.clone(),
-            port: self.port,
-            token: None,
-            timeout: Duration::ZERO,
-        }
-        .address()
+        Options { host: self.host.clone(), port: self.port, token: None, timeout: Duration::ZERO }.address()
     }
 }
 
@@ -100,9 +94,7 @@ pub fn parse_inventory(text: &str, base: &Path) -> std::result::Result<Vec<Appli
         }
         let words: Vec<&str> = line.split_whitespace().collect();
         let [name, host, port, rest @ ..] = words.as_slice() else {
-            return Err(format!(
-                "line {number}: expected `NAME HOST PORT [TOKEN]`, got `{line}`"
-            ));
+            return Err(format!("line {number}: expected `NAME HOST PORT [TOKEN]`, got `{line}`"));
         };
         let port: u16 = match port.parse() {
             Ok(port) if port != 0 => port,
@@ -110,22 +102,14 @@ pub fn parse_inventory(text: &str, base: &Path) -> std::result::Result<Vec<Appli
         };
         let token = match rest {
             [] => TokenSource::Default,
-            [source] => parse_token_source(source, base).ok_or_else(|| {
-                format!(
-                    "line {number}: token source `{source}` is none of file:PATH, env:NAME, none"
-                )
-            })?,
+            [source] => parse_token_source(source, base)
+                .ok_or_else(|| format!("line {number}: token source `{source}` is none of file:PATH, env:NAME, none"))?,
             _ => return Err(format!("line {number}: too many words in `{line}`")),
         };
         if !names.insert((*name).to_owned()) {
             return Err(format!("line {number}: the name `{name}` is used twice"));
         }
-        appliances.push(Appliance {
-            name: (*name).to_owned(),
-            host: (*host).to_owned(),
-            port,
-            token,
-        });
+        appliances.push(Appliance { name: (*name).to_owned(), host: (*host).to_owned(), port, token });
         if appliances.len() > MAX_APPLIANCES {
             return Err(format!("more than {MAX_APPLIANCES} appliances"));
         }
@@ -142,15 +126,9 @@ fn parse_token_source(word: &str, base: &Path) -> Option<TokenSource> {
     }
     if let Some(path) = word.strip_prefix("file:").filter(|path| !path.is_empty()) {
         let path = Path::new(path);
-        return Some(TokenSource::File(if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            base.join(path)
-        }));
+        return Some(TokenSource::File(if path.is_absolute() { path.to_path_buf() } else { base.join(path) }));
     }
-    word.strip_prefix("env:")
-        .filter(|name| !name.is_empty())
-        .map(|name| TokenSource::Env(name.to_owned()))
+    word.strip_prefix("env:").filter(|name| !name.is_empty()).map(|name| TokenSource::Env(name.to_owned()))
 }
 
 /// The token for one appliance; `Ok(None)` means "connect without AUTH".
@@ -159,26 +137,17 @@ fn resolve_token(source: &TokenSource, default: Option<&str>) -> Result<Option<S
         TokenSource::Default => Ok(default.map(str::to_owned)),
         TokenSource::None => Ok(None),
         TokenSource::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|error| {
-                CtlError::Local(format!(
-                    "cannot read token file {}: {error}",
-                    path.display()
-                ))
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| CtlError::Local(format!("cannot read token file {}: {error}", path.display())))?;
             let token = text.lines().next().unwrap_or_default().trim().to_owned();
             if token.is_empty() {
-                return Err(CtlError::Local(format!(
-                    "token file {} is empty",
-                    path.display()
-                )));
+                return Err(CtlError::Local(format!("token file {} is empty", path.display())));
             }
             Ok(Some(token))
         }
         TokenSource::Env(name) => match std::env::var(name) {
             Ok(token) if !token.trim().is_empty() => Ok(Some(token.trim().to_owned())),
-            _ => Err(CtlError::Local(format!(
-                "environment variable {name} is not set"
-            ))),
+            _ => Err(CtlError::Local(format!("environment variable {name} is not set"))),
         },
     }
 }
@@ -205,37 +174,20 @@ fn from_virsh(uri: &str) -> Result<Vec<Appliance>> {
             .output()
             .map_err(|error| CtlError::Local(format!("cannot run virsh: {error}")))?;
         if !output.status.success() {
-            return Err(CtlError::Local(format!(
-                "virsh {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
+            return Err(CtlError::Local(format!("virsh {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim())));
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     };
     let mut appliances = Vec::new();
-    for name in virsh(&["list", "--name"])?
-        .lines()
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-    {
+    for name in virsh(&["list", "--name"])?.lines().map(str::trim).filter(|name| !name.is_empty()) {
         if let Some((host, port)) = appliance_metadata(&virsh(&["dumpxml", name])?) {
-            appliances.push(Appliance {
-                name: name.to_owned(),
-                host,
-                port,
-                token: TokenSource::Default,
-            });
+            appliances.push(Appliance { name: name.to_owned(), host, port, token: TokenSource::Default });
         }
     }
     if appliances.is_empty() {
         return Err(CtlError::Local(format!(
             "no running libvirt domain{} carries rtedge's metadata (written by `rtedge-image domain`)",
-            if uri.is_empty() {
-                String::new()
-            } else {
-                format!(" at {uri}")
-            }
+            if uri.is_empty() { String::new() } else { format!(" at {uri}") }
         )));
     }
     Ok(appliances)
@@ -289,12 +241,7 @@ impl Query {
 
     /// The table's columns after NAME and ADDRESS (and before ERROR).
     fn columns(&self) -> Vec<(String, Align)> {
-        let fixed = |names: &[(&str, Align)]| {
-            names
-                .iter()
-                .map(|(name, align)| ((*name).to_owned(), *align))
-                .collect()
-        };
+        let fixed = |names: &[(&str, Align)]| names.iter().map(|(name, align)| ((*name).to_owned(), *align)).collect();
         match self {
             Query::Status => fixed(&[
                 ("VERSION", Align::Left),
@@ -337,42 +284,25 @@ struct Row {
 /// [`EXIT_SOME_FAILED`] otherwise. An `Err` is a failure before any
 /// appliance was asked (the inventory, or a command `--fleet` cannot fan out).
 pub fn run(cli: Cli, inventory: &Path, out: &mut dyn Write) -> Result<u8> {
-    let appliances = match inventory
-        .to_str()
-        .and_then(|text| text.strip_prefix(VIRSH_PREFIX))
-    {
+    let appliances = match inventory.to_str().and_then(|text| text.strip_prefix(VIRSH_PREFIX)) {
         Some(uri) => from_virsh(uri)?,
         None => {
-            let text = std::fs::read_to_string(inventory).map_err(|error| {
-                CtlError::Local(format!(
-                    "cannot read inventory {}: {error}",
-                    inventory.display()
-                ))
-            })?;
-            let base = inventory
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            parse_inventory(&text, &base).map_err(|message| {
-                CtlError::Local(format!("inventory {}: {message}", inventory.display()))
-            })?
+            let text = std::fs::read_to_string(inventory)
+                .map_err(|error| CtlError::Local(format!("cannot read inventory {}: {error}", inventory.display())))?;
+            let base = inventory.parent().map(Path::to_path_buf).unwrap_or_default();
+            parse_inventory(&text, &base).map_err(|message| CtlError::Local(format!("inventory {}: {message}", inventory.display())))?
         }
     };
     let Some(query) = Query::from_command(cli.command) else {
-        return Err(CtlError::Local(format!(
-            "this command cannot be fanned out; with --fleet use one of: {FLEET_COMMANDS}"
-        )));
+        return Err(CtlError::Local(format!("this command cannot be fanned out; with --fleet use one of: {FLEET_COMMANDS}")));
     };
-    let default_token = cli
-        .token
-        .filter(|token| !token.is_empty())
-        .or_else(token::discover);
+    let default_token = cli.token.filter(|token| !token.is_empty()).or_else(token::discover);
     let timeout = Duration::from_millis(cli.timeout_ms);
     let rows = fan_out(&appliances, &query, default_token.as_deref(), timeout);
     let failed = rows.iter().filter(|row| row.outcome.is_err()).count();
     if cli.json {
-        let text = serde_json::to_string_pretty(&rows_json(&rows))
-            .map_err(|error| CtlError::Local(format!("cannot format JSON: {error}")))?;
+        let text =
+            serde_json::to_string_pretty(&rows_json(&rows)).map_err(|error| CtlError::Local(format!("cannot format JSON: {error}")))?;
         out.write_all(text.as_bytes())?;
         out.write_all(b"\n")?;
     } else {
@@ -389,12 +319,7 @@ pub fn run(cli: Cli, inventory: &Path, out: &mut dyn Write) -> Result<u8> {
 
 /// Asks every appliance, at most [`MAX_CONCURRENT`] at once; rows come
 /// back in inventory order.
-fn fan_out(
-    appliances: &[Appliance],
-    query: &Query,
-    default_token: Option<&str>,
-    timeout: Duration,
-) -> Vec<Row> {
+fn fan_out(appliances: &[Appliance], query: &Query, default_token: Option<&str>, timeout: Duration) -> Vec<Row> {
     let slots: Vec<Mutex<Option<Row>>> = appliances.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let workers = appliances.len().clamp(1, MAX_CONCURRENT);
@@ -403,17 +328,12 @@ fn fan_out(
             scope.spawn(|| {
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
-                    let (Some(appliance), Some(slot)) = (appliances.get(index), slots.get(index))
-                    else {
+                    let (Some(appliance), Some(slot)) = (appliances.get(index), slots.get(index)) else {
                         break;
                     };
                     let started = Instant::now();
                     let outcome = ask(appliance, query, default_token, timeout);
-                    let row = Row {
-                        appliance: appliance.clone(),
-                        outcome,
-                        elapsed: started.elapsed(),
-                    };
+                    let row = Row { appliance: appliance.clone(), outcome, elapsed: started.elapsed() };
                     if let Ok(mut slot) = slot.lock() {
                         *slot = Some(row);
                     }
@@ -427,9 +347,7 @@ fn fan_out(
         .map(|(slot, appliance)| {
             slot.into_inner().ok().flatten().unwrap_or_else(|| Row {
                 appliance: appliance.clone(),
-                outcome: Err(CtlError::Local(
-                    "no answer recorded (a worker failed)".into(),
-                )),
+                outcome: Err(CtlError::Local("no answer recorded (a worker failed)".into())),
                 elapsed: Duration::ZERO,
             })
         })
@@ -437,24 +355,14 @@ fn fan_out(
 }
 
 /// One appliance: connect, authenticate, ask, and shape the reply.
-fn ask(
-    appliance: &Appliance,
-    query: &Query,
-    default_token: Option<&str>,
-    timeout: Duration,
-) -> Result<Answer> {
-    let options = Options {
-        host: appliance.host.clone(),
-        port: appliance.port,
-        token: resolve_token(&appliance.token, default_token)?,
-        timeout,
-    };
+fn ask(appliance: &Appliance, query: &Query, default_token: Option<&str>, timeout: Duration) -> Result<Answer> {
+    let options =
+        Options { host: appliance.host.clone(), port: appliance.port, token: resolve_token(&appliance.token, default_token)?, timeout };
     let mut client = Client::connect(&options)?;
     match query {
         Query::Status => {
             let reply = client.call(&["INFO"])?;
-            let text = convert::text(&reply)
-                .ok_or_else(|| CtlError::Protocol("INFO did not reply with text".into()))?;
+            let text = convert::text(&reply).ok_or_else(|| CtlError::Protocol("INFO did not reply with text".into()))?;
             let info = Info::parse(&text);
             let summary = info.summary();
             let dash = |value: Option<String>| value.unwrap_or_else(|| "-".into());
@@ -481,24 +389,11 @@ fn ask(
             let reply = client.call(&["THREADS"])?;
             let threads = tables::threads(&reply);
             let rt = threads.iter().filter(|thread| thread.is_rt()).count();
-            let running = threads
-                .iter()
-                .filter(|thread| thread.state == "running")
-                .count();
+            let running = threads.iter().filter(|thread| thread.state == "running").count();
             let misses: i64 = threads.iter().filter_map(|thread| thread.misses).sum();
-            let worst = threads
-                .iter()
-                .filter(|thread| thread.has_latency())
-                .filter_map(|thread| thread.latency_max_ns)
-                .max();
+            let worst = threads.iter().filter(|thread| thread.has_latency()).filter_map(|thread| thread.latency_max_ns).max();
             Ok(Answer {
-                cells: vec![
-                    threads.len().to_string(),
-                    rt.to_string(),
-                    running.to_string(),
-                    misses.to_string(),
-                    tables::duration(worst),
-                ],
+                cells: vec![threads.len().to_string(), rt.to_string(), running.to_string(), misses.to_string(), tables::duration(worst)],
                 json: convert::to_json(&reply, Shape::Table),
             })
         }
@@ -511,21 +406,12 @@ fn ask(
                 match client.call(&args)? {
                     Value::Array(values) if values.len() == keys.len() => values,
                     _ => {
-                        return Err(CtlError::Protocol(
-                            "MGET did not reply with one value per key".into(),
-                        ));
+                        return Err(CtlError::Protocol("MGET did not reply with one value per key".into()));
                     }
                 }
             };
-            let json: Map<String, Json> = keys
-                .iter()
-                .zip(&values)
-                .map(|(key, value)| (key.clone(), convert::plain_json(value)))
-                .collect();
-            Ok(Answer {
-                cells: values.iter().map(format::scalar).collect(),
-                json: Json::Object(json),
-            })
+            let json: Map<String, Json> = keys.iter().zip(&values).map(|(key, value)| (key.clone(), convert::plain_json(value))).collect();
+            Ok(Answer { cells: values.iter().map(format::scalar).collect(), json: Json::Object(json) })
         }
         Query::Ping => {
             let started = Instant::now();
@@ -536,13 +422,9 @@ fn ask(
             json.insert("reply".into(), Json::String(text.clone()));
             json.insert(
                 "rtt_us".into(),
-                serde_json::Number::from_f64((microseconds * 10.0).round() / 10.0)
-                    .map_or(Json::Null, Json::Number),
+                serde_json::Number::from_f64((microseconds * 10.0).round() / 10.0).map_or(Json::Null, Json::Number),
             );
-            Ok(Answer {
-                cells: vec![text, format!("{microseconds:.1} µs")],
-                json: Json::Object(json),
-            })
+            Ok(Answer { cells: vec![text, format!("{microseconds:.1} µs")], json: Json::Object(json) })
         }
         Query::Modules => {
             let reply = client.call(&["MODULE", "LIST"])?;
@@ -557,31 +439,20 @@ fn ask(
                 })
                 .collect();
             Ok(Answer {
-                cells: vec![if names.is_empty() {
-                    "-".into()
-                } else {
-                    names.join(" ")
-                }],
+                cells: vec![if names.is_empty() { "-".into() } else { names.join(" ") }],
                 json: convert::to_json(&reply, Shape::Table),
             })
         }
         Query::Reply(args) => {
             let reply = client.call(args)?;
-            Ok(Answer {
-                cells: vec![one_line(&format::scalar(&reply))],
-                json: convert::to_json(&reply, convert::shape_of(args)),
-            })
+            Ok(Answer { cells: vec![one_line(&format::scalar(&reply))], json: convert::to_json(&reply, convert::shape_of(args)) })
         }
     }
 }
 
 /// A cell never spans lines: a multi-line reply is joined with ` | `.
 fn one_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim_end)
-        .filter(|line| !line.is_empty())
-        .collect::<Vec<_>>()
-        .join(" | ")
+    text.lines().map(str::trim_end).filter(|line| !line.is_empty()).collect::<Vec<_>>().join(" | ")
 }
 
 /// The table: NAME, ADDRESS, the query's columns, ERROR (empty when fine).
@@ -619,10 +490,7 @@ fn rows_json(rows: &[Row]) -> Json {
                 object.insert("name".into(), Json::String(row.appliance.name.clone()));
                 object.insert("address".into(), Json::String(row.appliance.address()));
                 object.insert("ok".into(), Json::Bool(row.outcome.is_ok()));
-                object.insert(
-                    "elapsed_ms".into(),
-                    Json::from(u64::try_from(row.elapsed.as_millis()).unwrap_or(u64::MAX)),
-                );
+                object.insert("elapsed_ms".into(), Json::from(u64::try_from(row.elapsed.as_millis()).unwrap_or(u64::MAX)));
                 match &row.outcome {
                     Ok(answer) => {
                         object.insert("result".into(), answer.json.clone());
@@ -654,45 +522,16 @@ edge-4  127.0.0.1  6384
 edge-5  127.0.0.1  6385  file:/abs/token
 ";
         let appliances = parse_inventory(text, Path::new("/etc/fleet")).expect("valid inventory");
-        let summary: Vec<(String, String, u16, TokenSource)> = appliances
-            .into_iter()
-            .map(|appliance| {
-                (
-                    appliance.name,
-                    appliance.host,
-                    appliance.port,
-                    appliance.token,
-                )
-            })
-            .collect();
+        let summary: Vec<(String, String, u16, TokenSource)> =
+            appliances.into_iter().map(|appliance| (appliance.name, appliance.host, appliance.port, appliance.token)).collect();
         assert_eq!(
             summary,
             [
-                (
-                    "edge-1".into(),
-                    "127.0.0.1".into(),
-                    6381,
-                    TokenSource::File("/etc/fleet/tokens/one".into())
-                ),
-                (
-                    "edge-2".into(),
-                    "::1".into(),
-                    6382,
-                    TokenSource::Env("EDGE2_TOKEN".into())
-                ),
+                ("edge-1".into(), "127.0.0.1".into(), 6381, TokenSource::File("/etc/fleet/tokens/one".into())),
+                ("edge-2".into(), "::1".into(), 6382, TokenSource::Env("EDGE2_TOKEN".into())),
                 ("edge-3".into(), "example".into(), 6383, TokenSource::None),
-                (
-                    "edge-4".into(),
-                    "127.0.0.1".into(),
-                    6384,
-                    TokenSource::Default
-                ),
-                (
-                    "edge-5".into(),
-                    "127.0.0.1".into(),
-                    6385,
-                    TokenSource::File("/abs/token".into())
-                ),
+                ("edge-4".into(), "127.0.0.1".into(), 6384, TokenSource::Default),
+                ("edge-5".into(), "127.0.0.1".into(), 6385, TokenSource::File("/abs/token".into())),
             ]
         );
     }
@@ -701,29 +540,16 @@ edge-5  127.0.0.1  6385  file:/abs/token
     fn inventory_mistakes_name_their_line() {
         let base = Path::new(".");
         let cases = [
-            (
-                "a 127.0.0.1\n",
-                "line 1: expected `NAME HOST PORT [TOKEN]`, got `a 127.0.0.1`",
-            ),
+            ("a 127.0.0.1\n", "line 1: expected `NAME HOST PORT [TOKEN]`, got `a 127.0.0.1`"),
             ("\na h 70000\n", "line 2: `70000` is not a TCP port"),
             ("a h 0\n", "line 1: `0` is not a TCP port"),
-            (
-                "a h 1 secret\n",
-                "line 1: token source `secret` is none of file:PATH, env:NAME, none",
-            ),
-            (
-                "a h 1 none extra\n",
-                "line 1: too many words in `a h 1 none extra`",
-            ),
+            ("a h 1 secret\n", "line 1: token source `secret` is none of file:PATH, env:NAME, none"),
+            ("a h 1 none extra\n", "line 1: too many words in `a h 1 none extra`"),
             ("a h 1\na h 2\n", "line 2: the name `a` is used twice"),
             ("# nothing\n\n", "no appliances listed"),
         ];
         for (text, expected) in cases {
-            assert_eq!(
-                parse_inventory(text, base),
-                Err(expected.to_owned()),
-                "{text:?}"
-            );
+            assert_eq!(parse_inventory(text, base), Err(expected.to_owned()), "{text:?}");
         }
     }
 
@@ -731,28 +557,14 @@ edge-5  127.0.0.1  6385  file:/abs/token
     fn a_token_source_that_fails_is_that_rows_error() {
         let missing = TokenSource::File("/nonexistent/rtctl-fleet-token".into());
         let error = resolve_token(&missing, Some("x")).expect_err("missing file");
-        assert!(
-            error
-                .to_string()
-                .starts_with("cannot read token file /nonexistent/rtctl-fleet-token"),
-            "{error}"
-        );
+        assert!(error.to_string().starts_with("cannot read token file /nonexistent/rtctl-fleet-token"), "{error}");
         let unset = TokenSource::Env("RTCTL_FLEET_TEST_SURELY_UNSET".into());
         assert_eq!(
             resolve_token(&unset, None).expect_err("unset").to_string(),
             "environment variable RTCTL_FLEET_TEST_SURELY_UNSET is not set"
         );
-        assert_eq!(
-            resolve_token(&TokenSource::Default, Some("d"))
-                .ok()
-                .flatten()
-                .as_deref(),
-            Some("d")
-        );
-        assert_eq!(
-            resolve_token(&TokenSource::None, Some("d")).ok().flatten(),
-            None
-        );
+        assert_eq!(resolve_token(&TokenSource::Default, Some("d")).ok().flatten().as_deref(), Some("d"));
+        assert_eq!(resolve_token(&TokenSource::None, Some("d")).ok().flatten(), None);
     }
 
     #[test]
@@ -760,18 +572,10 @@ edge-5  127.0.0.1  6385  file:/abs/token
         let written = format!(
             "<domain>\n  <metadata>\n    <rtedge:appliance xmlns:rtedge='{RTEDGE_NAMESPACE}' host='127.0.0.1' port='16391'/>\n  </metadata>"
         );
-        assert_eq!(
-            appliance_metadata(&written),
-            Some(("127.0.0.1".into(), 16391))
-        );
-        let dumped = format!(
-            "<metadata>\n<rtedge:appliance xmlns:rtedge=\"{RTEDGE_NAMESPACE}\" host=\"::1\" port=\"6380\"/>\n</metadata>"
-        );
+        assert_eq!(appliance_metadata(&written), Some(("127.0.0.1".into(), 16391)));
+        let dumped = format!("<metadata>\n<rtedge:appliance xmlns:rtedge=\"{RTEDGE_NAMESPACE}\" host=\"::1\" port=\"6380\"/>\n</metadata>");
         assert_eq!(appliance_metadata(&dumped), Some(("::1".into(), 6380)));
-        assert_eq!(
-            appliance_metadata("<domain><name>other</name></domain>"),
-            None
-        );
+        assert_eq!(appliance_metadata("<domain><name>other</name></domain>"), None);
         let no_port = format!("<a:appliance xmlns:a='{RTEDGE_NAMESPACE}' host='h'/>");
         assert_eq!(appliance_metadata(&no_port), None);
     }

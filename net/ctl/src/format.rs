@@ -53,11 +53,7 @@ fn three_digits(x: f64) -> String {
     // the decimals of the rounded value.
     let decimals = usize::try_from(decimals_for(rounded)).unwrap_or(0);
     let text = format!("{rounded:.decimals$}");
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        text
-    }
+    if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_owned() } else { text }
 }
 
 /// A size in bytes: `512 B`, `1.5 KiB`, `16.0 MiB`.
@@ -80,12 +76,7 @@ pub fn bytes(count: i64) -> String {
 /// An uptime in seconds: `12s`, `5m 06s`, `1h 02m 03s`, `3d 04h 05m`.
 pub fn uptime(seconds: i64) -> String {
     let seconds = seconds.max(0);
-    let (days, hours, minutes, secs) = (
-        seconds / 86_400,
-        seconds / 3600 % 24,
-        seconds / 60 % 60,
-        seconds % 60,
-    );
+    let (days, hours, minutes, secs) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60, seconds % 60);
     if days > 0 {
         format!("{days}d {hours:02}h {minutes:02}m")
     } else if hours > 0 {
@@ -117,12 +108,7 @@ pub fn table(header: &[(&str, Align)], rows: &[Vec<String>]) -> String {
     for row in rows {
         table.add_row(
             row.iter()
-                .zip(
-                    header
-                        .iter()
-                        .map(|(_, align)| *align)
-                        .chain(std::iter::repeat(Align::Left)),
-                )
+                .zip(header.iter().map(|(_, align)| *align).chain(std::iter::repeat(Align::Left)))
                 .map(|(text, align)| aligned(text, align)),
         );
     }
@@ -159,51 +145,21 @@ fn write_redis_cli(value: &Value, prefix: &str, out: &mut String) {
         Value::Integer(number) => push_line(out, &format!("(integer) {number}")),
         Value::Bulk(bytes) => push_line(out, &quoted(bytes)),
         Value::Null | Value::NullArray => push_line(out, "(nil)"),
-        Value::Double(number) => push_line(
-            out,
-            &format!(
-                "(double) {}",
-                rtedge_proto::util::format_double(*number).as_str()
-            ),
-        ),
+        Value::Double(number) => push_line(out, &format!("(double) {}", rtedge_proto::util::format_double(*number).as_str())),
         Value::Boolean(flag) => push_line(out, if *flag { "(true)" } else { "(false)" }),
         Value::Verbatim { text, .. } => push_line(out, &String::from_utf8_lossy(text)),
         Value::BigNumber(digits) => {
-            push_line(
-                out,
-                &format!("(big number) {}", String::from_utf8_lossy(digits)),
-            );
+            push_line(out, &format!("(big number) {}", String::from_utf8_lossy(digits)));
         }
         Value::Attributed { value, .. } => write_redis_cli(value, prefix, out),
         Value::Array(elements) | Value::Push(elements) => {
-            write_aggregate(
-                elements.iter().map(|element| (element, None)),
-                elements.len(),
-                ')',
-                "(empty array)",
-                prefix,
-                out,
-            );
+            write_aggregate(elements.iter().map(|element| (element, None)), elements.len(), ')', "(empty array)", prefix, out);
         }
         Value::Set(elements) => {
-            write_aggregate(
-                elements.iter().map(|element| (element, None)),
-                elements.len(),
-                '~',
-                "(empty set)",
-                prefix,
-                out,
-            );
+            write_aggregate(elements.iter().map(|element| (element, None)), elements.len(), '~', "(empty set)", prefix, out);
         }
         Value::Map(entries) => {
-            write_aggregate(
-                entries.iter().map(|(key, value)| (key, Some(value))),
-                entries.len(),
-                '#',
-                "(empty hash)",
-                prefix,
-                out,
-            );
+            write_aggregate(entries.iter().map(|(key, value)| (key, Some(value))), entries.len(), '#', "(empty hash)", prefix, out);
         }
     }
 }
@@ -271,9 +227,7 @@ pub fn scalar(value: &Value) -> String {
     match value {
         Value::Integer(number) => number.to_string(),
         Value::Null | Value::NullArray => "(nil)".into(),
-        Value::Double(number) => rtedge_proto::util::format_double(*number)
-            .as_str()
-            .to_owned(),
+        Value::Double(number) => rtedge_proto::util::format_double(*number).as_str().to_owned(),
         Value::Boolean(flag) => flag.to_string(),
         Value::Attributed { value, .. } => scalar(value),
         other => match other.as_bytes() {
@@ -325,20 +279,10 @@ mod tests {
     #[test]
     fn tables_align_numbers_right_and_text_left() {
         let text = table(
-            &[
-                ("ID", Align::Right),
-                ("NAME", Align::Left),
-                ("COUNT", Align::Right),
-            ],
-            &[
-                vec!["1".into(), "idle".into(), "5".into()],
-                vec!["12".into(), "rt-control".into(), "12345".into()],
-            ],
+            &[("ID", Align::Right), ("NAME", Align::Left), ("COUNT", Align::Right)],
+            &[vec!["1".into(), "idle".into(), "5".into()], vec!["12".into(), "rt-control".into(), "12345".into()]],
         );
-        assert_eq!(
-            text,
-            "ID  NAME        COUNT\n 1  idle            5\n12  rt-control  12345\n"
-        );
+        assert_eq!(text, "ID  NAME        COUNT\n 1  idle            5\n12  rt-control  12345\n");
     }
 
     #[test]
@@ -350,21 +294,9 @@ mod tests {
         assert_eq!(redis_cli(&Value::Null), "(nil)\n");
         assert_eq!(redis_cli(&Value::Array(vec![])), "(empty array)\n");
         assert_eq!(redis_cli(&Value::Double(1.5)), "(double) 1.5\n");
-        let nested = Value::Array(vec![
-            bulk("a"),
-            Value::Array(vec![Value::Integer(1), Value::Integer(2)]),
-        ]);
-        assert_eq!(
-            redis_cli(&nested),
-            "1) \"a\"\n2) 1) (integer) 1\n   2) (integer) 2\n"
-        );
-        let map = Value::Map(vec![
-            (bulk("server"), bulk("rtedge")),
-            (bulk("proto"), Value::Integer(3)),
-        ]);
-        assert_eq!(
-            redis_cli(&map),
-            "1# \"server\" => \"rtedge\"\n2# \"proto\" => (integer) 3\n"
-        );
+        let nested = Value::Array(vec![bulk("a"), Value::Array(vec![Value::Integer(1), Value::Integer(2)])]);
+        assert_eq!(redis_cli(&nested), "1) \"a\"\n2) 1) (integer) 1\n   2) (integer) 2\n");
+        let map = Value::Map(vec![(bulk("server"), bulk("rtedge")), (bulk("proto"), Value::Integer(3))]);
+        assert_eq!(redis_cli(&map), "1# \"server\" => \"rtedge\"\n2# \"proto\" => (integer) 3\n");
     }
 }

@@ -42,28 +42,20 @@ impl Info {
     /// (servers name the same figure differently; the first name wins).
     pub fn find(&self, keys: &[&str]) -> Option<&str> {
         keys.iter().find_map(|wanted| {
-            self.sections
-                .iter()
-                .flat_map(|(_, fields)| fields.iter())
-                .find(|(key, _)| key == wanted)
-                .map(|(_, value)| value.as_str())
+            self.sections.iter().flat_map(|(_, fields)| fields.iter()).find(|(key, _)| key == wanted).map(|(_, value)| value.as_str())
         })
     }
 
     /// Like [`Info::find`], as an integer.
     pub fn integer(&self, keys: &[&str]) -> Option<i64> {
-        keys.iter()
-            .find_map(|key| self.find(&[key]).and_then(|value| value.parse().ok()))
+        keys.iter().find_map(|key| self.find(&[key]).and_then(|value| value.parse().ok()))
     }
 
     /// `{"server": {"key": value, ...}, ...}`; numbers become JSON numbers.
     pub fn to_json(&self) -> Json {
         let mut object = Map::new();
         for (name, fields) in &self.sections {
-            let section = fields
-                .iter()
-                .map(|(key, value)| (key.clone(), typed(value)))
-                .collect::<Map<_, _>>();
+            let section = fields.iter().map(|(key, value)| (key.clone(), typed(value))).collect::<Map<_, _>>();
             object.insert(name.clone(), Json::Object(section));
         }
         Json::Object(object)
@@ -72,35 +64,20 @@ impl Info {
     /// Server uptime in nanoseconds, as precise as the server gives it.
     pub fn uptime_ns(&self) -> Option<i64> {
         self.integer(&["uptime_ns"])
-            .or_else(|| {
-                self.integer(&["uptime_ms"])
-                    .map(|ms| ms.saturating_mul(1_000_000))
-            })
-            .or_else(|| {
-                self.integer(&["uptime_in_seconds", "uptime_s"])
-                    .map(|seconds| seconds.saturating_mul(1_000_000_000))
-            })
+            .or_else(|| self.integer(&["uptime_ms"]).map(|ms| ms.saturating_mul(1_000_000)))
+            .or_else(|| self.integer(&["uptime_in_seconds", "uptime_s"]).map(|seconds| seconds.saturating_mul(1_000_000_000)))
     }
 
     /// The figures `status` and `top` show.
     pub fn summary(&self) -> Summary {
         Summary {
-            version: self
-                .find(&["rtedge_version", "version", "redis_version"])
-                .map(str::to_owned),
+            version: self.find(&["rtedge_version", "version", "redis_version"]).map(str::to_owned),
             uptime_ns: self.uptime_ns(),
-            boot_path: self
-                .find(&["boot_path", "boot", "boot_protocol"])
-                .map(str::to_owned),
+            boot_path: self.find(&["boot_path", "boot", "boot_protocol"]).map(str::to_owned),
             hypervisor: self.find(&["hypervisor", "machine"]).map(str::to_owned),
             cpus: self.integer(&["cpus", "cpu_count", "online_cpus", "ncpus"]),
             heap_used: self.integer(&["heap_used", "heap_used_bytes", "used_memory"]),
-            heap_total: self.integer(&[
-                "heap_total",
-                "heap_size",
-                "heap_total_bytes",
-                "total_system_memory",
-            ]),
+            heap_total: self.integer(&["heap_total", "heap_size", "heap_total_bytes", "total_system_memory"]),
             threads: self.integer(&["threads", "thread_count", "threads_total"]),
             clients: self.integer(&["connected_clients", "clients"]),
         }
@@ -149,12 +126,9 @@ impl Summary {
     /// `1.2 MiB / 16.0 MiB (7.5%)`, or what part of it is known.
     pub fn heap(&self) -> String {
         match (self.heap_used, self.heap_total) {
-            (Some(used), Some(total)) if total > 0 => format!(
-                "{} / {} ({:.1}%)",
-                format::bytes(used),
-                format::bytes(total),
-                used as f64 * 100.0 / total as f64
-            ),
+            (Some(used), Some(total)) if total > 0 => {
+                format!("{} / {} ({:.1}%)", format::bytes(used), format::bytes(total), used as f64 * 100.0 / total as f64)
+            }
             (Some(used), _) => format::bytes(used),
             _ => "-".into(),
         }
@@ -162,8 +136,7 @@ impl Summary {
 
     /// `1h 02m 03s`.
     pub fn uptime(&self) -> String {
-        self.uptime_ns
-            .map_or_else(|| "-".into(), |ns| format::uptime(ns / 1_000_000_000))
+        self.uptime_ns.map_or_else(|| "-".into(), |ns| format::uptime(ns / 1_000_000_000))
     }
 
     /// The `status` screen.
@@ -201,11 +174,7 @@ mod tests {
     #[test]
     fn sections_and_fields_keep_their_order() {
         let info = Info::parse(TEXT);
-        let names: Vec<&str> = info
-            .sections
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect();
+        let names: Vec<&str> = info.sections.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, ["server", "cpu", "memory"]);
         assert_eq!(info.find(&["missing", "boot_path"]), Some("pvh"));
         assert_eq!(

@@ -105,12 +105,10 @@ pub fn directory() -> Option<PathBuf> {
     }
     let current = std::env::current_dir().ok();
     let executable = std::env::current_exe().ok().and_then(|path| path.parent().map(Path::to_path_buf));
-    current.iter().chain(executable.iter()).find_map(|start| {
-        start
-            .ancestors()
-            .map(|ancestor| ancestor.join(REGISTRY))
-            .find(|path| path.parent().is_some_and(Path::is_dir))
-    })
+    current
+        .iter()
+        .chain(executable.iter())
+        .find_map(|start| start.ancestors().map(|ancestor| ancestor.join(REGISTRY)).find(|path| path.parent().is_some_and(Path::is_dir)))
 }
 
 /// The live instances, sorted by name (stale entries are removed).
@@ -148,9 +146,10 @@ pub fn live_in(directory: &Path) -> Vec<Instance> {
 /// The instance called `name`.
 pub fn find(name: &str) -> Result<Instance> {
     let live = live();
-    live.iter().find(|instance| instance.name == name).cloned().ok_or_else(|| {
-        CtlError::NotFound(format!("no running instance named `{name}` ({})", names(&live)))
-    })
+    live.iter()
+        .find(|instance| instance.name == name)
+        .cloned()
+        .ok_or_else(|| CtlError::NotFound(format!("no running instance named `{name}` ({})", names(&live))))
 }
 
 /// `running: a (port 6380), b (port 6381)` or `none is running`.
@@ -214,11 +213,9 @@ pub fn target(cli: &crate::cli::Cli) -> Result<Target> {
     let explicit = match cli.port {
         Some(port) => Some(port),
         None => match std::env::var("RTEDGE_PORT") {
-            Ok(text) if !text.trim().is_empty() => Some(
-                text.trim()
-                    .parse()
-                    .map_err(|_| CtlError::Usage(format!("RTEDGE_PORT is not a port number: '{text}'")))?,
-            ),
+            Ok(text) if !text.trim().is_empty() => {
+                Some(text.trim().parse().map_err(|_| CtlError::Usage(format!("RTEDGE_PORT is not a port number: '{text}'")))?)
+            }
             _ => None,
         },
     };
@@ -230,17 +227,14 @@ pub fn target(cli: &crate::cli::Cli) -> Result<Target> {
     };
     let port = match (explicit, &instance) {
         (Some(port), _) => port,
-        (None, Some(instance)) => instance.port.ok_or_else(|| {
-            CtlError::Usage(format!("instance `{}` has no host port (uhyve has no network forward)", instance.name))
-        })?,
+        (None, Some(instance)) => instance
+            .port
+            .ok_or_else(|| CtlError::Usage(format!("instance `{}` has no host port (uhyve has no network forward)", instance.name)))?,
         (None, None) => crate::cli::DEFAULT_PORT,
     };
     if let Some(token) = cli.token.clone().filter(|token| !token.is_empty()) {
-        let source = if std::env::var("RTEDGE_TOKEN").is_ok_and(|value| value == token) {
-            "from RTEDGE_TOKEN"
-        } else {
-            "given with --token"
-        };
+        let source =
+            if std::env::var("RTEDGE_TOKEN").is_ok_and(|value| value == token) { "from RTEDGE_TOKEN" } else { "given with --token" };
         return Ok(Target { port, token: Some(token), token_source: source.into() });
     }
     if let Some(instance) = &instance
@@ -260,8 +254,8 @@ pub fn ps(json: bool, out: &mut dyn Write) -> Result<()> {
     let live = live();
     if json {
         let list: Vec<Json> = live.iter().map(Instance::to_json).collect();
-        let text = serde_json::to_string_pretty(&Json::Array(list))
-            .map_err(|error| CtlError::Local(format!("cannot format JSON: {error}")))?;
+        let text =
+            serde_json::to_string_pretty(&Json::Array(list)).map_err(|error| CtlError::Local(format!("cannot format JSON: {error}")))?;
         writeln!(out, "{text}")?;
         return Ok(());
     }
@@ -269,10 +263,7 @@ pub fn ps(json: bool, out: &mut dyn Write) -> Result<()> {
         writeln!(out, "no instance is running (`make start` or `rtedge-image run appliance --detach` starts one)")?;
         return Ok(());
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or_default();
     use crate::format::Align;
     let rows: Vec<Vec<String>> = live
         .iter()
@@ -283,10 +274,7 @@ pub fn ps(json: bool, out: &mut dyn Write) -> Result<()> {
                 instance.pid.to_string(),
                 instance.port.map_or_else(|| "-".into(), |port| port.to_string()),
                 crate::format::uptime(i64::try_from(now.saturating_sub(instance.started)).unwrap_or(i64::MAX)),
-                instance
-                    .console_log
-                    .as_ref()
-                    .map_or_else(|| "(terminal)".into(), |path| path.display().to_string()),
+                instance.console_log.as_ref().map_or_else(|| "(terminal)".into(), |path| path.display().to_string()),
             ]
         })
         .collect();
@@ -333,12 +321,7 @@ pub fn stop(names: &[String], all: bool, bound: Duration, timeout: Duration, out
 fn stop_one(instance: &Instance, bound: Duration, timeout: Duration) -> String {
     let mut asked = false;
     if let Some(port) = instance.port {
-        let options = Options {
-            host: "127.0.0.1".into(),
-            port,
-            token: instance.token(),
-            timeout,
-        };
+        let options = Options { host: "127.0.0.1".into(), port, token: instance.token(), timeout };
         if let Ok(mut client) = Client::connect(&options) {
             // The reply may not arrive before the guest is gone.
             asked = client.send(&["SHUTDOWN"]).is_ok();
@@ -381,17 +364,12 @@ fn wait_for_exit(instance: &Instance, bound: Duration) -> bool {
 pub fn console(name: &str, follow: bool, out: &mut dyn Write) -> Result<()> {
     let instance = find(name)?;
     let Some(path) = instance.console_log.clone() else {
-        return Err(CtlError::Usage(format!(
-            "`{name}` runs in the foreground: its console is the terminal that started it"
-        )));
+        return Err(CtlError::Usage(format!("`{name}` runs in the foreground: its console is the terminal that started it")));
     };
-    let mut file = std::fs::File::open(&path)
-        .map_err(|error| CtlError::Local(format!("cannot read {}: {error}", path.display())))?;
+    let mut file = std::fs::File::open(&path).map_err(|error| CtlError::Local(format!("cannot read {}: {error}", path.display())))?;
     let mut buffer = [0u8; 8192];
     loop {
-        let read = file
-            .read(&mut buffer)
-            .map_err(|error| CtlError::Local(format!("cannot read {}: {error}", path.display())))?;
+        let read = file.read(&mut buffer).map_err(|error| CtlError::Local(format!("cannot read {}: {error}", path.display())))?;
         if read > 0 {
             out.write_all(&buffer[..read])?;
             continue;

@@ -51,11 +51,7 @@ pub struct Histogram {
 /// The smallest power of two at or above `value` (`value` itself past the
 /// largest).
 fn power_of_two_at_least(value: i64) -> i64 {
-    u64::try_from(value.max(1))
-        .ok()
-        .and_then(u64::checked_next_power_of_two)
-        .and_then(|bound| i64::try_from(bound).ok())
-        .unwrap_or(value)
+    u64::try_from(value.max(1)).ok().and_then(u64::checked_next_power_of_two).and_then(|bound| i64::try_from(bound).ok()).unwrap_or(value)
 }
 
 /// Microseconds with one decimal, as the summary line prints them.
@@ -66,16 +62,13 @@ fn micros(value: Option<i64>) -> String {
 impl Histogram {
     /// Reads a `LATENCY source` reply (RESP3 map or RESP2 flat array).
     pub fn from_value(value: &Value, requested: &str) -> Result<Histogram> {
-        let record = Record::from_value(value)
-            .ok_or_else(|| CtlError::Protocol("LATENCY did not reply with a map".into()))?;
+        let record = Record::from_value(value).ok_or_else(|| CtlError::Protocol("LATENCY did not reply with a map".into()))?;
         let mut buckets: Vec<(i64, i64)> = match record.get("buckets") {
             Some(Value::Array(entries)) => entries
                 .iter()
                 .filter_map(|entry| match entry {
                     Value::Array(pair) => match pair.as_slice() {
-                        [bound, count] => {
-                            Some((convert::integer(bound)?, convert::integer(count)?))
-                        }
+                        [bound, count] => Some((convert::integer(bound)?, convert::integer(count)?)),
                         _ => None,
                     },
                     _ => None,
@@ -85,9 +78,7 @@ impl Histogram {
         };
         buckets.sort_unstable();
         Ok(Histogram {
-            source: record
-                .text("source")
-                .unwrap_or_else(|| requested.to_owned()),
+            source: record.text("source").unwrap_or_else(|| requested.to_owned()),
             count: record.integer("count"),
             min_ns: record.integer("min_ns"),
             max_ns: record.integer("max_ns"),
@@ -164,13 +155,8 @@ impl Histogram {
     /// source's position on the command line, `I:` the release period of
     /// an RT thread (`-` for other sources), `Misses:` its deadline misses.
     pub fn summary_line(&self, index: usize) -> String {
-        let interval = self
-            .period_ns
-            .filter(|&period| period > 0)
-            .map_or_else(|| "-".into(), |period| (period / 1000).to_string());
-        let count = self
-            .count
-            .map_or_else(|| "-".into(), |count| count.to_string());
+        let interval = self.period_ns.filter(|&period| period > 0).map_or_else(|| "-".into(), |period| (period / 1000).to_string());
+        let count = self.count.map_or_else(|| "-".into(), |count| count.to_string());
         let mut line = format!(
             "T:{index:>2} ({}) I:{interval} C: {count:>7} Min: {:>6} Avg: {:>6} P50: {:>6} P90: {:>6} P99: {:>6} P99.9: {:>6} Max: {:>7}",
             self.source,
@@ -197,26 +183,10 @@ impl Histogram {
         if buckets.is_empty() {
             return out;
         }
-        let labels: Vec<String> = buckets
-            .iter()
-            .map(|(bound, _)| format!("<{}", format::duration_ns(*bound)))
-            .collect();
-        let label_width = labels
-            .iter()
-            .map(|label| label.chars().count())
-            .max()
-            .unwrap_or(0);
-        let count_width = buckets
-            .iter()
-            .map(|(_, count)| count.to_string().len())
-            .max()
-            .unwrap_or(1);
-        let largest = buckets
-            .iter()
-            .map(|(_, count)| *count)
-            .max()
-            .unwrap_or(0)
-            .max(1);
+        let labels: Vec<String> = buckets.iter().map(|(bound, _)| format!("<{}", format::duration_ns(*bound))).collect();
+        let label_width = labels.iter().map(|label| label.chars().count()).max().unwrap_or(0);
+        let count_width = buckets.iter().map(|(_, count)| count.to_string().len()).max().unwrap_or(1);
+        let largest = buckets.iter().map(|(_, count)| *count).max().unwrap_or(0).max(1);
         for ((_, count), label) in buckets.iter().zip(&labels) {
             let mut bar_length = count.saturating_mul(BAR_WIDTH) / largest;
             if *count > 0 && bar_length == 0 {
@@ -339,19 +309,8 @@ T: 1 (tasklet.delay) I:- C:       5 Min:    0.8 Avg:      - P50:      - P90:    
             Value::Array(vec![Value::Integer(2048), Value::Integer(5)]),
             Value::Array(vec![Value::Integer(1024), Value::Integer(3)]),
         ]);
-        let resp2 = Value::Array(vec![
-            bulk("source"),
-            bulk("rt0"),
-            bulk("count"),
-            Value::Integer(8),
-            bulk("buckets"),
-            buckets.clone(),
-        ]);
-        let resp3 = Value::Map(vec![
-            (bulk("source"), bulk("rt0")),
-            (bulk("count"), Value::Integer(8)),
-            (bulk("buckets"), buckets),
-        ]);
+        let resp2 = Value::Array(vec![bulk("source"), bulk("rt0"), bulk("count"), Value::Integer(8), bulk("buckets"), buckets.clone()]);
+        let resp3 = Value::Map(vec![(bulk("source"), bulk("rt0")), (bulk("count"), Value::Integer(8)), (bulk("buckets"), buckets)]);
         let a = Histogram::from_value(&resp2, "rt0").ok();
         let b = Histogram::from_value(&resp3, "rt0").ok();
         assert_eq!(a, b);

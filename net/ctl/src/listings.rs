@@ -131,12 +131,8 @@ pub fn work_items_table(records: &[Record<'_>]) -> String {
 }
 
 /// The leading columns of the `softirqs` table: `(title, field, align)`.
-pub const SOFTIRQ_COLUMNS: [(&str, &str, Align); 4] = [
-    ("VEC", "vector", Align::Right),
-    ("NAME", "name", Align::Left),
-    ("HANDLER", "handler", Align::Left),
-    ("OWNER", "owner", Align::Left),
-];
+pub const SOFTIRQ_COLUMNS: [(&str, &str, Align); 4] =
+    [("VEC", "vector", Align::Right), ("NAME", "name", Align::Left), ("HANDLER", "handler", Align::Left), ("OWNER", "owner", Align::Left)];
 
 #[cfg(test)]
 mod tests {
@@ -150,12 +146,7 @@ mod tests {
     }
 
     fn row(fields: &[(&str, Value)]) -> Value {
-        Value::Map(
-            fields
-                .iter()
-                .map(|(key, value)| (bulk(key), value.clone()))
-                .collect(),
-        )
+        Value::Map(fields.iter().map(|(key, value)| (bulk(key), value.clone())).collect())
     }
 
     fn records(rows: &[Value]) -> Vec<Record<'_>> {

@@ -19,8 +19,8 @@ mod info;
 mod instances;
 mod latency;
 mod listings;
-mod metrics;
 mod logs;
+mod metrics;
 mod plot;
 mod tables;
 mod token;
@@ -28,8 +28,8 @@ mod top;
 mod watch;
 
 use std::io::{self, Write};
-use std::time::Duration;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -70,13 +70,9 @@ fn run(cli: cli::Cli, out: &mut dyn Write) -> Result<(), CtlError> {
     use clap::CommandFactory;
     match &cli.command {
         cli::Command::Ps => instances::ps(cli.json, out),
-        cli::Command::Stop { names, all, timeout_s } => instances::stop(
-            names,
-            *all,
-            Duration::from_secs(*timeout_s),
-            Duration::from_millis(cli.timeout_ms),
-            out,
-        ),
+        cli::Command::Stop { names, all, timeout_s } => {
+            instances::stop(names, *all, Duration::from_secs(*timeout_s), Duration::from_millis(cli.timeout_ms), out)
+        }
         cli::Command::Console { name, no_follow } => {
             let name = match name {
                 Some(name) => name.clone(),
@@ -101,9 +97,7 @@ fn run(cli: cli::Cli, out: &mut dyn Write) -> Result<(), CtlError> {
             clap_complete::generate(*shell, &mut cli::Cli::command(), "rtctl", out);
             Ok(())
         }
-        cli::Command::Man => clap_mangen::Man::new(cli::Cli::command())
-            .render(out)
-            .map_err(CtlError::from),
+        cli::Command::Man => clap_mangen::Man::new(cli::Cli::command()).render(out).map_err(CtlError::from),
         _ => {
             let target = instances::target(&cli)?;
             commands::run(cli, target, out)

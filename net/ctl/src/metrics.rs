@@ -26,11 +26,7 @@ pub fn filter(text: &str, prefix: &str) -> String {
 /// The samples as JSON objects; comment lines are dropped. Values stay
 /// strings where they are not finite numbers (`+Inf`, `NaN`).
 pub fn to_json(text: &str) -> Json {
-    let samples: Vec<Json> = text
-        .lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .filter_map(sample)
-        .collect();
+    let samples: Vec<Json> = text.lines().filter(|line| !line.starts_with('#') && !line.trim().is_empty()).filter_map(sample).collect();
     Json::Array(samples)
 }
 

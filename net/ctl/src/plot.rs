@@ -53,8 +53,7 @@ pub fn write_png(histograms: &[Histogram], path: &Path) -> Result<()> {
         let text = text.split(" (os error").next().unwrap_or(&text).to_lowercase();
         CtlError::Local(format!("cannot write plot {}: {text}", path.display()))
     })?;
-    draw(histograms, path)
-        .map_err(|error| CtlError::Local(format!("cannot write plot {}: {error}", path.display())))
+    draw(histograms, path).map_err(|error| CtlError::Local(format!("cannot write plot {}: {error}", path.display())))
 }
 
 /// One source's bucket outline: runs of adjacent buckets, each a step line
@@ -101,11 +100,7 @@ fn close(run: Option<&mut Vec<(f64, f64)>>) {
 fn draw(histograms: &[Histogram], path: &Path) -> std::result::Result<(), Box<dyn std::error::Error>> {
     let outlines: Vec<Vec<Vec<(f64, f64)>>> = histograms.iter().map(outline).collect();
     let points = || outlines.iter().flatten().flatten();
-    let markers = histograms
-        .iter()
-        .flat_map(|histogram| [histogram.p99_ns, histogram.max_ns])
-        .flatten()
-        .map(|ns| ns as f64);
+    let markers = histograms.iter().flat_map(|histogram| [histogram.p99_ns, histogram.max_ns]).flatten().map(|ns| ns as f64);
     let xs: Vec<f64> = points().map(|&(x, _)| x).chain(markers).collect();
     let left = xs.iter().copied().fold(f64::INFINITY, f64::min).max(1.0);
     let right = xs.iter().copied().fold(0.0, f64::max).max(left * 2.0);
@@ -113,29 +108,19 @@ fn draw(histograms: &[Histogram], path: &Path) -> std::result::Result<(), Box<dy
     let root = BitMapBackend::new(path, (1000, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let names: Vec<&str> = histograms.iter().map(|histogram| histogram.source.as_str()).collect();
-    let total: i64 = histograms
-        .iter()
-        .map(|histogram| histogram.count.unwrap_or(0))
-        .sum();
+    let total: i64 = histograms.iter().map(|histogram| histogram.count.unwrap_or(0)).sum();
     let caption = format!("latency of {}: {total} samples", names.join(", "));
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, (FONT, 22))
         .margin(16)
         .x_label_area_size(56)
         .y_label_area_size(72)
-        .build_cartesian_2d(
-            (left / 1.25..right * 1.25).log_scale(),
-            (FLOOR..largest * 12.0).log_scale(),
-        )?;
+        .build_cartesian_2d((left / 1.25..right * 1.25).log_scale(), (FLOOR..largest * 12.0).log_scale())?;
     chart
         .configure_mesh()
         .x_label_formatter(&|x: &f64| format::duration_ns(x.round() as i64))
         .y_label_formatter(&|y: &f64| {
-            if *y >= 1.0 {
-                format!("{}", y.round() as i64)
-            } else {
-                String::new()
-            }
+            if *y >= 1.0 { format!("{}", y.round() as i64) } else { String::new() }
         })
         .x_desc("latency (log scale)")
         .y_desc("samples per bucket (log scale)")
@@ -162,12 +147,7 @@ fn draw(histograms: &[Histogram], path: &Path) -> std::result::Result<(), Box<dy
         // p99: dashed; max: solid and thin; each named at the top.
         if let Some(p99) = histogram.p99_ns {
             let x = p99 as f64;
-            chart.draw_series(std::iter::once(DashedPathElement::new(
-                vec![(x, FLOOR), (x, p99_top)],
-                6,
-                4,
-                colour.stroke_width(1),
-            )))?;
+            chart.draw_series(std::iter::once(DashedPathElement::new(vec![(x, FLOOR), (x, p99_top)], 6, 4, colour.stroke_width(1))))?;
             chart.draw_series(std::iter::once(Text::new("p99", (x, p99_top), (FONT, 13).into_font().color(&colour))))?;
         }
         if let Some(max) = histogram.max_ns {
@@ -192,12 +172,7 @@ mod tests {
     use super::*;
 
     fn log_linear(buckets: &[(i64, i64)]) -> Histogram {
-        Histogram {
-            source: "rt0".into(),
-            sub_buckets: Some(32),
-            buckets: buckets.to_vec(),
-            ..Histogram::default()
-        }
+        Histogram { source: "rt0".into(), sub_buckets: Some(32), buckets: buckets.to_vec(), ..Histogram::default() }
     }
 
     #[test]

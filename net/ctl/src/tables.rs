@@ -82,20 +82,14 @@ impl Thread {
     pub fn priority_or_nice(&self) -> String {
         match self.kind.as_str() {
             "rt" => number(self.priority),
-            "kernel" => self
-                .nice
-                .map_or_else(|| "-".into(), |nice| format!("nice {nice}")),
+            "kernel" => self.nice.map_or_else(|| "-".into(), |nice| format!("nice {nice}")),
             _ => "-".into(),
         }
     }
 
     /// The latency columns, `-` when nothing was measured.
     pub fn latency(&self, value: Option<i64>) -> String {
-        if self.has_latency() {
-            duration(value)
-        } else {
-            "-".into()
-        }
+        if self.has_latency() { duration(value) } else { "-".into() }
     }
 
     /// `PERIOD`, `-` when not periodic.
@@ -161,10 +155,7 @@ pub fn threads_table(threads: &[Thread]) -> String {
 
 /// The `cpuN` fields present in any row, in CPU order.
 pub fn cpu_columns(records: &[Record<'_>]) -> Vec<String> {
-    let mut cpus: Vec<u32> = records
-        .iter()
-        .flat_map(|record| record.keys().filter_map(cpu_number).collect::<Vec<_>>())
-        .collect();
+    let mut cpus: Vec<u32> = records.iter().flat_map(|record| record.keys().filter_map(cpu_number).collect::<Vec<_>>()).collect();
     cpus.sort_unstable();
     cpus.dedup();
     cpus.into_iter().map(|cpu| format!("cpu{cpu}")).collect()
@@ -181,19 +172,13 @@ fn cpu_number(key: &str) -> Option<u32> {
 pub fn per_cpu_table(records: &[Record<'_>], leading: &[(&str, &str, Align)]) -> String {
     let cpus = cpu_columns(records);
     let upper: Vec<String> = cpus.iter().map(|cpu| cpu.to_ascii_uppercase()).collect();
-    let mut header: Vec<(&str, Align)> = leading
-        .iter()
-        .map(|(title, _, align)| (*title, *align))
-        .collect();
+    let mut header: Vec<(&str, Align)> = leading.iter().map(|(title, _, align)| (*title, *align)).collect();
     header.extend(upper.iter().map(|title| (title.as_str(), Align::Right)));
     header.push(("TOTAL", Align::Right));
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|record| {
-            let mut row: Vec<String> = leading
-                .iter()
-                .map(|(_, field, _)| record.text(field).unwrap_or_else(|| "-".into()))
-                .collect();
+            let mut row: Vec<String> = leading.iter().map(|(_, field, _)| record.text(field).unwrap_or_else(|| "-".into())).collect();
             row.extend(cpus.iter().map(|cpu| number(record.integer(cpu))));
             let total = record.integer("total").or_else(|| {
                 let counts: Vec<i64> = cpus.iter().filter_map(|cpu| record.integer(cpu)).collect();
@@ -208,30 +193,17 @@ pub fn per_cpu_table(records: &[Record<'_>], leading: &[(&str, &str, Align)]) ->
 
 /// The `modules` table.
 pub fn modules_table(records: &[Record<'_>]) -> String {
-    let header = [
-        ("NAME", Align::Left),
-        ("STATE", Align::Left),
-        ("THREADS", Align::Right),
-        ("LOADS", Align::Right),
-    ];
+    let header = [("NAME", Align::Left), ("STATE", Align::Left), ("THREADS", Align::Right), ("LOADS", Align::Right)];
     let rows: Vec<Vec<String>> = records
         .iter()
-        .map(|record| {
-            ["name", "state", "threads", "loads"]
-                .iter()
-                .map(|field| record.text(field).unwrap_or_else(|| "-".into()))
-                .collect()
-        })
+        .map(|record| ["name", "state", "threads", "loads"].iter().map(|field| record.text(field).unwrap_or_else(|| "-".into())).collect())
         .collect();
     format::table(&header, &rows)
 }
 
 /// The threads of a `THREADS` reply.
 pub fn threads(reply: &Value) -> Vec<Thread> {
-    convert::records(reply)
-        .iter()
-        .map(Thread::from_record)
-        .collect()
+    convert::records(reply).iter().map(Thread::from_record).collect()
 }
 
 /// `(name, total)` of each `SOFTIRQS` row.
@@ -240,12 +212,9 @@ pub fn softirq_totals(reply: &Value) -> Vec<(String, i64)> {
         .iter()
         .map(|record: &Record<'_>| {
             let name = record.text("name").unwrap_or_else(|| "-".into());
-            let total = record.integer("total").unwrap_or_else(|| {
-                cpu_columns(std::slice::from_ref(record))
-                    .iter()
-                    .filter_map(|cpu| record.integer(cpu))
-                    .sum()
-            });
+            let total = record
+                .integer("total")
+                .unwrap_or_else(|| cpu_columns(std::slice::from_ref(record)).iter().filter_map(|cpu| record.integer(cpu)).sum());
             (name, total)
         })
         .collect()
@@ -318,12 +287,7 @@ ID  NAME      KIND    PRIO/NICE  STATE     CPU  AFFINITY  RUNTIME  SWITCHES  PER
                 (bulk("total"), Value::Integer(16)),
             ]),
             // RESP2 flat form, no total: summed.
-            Value::Array(vec![
-                bulk("name"),
-                bulk("NET_RX"),
-                bulk("cpu0"),
-                Value::Integer(3),
-            ]),
+            Value::Array(vec![bulk("name"), bulk("NET_RX"), bulk("cpu0"), Value::Integer(3)]),
         ];
         let records: Vec<Record<'_>> = rows.iter().filter_map(Record::from_value).collect();
         assert_eq!(cpu_columns(&records), ["cpu0", "cpu2", "cpu10"]);

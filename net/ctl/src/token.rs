@@ -19,13 +19,8 @@ pub fn discover() -> Option<String> {
 /// The token of a locally built image, with the file it was read from.
 pub fn discover_with_path() -> Option<(String, PathBuf)> {
     let current = std::env::current_dir().ok();
-    let executable_directory = std::env::current_exe()
-        .ok()
-        .and_then(|path| path.parent().map(Path::to_path_buf));
-    current
-        .iter()
-        .chain(executable_directory.iter())
-        .find_map(|start| find_path_from(start))
+    let executable_directory = std::env::current_exe().ok().and_then(|path| path.parent().map(Path::to_path_buf));
+    current.iter().chain(executable_directory.iter()).find_map(|start| find_path_from(start))
 }
 
 /// Reads the first `target/rtedge/dev.token` in `start` or its ancestors.
@@ -36,10 +31,7 @@ pub fn find_from(start: &Path) -> Option<String> {
 
 /// The first `target/rtedge/dev.token` in `start` or its ancestors, read.
 fn find_path_from(start: &Path) -> Option<(String, PathBuf)> {
-    let path = start
-        .ancestors()
-        .map(|directory| directory.join(TOKEN_FILE))
-        .find(|path| path.is_file())?;
+    let path = start.ancestors().map(|directory| directory.join(TOKEN_FILE)).find(|path| path.is_file())?;
     let token = fs::read_to_string(&path).ok()?.trim().to_owned();
     (!token.is_empty()).then_some((token, path))
 }

@@ -88,11 +88,7 @@ impl Deferred {
     /// refuses (an older appliance answers `unknown command`) is left out.
     pub fn take(client: &mut dyn Source) -> Result<Vec<Deferred>> {
         let mut rows = Vec::new();
-        for (command, kind) in [
-            ("TASKLETS", "tasklet"),
-            ("TIMERS", "timer"),
-            ("WORKQUEUES", "workqueue"),
-        ] {
+        for (command, kind) in [("TASKLETS", "tasklet"), ("TIMERS", "timer"), ("WORKQUEUES", "workqueue")] {
             let reply = match client.call(&[command]) {
                 Ok(reply) => reply,
                 Err(CtlError::Server(_)) => continue,
@@ -106,30 +102,11 @@ impl Deferred {
                     None => "-".to_owned(),
                 };
                 let (state, runs, queued) = match kind {
-                    "tasklet" => (
-                        text("state"),
-                        record.integer("runs"),
-                        record.integer("schedules"),
-                    ),
-                    "timer" => (
-                        active("armed", "armed", "idle"),
-                        record.integer("fired"),
-                        None,
-                    ),
-                    _ => (
-                        active("running", "running", "idle"),
-                        record.integer("done"),
-                        record.integer("queued"),
-                    ),
+                    "tasklet" => (text("state"), record.integer("runs"), record.integer("schedules")),
+                    "timer" => (active("armed", "armed", "idle"), record.integer("fired"), None),
+                    _ => (active("running", "running", "idle"), record.integer("done"), record.integer("queued")),
                 };
-                rows.push(Deferred {
-                    kind,
-                    name: text("name"),
-                    state,
-                    runs,
-                    queued,
-                    owner: text("owner"),
-                });
+                rows.push(Deferred { kind, name: text("name"), state, runs, queued, owner: text("owner") });
             }
         }
         Ok(rows)
@@ -152,23 +129,15 @@ impl Sample {
     /// when `deferred`.
     pub fn take_with(client: &mut dyn Source, deferred: bool) -> Result<Sample> {
         let info = client.call(&["INFO"])?;
-        let info = convert::text(&info)
-            .ok_or_else(|| CtlError::Protocol("INFO did not reply with text".into()))?;
+        let info = convert::text(&info).ok_or_else(|| CtlError::Protocol("INFO did not reply with text".into()))?;
         let threads = tables::threads(&client.call(&["THREADS"])?);
         let softirqs = client.call(&["SOFTIRQS"])?;
         let mut p99_ns = Vec::new();
-        for thread in threads
-            .iter()
-            .filter(|thread| thread.is_rt() && thread.has_latency())
-            .take(MAX_LATENCY_QUERIES)
-        {
+        for thread in threads.iter().filter(|thread| thread.is_rt() && thread.has_latency()).take(MAX_LATENCY_QUERIES) {
             let source = format!("thread:{}", thread.name);
             match client.call(&["LATENCY", source.as_str()]) {
                 Ok(reply) => {
-                    if let Some(p99) = Histogram::from_value(&reply, &source)
-                        .ok()
-                        .and_then(|histogram| histogram.p99_ns)
-                    {
+                    if let Some(p99) = Histogram::from_value(&reply, &source).ok().and_then(|histogram| histogram.p99_ns) {
                         p99_ns.push((thread.name.clone(), p99));
                     }
                 }
@@ -184,11 +153,7 @@ impl Sample {
             threads,
             softirqs: tables::softirq_totals(&softirqs),
             p99_ns,
-            deferred: if deferred {
-                Some(Deferred::take(client)?)
-            } else {
-                None
-            },
+            deferred: if deferred { Some(Deferred::take(client)?) } else { None },
         })
     }
 
@@ -197,10 +162,7 @@ impl Sample {
         if !thread.has_latency() {
             return None;
         }
-        self.p99_ns
-            .iter()
-            .find(|(name, _)| *name == thread.name)
-            .map(|(_, p99)| *p99)
+        self.p99_ns.iter().find(|(name, _)| *name == thread.name).map(|(_, p99)| *p99)
     }
 }
 
@@ -240,12 +202,7 @@ impl SortKey {
     }
 
     /// Every key, in the footer's order.
-    pub const ALL: [SortKey; 4] = [
-        SortKey::Cpu,
-        SortKey::Misses,
-        SortKey::Latency,
-        SortKey::Name,
-    ];
+    pub const ALL: [SortKey; 4] = [SortKey::Cpu, SortKey::Misses, SortKey::Latency, SortKey::Name];
 }
 
 /// An order: a key and whether it is reversed. The natural direction is
@@ -262,10 +219,7 @@ pub struct Sort {
 impl Sort {
     /// Sorted by `key`, natural direction.
     pub fn by(key: SortKey) -> Sort {
-        Sort {
-            key,
-            reversed: false,
-        }
+        Sort { key, reversed: false }
     }
 }
 
@@ -295,17 +249,10 @@ impl<'a> Frame<'a> {
     /// the server's clock (`INFO` uptime) when it reports one, else with
     /// ours.
     pub fn new(previous: Option<&Sample>, current: &'a Sample) -> Frame<'a> {
-        let interval_ns =
-            previous.map(
-                |previous| match (previous.info.uptime_ns(), current.info.uptime_ns()) {
-                    (Some(before), Some(after)) if after > before => after - before,
-                    _ => {
-                        i64::try_from(current.at.saturating_duration_since(previous.at).as_nanos())
-                            .unwrap_or(i64::MAX)
-                            .max(1)
-                    }
-                },
-            );
+        let interval_ns = previous.map(|previous| match (previous.info.uptime_ns(), current.info.uptime_ns()) {
+            (Some(before), Some(after)) if after > before => after - before,
+            _ => i64::try_from(current.at.saturating_duration_since(previous.at).as_nanos()).unwrap_or(i64::MAX).max(1),
+        });
         let mut usage: Vec<Usage<'a>> = current
             .threads
             .iter()
@@ -320,16 +267,10 @@ impl<'a> Frame<'a> {
                     thread.runtime_ns.unwrap_or(0).saturating_sub(before).max(0)
                 });
                 let percent = match (delta_ns, interval_ns) {
-                    (Some(delta), Some(interval)) if interval > 0 => {
-                        Some((delta as f64 * 100.0 / interval as f64).min(100.0))
-                    }
+                    (Some(delta), Some(interval)) if interval > 0 => Some((delta as f64 * 100.0 / interval as f64).min(100.0)),
                     _ => None,
                 };
-                Usage {
-                    thread,
-                    delta_ns,
-                    percent,
-                }
+                Usage { thread, delta_ns, percent }
             })
             .collect();
         // Busiest first; ties (and the first frame) by run time, then id.
@@ -339,22 +280,13 @@ impl<'a> Frame<'a> {
             .iter()
             .map(|(name, total)| {
                 let rate = previous.zip(interval_ns).map(|(previous, interval)| {
-                    let before = previous
-                        .softirqs
-                        .iter()
-                        .find(|(old, _)| old == name)
-                        .map_or(0, |(_, count)| *count);
+                    let before = previous.softirqs.iter().find(|(old, _)| old == name).map_or(0, |(_, count)| *count);
                     (total.saturating_sub(before).max(0)) as f64 * 1e9 / interval.max(1) as f64
                 });
                 (name.clone(), rate)
             })
             .collect();
-        Frame {
-            current,
-            interval_ns,
-            usage,
-            softirq_rates,
-        }
+        Frame { current, interval_ns, usage, softirq_rates }
     }
 
     /// Puts the threads in `sort`'s order (for the plain and JSON frames;
@@ -389,8 +321,7 @@ impl<'a> Frame<'a> {
             dash(summary.cpus.map(|cpus| cpus.to_string())),
             summary.heap(),
             self.current.threads.len(),
-            self.interval_ns
-                .map_or_else(|| "-".into(), format::duration_ns),
+            self.interval_ns.map_or_else(|| "-".into(), format::duration_ns),
         );
         let header = [
             ("ID", Align::Right),
@@ -416,9 +347,7 @@ impl<'a> Frame<'a> {
                     thread.priority_or_nice(),
                     thread.state.clone(),
                     tables::number(thread.cpu),
-                    usage
-                        .percent
-                        .map_or_else(|| "-".into(), |percent| format!("{percent:.1}")),
+                    usage.percent.map_or_else(|| "-".into(), |percent| format!("{percent:.1}")),
                     tables::duration(thread.runtime_ns),
                     tables::number(thread.switches),
                     tables::number(thread.misses),
@@ -432,12 +361,7 @@ impl<'a> Frame<'a> {
             out.push_str(&format!("  {name} {rate}"));
         }
         out.push('\n');
-        let rt: Vec<&Thread> = self
-            .current
-            .threads
-            .iter()
-            .filter(|thread| thread.is_rt())
-            .collect();
+        let rt: Vec<&Thread> = self.current.threads.iter().filter(|thread| thread.is_rt()).collect();
         if !rt.is_empty() {
             out.push_str("\nRT latency\n");
             let header = [
@@ -496,9 +420,7 @@ impl<'a> Frame<'a> {
                     "cpu_percent".into(),
                     usage
                         .percent
-                        .and_then(|percent| {
-                            serde_json::Number::from_f64((percent * 10.0).round() / 10.0)
-                        })
+                        .and_then(|percent| serde_json::Number::from_f64((percent * 10.0).round() / 10.0))
                         .map_or(Json::Null, Json::Number),
                 );
                 row.insert("switches".into(), Json::from(thread.switches));
@@ -508,10 +430,7 @@ impl<'a> Frame<'a> {
                     row.insert("releases".into(), Json::from(thread.releases));
                     row.insert("latency_min_ns".into(), Json::from(thread.latency_min_ns));
                     row.insert("latency_mean_ns".into(), Json::from(thread.latency_mean_ns));
-                    row.insert(
-                        "latency_p99_ns".into(),
-                        Json::from(self.current.p99(thread)),
-                    );
+                    row.insert("latency_p99_ns".into(), Json::from(self.current.p99(thread)));
                     row.insert("latency_max_ns".into(), Json::from(thread.latency_max_ns));
                 }
                 Json::Object(row)
@@ -522,9 +441,7 @@ impl<'a> Frame<'a> {
             .softirq_rates
             .iter()
             .map(|(name, rate)| {
-                let rate = rate
-                    .and_then(|rate| serde_json::Number::from_f64(rate.round()))
-                    .map_or(Json::Null, Json::Number);
+                let rate = rate.and_then(|rate| serde_json::Number::from_f64(rate.round())).map_or(Json::Null, Json::Number);
                 (name.clone(), rate)
             })
             .collect();
@@ -582,20 +499,10 @@ impl std::str::FromStr for Size {
     fn from_str(text: &str) -> std::result::Result<Size, String> {
         let usage = || format!("`{text}` is not COLUMNSxROWS, e.g. 80x24");
         let (width, height) = text.split_once(['x', 'X']).ok_or_else(usage)?;
-        let side = |value: &str| {
-            value
-                .trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|side| (1..=Size::MAX_SIDE).contains(side))
-        };
+        let side = |value: &str| value.trim().parse::<u16>().ok().filter(|side| (1..=Size::MAX_SIDE).contains(side));
         match (side(width), side(height)) {
             (Some(width), Some(height)) => Ok(Size { width, height }),
-            _ => Err(format!(
-                "{}; each side from 1 to {}",
-                usage(),
-                Size::MAX_SIDE
-            )),
+            _ => Err(format!("{}; each side from 1 to {}", usage(), Size::MAX_SIDE)),
         }
     }
 }
@@ -605,18 +512,11 @@ pub fn run(client: &mut Client, options: Options, out: &mut dyn Write) -> Result
     let interval = options.interval.max(Duration::from_millis(10));
     let sort = Sort::by(options.sort);
     if options.json && options.size.is_some() {
-        return Err(CtlError::Usage(
-            "--size draws the screen as text; it does not go with --json".into(),
-        ));
+        return Err(CtlError::Usage("--size draws the screen as text; it does not go with --json".into()));
     }
-    if options.section == Section::Deferred
-        && options.size.is_none()
-        && (options.once || options.json || !io::stdout().is_terminal())
-    {
+    if options.section == Section::Deferred && options.size.is_none() && (options.once || options.json || !io::stdout().is_terminal()) {
         // The plain and JSON frames have no deferred section.
-        return Err(CtlError::Usage(
-            "--view deferred is a screen layout: on a terminal, or with --size (e.g. 80x24)".into(),
-        ));
+        return Err(CtlError::Usage("--view deferred is a screen layout: on a terminal, or with --size (e.g. 80x24)".into()));
     }
     let deferred = options.section == Section::Deferred;
     let print = |frame: &mut Frame<'_>, out: &mut dyn Write| -> Result<()> {
@@ -673,9 +573,7 @@ fn print_frame(frame: &Frame<'_>, json: bool, out: &mut dyn Write) -> Result<()>
 /// (`--interval-ms` takes any u64).
 fn deadline_after(duration: Duration) -> Instant {
     let now = Instant::now();
-    now.checked_add(duration)
-        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
-        .unwrap_or(now)
+    now.checked_add(duration).or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600))).unwrap_or(now)
 }
 
 /// Sleeps for `duration` in short steps; true if Ctrl-C came meanwhile.
@@ -696,10 +594,7 @@ fn sleep_unless(interrupted: &AtomicBool, duration: Duration) -> bool {
 /// Busiest first over the interval; ties (and the first frame) by total
 /// run time, then id.
 fn busiest_first(a: &Usage<'_>, b: &Usage<'_>) -> CmpOrdering {
-    b.delta_ns
-        .cmp(&a.delta_ns)
-        .then(b.thread.runtime_ns.cmp(&a.thread.runtime_ns))
-        .then(a.thread.id.cmp(&b.thread.id))
+    b.delta_ns.cmp(&a.delta_ns).then(b.thread.runtime_ns.cmp(&a.thread.runtime_ns)).then(a.thread.id.cmp(&b.thread.id))
 }
 
 /// What [`SortKey::Latency`] orders by: p99 where known, else the largest
@@ -715,11 +610,7 @@ fn latency_key(sample: &Sample, thread: &Thread) -> Option<i64> {
 /// refresh does not shuffle equal rows.
 fn compare(sample: &Sample, sort: Sort, a: &Usage<'_>, b: &Usage<'_>) -> CmpOrdering {
     let direction = |ordering: CmpOrdering| {
-        if sort.reversed {
-            ordering.reverse()
-        } else {
-            ordering
-        }
+        if sort.reversed { ordering.reverse() } else { ordering }
     };
     // Largest first; a missing figure last in either direction.
     let figure = |x: Option<i64>, y: Option<i64>| match (x, y) {
@@ -742,13 +633,7 @@ mod tests {
     use super::*;
 
     fn thread(id: i64, name: &str, kind: &str, runtime_ns: i64) -> Thread {
-        Thread {
-            id: Some(id),
-            name: name.into(),
-            kind: kind.into(),
-            runtime_ns: Some(runtime_ns),
-            ..Thread::default()
-        }
+        Thread { id: Some(id), name: name.into(), kind: kind.into(), runtime_ns: Some(runtime_ns), ..Thread::default() }
     }
 
     fn sample(uptime_ns: i64, threads: Vec<Thread>, timer: i64) -> Sample {
@@ -778,24 +663,14 @@ mod tests {
 
     #[test]
     fn p99_comes_from_latency_and_an_error_reply_only_leaves_it_out() {
-        let threads = Value::Array(vec![
-            rt_thread("measured", 10),
-            rt_thread("refused", 10),
-            rt_thread("never-released", 0),
-        ]);
-        let p99 = Value::Map(vec![
-            (bulk("source"), bulk("thread:measured")),
-            (bulk("p99_ns"), Value::Integer(4096)),
-        ]);
+        let threads = Value::Array(vec![rt_thread("measured", 10), rt_thread("refused", 10), rt_thread("never-released", 0)]);
+        let p99 = Value::Map(vec![(bulk("source"), bulk("thread:measured")), (bulk("p99_ns"), Value::Integer(4096))]);
         let mut replay = replay::Replay::from(vec![
             ("INFO", bulk("# Server\r\nuptime_ns:5\r\n")),
             ("THREADS", threads),
             ("SOFTIRQS", Value::Array(Vec::new())),
             ("LATENCY thread:measured", p99),
-            (
-                "LATENCY thread:refused",
-                Value::Error(b"ERR unknown command 'LATENCY'".to_vec()),
-            ),
+            ("LATENCY thread:refused", Value::Error(b"ERR unknown command 'LATENCY'".to_vec())),
         ]);
         let sample = Sample::take(&mut replay).expect("an error reply is no failure");
         assert_eq!(sample.p99_ns, [("measured".to_owned(), 4096)]);
@@ -805,34 +680,16 @@ mod tests {
         assert_eq!(sample.p99(never), None);
         // Anything but an error reply still ends the sample.
         let mut broken = replay::Replay::from(vec![("INFO", Value::Integer(1))]);
-        assert!(matches!(
-            Sample::take(&mut broken),
-            Err(CtlError::Protocol(_))
-        ));
+        assert!(matches!(Sample::take(&mut broken), Err(CtlError::Protocol(_))));
     }
 
     #[test]
     fn cpu_share_comes_from_run_time_over_the_server_interval() {
-        let before = sample(
-            1_000_000_000,
-            vec![thread(1, "a", "kernel", 100), thread(2, "b", "rt", 0)],
-            10,
-        );
-        let after = sample(
-            1_500_000_000,
-            vec![
-                thread(1, "a", "kernel", 50_000_100),
-                thread(2, "b", "rt", 250_000_000),
-            ],
-            510,
-        );
+        let before = sample(1_000_000_000, vec![thread(1, "a", "kernel", 100), thread(2, "b", "rt", 0)], 10);
+        let after = sample(1_500_000_000, vec![thread(1, "a", "kernel", 50_000_100), thread(2, "b", "rt", 250_000_000)], 510);
         let frame = Frame::new(Some(&before), &after);
         assert_eq!(frame.interval_ns, Some(500_000_000));
-        let shares: Vec<(&str, Option<f64>)> = frame
-            .usage
-            .iter()
-            .map(|usage| (usage.thread.name.as_str(), usage.percent))
-            .collect();
+        let shares: Vec<(&str, Option<f64>)> = frame.usage.iter().map(|usage| (usage.thread.name.as_str(), usage.percent)).collect();
         assert_eq!(shares, [("b", Some(50.0)), ("a", Some(10.0))]);
         assert_eq!(frame.softirq_rates, [("TIMER".to_owned(), Some(1000.0))]);
         let first = Frame::new(None, &after);

@@ -35,16 +35,12 @@ impl Message {
         };
         let texts: Vec<String> = parts.iter().map(convert::text).collect::<Option<_>>()?;
         match texts.as_slice() {
-            [kind, channel, payload] if kind == "message" => Some(Message {
-                pattern: None,
-                channel: channel.clone(),
-                payload: payload.clone(),
-            }),
-            [kind, pattern, channel, payload] if kind == "pmessage" => Some(Message {
-                pattern: Some(pattern.clone()),
-                channel: channel.clone(),
-                payload: payload.clone(),
-            }),
+            [kind, channel, payload] if kind == "message" => {
+                Some(Message { pattern: None, channel: channel.clone(), payload: payload.clone() })
+            }
+            [kind, pattern, channel, payload] if kind == "pmessage" => {
+                Some(Message { pattern: Some(pattern.clone()), channel: channel.clone(), payload: payload.clone() })
+            }
             _ => None,
         }
     }
@@ -71,8 +67,7 @@ impl Message {
         if let Some(pattern) = &self.pattern {
             object.insert("pattern".into(), Json::String(pattern.clone()));
         }
-        let payload = serde_json::from_str::<Json>(&self.payload)
-            .unwrap_or_else(|_| Json::String(self.payload.clone()));
+        let payload = serde_json::from_str::<Json>(&self.payload).unwrap_or_else(|_| Json::String(self.payload.clone()));
         object.insert("message".into(), payload);
         Json::Object(object)
     }
@@ -85,33 +80,18 @@ pub fn is_pattern(channel: &str) -> bool {
 
 /// Subscribes to `channel` and prints messages until `count` of them
 /// arrived, Ctrl-C, or the connection ends.
-pub fn watch(
-    client: &mut Client,
-    channel: &str,
-    count: Option<u64>,
-    json: bool,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let command = if is_pattern(channel) {
-        "PSUBSCRIBE"
-    } else {
-        "SUBSCRIBE"
-    };
+pub fn watch(client: &mut Client, channel: &str, count: Option<u64>, json: bool, out: &mut dyn Write) -> Result<()> {
+    let command = if is_pattern(channel) { "PSUBSCRIBE" } else { "SUBSCRIBE" };
     // The confirmation is a push in RESP3, so it is read as a value, not
     // with `call` (which skips pushes).
     client.send(&[command, channel])?;
     loop {
         match client.read_value()? {
             Value::Error(text) => {
-                return Err(CtlError::Server(
-                    String::from_utf8_lossy(&text).into_owned(),
-                ));
+                return Err(CtlError::Server(String::from_utf8_lossy(&text).into_owned()));
             }
             Value::Push(parts) | Value::Array(parts)
-                if parts
-                    .first()
-                    .and_then(convert::text)
-                    .is_some_and(|kind| kind.eq_ignore_ascii_case(command)) =>
+                if parts.first().and_then(convert::text).is_some_and(|kind| kind.eq_ignore_ascii_case(command)) =>
             {
                 break;
             }
@@ -134,9 +114,7 @@ pub fn watch(
         };
         let now = chrono::Local::now();
         let line = if json {
-            message
-                .json(&now.to_rfc3339_opts(chrono::SecondsFormat::Millis, false))
-                .to_string()
+            message.json(&now.to_rfc3339_opts(chrono::SecondsFormat::Millis, false)).to_string()
         } else {
             message.line(&now.format("%H:%M:%S%.3f").to_string())
         };
@@ -158,22 +136,13 @@ mod tests {
 
     #[test]
     fn messages_and_pattern_messages_are_recognised_in_both_protocols() {
-        let resp3 = Value::Push(vec![
-            bulk("message"),
-            bulk("events"),
-            bulk("{\"t\": 1, \"kind\": \"x\"}"),
-        ]);
+        let resp3 = Value::Push(vec![bulk("message"), bulk("events"), bulk("{\"t\": 1, \"kind\": \"x\"}")]);
         let message = Message::from_value(&resp3);
         assert_eq!(
             message.as_ref().map(|message| message.line("12:00:00.000")),
             Some("12:00:00.000 events {\"t\":1,\"kind\":\"x\"}".to_owned())
         );
-        let resp2 = Value::Array(vec![
-            bulk("pmessage"),
-            bulk("latency.*"),
-            bulk("latency.rt0"),
-            bulk("not json"),
-        ]);
+        let resp2 = Value::Array(vec![bulk("pmessage"), bulk("latency.*"), bulk("latency.rt0"), bulk("not json")]);
         let message = Message::from_value(&resp2);
         assert_eq!(
             message.map(|message| message.json("T").to_string()),

@@ -9,13 +9,7 @@ use support::{Config, FakeServer, TOKEN, TempDir, run, stderr, stdout};
 
 /// Asserts the exit code, showing both streams when it differs.
 fn assert_code(output: &std::process::Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(output),
-        stderr(output)
-    );
+    assert_eq!(output.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", stdout(output), stderr(output));
 }
 
 fn json(output: &std::process::Output) -> serde_json::Value {
@@ -46,10 +40,7 @@ clients    1
 fn the_handshake_is_hello_3_with_auth() {
     let server = FakeServer::start();
     assert_code(&server.rtctl(&["ping"]), 0);
-    assert_eq!(
-        server.requests().first().map(|request| request.join(" ")),
-        Some(format!("HELLO 3 AUTH default {TOKEN}"))
-    );
+    assert_eq!(server.requests().first().map(|request| request.join(" ")), Some(format!("HELLO 3 AUTH default {TOKEN}")));
 }
 
 #[test]
@@ -92,37 +83,19 @@ fn threads_prints_a_table_with_humanized_durations() {
 
 #[test]
 fn threads_over_resp2_reads_flat_maps_the_same() {
-    let server = FakeServer::with(Config {
-        hello: false,
-        ..Config::default()
-    });
+    let server = FakeServer::with(Config { hello: false, ..Config::default() });
     let output = server.rtctl(&["threads"]);
     assert_code(&output, 0);
     assert_eq!(stdout(&output), THREADS_TABLE);
     // HELLO refused, so the token went by AUTH.
-    let requests: Vec<String> = server
-        .requests()
-        .iter()
-        .map(|request| request.join(" "))
-        .collect();
-    assert_eq!(
-        requests,
-        [
-            format!("HELLO 3 AUTH default {TOKEN}"),
-            format!("AUTH {TOKEN}"),
-            "THREADS".into()
-        ]
-    );
+    let requests: Vec<String> = server.requests().iter().map(|request| request.join(" ")).collect();
+    assert_eq!(requests, [format!("HELLO 3 AUTH default {TOKEN}"), format!("AUTH {TOKEN}"), "THREADS".into()]);
 }
 
 #[test]
 fn threads_json_is_the_same_in_resp2_and_resp3() {
     let resp3 = FakeServer::start().rtctl(&["--json", "threads"]);
-    let resp2 = FakeServer::with(Config {
-        hello: false,
-        ..Config::default()
-    })
-    .rtctl(&["threads", "--json"]);
+    let resp2 = FakeServer::with(Config { hello: false, ..Config::default() }).rtctl(&["threads", "--json"]);
     assert_code(&resp3, 0);
     assert_code(&resp2, 0);
     assert_eq!(stdout(&resp3), stdout(&resp2));
@@ -165,10 +138,7 @@ VEC  NAME     HANDLER                  OWNER   CPU0  CPU1  TOTAL
 "
     );
     let json_output = server.rtctl(&["--json", "irqs"]);
-    assert_eq!(
-        json(&json_output)[0],
-        serde_json::json!({"vector": 32, "name": "timer", "cpu0": 1000, "cpu1": 998, "total": 1998})
-    );
+    assert_eq!(json(&json_output)[0], serde_json::json!({"vector": 32, "name": "timer", "cpu0": 1000, "cpu1": 998, "total": 1998}));
 }
 
 #[test]
@@ -204,21 +174,14 @@ ITEM  KIND   PENDING  RUNNING  RUNS  OWNER
 job   plain  yes      no          7  job
 "
     );
-    assert_eq!(
-        server.commands(),
-        ["TASKLETS", "TIMERS", "WORKQUEUES", "WORKQUEUES ITEMS"]
-    );
+    assert_eq!(server.commands(), ["TASKLETS", "TIMERS", "WORKQUEUES", "WORKQUEUES ITEMS"]);
 }
 
 #[test]
 fn the_listings_in_json_are_rows_alike_in_resp2_and_resp3() {
     for command in ["tasklets", "timers", "workqueues", "softirqs"] {
         let resp3 = FakeServer::start().rtctl(&["--json", command]);
-        let resp2 = FakeServer::with(Config {
-            hello: false,
-            ..Config::default()
-        })
-        .rtctl(&["--json", command]);
+        let resp2 = FakeServer::with(Config { hello: false, ..Config::default() }).rtctl(&["--json", command]);
         assert_code(&resp3, 0);
         assert_code(&resp2, 0);
         assert_eq!(stdout(&resp3), stdout(&resp2), "{command}");
@@ -236,14 +199,8 @@ fn the_listings_in_json_are_rows_alike_in_resp2_and_resp3() {
     assert_eq!(workqueues["queues"][0]["flags"], "single-thread");
     assert_eq!(workqueues["items"][0]["name"], "job");
     assert_eq!(workqueues["items"][0]["runs"], 7);
-    assert_eq!(
-        json(&server.rtctl(&["--json", "softirqs"]))[1]["handler"],
-        "timer::run_jiffy_timers"
-    );
-    assert_eq!(
-        json(&server.rtctl(&["--json", "tasklets"]))[0]["schedules"],
-        21
-    );
+    assert_eq!(json(&server.rtctl(&["--json", "softirqs"]))[1]["handler"], "timer::run_jiffy_timers");
+    assert_eq!(json(&server.rtctl(&["--json", "tasklets"]))[0]["schedules"], 21);
 }
 
 #[test]
@@ -254,23 +211,10 @@ fn get_prints_values_and_uses_mget_for_several_keys() {
     assert_eq!(stdout(&one), "42\n");
     let several = server.rtctl(&["get", "counter", "ratio", "enabled", "banner", "nope"]);
     assert_code(&several, 0);
-    assert_eq!(
-        stdout(&several),
-        "counter  42\nratio    0.5\nenabled  true\nbanner   hello rtedge\nnope     (nil)\n"
-    );
+    assert_eq!(stdout(&several), "counter  42\nratio    0.5\nenabled  true\nbanner   hello rtedge\nnope     (nil)\n");
     let as_json = server.rtctl(&["--json", "get", "counter", "ratio", "enabled", "nope"]);
-    assert_eq!(
-        stdout(&as_json),
-        "{\n  \"counter\": 42,\n  \"ratio\": 0.5,\n  \"enabled\": true,\n  \"nope\": null\n}\n"
-    );
-    assert_eq!(
-        server.commands(),
-        [
-            "GET counter",
-            "MGET counter ratio enabled banner nope",
-            "MGET counter ratio enabled nope"
-        ]
-    );
+    assert_eq!(stdout(&as_json), "{\n  \"counter\": 42,\n  \"ratio\": 0.5,\n  \"enabled\": true,\n  \"nope\": null\n}\n");
+    assert_eq!(server.commands(), ["GET counter", "MGET counter ratio enabled banner nope", "MGET counter ratio enabled nope"]);
 }
 
 #[test]
@@ -293,10 +237,7 @@ fn set_reports_ok_server_errors_and_unknown_keys() {
     assert_eq!(stderr(&read_only), "error: ERR key 'banner' is read-only\n");
     let not_integer = server.rtctl(&["set", "counter", "x"]);
     assert_code(&not_integer, 1);
-    assert_eq!(
-        stderr(&not_integer),
-        "error: ERR value is not an integer or out of range\n"
-    );
+    assert_eq!(stderr(&not_integer), "error: ERR value is not an integer or out of range\n");
     let unknown = server.rtctl(&["set", "nope", "1"]);
     assert_code(&unknown, 5);
     assert_eq!(stderr(&unknown), "error: ERR no such key 'nope'\n");
@@ -311,10 +252,7 @@ fn keys_lists_matching_names() {
     assert_code(&all, 0);
     assert_eq!(stdout(&all), "banner\ncounter\nenabled\nratio\n");
     let some = server.rtctl(&["--json", "keys", "*e*"]);
-    assert_eq!(
-        json(&some),
-        serde_json::json!(["banner", "counter", "enabled"])
-    );
+    assert_eq!(json(&some), serde_json::json!(["banner", "counter", "enabled"]));
     assert_eq!(server.commands(), ["KEYS *", "KEYS *e*"]);
 }
 
@@ -327,10 +265,7 @@ fn wake_and_kill_send_the_thread_and_signal() {
     let unknown = server.rtctl(&["wake", "ghost"]);
     assert_code(&unknown, 5);
     assert_eq!(stderr(&unknown), "error: ERR no such thread 'ghost'\n");
-    assert_eq!(
-        server.commands(),
-        ["WAKE rt0", "KILL rt0 TERM", "KILL 1 WAKE", "WAKE ghost"]
-    );
+    assert_eq!(server.commands(), ["WAKE rt0", "KILL rt0 TERM", "KILL 1 WAKE", "WAKE ghost"]);
 }
 
 #[test]
@@ -341,26 +276,10 @@ fn deferred_work_commands_reach_the_server() {
         (&["tasklet", "hi", "net-rx"], 0, "OK\n"),
         (&["tasklet", "kill", "ghost"], 5, ""),
         (&["softirq", "raise", "TIMER"], 0, "OK\n"),
-        (
-            &["timer", "mod", "watchdog", "250"],
-            0,
-            "timer 'watchdog' set to 250 ms (it was pending)\n",
-        ),
-        (
-            &["timer", "del", "other"],
-            0,
-            "timer 'other' was not pending\n",
-        ),
-        (
-            &["work", "queue", "events", "flush-log", "20"],
-            0,
-            "'flush-log' queued on 'events'\n",
-        ),
-        (
-            &["work", "cancel", "events", "flush-log"],
-            0,
-            "'flush-log' was not pending on 'events'\n",
-        ),
+        (&["timer", "mod", "watchdog", "250"], 0, "timer 'watchdog' set to 250 ms (it was pending)\n"),
+        (&["timer", "del", "other"], 0, "timer 'other' was not pending\n"),
+        (&["work", "queue", "events", "flush-log", "20"], 0, "'flush-log' queued on 'events'\n"),
+        (&["work", "cancel", "events", "flush-log"], 0, "'flush-log' was not pending on 'events'\n"),
         (&["work", "flush", "events"], 0, "OK\n"),
     ];
     for (args, code, expected) in cases {
@@ -409,21 +328,10 @@ T: 0 (rt0) I:- C:       7 Min:    0.9 Avg:    2.4 P50:    1.8 P90:    6.0 P99:  
     assert_code(&reset, 0);
     let value = json(&reset);
     assert_eq!(value["count"], 7);
-    assert_eq!(
-        value["buckets"],
-        serde_json::json!([[1024, 1], [2048, 4], [8192, 2]])
-    );
+    assert_eq!(value["buckets"], serde_json::json!([[1024, 1], [2048, 4], [8192, 2]]));
     let unknown = server.rtctl(&["latency", "ghost"]);
     assert_code(&unknown, 5);
-    assert_eq!(
-        server.commands(),
-        [
-            "LATENCY",
-            "LATENCY rt0",
-            "LATENCY rt0 RESET",
-            "LATENCY ghost"
-        ]
-    );
+    assert_eq!(server.commands(), ["LATENCY", "LATENCY rt0", "LATENCY rt0 RESET", "LATENCY ghost"]);
 }
 
 #[test]
@@ -469,11 +377,7 @@ fn latency_plot_writes_a_png() {
     assert_code(&output, 0);
     let bytes = std::fs::read(&path).expect("the plot was written");
     assert_eq!(bytes.get(..8), Some(&b"\x89PNG\r\n\x1a\n"[..]));
-    assert!(
-        bytes.len() > 5_000,
-        "a chart with text, not an empty image: {} bytes",
-        bytes.len()
-    );
+    assert!(bytes.len() > 5_000, "a chart with text, not an empty image: {} bytes", bytes.len());
 }
 
 #[test]
@@ -506,12 +410,8 @@ fn watch_prints_count_messages_with_timestamps() {
     assert_eq!(
         lines,
         [
-            Some(
-                r#"latency.rt0 {"t":1000,"kind":"release","thread":"rt0","latency_ns":1234,"miss":false}"#
-            ),
-            Some(
-                r#"latency.rt0 {"t":2000,"kind":"release","thread":"rt0","latency_ns":2345,"miss":true}"#
-            ),
+            Some(r#"latency.rt0 {"t":1000,"kind":"release","thread":"rt0","latency_ns":1234,"miss":false}"#),
+            Some(r#"latency.rt0 {"t":2000,"kind":"release","thread":"rt0","latency_ns":2345,"miss":true}"#),
         ]
     );
     assert_eq!(server.commands(), ["SUBSCRIBE latency.rt0"]);
@@ -519,25 +419,16 @@ fn watch_prints_count_messages_with_timestamps() {
 
 #[test]
 fn watch_uses_psubscribe_for_patterns_and_prints_json_lines() {
-    let server = FakeServer::with(Config {
-        hello: false,
-        ..Config::default()
-    });
+    let server = FakeServer::with(Config { hello: false, ..Config::default() });
     let output = server.rtctl(&["--json", "watch", "latency.*", "--count", "3"]);
     assert_code(&output, 0);
-    let messages: Vec<serde_json::Value> = stdout(&output)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
-        .collect();
+    let messages: Vec<serde_json::Value> =
+        stdout(&output).lines().map(|line| serde_json::from_str(line).expect("one JSON object per line")).collect();
     assert_eq!(messages.len(), 3);
     assert_eq!(messages[2]["channel"], "latency.rt0");
     assert_eq!(messages[2]["pattern"], "latency.*");
     assert_eq!(messages[2]["message"]["latency_ns"], 99);
-    assert!(
-        messages[2]["time"]
-            .as_str()
-            .is_some_and(|time| time.contains('T'))
-    );
+    assert!(messages[2]["time"].as_str().is_some_and(|time| time.contains('T')));
     assert_eq!(server.commands(), ["PSUBSCRIBE latency.*"]);
 }
 
@@ -565,32 +456,14 @@ rt0      1ms      1000       2    900ns     2.1µs      7µs   12.3µs
     );
     assert_eq!(
         server.commands(),
-        [
-            "INFO",
-            "THREADS",
-            "SOFTIRQS",
-            "LATENCY thread:rt0",
-            "INFO",
-            "THREADS",
-            "SOFTIRQS",
-            "LATENCY thread:rt0"
-        ]
+        ["INFO", "THREADS", "SOFTIRQS", "LATENCY thread:rt0", "INFO", "THREADS", "SOFTIRQS", "LATENCY thread:rt0"]
     );
 }
 
 #[test]
 fn top_once_size_prints_the_full_screen_layout_as_text() {
     let server = FakeServer::start();
-    let output = server.rtctl(&[
-        "top",
-        "--once",
-        "--interval-ms",
-        "10",
-        "--size",
-        "80x24",
-        "--sort",
-        "name",
-    ]);
+    let output = server.rtctl(&["top", "--once", "--interval-ms", "10", "--size", "80x24", "--sort", "name"]);
     assert_code(&output, 0);
     let text = stdout(&output);
     let lines: Vec<&str> = text.lines().collect();
@@ -616,22 +489,10 @@ fn top_once_size_prints_the_full_screen_layout_as_text() {
         ],
         "{text}"
     );
-    assert!(
-        lines[23].starts_with("q quit  h help  v deferred  sort:"),
-        "{text}"
-    );
+    assert!(lines[23].starts_with("q quit  h help  v deferred  sort:"), "{text}");
     // The deferred-work view of the same screen: the listings' names whole,
     // the RT section still below them.
-    let deferred = server.rtctl(&[
-        "top",
-        "--once",
-        "--interval-ms",
-        "10",
-        "--size",
-        "80x24",
-        "--view",
-        "deferred",
-    ]);
+    let deferred = server.rtctl(&["top", "--once", "--interval-ms", "10", "--size", "80x24", "--view", "deferred"]);
     assert_code(&deferred, 0);
     let text = stdout(&deferred);
     println!("{text}");
@@ -639,23 +500,10 @@ fn top_once_size_prints_the_full_screen_layout_as_text() {
     assert_eq!(lines.len(), 24, "{text}");
     assert!(lines.iter().all(|line| line.chars().count() <= 80), "{text}");
     assert!(lines[2].starts_with("KIND"), "{text}");
-    for (kind, name) in [
-        ("tasklet", "tasklet"),
-        ("timer", "heartbeat"),
-        ("workqueue", "jobs"),
-        ("softirq", "TIMER"),
-    ] {
-        assert!(
-            lines
-                .iter()
-                .any(|line| line.split_whitespace().take(2).eq([kind, name])),
-            "{kind} {name} in\n{text}"
-        );
+    for (kind, name) in [("tasklet", "tasklet"), ("timer", "heartbeat"), ("workqueue", "jobs"), ("softirq", "TIMER")] {
+        assert!(lines.iter().any(|line| line.split_whitespace().take(2).eq([kind, name])), "{kind} {name} in\n{text}");
     }
-    assert!(
-        lines.iter().any(|line| line.starts_with("RT THREAD")),
-        "{text}"
-    );
+    assert!(lines.iter().any(|line| line.starts_with("RT THREAD")), "{text}");
     assert!(lines[23].starts_with("q quit  h help  v threads"), "{text}");
     let plain = server.rtctl(&["top", "--once", "--view", "deferred"]);
     assert_code(&plain, 2);
@@ -685,25 +533,16 @@ fn modules_and_module_commands() {
     let server = FakeServer::start();
     let list = server.rtctl(&["modules"]);
     assert_code(&list, 0);
-    assert_eq!(
-        stdout(&list),
-        "NAME    STATE     THREADS  LOADS\ndemo    loaded          2      1\nlogger  unloaded        0      0\n"
-    );
+    assert_eq!(stdout(&list), "NAME    STATE     THREADS  LOADS\ndemo    loaded          2      1\nlogger  unloaded        0      0\n");
     assert_eq!(stdout(&server.rtctl(&["module", "load", "logger"])), "OK\n");
     let loaded = server.rtctl(&["module", "load", "demo"]);
     assert_code(&loaded, 1);
-    assert_eq!(
-        stderr(&loaded),
-        "error: ERR module 'demo' is already loaded\n"
-    );
+    assert_eq!(stderr(&loaded), "error: ERR module 'demo' is already loaded\n");
     let unknown = server.rtctl(&["module", "unload", "ghost"]);
     assert_code(&unknown, 5);
     assert_eq!(stderr(&unknown), "error: ERR no such module 'ghost'\n");
     let as_json = server.rtctl(&["--json", "modules"]);
-    assert_eq!(
-        json(&as_json)[0],
-        serde_json::json!({"name": "demo", "state": "loaded", "threads": 2, "loads": 1})
-    );
+    assert_eq!(json(&as_json)[0], serde_json::json!({"name": "demo", "state": "loaded", "threads": 2, "loads": 1}));
 }
 
 #[test]
@@ -716,26 +555,16 @@ fn raw_prints_replies_as_redis_cli_does() {
     let map = server.rtctl(&["raw", "MODULE", "LIST"]);
     assert_eq!(
         stdout(&map).lines().take(3).collect::<Vec<_>>(),
-        [
-            "1) 1# \"name\" => \"demo\"",
-            "   2# \"state\" => \"loaded\"",
-            "   3# \"threads\" => (integer) 2"
-        ]
+        ["1) 1# \"name\" => \"demo\"", "   2# \"state\" => \"loaded\"", "   3# \"threads\" => (integer) 2"]
     );
     let unknown = server.rtctl(&["raw", "FROB", "-x"]);
     assert_code(&unknown, 1);
-    assert_eq!(
-        stderr(&unknown),
-        "error: ERR unknown command 'FROB', with args beginning with: '-x' \n"
-    );
+    assert_eq!(stderr(&unknown), "error: ERR unknown command 'FROB', with args beginning with: '-x' \n");
 }
 
 #[test]
 fn raw_json_knows_which_commands_return_maps_even_over_resp2() {
-    let server = FakeServer::with(Config {
-        hello: false,
-        ..Config::default()
-    });
+    let server = FakeServer::with(Config { hello: false, ..Config::default() });
     let output = server.rtctl(&["--json", "raw", "MODULE", "LIST"]);
     assert_code(&output, 0);
     assert_eq!(
@@ -754,10 +583,7 @@ fn ping_reports_the_round_trip_in_microseconds() {
     assert_code(&output, 0);
     let text = stdout(&output);
     let prefix = format!("PONG from 127.0.0.1:{}: ", server.port);
-    let rtt = text
-        .strip_prefix(&prefix)
-        .and_then(|rest| rest.strip_suffix(" µs\n"))
-        .and_then(|number| number.parse::<f64>().ok());
+    let rtt = text.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(" µs\n")).and_then(|number| number.parse::<f64>().ok());
     assert!(rtt.is_some_and(|rtt| rtt > 0.0), "{text:?}");
 }
 
@@ -767,49 +593,26 @@ fn a_closed_port_is_connection_refused() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("address").port()
     };
-    let output = run(
-        Path::new(env!("CARGO_BIN_EXE_rtctl")),
-        &["--port", &port.to_string(), "--token", TOKEN, "status"],
-        None,
-    );
+    let output = run(Path::new(env!("CARGO_BIN_EXE_rtctl")), &["--port", &port.to_string(), "--token", TOKEN, "status"], None);
     assert_code(&output, 3);
     assert_eq!(stdout(&output), "");
-    assert_eq!(
-        stderr(&output),
-        format!("error: cannot connect to 127.0.0.1:{port}: connection refused\n")
-    );
+    assert_eq!(stderr(&output), format!("error: cannot connect to 127.0.0.1:{port}: connection refused\n"));
 }
 
 #[test]
 fn a_silent_server_times_out() {
-    let server = FakeServer::with(Config {
-        answers: false,
-        ..Config::default()
-    });
+    let server = FakeServer::with(Config { answers: false, ..Config::default() });
     let output = server.rtctl(&["--timeout-ms", "200", "status"]);
     assert_code(&output, 3);
-    assert_eq!(
-        stderr(&output),
-        format!(
-            "error: connection to 127.0.0.1:{}: timed out\n",
-            server.port
-        )
-    );
+    assert_eq!(stderr(&output), format!("error: connection to 127.0.0.1:{}: timed out\n", server.port));
 }
 
 #[test]
 fn a_wrong_token_is_an_authentication_failure() {
     for hello in [true, false] {
-        let server = FakeServer::with(Config {
-            hello,
-            ..Config::default()
-        });
+        let server = FakeServer::with(Config { hello, ..Config::default() });
         let port = server.port.to_string();
-        let output = run(
-            Path::new(env!("CARGO_BIN_EXE_rtctl")),
-            &["--port", &port, "--token", "wrong", "threads"],
-            None,
-        );
+        let output = run(Path::new(env!("CARGO_BIN_EXE_rtctl")), &["--port", &port, "--token", "wrong", "threads"], None);
         assert_code(&output, 4);
         let text = stderr(&output);
         assert!(
@@ -820,10 +623,7 @@ fn a_wrong_token_is_an_authentication_failure() {
             "{text}"
         );
         assert!(text.contains("`rtctl ps`"), "{text}");
-        assert!(
-            server.commands().is_empty(),
-            "nothing sent after a failed AUTH"
-        );
+        assert!(server.commands().is_empty(), "nothing sent after a failed AUTH");
     }
 }
 
@@ -850,31 +650,16 @@ fn without_a_token_the_server_asks_for_one_and_rtctl_says_how() {
     let server = FakeServer::start();
     let root = TempDir::new("no-token");
     let binary = copied_binary(root.path(), "bin/rtctl");
-    let output = run(
-        &binary,
-        &["--port", &server.port.to_string(), "threads"],
-        Some(root.path()),
-    );
+    let output = run(&binary, &["--port", &server.port.to_string(), "threads"], Some(root.path()));
     assert_code(&output, 4);
     assert_eq!(
         stderr(&output),
         "error: authentication required: pass --token or build the image locally so target/rtedge/dev.token exists\n"
     );
     // PING is answered before AUTH.
-    let ping = run(
-        &binary,
-        &["--port", &server.port.to_string(), "ping"],
-        Some(root.path()),
-    );
+    let ping = run(&binary, &["--port", &server.port.to_string(), "ping"], Some(root.path()));
     assert_code(&ping, 0);
-    assert_eq!(
-        server
-            .requests()
-            .first()
-            .map(|request| request.join(" "))
-            .as_deref(),
-        Some("HELLO 3")
-    );
+    assert_eq!(server.requests().first().map(|request| request.join(" ")).as_deref(), Some("HELLO 3"));
 }
 
 #[test]
@@ -886,11 +671,7 @@ fn the_token_is_found_by_walking_up_from_the_current_directory() {
     write_token(&repository, TOKEN);
     let deep = repository.join("net/ctl/src");
     std::fs::create_dir_all(&deep).expect("create nested directory");
-    let output = run(
-        &binary,
-        &["--port", &server.port.to_string(), "get", "counter"],
-        Some(&deep),
-    );
+    let output = run(&binary, &["--port", &server.port.to_string(), "get", "counter"], Some(&deep));
     assert_code(&output, 0);
     assert_eq!(stdout(&output), "42\n");
 }
@@ -904,11 +685,7 @@ fn the_token_is_found_next_to_the_executable() {
     let binary = copied_binary(&repository, "target/release/rtctl");
     let cwd = root.path().join("somewhere-else");
     std::fs::create_dir_all(&cwd).expect("create directory");
-    let output = run(
-        &binary,
-        &["--port", &server.port.to_string(), "get", "counter"],
-        Some(&cwd),
-    );
+    let output = run(&binary, &["--port", &server.port.to_string(), "get", "counter"], Some(&cwd));
     assert_code(&output, 0);
     assert_eq!(stdout(&output), "42\n");
 }
@@ -934,10 +711,7 @@ fn usage_errors_exit_with_2() {
     assert_code(&server.rtctl(&["latency", "--reset"]), 2);
     assert_code(&server.rtctl(&["kill", "rt0", "--signal", "HUP"]), 2);
     assert_code(&server.rtctl(&["get"]), 2);
-    assert!(
-        server.requests().is_empty(),
-        "usage errors connect to nothing"
-    );
+    assert!(server.requests().is_empty(), "usage errors connect to nothing");
 }
 
 #[test]

@@ -68,10 +68,7 @@ impl CommandFlags {
     /// The Redis names of the set flags that Redis also has (`write`,
     /// `readonly`, `admin`, `pubsub`, `no-auth`).
     pub fn redis_names(self) -> impl Iterator<Item = &'static str> {
-        Self::NAMED
-            .into_iter()
-            .filter(move |(flag, _)| self.contains(*flag))
-            .map(|(_, name)| name)
+        Self::NAMED.into_iter().filter(move |(flag, _)| self.contains(*flag)).map(|(_, name)| name)
     }
 }
 
@@ -124,14 +121,7 @@ impl CommandSpec {
         summary: &'static str,
         syntax: &'static str,
     ) -> CommandSpec {
-        CommandSpec {
-            name,
-            arity,
-            flags,
-            group,
-            summary,
-            syntax,
-        }
+        CommandSpec { name, arity, flags, group, summary, syntax }
     }
 
     /// Whether `argc` arguments (the name included) suit this command.
@@ -243,10 +233,7 @@ enum Node {
     /// One argument: keyword alternatives, or a placeholder.
     Word(&'static str),
     /// Alternative sequences; `optional` for `[ ... ]`.
-    Group {
-        alternatives: Vec<Vec<Node>>,
-        optional: bool,
-    },
+    Group { alternatives: Vec<Vec<Node>>, optional: bool },
     /// The element, one or more times.
     Repeat(alloc::boxed::Box<Node>),
 }
@@ -318,11 +305,7 @@ impl Grammar {
 }
 
 /// Sequences separated by `|` up to a `]` or the end (not consumed).
-fn parse_alternatives(
-    tokens: &[Token],
-    position: &mut usize,
-    depth: usize,
-) -> Option<Vec<Vec<Node>>> {
+fn parse_alternatives(tokens: &[Token], position: &mut usize, depth: usize) -> Option<Vec<Vec<Node>>> {
     if depth > MAX_GRAMMAR_DEPTH {
         return None;
     }
@@ -351,10 +334,7 @@ fn parse_alternatives(
                     return None;
                 }
                 *position += 1;
-                alternatives.last_mut()?.push(Node::Group {
-                    alternatives: inner,
-                    optional: true,
-                });
+                alternatives.last_mut()?.push(Node::Group { alternatives: inner, optional: true });
             }
         }
     }
@@ -367,12 +347,7 @@ fn parse_alternatives(
 
 /// From every start position marked in `from`, the positions each
 /// alternative can end at.
-fn match_alternatives(
-    alternatives: &[Vec<Node>],
-    args: &[Vec<u8>],
-    from: &[bool],
-    lax: Lax,
-) -> Vec<bool> {
+fn match_alternatives(alternatives: &[Vec<Node>], args: &[Vec<u8>], from: &[bool], lax: Lax) -> Vec<bool> {
     let mut reached = alloc::vec![false; from.len()];
     for sequence in alternatives {
         let mut positions = from.to_vec();
@@ -401,10 +376,7 @@ fn match_node(node: &Node, args: &[Vec<u8>], from: &[bool], lax: Lax) -> Vec<boo
             }
             reached
         }
-        Node::Group {
-            alternatives,
-            optional,
-        } => {
+        Node::Group { alternatives, optional } => {
             let mut reached = match_alternatives(alternatives, args, from, lax);
             if *optional {
                 for (reached, start) in reached.iter_mut().zip(from) {
@@ -439,8 +411,7 @@ fn match_node(node: &Node, args: &[Vec<u8>], from: &[bool], lax: Lax) -> Vec<boo
 /// argument; keywords match ignoring ASCII case.
 fn word_matches(word: &str, argument: &[u8]) -> bool {
     word.split('|').any(|alternative| {
-        alternative.bytes().any(|byte| byte.is_ascii_lowercase())
-            || alternative.as_bytes().eq_ignore_ascii_case(argument)
+        alternative.bytes().any(|byte| byte.is_ascii_lowercase()) || alternative.as_bytes().eq_ignore_ascii_case(argument)
     })
 }
 
@@ -453,14 +424,7 @@ const PUBSUB: CommandFlags = CommandFlags::PUBSUB.union(SUBSCRIBED);
 
 /// Every built-in command, sorted by name.
 static COMMANDS: [CommandSpec; 40] = [
-    CommandSpec::new(
-        "auth",
-        -2,
-        AUTH_FREE,
-        "connection",
-        "Authenticates the connection.",
-        "AUTH [username] token",
-    ),
+    CommandSpec::new("auth", -2, AUTH_FREE, "connection", "Authenticates the connection.", "AUTH [username] token"),
     CommandSpec::new(
         "client",
         -2,
@@ -485,22 +449,8 @@ static COMMANDS: [CommandSpec; 40] = [
         "Returns configuration parameters: save, appendonly and the limits set on the kernel command line.",
         "CONFIG GET parameter [parameter ...]",
     ),
-    CommandSpec::new(
-        "discard",
-        1,
-        CommandFlags::NONE,
-        "transactions",
-        "Discards the commands queued since MULTI.",
-        "DISCARD",
-    ),
-    CommandSpec::new(
-        "echo",
-        2,
-        CommandFlags::NONE,
-        "connection",
-        "Returns the given message.",
-        "ECHO message",
-    ),
+    CommandSpec::new("discard", 1, CommandFlags::NONE, "transactions", "Discards the commands queued since MULTI.", "DISCARD"),
+    CommandSpec::new("echo", 2, CommandFlags::NONE, "connection", "Returns the given message.", "ECHO message"),
     CommandSpec::new(
         "exec",
         1,
@@ -509,14 +459,7 @@ static COMMANDS: [CommandSpec; 40] = [
         "Runs the commands queued since MULTI, with no other client's command in between.",
         "EXEC",
     ),
-    CommandSpec::new(
-        "get",
-        2,
-        READ,
-        "string",
-        "Returns the value of a shared static.",
-        "GET key",
-    ),
+    CommandSpec::new("get", 2, READ, "string", "Returns the value of a shared static.", "GET key"),
     CommandSpec::new(
         "hello",
         -1,
@@ -525,14 +468,7 @@ static COMMANDS: [CommandSpec; 40] = [
         "Chooses the protocol version, optionally authenticates and names the connection.",
         "HELLO [protover [AUTH username password] [SETNAME name]]",
     ),
-    CommandSpec::new(
-        "help",
-        -1,
-        READ,
-        "server",
-        "Lists the commands with their syntax.",
-        "HELP [command]",
-    ),
+    CommandSpec::new("help", -1, READ, "server", "Lists the commands with their syntax.", "HELP [command]"),
     CommandSpec::new(
         "info",
         -1,
@@ -541,22 +477,8 @@ static COMMANDS: [CommandSpec; 40] = [
         "Returns statistics by section: server, memory, cpu, threads, softirqs, interrupts, net, rtpool, all.",
         "INFO [section]",
     ),
-    CommandSpec::new(
-        "irqs",
-        1,
-        READ,
-        "kernel",
-        "Lists interrupt counts per vector and CPU.",
-        "IRQS",
-    ),
-    CommandSpec::new(
-        "keys",
-        2,
-        READ,
-        "generic",
-        "Lists the shared statics whose names match a glob pattern.",
-        "KEYS pattern",
-    ),
+    CommandSpec::new("irqs", 1, READ, "kernel", "Lists interrupt counts per vector and CPU.", "IRQS"),
+    CommandSpec::new("keys", 2, READ, "generic", "Lists the shared statics whose names match a glob pattern.", "KEYS pattern"),
     CommandSpec::new(
         "kill",
         -2,
@@ -589,14 +511,7 @@ static COMMANDS: [CommandSpec; 40] = [
         "Returns the Prometheus text (exposition format 0.0.4) that GET /metrics serves on the metrics port.",
         "METRICS",
     ),
-    CommandSpec::new(
-        "mget",
-        -2,
-        READ,
-        "string",
-        "Returns the values of several shared statics.",
-        "MGET key [key ...]",
-    ),
+    CommandSpec::new("mget", -2, READ, "string", "Returns the values of several shared statics.", "MGET key [key ...]"),
     CommandSpec::new(
         "multi",
         1,
@@ -613,14 +528,7 @@ static COMMANDS: [CommandSpec; 40] = [
         "Lists, loads or unloads application modules.",
         "MODULE LIST | MODULE LOAD name | MODULE UNLOAD name",
     ),
-    CommandSpec::new(
-        "ping",
-        -1,
-        AUTH_FREE.union(SUBSCRIBED),
-        "connection",
-        "Returns PONG, or the given message.",
-        "PING [message]",
-    ),
+    CommandSpec::new("ping", -1, AUTH_FREE.union(SUBSCRIBED), "connection", "Returns PONG, or the given message.", "PING [message]"),
     CommandSpec::new(
         "psubscribe",
         -2,
@@ -637,54 +545,12 @@ static COMMANDS: [CommandSpec; 40] = [
         "Stops listening on patterns (all of them without arguments).",
         "PUNSUBSCRIBE [pattern ...]",
     ),
-    CommandSpec::new(
-        "quit",
-        -1,
-        AUTH_FREE.union(SUBSCRIBED),
-        "connection",
-        "Closes the connection.",
-        "QUIT",
-    ),
-    CommandSpec::new(
-        "set",
-        3,
-        WRITE,
-        "string",
-        "Sets a writable shared static, checked against its type.",
-        "SET key value",
-    ),
-    CommandSpec::new(
-        "shutdown",
-        -1,
-        ADMIN.union(WRITE),
-        "server",
-        "Stops the appliance with an exit code.",
-        "SHUTDOWN [code]",
-    ),
-    CommandSpec::new(
-        "softirq",
-        3,
-        WRITE,
-        "kernel",
-        "Raises a named soft IRQ.",
-        "SOFTIRQ RAISE name",
-    ),
-    CommandSpec::new(
-        "softirqs",
-        1,
-        READ,
-        "kernel",
-        "Lists every soft IRQ vector with its handler, owner and counts per CPU.",
-        "SOFTIRQS",
-    ),
-    CommandSpec::new(
-        "subscribe",
-        -2,
-        PUBSUB,
-        "pubsub",
-        "Listens for messages on channels.",
-        "SUBSCRIBE channel [channel ...]",
-    ),
+    CommandSpec::new("quit", -1, AUTH_FREE.union(SUBSCRIBED), "connection", "Closes the connection.", "QUIT"),
+    CommandSpec::new("set", 3, WRITE, "string", "Sets a writable shared static, checked against its type.", "SET key value"),
+    CommandSpec::new("shutdown", -1, ADMIN.union(WRITE), "server", "Stops the appliance with an exit code.", "SHUTDOWN [code]"),
+    CommandSpec::new("softirq", 3, WRITE, "kernel", "Raises a named soft IRQ.", "SOFTIRQ RAISE name"),
+    CommandSpec::new("softirqs", 1, READ, "kernel", "Lists every soft IRQ vector with its handler, owner and counts per CPU.", "SOFTIRQS"),
+    CommandSpec::new("subscribe", -2, PUBSUB, "pubsub", "Listens for messages on channels.", "SUBSCRIBE channel [channel ...]"),
     CommandSpec::new(
         "tasklet",
         3,
@@ -701,14 +567,7 @@ static COMMANDS: [CommandSpec; 40] = [
         "Lists the named tasklets with their state, schedule and run counts and owner.",
         "TASKLETS",
     ),
-    CommandSpec::new(
-        "threads",
-        1,
-        READ,
-        "kernel",
-        "Lists threads with state, priority and run time.",
-        "THREADS",
-    ),
+    CommandSpec::new("threads", 1, READ, "kernel", "Lists threads with state, priority and run time.", "THREADS"),
     CommandSpec::new(
         "timer",
         -3,
@@ -717,14 +576,7 @@ static COMMANDS: [CommandSpec; 40] = [
         "Re-arms a named timer in milliseconds, or deletes it.",
         "TIMER MOD name ms | TIMER DEL name",
     ),
-    CommandSpec::new(
-        "timers",
-        1,
-        READ,
-        "kernel",
-        "Lists the named timers: armed, expiry and period in ms, fired count, owner.",
-        "TIMERS",
-    ),
+    CommandSpec::new("timers", 1, READ, "kernel", "Lists the named timers: armed, expiry and period in ms, fired count, owner.", "TIMERS"),
     CommandSpec::new(
         "unsubscribe",
         -1,
@@ -741,14 +593,7 @@ static COMMANDS: [CommandSpec; 40] = [
         "Accepted for compatibility: WATCH is not supported, so nothing is watched.",
         "UNWATCH",
     ),
-    CommandSpec::new(
-        "wake",
-        2,
-        WRITE,
-        "kernel",
-        "Wakes a suspended thread.",
-        "WAKE thread",
-    ),
+    CommandSpec::new("wake", 2, WRITE, "kernel", "Wakes a suspended thread.", "WAKE thread"),
     CommandSpec::new(
         "watch",
         -2,
@@ -782,9 +627,7 @@ pub fn all() -> &'static [CommandSpec] {
 
 /// The built-in command called `name`, ignoring ASCII case.
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
-    COMMANDS
-        .iter()
-        .find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
+    COMMANDS.iter().find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// The `COMMAND DOCS` reply for `specs`, in Redis 7's shape: a map from
@@ -794,12 +637,7 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
 /// syntax after the name, so `redis-cli` shows it as a hint (it is empty
 /// for commands without arguments).
 pub fn docs_reply<'a>(specs: impl IntoIterator<Item = &'a CommandSpec>) -> Reply {
-    Reply::Map(
-        specs
-            .into_iter()
-            .map(|spec| (Reply::bulk_str(spec.name), docs_entry(spec)))
-            .collect(),
-    )
+    Reply::Map(specs.into_iter().map(|spec| (Reply::bulk_str(spec.name), docs_entry(spec))).collect())
 }
 
 fn docs_entry(spec: &CommandSpec) -> Reply {
@@ -814,10 +652,7 @@ fn docs_entry(spec: &CommandSpec) -> Reply {
     }
     Reply::Map(alloc::vec![
         (Reply::bulk_str("summary"), Reply::bulk_str(spec.summary)),
-        (
-            Reply::bulk_str("since"),
-            Reply::bulk_str(env!("CARGO_PKG_VERSION"))
-        ),
+        (Reply::bulk_str("since"), Reply::bulk_str(env!("CARGO_PKG_VERSION"))),
         (Reply::bulk_str("group"), Reply::bulk_str(spec.group)),
         (Reply::bulk_str("syntax"), Reply::bulk_str(spec.syntax)),
         (Reply::bulk_str("arguments"), Reply::Array(arguments)),

@@ -81,18 +81,12 @@ impl ProtocolError {
     /// ASCII are shown as `?` (Redis prints the raw byte, which may not be
     /// UTF-8 and may be a NUL that cuts its message short).
     pub fn expected_dollar(got: u8) -> ProtocolError {
-        ProtocolError::ExpectedDollar {
-            got,
-            message: with_byte("Protocol error: expected '$', got '", got),
-        }
+        ProtocolError::ExpectedDollar { got, message: with_byte("Protocol error: expected '$', got '", got) }
     }
 
     /// `Protocol error: unexpected reply type 'x'`.
     pub fn unexpected_type(got: u8) -> ProtocolError {
-        ProtocolError::UnexpectedType {
-            got,
-            message: with_byte("Protocol error: unexpected reply type '", got),
-        }
+        ProtocolError::UnexpectedType { got, message: with_byte("Protocol error: unexpected reply type '", got) }
     }
 
     /// The error text without the `ERR ` code.
@@ -100,9 +94,7 @@ impl ProtocolError {
         match self {
             Self::InvalidMultibulkLength => "Protocol error: invalid multibulk length",
             Self::InvalidBulkLength => "Protocol error: invalid bulk length",
-            Self::ExpectedDollar { message, .. } | Self::UnexpectedType { message, .. } => {
-                message.as_str()
-            }
+            Self::ExpectedDollar { message, .. } | Self::UnexpectedType { message, .. } => message.as_str(),
             Self::UnbalancedQuotes => "Protocol error: unbalanced quotes in request",
             Self::TooBigInlineRequest => "Protocol error: too big inline request",
             Self::TooBigMultibulkCount => "Protocol error: too big mbulk count string",
@@ -136,11 +128,7 @@ impl ProtocolError {
 
 fn with_byte(prefix: &str, byte: u8) -> ShortText {
     let mut text = ShortText::empty();
-    let shown = if byte.is_ascii_graphic() || byte == b' ' {
-        byte
-    } else {
-        b'?'
-    };
+    let shown = if byte.is_ascii_graphic() || byte == b' ' { byte } else { b'?' };
     let shown = [shown, b'\''];
     // The prefixes are short and the two bytes are ASCII: both fit.
     text.push_str(prefix);

@@ -15,12 +15,7 @@
 #![forbid(unsafe_code)]
 // Input reaches almost every line of this crate: make the no-panic rule
 // mechanical rather than a matter of review.
-#![deny(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
+#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 extern crate alloc;
 

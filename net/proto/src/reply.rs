@@ -190,9 +190,7 @@ impl Reply {
     /// `ERR unknown subcommand 'foo'. Try CONFIG HELP.`
     pub fn unknown_subcommand(command: &str, subcommand: &[u8]) -> Reply {
         let subcommand = c_string(subcommand);
-        let subcommand = subcommand
-            .get(..128.min(subcommand.len()))
-            .unwrap_or(subcommand);
+        let subcommand = subcommand.get(..128.min(subcommand.len())).unwrap_or(subcommand);
         let mut text = String::from("ERR unknown subcommand '");
         text.push_str(&String::from_utf8_lossy(subcommand));
         text.push_str("'. Try ");
@@ -219,40 +217,25 @@ impl Reply {
     pub fn not_allowed_while_subscribed(command: &str) -> Reply {
         let mut text = String::from("ERR Can't execute '");
         text.push_str(&command.to_ascii_lowercase());
-        text.push_str(
-            "': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT are allowed in this context",
-        );
+        text.push_str("': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT are allowed in this context");
         Reply::Error(text)
     }
 
     /// A pub/sub confirmation, e.g. `subscribe`, `channel`, 1: a push in
     /// RESP3, an array in RESP2, as Redis sends it.
     pub fn subscription(kind: &str, channel: &[u8], count: i64) -> Reply {
-        Reply::Push(alloc::vec![
-            Reply::bulk_str(kind),
-            Reply::bulk(channel),
-            Reply::Integer(count)
-        ])
+        Reply::Push(alloc::vec![Reply::bulk_str(kind), Reply::bulk(channel), Reply::Integer(count)])
     }
 
     /// A published message: `message`, channel, payload.
     pub fn message(channel: &[u8], payload: &[u8]) -> Reply {
-        Reply::Push(alloc::vec![
-            Reply::bulk_str("message"),
-            Reply::bulk(channel),
-            Reply::bulk(payload)
-        ])
+        Reply::Push(alloc::vec![Reply::bulk_str("message"), Reply::bulk(channel), Reply::bulk(payload)])
     }
 
     /// A message matched by a pattern: `pmessage`, pattern, channel,
     /// payload.
     pub fn pattern_message(pattern: &[u8], channel: &[u8], payload: &[u8]) -> Reply {
-        Reply::Push(alloc::vec![
-            Reply::bulk_str("pmessage"),
-            Reply::bulk(pattern),
-            Reply::bulk(channel),
-            Reply::bulk(payload),
-        ])
+        Reply::Push(alloc::vec![Reply::bulk_str("pmessage"), Reply::bulk(pattern), Reply::bulk(channel), Reply::bulk(payload),])
     }
 
     /// Whether this is an error reply.
@@ -296,13 +279,7 @@ impl Sink for Vec<u8> {
     }
 
     fn put_line(&mut self, text: &[u8]) {
-        self.extend(text.iter().map(|&byte| {
-            if byte == b'\r' || byte == b'\n' {
-                b' '
-            } else {
-                byte
-            }
-        }));
+        self.extend(text.iter().map(|&byte| if byte == b'\r' || byte == b'\n' { b' ' } else { byte }));
     }
 }
 
@@ -356,12 +333,8 @@ fn write_reply(reply: &Reply, version: ProtocolVersion, sink: &mut impl Sink) {
         Reply::NullArray if resp3 => sink.put(b"_\r\n"),
         Reply::NullArray => sink.put(b"*-1\r\n"),
         Reply::Array(elements) => write_aggregate(sink, b'*', elements, version),
-        Reply::Set(elements) => {
-            write_aggregate(sink, if resp3 { b'~' } else { b'*' }, elements, version)
-        }
-        Reply::Push(elements) => {
-            write_aggregate(sink, if resp3 { b'>' } else { b'*' }, elements, version)
-        }
+        Reply::Set(elements) => write_aggregate(sink, if resp3 { b'~' } else { b'*' }, elements, version),
+        Reply::Push(elements) => write_aggregate(sink, if resp3 { b'>' } else { b'*' }, elements, version),
         Reply::Map(pairs) => {
             if resp3 {
                 put_header(sink, b'%', pairs.len());

@@ -38,23 +38,15 @@ pub struct Limits {
 
 impl Limits {
     /// 64 KiB frames, 1024 arguments, 32 KiB arguments, 16 KiB inline lines.
-    pub const DEFAULT: Limits = Limits {
-        max_frame_bytes: 64 * 1024,
-        max_args: 1024,
-        max_bulk_bytes: 32 * 1024,
-        max_inline_bytes: 16 * 1024,
-    };
+    pub const DEFAULT: Limits =
+        Limits { max_frame_bytes: 64 * 1024, max_args: 1024, max_bulk_bytes: 32 * 1024, max_inline_bytes: 16 * 1024 };
 
     /// Redis's caps before `AUTH` (10 arguments of at most 16 KiB); Redis
     /// words those errors "unauthenticated ... length", here they are
     /// [`ProtocolError::TooManyArguments`] and
     /// [`ProtocolError::InvalidBulkLength`].
-    pub const UNAUTHENTICATED: Limits = Limits {
-        max_frame_bytes: 64 * 1024,
-        max_args: 10,
-        max_bulk_bytes: 16 * 1024,
-        max_inline_bytes: 16 * 1024,
-    };
+    pub const UNAUTHENTICATED: Limits =
+        Limits { max_frame_bytes: 64 * 1024, max_args: 10, max_bulk_bytes: 16 * 1024, max_inline_bytes: 16 * 1024 };
 }
 
 impl Default for Limits {
@@ -73,11 +65,7 @@ pub struct Request {
 impl Request {
     /// A request from its arguments; `None` when there are none.
     pub fn from_args(args: Vec<Vec<u8>>) -> Option<Request> {
-        if args.is_empty() {
-            None
-        } else {
-            Some(Request { args })
-        }
+        if args.is_empty() { None } else { Some(Request { args }) }
     }
 
     /// The command name as sent.
@@ -193,13 +181,7 @@ pub struct RequestParser {
 impl RequestParser {
     /// An empty parser.
     pub fn new(limits: Limits) -> RequestParser {
-        RequestParser {
-            buffer: Vec::new(),
-            start: 0,
-            limits,
-            decoder: Decoder::default(),
-            failed: None,
-        }
+        RequestParser { buffer: Vec::new(), start: 0, limits, decoder: Decoder::default(), failed: None }
     }
 
     /// The limits in force.
@@ -253,10 +235,7 @@ impl RequestParser {
     }
 
     /// The next complete request, `Ok(None)` when more bytes are needed.
-    #[allow(
-        clippy::should_implement_trait,
-        reason = "fallible, so not an Iterator; `next` is the name the server expects"
-    )]
+    #[allow(clippy::should_implement_trait, reason = "fallible, so not an Iterator; `next` is the name the server expects")]
     pub fn next(&mut self) -> Result<Option<Request>> {
         if let Some(error) = self.failed {
             return Err(error);
@@ -392,9 +371,7 @@ impl Decoder {
                     if count > limits.max_args {
                         return Err(ProtocolError::TooManyArguments);
                     }
-                    let smallest_frame = count
-                        .checked_mul(MIN_ARGUMENT_BYTES)
-                        .and_then(|bytes| bytes.checked_add(header_bytes));
+                    let smallest_frame = count.checked_mul(MIN_ARGUMENT_BYTES).and_then(|bytes| bytes.checked_add(header_bytes));
                     if smallest_frame.is_none_or(|bytes| bytes > limits.max_frame_bytes) {
                         return Err(ProtocolError::RequestTooLarge);
                     }
@@ -450,11 +427,7 @@ impl Multibulk {
                     let smallest_frame = data_start
                         .checked_add(length)
                         .and_then(|bytes| bytes.checked_add(2))
-                        .and_then(|bytes| {
-                            (self.remaining - 1)
-                                .checked_mul(MIN_ARGUMENT_BYTES)?
-                                .checked_add(bytes)
-                        });
+                        .and_then(|bytes| (self.remaining - 1).checked_mul(MIN_ARGUMENT_BYTES)?.checked_add(bytes));
                     if smallest_frame.is_none_or(|bytes| bytes > limits.max_frame_bytes) {
                         return Err(ProtocolError::RequestTooLarge);
                     }
@@ -565,11 +538,7 @@ pub fn split_args(line: &[u8], max_args: usize) -> Result<Vec<Vec<u8>>> {
         while !done {
             let byte = at(index);
             if in_double_quotes {
-                let hex_pair = if at(index + 1) == b'x' {
-                    hex_value(at(index + 2)).zip(hex_value(at(index + 3)))
-                } else {
-                    None
-                };
+                let hex_pair = if at(index + 1) == b'x' { hex_value(at(index + 2)).zip(hex_value(at(index + 3))) } else { None };
                 if byte == b'\\'
                     && let Some((high, low)) = hex_pair
                 {

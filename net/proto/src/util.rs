@@ -95,13 +95,7 @@ pub fn glob_match(pattern: &[u8], text: &[u8], nocase: bool) -> bool {
         // Invariant: text_index < text.len().
         let Some(&pattern_byte) = pattern.get(pattern_index) else {
             // Pattern used up with text left over.
-            if !backtrack(
-                &mut retry,
-                &mut pattern_index,
-                &mut text_index,
-                &mut stars_seen,
-                text,
-            ) {
+            if !backtrack(&mut retry, &mut pattern_index, &mut text_index, &mut stars_seen, text) {
                 return false;
             }
             continue;
@@ -146,13 +140,7 @@ pub fn glob_match(pattern: &[u8], text: &[u8], nocase: bool) -> bool {
         };
 
         if !matched {
-            if !backtrack(
-                &mut retry,
-                &mut pattern_index,
-                &mut text_index,
-                &mut stars_seen,
-                text,
-            ) {
+            if !backtrack(&mut retry, &mut pattern_index, &mut text_index, &mut stars_seen, text) {
                 return false;
             }
             continue;
@@ -166,13 +154,7 @@ pub fn glob_match(pattern: &[u8], text: &[u8], nocase: bool) -> bool {
             if pattern_index >= pattern.len() {
                 return true;
             }
-            if !backtrack(
-                &mut retry,
-                &mut pattern_index,
-                &mut text_index,
-                &mut stars_seen,
-                text,
-            ) {
+            if !backtrack(&mut retry, &mut pattern_index, &mut text_index, &mut stars_seen, text) {
                 return false;
             }
         }
@@ -257,19 +239,11 @@ fn signed_char(byte: u8) -> i32 {
 }
 
 fn c_tolower(value: i32) -> i32 {
-    if (i32::from(b'A')..=i32::from(b'Z')).contains(&value) {
-        value + 32
-    } else {
-        value
-    }
+    if (i32::from(b'A')..=i32::from(b'Z')).contains(&value) { value + 32 } else { value }
 }
 
 fn bytes_equal(left: u8, right: u8, nocase: bool) -> bool {
-    if nocase {
-        left.eq_ignore_ascii_case(&right)
-    } else {
-        left == right
-    }
+    if nocase { left.eq_ignore_ascii_case(&right) } else { left == right }
 }
 
 // ---------------------------------------------------------------------------
@@ -318,9 +292,7 @@ pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
         if !byte.is_ascii_digit() {
             return None;
         }
-        magnitude = magnitude
-            .checked_mul(10)?
-            .checked_add(u64::from(byte - b'0'))?;
+        magnitude = magnitude.checked_mul(10)?.checked_add(u64::from(byte - b'0'))?;
     }
     if negative {
         if magnitude > i64::MIN.unsigned_abs() {
@@ -346,8 +318,7 @@ pub fn parse_f64(bytes: &[u8]) -> Option<f64> {
         return None;
     }
     let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
-    let written_infinity =
-        unsigned.eq_ignore_ascii_case("inf") || unsigned.eq_ignore_ascii_case("infinity");
+    let written_infinity = unsigned.eq_ignore_ascii_case("inf") || unsigned.eq_ignore_ascii_case("infinity");
     if value.is_infinite() && !written_infinity {
         return None;
     }
@@ -403,10 +374,7 @@ fn format_shortest(value: f64, out: &mut ShortText) {
     if fmt::write(&mut scientific, format_args!("{:e}", value.abs())).is_err() {
         return;
     }
-    let (mantissa, exponent) = scientific
-        .as_str()
-        .split_once('e')
-        .unwrap_or((scientific.as_str(), "0"));
+    let (mantissa, exponent) = scientific.as_str().split_once('e').unwrap_or((scientific.as_str(), "0"));
     // The decimal exponent of the first digit.
     let exponent: i32 = exponent.parse().unwrap_or(0);
     let mut digit_buffer = [0u8; 24];
@@ -509,10 +477,7 @@ pub struct ShortText {
 impl ShortText {
     /// The empty string.
     pub const fn empty() -> ShortText {
-        ShortText {
-            bytes: [0; SHORT_TEXT_CAPACITY],
-            len: 0,
-        }
+        ShortText { bytes: [0; SHORT_TEXT_CAPACITY], len: 0 }
     }
 
     /// Copies `text`; `None` when it is longer than 64 bytes.
@@ -567,10 +532,7 @@ impl ShortText {
     /// Appends bytes that are whole UTF-8 text (checked by the callers).
     fn push_bytes_unchecked_utf8(&mut self, bytes: &[u8]) -> bool {
         let start = usize::from(self.len);
-        let Some(end) = start
-            .checked_add(bytes.len())
-            .filter(|&end| end <= SHORT_TEXT_CAPACITY)
-        else {
+        let Some(end) = start.checked_add(bytes.len()).filter(|&end| end <= SHORT_TEXT_CAPACITY) else {
             return false;
         };
         let Some(slot) = self.bytes.get_mut(start..end) else {
@@ -619,11 +581,7 @@ impl fmt::Write for ShortText {
     /// All or nothing: a piece that does not fit is refused whole, so the
     /// text stays valid UTF-8.
     fn write_str(&mut self, text: &str) -> fmt::Result {
-        if self.push_str(text) {
-            Ok(())
-        } else {
-            Err(fmt::Error)
-        }
+        if self.push_str(text) { Ok(()) } else { Err(fmt::Error) }
     }
 }
 
@@ -674,15 +632,9 @@ impl Scalar {
     /// 1/0/true/false/on/off/yes/no in any case.
     pub fn parse(scalar_type: ScalarType, bytes: &[u8]) -> Result<Scalar> {
         match scalar_type {
-            ScalarType::Integer => parse_i64(bytes)
-                .map(Scalar::Integer)
-                .ok_or(ValueError::NotAnInteger),
-            ScalarType::Float => parse_f64(bytes)
-                .map(Scalar::Float)
-                .ok_or(ValueError::NotAFloat),
-            ScalarType::Bool => parse_bool(bytes)
-                .map(Scalar::Bool)
-                .ok_or(ValueError::NotABoolean),
+            ScalarType::Integer => parse_i64(bytes).map(Scalar::Integer).ok_or(ValueError::NotAnInteger),
+            ScalarType::Float => parse_f64(bytes).map(Scalar::Float).ok_or(ValueError::NotAFloat),
+            ScalarType::Bool => parse_bool(bytes).map(Scalar::Bool).ok_or(ValueError::NotABoolean),
             ScalarType::Text => ShortText::from_utf8(bytes).map(Scalar::Text),
         }
     }

@@ -66,20 +66,12 @@ pub enum Value {
 /// bytes, and declared lengths that cannot fit are refused before their
 /// bytes arrive ([`ProtocolError::ReplyTooLarge`]). Memory allocated is
 /// proportional to the bytes present, never to a declared count.
-pub fn parse_value(
-    buffer: &[u8],
-    max_depth: usize,
-    max_len: usize,
-) -> Result<Option<(Value, usize)>> {
+pub fn parse_value(buffer: &[u8], max_depth: usize, max_len: usize) -> Result<Option<(Value, usize)>> {
     if buffer.is_empty() {
         return Ok(None);
     }
     let window = buffer.get(..max_len.min(buffer.len())).unwrap_or(buffer);
-    let parser = Parser {
-        buffer: window,
-        max_depth,
-        max_len,
-    };
+    let parser = Parser { buffer: window, max_depth, max_len };
     match parser.value(0, 0)? {
         Some((value, end)) => Ok(Some((value, end))),
         None if buffer.len() >= max_len => Err(ProtocolError::ReplyTooLarge),
@@ -117,9 +109,7 @@ impl Parser<'_> {
         match kind {
             b'+' => done(Value::Simple(line.to_vec())),
             b'-' => done(Value::Error(line.to_vec())),
-            b':' => done(Value::Integer(
-                parse_i64(line).ok_or(ProtocolError::InvalidInteger)?,
-            )),
+            b':' => done(Value::Integer(parse_i64(line).ok_or(ProtocolError::InvalidInteger)?)),
             b'_' if line.is_empty() => done(Value::Null),
             b'_' => Err(ProtocolError::InvalidNull),
             b'#' => match line {
@@ -129,15 +119,10 @@ impl Parser<'_> {
             },
             b',' => {
                 let text = core::str::from_utf8(line).map_err(|_| ProtocolError::InvalidDouble)?;
-                done(Value::Double(
-                    text.parse().map_err(|_| ProtocolError::InvalidDouble)?,
-                ))
+                done(Value::Double(text.parse().map_err(|_| ProtocolError::InvalidDouble)?))
             }
             b'(' => {
-                let digits = line
-                    .strip_prefix(b"-")
-                    .or_else(|| line.strip_prefix(b"+"))
-                    .unwrap_or(line);
+                let digits = line.strip_prefix(b"-").or_else(|| line.strip_prefix(b"+")).unwrap_or(line);
                 if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
                     return Err(ProtocolError::InvalidBigNumber);
                 }
@@ -153,20 +138,13 @@ impl Parser<'_> {
                     b'$' => Value::Bulk(data.to_vec()),
                     b'!' => Value::Error(data.to_vec()),
                     _ => {
-                        let (format, text) = data
-                            .split_at_checked(4)
-                            .ok_or(ProtocolError::InvalidVerbatim)?;
+                        let (format, text) = data.split_at_checked(4).ok_or(ProtocolError::InvalidVerbatim)?;
                         let (format, colon) = format.split_at(3);
                         if colon != b":" {
                             return Err(ProtocolError::InvalidVerbatim);
                         }
-                        let format: [u8; 3] = format
-                            .try_into()
-                            .map_err(|_| ProtocolError::InvalidVerbatim)?;
-                        Value::Verbatim {
-                            format,
-                            text: text.to_vec(),
-                        }
+                        let format: [u8; 3] = format.try_into().map_err(|_| ProtocolError::InvalidVerbatim)?;
+                        Value::Verbatim { format, text: text.to_vec() }
                     }
                 };
                 Ok(Some((value, end)))
@@ -197,13 +175,7 @@ impl Parser<'_> {
                 let Some((value, end)) = self.value(end, depth + 1)? else {
                     return Ok(None);
                 };
-                Ok(Some((
-                    Value::Attributed {
-                        attributes,
-                        value: Box::new(value),
-                    },
-                    end,
-                )))
+                Ok(Some((Value::Attributed { attributes, value: Box::new(value) }, end)))
             }
             other => Err(ProtocolError::unexpected_type(other)),
         }
@@ -218,22 +190,15 @@ impl Parser<'_> {
         };
         match rest.get(carriage_return + 1) {
             None => Ok(None),
-            Some(b'\n') => Ok(Some((
-                rest.get(..carriage_return).unwrap_or(&[]),
-                start + carriage_return + 2,
-            ))),
+            Some(b'\n') => Ok(Some((rest.get(..carriage_return).unwrap_or(&[]), start + carriage_return + 2))),
             Some(_) => Err(ProtocolError::MissingCrlf),
         }
     }
 
     /// A length-prefixed payload whose length line was `line`.
     fn blob(&self, line: &[u8], data_start: usize) -> Parsed<&[u8]> {
-        let length = parse_i64(line)
-            .and_then(|length| usize::try_from(length).ok())
-            .ok_or(ProtocolError::InvalidBulkLength)?;
-        let data_end = data_start
-            .checked_add(length)
-            .ok_or(ProtocolError::ReplyTooLarge)?;
+        let length = parse_i64(line).and_then(|length| usize::try_from(length).ok()).ok_or(ProtocolError::InvalidBulkLength)?;
+        let data_end = data_start.checked_add(length).ok_or(ProtocolError::ReplyTooLarge)?;
         if data_end.checked_add(2).is_none_or(|end| end > self.max_len) {
             return Err(ProtocolError::ReplyTooLarge);
         }
@@ -243,10 +208,7 @@ impl Parser<'_> {
         if terminator != b"\r\n" {
             return Err(ProtocolError::MissingCrlf);
         }
-        Ok(Some((
-            self.buffer.get(data_start..data_end).unwrap_or(&[]),
-            data_end + 2,
-        )))
+        Ok(Some((self.buffer.get(data_start..data_end).unwrap_or(&[]), data_end + 2)))
     }
 
     /// The declared element count of an aggregate header, checked against
@@ -255,13 +217,9 @@ impl Parser<'_> {
         if depth >= self.max_depth {
             return Err(ProtocolError::NestingTooDeep);
         }
-        let count = parse_i64(line)
-            .and_then(|count| usize::try_from(count).ok())
-            .ok_or(ProtocolError::InvalidMultibulkLength)?;
-        let smallest = count
-            .checked_mul(per_entry)
-            .and_then(|values| values.checked_mul(MIN_VALUE_BYTES))
-            .and_then(|bytes| bytes.checked_add(start));
+        let count = parse_i64(line).and_then(|count| usize::try_from(count).ok()).ok_or(ProtocolError::InvalidMultibulkLength)?;
+        let smallest =
+            count.checked_mul(per_entry).and_then(|values| values.checked_mul(MIN_VALUE_BYTES)).and_then(|bytes| bytes.checked_add(start));
         if smallest.is_none_or(|bytes| bytes > self.max_len) {
             return Err(ProtocolError::ReplyTooLarge);
         }
@@ -272,19 +230,10 @@ impl Parser<'_> {
     /// buffer; if not, the caller waits without parsing any of them.
     fn may_be_complete(&self, start: usize, count: usize, per_entry: usize) -> bool {
         let available = self.buffer.len().saturating_sub(start);
-        count
-            .saturating_mul(per_entry)
-            .saturating_mul(MIN_VALUE_BYTES)
-            <= available
+        count.saturating_mul(per_entry).saturating_mul(MIN_VALUE_BYTES) <= available
     }
 
-    fn elements(
-        &self,
-        line: &[u8],
-        start: usize,
-        depth: usize,
-        per_entry: usize,
-    ) -> Parsed<Vec<Value>> {
+    fn elements(&self, line: &[u8], start: usize, depth: usize, per_entry: usize) -> Parsed<Vec<Value>> {
         let count = self.count(line, start, depth, per_entry)?;
         if !self.may_be_complete(start, count, per_entry) {
             return Ok(None);
@@ -328,12 +277,7 @@ impl Value {
     /// strings and errors turned into spaces, exactly as the encoder does.
     pub fn from_reply(reply: &Reply, version: ProtocolVersion) -> Value {
         let resp3 = version == ProtocolVersion::Resp3;
-        let all = |elements: &[Reply]| {
-            elements
-                .iter()
-                .map(|element| Value::from_reply(element, version))
-                .collect()
-        };
+        let all = |elements: &[Reply]| elements.iter().map(|element| Value::from_reply(element, version)).collect();
         match reply {
             Reply::Simple(text) => Value::Simple(without_newlines(text.as_bytes())),
             Reply::Error(text) => Value::Error(without_newlines(text.as_bytes())),
@@ -346,40 +290,19 @@ impl Value {
             Reply::Set(elements) if resp3 => Value::Set(all(elements)),
             Reply::Push(elements) if resp3 => Value::Push(all(elements)),
             Reply::Set(elements) | Reply::Push(elements) => Value::Array(all(elements)),
-            Reply::Map(pairs) if resp3 => Value::Map(
-                pairs
-                    .iter()
-                    .map(|(key, value)| {
-                        (
-                            Value::from_reply(key, version),
-                            Value::from_reply(value, version),
-                        )
-                    })
-                    .collect(),
-            ),
+            Reply::Map(pairs) if resp3 => {
+                Value::Map(pairs.iter().map(|(key, value)| (Value::from_reply(key, version), Value::from_reply(value, version))).collect())
+            }
             Reply::Map(pairs) => Value::Array(
-                pairs
-                    .iter()
-                    .flat_map(|(key, value)| {
-                        [
-                            Value::from_reply(key, version),
-                            Value::from_reply(value, version),
-                        ]
-                    })
-                    .collect(),
+                pairs.iter().flat_map(|(key, value)| [Value::from_reply(key, version), Value::from_reply(value, version)]).collect(),
             ),
             Reply::Double(value) if resp3 => Value::Double(*value),
             Reply::Double(value) => Value::Bulk(format_double(*value).as_bytes().to_vec()),
             Reply::Boolean(value) if resp3 => Value::Boolean(*value),
             Reply::Boolean(value) => Value::Integer(i64::from(*value)),
-            Reply::Verbatim { format, text } if resp3 => Value::Verbatim {
-                format: *format,
-                text: text.as_bytes().to_vec(),
-            },
+            Reply::Verbatim { format, text } if resp3 => Value::Verbatim { format: *format, text: text.as_bytes().to_vec() },
             Reply::Verbatim { text, .. } => Value::Bulk(text.as_bytes().to_vec()),
-            Reply::BigNumber(digits) if resp3 => {
-                Value::BigNumber(without_newlines(digits.as_bytes()))
-            }
+            Reply::BigNumber(digits) if resp3 => Value::BigNumber(without_newlines(digits.as_bytes())),
             Reply::BigNumber(digits) => Value::Bulk(digits.as_bytes().to_vec()),
         }
     }
@@ -388,10 +311,7 @@ impl Value {
     /// number or error text.
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
-            Value::Simple(bytes)
-            | Value::Error(bytes)
-            | Value::Bulk(bytes)
-            | Value::BigNumber(bytes) => Some(bytes),
+            Value::Simple(bytes) | Value::Error(bytes) | Value::Bulk(bytes) | Value::BigNumber(bytes) => Some(bytes),
             Value::Verbatim { text, .. } => Some(text),
             Value::Attributed { value, .. } => value.as_bytes(),
             _ => None,
@@ -423,13 +343,5 @@ impl Value {
 }
 
 fn without_newlines(text: &[u8]) -> Vec<u8> {
-    text.iter()
-        .map(|&byte| {
-            if byte == b'\r' || byte == b'\n' {
-                b' '
-            } else {
-                byte
-            }
-        })
-        .collect()
+    text.iter().map(|&byte| if byte == b'\r' || byte == b'\n' { b' ' } else { byte }).collect()
 }

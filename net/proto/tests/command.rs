@@ -2,8 +2,7 @@
 //! INFO / HELP replies.
 
 use rtedge_proto::command::{
-    self, CommandFlags, CommandSpec, SyntaxCheck, check_arity, check_syntax, docs_reply,
-    help_reply, info_reply, lookup,
+    self, CommandFlags, CommandSpec, SyntaxCheck, check_arity, check_syntax, docs_reply, help_reply, info_reply, lookup,
 };
 use rtedge_proto::reply::{ProtocolVersion, Reply};
 
@@ -63,16 +62,8 @@ fn the_table_holds_exactly_the_control_plane_commands_once_each() {
 fn every_spec_is_lower_case_documented_and_its_syntax_starts_with_its_name() {
     for spec in command::all() {
         assert_eq!(spec.name, spec.name.to_ascii_lowercase());
-        assert!(
-            spec.syntax.to_ascii_lowercase().starts_with(spec.name),
-            "{}",
-            spec.syntax
-        );
-        assert!(
-            !spec.summary.is_empty() && !spec.summary.contains('\n'),
-            "{}",
-            spec.name
-        );
+        assert!(spec.syntax.to_ascii_lowercase().starts_with(spec.name), "{}", spec.syntax);
+        assert!(!spec.summary.is_empty() && !spec.summary.contains('\n'), "{}", spec.name);
         assert!(!spec.group.is_empty());
         assert_ne!(spec.arity, 0, "{}", spec.name);
     }
@@ -106,38 +97,19 @@ fn arity_follows_the_redis_convention() {
 
 #[test]
 fn only_ping_hello_auth_and_quit_run_before_auth() {
-    let mut allowed: Vec<&str> = command::all()
-        .iter()
-        .filter(|spec| spec.has(CommandFlags::ALLOWED_BEFORE_AUTH))
-        .map(|spec| spec.name)
-        .collect();
+    let mut allowed: Vec<&str> =
+        command::all().iter().filter(|spec| spec.has(CommandFlags::ALLOWED_BEFORE_AUTH)).map(|spec| spec.name).collect();
     allowed.sort_unstable();
     assert_eq!(allowed, ["auth", "hello", "ping", "quit"]);
 }
 
 #[test]
 fn only_pubsub_commands_ping_and_quit_run_in_resp2_subscribed_mode() {
-    let mut allowed: Vec<&str> = command::all()
-        .iter()
-        .filter(|spec| spec.has(CommandFlags::ALLOWED_WHILE_SUBSCRIBED))
-        .map(|spec| spec.name)
-        .collect();
+    let mut allowed: Vec<&str> =
+        command::all().iter().filter(|spec| spec.has(CommandFlags::ALLOWED_WHILE_SUBSCRIBED)).map(|spec| spec.name).collect();
     allowed.sort_unstable();
-    assert_eq!(
-        allowed,
-        [
-            "ping",
-            "psubscribe",
-            "punsubscribe",
-            "quit",
-            "subscribe",
-            "unsubscribe"
-        ]
-    );
-    let pubsub = command::all()
-        .iter()
-        .filter(|spec| spec.has(CommandFlags::PUBSUB))
-        .count();
+    assert_eq!(allowed, ["ping", "psubscribe", "punsubscribe", "quit", "subscribe", "unsubscribe"]);
+    let pubsub = command::all().iter().filter(|spec| spec.has(CommandFlags::PUBSUB)).count();
     assert_eq!(pubsub, 4);
 }
 
@@ -150,30 +122,19 @@ fn flags_combine_and_name_themselves_like_redis() {
     assert_eq!(flags.bits(), CommandFlags::from_bits(flags.bits()).bits());
     assert_eq!(flags.redis_names().collect::<Vec<_>>(), ["write", "admin"]);
     assert_eq!(
-        format!(
-            "{:?}",
-            CommandFlags::PUBSUB | CommandFlags::ALLOWED_WHILE_SUBSCRIBED
-        ),
+        format!("{:?}", CommandFlags::PUBSUB | CommandFlags::ALLOWED_WHILE_SUBSCRIBED),
         "{\"pubsub\", \"allowed-while-subscribed\"}"
     );
 }
 
 #[test]
 fn application_commands_are_built_with_the_same_spec() {
-    const CUSTOM: CommandSpec = CommandSpec::new(
-        "motor",
-        -2,
-        CommandFlags::WRITE.union(CommandFlags::ADMIN),
-        "app",
-        "Drives the motor.",
-        "MOTOR speed",
-    );
+    const CUSTOM: CommandSpec =
+        CommandSpec::new("motor", -2, CommandFlags::WRITE.union(CommandFlags::ADMIN), "app", "Drives the motor.", "MOTOR speed");
     assert!(CUSTOM.check_arity(2));
     assert!(CUSTOM.has(CommandFlags::ADMIN));
     let docs = docs_reply([&CUSTOM]);
-    let Reply::Map(entries) = docs else {
-        panic!("COMMAND DOCS is a map")
-    };
+    let Reply::Map(entries) = docs else { panic!("COMMAND DOCS is a map") };
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].0, Reply::bulk_str("motor"));
 }
@@ -184,10 +145,7 @@ fn command_docs_has_redis_7_shape_with_bulk_keys() {
     let expected = Reply::Map(vec![(
         Reply::bulk_str("get"),
         Reply::Map(vec![
-            (
-                Reply::bulk_str("summary"),
-                Reply::bulk_str("Returns the value of a shared static."),
-            ),
+            (Reply::bulk_str("summary"), Reply::bulk_str("Returns the value of a shared static.")),
             (Reply::bulk_str("since"), Reply::bulk_str("0.1.0")),
             (Reply::bulk_str("group"), Reply::bulk_str("string")),
             (Reply::bulk_str("syntax"), Reply::bulk_str("GET key")),
@@ -205,11 +163,7 @@ fn command_docs_has_redis_7_shape_with_bulk_keys() {
     // Commands without arguments get an empty argument list.
     let threads = docs_reply([lookup(b"threads").expect("threads exists")]);
     let resp2 = threads.to_bytes(ProtocolVersion::Resp2);
-    assert!(
-        resp2.ends_with(b"$9\r\narguments\r\n*0\r\n"),
-        "{}",
-        String::from_utf8_lossy(&resp2)
-    );
+    assert!(resp2.ends_with(b"$9\r\narguments\r\n*0\r\n"), "{}", String::from_utf8_lossy(&resp2));
     assert!(resp2.starts_with(b"*2\r\n$7\r\nthreads\r\n*10\r\n"));
 }
 
@@ -240,9 +194,7 @@ fn help_lists_a_heading_then_syntax_and_summary_per_command() {
             Reply::simple("    Closes the connection."),
         ])
     );
-    let Reply::Array(lines) = help_reply(command::all()) else {
-        panic!("HELP is an array")
-    };
+    let Reply::Array(lines) = help_reply(command::all()) else { panic!("HELP is an array") };
     assert_eq!(lines.len(), 1 + 2 * command::all().len());
 }
 
@@ -260,11 +212,7 @@ fn the_listings_are_read_only_kernel_commands_without_arguments() {
         assert!(!spec.has(CommandFlags::WRITE), "{name}");
         let upper = name.to_ascii_uppercase();
         assert_eq!(check_syntax(spec, &words(&[&upper])), SyntaxCheck::Fits);
-        assert_eq!(
-            check_syntax(spec, &words(&[&upper, "extra"])),
-            SyntaxCheck::WrongArity,
-            "{name}"
-        );
+        assert_eq!(check_syntax(spec, &words(&[&upper, "extra"])), SyntaxCheck::WrongArity, "{name}");
     }
 }
 
@@ -274,16 +222,7 @@ fn workqueues_takes_nothing_or_the_items_keyword() {
     assert_eq!(spec.arity, -1);
     assert!(spec.has(CommandFlags::READONLY) && !spec.has(CommandFlags::WRITE));
     assert_eq!(check_syntax(spec, &words(&["WORKQUEUES"])), SyntaxCheck::Fits);
-    assert_eq!(
-        check_syntax(spec, &words(&["workqueues", "items"])),
-        SyntaxCheck::Fits
-    );
-    assert_ne!(
-        check_syntax(spec, &words(&["WORKQUEUES", "jobs"])),
-        SyntaxCheck::Fits
-    );
-    assert_eq!(
-        check_syntax(spec, &words(&["WORKQUEUES", "ITEMS", "job"])),
-        SyntaxCheck::WrongArity
-    );
+    assert_eq!(check_syntax(spec, &words(&["workqueues", "items"])), SyntaxCheck::Fits);
+    assert_ne!(check_syntax(spec, &words(&["WORKQUEUES", "jobs"])), SyntaxCheck::Fits);
+    assert_eq!(check_syntax(spec, &words(&["WORKQUEUES", "ITEMS", "job"])), SyntaxCheck::WrongArity);
 }

@@ -7,9 +7,7 @@
 mod support;
 
 use rtedge_proto::reply::{ProtocolVersion, Reply};
-use rtedge_proto::request::{
-    Limits, ProtocolError, Request, RequestParser, parse_request, split_args,
-};
+use rtedge_proto::request::{Limits, ProtocolError, Request, RequestParser, parse_request, split_args};
 use rtedge_proto::util::{Scalar, ScalarType, glob_match};
 use rtedge_proto::value::parse_value;
 use support::Random;
@@ -51,15 +49,9 @@ fn stateless(input: &[u8], limits: &Limits) -> (Vec<Request>, Option<ProtocolErr
     loop {
         match parse_request(&input[offset..], limits) {
             Ok(Some((request, consumed))) => {
-                assert!(
-                    consumed > 0 && offset + consumed <= input.len(),
-                    "consumed {consumed} at {offset}"
-                );
+                assert!(consumed > 0 && offset + consumed <= input.len(), "consumed {consumed} at {offset}");
                 // The consumed bytes alone hold the same request.
-                assert_eq!(
-                    parse_request(&input[offset..offset + consumed], limits),
-                    Ok(Some((request.clone(), consumed)))
-                );
+                assert_eq!(parse_request(&input[offset..offset + consumed], limits), Ok(Some((request.clone(), consumed))));
                 assert!(!request.is_empty());
                 requests.push(request);
                 offset += consumed;
@@ -70,11 +62,7 @@ fn stateless(input: &[u8], limits: &Limits) -> (Vec<Request>, Option<ProtocolErr
     }
 }
 
-fn stateful_in_chunks(
-    input: &[u8],
-    limits: Limits,
-    random: &mut Random,
-) -> (Vec<Request>, Option<ProtocolError>) {
+fn stateful_in_chunks(input: &[u8], limits: Limits, random: &mut Random) -> (Vec<Request>, Option<ProtocolError>) {
     let mut parser = RequestParser::new(limits);
     let mut requests = Vec::new();
     let mut offset = 0;
@@ -98,12 +86,7 @@ fn stateful_in_chunks(
 #[test]
 fn request_parsers_never_panic_and_agree_on_mutated_input() {
     let mut random = Random::new(0xdead_beef);
-    let small = Limits {
-        max_frame_bytes: 96,
-        max_args: 4,
-        max_bulk_bytes: 16,
-        max_inline_bytes: 24,
-    };
+    let small = Limits { max_frame_bytes: 96, max_args: 4, max_bulk_bytes: 16, max_inline_bytes: 24 };
     let mut outcomes = [0usize; 3];
     for _ in 0..ROUNDS {
         let input = random_input(&mut random, &REQUEST_SEEDS);
@@ -121,26 +104,14 @@ fn request_parsers_never_panic_and_agree_on_mutated_input() {
         let _ = split_args(&input, 8);
     }
     // Errors, incomplete input and clean requests must all be exercised.
-    assert!(
-        outcomes.iter().all(|&count| count > ROUNDS / 50),
-        "{outcomes:?}"
-    );
+    assert!(outcomes.iter().all(|&count| count > ROUNDS / 50), "{outcomes:?}");
 }
 
 fn reply_seeds() -> Vec<Vec<u8>> {
     let replies = [
         Reply::Array(vec![Reply::Integer(1), Reply::bulk_str("x"), Reply::Null]),
-        Reply::Map(vec![(
-            Reply::bulk_str("k"),
-            Reply::Set(vec![Reply::Double(1.5), Reply::Boolean(true)]),
-        )]),
-        Reply::Push(vec![
-            Reply::Verbatim {
-                format: *b"txt",
-                text: "t".into(),
-            },
-            Reply::BigNumber("123".into()),
-        ]),
+        Reply::Map(vec![(Reply::bulk_str("k"), Reply::Set(vec![Reply::Double(1.5), Reply::Boolean(true)]))]),
+        Reply::Push(vec![Reply::Verbatim { format: *b"txt", text: "t".into() }, Reply::BigNumber("123".into())]),
         Reply::Error("ERR x".into()),
         Reply::NullArray,
     ];
@@ -163,18 +134,11 @@ fn value_parser_never_panics_and_stays_within_its_input() {
     for _ in 0..ROUNDS {
         let input = random_input(&mut random, &seeds);
         let max_depth = random.below(6);
-        let max_len = if random.chance(1, 2) {
-            1 << 20
-        } else {
-            random.below(128)
-        };
+        let max_len = if random.chance(1, 2) { 1 << 20 } else { random.below(128) };
         match parse_value(&input, max_depth, max_len) {
             Ok(Some((value, consumed))) => {
                 assert!(consumed > 0 && consumed <= input.len().min(max_len));
-                assert_eq!(
-                    parse_value(&input[..consumed], max_depth, max_len),
-                    Ok(Some((value, consumed)))
-                );
+                assert_eq!(parse_value(&input[..consumed], max_depth, max_len), Ok(Some((value, consumed))));
                 parsed += 1;
             }
             Ok(None) => assert!(input.len() < max_len || input.is_empty()),
@@ -187,28 +151,9 @@ fn value_parser_never_panics_and_stays_within_its_input() {
 #[test]
 fn glob_and_scalar_parsing_never_panic() {
     let mut random = Random::new(0x91_0b);
-    let pattern_seeds: [&[u8]; 6] = [
-        b"h[a-b]llo*",
-        b"*?*?\\*",
-        b"[^abc]x[",
-        b"a*b*c*d",
-        b"[\\]-]",
-        b"**[z-a]?",
-    ];
-    let scalar_seeds: [&[u8]; 6] = [
-        b"-9223372036854775808",
-        b"1.5e-7",
-        b"true",
-        b"inf",
-        b"text \xc3\xa9",
-        b"01",
-    ];
-    let types = [
-        ScalarType::Integer,
-        ScalarType::Float,
-        ScalarType::Bool,
-        ScalarType::Text,
-    ];
+    let pattern_seeds: [&[u8]; 6] = [b"h[a-b]llo*", b"*?*?\\*", b"[^abc]x[", b"a*b*c*d", b"[\\]-]", b"**[z-a]?"];
+    let scalar_seeds: [&[u8]; 6] = [b"-9223372036854775808", b"1.5e-7", b"true", b"inf", b"text \xc3\xa9", b"01"];
+    let types = [ScalarType::Integer, ScalarType::Float, ScalarType::Bool, ScalarType::Text];
     let mut matches = 0;
     for _ in 0..ROUNDS {
         let pattern = random_input(&mut random, &pattern_seeds);

@@ -7,9 +7,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use rtedge_proto::reply::{ProtocolVersion, Reply};
-use rtedge_proto::util::{
-    Scalar, ScalarType, ShortText, ValueError, constant_time_eq, glob_match, parse_f64, parse_i64,
-};
+use rtedge_proto::util::{Scalar, ScalarType, ShortText, ValueError, constant_time_eq, glob_match, parse_f64, parse_i64};
 use support::Random;
 
 // ---------------------------------------------------------------------------
@@ -23,19 +21,9 @@ fn redis_stringmatchlen(pattern: &[u8], string: &[u8], nocase: bool) -> bool {
     redis_impl(pattern, string, nocase, &mut skip_longer_matches, 0)
 }
 
-fn redis_impl(
-    pattern: &[u8],
-    string: &[u8],
-    nocase: bool,
-    skip: &mut bool,
-    nesting: usize,
-) -> bool {
+fn redis_impl(pattern: &[u8], string: &[u8], nocase: bool, skip: &mut bool, nesting: usize) -> bool {
     fn lower(value: i32) -> i32 {
-        if (65..=90).contains(&value) {
-            value + 32
-        } else {
-            value
-        }
+        if (65..=90).contains(&value) { value + 32 } else { value }
     }
     if nesting > 1000 {
         return false;
@@ -120,11 +108,7 @@ fn redis_impl(
                 if byte == b'\\' && pattern.len() - p >= 2 {
                     p += 1;
                 }
-                let equal = if nocase {
-                    at(p).eq_ignore_ascii_case(&string[s])
-                } else {
-                    at(p) == string[s]
-                };
+                let equal = if nocase { at(p).eq_ignore_ascii_case(&string[s]) } else { at(p) == string[s] };
                 if !equal {
                     return false;
                 }
@@ -144,11 +128,7 @@ fn redis_impl(
 
 fn glob(pattern: &str, text: &str) -> bool {
     let ours = glob_match(pattern.as_bytes(), text.as_bytes(), false);
-    assert_eq!(
-        ours,
-        redis_stringmatchlen(pattern.as_bytes(), text.as_bytes(), false),
-        "{pattern:?} {text:?}"
-    );
+    assert_eq!(ours, redis_stringmatchlen(pattern.as_bytes(), text.as_bytes(), false), "{pattern:?} {text:?}");
     ours
 }
 
@@ -159,20 +139,14 @@ fn glob_follows_the_redis_keys_documentation_examples() {
     assert!(glob("h*llo", "hllo") && glob("h*llo", "heeeello"));
     assert!(glob("h[ae]llo", "hello") && glob("h[ae]llo", "hallo") && !glob("h[ae]llo", "hillo"));
     assert!(glob("h[^e]llo", "hallo") && glob("h[^e]llo", "hbllo") && !glob("h[^e]llo", "hello"));
-    assert!(
-        glob("h[a-b]llo", "hallo") && glob("h[a-b]llo", "hbllo") && !glob("h[a-b]llo", "hcllo")
-    );
+    assert!(glob("h[a-b]llo", "hallo") && glob("h[a-b]llo", "hbllo") && !glob("h[a-b]llo", "hcllo"));
     assert!(glob("h\\*llo", "h*llo") && !glob("h\\*llo", "hello"));
 }
 
 #[test]
 fn glob_matches_like_the_redis_keys_test_suite() {
     let keys = ["key_x", "key_y", "key_z", "foo_a", "foo_b", "foo_c"];
-    let matched: Vec<&str> = keys
-        .iter()
-        .copied()
-        .filter(|key| glob("foo*", key))
-        .collect();
+    let matched: Vec<&str> = keys.iter().copied().filter(|key| glob("foo*", key)).collect();
     assert_eq!(matched, ["foo_a", "foo_b", "foo_c"]);
     assert!(keys.iter().all(|key| glob("*", key)));
 }
@@ -184,20 +158,11 @@ fn glob_edge_cases_keep_redis_answers() {
     assert!(!glob("*", ""));
     assert!(!glob("", "a"));
     assert!(glob("a*", "a") && glob("a**", "a") && glob("**", "abc"));
-    assert!(
-        glob("[b-a]", "a") && glob("[b-a]", "b"),
-        "reversed ranges are swapped"
-    );
-    assert!(
-        glob("a[bc", "ab") && !glob("a[bc", "ad"),
-        "an unterminated set ends at the pattern's end"
-    );
+    assert!(glob("[b-a]", "a") && glob("[b-a]", "b"), "reversed ranges are swapped");
+    assert!(glob("a[bc", "ab") && !glob("a[bc", "ad"), "an unterminated set ends at the pattern's end");
     assert!(glob("[^", "x"), "an empty negated set matches anything");
     assert!(!glob("[", "x"));
-    assert!(
-        glob("[a-]", "]") && glob("[a-]", "a"),
-        "'-' before ']' makes ']' the range end"
-    );
+    assert!(glob("[a-]", "]") && glob("[a-]", "a"), "'-' before ']' makes ']' the range end");
     assert!(glob("[\\]]", "]") && glob("[\\-]", "-"));
     assert!(glob("a\\", "a\\"), "a trailing backslash is literal");
     assert!(glob("?*?", "ab") && !glob("?*?", "a"));
@@ -213,10 +178,7 @@ fn glob_ranges_compare_bytes_as_signed_chars_like_redis_on_x86() {
     assert!(glob_match(b"[a-\xff]", b"0", false));
     assert!(!glob_match(b"[a-\xff]", b"\x80", false));
     assert!(!glob_match(b"[a-\xff]", b"z", false));
-    assert_eq!(
-        glob_match(b"[a-\xff]", b"\x80", false),
-        redis_stringmatchlen(b"[a-\xff]", b"\x80", false)
-    );
+    assert_eq!(glob_match(b"[a-\xff]", b"\x80", false), redis_stringmatchlen(b"[a-\xff]", b"\x80", false));
 }
 
 #[test]
@@ -233,11 +195,7 @@ fn hostile_glob_patterns_finish_fast_with_redis_answers() {
     let pattern = b"*?".repeat(50_000);
     assert!(!glob_match(&pattern, &text, false));
     let slow = b"a*".repeat(5_000);
-    assert!(!glob_match(
-        &[&slow[..], b"b"].concat(),
-        &vec![b'a'; 20_000],
-        false
-    ));
+    assert!(!glob_match(&[&slow[..], b"b"].concat(), &vec![b'a'; 20_000], false));
     println!("hostile patterns took {:?}", started.elapsed());
 }
 
@@ -270,11 +228,7 @@ fn glob_agrees_with_redis_on_random_patterns() {
         let text = random.bytes_from(text_alphabet, text_length);
         let nocase = random.chance(1, 4);
         let ours = glob_match(&pattern, &text, nocase);
-        assert_eq!(
-            ours,
-            redis_stringmatchlen(&pattern, &text, nocase),
-            "{pattern:?} {text:?} nocase={nocase}"
-        );
+        assert_eq!(ours, redis_stringmatchlen(&pattern, &text, nocase), "{pattern:?} {text:?} nocase={nocase}");
         matches += usize::from(ours);
     }
     // The generator must exercise both answers.
@@ -288,14 +242,9 @@ fn glob_agrees_with_redis_on_random_bytes_like_redis_fuzz_test() {
     for _ in 0..100_000 {
         let pattern_length = random.below(32);
         let text_length = random.below(32);
-        let pattern: Vec<u8> = (0..pattern_length)
-            .map(|_| random.below(128) as u8)
-            .collect();
+        let pattern: Vec<u8> = (0..pattern_length).map(|_| random.below(128) as u8).collect();
         let text: Vec<u8> = (0..text_length).map(|_| random.below(128) as u8).collect();
-        assert_eq!(
-            glob_match(&pattern, &text, false),
-            redis_stringmatchlen(&pattern, &text, false)
-        );
+        assert_eq!(glob_match(&pattern, &text, false), redis_stringmatchlen(&pattern, &text, false));
     }
 }
 
@@ -365,9 +314,7 @@ fn parse_f64_accepts_what_redis_string2d_accepts() {
     }
     assert_eq!(parse_f64(b"inf"), Some(f64::INFINITY));
     assert_eq!(parse_f64(b"-Infinity"), Some(f64::NEG_INFINITY));
-    let refused: [&[u8]; 9] = [
-        b"", b" 1", b"1 ", b"abc", b"nan", b"1e400", b"-1e400", b"1e-400", b"\xff",
-    ];
+    let refused: [&[u8]; 9] = [b"", b" 1", b"1 ", b"abc", b"nan", b"1e400", b"-1e400", b"1e-400", b"\xff"];
     for text in refused {
         assert_eq!(parse_f64(text), None, "{text:?}");
     }
@@ -400,97 +347,33 @@ fn short_text_holds_up_to_64_bytes_inline() {
 
 #[test]
 fn scalars_parse_every_type() {
-    assert_eq!(
-        Scalar::parse(ScalarType::Integer, b"-42"),
-        Ok(Scalar::Integer(-42))
-    );
-    assert_eq!(
-        Scalar::parse(ScalarType::Float, b"2.5"),
-        Ok(Scalar::Float(2.5))
-    );
+    assert_eq!(Scalar::parse(ScalarType::Integer, b"-42"), Ok(Scalar::Integer(-42)));
+    assert_eq!(Scalar::parse(ScalarType::Float, b"2.5"), Ok(Scalar::Float(2.5)));
     for word in ["1", "true", "TRUE", "on", "On", "yes", "YES"] {
-        assert_eq!(
-            Scalar::parse(ScalarType::Bool, word.as_bytes()),
-            Ok(Scalar::Bool(true)),
-            "{word}"
-        );
+        assert_eq!(Scalar::parse(ScalarType::Bool, word.as_bytes()), Ok(Scalar::Bool(true)), "{word}");
     }
     for word in ["0", "false", "False", "off", "OFF", "no", "No"] {
-        assert_eq!(
-            Scalar::parse(ScalarType::Bool, word.as_bytes()),
-            Ok(Scalar::Bool(false)),
-            "{word}"
-        );
+        assert_eq!(Scalar::parse(ScalarType::Bool, word.as_bytes()), Ok(Scalar::Bool(false)), "{word}");
     }
     let text = Scalar::parse(ScalarType::Text, "motor ok ✓".as_bytes());
-    assert_eq!(
-        text,
-        Ok(Scalar::Text(ShortText::new("motor ok ✓").expect("fits")))
-    );
-    assert_eq!(
-        Scalar::parse(ScalarType::Text, &[b'x'; 64]).map(|scalar| scalar.to_string().len()),
-        Ok(64)
-    );
+    assert_eq!(text, Ok(Scalar::Text(ShortText::new("motor ok ✓").expect("fits"))));
+    assert_eq!(Scalar::parse(ScalarType::Text, &[b'x'; 64]).map(|scalar| scalar.to_string().len()), Ok(64));
 }
 
 #[test]
 fn scalar_errors_carry_their_exact_messages() {
     let cases: [(ScalarType, &[u8], ValueError, &str); 8] = [
-        (
-            ScalarType::Integer,
-            b"1.5",
-            ValueError::NotAnInteger,
-            "ERR value is not an integer or out of range",
-        ),
-        (
-            ScalarType::Integer,
-            b"9223372036854775808",
-            ValueError::NotAnInteger,
-            "ERR value is not an integer or out of range",
-        ),
-        (
-            ScalarType::Float,
-            b"abc",
-            ValueError::NotAFloat,
-            "ERR value is not a valid float",
-        ),
-        (
-            ScalarType::Float,
-            b"nan",
-            ValueError::NotAFloat,
-            "ERR value is not a valid float",
-        ),
-        (
-            ScalarType::Bool,
-            b"2",
-            ValueError::NotABoolean,
-            "ERR value is not a boolean (use 1/0/true/false/on/off/yes/no)",
-        ),
-        (
-            ScalarType::Bool,
-            b"",
-            ValueError::NotABoolean,
-            "ERR value is not a boolean (use 1/0/true/false/on/off/yes/no)",
-        ),
-        (
-            ScalarType::Text,
-            &[b'x'; 65],
-            ValueError::TextTooLong,
-            "ERR string longer than 64 bytes",
-        ),
-        (
-            ScalarType::Text,
-            b"\xc3",
-            ValueError::NotUtf8,
-            "ERR string is not valid UTF-8",
-        ),
+        (ScalarType::Integer, b"1.5", ValueError::NotAnInteger, "ERR value is not an integer or out of range"),
+        (ScalarType::Integer, b"9223372036854775808", ValueError::NotAnInteger, "ERR value is not an integer or out of range"),
+        (ScalarType::Float, b"abc", ValueError::NotAFloat, "ERR value is not a valid float"),
+        (ScalarType::Float, b"nan", ValueError::NotAFloat, "ERR value is not a valid float"),
+        (ScalarType::Bool, b"2", ValueError::NotABoolean, "ERR value is not a boolean (use 1/0/true/false/on/off/yes/no)"),
+        (ScalarType::Bool, b"", ValueError::NotABoolean, "ERR value is not a boolean (use 1/0/true/false/on/off/yes/no)"),
+        (ScalarType::Text, &[b'x'; 65], ValueError::TextTooLong, "ERR string longer than 64 bytes"),
+        (ScalarType::Text, b"\xc3", ValueError::NotUtf8, "ERR string is not valid UTF-8"),
     ];
     for (scalar_type, input, error, message) in cases {
-        assert_eq!(
-            Scalar::parse(scalar_type, input),
-            Err(error),
-            "{scalar_type:?} {input:?}"
-        );
+        assert_eq!(Scalar::parse(scalar_type, input), Err(error), "{scalar_type:?} {input:?}");
         assert_eq!(error.message(), message);
         assert_eq!(error.to_string(), message);
     }
@@ -513,25 +396,9 @@ fn scalars_format_and_parse_back_to_the_same_value() {
         Scalar::Text(ShortText::new("a b").expect("fits")),
     ];
     let shown: Vec<String> = values.iter().map(ToString::to_string).collect();
-    assert_eq!(
-        shown,
-        [
-            "-9223372036854775808",
-            "0",
-            "1.5",
-            "3",
-            "-1e-300",
-            "inf",
-            "true",
-            "false",
-            "a b"
-        ]
-    );
+    assert_eq!(shown, ["-9223372036854775808", "0", "1.5", "3", "-1e-300", "inf", "true", "false", "a b"]);
     for (value, text) in values.iter().zip(&shown) {
-        assert_eq!(
-            Scalar::parse(value.scalar_type(), text.as_bytes()),
-            Ok(*value)
-        );
+        assert_eq!(Scalar::parse(value.scalar_type(), text.as_bytes()), Ok(*value));
     }
 }
 
@@ -540,25 +407,10 @@ fn scalars_reply_with_their_natural_resp_type() {
     assert_eq!(Scalar::Integer(5).to_reply(), Reply::Integer(5));
     assert_eq!(Scalar::Float(0.5).to_reply(), Reply::Double(0.5));
     assert_eq!(Scalar::Bool(true).to_reply(), Reply::Boolean(true));
-    assert_eq!(
-        Scalar::Text(ShortText::new("t").expect("fits")).to_reply(),
-        Reply::Bulk(b"t".to_vec())
-    );
-    assert_eq!(
-        Scalar::Float(0.5)
-            .to_reply()
-            .to_bytes(ProtocolVersion::Resp2),
-        b"$3\r\n0.5\r\n"
-    );
-    let names: Vec<&str> = [
-        ScalarType::Integer,
-        ScalarType::Float,
-        ScalarType::Bool,
-        ScalarType::Text,
-    ]
-    .iter()
-    .map(|ty| ty.name())
-    .collect();
+    assert_eq!(Scalar::Text(ShortText::new("t").expect("fits")).to_reply(), Reply::Bulk(b"t".to_vec()));
+    assert_eq!(Scalar::Float(0.5).to_reply().to_bytes(ProtocolVersion::Resp2), b"$3\r\n0.5\r\n");
+    let names: Vec<&str> =
+        [ScalarType::Integer, ScalarType::Float, ScalarType::Bool, ScalarType::Text].iter().map(|ty| ty.name()).collect();
     assert_eq!(names, ["integer", "float", "bool", "text"]);
     assert_eq!(Scalar::Bool(false).scalar_type(), ScalarType::Bool);
 }

@@ -25,17 +25,8 @@ unsafe impl<H: Hal> Send for DmaRegion<H> {}
 impl<H: Hal> DmaRegion<H> {
     pub(crate) fn new(pages: usize) -> Result<Self> {
         let (phys, virt) = H::dma_alloc(pages).ok_or(VirtioError::OutOfDmaMemory)?;
-        debug_assert_eq!(
-            H::virt_to_phys(virt),
-            phys,
-            "Hal::virt_to_phys disagrees with dma_alloc"
-        );
-        Ok(Self {
-            phys,
-            virt,
-            pages,
-            _hal: PhantomData,
-        })
+        debug_assert_eq!(H::virt_to_phys(virt), phys, "Hal::virt_to_phys disagrees with dma_alloc");
+        Ok(Self { phys, virt, pages, _hal: PhantomData })
     }
 
     /// Pages needed to hold `bytes` bytes.
@@ -64,10 +55,7 @@ impl<H: Hal> DmaRegion<H> {
     /// callers (the rx/tx pools) never take a slice of a buffer the device
     /// owns, so no device write races with this borrow.
     pub(crate) fn slice(&self, offset: usize, len: usize) -> &[u8] {
-        assert!(
-            offset.checked_add(len).is_some_and(|end| end <= self.len()),
-            "DMA slice out of range"
-        );
+        assert!(offset.checked_add(len).is_some_and(|end| end <= self.len()), "DMA slice out of range");
         // SAFETY: in bounds by the assert; the memory is initialised (zeroed
         // at allocation, then written only as bytes) and valid per the type's
         // invariant; `&self` prevents a simultaneous `slice_mut`.
@@ -76,10 +64,7 @@ impl<H: Hal> DmaRegion<H> {
 
     /// The bytes `offset..offset + len` as a mutable slice; see [`Self::slice`].
     pub(crate) fn slice_mut(&mut self, offset: usize, len: usize) -> &mut [u8] {
-        assert!(
-            offset.checked_add(len).is_some_and(|end| end <= self.len()),
-            "DMA slice out of range"
-        );
+        assert!(offset.checked_add(len).is_some_and(|end| end <= self.len()), "DMA slice out of range");
         // SAFETY: as in `slice`, and `&mut self` makes the borrow exclusive
         // on the driver side.
         unsafe { core::slice::from_raw_parts_mut(self.virt.as_ptr().add(offset), len) }

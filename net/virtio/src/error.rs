@@ -45,9 +45,7 @@ impl fmt::Display for VirtioError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotFound => f.write_str("no virtio device found"),
-            Self::LegacyOnly => f.write_str(
-                "legacy-only device not supported (use a modern device, e.g. QEMU disable-legacy=on)",
-            ),
+            Self::LegacyOnly => f.write_str("legacy-only device not supported (use a modern device, e.g. QEMU disable-legacy=on)"),
             Self::BadMagic => f.write_str("virtio-mmio magic value missing"),
             Self::UnsupportedVersion(v) => write!(f, "unsupported virtio-mmio version {v}"),
             Self::WrongDeviceType(id) => write!(f, "virtio device type {id} is not a network card"),

@@ -15,10 +15,7 @@
 //! - [`FakePciBus`] / [`FakePciBar`]: configuration space with capability
 //!   lists (QEMU-like and uhyve-like layouts) and the BAR registers.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test fixture: a panic is a test failure"
-)]
+#![allow(clippy::unwrap_used, reason = "test fixture: a panic is a test failure")]
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -87,8 +84,7 @@ struct Arena {
 
 impl Drop for Arena {
     fn drop(&mut self) {
-        let layout =
-            std::alloc::Layout::from_size_align(ARENA_PAGES * PAGE_SIZE, PAGE_SIZE).unwrap();
+        let layout = std::alloc::Layout::from_size_align(ARENA_PAGES * PAGE_SIZE, PAGE_SIZE).unwrap();
         // SAFETY: allocated in `with_arena` with this layout.
         unsafe { std::alloc::dealloc(self.base, layout) };
     }
@@ -105,16 +101,11 @@ fn with_arena<R>(f: impl FnOnce(&mut Arena) -> R) -> R {
     ARENA.with(|arena| {
         let mut arena = arena.borrow_mut();
         let arena = arena.get_or_insert_with(|| {
-            let layout =
-                std::alloc::Layout::from_size_align(ARENA_PAGES * PAGE_SIZE, PAGE_SIZE).unwrap();
+            let layout = std::alloc::Layout::from_size_align(ARENA_PAGES * PAGE_SIZE, PAGE_SIZE).unwrap();
             // SAFETY: non-zero size.
             let base = unsafe { std::alloc::alloc_zeroed(layout) };
             assert!(!base.is_null());
-            Arena {
-                base,
-                next_page: 0,
-                live: HashMap::new(),
-            }
+            Arena { base, next_page: 0, live: HashMap::new() }
         });
         f(arena)
     })
@@ -135,10 +126,7 @@ pub(crate) fn set_dma_budget(allocations: Option<usize>) {
 pub(crate) fn phys_to_host(phys: u64, len: usize) -> *mut u8 {
     with_arena(|arena| {
         let end = ARENA_PHYS + (arena.next_page * PAGE_SIZE) as u64;
-        assert!(
-            phys >= ARENA_PHYS && phys + len as u64 <= end,
-            "device access to {phys:#x}+{len} outside DMA memory"
-        );
+        assert!(phys >= ARENA_PHYS && phys + len as u64 <= end, "device access to {phys:#x}+{len} outside DMA memory");
         arena.base.wrapping_add((phys - ARENA_PHYS) as usize)
     })
 }
@@ -180,15 +168,8 @@ unsafe impl Hal for TestHal {
 
     unsafe fn dma_free(phys: u64, virt: NonNull<u8>, pages: usize) {
         with_arena(|arena| {
-            assert_eq!(
-                arena.live.remove(&phys),
-                Some(pages),
-                "dma_free of something not allocated"
-            );
-            assert_eq!(
-                virt.as_ptr(),
-                arena.base.wrapping_add((phys - ARENA_PHYS) as usize)
-            );
+            assert_eq!(arena.live.remove(&phys), Some(pages), "dma_free of something not allocated");
+            assert_eq!(virt.as_ptr(), arena.base.wrapping_add((phys - ARENA_PHYS) as usize));
         });
     }
 
@@ -210,9 +191,7 @@ unsafe impl Hal for TestHal {
 fn dma_read(phys: u64, len: usize) -> Vec<u8> {
     let ptr = phys_to_host(phys, len);
     // SAFETY: `phys_to_host` checked the range lies in the arena.
-    (0..len)
-        .map(|i| unsafe { ptr.add(i).read_volatile() })
-        .collect()
+    (0..len).map(|i| unsafe { ptr.add(i).read_volatile() }).collect()
 }
 
 fn dma_write(phys: u64, bytes: &[u8]) {
@@ -269,10 +248,7 @@ pub(crate) struct Descriptor {
 
 impl FakeQueue {
     /// Takes the next available chain: head id and descriptors.
-    pub(crate) fn pop_avail(
-        &mut self,
-        violations: &mut Vec<String>,
-    ) -> Option<(u16, Vec<Descriptor>)> {
+    pub(crate) fn pop_avail(&mut self, violations: &mut Vec<String>) -> Option<(u16, Vec<Descriptor>)> {
         if !self.enabled || self.size == 0 {
             return None;
         }
@@ -281,10 +257,7 @@ impl FakeQueue {
             return None;
         }
         if avail_idx.wrapping_sub(self.last_avail) > self.size {
-            violations.push(format!(
-                "avail idx {avail_idx} ran {} ahead",
-                avail_idx.wrapping_sub(self.last_avail)
-            ));
+            violations.push(format!("avail idx {avail_idx} ran {} ahead", avail_idx.wrapping_sub(self.last_avail)));
         }
         let slot = u64::from(self.last_avail % self.size);
         let head = dma_u16(self.avail + 4 + 2 * slot);
@@ -297,11 +270,7 @@ impl FakeQueue {
                 return None;
             }
             let at = self.desc + 16 * u64::from(id);
-            let descriptor = Descriptor {
-                addr: dma_u64(at),
-                len: dma_u32(at + 8),
-                flags: dma_u16(at + 12),
-            };
+            let descriptor = Descriptor { addr: dma_u64(at), len: dma_u32(at + 8), flags: dma_u16(at + 12) };
             chain.push(descriptor);
             if descriptor.flags & DESC_F_NEXT == 0 || chain.len() > usize::from(self.size) {
                 break;
@@ -410,11 +379,7 @@ impl DeviceModel {
 
     /// The `virtio_net_hdr` length the device expects.
     pub(crate) fn header_len(&self) -> usize {
-        if self.driver_features & (1 << 32) != 0 {
-            12
-        } else {
-            10
-        }
+        if self.driver_features & (1 << 32) != 0 { 12 } else { 10 }
     }
 
     pub(crate) fn violation(&mut self, what: String) {
@@ -476,10 +441,7 @@ impl DeviceModel {
 
     pub(crate) fn write_driver_features(&mut self, value: u32) {
         if self.status != STATUS_ACK | STATUS_DRIVER {
-            self.violation(format!(
-                "driver features written in status {:#x}",
-                self.status
-            ));
+            self.violation(format!("driver features written in status {:#x}", self.status));
         }
         let shift = match self.driver_features_sel {
             0 => 0,
@@ -489,13 +451,9 @@ impl DeviceModel {
                 return;
             }
         };
-        self.driver_features =
-            self.driver_features & !(0xffff_ffff << shift) | u64::from(value) << shift;
+        self.driver_features = self.driver_features & !(0xffff_ffff << shift) | u64::from(value) << shift;
         if self.driver_features & !self.device_features != 0 {
-            self.violation(format!(
-                "driver accepted unoffered features {:#x}",
-                self.driver_features
-            ));
+            self.violation(format!("driver accepted unoffered features {:#x}", self.driver_features));
         }
         self.ops.push(Op::DriverFeatures(self.driver_features));
     }
@@ -505,11 +463,7 @@ impl DeviceModel {
     }
 
     fn check_queue_setup_allowed(&mut self) {
-        let needed = if self.legacy {
-            STATUS_ACK | STATUS_DRIVER
-        } else {
-            STATUS_ACK | STATUS_DRIVER | STATUS_FEATURES_OK
-        };
+        let needed = if self.legacy { STATUS_ACK | STATUS_DRIVER } else { STATUS_ACK | STATUS_DRIVER | STATUS_FEATURES_OK };
         if self.status != needed {
             self.violation(format!("queue set up in status {:#x}", self.status));
         }
@@ -530,9 +484,7 @@ impl DeviceModel {
         self.check_queue_setup_allowed();
         let index = self.queue_sel;
         match self.selected() {
-            Some(queue)
-                if queue.size != 0 && queue.desc != 0 && queue.avail != 0 && queue.used != 0 =>
-            {
+            Some(queue) if queue.size != 0 && queue.desc != 0 && queue.avail != 0 && queue.used != 0 => {
                 queue.enabled = true;
                 let check = (queue.desc, queue.size);
                 self.ops.push(Op::QueueEnabled(index));
@@ -568,8 +520,7 @@ impl DeviceModel {
         queue.desc = u64::from(pfn) * u64::from(page_size);
         queue.avail = queue.desc + 16 * u64::from(queue.size);
         // QEMU's formula: used = align(avail + offsetof(avail, ring[num])).
-        queue.used =
-            (queue.avail + 4 + 2 * u64::from(queue.size)).next_multiple_of(u64::from(queue.align));
+        queue.used = (queue.avail + 4 + 2 * u64::from(queue.size)).next_multiple_of(u64::from(queue.align));
         queue.enabled = true;
         self.ops.push(Op::QueueEnabled(index));
     }
@@ -641,10 +592,7 @@ impl DeviceModel {
             rest = &rest[take..];
         }
         if !rest.is_empty() {
-            violations.push(format!(
-                "receive buffer too small for {} bytes",
-                packet.len()
-            ));
+            violations.push(format!("receive buffer too small for {} bytes", packet.len()));
         }
         self.violations.extend(violations);
         if self.queues[0].push_used(u32::from(head), packet.len() as u32) {
@@ -676,16 +624,10 @@ impl DeviceModel {
         let frames = std::mem::take(&mut self.tx_frames);
         for frame in &frames {
             if frame.len() < header_len || frame[..header_len].iter().any(|&b| b != 0) {
-                self.violations.push(format!(
-                    "bad transmit header {:?}",
-                    &frame[..header_len.min(frame.len())]
-                ));
+                self.violations.push(format!("bad transmit header {:?}", &frame[..header_len.min(frame.len())]));
             }
         }
-        frames
-            .into_iter()
-            .map(|frame| frame[header_len.min(frame.len())..].to_vec())
-            .collect()
+        frames.into_iter().map(|frame| frame[header_len.min(frame.len())..].to_vec()).collect()
     }
 }
 
@@ -706,18 +648,8 @@ pub(crate) const MMIO_SIZE: usize = 0x200;
 impl FakeMmio {
     /// Creates and registers a device; returns it and the base to give
     /// `MmioTransport::new`.
-    pub(crate) fn install(
-        model: Model,
-        version: u32,
-        device_id: u32,
-    ) -> (Rc<FakeMmio>, NonNull<u8>) {
-        let fake = Rc::new(FakeMmio {
-            model,
-            version,
-            device_id,
-            magic: 0x7472_6976,
-            block: Box::new([0; 64]),
-        });
+    pub(crate) fn install(model: Model, version: u32, device_id: u32) -> (Rc<FakeMmio>, NonNull<u8>) {
+        let fake = Rc::new(FakeMmio { model, version, device_id, magic: 0x7472_6976, block: Box::new([0; 64]) });
         let base = NonNull::new(fake.block.as_ptr() as *mut u8).unwrap();
         bus::register(base.as_ptr() as usize, MMIO_SIZE, fake.clone());
         (fake, base)
@@ -728,8 +660,7 @@ impl bus::RegisterHandler for FakeMmio {
     fn read(&self, offset: usize, width: usize) -> u32 {
         let mut model = self.model.borrow_mut();
         if offset >= 0x100 {
-            let byte =
-                |i: usize| u32::from(model.config.get(offset - 0x100 + i).copied().unwrap_or(0));
+            let byte = |i: usize| u32::from(model.config.get(offset - 0x100 + i).copied().unwrap_or(0));
             return (0..width).fold(0, |value, i| value | byte(i) << (8 * i));
         }
         if width != 4 {
@@ -755,10 +686,7 @@ impl bus::RegisterHandler for FakeMmio {
             0x070 => u32::from(model.read_status()),
             0x0fc if !legacy => model.config_generation,
             _ => {
-                model.violation(format!(
-                    "mmio read of {offset:#x} (version {})",
-                    self.version
-                ));
+                model.violation(format!("mmio read of {offset:#x} (version {})", self.version));
                 0
             }
         }
@@ -800,17 +728,10 @@ impl bus::RegisterHandler for FakeMmio {
                         0x090 => &mut queue.avail,
                         _ => &mut queue.used,
                     };
-                    *field = if offset & 4 == 0 {
-                        low(*field, value)
-                    } else {
-                        high(*field, value)
-                    };
+                    *field = if offset & 4 == 0 { low(*field, value) } else { high(*field, value) };
                 }
             }
-            _ => model.violation(format!(
-                "mmio write of {value:#x} to {offset:#x} (version {})",
-                self.version
-            )),
+            _ => model.violation(format!("mmio write of {value:#x} to {offset:#x} (version {})", self.version)),
         }
     }
 }
@@ -829,11 +750,7 @@ pub(crate) struct FakePciBus {
 
 impl FakePciBus {
     fn key(&self, bus: u8, device: u8, function: u8) -> (u8, u8, u8) {
-        if self.uhyve_aliasing && device == 0 && bus.is_multiple_of(32) {
-            (0, 0, 0)
-        } else {
-            (bus, device, function)
-        }
+        if self.uhyve_aliasing && device == 0 && bus.is_multiple_of(32) { (0, 0, 0) } else { (bus, device, function) }
     }
 
     pub(crate) fn add(&mut self, address: (u8, u8, u8), config: [u8; 256]) {
@@ -942,9 +859,7 @@ impl FakePciBar {
             0x18 => {
                 let max = model.queue_max;
                 let uhyve = self.flavour == PciFlavour::Uhyve;
-                model.selected().map_or(0, |q| {
-                    u32::from(if q.size == 0 || uhyve { max } else { q.size })
-                })
+                model.selected().map_or(0, |q| u32::from(if q.size == 0 || uhyve { max } else { q.size }))
             }
             0x1c => match self.flavour {
                 PciFlavour::Uhyve => u32::from(self.shared_enable.get()),
@@ -959,17 +874,12 @@ impl FakePciBar {
     }
 
     fn common_write(&self, model: &mut DeviceModel, offset: usize, value: u32) {
-        let queue_field =
-            |model: &mut DeviceModel, pick: fn(&mut FakeQueue) -> &mut u64, high: bool| {
-                if let Some(queue) = model.selected() {
-                    let field = pick(queue);
-                    *field = if high {
-                        *field & 0xffff_ffff | u64::from(value) << 32
-                    } else {
-                        *field & !0xffff_ffff | u64::from(value)
-                    };
-                }
-            };
+        let queue_field = |model: &mut DeviceModel, pick: fn(&mut FakeQueue) -> &mut u64, high: bool| {
+            if let Some(queue) = model.selected() {
+                let field = pick(queue);
+                *field = if high { *field & 0xffff_ffff | u64::from(value) << 32 } else { *field & !0xffff_ffff | u64::from(value) };
+            }
+        };
         match offset {
             0x00 => model.device_features_sel = value,
             0x08 => model.driver_features_sel = value,
@@ -1049,10 +959,7 @@ impl bus::RegisterHandler for FakePciBar {
         if (layout.notify..layout.notify + layout.notify_len).contains(&offset) {
             let queue = (offset - layout.notify) / layout.multiplier as usize;
             if width != 2 || value as usize != queue {
-                model.violation(format!(
-                    "notify write {value} width {width} at notify+{:#x}",
-                    offset - layout.notify
-                ));
+                model.violation(format!("notify write {value} width {width} at notify+{:#x}", offset - layout.notify));
             }
             return model.notify(queue as u16);
         }
@@ -1067,12 +974,7 @@ const VENDOR_CAP: u8 = 0x09;
 type CapSpec = (u8, u8, u32, u32, Option<u32>);
 
 /// Writes a virtio vendor capability at `at`, linked to `next`.
-fn put_cap(
-    config: &mut [u8; 256],
-    at: usize,
-    next: u8,
-    (kind, bar, offset, length, extra): CapSpec,
-) {
+fn put_cap(config: &mut [u8; 256], at: usize, next: u8, (kind, bar, offset, length, extra): CapSpec) {
     let len = if extra.is_some() { 20 } else { 16 };
     config[at..at + 4].copy_from_slice(&[VENDOR_CAP, next, len, kind]);
     config[at + 4] = bar;
@@ -1105,36 +1007,17 @@ impl FakePciNet {
             PciFlavour::Qemu => (
                 4,
                 0x8_0000_0000u64,
-                BarLayout {
-                    common: 0,
-                    isr: 0x1000,
-                    notify: 0x3000,
-                    notify_len: 0x4000,
-                    device: 0x2000,
-                    multiplier: 4,
-                },
+                BarLayout { common: 0, isr: 0x1000, notify: 0x3000, notify_len: 0x4000, device: 0x2000, multiplier: 4 },
                 0x8000,
             ),
-            PciFlavour::Uhyve => (
-                0,
-                0xfe00_0000u64,
-                BarLayout {
-                    common: 0x88,
-                    isr: 0xc8,
-                    notify: 0xd0,
-                    notify_len: 8,
-                    device: 0xd8,
-                    multiplier: 4,
-                },
-                0x100,
-            ),
+            PciFlavour::Uhyve => {
+                (0, 0xfe00_0000u64, BarLayout { common: 0x88, isr: 0xc8, notify: 0xd0, notify_len: 8, device: 0xd8, multiplier: 4 }, 0x100)
+            }
         };
         let mut config = pci_header(0x1af4, 0x1041, 0x02_00_00, 0);
         let bar_offset = 0x10 + 4 * bar_index;
-        config[bar_offset..bar_offset + 4]
-            .copy_from_slice(&((bar_phys as u32) | 0b1100).to_le_bytes());
-        config[bar_offset + 4..bar_offset + 8]
-            .copy_from_slice(&((bar_phys >> 32) as u32).to_le_bytes());
+        config[bar_offset..bar_offset + 4].copy_from_slice(&((bar_phys as u32) | 0b1100).to_le_bytes());
+        config[bar_offset + 4..bar_offset + 8].copy_from_slice(&((bar_phys >> 32) as u32).to_le_bytes());
         let bar = bar_index as u8;
         match flavour {
             PciFlavour::Qemu => {
@@ -1144,30 +1027,10 @@ impl FakePciNet {
                 config[0x34] = 0x98;
                 // MSI-X first, as QEMU has it.
                 config[0x98..0x9c].copy_from_slice(&[0x11, 0x84, 0x02, 0x00]);
-                put_cap(
-                    &mut config,
-                    0x84,
-                    0x70,
-                    (1, bar, layout.common as u32, 0x1000, None),
-                );
-                put_cap(
-                    &mut config,
-                    0x70,
-                    0x5c,
-                    (3, bar, layout.isr as u32, 0x1000, None),
-                );
-                put_cap(
-                    &mut config,
-                    0x5c,
-                    0x48,
-                    (4, bar, layout.device as u32, 0x1000, None),
-                );
-                put_cap(
-                    &mut config,
-                    0x48,
-                    0xa0,
-                    (2, bar, layout.notify as u32, 0x4000, Some(4)),
-                );
+                put_cap(&mut config, 0x84, 0x70, (1, bar, layout.common as u32, 0x1000, None));
+                put_cap(&mut config, 0x70, 0x5c, (3, bar, layout.isr as u32, 0x1000, None));
+                put_cap(&mut config, 0x5c, 0x48, (4, bar, layout.device as u32, 0x1000, None));
+                put_cap(&mut config, 0x48, 0xa0, (2, bar, layout.notify as u32, 0x4000, Some(4)));
                 // VIRTIO_PCI_CAP_PCI_CFG, which the driver does not use.
                 put_cap(&mut config, 0xa0, 0x00, (5, 0, 0, 4, Some(0)));
                 config[0x3c] = 10;

@@ -43,11 +43,7 @@ impl Registers {
     /// inside the region and is naturally aligned.
     fn at(&self, offset: usize, width: usize) -> Option<*mut u8> {
         let end = offset.checked_add(width)?;
-        if end > self.len
-            || !(self.base.as_ptr() as usize)
-                .wrapping_add(offset)
-                .is_multiple_of(width)
-        {
+        if end > self.len || !(self.base.as_ptr() as usize).wrapping_add(offset).is_multiple_of(width) {
             return None;
         }
         // `offset < len`, and the invariant says the region is valid, so the

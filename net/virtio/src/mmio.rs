@@ -62,10 +62,7 @@ pub struct MmioDeviceInfo {
 /// take a `0x` prefix for hexadecimal and size a `K`, `M` or `G` suffix,
 /// e.g. `virtio_mmio.device=512@0xfeb00e00:12` or `4K@0xd0000000:5`.
 pub fn parse_mmio_devices(cmdline: &str) -> impl Iterator<Item = MmioDeviceInfo> + '_ {
-    cmdline
-        .split_ascii_whitespace()
-        .filter_map(|item| item.strip_prefix("virtio_mmio.device="))
-        .filter_map(parse_device)
+    cmdline.split_ascii_whitespace().filter_map(|item| item.strip_prefix("virtio_mmio.device=")).filter_map(parse_device)
 }
 
 fn parse_device(value: &str) -> Option<MmioDeviceInfo> {
@@ -154,11 +151,7 @@ impl MmioTransport {
             other => return Err(VirtioError::WrongDeviceType(other)),
         }
         let vendor_id = regs.read32(reg::VENDOR_ID);
-        Ok(Self {
-            regs,
-            version,
-            vendor_id,
-        })
+        Ok(Self { regs, version, vendor_id })
     }
 
     /// Maps the device `info` describes with `H` and calls [`Self::new`].
@@ -224,8 +217,7 @@ impl Transport for MmioTransport {
         self.regs.write32(reg::DRIVER_FEATURES, features as u32);
         if !self.is_legacy() {
             self.regs.write32(reg::DRIVER_FEATURES_SEL, 1);
-            self.regs
-                .write32(reg::DRIVER_FEATURES, (features >> 32) as u32);
+            self.regs.write32(reg::DRIVER_FEATURES, (features >> 32) as u32);
         }
     }
 
@@ -255,11 +247,9 @@ impl Transport for MmioTransport {
                 if !contiguous {
                     return Err(VirtioError::QueueUnavailable);
                 }
-                let pfn = u32::try_from(layout.desc / PAGE_SIZE as u64)
-                    .map_err(|_| VirtioError::DmaAddressTooHigh)?;
+                let pfn = u32::try_from(layout.desc / PAGE_SIZE as u64).map_err(|_| VirtioError::DmaAddressTooHigh)?;
                 self.regs.write32(reg::GUEST_PAGE_SIZE, PAGE_SIZE as u32);
-                self.regs
-                    .write32(reg::QUEUE_ALIGN, QueueLayout::LEGACY_ALIGN as u32);
+                self.regs.write32(reg::QUEUE_ALIGN, QueueLayout::LEGACY_ALIGN as u32);
                 self.regs.write32(reg::QUEUE_PFN, pfn);
             }
             MmioVersion::Modern => {

@@ -48,13 +48,7 @@ pub struct NetConfig {
 
 impl Default for NetConfig {
     fn default() -> Self {
-        Self {
-            rx_buffers: 64,
-            tx_buffers: 64,
-            buffer_size: 2048,
-            max_queue_size: 256,
-            fallback_mac: [0x02, 0, 0, 0, 0, 0x01],
-        }
+        Self { rx_buffers: 64, tx_buffers: 64, buffer_size: 2048, max_queue_size: 256, fallback_mac: [0x02, 0, 0, 0, 0, 0x01] }
     }
 }
 
@@ -132,8 +126,7 @@ impl<H: Hal> BufferPool<H> {
 
     fn bytes_mut(&mut self, id: u16, len: usize) -> &mut [u8] {
         debug_assert!(len <= self.buffer_size);
-        self.memory
-            .slice_mut(usize::from(id) * self.buffer_size, len)
+        self.memory.slice_mut(usize::from(id) * self.buffer_size, len)
     }
 }
 
@@ -152,8 +145,7 @@ impl<H: Hal> Receiver<H> {
     /// Gives buffer `id` (owned by the driver) back to the device.
     fn post(&mut self, id: u16) {
         let phys = self.pool.phys(id);
-        self.queue
-            .set_descriptor(id, phys, self.pool.buffer_size as u32, DESC_F_WRITE);
+        self.queue.set_descriptor(id, phys, self.pool.buffer_size as u32, DESC_F_WRITE);
         self.pool.owned_by_device[usize::from(id)] = true;
         self.queue.push_available(id);
     }
@@ -243,18 +235,9 @@ impl<H: Hal> Transmitter<H> {
     }
 
     /// Sends a frame of `len` bytes that `fill` writes.
-    fn send<T: Transport, R>(
-        &mut self,
-        transport: &T,
-        len: usize,
-        fill: impl FnOnce(&mut [u8]) -> R,
-    ) -> R {
+    fn send<T: Transport, R>(&mut self, transport: &T, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
         let total = self.header_len + len;
-        let id = if total <= self.pool.buffer_size {
-            self.take_free()
-        } else {
-            None
-        };
+        let id = if total <= self.pool.buffer_size { self.take_free() } else { None };
         let Some(id) = id else {
             self.dropped += 1;
             let len = len.min(self.scratch.len());
@@ -309,11 +292,7 @@ impl<T: Transport, H: Hal> VirtioNet<T, H> {
     /// buffers posted, `DRIVER_OK`.
     pub fn with_config(mut transport: T, config: NetConfig) -> Result<Self> {
         let legacy = transport.is_legacy();
-        let header_len = if legacy {
-            HEADER_LEN_LEGACY
-        } else {
-            HEADER_LEN_MODERN
-        };
+        let header_len = if legacy { HEADER_LEN_LEGACY } else { HEADER_LEN_MODERN };
         if config.rx_buffers == 0
             || config.tx_buffers == 0
             || config.max_queue_size == 0
@@ -371,22 +350,10 @@ impl<T: Transport, H: Hal> VirtioNet<T, H> {
             Err(error) => return Err(fail(&mut transport, error)),
         };
 
-        let mac = if features & feature::NET_MAC != 0 {
-            read_mac(&transport)
-        } else {
-            config.fallback_mac
-        };
+        let mac = if features & feature::NET_MAC != 0 { read_mac(&transport) } else { config.fallback_mac };
         let mut net = Self {
             transport,
-            rx: Receiver {
-                queue: rx_queue,
-                pool: rx_pool,
-                header_len,
-                packets: 0,
-                bytes: 0,
-                dropped: 0,
-                errors: 0,
-            },
+            rx: Receiver { queue: rx_queue, pool: rx_pool, header_len, packets: 0, bytes: 0, dropped: 0, errors: 0 },
             tx: Transmitter {
                 queue: tx_queue,
                 pool: tx_pool,
@@ -409,11 +376,7 @@ impl<T: Transport, H: Hal> VirtioNet<T, H> {
         // device before the DMA memory is freed.
         let rx_layout = net.rx.queue.layout();
         let tx_layout = net.tx.queue.layout();
-        if let Err(error) = net
-            .transport
-            .setup_queue(RX_QUEUE, &rx_layout)
-            .and_then(|()| net.transport.setup_queue(TX_QUEUE, &tx_layout))
-        {
+        if let Err(error) = net.transport.setup_queue(RX_QUEUE, &rx_layout).and_then(|()| net.transport.setup_queue(TX_QUEUE, &tx_layout)) {
             let current = net.transport.status();
             net.transport.set_status(current | status::FAILED);
             return Err(error);
@@ -424,10 +387,7 @@ impl<T: Transport, H: Hal> VirtioNet<T, H> {
         net.transport.set_status(driver_status | status::DRIVER_OK);
         // Buffers were posted before DRIVER_OK; the device hears of them now.
         net.transport.notify(RX_QUEUE);
-        log::debug!(
-            "virtio-net up: mac {:02x?} features {features:#x} queues {rx_size}/{tx_size} buffers {rx_count}/{tx_count}",
-            net.mac
-        );
+        log::debug!("virtio-net up: mac {:02x?} features {features:#x} queues {rx_size}/{tx_size} buffers {rx_count}/{tx_count}", net.mac);
         Ok(net)
     }
 
@@ -468,8 +428,7 @@ impl<T: Transport, H: Hal> VirtioNet<T, H> {
 
     /// Link state, if the device reports one (`VIRTIO_NET_F_STATUS`).
     pub fn link_up(&self) -> Option<bool> {
-        (self.features & feature::NET_STATUS != 0)
-            .then(|| self.transport.read_config_u8(6) & 1 != 0)
+        (self.features & feature::NET_STATUS != 0).then(|| self.transport.read_config_u8(6) & 1 != 0)
     }
 
     /// The transport, e.g. for [`crate::PciTransport::interrupt_line`].
@@ -653,19 +612,7 @@ impl<T: Transport, H: Hal> Device for VirtioNet<T, H> {
     fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let (id, len) = self.rx.next_frame(&self.transport)?;
         let transport = &self.transport;
-        Some((
-            VirtioNetRxToken {
-                rx: &mut self.rx,
-                transport,
-                id,
-                len,
-                consumed: false,
-            },
-            VirtioNetTxToken {
-                tx: &mut self.tx,
-                transport,
-            },
-        ))
+        Some((VirtioNetRxToken { rx: &mut self.rx, transport, id, len, consumed: false }, VirtioNetTxToken { tx: &mut self.tx, transport }))
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
@@ -673,18 +620,14 @@ impl<T: Transport, H: Hal> Device for VirtioNet<T, H> {
         if self.tx.free_len == 0 {
             return None;
         }
-        Some(VirtioNetTxToken {
-            tx: &mut self.tx,
-            transport: &self.transport,
-        })
+        Some(VirtioNetTxToken { tx: &mut self.tx, transport: &self.transport })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut capabilities = DeviceCapabilities::default();
         capabilities.medium = Medium::Ethernet;
         capabilities.max_transmission_unit = self.max_frame;
-        capabilities.max_burst_size =
-            Some(usize::from(self.rx.pool.count().min(self.tx.pool.count())));
+        capabilities.max_burst_size = Some(usize::from(self.rx.pool.count().min(self.tx.pool.count())));
         capabilities
     }
 }

@@ -101,23 +101,14 @@ mod config_reg {
 /// devices on `pcie.0`, uhyve) and avoids uhyve's aliasing of function 0 of
 /// device 0 onto other bus and function numbers; functions 1..8 are probed
 /// only on multi-function devices.
-pub fn find_net_devices<C: PciConfig + ?Sized>(
-    config: &C,
-) -> impl Iterator<Item = PciFunction> + '_ {
+pub fn find_net_devices<C: PciConfig + ?Sized>(config: &C) -> impl Iterator<Item = PciFunction> + '_ {
     PciScan::new(config).filter_map(|(address, id)| {
         let vendor_id = id as u16;
         let device_id = (id >> 16) as u16;
-        let is_net = vendor_id == VIRTIO_VENDOR_ID
-            && matches!(device_id, DEVICE_ID_NET_MODERN | DEVICE_ID_NET_TRANSITIONAL);
+        let is_net = vendor_id == VIRTIO_VENDOR_ID && matches!(device_id, DEVICE_ID_NET_MODERN | DEVICE_ID_NET_TRANSITIONAL);
         is_net.then(|| {
             let interrupt = address.read32(config, config_reg::INTERRUPT);
-            PciFunction {
-                address,
-                vendor_id,
-                device_id,
-                interrupt_line: interrupt as u8,
-                interrupt_pin: (interrupt >> 8) as u8,
-            }
+            PciFunction { address, vendor_id, device_id, interrupt_line: interrupt as u8, interrupt_pin: (interrupt >> 8) as u8 }
         })
     })
 }
@@ -136,15 +127,7 @@ struct PciScan<'a, C: PciConfig + ?Sized> {
 
 impl<'a, C: PciConfig + ?Sized> PciScan<'a, C> {
     fn new(config: &'a C) -> Self {
-        Self {
-            config,
-            pending: [1, 0, 0, 0],
-            bus: 0,
-            device: 0,
-            function: 0,
-            multi_function: false,
-            done: false,
-        }
+        Self { config, pending: [1, 0, 0, 0], bus: 0, device: 0, function: 0, multi_function: false, done: false }
     }
 
     fn mark_bus(&mut self, bus: u8) {
@@ -185,17 +168,12 @@ impl<C: PciConfig + ?Sized> Iterator for PciScan<'_, C> {
 
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
-            let address = PciAddress {
-                bus: self.bus,
-                device: self.device,
-                function: self.function,
-            };
+            let address = PciAddress { bus: self.bus, device: self.device, function: self.function };
             let id = address.read32(self.config, config_reg::ID);
             let present = !matches!(id as u16, 0xffff | 0x0000);
             let mut found = None;
             if present {
-                let header_type =
-                    (address.read32(self.config, config_reg::HEADER_TYPE) >> 16) as u8;
+                let header_type = (address.read32(self.config, config_reg::HEADER_TYPE) >> 16) as u8;
                 if self.function == 0 {
                     self.multi_function = header_type & 0x80 != 0;
                 }
@@ -301,10 +279,7 @@ impl PciTransport {
     /// The mappings `H` makes must stay valid for as long as the transport,
     /// the [`crate::VirtioNet`] built on it, or any [`crate::InterruptAck`]
     /// taken from them is used.
-    pub unsafe fn new<C: PciConfig + ?Sized, H: Hal>(
-        config: &C,
-        function: &PciFunction,
-    ) -> Result<Self> {
+    pub unsafe fn new<C: PciConfig + ?Sized, H: Hal>(config: &C, function: &PciFunction) -> Result<Self> {
         let address = function.address;
         let id = address.read32(config, config_reg::ID);
         if id as u16 != VIRTIO_VENDOR_ID {
@@ -315,27 +290,18 @@ impl PciTransport {
             return Err(VirtioError::WrongDeviceType(u32::from(device_id)));
         }
         let caps = read_capabilities(config, address);
-        let (Some(common_cap), Some((notify_cap, notify_multiplier)), Some(isr_cap)) =
-            (caps.common, caps.notify, caps.isr)
-        else {
-            return Err(
-                if device_id == DEVICE_ID_NET_TRANSITIONAL && caps.common.is_none() {
-                    VirtioError::LegacyOnly
-                } else {
-                    VirtioError::BadCapability
-                },
-            );
+        let (Some(common_cap), Some((notify_cap, notify_multiplier)), Some(isr_cap)) = (caps.common, caps.notify, caps.isr) else {
+            return Err(if device_id == DEVICE_ID_NET_TRANSITIONAL && caps.common.is_none() {
+                VirtioError::LegacyOnly
+            } else {
+                VirtioError::BadCapability
+            });
         };
         if common_cap.length < common::MIN_LEN || notify_cap.length < 2 || isr_cap.length < 1 {
             return Err(VirtioError::BadCapability);
         }
 
-        let windows = [
-            Some(common_cap),
-            Some(notify_cap),
-            Some(isr_cap),
-            caps.device,
-        ];
+        let windows = [Some(common_cap), Some(notify_cap), Some(isr_cap), caps.device];
         // Every BAR must hold an address before decoding is switched on: an
         // unassigned BAR would decode at 0, over RAM.
         for window in windows.iter().flatten() {
@@ -345,8 +311,7 @@ impl PciTransport {
         // Memory decoding and bus mastering on, INTx not masked. The upper
         // half (status) is written as 0: its bits are write-one-to-clear, and
         // uhyve keeps virtio state there.
-        let command = (command | config_reg::COMMAND_MEMORY | config_reg::COMMAND_BUS_MASTER)
-            & !config_reg::COMMAND_INTX_DISABLE;
+        let command = (command | config_reg::COMMAND_MEMORY | config_reg::COMMAND_BUS_MASTER) & !config_reg::COMMAND_INTX_DISABLE;
         address.write32(config, config_reg::COMMAND, command);
 
         let mut mapped: [Option<Registers>; 4] = [None; 4];
@@ -358,10 +323,7 @@ impl PciTransport {
             // One mapping per BAR, spanning every window in it.
             let in_bar = || windows.iter().flatten().filter(|w| w.bar == window.bar);
             let start = in_bar().map(|w| u64::from(w.offset)).min().unwrap_or(0);
-            let end = in_bar()
-                .map(|w| u64::from(w.offset) + u64::from(w.length))
-                .max()
-                .unwrap_or(0);
+            let end = in_bar().map(|w| u64::from(w.offset) + u64::from(w.length)).max().unwrap_or(0);
             if end - start > MAX_WINDOW {
                 return Err(VirtioError::BadCapability);
             }
@@ -399,15 +361,7 @@ impl PciTransport {
             function.interrupt_line,
             function.interrupt_pin
         );
-        Ok(Self {
-            function: *function,
-            common,
-            isr,
-            notify,
-            notify_multiplier,
-            device,
-            queue_notify: [None; MAX_QUEUES],
-        })
+        Ok(Self { function: *function, common, isr, notify, notify_multiplier, device, queue_notify: [None; MAX_QUEUES] })
     }
 
     /// The function this transport drives, with its interrupt line and pin.
@@ -448,10 +402,7 @@ fn read_capabilities<C: PciConfig + ?Sized>(config: &C, address: PciAddress) -> 
         let next = (word0 >> 8) as u8 & 0xfc;
         let length = (word0 >> 16) as u8;
         let kind = (word0 >> 24) as u8;
-        if id == config_reg::CAP_ID_VENDOR
-            && length >= 16
-            && u16::from(pointer) + u16::from(length) <= 0x100
-        {
+        if id == config_reg::CAP_ID_VENDOR && length >= 16 && u16::from(pointer) + u16::from(length) <= 0x100 {
             let bar = address.read32(config, u16::from(pointer) + 4) as u8;
             let window = CapabilityWindow {
                 bar,
@@ -535,8 +486,7 @@ impl Transport for PciTransport {
         self.common.write32(common::DRIVER_FEATURE_SELECT, 0);
         self.common.write32(common::DRIVER_FEATURE, features as u32);
         self.common.write32(common::DRIVER_FEATURE_SELECT, 1);
-        self.common
-            .write32(common::DRIVER_FEATURE, (features >> 32) as u32);
+        self.common.write32(common::DRIVER_FEATURE, (features >> 32) as u32);
     }
 
     fn max_queue_size(&mut self, queue: u16) -> u16 {
@@ -557,17 +507,12 @@ impl Transport for PciTransport {
             self.common.write16(common::QUEUE_SIZE, layout.size);
         }
         self.common.write64_split(common::QUEUE_DESC, layout.desc);
-        self.common
-            .write64_split(common::QUEUE_DRIVER, layout.avail);
+        self.common.write64_split(common::QUEUE_DRIVER, layout.avail);
         self.common.write64_split(common::QUEUE_DEVICE, layout.used);
         let notify_off = usize::from(self.common.read16(common::QUEUE_NOTIFY_OFF));
         let offset = notify_off
             .checked_mul(self.notify_multiplier as usize)
-            .filter(|offset| {
-                offset
-                    .checked_add(2)
-                    .is_some_and(|end| end <= self.notify.len())
-            })
+            .filter(|offset| offset.checked_add(2).is_some_and(|end| end <= self.notify.len()))
             .ok_or(VirtioError::BadCapability)?;
         self.queue_notify[slot] = Some(offset);
         self.common.write16(common::QUEUE_ENABLE, 1);

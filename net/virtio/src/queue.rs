@@ -12,13 +12,7 @@ use crate::hal::Hal;
 use crate::transport::QueueLayout;
 
 /// Descriptor flag: the buffer continues in `next`.
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "named for completeness; the driver posts single descriptors"
-    )
-)]
+#[cfg_attr(not(test), allow(dead_code, reason = "named for completeness; the driver posts single descriptors"))]
 pub(crate) const DESC_F_NEXT: u16 = 1;
 /// Descriptor flag: the device writes into the buffer (receive).
 pub(crate) const DESC_F_WRITE: u16 = 2;
@@ -64,15 +58,7 @@ impl<H: Hal> SplitQueue<H> {
         debug_assert!(size.is_power_of_two());
         let (avail, used, total) = QueueLayout::offsets(size);
         let memory = DmaRegion::new(DmaRegion::<H>::pages_for(total))?;
-        Ok(Self {
-            memory,
-            size,
-            avail,
-            used,
-            next_avail: 0,
-            last_used: 0,
-            always_notify: false,
-        })
+        Ok(Self { memory, size, avail, used, next_avail: 0, last_used: 0, always_notify: false })
     }
 
     pub(crate) fn size(&self) -> u16 {
@@ -81,12 +67,7 @@ impl<H: Hal> SplitQueue<H> {
 
     pub(crate) fn layout(&self) -> QueueLayout {
         let base = self.memory.phys();
-        QueueLayout {
-            size: self.size,
-            desc: base,
-            avail: base + self.avail as u64,
-            used: base + self.used as u64,
-        }
+        QueueLayout { size: self.size, desc: base, avail: base + self.avail as u64, used: base + self.used as u64 }
     }
 
     fn write16(&self, offset: usize, value: u16) {

@@ -14,13 +14,9 @@ use smoltcp::phy::{Device, RxToken, TxToken};
 use smoltcp::time::Instant;
 
 use crate::fake::{
-    DeviceModel, FakeMmio, FakePciBus, FakePciNet, MMIO_SIZE, Model, Op, PciFlavour, TestHal,
-    live_dma_pages, pci_header, set_dma_budget,
+    DeviceModel, FakeMmio, FakePciBus, FakePciNet, MMIO_SIZE, Model, Op, PciFlavour, TestHal, live_dma_pages, pci_header, set_dma_budget,
 };
-use crate::{
-    MmioDeviceInfo, MmioTransport, NetConfig, PciTransport, VirtioError, VirtioNet,
-    parse_mmio_devices, pci,
-};
+use crate::{MmioDeviceInfo, MmioTransport, NetConfig, PciTransport, VirtioError, VirtioNet, parse_mmio_devices, pci};
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
@@ -50,8 +46,7 @@ const QEMU_MODERN: u64 = F_VERSION_1
     | F_CTRL_VQ
     | F_INDIRECT_DESC
     | F_EVENT_IDX;
-const QEMU_LEGACY: u64 =
-    F_MAC | F_STATUS | F_CSUM | F_MRG_RXBUF | F_ANY_LAYOUT | F_EVENT_IDX | F_INDIRECT_DESC;
+const QEMU_LEGACY: u64 = F_MAC | F_STATUS | F_CSUM | F_MRG_RXBUF | F_ANY_LAYOUT | F_EVENT_IDX | F_INDIRECT_DESC;
 /// uhyve 0.10's offer: MAC, STATUS, MTU, GUEST_CSUM, VERSION_1.
 const UHYVE: u64 = F_VERSION_1 | F_MAC | F_STATUS | F_MTU | F_GUEST_CSUM;
 
@@ -59,9 +54,7 @@ type MmioNet = VirtioNet<MmioTransport, TestHal>;
 type PciNet = VirtioNet<PciTransport, TestHal>;
 
 fn model(legacy: bool, features: u64, queue_max: u16) -> Model {
-    Rc::new(RefCell::new(DeviceModel::new(
-        legacy, features, queue_max, MAC,
-    )))
+    Rc::new(RefCell::new(DeviceModel::new(legacy, features, queue_max, MAC)))
 }
 
 fn mmio_transport(model: &Model, version: u32) -> MmioTransport {
@@ -92,12 +85,7 @@ fn pci_transport(flavour: PciFlavour, model: &Model) -> (FakePciBus, PciTranspor
     (bus, transport)
 }
 
-fn pci_net(
-    flavour: PciFlavour,
-    features: u64,
-    queue_max: u16,
-    config: NetConfig,
-) -> (Model, FakePciBus, PciNet) {
+fn pci_net(flavour: PciFlavour, features: u64, queue_max: u16, config: NetConfig) -> (Model, FakePciBus, PciNet) {
     let model = model(false, features, queue_max);
     let (bus, transport) = pci_transport(flavour, &model);
     let net = VirtioNet::with_config(transport, config).unwrap();
@@ -105,19 +93,12 @@ fn pci_net(
 }
 
 fn small(buffers: u16) -> NetConfig {
-    NetConfig {
-        rx_buffers: buffers,
-        tx_buffers: buffers,
-        ..NetConfig::default()
-    }
+    NetConfig { rx_buffers: buffers, tx_buffers: buffers, ..NetConfig::default() }
 }
 
 fn assert_no_violations(model: &Model) {
     let violations = &model.borrow().violations;
-    assert!(
-        violations.is_empty(),
-        "device saw protocol violations: {violations:#?}"
-    );
+    assert!(violations.is_empty(), "device saw protocol violations: {violations:#?}");
 }
 
 /// Sends `payload` through smoltcp's `Device` API.
@@ -133,9 +114,7 @@ fn receive<D: Device>(device: &mut D) -> Option<Vec<u8>> {
 }
 
 fn frame(seed: u32, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (seed as usize * 31 + i * 7) as u8)
-        .collect()
+    (0..len).map(|i| (seed as usize * 31 + i * 7) as u8).collect()
 }
 
 // ---- negotiation and status order ----------------------------------------
@@ -167,11 +146,7 @@ fn mmio_v2_negotiates_version_1_mac_status_and_follows_the_status_sequence() {
     assert_eq!(net.link_up(), Some(true));
     assert_eq!(net.queue_sizes(), (256, 256));
     assert_eq!(net.buffer_counts(), (64, 64));
-    assert_eq!(
-        model.borrow().queues[0].available(),
-        64,
-        "all receive buffers posted"
-    );
+    assert_eq!(model.borrow().queues[0].available(), 64, "all receive buffers posted");
     assert_no_violations(&model);
 }
 
@@ -200,10 +175,7 @@ fn mmio_v1_legacy_skips_features_ok_and_uses_the_10_byte_header() {
     // The device derived the rings from the PFN with QEMU's formula; frames
     // crossing in both directions prove the driver laid them out the same.
     send(&mut net, &frame(1, 60));
-    assert_eq!(
-        model.borrow().tx_frames,
-        vec![[vec![0; 10], frame(1, 60)].concat()]
-    );
+    assert_eq!(model.borrow().tx_frames, vec![[vec![0; 10], frame(1, 60)].concat()]);
     assert!(model.borrow_mut().inject_rx(&frame(2, 1514)));
     assert_eq!(receive(&mut net), Some(frame(2, 1514)));
     assert_no_violations(&model);
@@ -216,11 +188,7 @@ fn refused_features_ok_fails_without_touching_queues_or_leaking_dma() {
     let result = VirtioNet::<_, TestHal>::new(mmio_transport(&model, 2));
     assert_eq!(result.err(), Some(VirtioError::FeaturesRejected));
     let ops = &model.borrow().ops;
-    assert_eq!(
-        ops.last(),
-        Some(&Op::StatusWrite(0x80 | 3)),
-        "FAILED set after the refusal"
-    );
+    assert_eq!(ops.last(), Some(&Op::StatusWrite(0x80 | 3)), "FAILED set after the refusal");
     assert!(!ops.iter().any(|op| matches!(op, Op::QueueEnabled(_))));
     assert_eq!(live_dma_pages(), 0);
 }
@@ -237,10 +205,7 @@ fn modern_device_without_version_1_is_rejected_before_features_ok() {
 
 #[test]
 fn device_without_mac_feature_gets_the_fallback_address() {
-    let config = NetConfig {
-        fallback_mac: [2, 9, 8, 7, 6, 5],
-        ..NetConfig::default()
-    };
+    let config = NetConfig { fallback_mac: [2, 9, 8, 7, 6, 5], ..NetConfig::default() };
     let (model, net) = mmio_net(2, F_VERSION_1, 256, config);
     assert_eq!(net.mac(), [2, 9, 8, 7, 6, 5]);
     assert_eq!(net.link_up(), None, "no STATUS feature, no link state");
@@ -274,10 +239,7 @@ fn dropping_the_driver_resets_the_device_then_frees_all_dma() {
 #[test]
 fn bad_config_is_rejected() {
     let model = model(false, QEMU_MODERN, 256);
-    let config = NetConfig {
-        buffer_size: 1500,
-        ..NetConfig::default()
-    };
+    let config = NetConfig { buffer_size: 1500, ..NetConfig::default() };
     let result = VirtioNet::<_, TestHal>::with_config(mmio_transport(&model, 2), config);
     assert_eq!(result.err(), Some(VirtioError::BadConfig));
 }
@@ -295,13 +257,7 @@ fn mmio_probe_checks_magic_version_and_device_id() {
             if magic != 0x7472_6976 {
                 // Re-install with a broken magic value.
                 let model = Rc::new(RefCell::new(DeviceModel::new(false, 0, 8, MAC)));
-                let fake = Rc::new(FakeMmio {
-                    model,
-                    version,
-                    device_id,
-                    magic,
-                    block: Box::new([0; 64]),
-                });
+                let fake = Rc::new(FakeMmio { model, version, device_id, magic, block: Box::new([0; 64]) });
                 let base = NonNull::new(fake.block.as_ptr() as *mut u8).unwrap();
                 crate::fake::bus::register(base.as_ptr() as usize, MMIO_SIZE, fake.clone());
                 return MmioTransport::new(base, MMIO_SIZE).map(|_| ());
@@ -312,15 +268,9 @@ fn mmio_probe_checks_magic_version_and_device_id() {
     assert_eq!(probe(0x7472_6976, 2, 1), Ok(()));
     assert_eq!(probe(0x7472_6976, 1, 1), Ok(()));
     assert_eq!(probe(0x1234_5678, 2, 1), Err(VirtioError::BadMagic));
-    assert_eq!(
-        probe(0x7472_6976, 3, 1),
-        Err(VirtioError::UnsupportedVersion(3))
-    );
+    assert_eq!(probe(0x7472_6976, 3, 1), Err(VirtioError::UnsupportedVersion(3)));
     assert_eq!(probe(0x7472_6976, 2, 0), Err(VirtioError::NotFound));
-    assert_eq!(
-        probe(0x7472_6976, 2, 2),
-        Err(VirtioError::WrongDeviceType(2))
-    );
+    assert_eq!(probe(0x7472_6976, 2, 2), Err(VirtioError::WrongDeviceType(2)));
     let model = model(false, 0, 8);
     let (_fake, base) = FakeMmio::install(model, 2, 1);
     // SAFETY: as in `mmio_transport`, with a smaller (still valid) size.
@@ -339,26 +289,10 @@ fn cmdline_yields_every_virtio_mmio_device_and_skips_bad_items() {
     assert_eq!(
         devices,
         vec![
-            MmioDeviceInfo {
-                base: 0xfeb0_0e00,
-                size: 512,
-                irq: 12
-            },
-            MmioDeviceInfo {
-                base: 0xfeb0_1000,
-                size: 4096,
-                irq: 13
-            },
-            MmioDeviceInfo {
-                base: 4096,
-                size: 1 << 20,
-                irq: 5
-            },
-            MmioDeviceInfo {
-                base: 0xd000_0000,
-                size: 2048,
-                irq: 31
-            },
+            MmioDeviceInfo { base: 0xfeb0_0e00, size: 512, irq: 12 },
+            MmioDeviceInfo { base: 0xfeb0_1000, size: 4096, irq: 13 },
+            MmioDeviceInfo { base: 4096, size: 1 << 20, irq: 5 },
+            MmioDeviceInfo { base: 0xd000_0000, size: 2048, irq: 31 },
         ]
     );
     assert_eq!(parse_mmio_devices("").count(), 0);
@@ -370,18 +304,12 @@ fn mmio_map_uses_the_hal_mapping_of_the_cmdline_address() {
     let model = model(false, QEMU_MODERN, 256);
     let (_fake, base) = FakeMmio::install(model.clone(), 2, 1);
     crate::fake::add_mmio_window(0xfeb0_0e00, MMIO_SIZE, base.as_ptr() as usize);
-    let info = parse_mmio_devices("virtio_mmio.device=512@0xfeb00e00:12")
-        .next()
-        .unwrap();
+    let info = parse_mmio_devices("virtio_mmio.device=512@0xfeb00e00:12").next().unwrap();
     // SAFETY: the window at that address is the simulated device.
     let transport = unsafe { MmioTransport::map::<TestHal>(&info) }.unwrap();
     assert_eq!(transport.version(), crate::MmioVersion::Modern);
     assert_eq!(transport.vendor_id(), 0x554d_4551);
-    let unmapped = MmioDeviceInfo {
-        base: 0x1000,
-        size: 512,
-        irq: 1,
-    };
+    let unmapped = MmioDeviceInfo { base: 0x1000, size: 512, irq: 1 };
     // SAFETY: nothing is mapped there; `map` must fail before any access.
     let error = unsafe { MmioTransport::map::<TestHal>(&unmapped) }.err();
     assert_eq!(error, Some(VirtioError::MapFailed));
@@ -401,18 +329,11 @@ fn smoltcp_transmit_reaches_the_device_with_header_and_exact_payload() {
     let raw = model.borrow().tx_frames.clone();
     assert_eq!(raw.len(), 3);
     for (raw, (seed, len)) in raw.iter().zip([(1, 60), (2, 1514), (3, 14)]) {
-        assert_eq!(
-            &raw[..12],
-            &[0; 12],
-            "virtio_net_hdr: no offloads, GSO_NONE"
-        );
+        assert_eq!(&raw[..12], &[0; 12], "virtio_net_hdr: no offloads, GSO_NONE");
         assert_eq!(&raw[12..], &frame(seed, len)[..]);
     }
     let stats = net.stats();
-    assert_eq!(
-        (stats.tx_packets, stats.tx_bytes, stats.tx_dropped),
-        (3, 60 + 1514 + 14, 0)
-    );
+    assert_eq!((stats.tx_packets, stats.tx_bytes, stats.tx_dropped), (3, 60 + 1514 + 14, 0));
     // `transmit` reclaimed the first two already; the last is still out.
     assert_eq!(net.reclaim_transmitted(), 1);
     assert_eq!(net.reclaim_transmitted(), 0);
@@ -433,16 +354,9 @@ fn injected_frames_come_out_byte_exact_and_buffers_are_reposted() {
     }
     assert_eq!(receive(&mut net), None);
     assert!(!net.pending_receive());
-    assert_eq!(
-        model.borrow().queues[0].available(),
-        64,
-        "every buffer back with the device"
-    );
+    assert_eq!(model.borrow().queues[0].available(), 64, "every buffer back with the device");
     let stats = net.stats();
-    assert_eq!(
-        (stats.rx_packets, stats.rx_bytes, stats.rx_errors),
-        (3, 60 + 1514 + 1, 0)
-    );
+    assert_eq!((stats.rx_packets, stats.rx_bytes, stats.rx_errors), (3, 60 + 1514 + 1, 0));
     assert_no_violations(&model);
 }
 
@@ -475,14 +389,8 @@ fn rings_wrap_around_far_beyond_the_queue_size_and_the_u16_index() {
         assert_eq!(sent, vec![outgoing], "round {round}");
     }
     let stats = net.stats();
-    assert_eq!(
-        (stats.tx_packets, stats.rx_packets),
-        (u64::from(rounds), u64::from(rounds))
-    );
-    assert_eq!(
-        (stats.tx_dropped, stats.rx_errors, stats.tx_errors),
-        (0, 0, 0)
-    );
+    assert_eq!((stats.tx_packets, stats.rx_packets), (u64::from(rounds), u64::from(rounds)));
+    assert_eq!((stats.tx_dropped, stats.rx_errors, stats.tx_errors), (0, 0, 0));
     assert_eq!(model.borrow().queues[0].avail_idx(), (8 + rounds) as u16);
     assert_no_violations(&model);
 }
@@ -507,13 +415,7 @@ fn transmit_pool_exhaustion_and_reclaim() {
     send(&mut net, &frame(5, 64));
     model.borrow_mut().process_tx();
     let sent = model.borrow_mut().take_tx_frames();
-    assert_eq!(
-        sent,
-        (0..4)
-            .chain([5])
-            .map(|seed| frame(seed, 64))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(sent, (0..4).chain([5]).map(|seed| frame(seed, 64)).collect::<Vec<_>>());
     assert_no_violations(&model);
 }
 
@@ -562,27 +464,16 @@ fn mmio_interrupt_ack_reads_status_and_acknowledges_it() {
     assert!(model.borrow_mut().inject_rx(&frame(1, 64)));
     assert_eq!(model.borrow().isr, 1);
     assert!(net.ack_interrupt());
-    assert_eq!(
-        model.borrow().isr,
-        0,
-        "InterruptACK written with the pending bits"
-    );
+    assert_eq!(model.borrow().isr, 0, "InterruptACK written with the pending bits");
     assert!(!net.ack_interrupt(), "a shared line raised by someone else");
     assert_eq!(receive(&mut net), Some(frame(1, 64)));
 
     // NAPI: interrupts off while polling, back on with a re-check.
     net.disable_interrupts();
     assert!(model.borrow_mut().inject_rx(&frame(2, 64)));
-    assert_eq!(
-        model.borrow().isr,
-        0,
-        "device honoured VIRTQ_AVAIL_F_NO_INTERRUPT"
-    );
+    assert_eq!(model.borrow().isr, 0, "device honoured VIRTQ_AVAIL_F_NO_INTERRUPT");
     assert!(net.pending_receive());
-    assert!(
-        net.enable_interrupts(),
-        "work arrived while interrupts were off"
-    );
+    assert!(net.enable_interrupts(), "work arrived while interrupts were off");
     assert_eq!(receive(&mut net), Some(frame(2, 64)));
     assert!(!net.enable_interrupts());
 
@@ -598,10 +489,7 @@ fn mmio_interrupt_ack_reads_status_and_acknowledges_it() {
 fn detached_interrupt_ack_handles_acknowledge_without_the_driver() {
     let (mmio_model, mmio) = mmio_net(2, QEMU_MODERN, 8, small(8));
     let (pci_model, _bus, pci) = pci_net(PciFlavour::Uhyve, UHYVE, 256, NetConfig::default());
-    for (model, ack) in [
-        (&mmio_model, mmio.interrupt_ack()),
-        (&pci_model, pci.interrupt_ack()),
-    ] {
+    for (model, ack) in [(&mmio_model, mmio.interrupt_ack()), (&pci_model, pci.interrupt_ack())] {
         assert!(!ack.ack().any());
         assert!(model.borrow_mut().inject_rx(&frame(1, 64)));
         model.borrow_mut().set_link(true);
@@ -648,11 +536,7 @@ fn used_length_beyond_the_buffer_is_counted_and_the_buffer_recycled() {
     model.borrow_mut().return_rx_with_len(12).unwrap();
     assert_eq!(receive(&mut net), None);
     assert_eq!(net.stats().rx_dropped, 1);
-    assert_eq!(
-        model.borrow().queues[0].available(),
-        8,
-        "all buffers posted again"
-    );
+    assert_eq!(model.borrow().queues[0].available(), 8, "all buffers posted again");
     for seed in 0..8 {
         assert!(model.borrow_mut().inject_rx(&frame(seed, 1514)));
     }
@@ -686,9 +570,7 @@ fn used_ids_out_of_range_or_not_posted_are_rejected() {
     assert_eq!(net.stats().tx_errors, 2);
     model.borrow_mut().hold_tx = true;
     send(&mut net, &frame(2, 64));
-    let (head, _) = model.borrow_mut().queues[1]
-        .pop_avail(&mut Vec::new())
-        .unwrap();
+    let (head, _) = model.borrow_mut().queues[1].pop_avail(&mut Vec::new()).unwrap();
     model.borrow_mut().queues[1].push_used(u32::from(head), 0);
     model.borrow_mut().queues[1].push_used(u32::from(head), 0);
     assert_eq!(net.reclaim_transmitted(), 1);
@@ -732,39 +614,22 @@ fn pci_scan_follows_bridges_and_multi_function_devices_only() {
     bus.add((2, 7, 0), net);
     bus.add((5, 0, 0), pci_header(0x1af4, 0x1041, 0x02_00_00, 0)); // behind no bridge
     let found: Vec<_> = pci::find_net_devices(&bus).collect();
-    let addresses: Vec<_> = found
-        .iter()
-        .map(|f| (f.address.bus, f.address.device, f.address.function))
-        .collect();
+    let addresses: Vec<_> = found.iter().map(|f| (f.address.bus, f.address.device, f.address.function)).collect();
     assert_eq!(addresses, vec![(0, 2, 5), (2, 7, 0)]);
     assert_eq!((found[1].interrupt_line, found[1].interrupt_pin), (16, 1));
     assert_eq!(found[0].device_id, pci::DEVICE_ID_NET_TRANSITIONAL);
-    assert!(
-        bus.reads.get() < 3 * 32 * 3 + 64,
-        "scanned {} registers",
-        bus.reads.get()
-    );
+    assert!(bus.reads.get() < 3 * 32 * 3 + 64, "scanned {} registers", bus.reads.get());
 }
 
 #[test]
 fn pci_scan_sees_uhyves_aliased_device_once() {
     let model = model(false, UHYVE, 256);
     let fake = FakePciNet::new(PciFlavour::Uhyve, model);
-    let mut bus = FakePciBus {
-        uhyve_aliasing: true,
-        ..FakePciBus::default()
-    };
+    let mut bus = FakePciBus { uhyve_aliasing: true, ..FakePciBus::default() };
     bus.add((0, 0, 0), fake.config);
     let found: Vec<_> = pci::find_net_devices(&bus).collect();
     assert_eq!(found.len(), 1);
-    assert_eq!(
-        found[0].address,
-        crate::PciAddress {
-            bus: 0,
-            device: 0,
-            function: 0
-        }
-    );
+    assert_eq!(found[0].address, crate::PciAddress { bus: 0, device: 0, function: 0 });
     assert_eq!((found[0].interrupt_line, found[0].interrupt_pin), (11, 1));
 }
 
@@ -772,39 +637,16 @@ fn pci_scan_sees_uhyves_aliased_device_once() {
 fn pci_uhyve_device_comes_up_with_exact_widths_and_notify_addresses() {
     let (model, bus, mut net) = pci_net(PciFlavour::Uhyve, UHYVE, 256, NetConfig::default());
     assert_eq!(net.features(), F_VERSION_1 | F_MAC | F_STATUS);
-    let status_writes: Vec<_> = model
-        .borrow()
-        .ops
-        .iter()
-        .filter_map(|op| {
-            if let Op::StatusWrite(s) = op {
-                Some(*s)
-            } else {
-                None
-            }
-        })
-        .collect();
+    let status_writes: Vec<_> =
+        model.borrow().ops.iter().filter_map(|op| if let Op::StatusWrite(s) = op { Some(*s) } else { None }).collect();
     assert_eq!(status_writes, vec![0, 1, 3, 11, 15]);
     assert_eq!(net.mac(), MAC);
-    assert_eq!(
-        (
-            net.transport().interrupt_line(),
-            net.transport().interrupt_pin()
-        ),
-        (11, 1)
-    );
-    assert_eq!(
-        bus.config_u32((0, 0, 0), 4) & 0b110,
-        0b110,
-        "memory space and bus master on"
-    );
+    assert_eq!((net.transport().interrupt_line(), net.transport().interrupt_pin()), (11, 1));
+    assert_eq!(bus.config_u32((0, 0, 0), 4) & 0b110, 0b110, "memory space and bus master on");
     // Frames both ways; the fake checks that notifications hit 0xd0 and 0xd4
     // with 16-bit writes of the queue index.
     send(&mut net, &frame(1, 1514));
-    assert_eq!(
-        model.borrow().tx_frames,
-        vec![[vec![0; 12], frame(1, 1514)].concat()]
-    );
+    assert_eq!(model.borrow().tx_frames, vec![[vec![0; 12], frame(1, 1514)].concat()]);
     assert!(model.borrow_mut().inject_rx(&frame(2, 98)));
     assert_eq!(receive(&mut net), Some(frame(2, 98)));
     // Receive: once after DRIVER_OK, once for the reposted buffer (this
@@ -816,39 +658,17 @@ fn pci_uhyve_device_comes_up_with_exact_widths_and_notify_addresses() {
 #[test]
 fn pci_qemu_device_with_64_bit_bar_above_4g_and_msix_capability() {
     let (model, bus, mut net) = pci_net(PciFlavour::Qemu, QEMU_MODERN, 1024, NetConfig::default());
-    assert_eq!(
-        net.queue_sizes(),
-        (256, 256),
-        "device maximum 1024 capped at 256"
-    );
-    assert_eq!(
-        net.features(),
-        F_VERSION_1 | F_ACCESS_PLATFORM | F_MAC | F_STATUS
-    );
-    assert_eq!(
-        (
-            net.transport().interrupt_line(),
-            net.transport().interrupt_pin()
-        ),
-        (10, 1)
-    );
-    assert_eq!(
-        bus.config_u32((0, 0, 0), 4) & 0x406,
-        0b110,
-        "memory and bus master on, INTx unmasked"
-    );
+    assert_eq!(net.queue_sizes(), (256, 256), "device maximum 1024 capped at 256");
+    assert_eq!(net.features(), F_VERSION_1 | F_ACCESS_PLATFORM | F_MAC | F_STATUS);
+    assert_eq!((net.transport().interrupt_line(), net.transport().interrupt_pin()), (10, 1));
+    assert_eq!(bus.config_u32((0, 0, 0), 4) & 0x406, 0b110, "memory and bus master on, INTx unmasked");
     for seed in 0..300 {
         send(&mut net, &frame(seed, 60 + seed as usize));
         assert!(model.borrow_mut().inject_rx(&frame(seed + 1000, 1514)));
         assert_eq!(receive(&mut net), Some(frame(seed + 1000, 1514)));
     }
     let sent = model.borrow_mut().take_tx_frames();
-    assert_eq!(
-        sent,
-        (0..300)
-            .map(|seed| frame(seed, 60 + seed as usize))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(sent, (0..300).map(|seed| frame(seed, 60 + seed as usize)).collect::<Vec<_>>());
     assert_no_violations(&model);
 }
 
@@ -860,15 +680,9 @@ fn pci_legacy_only_device_is_reported_as_such() {
     bus.add((0, 3, 0), config);
     let function = pci::find_net_devices(&bus).next().unwrap();
     // SAFETY: the function is simulated; `new` must fail before mapping.
-    let error = unsafe { PciTransport::new::<_, TestHal>(&bus, &function) }
-        .err()
-        .unwrap();
+    let error = unsafe { PciTransport::new::<_, TestHal>(&bus, &function) }.err().unwrap();
     assert_eq!(error, VirtioError::LegacyOnly);
-    assert!(
-        error
-            .to_string()
-            .contains("legacy-only device not supported")
-    );
+    assert!(error.to_string().contains("legacy-only device not supported"));
 }
 
 #[test]
@@ -883,11 +697,7 @@ fn pci_unassigned_bar_is_reported() {
     // SAFETY: simulated function; `new` must fail before mapping.
     let error = unsafe { PciTransport::new::<_, TestHal>(&bus, &function) }.err();
     assert_eq!(error, Some(VirtioError::BarUnassigned));
-    assert_eq!(
-        bus.config_u32((0, 3, 0), 4) & 0b110,
-        0,
-        "decoding left off for a BAR at 0"
-    );
+    assert_eq!(bus.config_u32((0, 3, 0), 4) & 0b110, 0, "decoding left off for a BAR at 0");
 }
 
 #[test]
@@ -904,16 +714,8 @@ fn pci_capability_loop_terminates_and_a_notify_window_too_small_is_refused() {
     let transport = unsafe { PciTransport::new::<_, TestHal>(&bus, &function) }.unwrap();
     let resets = model.borrow().resets;
     let error = VirtioNet::<_, TestHal>::new(transport).err();
-    assert_eq!(
-        error,
-        Some(VirtioError::BadCapability),
-        "queue 1 notifies at offset 4 of a 2-byte window"
-    );
-    assert_eq!(
-        model.borrow().resets,
-        resets + 2,
-        "reset at start and again before freeing DMA"
-    );
+    assert_eq!(error, Some(VirtioError::BadCapability), "queue 1 notifies at offset 4 of a 2-byte window");
+    assert_eq!(model.borrow().resets, resets + 2, "reset at start and again before freeing DMA");
     assert_eq!(live_dma_pages(), 0);
 }
 
@@ -927,12 +729,7 @@ fn tcp_echo_between_two_smoltcp_interfaces_over_two_drivers() {
 
     // A: uhyve-like PCI (12-byte header); B: legacy MMIO (10-byte header).
     let (model_a, _bus, mut net_a) = pci_net(PciFlavour::Uhyve, UHYVE, 256, NetConfig::default());
-    let model_b = Rc::new(RefCell::new(DeviceModel::new(
-        true,
-        QEMU_LEGACY,
-        256,
-        [0x52, 0x54, 0, 0, 0, 2],
-    )));
+    let model_b = Rc::new(RefCell::new(DeviceModel::new(true, QEMU_LEGACY, 256, [0x52, 0x54, 0, 0, 0, 2])));
     let mut net_b = VirtioNet::<_, TestHal>::new(mmio_transport(&model_b, 1)).unwrap();
 
     let mut now = Instant::from_millis(0);
@@ -940,25 +737,16 @@ fn tcp_echo_between_two_smoltcp_interfaces_over_two_drivers() {
         let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(net.mac())));
         let mut iface = net.make_interface(config);
         iface.update_ip_addrs(|addrs| {
-            addrs
-                .push(IpCidr::new(IpAddress::v4(ip[0], ip[1], ip[2], ip[3]), 24))
-                .unwrap();
+            addrs.push(IpCidr::new(IpAddress::v4(ip[0], ip[1], ip[2], ip[3]), 24)).unwrap();
         });
         iface
     };
     let mut iface_a = iface(&mut net_a, [10, 0, 0, 1]);
     let mut iface_b = iface(&mut net_b, [10, 0, 0, 2]);
 
-    let (mut rx_a, mut tx_a, mut rx_b, mut tx_b) =
-        (vec![0; 8192], vec![0; 8192], vec![0; 8192], vec![0; 8192]);
-    let client = tcp::Socket::new(
-        tcp::SocketBuffer::new(&mut rx_a[..]),
-        tcp::SocketBuffer::new(&mut tx_a[..]),
-    );
-    let mut server = tcp::Socket::new(
-        tcp::SocketBuffer::new(&mut rx_b[..]),
-        tcp::SocketBuffer::new(&mut tx_b[..]),
-    );
+    let (mut rx_a, mut tx_a, mut rx_b, mut tx_b) = (vec![0; 8192], vec![0; 8192], vec![0; 8192], vec![0; 8192]);
+    let client = tcp::Socket::new(tcp::SocketBuffer::new(&mut rx_a[..]), tcp::SocketBuffer::new(&mut tx_a[..]));
+    let mut server = tcp::Socket::new(tcp::SocketBuffer::new(&mut rx_b[..]), tcp::SocketBuffer::new(&mut tx_b[..]));
     server.listen(7).unwrap();
     let mut storage_a = [SocketStorage::EMPTY; 1];
     let mut storage_b = [SocketStorage::EMPTY; 1];
@@ -966,10 +754,7 @@ fn tcp_echo_between_two_smoltcp_interfaces_over_two_drivers() {
     let mut sockets_b = SocketSet::new(&mut storage_b[..]);
     let client = sockets_a.add(client);
     let server = sockets_b.add(server);
-    sockets_a
-        .get_mut::<tcp::Socket>(client)
-        .connect(iface_a.context(), (IpAddress::v4(10, 0, 0, 2), 7), 49_152)
-        .unwrap();
+    sockets_a.get_mut::<tcp::Socket>(client).connect(iface_a.context(), (IpAddress::v4(10, 0, 0, 2), 7), 49_152).unwrap();
 
     let message: Vec<u8> = (0..50_000u32).map(|i| (i * 13 % 251) as u8).collect();
     let mut sent = 0;
@@ -1009,21 +794,10 @@ fn tcp_echo_between_two_smoltcp_interfaces_over_two_drivers() {
         }
         now += smoltcp::time::Duration::from_millis(1);
     }
-    assert_eq!(
-        echoed.len(),
-        message.len(),
-        "echo incomplete after {wire_frames} frames"
-    );
+    assert_eq!(echoed.len(), message.len(), "echo incomplete after {wire_frames} frames");
     assert!(echoed == message, "echoed bytes differ");
     for (net_stats, model) in [(net_a.stats(), &model_a), (net_b.stats(), &model_b)] {
-        assert_eq!(
-            (
-                net_stats.rx_errors,
-                net_stats.tx_errors,
-                net_stats.tx_dropped
-            ),
-            (0, 0, 0)
-        );
+        assert_eq!((net_stats.rx_errors, net_stats.tx_errors, net_stats.tx_dropped), (0, 0, 0));
         assert!(net_stats.rx_packets > 30, "{net_stats:?}");
         assert_no_violations(model);
     }

@@ -116,15 +116,11 @@ const MMIO_INTERRUPT_ACK: usize = 0x064;
 
 impl InterruptAck {
     pub(crate) fn pci_isr(isr: Registers) -> Self {
-        Self {
-            kind: AckKind::PciIsr(isr),
-        }
+        Self { kind: AckKind::PciIsr(isr) }
     }
 
     pub(crate) fn mmio(registers: Registers) -> Self {
-        Self {
-            kind: AckKind::Mmio(registers),
-        }
+        Self { kind: AckKind::Mmio(registers) }
     }
 
     /// Reads and acknowledges the pending causes; no allocation, no lock.

@@ -52,33 +52,16 @@ const fn abi_tag_desc() -> [u8; 16] {
 
 #[used]
 #[unsafe(link_section = ".note.hermit.entry-version")]
-static HERMIT_ENTRY_VERSION: Note<8, 4> = Note {
-    name_size: 7,
-    desc_size: 1,
-    kind: 0x5a00,
-    name: *b"HERMIT\0\0",
-    desc: [4, 0, 0, 0],
-};
+static HERMIT_ENTRY_VERSION: Note<8, 4> = Note { name_size: 7, desc_size: 1, kind: 0x5a00, name: *b"HERMIT\0\0", desc: [4, 0, 0, 0] };
 
 #[used]
 #[unsafe(link_section = ".note.hermit.uhyve-interface-version")]
-static HERMIT_UHYVE_INTERFACE: Note<8, 4> = Note {
-    name_size: 8,
-    desc_size: 4,
-    kind: 0x5b00,
-    name: *b"UHYVEIF\0",
-    desc: UHYVE_INTERFACE_VERSION.to_be_bytes(),
-};
+static HERMIT_UHYVE_INTERFACE: Note<8, 4> =
+    Note { name_size: 8, desc_size: 4, kind: 0x5b00, name: *b"UHYVEIF\0", desc: UHYVE_INTERFACE_VERSION.to_be_bytes() };
 
 #[used]
 #[unsafe(link_section = ".note.ABI-tag")]
-static HERMIT_ABI_TAG: Note<4, 16> = Note {
-    name_size: 4,
-    desc_size: 16,
-    kind: 1,
-    name: *b"GNU\0",
-    desc: abi_tag_desc(),
-};
+static HERMIT_ABI_TAG: Note<4, 16> = Note { name_size: 4, desc_size: 16, kind: 1, name: *b"GNU\0", desc: abi_tag_desc() };
 
 /// The magic a Multiboot2 loader leaves in `eax`.
 pub const MULTIBOOT2_BOOTLOADER_MAGIC: u32 = 0x36d7_6289;

@@ -9,7 +9,10 @@ use core::fmt;
 
 use hermit_entry::boot_info::{BootInfo as HermitBootInfo, PlatformInfo, RawBootInfo};
 
-pub use entry::{boot_stack, boot_stack_guard, boot_tsc, release_hermit_secondary, HERMIT_ABI_VERSION, MULTIBOOT2_BOOTLOADER_MAGIC, UHYVE_INTERFACE_VERSION};
+pub use entry::{
+    HERMIT_ABI_VERSION, MULTIBOOT2_BOOTLOADER_MAGIC, UHYVE_INTERFACE_VERSION, boot_stack, boot_stack_guard, boot_tsc,
+    release_hermit_secondary,
+};
 
 /// How the image was entered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -90,7 +90,8 @@ pub(super) unsafe fn read(address: u64, info: &mut BootInfo) {
                     continue;
                 }
                 for descriptor in body.get(8..).unwrap_or(&[]).chunks_exact(descriptor_size) {
-                    let (Some(kind), Some(start), Some(pages)) = (u32_at(descriptor, 0), u64_at(descriptor, 8), u64_at(descriptor, 24)) else {
+                    let (Some(kind), Some(start), Some(pages)) = (u32_at(descriptor, 0), u64_at(descriptor, 8), u64_at(descriptor, 24))
+                    else {
                         continue;
                     };
                     let kind = if efi_usable(kind) { MemoryKind::Usable } else { MemoryKind::Reserved };

@@ -126,9 +126,7 @@ fn shutdown(context: &mut CommandContext<'_>, request: &Request) -> Reply {
         },
     };
     if crate::shutdown::is_kernel_failure_code(code as u8) {
-        return error(format_args!(
-            "shutdown code {code} is reserved for kernel failures (1..6, 32..63); use 0, 7..31 or 64..127"
-        ));
+        return error(format_args!("shutdown code {code} is reserved for kernel failures (1..6, 32..63); use 0, 7..31 or 64..127"));
     }
     context.request_shutdown(code);
     Reply::ok()
@@ -203,8 +201,7 @@ fn irqs() -> Reply {
                 let mut entries = alloc::vec![("vector", int(line.vector)), ("name", Reply::bulk_str(line.name))];
                 let cpus: Vec<(String, Reply)> =
                     line.per_cpu.iter().enumerate().map(|(cpu, &count)| (format!("cpu{cpu}"), int(count))).collect();
-                let mut reply_entries: Vec<(Reply, Reply)> =
-                    entries.drain(..).map(|(key, value)| (Reply::bulk_str(key), value)).collect();
+                let mut reply_entries: Vec<(Reply, Reply)> = entries.drain(..).map(|(key, value)| (Reply::bulk_str(key), value)).collect();
                 reply_entries.extend(cpus.into_iter().map(|(key, value)| (Reply::bulk_str(&key), value)));
                 reply_entries.push((Reply::bulk_str("total"), int(line.total)));
                 Reply::Map(reply_entries)
@@ -215,7 +212,12 @@ fn irqs() -> Reply {
 
 /// Threads the control plane may not terminate: the kernel's own.
 fn protected(name: &str) -> bool {
-    name.starts_with("idle/") || name.starts_with("ksoftirqd/") || name.starts_with("events/") || name == "control-plane" || name == "main" || name.starts_with("klogd")
+    name.starts_with("idle/")
+        || name.starts_with("ksoftirqd/")
+        || name.starts_with("events/")
+        || name == "control-plane"
+        || name == "main"
+        || name.starts_with("klogd")
 }
 
 fn signal(target: &[u8], signal_name: Option<&[u8]>) -> Reply {
@@ -332,7 +334,9 @@ fn work_command(request: &Request) -> Reply {
             }
             match workqueue::cancel_named(&item, time::now_ns().saturating_add(WORK_WAIT_NS)) {
                 Ok(Ok(was)) => Reply::Integer(i64::from(was)),
-                Ok(Err(reason)) => error(format!("'{item}': {reason}: no longer pending, its handler still runs after {} ms", WORK_WAIT_NS / 1_000_000)),
+                Ok(Err(reason)) => {
+                    error(format!("'{item}': {reason}: no longer pending, its handler still runs after {} ms", WORK_WAIT_NS / 1_000_000))
+                }
                 Err(reason) => error(format!("{reason} ('{item}')")),
             }
         }
@@ -340,7 +344,11 @@ fn work_command(request: &Request) -> Reply {
         "FLUSH" => match workqueue::find(&queue) {
             Some(found) => match found.flush_until(Some(time::now_ns().saturating_add(WORK_WAIT_NS))) {
                 Ok(()) => Reply::ok(),
-                Err(reason) => error(format!("flush of '{queue}' not done after {} ms ({reason}); {} items still queued", WORK_WAIT_NS / 1_000_000, found.backlog())),
+                Err(reason) => error(format!(
+                    "flush of '{queue}' not done after {} ms ({reason}); {} items still queued",
+                    WORK_WAIT_NS / 1_000_000,
+                    found.backlog()
+                )),
             },
             None => error(format!("no such workqueue '{queue}'")),
         },
@@ -354,9 +362,8 @@ fn work_command(request: &Request) -> Reply {
 fn histogram_reply(source: &str, snapshot: &latency::Snapshot) -> Reply {
     let histogram = &snapshot.histogram;
     let quantile = |per_100k| int(histogram.quantile_per_100k(per_100k).unwrap_or(0));
-    let buckets = Reply::Array(
-        histogram.non_empty_buckets().map(|(upper, count)| Reply::Array(alloc::vec![int(upper), int(count)])).collect(),
-    );
+    let buckets =
+        Reply::Array(histogram.non_empty_buckets().map(|(upper, count)| Reply::Array(alloc::vec![int(upper), int(count)])).collect());
     let mean = int(histogram.mean().unwrap_or(0));
     let mut fields = alloc::vec![
         ("source", Reply::bulk_str(source)),
@@ -392,8 +399,8 @@ fn latency_command(request: &Request) -> Reply {
         Some(_) => return error("syntax: LATENCY source [RESET]"),
     };
     // A bare thread name works too.
-    let snapshot = latency::snapshot_with_releases(&source, reset)
-        .or_else(|| latency::snapshot_with_releases(&format!("thread:{source}"), reset));
+    let snapshot =
+        latency::snapshot_with_releases(&source, reset).or_else(|| latency::snapshot_with_releases(&format!("thread:{source}"), reset));
     match snapshot {
         Some(snapshot) => histogram_reply(&source, &snapshot),
         None => error(format!("no such latency source '{source}'")),

@@ -112,7 +112,9 @@ fn cpu(out: &mut String) -> core::fmt::Result {
     // Interrupts-off sections of IrqSpinLocks since the last RT thread
     // LATENCY RESET (the measuring window of an RT phase).
     let irqs_off = crate::sync::irqs_off_report();
-    let place = |site: Option<&core::panic::Location<'static>>| site.map_or(String::from("none"), |site| alloc::format!("{}:{}", site.file(), site.line()));
+    let place = |site: Option<&core::panic::Location<'static>>| {
+        site.map_or(String::from("none"), |site| alloc::format!("{}:{}", site.file(), site.line()))
+    };
     write!(out, "irqs_off_timing:{}\r\n", if crate::sync::irqs_off_timing() { "on" } else { "off (boot with irqsoff=1)" })?;
     write!(
         out,

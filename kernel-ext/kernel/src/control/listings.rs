@@ -85,11 +85,7 @@ pub fn claim_new(before: &Registered, module: &'static str) {
 
 /// The module that registered the object, or `-`.
 fn owner(kind: Kind, address: usize, name: &str) -> &'static str {
-    OWNERS
-        .lock()
-        .iter()
-        .find(|(key, _)| key.kind == kind && key.address == address && key.name == name)
-        .map_or("-", |(_, module)| *module)
+    OWNERS.lock().iter().find(|(key, _)| key.kind == kind && key.address == address && key.name == name).map_or("-", |(_, module)| *module)
 }
 
 fn int(value: impl TryInto<i64>) -> Reply {

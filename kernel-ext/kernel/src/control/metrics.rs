@@ -156,13 +156,15 @@ fn threads(exposition: &mut Exposition) {
         .collect();
     exposition.family("rtedge_thread_runtime_seconds_total", MetricType::Counter, "CPU time each thread has run.");
     for line in &lines {
-        exposition.sample(&[("thread", &line.name), ("id", &line.id), ("kind", line.kind)], Value::Nanoseconds(u128::from(line.runtime_ns)));
+        exposition
+            .sample(&[("thread", &line.name), ("id", &line.id), ("kind", line.kind)], Value::Nanoseconds(u128::from(line.runtime_ns)));
     }
     exposition.family("rtedge_thread_switches_total", MetricType::Counter, "Times each thread was switched in.");
     for line in &lines {
         exposition.sample(&[("thread", &line.name), ("id", &line.id), ("kind", line.kind)], Value::Integer(line.switches));
     }
-    let periodic: Vec<(&ThreadLine, (u64, u64, u64))> = lines.iter().filter_map(|line| line.periodic.map(|numbers| (line, numbers))).collect();
+    let periodic: Vec<(&ThreadLine, (u64, u64, u64))> =
+        lines.iter().filter_map(|line| line.periodic.map(|numbers| (line, numbers))).collect();
     let families: [(&str, &str); 3] = [
         ("rtedge_thread_releases_total", "Periodic releases of each real-time thread."),
         ("rtedge_thread_deadline_misses_total", "Jobs of each periodic thread that ended after their deadline."),
@@ -195,7 +197,8 @@ fn write_histogram(exposition: &mut Exposition, source: &str, histogram: &Latenc
     // The accessor gives exclusive upper bounds in integer nanoseconds: a
     // bucket below U holds values up to U - 1 (Prometheus's `le` is
     // inclusive); the last bucket (bound u64::MAX) is the +Inf bucket's.
-    let buckets = histogram.non_empty_buckets().map(|(upper, count)| (if upper == u64::MAX { upper } else { upper.saturating_sub(1) }, count));
+    let buckets =
+        histogram.non_empty_buckets().map(|(upper, count)| (if upper == u64::MAX { upper } else { upper.saturating_sub(1) }, count));
     let count = histogram.count();
     // The exact sum is not exposed; mean × count is within count ns of it.
     let sum = u128::from(histogram.mean().unwrap_or(0)) * u128::from(count);
@@ -223,19 +226,40 @@ fn memory_and_pool(exposition: &mut Exposition) {
     }
     let pool = rtpool::stats();
     exposition.single("rtedge_rtpool_buffers", MetricType::Gauge, "Buffers in the RT pool.", Value::Integer(pool.capacity as u64));
-    exposition.single("rtedge_rtpool_buffers_in_use", MetricType::Gauge, "RT pool buffers taken now.", Value::Integer(u64::from(pool.in_use)));
-    exposition.single("rtedge_rtpool_buffer_size_bytes", MetricType::Gauge, "Bytes per RT pool buffer.", Value::Integer(pool.max_size as u64));
+    exposition.single(
+        "rtedge_rtpool_buffers_in_use",
+        MetricType::Gauge,
+        "RT pool buffers taken now.",
+        Value::Integer(u64::from(pool.in_use)),
+    );
+    exposition.single(
+        "rtedge_rtpool_buffer_size_bytes",
+        MetricType::Gauge,
+        "Bytes per RT pool buffer.",
+        Value::Integer(pool.max_size as u64),
+    );
     exposition.single("rtedge_rtpool_requests_total", MetricType::Counter, "RT pool requests.", Value::Integer(pool.requests));
     exposition.single("rtedge_rtpool_failures_total", MetricType::Counter, "RT pool requests refused.", Value::Integer(pool.failures));
     exposition.single("rtedge_rtpool_freed_total", MetricType::Counter, "RT pool buffers given back.", Value::Integer(pool.freed));
 }
 
 fn control_plane(exposition: &mut Exposition) {
-    exposition.single("rtedge_events_emitted_total", MetricType::Counter, "Events emitted into the per-CPU rings.", Value::Integer(events::emitted()));
+    exposition.single(
+        "rtedge_events_emitted_total",
+        MetricType::Counter,
+        "Events emitted into the per-CPU rings.",
+        Value::Integer(events::emitted()),
+    );
     exposition.single("rtedge_events_dropped_total", MetricType::Counter, "Events dropped (ring full).", Value::Integer(events::dropped()));
-    exposition.single("rtedge_pubsub_published_total", MetricType::Counter, "Messages published on channels.", Value::Integer(super::published()));
+    exposition.single(
+        "rtedge_pubsub_published_total",
+        MetricType::Counter,
+        "Messages published on channels.",
+        Value::Integer(super::published()),
+    );
     let Some((resp, http)) = net::server_stats() else { return };
-    let gauges: [(&str, &str, u64); 1] = [("rtedge_control_connections", "Control-plane (RESP) connections open now.", resp.connected as u64)];
+    let gauges: [(&str, &str, u64); 1] =
+        [("rtedge_control_connections", "Control-plane (RESP) connections open now.", resp.connected as u64)];
     for (name, help, value) in gauges {
         exposition.single(name, MetricType::Gauge, help, Value::Integer(value));
     }
@@ -251,7 +275,11 @@ fn control_plane(exposition: &mut Exposition) {
         exposition.single(name, MetricType::Counter, help, Value::Integer(value));
     }
     if let Some(http) = http {
-        exposition.family("rtedge_metrics_http_responses_total", MetricType::Counter, "Replies of the metrics HTTP server, by status code.");
+        exposition.family(
+            "rtedge_metrics_http_responses_total",
+            MetricType::Counter,
+            "Replies of the metrics HTTP server, by status code.",
+        );
         for (code, count) in http.by_status() {
             let code = format!("{code}");
             exposition.sample(&[("code", &code)], Value::Integer(count));

@@ -10,9 +10,9 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use talc::DefaultBinning;
 use talc::base::Talc;
 use talc::source::Manual;
-use talc::DefaultBinning;
 
 use crate::sync::IrqSpinLock;
 
@@ -37,7 +37,10 @@ fn check_context(layout: Layout) {
     if crate::context::in_realtime_thread() {
         RT_VIOLATIONS.fetch_add(1, Ordering::Relaxed);
         if STRICT_RT_CHECK.load(Ordering::Relaxed) {
-            panic!("heap allocation of {} bytes from a real-time thread (RT threads must use memory taken at creation or the rt-pool)", layout.size());
+            panic!(
+                "heap allocation of {} bytes from a real-time thread (RT threads must use memory taken at creation or the rt-pool)",
+                layout.size()
+            );
         }
     }
 }

@@ -27,7 +27,7 @@
 
 use core::any::TypeId;
 use core::mem::{align_of, size_of};
-use core::sync::atomic::{AtomicI16, AtomicI32, AtomicI64, AtomicI8, AtomicIsize, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
+use core::sync::atomic::{AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize};
 
 use crate::sync::IrqSpinLock;
 
@@ -201,7 +201,8 @@ impl RawRegion {
             if !overlaps {
                 continue;
             }
-            let same_view = matches!(kind, ClaimKind::Typed(_)) && claim.kind == kind && claim.start == wanted.start && claim.end == wanted.end;
+            let same_view =
+                matches!(kind, ClaimKind::Typed(_)) && claim.kind == kind && claim.start == wanted.start && claim.end == wanted.end;
             return if same_view { Ok(()) } else { Err(RawError::Overlap { offset, len }) };
         }
         let free = claims.iter_mut().find(|slot| slot.is_none()).ok_or(RawError::TooManyClaims)?;
@@ -277,7 +278,9 @@ impl Drop for RawBytes {
     fn drop(&mut self) {
         let mut claims = CLAIMS.lock();
         for slot in claims.iter_mut() {
-            if slot.is_some_and(|claim| claim.kind == ClaimKind::Exclusive && claim.start == self.offset && claim.end == self.offset + self.len) {
+            if slot.is_some_and(|claim| {
+                claim.kind == ClaimKind::Exclusive && claim.start == self.offset && claim.end == self.offset + self.len
+            }) {
                 *slot = None;
                 break;
             }

@@ -12,7 +12,7 @@ use core::alloc::Layout;
 
 use rtedge_arch::paging::{Access, PAGE_SIZE, STACK_SLOT_SIZE, STACK_WINDOW};
 
-use super::{with_kernel_space, HeapFrames, MemoryError, Result};
+use super::{HeapFrames, MemoryError, Result, with_kernel_space};
 use crate::sync::IrqSpinLock;
 
 /// Largest stack a slot holds (the slot minus its guard page).
@@ -172,4 +172,3 @@ pub fn counts() -> (u64, u64) {
 pub fn is_mapped(address: u64) -> bool {
     crate::memory::kernel_space().and_then(|space| space.translate(address)).is_some()
 }
-

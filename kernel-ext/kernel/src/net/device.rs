@@ -18,10 +18,10 @@ use rtedge_arch::boot::{BootInfo, BootPath};
 use rtedge_control::{Config, NetConfig};
 use rtedge_engine::cmdline;
 use rtedge_virtio::pci::find_net_devices;
-use rtedge_virtio::{parse_mmio_devices, MmioTransport, PciTransport, Transport, VirtioNet};
+use rtedge_virtio::{MmioTransport, PciTransport, Transport, VirtioNet, parse_mmio_devices};
 
 use super::hal::{KernelHal, PortPciConfig};
-use super::{device_interrupt, install, Net};
+use super::{Net, device_interrupt, install};
 use crate::irq::{self, Polarity, Trigger};
 use crate::memory;
 
@@ -127,8 +127,7 @@ pub fn auth_token(line: &str) -> &str {
 pub fn start(info: &BootInfo) -> Result<(), NetError> {
     let line = info.command_line();
     let config = control_config(line)?;
-    let net_config: NetConfig =
-        rtedge_control::parse_net_config(line).map_err(|error| NetError::Config(format!("{error}")))?;
+    let net_config: NetConfig = rtedge_control::parse_net_config(line).map_err(|error| NetError::Config(format!("{error}")))?;
     let auth_required = !auth_token(line).is_empty();
     if !auth_required {
         log::warn!("net: no auth= token on the command line; the control plane is open to anyone who can reach it");
@@ -177,16 +176,15 @@ pub fn start(info: &BootInfo) -> Result<(), NetError> {
                 let base = MICROVM_WINDOW + slot * MICROVM_SLOT;
                 // SAFETY: the window is mapped uncached; reading the magic and
                 // device id of an empty slot returns zeros.
-                let (magic, device_id) = unsafe {
-                    (core::ptr::read_volatile(base as *const u32), core::ptr::read_volatile((base + 8) as *const u32))
-                };
+                let (magic, device_id) =
+                    unsafe { (core::ptr::read_volatile(base as *const u32), core::ptr::read_volatile((base + 8) as *const u32)) };
                 if magic != 0x7472_6976 || device_id != 1 {
                     continue;
                 }
                 let Some(pointer) = NonNull::new(base as *mut u8) else { continue };
                 // SAFETY: a virtio-mmio net device answers at this mapped block.
-                let transport = unsafe { MmioTransport::new(pointer, MICROVM_SLOT as usize) }
-                    .map_err(|error| NetError::Driver(format!("{error}")))?;
+                let transport =
+                    unsafe { MmioTransport::new(pointer, MICROVM_SLOT as usize) }.map_err(|error| NetError::Driver(format!("{error}")))?;
                 let gsi = base_gsi + slot as u32;
                 let description = format!("virtio-mmio {base:#x} (slot {slot}) gsi {gsi}");
                 return finish(transport, description, gsi, Trigger::Level, Polarity::High, config, net_config, auth_required, false);
@@ -274,8 +272,17 @@ fn finish<T: Transport + 'static>(
             faulty.set_drop_chance(drop_pct);
             faulty.set_corrupt_chance(corrupt_pct);
             Box::new(
-                Net::new(faulty, mac, description.clone(), config, net_config, auth_required, |_| rtedge_virtio::NetStats::default(), |_| false)
-                    .map_err(|error| NetError::Config(format!("{error:?}")))?,
+                Net::new(
+                    faulty,
+                    mac,
+                    description.clone(),
+                    config,
+                    net_config,
+                    auth_required,
+                    |_| rtedge_virtio::NetStats::default(),
+                    |_| false,
+                )
+                .map_err(|error| NetError::Config(format!("{error:?}")))?,
             )
         }
         None => Box::new(

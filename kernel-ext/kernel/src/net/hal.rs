@@ -2,11 +2,11 @@
 //! identity mapped, so the device address is the virtual address), device
 //! register mappings, and PCI configuration space through ports 0xCF8/0xCFC.
 
-use alloc::alloc::{alloc_zeroed, dealloc, Layout};
+use alloc::alloc::{Layout, alloc_zeroed, dealloc};
 use core::ptr::NonNull;
 
 use rtedge_arch::cpu;
-use rtedge_virtio::{Hal, PciConfig, PAGE_SIZE};
+use rtedge_virtio::{Hal, PAGE_SIZE, PciConfig};
 
 use crate::memory;
 use crate::sync::IrqSpinLock;
@@ -55,11 +55,7 @@ pub struct PortPciConfig;
 static PCI_LOCK: IrqSpinLock<()> = IrqSpinLock::new(());
 
 fn address(bus: u8, device: u8, function: u8, offset: u16) -> u32 {
-    0x8000_0000
-        | (u32::from(bus) << 16)
-        | (u32::from(device & 0x1f) << 11)
-        | (u32::from(function & 0x7) << 8)
-        | u32::from(offset & 0xfc)
+    0x8000_0000 | (u32::from(bus) << 16) | (u32::from(device & 0x1f) << 11) | (u32::from(function & 0x7) << 8) | u32::from(offset & 0xfc)
 }
 
 impl PciConfig for PortPciConfig {

@@ -18,15 +18,17 @@ pub mod device;
 pub mod hal;
 
 use alloc::boxed::Box;
-use alloc::sync::Arc;
 use alloc::collections::VecDeque;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use rtedge_control::hub::Backlog;
-use rtedge_control::{Completion, Config, ConnectionId, HttpServer, HttpStats, Job, MemoryBudget, NetServer, NetStats, PublishReport, Stack, StackEvent};
+use rtedge_control::{
+    Completion, Config, ConnectionId, HttpServer, HttpStats, Job, MemoryBudget, NetServer, NetStats, PublishReport, Stack, StackEvent,
+};
 use rtedge_virtio::{InterruptAck, NetStats as DeviceStats};
 use smoltcp::iface::{Interface, SocketSet};
 use smoltcp::phy::Device;
@@ -430,7 +432,9 @@ static POLL_FIGURES: PollFigures = PollFigures {
 
 /// Starts a new window for the `net_rx_*` figures of `INFO net`.
 pub fn reset_poll_figures() {
-    for figure in [&POLL_FIGURES.polls, &POLL_FIGURES.fan_out_ns, &POLL_FIGURES.fan_out_max_ns, &POLL_FIGURES.poll_ns, &POLL_FIGURES.poll_max_ns] {
+    for figure in
+        [&POLL_FIGURES.polls, &POLL_FIGURES.fan_out_ns, &POLL_FIGURES.fan_out_max_ns, &POLL_FIGURES.poll_ns, &POLL_FIGURES.poll_max_ns]
+    {
         figure.store(0, Ordering::Relaxed);
     }
 }

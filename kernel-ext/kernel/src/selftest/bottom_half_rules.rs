@@ -331,7 +331,9 @@ fn count_of(name: &str) -> u64 {
 
 fn handlerless_vectors() -> Outcome {
     check_eq!(softirq::find("IRQ_POLL"), Some(Vector::IrqPoll as usize));
-    for (name, vector) in [("NET_TX", Vector::NetTx), ("BLOCK", Vector::Block), ("IRQ_POLL", Vector::IrqPoll), ("SCHED", Vector::Sched), ("RCU", Vector::Rcu)] {
+    for (name, vector) in
+        [("NET_TX", Vector::NetTx), ("BLOCK", Vector::Block), ("IRQ_POLL", Vector::IrqPoll), ("SCHED", Vector::Sched), ("RCU", Vector::Rcu)]
+    {
         let before = count_of(name);
         check_eq!(softirq::raise_named(name), Err(SoftIrqError::NoHandler(softirq::FIXED_NAMES[vector as usize])));
         softirq::raise(vector);

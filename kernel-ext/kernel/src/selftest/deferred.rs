@@ -42,7 +42,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "time::realtime_clock_and_jiffies_conversions", run: clocks },
 ];
 
-use super::{error, MILLISECOND, SECOND};
+use super::{MILLISECOND, SECOND, error};
 
 static TRACE: IrqSpinLock<Vec<u32>> = IrqSpinLock::new(Vec::new());
 
@@ -172,14 +172,16 @@ fn softirq_flood() -> Outcome {
     let irq = softirq::register("test-flood", flood_handler, 0).map_err(error)?;
     *FLOOD_IRQ.lock() = Some(irq);
     let cpu = thread::current_cpu();
-    let counter = Builder::new("t-flood-bystander").cpu(cpu).spawn(|| {
-        while !STOP.load(Ordering::SeqCst) {
-            FLOOD_PROGRESS.fetch_add(1, Ordering::SeqCst);
-            thread::yield_cpu();
-        }
-        0
-    })
-    .map_err(error)?;
+    let counter = Builder::new("t-flood-bystander")
+        .cpu(cpu)
+        .spawn(|| {
+            while !STOP.load(Ordering::SeqCst) {
+                FLOOD_PROGRESS.fetch_add(1, Ordering::SeqCst);
+                thread::yield_cpu();
+            }
+            0
+        })
+        .map_err(error)?;
     let handovers = softirq::handovers();
     FLOOD_TARGET.store(FLOOD_PROGRESS.load(Ordering::SeqCst) + 3, Ordering::SeqCst);
     irq.raise_on(cpu);
@@ -226,12 +228,15 @@ fn softirq_before_kernel() -> Outcome {
     while ORDER_SEMAPHORE.try_down() {}
     let cpu = thread::current_cpu();
     let kernel = order_witness("t-after-softirq", cpu)?;
-    let rt = Builder::new("t-raiser").realtime(20).cpu(cpu).spawn(move || {
-        irq.raise();
-        ORDER_SEMAPHORE.up();
-        0
-    })
-    .map_err(error)?;
+    let rt = Builder::new("t-raiser")
+        .realtime(20)
+        .cpu(cpu)
+        .spawn(move || {
+            irq.raise();
+            ORDER_SEMAPHORE.up();
+            0
+        })
+        .map_err(error)?;
     thread::join(rt, Some(SECOND)).map_err(error)?;
     thread::join(kernel, Some(SECOND)).map_err(error)?;
     irq.free();
@@ -267,31 +272,36 @@ fn softirq_preempted_by_rt() -> Outcome {
     while PREEMPT_RT_RELEASE.try_down() {}
     PREEMPT_RT_RAN.store(false, Ordering::SeqCst);
     let cpu = thread::current_cpu();
-    let bystander = Builder::new("t-bystander").cpu(cpu).spawn(|| {
-        if PREEMPT_BYSTANDER_GATE.down().is_err() {
-            return -1;
-        }
-        trace(40);
-        0
-    })
-    .map_err(error)?;
-    let rt = Builder::new("t-preemptor").realtime(30).cpu(cpu).spawn(|| {
-        if PREEMPT_RT_GATE.down().is_err() {
-            return -1;
-        }
-        trace(20 + u32::from(softirq::in_softirq()));
-        PREEMPT_RT_RAN.store(true, Ordering::SeqCst);
-        // A blocking wait is legal here: this thread is not in softirq
-        // context even though it preempted softirq work. Released once the
-        // test thread is done (not by a timeout: a stalled vCPU would
-        // reorder the trace).
-        if PREEMPT_RT_RELEASE.down_timeout(10 * SECOND).is_err() {
-            return -2;
-        }
-        trace(30);
-        0
-    })
-    .map_err(error)?;
+    let bystander = Builder::new("t-bystander")
+        .cpu(cpu)
+        .spawn(|| {
+            if PREEMPT_BYSTANDER_GATE.down().is_err() {
+                return -1;
+            }
+            trace(40);
+            0
+        })
+        .map_err(error)?;
+    let rt = Builder::new("t-preemptor")
+        .realtime(30)
+        .cpu(cpu)
+        .spawn(|| {
+            if PREEMPT_RT_GATE.down().is_err() {
+                return -1;
+            }
+            trace(20 + u32::from(softirq::in_softirq()));
+            PREEMPT_RT_RAN.store(true, Ordering::SeqCst);
+            // A blocking wait is legal here: this thread is not in softirq
+            // context even though it preempted softirq work. Released once the
+            // test thread is done (not by a timeout: a stalled vCPU would
+            // reorder the trace).
+            if PREEMPT_RT_RELEASE.down_timeout(10 * SECOND).is_err() {
+                return -2;
+            }
+            trace(30);
+            0
+        })
+        .map_err(error)?;
     super::threads::wait_for_state(bystander, State::Blocked)?;
     super::threads::wait_for_state(rt, State::Blocked)?;
     check!(TRACE.lock().capacity() >= 16, "the RT thread would allocate to record");
@@ -423,12 +433,15 @@ fn tasklet_before_kernel() -> Outcome {
     while ORDER_SEMAPHORE.try_down() {}
     let cpu = thread::current_cpu();
     let kernel = order_witness("t-after-tasklet", cpu)?;
-    let rt = Builder::new("t-tasklet-rt").realtime(20).cpu(cpu).spawn(|| {
-        RT_TASKLET.hi_schedule();
-        ORDER_SEMAPHORE.up();
-        0
-    })
-    .map_err(error)?;
+    let rt = Builder::new("t-tasklet-rt")
+        .realtime(20)
+        .cpu(cpu)
+        .spawn(|| {
+            RT_TASKLET.hi_schedule();
+            ORDER_SEMAPHORE.up();
+            0
+        })
+        .map_err(error)?;
     thread::join(rt, Some(SECOND)).map_err(error)?;
     thread::join(kernel, Some(SECOND)).map_err(error)?;
     check_eq!(take_trace(), alloc::vec![1, 2]);

@@ -24,10 +24,7 @@ const SMP_TESTS: &[Test] = &[
     Test { name: "log::an_rt_thread_never_writes_the_console_itself", run: rt_lines_go_through_the_ring },
     Test { name: "log::a_full_ring_counts_and_reports_lost_lines", run: full_ring_counts_lost_lines },
     Test { name: "shared::text_reads_are_whole_while_an_rt_thread_writes", run: shared_text_whole },
-    Test {
-        name: "rtpool::a_cancelled_request_never_hands_its_buffer_or_wake_up_to_the_next_thread",
-        run: cancelled_request_slot_reuse,
-    },
+    Test { name: "rtpool::a_cancelled_request_never_hands_its_buffer_or_wake_up_to_the_next_thread", run: cancelled_request_slot_reuse },
 ];
 
 /// This group's tests for this machine (the rt-pool test needs a second

@@ -26,7 +26,11 @@ pub const TESTS: &[Test] = &[
 fn every_thread() -> Outcome {
     let text = metrics::render();
     for info in thread::list().into_iter().filter(|info| info.state != thread::State::Free) {
-        let needle = format!("rtedge_thread_runtime_seconds_total{{thread=\"{}\",id=\"{}\"", info.name.replace('\\', "\\\\").replace('"', "\\\""), info.id);
+        let needle = format!(
+            "rtedge_thread_runtime_seconds_total{{thread=\"{}\",id=\"{}\"",
+            info.name.replace('\\', "\\\\").replace('"', "\\\""),
+            info.id
+        );
         check!(text.contains(&needle), "no `{needle}` in the exposition");
     }
     Ok(())
@@ -54,7 +58,11 @@ fn latency_histogram() -> Outcome {
     let (last_bound, last_count) = bounds.last().cloned().unwrap_or_default();
     check_eq!(last_bound.as_str(), "+Inf");
     check_eq!(last_count, 4);
-    let finite: Vec<(f64, u64)> = bounds.iter().filter(|(bound, _)| bound != "+Inf").filter_map(|(bound, count)| Some((bound.parse::<f64>().ok()?, *count))).collect();
+    let finite: Vec<(f64, u64)> = bounds
+        .iter()
+        .filter(|(bound, _)| bound != "+Inf")
+        .filter_map(|(bound, count)| Some((bound.parse::<f64>().ok()?, *count)))
+        .collect();
     check_eq!(finite.len(), bounds.len() - 1);
     for pair in finite.windows(2) {
         check!(pair[0].0 < pair[1].0 && pair[0].1 <= pair[1].1, "not ascending and cumulative: {finite:?}");

@@ -6,8 +6,8 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use rtedge_arch::paging::PAGE_SIZE;
 use rtedge_arch::cpu;
+use rtedge_arch::paging::PAGE_SIZE;
 
 use crate::ktest::{Outcome, Test};
 use crate::{check, check_eq, clockevent, cpu_local, memory, time};
@@ -17,10 +17,10 @@ mod deferred;
 mod handler_rules;
 mod listings;
 mod log_pool_rules;
-mod metrics_rules;
 mod logs;
-mod smp;
+mod metrics_rules;
 mod rt_rules;
+mod smp;
 mod threads;
 mod workqueue_rules;
 
@@ -79,7 +79,11 @@ fn heap_alloc_and_free() -> Outcome {
         let mut vector: Vec<u64> = Vec::with_capacity(100);
         vector.extend(0..100);
         let during = memory::heap::statistics();
-        check!(during.allocated_bytes >= before.allocated_bytes + 1000 + 800, "allocated bytes grew by {}", during.allocated_bytes - before.allocated_bytes);
+        check!(
+            during.allocated_bytes >= before.allocated_bytes + 1000 + 800,
+            "allocated bytes grew by {}",
+            during.allocated_bytes - before.allocated_bytes
+        );
         check_eq!(boxed[999], 7);
         check_eq!(vector.iter().sum::<u64>(), 4950);
     }
@@ -228,11 +232,7 @@ fn record_order(_: clockevent::AlarmId, data: u64) {
 fn alarms_in_order() -> Outcome {
     FIRED_ORDER.store(0, Ordering::SeqCst);
     let now = time::now_ns();
-    let alarms = [
-        clockevent::register(record_order, 3),
-        clockevent::register(record_order, 1),
-        clockevent::register(record_order, 2),
-    ];
+    let alarms = [clockevent::register(record_order, 3), clockevent::register(record_order, 1), clockevent::register(record_order, 2)];
     // Armed with interrupts off (the alarms are this CPU's), so all three
     // are armed before any can fire: a host stall of a few ms between two
     // calls would otherwise let the first fire alone, rightly, first.

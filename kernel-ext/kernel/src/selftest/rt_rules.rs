@@ -16,7 +16,7 @@ use crate::sync::{self, IrqSpinLock, Mutex, Semaphore, SpinLock};
 use crate::thread::{self, Builder, Kind, State, ThreadId};
 use crate::{check, check_eq, time};
 
-use super::{error, MILLISECOND, SECOND};
+use super::{MILLISECOND, SECOND, error};
 
 pub const TESTS: &[Test] = &[
     Test { name: "rt_rules::priority_inversion_is_bounded_by_inheritance", run: priority_inversion },

@@ -24,9 +24,8 @@ pub const TESTS: &[Test] = &[
 ];
 
 /// Tests that need three CPUs or more.
-pub const THREE_CPU_TESTS: &[Test] = &[
-    Test { name: "smp::thread_woken_while_being_switched_out_is_queued_once", run: wake_during_switch_out },
-];
+pub const THREE_CPU_TESTS: &[Test] =
+    &[Test { name: "smp::thread_woken_while_being_switched_out_is_queued_once", run: wake_during_switch_out }];
 
 use crate::tasklet::Tasklet;
 use crate::timer::{HrTimer, Mode, Restart, Timer};
@@ -89,10 +88,7 @@ fn parallel_handler(which: usize) {
     }
     // Keep running until the partner has seen this one too: a fixed overlap
     // is missed whenever the partner's vCPU stalls for longer.
-    while SAW_PARTNER[which].load(Ordering::SeqCst)
-        && !SAW_PARTNER[1 - which].load(Ordering::SeqCst)
-        && crate::time::now_ns() < deadline
-    {
+    while SAW_PARTNER[which].load(Ordering::SeqCst) && !SAW_PARTNER[1 - which].load(Ordering::SeqCst) && crate::time::now_ns() < deadline {
         rtedge_arch::cpu::pause();
     }
     PARTNER_RUNNING[which].store(false, Ordering::SeqCst);
@@ -212,7 +208,7 @@ fn hrtimer_cancel_running() -> Outcome {
     Ok(())
 }
 
-use super::{error, MILLISECOND, SECOND};
+use super::{MILLISECOND, SECOND, error};
 
 fn last_cpu() -> u32 {
     63 - thread::online_mask().leading_zeros()
@@ -293,7 +289,9 @@ fn cross_cpu_wake() -> Outcome {
     super::threads::wait_for_state(sleeper, State::Blocked)?;
     let sleeper_address = thread::get(sleeper).map_or(0, |t| t as *const thread::Thread as usize);
     let give_up = time::now_ns() + 20 * SECOND;
-    while remote.current_thread.load(Ordering::SeqCst) == sleeper_address || remote.running_class.load(Ordering::SeqCst) != 0 /* 0: idle */ {
+    while remote.current_thread.load(Ordering::SeqCst) == sleeper_address || remote.running_class.load(Ordering::SeqCst) != 0
+    /* 0: idle */
+    {
         if time::now_ns() >= give_up {
             return Err(format!("cpu {target} never went idle after its thread blocked"));
         }
@@ -301,11 +299,13 @@ fn cross_cpu_wake() -> Outcome {
     }
     let ipis_before = remote.interrupt_counts[usize::from(crate::vectors::RESCHEDULE)].load(Ordering::SeqCst);
     // The waker runs on CPU 0.
-    let waker = Builder::new("t-waker-cpu0").cpu(0).spawn(|| {
-        CROSS.up();
-        0
-    })
-    .map_err(error)?;
+    let waker = Builder::new("t-waker-cpu0")
+        .cpu(0)
+        .spawn(|| {
+            CROSS.up();
+            0
+        })
+        .map_err(error)?;
     thread::join(waker, Some(SECOND)).map_err(error)?;
     check_eq!(thread::join(sleeper, Some(SECOND)).map_err(error)?, 0);
     check_eq!(WOKE_ON.load(Ordering::SeqCst), target);

@@ -35,7 +35,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "threads::thread_list_shows_every_thread", run: thread_list },
 ];
 
-use super::{error, MILLISECOND, SECOND};
+use super::{MILLISECOND, SECOND, error};
 
 /// Waits until `id` reaches `state`, yielding meanwhile; with several CPUs
 /// the test thread runs beside the threads it watches. The bound (20 s on
@@ -56,11 +56,12 @@ pub(super) fn wait_for_state(id: ThreadId, state: State) -> Outcome {
 fn create_start_join() -> Outcome {
     static RAN: AtomicBool = AtomicBool::new(false);
     RAN.store(false, Ordering::SeqCst);
-    let id = Builder::new("t-created").create(|| {
-        RAN.store(true, Ordering::SeqCst);
-        42
-    })
-    .map_err(error)?;
+    let id = Builder::new("t-created")
+        .create(|| {
+            RAN.store(true, Ordering::SeqCst);
+            42
+        })
+        .map_err(error)?;
     let thread = thread::get(id).ok_or("created thread not found")?;
     check_eq!(thread.state(), State::Created);
     thread::sleep_ns(2 * MILLISECOND).map_err(error)?;
@@ -103,31 +104,35 @@ fn preempt_from_interrupt() -> Outcome {
     reserve_trace();
     HIGH_RAN.store(false, Ordering::SeqCst);
     LOW_SPINNING.store(false, Ordering::SeqCst);
-    let high = Builder::new("t-high").realtime(20).spawn(|| {
-        thread::suspend_self();
-        // Runs from the interrupt's exit, while the low thread is mid-spin.
-        trace(if LOW_SPINNING.load(Ordering::SeqCst) { "high ran while low was spinning" } else { "high ran late" });
-        HIGH_RAN.store(true, Ordering::SeqCst);
-        0
-    })
-    .map_err(error)?;
+    let high = Builder::new("t-high")
+        .realtime(20)
+        .spawn(|| {
+            thread::suspend_self();
+            // Runs from the interrupt's exit, while the low thread is mid-spin.
+            trace(if LOW_SPINNING.load(Ordering::SeqCst) { "high ran while low was spinning" } else { "high ran late" });
+            HIGH_RAN.store(true, Ordering::SeqCst);
+            0
+        })
+        .map_err(error)?;
     *HIGH.lock() = Some(high);
     let alarm = clockevent::register(wake_high, 0);
-    let low = Builder::new("t-low").realtime(10).spawn(move || {
-        LOW_SPINNING.store(true, Ordering::SeqCst);
-        clockevent::arm(alarm, time::now_ns() + 2 * MILLISECOND);
-        // A hang guard, not a window: the interrupt comes 2 ms on, however
-        // late the host delivers it.
-        let deadline = time::now_ns() + 20 * SECOND;
-        // Never yields: only preemption can let the high thread run.
-        while !HIGH_RAN.load(Ordering::SeqCst) && time::now_ns() < deadline {
-            cpu::pause();
-        }
-        LOW_SPINNING.store(false, Ordering::SeqCst);
-        trace("low resumed");
-        0
-    })
-    .map_err(error)?;
+    let low = Builder::new("t-low")
+        .realtime(10)
+        .spawn(move || {
+            LOW_SPINNING.store(true, Ordering::SeqCst);
+            clockevent::arm(alarm, time::now_ns() + 2 * MILLISECOND);
+            // A hang guard, not a window: the interrupt comes 2 ms on, however
+            // late the host delivers it.
+            let deadline = time::now_ns() + 20 * SECOND;
+            // Never yields: only preemption can let the high thread run.
+            while !HIGH_RAN.load(Ordering::SeqCst) && time::now_ns() < deadline {
+                cpu::pause();
+            }
+            LOW_SPINNING.store(false, Ordering::SeqCst);
+            trace("low resumed");
+            0
+        })
+        .map_err(error)?;
     let low_thread = thread::get(low).ok_or("low thread vanished")?;
     let low_preemptions_before = low_thread.involuntary_switches();
     thread::join(low, Some(30 * SECOND)).map_err(error)?;
@@ -159,16 +164,18 @@ fn fifo_among_equals() -> Outcome {
                 .map_err(error)?,
         );
     }
-    let starter = Builder::new("t-starter").realtime(40).spawn(move || {
-        for id in ids.into_iter().flatten() {
-            if thread::start(id).is_err() {
-                trace("start failed");
+    let starter = Builder::new("t-starter")
+        .realtime(40)
+        .spawn(move || {
+            for id in ids.into_iter().flatten() {
+                if thread::start(id).is_err() {
+                    trace("start failed");
+                }
             }
-        }
-        trace("starter done");
-        0
-    })
-    .map_err(error)?;
+            trace("starter done");
+            0
+        })
+        .map_err(error)?;
     thread::join(starter, Some(SECOND)).map_err(error)?;
     for id in ids.into_iter().flatten() {
         thread::join(id, Some(SECOND)).map_err(error)?;
@@ -184,21 +191,27 @@ fn rt_above_kernel() -> Outcome {
     // started meanwhile runs first anyway.
     static STOP: AtomicBool = AtomicBool::new(false);
     STOP.store(false, Ordering::SeqCst);
-    let hog = Builder::new("t-hog").nice(-20).cpu(thread::current_cpu()).spawn(|| {
-        while !STOP.load(Ordering::SeqCst) {
-            cpu::pause();
-        }
-        0
-    })
-    .map_err(error)?;
+    let hog = Builder::new("t-hog")
+        .nice(-20)
+        .cpu(thread::current_cpu())
+        .spawn(|| {
+            while !STOP.load(Ordering::SeqCst) {
+                cpu::pause();
+            }
+            0
+        })
+        .map_err(error)?;
     thread::sleep_ns(MILLISECOND).map_err(error)?;
     // Same CPU as this (creating) thread, which does not sleep from here on.
     let here = thread::current_cpu();
-    let rt = Builder::new("t-lowest-rt").realtime(0).cpu(here).spawn(|| {
-        trace("rt ran");
-        0
-    })
-    .map_err(error)?;
+    let rt = Builder::new("t-lowest-rt")
+        .realtime(0)
+        .cpu(here)
+        .spawn(|| {
+            trace("rt ran");
+            0
+        })
+        .map_err(error)?;
     trace("creator continued");
     thread::join(rt, Some(SECOND)).map_err(error)?;
     STOP.store(true, Ordering::SeqCst);
@@ -327,13 +340,16 @@ fn switch_cost_ns() -> Result<u64, alloc::string::String> {
     };
     let a = Builder::new("t-switch").realtime(55).cpu(0).create(body).map_err(error)?;
     let b = Builder::new("t-switch").realtime(55).cpu(0).create(body).map_err(error)?;
-    let starter = Builder::new("t-switch-start").realtime(56).cpu(0).spawn(move || {
-        START.store(time::now_ns(), Ordering::SeqCst);
-        let _ = thread::start(a);
-        let _ = thread::start(b);
-        0
-    })
-    .map_err(error)?;
+    let starter = Builder::new("t-switch-start")
+        .realtime(56)
+        .cpu(0)
+        .spawn(move || {
+            START.store(time::now_ns(), Ordering::SeqCst);
+            let _ = thread::start(a);
+            let _ = thread::start(b);
+            0
+        })
+        .map_err(error)?;
     thread::join(starter, Some(SECOND)).map_err(error)?;
     thread::join(a, Some(10 * SECOND)).map_err(error)?;
     thread::join(b, Some(10 * SECOND)).map_err(error)?;
@@ -424,29 +440,33 @@ fn periodic_overrun() -> Outcome {
 fn suspend_wake() -> Outcome {
     static WAKES: AtomicU32 = AtomicU32::new(0);
     WAKES.store(0, Ordering::SeqCst);
-    let id = Builder::new("t-suspender").realtime(25).spawn(|| {
-        for _ in 0..2 {
+    let id = Builder::new("t-suspender")
+        .realtime(25)
+        .spawn(|| {
+            for _ in 0..2 {
+                thread::suspend_self();
+                WAKES.fetch_add(1, Ordering::SeqCst);
+            }
+            // A wake-up sent before the suspend is kept: this returns at once.
+            let _ = thread::wake_up(thread::current_id());
             thread::suspend_self();
             WAKES.fetch_add(1, Ordering::SeqCst);
-        }
-        // A wake-up sent before the suspend is kept: this returns at once.
-        let _ = thread::wake_up(thread::current_id());
-        thread::suspend_self();
-        WAKES.fetch_add(1, Ordering::SeqCst);
-        0
-    })
-    .map_err(error)?;
+            0
+        })
+        .map_err(error)?;
     wait_for_state(id, State::Suspended)?;
     check_eq!(WAKES.load(Ordering::SeqCst), 0);
     thread::wake_up(id).map_err(error)?;
     wait_for_state(id, State::Suspended)?;
     check_eq!(WAKES.load(Ordering::SeqCst), 1);
     // An RT thread wakes it from RT context.
-    let waker = Builder::new("t-waker").realtime(5).spawn(move || {
-        let _ = thread::wake_up(id);
-        0
-    })
-    .map_err(error)?;
+    let waker = Builder::new("t-waker")
+        .realtime(5)
+        .spawn(move || {
+            let _ = thread::wake_up(id);
+            0
+        })
+        .map_err(error)?;
     thread::join(waker, Some(SECOND)).map_err(error)?;
     check_eq!(thread::join(id, Some(SECOND)).map_err(error)?, 0);
     check_eq!(WAKES.load(Ordering::SeqCst), 3);
@@ -462,18 +482,20 @@ fn record_cleanup(argument: usize) {
 fn cancel_cleanup() -> Outcome {
     CLEANUP_ORDER.lock().clear();
     CLEANUP_ORDER.lock().reserve(8);
-    let id = Builder::new("t-cancelled").realtime(22).spawn(|| {
-        thread::cleanup_push(record_cleanup, 1);
-        thread::cleanup_push(record_cleanup, 2);
-        thread::cleanup_push(record_cleanup, 3);
-        thread::cleanup_push(record_cleanup, 4);
-        // pop one without running it: it must not run at cancellation
-        thread::cleanup_pop(false);
-        loop {
-            thread::suspend_self();
-        }
-    })
-    .map_err(error)?;
+    let id = Builder::new("t-cancelled")
+        .realtime(22)
+        .spawn(|| {
+            thread::cleanup_push(record_cleanup, 1);
+            thread::cleanup_push(record_cleanup, 2);
+            thread::cleanup_push(record_cleanup, 3);
+            thread::cleanup_push(record_cleanup, 4);
+            // pop one without running it: it must not run at cancellation
+            thread::cleanup_pop(false);
+            loop {
+                thread::suspend_self();
+            }
+        })
+        .map_err(error)?;
     wait_for_state(id, State::Suspended)?;
     let code = thread::delete(id, SECOND).map_err(error)?;
     check_eq!(code, thread::CANCELED);
@@ -487,18 +509,19 @@ fn testcancel_point() -> Outcome {
     LOOPS.store(0, Ordering::SeqCst);
     AFTER.store(false, Ordering::SeqCst);
     // A kernel thread that never blocks: only testcancel ends it.
-    let id = Builder::new("t-testcancel").spawn(|| {
-        loop {
-            LOOPS.fetch_add(1, Ordering::SeqCst);
-            thread::test_cancel();
-            thread::yield_cpu();
-            if LOOPS.load(Ordering::SeqCst) > 1_000_000_000 {
-                AFTER.store(true, Ordering::SeqCst);
-                return 1;
+    let id = Builder::new("t-testcancel")
+        .spawn(|| {
+            loop {
+                LOOPS.fetch_add(1, Ordering::SeqCst);
+                thread::test_cancel();
+                thread::yield_cpu();
+                if LOOPS.load(Ordering::SeqCst) > 1_000_000_000 {
+                    AFTER.store(true, Ordering::SeqCst);
+                    return 1;
+                }
             }
-        }
-    })
-    .map_err(error)?;
+        })
+        .map_err(error)?;
     while LOOPS.load(Ordering::SeqCst) < 3 {
         thread::yield_cpu();
     }
@@ -514,25 +537,28 @@ fn semaphore_rt_wakes_kernel() -> Outcome {
     static WOKEN: AtomicU32 = AtomicU32::new(0);
     WOKEN.store(0, Ordering::SeqCst);
     while SEMAPHORE.try_down() {}
-    let sleeper = Builder::new("t-sem-waiter").spawn(|| {
-        for _ in 0..2 {
-            if SEMAPHORE.down().is_err() {
-                return -1;
+    let sleeper = Builder::new("t-sem-waiter")
+        .spawn(|| {
+            for _ in 0..2 {
+                if SEMAPHORE.down().is_err() {
+                    return -1;
+                }
+                WOKEN.fetch_add(1, Ordering::SeqCst);
             }
-            WOKEN.fetch_add(1, Ordering::SeqCst);
-        }
-        0
-    })
-    .map_err(error)?;
+            0
+        })
+        .map_err(error)?;
     wait_for_state(sleeper, State::Blocked)?;
     check_eq!(SEMAPHORE.waiters(), 1);
     // An RT thread posts twice, from RT context (no allocation, no blocking).
-    let poster = Builder::new("t-sem-poster").realtime(12).spawn(|| {
-        SEMAPHORE.up();
-        SEMAPHORE.up();
-        0
-    })
-    .map_err(error)?;
+    let poster = Builder::new("t-sem-poster")
+        .realtime(12)
+        .spawn(|| {
+            SEMAPHORE.up();
+            SEMAPHORE.up();
+            0
+        })
+        .map_err(error)?;
     thread::join(poster, Some(SECOND)).map_err(error)?;
     check_eq!(thread::join(sleeper, Some(SECOND)).map_err(error)?, 0);
     check_eq!(WOKEN.load(Ordering::SeqCst), 2);
@@ -546,12 +572,13 @@ fn stop_bounded() -> Outcome {
     // One sleep of an hour: only the stop request can end it within the
     // stop's bound (30 s, a hang guard), whatever the host's speed. It ends
     // early by the request (Interrupted), not by its time.
-    let polite = Builder::new("t-polite").spawn(|| match thread::sleep_ns(3600 * SECOND) {
-        Err(WaitError::Interrupted) if thread::should_stop() => 7,
-        Err(_) => -1,
-        Ok(()) => -2,
-    })
-    .map_err(error)?;
+    let polite = Builder::new("t-polite")
+        .spawn(|| match thread::sleep_ns(3600 * SECOND) {
+            Err(WaitError::Interrupted) if thread::should_stop() => 7,
+            Err(_) => -1,
+            Ok(()) => -2,
+        })
+        .map_err(error)?;
     wait_for_state(polite, State::Sleeping)?;
     check_eq!(thread::stop(polite, 30 * SECOND).map_err(error)?, 7);
     // One that ignores the request: the bounded wait reports a timeout. It
@@ -559,14 +586,15 @@ fn stop_bounded() -> Outcome {
     // its function (kthread_stop's -EINTR).
     static STARTED: AtomicBool = AtomicBool::new(false);
     STARTED.store(false, Ordering::SeqCst);
-    let stubborn = Builder::new("t-stubborn").spawn(|| {
-        STARTED.store(true, Ordering::SeqCst);
-        while !RELEASE.load(Ordering::SeqCst) {
-            thread::yield_cpu();
-        }
-        9
-    })
-    .map_err(error)?;
+    let stubborn = Builder::new("t-stubborn")
+        .spawn(|| {
+            STARTED.store(true, Ordering::SeqCst);
+            while !RELEASE.load(Ordering::SeqCst) {
+                thread::yield_cpu();
+            }
+            9
+        })
+        .map_err(error)?;
     let deadline = crate::time::now_ns() + 30 * SECOND;
     while !STARTED.load(Ordering::SeqCst) {
         check!(crate::time::now_ns() < deadline, "t-stubborn never started");
@@ -657,28 +685,29 @@ fn event_list() -> Outcome {
     SUM.store(0, Ordering::SeqCst);
     PROCESSED.store(0, Ordering::SeqCst);
     EVENTS.lock.lock().reserve(64);
-    let worker = Builder::new("t-event-worker").spawn(|| {
-        loop {
-            if EVENTS.ready.down().is_err() {
-                return -1;
-            }
+    let worker = Builder::new("t-event-worker")
+        .spawn(|| {
             loop {
-                let event = EVENTS.lock.lock().pop_front();
-                let Some(event) = event else { break };
-                if event == STOP_EVENT {
-                    return 0;
+                if EVENTS.ready.down().is_err() {
+                    return -1;
                 }
-                // Events must arrive in order: each is one more than the last.
-                let expected = PROCESSED.load(Ordering::SeqCst) + 1;
-                if event != expected {
-                    return -2;
+                loop {
+                    let event = EVENTS.lock.lock().pop_front();
+                    let Some(event) = event else { break };
+                    if event == STOP_EVENT {
+                        return 0;
+                    }
+                    // Events must arrive in order: each is one more than the last.
+                    let expected = PROCESSED.load(Ordering::SeqCst) + 1;
+                    if event != expected {
+                        return -2;
+                    }
+                    SUM.fetch_add(u64::from(event), Ordering::SeqCst);
+                    PROCESSED.store(event, Ordering::SeqCst);
                 }
-                SUM.fetch_add(u64::from(event), Ordering::SeqCst);
-                PROCESSED.store(event, Ordering::SeqCst);
             }
-        }
-    })
-    .map_err(error)?;
+        })
+        .map_err(error)?;
     for event in 1..=20u32 {
         EVENTS.lock.lock().push_back(event);
         EVENTS.ready.up();
@@ -761,13 +790,15 @@ fn sse_state() -> Outcome {
         );
     }
     let starter_ids = [ids[0], ids[1]];
-    let starter = Builder::new("t-sse-starter").realtime(45).spawn(move || {
-        for id in starter_ids {
-            let _ = thread::start(id);
-        }
-        0
-    })
-    .map_err(error)?;
+    let starter = Builder::new("t-sse-starter")
+        .realtime(45)
+        .spawn(move || {
+            for id in starter_ids {
+                let _ = thread::start(id);
+            }
+            0
+        })
+        .map_err(error)?;
     thread::join(starter, Some(SECOND)).map_err(error)?;
     for id in ids {
         thread::join(id, Some(SECOND)).map_err(error)?;
@@ -793,11 +824,13 @@ fn rt_heap_check() -> Outcome {
 }
 
 fn thread_list() -> Outcome {
-    let sleeper = Builder::new("t-listed").realtime(3).spawn(|| {
-        thread::suspend_self();
-        0
-    })
-    .map_err(error)?;
+    let sleeper = Builder::new("t-listed")
+        .realtime(3)
+        .spawn(|| {
+            thread::suspend_self();
+            0
+        })
+        .map_err(error)?;
     // With several CPUs it runs beside this thread: wait for its suspend.
     wait_for_state(sleeper, State::Suspended)?;
     crate::thread::print_list();

@@ -12,7 +12,7 @@ use crate::thread::{self, State};
 use crate::workqueue::{self, DelayedWorkItem, FnDelayedWork, FnWork, Work, WorkItem, Workqueue};
 use crate::{check, check_eq, time};
 
-use super::{error, MILLISECOND, SECOND};
+use super::{MILLISECOND, SECOND, error};
 
 pub const TESTS: &[Test] = &[
     Test { name: "work::a_work_item_never_runs_twice_at_once_across_cpus", run: non_reentrant_across_cpus },

@@ -25,6 +25,6 @@ mod spin;
 pub use mutex::{Mutex, MutexGuard};
 pub use semaphore::Semaphore;
 pub use spin::{
-    irqs_off_report, irqs_off_timing, realtime_violations, reset_irqs_off, set_irqs_off_timing, set_strict_realtime_check, IrqSpinLock, IrqSpinLockGuard, IrqsOffReport, SpinLock,
-    SpinLockGuard, LONG_SECTION_NS,
+    IrqSpinLock, IrqSpinLockGuard, IrqsOffReport, LONG_SECTION_NS, SpinLock, SpinLockGuard, irqs_off_report, irqs_off_timing,
+    realtime_violations, reset_irqs_off, set_irqs_off_timing, set_strict_realtime_check,
 };

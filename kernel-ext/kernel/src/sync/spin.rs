@@ -176,12 +176,13 @@ impl<T: ?Sized> IrqSpinLock<T> {
         let location = Location::caller();
         let interrupts_were_enabled = cpu::interrupts_save();
         let serving = self.now_serving.load(Ordering::Acquire);
-        if self
-            .next_ticket
-            .compare_exchange(serving, serving.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-        {
-            Some(IrqSpinLockGuard { lock: self, interrupts_were_enabled, taken_tsc: Self::section_start(interrupts_were_enabled), location })
+        if self.next_ticket.compare_exchange(serving, serving.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            Some(IrqSpinLockGuard {
+                lock: self,
+                interrupts_were_enabled,
+                taken_tsc: Self::section_start(interrupts_were_enabled),
+                location,
+            })
         } else {
             cpu::interrupts_restore(interrupts_were_enabled);
             None

@@ -22,8 +22,8 @@ pub(crate) mod scheduler_state {
 
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::mem::{align_of, size_of, MaybeUninit};
-use core::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicI8, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::mem::{MaybeUninit, align_of, size_of};
+use core::sync::atomic::{AtomicBool, AtomicI8, AtomicI32, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -32,20 +32,20 @@ use rtedge_arch::switch::Context;
 use rtedge_engine::histogram::LatencyHistogram;
 use rtedge_engine::periodic::Periodic;
 use rtedge_engine::pi::Level;
+use rtedge_engine::sched::{NICE_MAX, NICE_MIN, RT_PRIORITY_MAX, weight_for_nice};
 use rtedge_engine::seqlock::SeqBytes;
-use rtedge_engine::sched::{weight_for_nice, NICE_MAX, NICE_MIN, RT_PRIORITY_MAX};
 
 use crate::clockevent::{self, AlarmId};
 use crate::memory::stacks::{self, Stack};
 use crate::sync::IrqSpinLock;
 use crate::{context, cpu_local, time};
 
+pub use pi::RtMutex;
+pub(crate) use scheduler::reschedule_interrupt;
 pub use scheduler::{
     cpu_switches, current, current_id, finish_boot_cpu, idle_loop, isolated_mask, online_mask, preempt_from_interrupt, preempt_if_needed,
-    schedule, set_isolated, prepare_secondary_cpu, try_current, yield_now,
+    prepare_secondary_cpu, schedule, set_isolated, try_current, yield_now,
 };
-pub(crate) use scheduler::reschedule_interrupt;
-pub use pi::RtMutex;
 pub use wait::{WaitError, WaitQueue};
 
 /// Most threads that can exist at once (including idle threads).
@@ -83,7 +83,6 @@ impl ThreadId {
     pub fn serial(self) -> u32 {
         self.serial
     }
-
 }
 
 impl fmt::Display for ThreadId {
@@ -440,7 +439,12 @@ impl Thread {
             involuntary_switches: AtomicU64::new(0),
             switched_in_ns: AtomicU64::new(0),
             bh_depth: AtomicU32::new(0),
-            realtime: IrqSpinLock::new(RealtimeStats { periodic: None, latency: LatencyHistogram::new(), last_latency_ns: 0, wake: WakeBreakdown::EMPTY }),
+            realtime: IrqSpinLock::new(RealtimeStats {
+                periodic: None,
+                latency: LatencyHistogram::new(),
+                last_latency_ns: 0,
+                wake: WakeBreakdown::EMPTY,
+            }),
             alarm_woke_ns: AtomicU64::new(0),
             cleanup: UnsafeCell::new(([None; CLEANUP_CAPACITY], 0)),
             alarm: IrqSpinLock::new(None),
@@ -644,11 +648,12 @@ fn claim_slot() -> Result<&'static Thread> {
     let mut table = TABLE.lock();
     let mut claimed = table.threads.iter().flatten().copied().find(|thread| thread.state() == State::Free);
     if claimed.is_none()
-        && let Some(index) = table.threads.iter().position(Option::is_none) {
-            let fresh: &'static Thread = Box::leak(Box::new(Thread::new(index as u16)));
-            table.threads[index] = Some(fresh);
-            claimed = Some(fresh);
-        }
+        && let Some(index) = table.threads.iter().position(Option::is_none)
+    {
+        let fresh: &'static Thread = Box::leak(Box::new(Thread::new(index as u16)));
+        table.threads[index] = Some(fresh);
+        claimed = Some(fresh);
+    }
     if claimed.is_none() {
         claimed = table
             .threads
@@ -684,7 +689,8 @@ fn reset_slot(thread: &'static Thread, serial: u32) -> &'static Thread {
     thread.bh_depth.store(0, Ordering::Relaxed);
     thread.effective.store(0, Ordering::Relaxed);
     thread.blocked_on.store(0, Ordering::Relaxed);
-    *thread.realtime.lock() = RealtimeStats { periodic: None, latency: LatencyHistogram::new(), last_latency_ns: 0, wake: WakeBreakdown::EMPTY };
+    *thread.realtime.lock() =
+        RealtimeStats { periodic: None, latency: LatencyHistogram::new(), last_latency_ns: 0, wake: WakeBreakdown::EMPTY };
     // SAFETY: the slot is reserved (Created, serial 0): nobody else uses it.
     unsafe { (*thread.cleanup.get()).1 = 0 };
     thread.serial.store(serial, Ordering::Release);

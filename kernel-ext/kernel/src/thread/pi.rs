@@ -19,7 +19,7 @@ use rtedge_arch::cpu;
 use rtedge_engine::pi::{self, Arrival, Level, LockGraph, OwnerWord, Propagation};
 
 use super::scheduler::{self, current};
-use super::{get, pack, unpack, Kind, State, Thread, WaitQueue, KIND_KERNEL, KIND_REALTIME, TABLE};
+use super::{KIND_KERNEL, KIND_REALTIME, Kind, State, TABLE, Thread, WaitQueue, get, pack, unpack};
 use crate::context;
 use crate::sync::IrqSpinLock;
 
@@ -69,10 +69,7 @@ impl RtMutex {
     }
 
     fn lock_slow(&self, thread: &'static Thread, me: u64) {
-        assert!(
-            !context::in_interrupt() && !crate::softirq::in_softirq(),
-            "blocking on a mutex from interrupt or softirq context"
-        );
+        assert!(!context::in_interrupt() && !crate::softirq::in_softirq(), "blocking on a mutex from interrupt or softirq context");
         loop {
             // Interrupts stay off from the state change to the switch (as
             // in `WaitQueue::wait_until`).

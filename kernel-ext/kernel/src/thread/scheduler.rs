@@ -6,12 +6,12 @@
 //! The engine decides which thread runs next; this module keeps the
 //! bookkeeping and asks `rtedge_arch::switch` to switch.
 
-use core::sync::atomic::{fence, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering, fence};
 
 use rtedge_arch::{apic, cpu, switch};
 use rtedge_engine::sched::{self, Candidate, Picked, RunQueue, Running};
 
-use super::{by_slot, State, Thread, WakeReason, KIND_IDLE, MAX_THREADS};
+use super::{KIND_IDLE, MAX_THREADS, State, Thread, WakeReason, by_slot};
 use crate::clockevent::{self, AlarmId};
 use crate::cpu_local::{self, CpuLocal};
 use crate::{context, time, vectors};
@@ -224,9 +224,8 @@ fn select_cpu(thread: &Thread) -> u32 {
     let candidates = if candidates == 0 { allowed } else { candidates };
     let last = thread.cpu();
     let idle = |cpu: u32| {
-        cpu_local::get(cpu as usize).is_some_and(|local| {
-            local.running_class.load(Ordering::Relaxed) == RUNNING_IDLE && local.queued.load(Ordering::Relaxed) == 0
-        })
+        cpu_local::get(cpu as usize)
+            .is_some_and(|local| local.running_class.load(Ordering::Relaxed) == RUNNING_IDLE && local.queued.load(Ordering::Relaxed) == 0)
     };
     if candidates & (1 << last) != 0 && idle(last) {
         return last;
@@ -280,17 +279,16 @@ pub(super) fn enqueue_woken(thread: &'static Thread) {
             // SAFETY: the scheduler stores only &'static Thread pointers here.
             let running = unsafe { &*(running as *const Thread) };
             let preempt = sched::should_preempt(running_of(running), candidate);
-            if !preempt
-                && let (Running::Fair { .. }, Candidate::Fair { .. }) = (running_of(running), candidate) {
-                    // The running kernel thread had the CPU alone, so no slice
-                    // was armed (tickless): share from now on.
-                    if !clockevent::is_armed(scheduler.slice_alarm) {
-                        let weight = running.weight.load(Ordering::Relaxed);
-                        let total = scheduler.queue.fair_weight() + u64::from(weight);
-                        let slice = sched::fair_slice_ns(weight, total, scheduler.queue.fair_len() + 1);
-                        clockevent::arm(scheduler.slice_alarm, time::now_ns() + slice);
-                    }
+            if !preempt && let (Running::Fair { .. }, Candidate::Fair { .. }) = (running_of(running), candidate) {
+                // The running kernel thread had the CPU alone, so no slice
+                // was armed (tickless): share from now on.
+                if !clockevent::is_armed(scheduler.slice_alarm) {
+                    let weight = running.weight.load(Ordering::Relaxed);
+                    let total = scheduler.queue.fair_weight() + u64::from(weight);
+                    let slice = sched::fair_slice_ns(weight, total, scheduler.queue.fair_len() + 1);
+                    clockevent::arm(scheduler.slice_alarm, time::now_ns() + slice);
                 }
+            }
             preempt
         }
     };
@@ -397,11 +395,7 @@ pub fn preempt_from_interrupt() {
     if crate::softirq::in_softirq() {
         // Softirq processing is preempted only by real-time threads.
         let local = cpu_local::current();
-        let realtime_waiting = local
-            .scheduler
-            .lock()
-            .as_ref()
-            .is_some_and(|scheduler| scheduler.queue.best_realtime_priority().is_some());
+        let realtime_waiting = local.scheduler.lock().as_ref().is_some_and(|scheduler| scheduler.queue.best_realtime_priority().is_some());
         if !realtime_waiting {
             return;
         }
@@ -664,9 +658,7 @@ pub(super) fn suspend_current(thread: &'static Thread) {
     // Pairs with the fences in `wake_up` and `cancel`/`request_stop`.
     fence(Ordering::SeqCst);
     // A wake-up may have landed between the caller's check and the state change.
-    if (thread.wake_pending.swap(false, Ordering::AcqRel) || thread.interrupted())
-        && thread.transition(State::Suspended, State::Running)
-    {
+    if (thread.wake_pending.swap(false, Ordering::AcqRel) || thread.interrupted()) && thread.transition(State::Suspended, State::Running) {
         cpu::interrupts_restore(interrupts_were_enabled);
         return;
     }

@@ -8,12 +8,12 @@
 //! take that lock after changing what the condition reads, so no wake-up is
 //! ever lost between the check and the sleep.
 
-use core::sync::atomic::{fence, Ordering};
+use core::sync::atomic::{Ordering, fence};
 
 use rtedge_engine::pi::{self, Level, WaiterList};
 
 use super::scheduler::{self, current};
-use super::{by_slot, State, Thread};
+use super::{State, Thread, by_slot};
 use crate::context;
 use crate::sync::IrqSpinLock;
 use crate::time;
@@ -146,10 +146,7 @@ impl WaitQueue {
     /// passes `deadline_ns`, or a stop/cancel request arrives. Only threads
     /// may wait; interrupt and softirq context may not.
     pub fn wait_until(&self, deadline_ns: Option<u64>, mut condition: impl FnMut() -> bool) -> Result<(), WaitError> {
-        assert!(
-            !context::in_interrupt() && !crate::softirq::in_softirq(),
-            "blocking wait from interrupt or softirq context"
-        );
+        assert!(!context::in_interrupt() && !crate::softirq::in_softirq(), "blocking wait from interrupt or softirq context");
         let thread = current();
         loop {
             // Interrupts stay off from the state change to the switch: an

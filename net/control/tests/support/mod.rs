@@ -8,10 +8,7 @@
 //! delayed ACKs fire, and never jumps, so TCP timers never expire.
 
 #![allow(dead_code, reason = "each test file uses a different part")]
-#![allow(
-    clippy::unwrap_used,
-    reason = "test scaffolding: a failure is a test failure"
-)]
+#![allow(clippy::unwrap_used, reason = "test scaffolding: a failure is a test failure")]
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -28,14 +25,8 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
 pub const TOKEN: &[u8] = b"s3cret";
 
-pub static APP_COMMANDS: [CommandSpec; 1] = [CommandSpec::new(
-    "demo.add",
-    3,
-    CommandFlags::WRITE,
-    "app",
-    "Adds two integers (an application command).",
-    "DEMO.ADD a b",
-)];
+pub static APP_COMMANDS: [CommandSpec; 1] =
+    [CommandSpec::new("demo.add", 3, CommandFlags::WRITE, "app", "Adds two integers (an application command).", "DEMO.ADD a b")];
 
 pub struct Static {
     pub name: &'static str,
@@ -58,21 +49,9 @@ impl FakeBackend {
             clock,
             token: token.to_vec(),
             statics: vec![
-                Static {
-                    name: "counter",
-                    value: Scalar::Integer(0),
-                    writable: true,
-                },
-                Static {
-                    name: "flag",
-                    value: Scalar::Bool(true),
-                    writable: true,
-                },
-                Static {
-                    name: "ratio",
-                    value: Scalar::Float(0.5),
-                    writable: false,
-                },
+                Static { name: "counter", value: Scalar::Integer(0), writable: true },
+                Static { name: "flag", value: Scalar::Bool(true), writable: true },
+                Static { name: "ratio", value: Scalar::Float(0.5), writable: false },
             ],
             executed: Vec::new(),
         }
@@ -88,17 +67,9 @@ impl Backend for FakeBackend {
         self.executed.push(request.name_upper());
         let arg = |index| request.arg(index).unwrap_or_default();
         match request.name_upper().as_slice() {
-            b"GET" => self
-                .statics
-                .iter()
-                .find(|entry| entry.name.as_bytes() == arg(1))
-                .map_or(Reply::Null, |entry| entry.value.to_reply()),
+            b"GET" => self.statics.iter().find(|entry| entry.name.as_bytes() == arg(1)).map_or(Reply::Null, |entry| entry.value.to_reply()),
             b"SET" => {
-                let Some(entry) = self
-                    .statics
-                    .iter_mut()
-                    .find(|entry| entry.name.as_bytes() == arg(1))
-                else {
+                let Some(entry) = self.statics.iter_mut().find(|entry| entry.name.as_bytes() == arg(1)) else {
                     return Reply::Error(format!("ERR no such key '{}'", text(arg(1))));
                 };
                 if !entry.writable {
@@ -222,15 +193,9 @@ impl Harness {
     pub fn with_token(config: Config, token: &[u8]) -> Harness {
         let clock = Rc::new(Cell::new(0));
         let mut device = Loopback::new(Medium::Ip);
-        let mut iface = Interface::new(
-            InterfaceConfig::new(HardwareAddress::Ip),
-            &mut device,
-            Instant::from_millis(0),
-        );
+        let mut iface = Interface::new(InterfaceConfig::new(HardwareAddress::Ip), &mut device, Instant::from_millis(0));
         iface.update_ip_addrs(|addresses| {
-            addresses
-                .push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8))
-                .unwrap();
+            addresses.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8)).unwrap();
         });
         let mut sockets = SocketSet::new(Vec::new());
         let mut server = NetServer::new(config, &mut sockets).unwrap();
@@ -267,31 +232,14 @@ impl Harness {
 
     /// Opens a client connection and lets the handshake finish.
     pub fn connect(&mut self) -> ClientIndex {
-        let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; self.client_rx_bytes]),
-            tcp::SocketBuffer::new(vec![0; self.client_tx_bytes]),
-        );
+        let mut socket =
+            tcp::Socket::new(tcp::SocketBuffer::new(vec![0; self.client_rx_bytes]), tcp::SocketBuffer::new(vec![0; self.client_tx_bytes]));
         socket.set_nagle_enabled(false);
         let local_port = self.next_port;
-        self.next_port = if self.next_port >= 60_000 {
-            40_000
-        } else {
-            self.next_port + 1
-        };
-        socket
-            .connect(
-                self.iface.context(),
-                (IpAddress::v4(127, 0, 0, 1), self.port),
-                local_port,
-            )
-            .unwrap();
+        self.next_port = if self.next_port >= 60_000 { 40_000 } else { self.next_port + 1 };
+        socket.connect(self.iface.context(), (IpAddress::v4(127, 0, 0, 1), self.port), local_port).unwrap();
         let handle = self.sockets.add(socket);
-        self.clients.push(Client {
-            handle,
-            received: Vec::new(),
-            outgoing: VecDeque::new(),
-            reading: true,
-        });
+        self.clients.push(Client { handle, received: Vec::new(), outgoing: VecDeque::new(), reading: true });
         let index = self.clients.len() - 1;
         self.steps(5);
         index
@@ -317,10 +265,7 @@ impl Harness {
     /// Whether the server closed its side (FIN: CLOSE-WAIT) or reset the
     /// connection (CLOSED).
     pub fn closed_by_server(&mut self, client: ClientIndex) -> bool {
-        matches!(
-            self.state(client),
-            tcp::State::CloseWait | tcp::State::Closed | tcp::State::LastAck | tcp::State::TimeWait
-        )
+        matches!(self.state(client), tcp::State::CloseWait | tcp::State::Closed | tcp::State::LastAck | tcp::State::TimeWait)
     }
 
     pub fn send(&mut self, client: ClientIndex, bytes: &[u8]) {
@@ -346,8 +291,7 @@ impl Harness {
     pub fn step(&mut self) {
         self.net_ms += 1;
         let net_now = Instant::from_millis(self.net_ms);
-        self.iface
-            .poll(net_now, &mut self.device, &mut self.sockets);
+        self.iface.poll(net_now, &mut self.device, &mut self.sockets);
         for client in &mut self.clients {
             let socket = self.sockets.get_mut::<tcp::Socket>(client.handle);
             while !client.outgoing.is_empty() && socket.can_send() {
@@ -359,9 +303,7 @@ impl Harness {
                 client.outgoing.drain(..sent);
             }
             while client.reading && socket.can_recv() {
-                let data = socket
-                    .recv(|data| (data.len(), data.to_vec()))
-                    .unwrap_or_default();
+                let data = socket.recv(|data| (data.len(), data.to_vec())).unwrap_or_default();
                 if data.is_empty() {
                     break;
                 }
@@ -383,8 +325,7 @@ impl Harness {
                 queue.push_back(next);
             }
         }
-        self.iface
-            .poll(net_now, &mut self.device, &mut self.sockets);
+        self.iface.poll(net_now, &mut self.device, &mut self.sockets);
         // The kernel's control thread does this whenever it wakes.
         self.dispatcher.reap();
     }

@@ -27,10 +27,7 @@ impl Replay {
         let mut values = Vec::new();
         let mut rest = recording;
         while !rest.is_empty() {
-            let (value, used) = rtedge_proto::parse_value(rest, 32, rest.len())
-                .ok()
-                .flatten()
-                .expect("a whole RESP value");
+            let (value, used) = rtedge_proto::parse_value(rest, 32, rest.len()).ok().flatten().expect("a whole RESP value");
             values.push(value);
             rest = &rest[used..];
         }
@@ -41,10 +38,7 @@ impl Replay {
             let Value::Array(words) = request else {
                 panic!("a request is an array: {request:?}");
             };
-            let words = words
-                .iter()
-                .map(|word| convert::text(word).expect("a request word is text"))
-                .collect();
+            let words = words.iter().map(|word| convert::text(word).expect("a request word is text")).collect();
             exchanges.push_back((words, reply));
         }
         Replay { exchanges }
@@ -55,29 +49,19 @@ impl From<Vec<(&str, Value)>> for Replay {
     /// Exchanges written out in a test: `("LATENCY thread:rt0", reply)`.
     fn from(exchanges: Vec<(&str, Value)>) -> Replay {
         Replay {
-            exchanges: exchanges
-                .into_iter()
-                .map(|(request, reply)| (request.split(' ').map(str::to_owned).collect(), reply))
-                .collect(),
+            exchanges: exchanges.into_iter().map(|(request, reply)| (request.split(' ').map(str::to_owned).collect(), reply)).collect(),
         }
     }
 }
 
 impl Source for Replay {
     fn call(&mut self, args: &[&str]) -> Result<Value> {
-        let (request, reply) = self
-            .exchanges
-            .pop_front()
-            .ok_or_else(|| CtlError::Protocol(format!("nothing recorded for {args:?}")))?;
+        let (request, reply) = self.exchanges.pop_front().ok_or_else(|| CtlError::Protocol(format!("nothing recorded for {args:?}")))?;
         if request != args {
-            return Err(CtlError::Protocol(format!(
-                "asked {args:?} where the recording asked {request:?}"
-            )));
+            return Err(CtlError::Protocol(format!("asked {args:?} where the recording asked {request:?}")));
         }
         match reply {
-            Value::Error(text) => Err(CtlError::Server(
-                String::from_utf8_lossy(&text).into_owned(),
-            )),
+            Value::Error(text) => Err(CtlError::Server(String::from_utf8_lossy(&text).into_owned())),
             other => Ok(other),
         }
     }

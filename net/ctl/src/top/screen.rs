@@ -63,9 +63,7 @@ impl Terminal {
     }
 
     fn draw(&mut self, view: &mut View, frame: &Frame<'_>) -> io::Result<()> {
-        self.inner
-            .draw(|canvas| view.draw(canvas, frame))
-            .map(|_| ())
+        self.inner.draw(|canvas| view.draw(canvas, frame)).map(|_| ())
     }
 }
 
@@ -83,11 +81,7 @@ fn terminal_error(error: io::Error) -> CtlError {
 /// key, but a signal from `kill` must still restore the terminal).
 fn stop_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
-    for signal in [
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ] {
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
         let _ = signal_hook::flag::register(signal, Arc::clone(&flag));
     }
     flag
@@ -103,9 +97,7 @@ pub fn run(client: &mut Client, interval: Duration, sort: Sort, section: Section
     let mut current = Sample::take_with(client, view.wants_deferred())?;
     let mut terminal = Terminal::enter().map_err(terminal_error)?;
     loop {
-        terminal
-            .draw(&mut view, &Frame::new(previous.as_ref(), &current))
-            .map_err(terminal_error)?;
+        terminal.draw(&mut view, &Frame::new(previous.as_ref(), &current)).map_err(terminal_error)?;
         let deadline = deadline_after(interval);
         loop {
             if stop.load(Ordering::Relaxed) {
@@ -115,11 +107,7 @@ pub fn run(client: &mut Client, interval: Duration, sort: Sort, section: Section
             if left.is_zero() && !view.paused() {
                 break;
             }
-            let wait = if left.is_zero() {
-                SLICE
-            } else {
-                left.min(SLICE)
-            };
+            let wait = if left.is_zero() { SLICE } else { left.min(SLICE) };
             if !event::poll(wait).map_err(terminal_error)? {
                 continue;
             }
@@ -142,9 +130,7 @@ pub fn run(client: &mut Client, interval: Duration, sort: Sort, section: Section
                         Err(other) => return Err(other),
                     }
                 }
-                terminal
-                    .draw(&mut view, &Frame::new(previous.as_ref(), &current))
-                    .map_err(terminal_error)?;
+                terminal.draw(&mut view, &Frame::new(previous.as_ref(), &current)).map_err(terminal_error)?;
             }
         }
         match Sample::take_with(client, view.wants_deferred()) {

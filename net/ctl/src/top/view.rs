@@ -67,10 +67,7 @@ pub struct View {
 impl View {
     /// A view ordered by `sort`, at the top of the list.
     pub fn new(sort: Sort) -> View {
-        View {
-            sort,
-            ..View::default()
-        }
+        View { sort, ..View::default() }
     }
 
     /// The current order.
@@ -136,20 +133,10 @@ impl View {
                 });
             }
             KeyCode::Char(letter) => {
-                let Some(key) = SortKey::ALL
-                    .into_iter()
-                    .find(|sort| sort.key() == letter.to_ascii_lowercase())
-                else {
+                let Some(key) = SortKey::ALL.into_iter().find(|sort| sort.key() == letter.to_ascii_lowercase()) else {
                     return Action::Nothing;
                 };
-                self.sort = if self.sort.key == key {
-                    Sort {
-                        key,
-                        reversed: !self.sort.reversed,
-                    }
-                } else {
-                    Sort::by(key)
-                };
+                self.sort = if self.sort.key == key { Sort { key, reversed: !self.sort.reversed } } else { Sort::by(key) };
                 self.offset = 0;
             }
             KeyCode::Up => self.offset = self.offset.saturating_sub(1),
@@ -220,14 +207,7 @@ impl View {
             while lines.len() < height - 1 {
                 lines.push(Line::default());
             }
-            let position = (listed > 0).then(|| {
-                format!(
-                    "{}-{}/{}",
-                    (self.offset + 1).min(shown_end),
-                    shown_end,
-                    listed
-                )
-            });
+            let position = (listed > 0).then(|| format!("{}-{}/{}", (self.offset + 1).min(shown_end), shown_end, listed));
             lines.push(self.footer(position, width));
         }
         lines.truncate(height);
@@ -242,13 +222,7 @@ impl View {
 
     /// Draws into any buffer (what [`View::draw`] and the tests use).
     pub fn render(&mut self, frame: &Frame<'_>, area: Rect, buffer: &mut Buffer) {
-        let lines = self.compose(
-            frame,
-            Size {
-                width: area.width,
-                height: area.height,
-            },
-        );
+        let lines = self.compose(frame, Size { width: area.width, height: area.height });
         Paragraph::new(lines).render(area, buffer);
         if self.help {
             help(area, buffer);
@@ -259,19 +233,11 @@ impl View {
         let key_style = Style::new().add_modifier(Modifier::BOLD);
         let mut items = Vec::new();
         if self.paused {
-            items.push(Item::new(
-                "PAUSED",
-                Style::new().fg(Color::Black).bg(Color::Yellow),
-                0,
-            ));
+            items.push(Item::new("PAUSED", Style::new().fg(Color::Black).bg(Color::Yellow), 0));
         }
         if let Some(error) = &self.error {
             let room = (width / 2).max(NAME_HARD_MIN);
-            items.push(Item::new(
-                &shorten(&format!("error: {error}"), room),
-                Style::new().fg(Color::White).bg(Color::Red),
-                0,
-            ));
+            items.push(Item::new(&shorten(&format!("error: {error}"), room), Style::new().fg(Color::White).bg(Color::Red), 0));
         }
         items.push(Item::keyed("q", " quit", key_style, 0));
         items.push(Item::keyed("h", " help", key_style, 0));
@@ -282,11 +248,7 @@ impl View {
         items.push(Item::keyed("v", other, key_style, 0));
         items.push(Item::new("sort:", Style::new(), 0));
         for key in SortKey::ALL {
-            let style = if key == self.sort.key {
-                Style::new().add_modifier(Modifier::REVERSED)
-            } else {
-                Style::new()
-            };
+            let style = if key == self.sort.key { Style::new().add_modifier(Modifier::REVERSED) } else { Style::new() };
             let mut label = format!(" {}", key.label());
             if key == self.sort.key && self.sort.reversed {
                 label.push_str(" (rev)");
@@ -342,12 +304,7 @@ pub fn buffer_text(buffer: &Buffer) -> String {
 /// The help box, centred over `area`.
 fn help(area: Rect, buffer: &mut Buffer) {
     let key = Style::new().add_modifier(Modifier::BOLD);
-    let entry = |keys: &'static str, what: &'static str| {
-        Line::from(vec![
-            Span::styled(format!(" {keys:<14}"), key),
-            Span::raw(what),
-        ])
-    };
+    let entry = |keys: &'static str, what: &'static str| Line::from(vec![Span::styled(format!(" {keys:<14}"), key), Span::raw(what)]);
     let lines = vec![
         entry("c", "sort by CPU share (again: reverse)"),
         entry("m", "sort by deadline misses"),
@@ -373,26 +330,11 @@ fn help(area: Rect, buffer: &mut Buffer) {
         ]),
     ];
     let wanted_width = lines.iter().map(Line::width).max().unwrap_or(0) + 3;
-    let width = u16::try_from(wanted_width)
-        .unwrap_or(u16::MAX)
-        .min(area.width);
-    let height = u16::try_from(lines.len() + 2)
-        .unwrap_or(u16::MAX)
-        .min(area.height);
-    let popup = Rect::new(
-        area.x + (area.width - width) / 2,
-        area.y + (area.height - height) / 2,
-        width,
-        height,
-    );
+    let width = u16::try_from(wanted_width).unwrap_or(u16::MAX).min(area.width);
+    let height = u16::try_from(lines.len() + 2).unwrap_or(u16::MAX).min(area.height);
+    let popup = Rect::new(area.x + (area.width - width) / 2, area.y + (area.height - height) / 2, width, height);
     Clear.render(popup, buffer);
-    Paragraph::new(lines)
-        .block(
-            Block::new()
-                .borders(Borders::ALL)
-                .title(" rtctl top: keys "),
-        )
-        .render(popup, buffer);
+    Paragraph::new(lines).block(Block::new().borders(Borders::ALL).title(" rtctl top: keys ")).render(popup, buffer);
 }
 
 fn rt_name_style() -> Style {
@@ -412,17 +354,11 @@ fn running_style() -> Style {
 }
 
 fn header_style() -> Style {
-    Style::new()
-        .fg(Color::Black)
-        .bg(Color::Cyan)
-        .add_modifier(Modifier::BOLD)
+    Style::new().fg(Color::Black).bg(Color::Cyan).add_modifier(Modifier::BOLD)
 }
 
 fn rt_header_style() -> Style {
-    Style::new()
-        .fg(Color::Black)
-        .bg(Color::Magenta)
-        .add_modifier(Modifier::BOLD)
+    Style::new().fg(Color::Black).bg(Color::Magenta).add_modifier(Modifier::BOLD)
 }
 
 /// The width of `text` on a terminal.
@@ -460,21 +396,12 @@ struct Item {
 
 impl Item {
     fn new(text: &str, style: Style, priority: u8) -> Item {
-        Item {
-            spans: vec![Span::styled(text.to_owned(), style)],
-            priority,
-        }
+        Item { spans: vec![Span::styled(text.to_owned(), style)], priority }
     }
 
     /// A key in bold, then what it does.
     fn keyed(key: &str, what: &str, key_style: Style, priority: u8) -> Item {
-        Item {
-            spans: vec![
-                Span::styled(key.to_owned(), key_style),
-                Span::raw(what.to_owned()),
-            ],
-            priority,
-        }
+        Item { spans: vec![Span::styled(key.to_owned(), key_style), Span::raw(what.to_owned())], priority }
     }
 
     fn width(&self) -> usize {
@@ -486,11 +413,7 @@ impl Item {
 /// highest priority number first (the rightmost among equals).
 fn fit(mut items: Vec<Item>, width: usize) -> Vec<Item> {
     while joined_width(&items) > width && !items.is_empty() {
-        let drop = items
-            .iter()
-            .enumerate()
-            .max_by_key(|(index, item)| (item.priority, *index))
-            .map_or(0, |(index, _)| index);
+        let drop = items.iter().enumerate().max_by_key(|(index, item)| (item.priority, *index)).map_or(0, |(index, _)| index);
         items.remove(drop);
     }
     items
@@ -519,35 +442,15 @@ fn fit_items(items: Vec<Item>, width: usize) -> Line<'static> {
 fn title_line(frame: &Frame<'_>, width: usize) -> Line<'static> {
     let summary = frame.current.info.summary();
     let bold = Style::new().add_modifier(Modifier::BOLD);
-    let mut items = vec![Item::new(
-        &format!("rtedge {}", summary.version.as_deref().unwrap_or("-")),
-        bold,
-        0,
-    )];
-    items.push(Item::new(
-        &format!("up {}", summary.uptime()),
-        Style::new(),
-        0,
-    ));
+    let mut items = vec![Item::new(&format!("rtedge {}", summary.version.as_deref().unwrap_or("-")), bold, 0)];
+    items.push(Item::new(&format!("up {}", summary.uptime()), Style::new(), 0));
     if let Some(cpus) = summary.cpus {
         items.push(Item::new(&format!("{cpus} CPUs"), Style::new(), 2));
     }
-    items.push(Item::new(
-        &format!("{} threads", frame.current.threads.len()),
-        Style::new(),
-        1,
-    ));
-    items.push(Item::new(
-        &format!("heap {}", summary.heap()),
-        Style::new(),
-        3,
-    ));
+    items.push(Item::new(&format!("{} threads", frame.current.threads.len()), Style::new(), 1));
+    items.push(Item::new(&format!("heap {}", summary.heap()), Style::new(), 3));
     if let Some(interval) = frame.interval_ns {
-        items.push(Item::new(
-            &format!("every {}", format::duration_ns(interval)),
-            Style::new(),
-            4,
-        ));
+        items.push(Item::new(&format!("every {}", format::duration_ns(interval)), Style::new(), 4));
     }
     fit_items(items, width)
 }
@@ -555,23 +458,12 @@ fn title_line(frame: &Frame<'_>, width: usize) -> Line<'static> {
 /// `softirq/s  HI 0  TIMER 2000 ...`: the busy ones are kept first when
 /// the line is short; `+N` says how many were left out.
 fn softirq_line(frame: &Frame<'_>, width: usize) -> Line<'static> {
-    let mut items = vec![Item::new(
-        "softirq/s",
-        Style::new().add_modifier(Modifier::BOLD),
-        0,
-    )];
+    let mut items = vec![Item::new("softirq/s", Style::new().add_modifier(Modifier::BOLD), 0)];
     for (name, rate) in &frame.softirq_rates {
         let busy = rate.is_some_and(|rate| rate >= 0.5);
         let shown = rate.map_or_else(|| "-".into(), |rate| format!("{rate:.0}"));
-        let style = if busy {
-            Style::new().fg(Color::Cyan)
-        } else {
-            Style::new()
-        };
-        items.push(Item {
-            spans: vec![Span::raw(format!("{name} ")), Span::styled(shown, style)],
-            priority: if busy { 1 } else { 2 },
-        });
+        let style = if busy { Style::new().fg(Color::Cyan) } else { Style::new() };
+        items.push(Item { spans: vec![Span::raw(format!("{name} ")), Span::styled(shown, style)], priority: if busy { 1 } else { 2 } });
     }
     if joined_width(&items) <= width {
         return join(items);
@@ -594,10 +486,7 @@ struct Cell {
 
 impl Cell {
     fn plain(text: String) -> Cell {
-        Cell {
-            text,
-            style: Style::new(),
-        }
+        Cell { text, style: Style::new() }
     }
 
     fn styled(text: String, style: Style) -> Cell {
@@ -623,19 +512,13 @@ struct Column {
 /// The width of each kept column (the others are removed) so that the
 /// table fits `width`.
 fn fit_columns(columns: &mut Vec<Column>, width: usize) -> Vec<usize> {
-    let mut widths: Vec<usize> = columns
-        .iter()
-        .map(|column| column.natural.max(width_of(&column.title)))
-        .collect();
-    let total =
-        |widths: &[usize]| widths.iter().sum::<usize>() + GAP * widths.len().saturating_sub(1);
+    let mut widths: Vec<usize> = columns.iter().map(|column| column.natural.max(width_of(&column.title))).collect();
+    let total = |widths: &[usize]| widths.iter().sum::<usize>() + GAP * widths.len().saturating_sub(1);
     let flexible = |columns: &[Column]| columns.iter().position(|column| column.flexible);
     let shrink_to = |columns: &[Column], widths: &mut [usize], floor: usize, width: usize| {
         if let Some(index) = flexible(columns) {
             let others = total(widths) - widths[index];
-            let floor = floor
-                .max(width_of(&columns[index].title))
-                .min(widths[index]);
+            let floor = floor.max(width_of(&columns[index].title)).min(widths[index]);
             widths[index] = width.saturating_sub(others).clamp(floor, widths[index]);
         }
     };
@@ -667,10 +550,7 @@ fn fit_columns(columns: &mut Vec<Column>, width: usize) -> Vec<usize> {
         shrink_to(columns, &mut widths, NAME_HARD_MIN, width);
     }
     while total(&widths) > width && columns.len() > 1 {
-        let drop = columns
-            .iter()
-            .rposition(|column| !column.flexible)
-            .unwrap_or(columns.len() - 1);
+        let drop = columns.iter().rposition(|column| !column.flexible).unwrap_or(columns.len() - 1);
         columns.remove(drop);
         widths.remove(drop);
     }
@@ -699,12 +579,7 @@ fn pad(text: &str, width: usize, align: Align) -> String {
 
 /// The header line and one line per shown row; the header is padded to
 /// the full width so that its colour spans the screen.
-fn table_lines(
-    mut columns: Vec<Column>,
-    rows: usize,
-    width: usize,
-    header: Style,
-) -> Vec<Line<'static>> {
+fn table_lines(mut columns: Vec<Column>, rows: usize, width: usize, header: Style) -> Vec<Line<'static>> {
     let widths = fit_columns(&mut columns, width);
     let mut title = String::new();
     for (index, (column, &column_width)) in columns.iter().zip(&widths).enumerate() {
@@ -733,27 +608,9 @@ fn table_lines(
 
 /// Builds a column from a cell function over every row (for the width)
 /// and over the rows shown (for the cells).
-fn column<T>(
-    title: &str,
-    align: Align,
-    priority: u8,
-    all: &[T],
-    shown: &[T],
-    cell: impl Fn(&T) -> Cell,
-) -> Column {
-    let natural = all
-        .iter()
-        .map(|usage| width_of(&cell(usage).text))
-        .max()
-        .unwrap_or(0);
-    Column {
-        title: title.to_owned(),
-        align,
-        priority,
-        flexible: false,
-        natural,
-        cells: shown.iter().map(&cell).collect(),
-    }
+fn column<T>(title: &str, align: Align, priority: u8, all: &[T], shown: &[T], cell: impl Fn(&T) -> Cell) -> Column {
+    let natural = all.iter().map(|usage| width_of(&cell(usage).text)).max().unwrap_or(0);
+    Column { title: title.to_owned(), align, priority, flexible: false, natural, cells: shown.iter().map(&cell).collect() }
 }
 
 /// `title`, with an arrow when the list is ordered by `key`.
@@ -778,168 +635,65 @@ fn name_cell(thread: &Thread) -> Cell {
 
 fn misses_cell(thread: &Thread) -> Cell {
     let text = tables::number(thread.misses);
-    if thread.misses.unwrap_or(0) > 0 {
-        Cell::styled(text, miss_style())
-    } else {
-        Cell::plain(text)
-    }
+    if thread.misses.unwrap_or(0) > 0 { Cell::styled(text, miss_style()) } else { Cell::plain(text) }
 }
 
 /// A latency cell, red when it is over the thread's period (that release
 /// ran into the next one).
 fn latency_cell(thread: &Thread, value: Option<i64>) -> Cell {
-    let text = if thread.has_latency() {
-        tables::duration(value)
-    } else {
-        "-".into()
-    };
+    let text = if thread.has_latency() { tables::duration(value) } else { "-".into() };
     match (value, thread.period_ns) {
-        (Some(value), Some(period)) if thread.has_latency() && period > 0 && value > period => {
-            Cell::styled(text, miss_style())
-        }
+        (Some(value), Some(period)) if thread.has_latency() && period > 0 && value > period => Cell::styled(text, miss_style()),
         _ => Cell::plain(text),
     }
 }
 
-fn thread_table(
-    frame: &Frame<'_>,
-    all: &[&Usage<'_>],
-    shown: &[&Usage<'_>],
-    sort: Sort,
-    width: usize,
-) -> Vec<Line<'static>> {
+fn thread_table(frame: &Frame<'_>, all: &[&Usage<'_>], shown: &[&Usage<'_>], sort: Sort, width: usize) -> Vec<Line<'static>> {
     let sample = frame.current;
-    let mut name = column(
-        &sorted_title("NAME", SortKey::Name, sort),
-        Align::Left,
-        0,
-        all,
-        shown,
-        |usage| name_cell(usage.thread),
-    );
+    let mut name = column(&sorted_title("NAME", SortKey::Name, sort), Align::Left, 0, all, shown, |usage| name_cell(usage.thread));
     name.flexible = true;
     let columns = vec![
-        column("ID", Align::Right, 4, all, shown, |usage| {
-            Cell::plain(tables::number(usage.thread.id))
-        }),
+        column("ID", Align::Right, 4, all, shown, |usage| Cell::plain(tables::number(usage.thread.id))),
         name,
-        column("KIND", Align::Left, 3, all, shown, |usage| {
-            Cell::plain(usage.thread.kind.clone())
-        }),
-        column("PRIO/NICE", Align::Right, 2, all, shown, |usage| {
-            Cell::plain(usage.thread.priority_or_nice())
-        }),
+        column("KIND", Align::Left, 3, all, shown, |usage| Cell::plain(usage.thread.kind.clone())),
+        column("PRIO/NICE", Align::Right, 2, all, shown, |usage| Cell::plain(usage.thread.priority_or_nice())),
         column("STATE", Align::Left, 1, all, shown, |usage| {
             let state = usage.thread.state.clone();
-            if state == "running" {
-                Cell::styled(state, running_style())
-            } else {
-                Cell::plain(state)
-            }
+            if state == "running" { Cell::styled(state, running_style()) } else { Cell::plain(state) }
         }),
-        column("CPU", Align::Right, 3, all, shown, |usage| {
-            Cell::plain(tables::number(usage.thread.cpu))
+        column("CPU", Align::Right, 3, all, shown, |usage| Cell::plain(tables::number(usage.thread.cpu))),
+        column(&sorted_title("CPU%", SortKey::Cpu, sort), Align::Right, 0, all, shown, |usage| {
+            let text = usage.percent.map_or_else(|| "-".into(), |percent| format!("{percent:.1}"));
+            if usage.percent.is_some_and(|percent| percent >= 50.0) { Cell::styled(text, busy_style()) } else { Cell::plain(text) }
         }),
-        column(
-            &sorted_title("CPU%", SortKey::Cpu, sort),
-            Align::Right,
-            0,
-            all,
-            shown,
-            |usage| {
-                let text = usage
-                    .percent
-                    .map_or_else(|| "-".into(), |percent| format!("{percent:.1}"));
-                if usage.percent.is_some_and(|percent| percent >= 50.0) {
-                    Cell::styled(text, busy_style())
-                } else {
-                    Cell::plain(text)
-                }
-            },
-        ),
-        column("RUNTIME", Align::Right, 1, all, shown, |usage| {
-            Cell::plain(tables::duration(usage.thread.runtime_ns))
+        column("RUNTIME", Align::Right, 1, all, shown, |usage| Cell::plain(tables::duration(usage.thread.runtime_ns))),
+        column("SWITCHES", Align::Right, 5, all, shown, |usage| Cell::plain(tables::number(usage.thread.switches))),
+        column(&sorted_title("MISSES", SortKey::Misses, sort), Align::Right, 0, all, shown, |usage| misses_cell(usage.thread)),
+        column(&sorted_title("LAT-P99", SortKey::Latency, sort), Align::Right, 7, all, shown, |usage| {
+            latency_cell(usage.thread, sample.p99(usage.thread))
         }),
-        column("SWITCHES", Align::Right, 5, all, shown, |usage| {
-            Cell::plain(tables::number(usage.thread.switches))
-        }),
-        column(
-            &sorted_title("MISSES", SortKey::Misses, sort),
-            Align::Right,
-            0,
-            all,
-            shown,
-            |usage| misses_cell(usage.thread),
-        ),
-        column(
-            &sorted_title("LAT-P99", SortKey::Latency, sort),
-            Align::Right,
-            7,
-            all,
-            shown,
-            |usage| latency_cell(usage.thread, sample.p99(usage.thread)),
-        ),
-        column("AFFINITY", Align::Left, 6, all, shown, |usage| {
-            Cell::plain(usage.thread.affinity.clone())
-        }),
+        column("AFFINITY", Align::Left, 6, all, shown, |usage| Cell::plain(usage.thread.affinity.clone())),
     ];
     table_lines(columns, shown.len(), width, header_style())
 }
 
-fn rt_table(
-    frame: &Frame<'_>,
-    all: &[&Usage<'_>],
-    shown: &[&Usage<'_>],
-    hidden: usize,
-    sort: Sort,
-    width: usize,
-) -> Vec<Line<'static>> {
+fn rt_table(frame: &Frame<'_>, all: &[&Usage<'_>], shown: &[&Usage<'_>], hidden: usize, sort: Sort, width: usize) -> Vec<Line<'static>> {
     let sample = frame.current;
-    let title = if hidden > 0 {
-        format!("RT THREAD (+{hidden})")
-    } else {
-        "RT THREAD".to_owned()
-    };
-    let mut name = column(&title, Align::Left, 0, all, shown, |usage| {
-        name_cell(usage.thread)
-    });
+    let title = if hidden > 0 { format!("RT THREAD (+{hidden})") } else { "RT THREAD".to_owned() };
+    let mut name = column(&title, Align::Left, 0, all, shown, |usage| name_cell(usage.thread));
     name.flexible = true;
     let columns = vec![
         name,
-        column("PRIO", Align::Right, 4, all, shown, |usage| {
-            Cell::plain(tables::number(usage.thread.priority))
+        column("PRIO", Align::Right, 4, all, shown, |usage| Cell::plain(tables::number(usage.thread.priority))),
+        column("PERIOD", Align::Right, 2, all, shown, |usage| Cell::plain(usage.thread.period())),
+        column("RELEASES", Align::Right, 0, all, shown, |usage| Cell::plain(tables::number(usage.thread.releases))),
+        column(&sorted_title("MISSES", SortKey::Misses, sort), Align::Right, 0, all, shown, |usage| misses_cell(usage.thread)),
+        column("LAT-MIN", Align::Right, 5, all, shown, |usage| latency_cell(usage.thread, usage.thread.latency_min_ns)),
+        column("LAT-MEAN", Align::Right, 3, all, shown, |usage| latency_cell(usage.thread, usage.thread.latency_mean_ns)),
+        column(&sorted_title("LAT-P99", SortKey::Latency, sort), Align::Right, 0, all, shown, |usage| {
+            latency_cell(usage.thread, sample.p99(usage.thread))
         }),
-        column("PERIOD", Align::Right, 2, all, shown, |usage| {
-            Cell::plain(usage.thread.period())
-        }),
-        column("RELEASES", Align::Right, 0, all, shown, |usage| {
-            Cell::plain(tables::number(usage.thread.releases))
-        }),
-        column(
-            &sorted_title("MISSES", SortKey::Misses, sort),
-            Align::Right,
-            0,
-            all,
-            shown,
-            |usage| misses_cell(usage.thread),
-        ),
-        column("LAT-MIN", Align::Right, 5, all, shown, |usage| {
-            latency_cell(usage.thread, usage.thread.latency_min_ns)
-        }),
-        column("LAT-MEAN", Align::Right, 3, all, shown, |usage| {
-            latency_cell(usage.thread, usage.thread.latency_mean_ns)
-        }),
-        column(
-            &sorted_title("LAT-P99", SortKey::Latency, sort),
-            Align::Right,
-            0,
-            all,
-            shown,
-            |usage| latency_cell(usage.thread, sample.p99(usage.thread)),
-        ),
-        column("LAT-MAX", Align::Right, 0, all, shown, |usage| {
-            latency_cell(usage.thread, usage.thread.latency_max_ns)
-        }),
+        column("LAT-MAX", Align::Right, 0, all, shown, |usage| latency_cell(usage.thread, usage.thread.latency_max_ns)),
     ];
     table_lines(columns, shown.len(), width, rt_header_style())
 }
@@ -976,11 +730,7 @@ fn deferred_rows(frame: &Frame<'_>) -> Vec<DeferredRow> {
         })
         .collect();
     for (name, total) in &frame.current.softirqs {
-        let rate = frame
-            .softirq_rates
-            .iter()
-            .find(|(rated, _)| rated == name)
-            .and_then(|(_, rate)| *rate);
+        let rate = frame.softirq_rates.iter().find(|(rated, _)| rated == name).and_then(|(_, rate)| *rate);
         rows.push(DeferredRow {
             kind: "softirq",
             name: name.clone(),
@@ -997,14 +747,10 @@ fn deferred_rows(frame: &Frame<'_>) -> Vec<DeferredRow> {
 /// The deferred-work table: kind, name, state, runs (fired, done), queued
 /// (schedules, items waiting), rate, owner.
 fn deferred_table(all: &[DeferredRow], shown: &[DeferredRow], width: usize) -> Vec<Line<'static>> {
-    let mut name = column("NAME", Align::Left, 0, all, shown, |row: &DeferredRow| {
-        Cell::plain(row.name.clone())
-    });
+    let mut name = column("NAME", Align::Left, 0, all, shown, |row: &DeferredRow| Cell::plain(row.name.clone()));
     name.flexible = true;
     let columns = vec![
-        column("KIND", Align::Left, 3, all, shown, |row: &DeferredRow| {
-            Cell::plain(row.kind.to_owned())
-        }),
+        column("KIND", Align::Left, 3, all, shown, |row: &DeferredRow| Cell::plain(row.kind.to_owned())),
         name,
         column("STATE", Align::Left, 2, all, shown, |row: &DeferredRow| {
             let state = row.state.clone();
@@ -1014,37 +760,13 @@ fn deferred_table(all: &[DeferredRow], shown: &[DeferredRow], width: usize) -> V
                 Cell::plain(state)
             }
         }),
-        column("RUNS", Align::Right, 0, all, shown, |row: &DeferredRow| {
-            Cell::plain(tables::number(row.runs))
+        column("RUNS", Align::Right, 0, all, shown, |row: &DeferredRow| Cell::plain(tables::number(row.runs))),
+        column("QUEUED", Align::Right, 1, all, shown, |row: &DeferredRow| Cell::plain(tables::number(row.queued))),
+        column("RATE/s", Align::Right, 4, all, shown, |row: &DeferredRow| {
+            let text = row.rate.map_or_else(|| "-".into(), |rate| format!("{rate:.0}"));
+            if row.rate.is_some_and(|rate| rate >= 0.5) { Cell::styled(text, Style::new().fg(Color::Cyan)) } else { Cell::plain(text) }
         }),
-        column(
-            "QUEUED",
-            Align::Right,
-            1,
-            all,
-            shown,
-            |row: &DeferredRow| Cell::plain(tables::number(row.queued)),
-        ),
-        column(
-            "RATE/s",
-            Align::Right,
-            4,
-            all,
-            shown,
-            |row: &DeferredRow| {
-                let text = row
-                    .rate
-                    .map_or_else(|| "-".into(), |rate| format!("{rate:.0}"));
-                if row.rate.is_some_and(|rate| rate >= 0.5) {
-                    Cell::styled(text, Style::new().fg(Color::Cyan))
-                } else {
-                    Cell::plain(text)
-                }
-            },
-        ),
-        column("OWNER", Align::Left, 5, all, shown, |row: &DeferredRow| {
-            Cell::plain(row.owner.clone())
-        }),
+        column("OWNER", Align::Left, 5, all, shown, |row: &DeferredRow| Cell::plain(row.owner.clone())),
     ];
     table_lines(columns, shown.len(), width, header_style())
 }
@@ -1068,22 +790,13 @@ mod tests {
         (first, second)
     }
 
-    const SMALL: Size = Size {
-        width: 80,
-        height: 24,
-    };
-    const LARGE: Size = Size {
-        width: 120,
-        height: 40,
-    };
+    const SMALL: Size = Size { width: 80, height: 24 };
+    const LARGE: Size = Size { width: 120, height: 40 };
 
     /// Draws through ratatui's TestBackend, as the terminal would.
     fn draw(view: &mut View, frame: &Frame<'_>, size: Size) -> Buffer {
-        let mut terminal =
-            Terminal::new(TestBackend::new(size.width, size.height)).expect("test terminal");
-        terminal
-            .draw(|canvas| view.draw(canvas, frame))
-            .expect("draw");
+        let mut terminal = Terminal::new(TestBackend::new(size.width, size.height)).expect("test terminal");
+        terminal.draw(|canvas| view.draw(canvas, frame)).expect("draw");
         terminal.backend().buffer().clone()
     }
 
@@ -1119,17 +832,9 @@ mod tests {
     /// What a thread shows under `title`, computed here independently
     /// of the view's cells.
     fn expected(frame: &Frame<'_>, thread: &Thread, title: &str) -> String {
-        let usage = frame
-            .usage
-            .iter()
-            .find(|usage| usage.thread.id == thread.id)
-            .expect("thread in frame");
+        let usage = frame.usage.iter().find(|usage| usage.thread.id == thread.id).expect("thread in frame");
         let latency = |value: Option<i64>| {
-            if thread.has_latency() {
-                tables::duration(value)
-            } else {
-                "-".into()
-            }
+            if thread.has_latency() { tables::duration(value) } else { "-".into() }
         };
         match title {
             "ID" => tables::number(thread.id),
@@ -1139,9 +844,7 @@ mod tests {
             "PRIO" => tables::number(thread.priority),
             "STATE" => thread.state.clone(),
             "CPU" => tables::number(thread.cpu),
-            "CPU%" => usage
-                .percent
-                .map_or_else(|| "-".into(), |percent| format!("{percent:.1}")),
+            "CPU%" => usage.percent.map_or_else(|| "-".into(), |percent| format!("{percent:.1}")),
             "RUNTIME" => tables::duration(thread.runtime_ns),
             "SWITCHES" => tables::number(thread.switches),
             "MISSES" => tables::number(thread.misses),
@@ -1181,17 +884,10 @@ mod tests {
         let at = lines
             .iter()
             .position(|line| line.trim_start().starts_with(header_start))
-            .unwrap_or_else(|| {
-                panic!(
-                    "no table starting {header_start:?} in\n{}",
-                    lines.join("\n")
-                )
-            });
+            .unwrap_or_else(|| panic!("no table starting {header_start:?} in\n{}", lines.join("\n")));
         let rows = lines[at + 1..lines.len() - 1]
             .iter()
-            .take_while(|line| {
-                !line.is_empty() && !line.starts_with("RT THREAD") && !line.starts_with("NAME")
-            })
+            .take_while(|line| !line.is_empty() && !line.starts_with("RT THREAD") && !line.starts_with("NAME"))
             .map(String::as_str)
             .collect();
         (&lines[at], rows)
@@ -1199,15 +895,8 @@ mod tests {
 
     /// Every cell of every row of both tables is its whole value.
     fn assert_values_whole(frame: &Frame<'_>, lines: &[String]) {
-        let thread_header = if lines[2].trim_start().starts_with("ID") {
-            "ID"
-        } else {
-            "NAME"
-        };
-        for (start, name_first) in [
-            (thread_header, thread_header == "NAME"),
-            ("RT THREAD", true),
-        ] {
+        let thread_header = if lines[2].trim_start().starts_with("ID") { "ID" } else { "NAME" };
+        for (start, name_first) in [(thread_header, thread_header == "NAME"), ("RT THREAD", true)] {
             let (header, rows) = table(lines, start);
             let titles = titles(header);
             assert!(!rows.is_empty(), "table {start} has rows");
@@ -1215,14 +904,9 @@ mod tests {
                 let thread = thread_of(frame, row, name_first);
                 for title in &titles {
                     let value = expected(frame, thread, title);
-                    let shortened = (title == "NAME" || title == "RT-THREAD")
-                        && row.split_whitespace().any(|word| word.ends_with('…'));
+                    let shortened = (title == "NAME" || title == "RT-THREAD") && row.split_whitespace().any(|word| word.ends_with('…'));
                     if !shortened {
-                        assert!(
-                            contains_whole(row, &value),
-                            "{title} of {} should be {value:?} whole in {row:?}",
-                            thread.name
-                        );
+                        assert!(contains_whole(row, &value), "{title} of {} should be {value:?} whole in {row:?}", thread.name);
                     }
                 }
             }
@@ -1238,16 +922,9 @@ mod tests {
         let (header, rows) = table(&lines, "RT THREAD");
         let titles = titles(header);
         for needed in ["RELEASES", "MISSES", "LAT-P99", "LAT-MAX"] {
-            assert!(
-                titles.iter().any(|title| title == needed),
-                "{needed} in {header:?}"
-            );
+            assert!(titles.iter().any(|title| title == needed), "{needed} in {header:?}");
         }
-        let rt: Vec<&Thread> = second
-            .threads
-            .iter()
-            .filter(|thread| thread.is_rt())
-            .collect();
+        let rt: Vec<&Thread> = second.threads.iter().filter(|thread| thread.is_rt()).collect();
         assert_eq!(rt.len(), 6);
         assert_eq!(rows.len(), rt.len(), "{}", lines.join("\n"));
         for thread in rt {
@@ -1278,17 +955,9 @@ mod tests {
             for key in SortKey::ALL {
                 let mut view = View::new(Sort::by(key));
                 let composed = view.compose(&frame, size);
-                assert!(
-                    composed.len() <= usize::from(size.height),
-                    "{size:?}: {} lines",
-                    composed.len()
-                );
+                assert!(composed.len() <= usize::from(size.height), "{size:?}: {} lines", composed.len());
                 for line in &composed {
-                    assert!(
-                        line.width() <= usize::from(size.width),
-                        "{size:?}: {} columns in {line}",
-                        line.width()
-                    );
+                    assert!(line.width() <= usize::from(size.width), "{size:?}: {} columns in {line}", line.width());
                 }
             }
         }
@@ -1309,16 +978,8 @@ mod tests {
         // 80 columns drop low-priority columns; 120 have room for them.
         let small = lines(&draw(&mut View::default(), &frame, SMALL));
         let large = lines(&draw(&mut View::default(), &frame, LARGE));
-        assert!(
-            !titles(&small[2]).contains(&"SWITCHES".to_owned()),
-            "{}",
-            small[2]
-        );
-        assert!(
-            titles(&large[2]).contains(&"SWITCHES".to_owned()),
-            "{}",
-            large[2]
-        );
+        assert!(!titles(&small[2]).contains(&"SWITCHES".to_owned()), "{}", small[2]);
+        assert!(titles(&large[2]).contains(&"SWITCHES".to_owned()), "{}", large[2]);
         assert!(titles(&large[2]).contains(&"ID".to_owned()), "{}", large[2]);
     }
 
@@ -1326,21 +987,14 @@ mod tests {
     fn thread_rows(frame: &Frame<'_>, view: &mut View, size: Size) -> Vec<String> {
         let lines = lines(&draw(view, frame, size));
         let name_first = !lines[2].trim_start().starts_with("ID");
-        let (_, rows) = table(
-            &lines,
-            lines[2].trim_start().split(' ').next().unwrap_or("-"),
-        );
-        rows.iter()
-            .map(|row| thread_of(frame, row, name_first).name.clone())
-            .collect()
+        let (_, rows) = table(&lines, lines[2].trim_start().split(' ').next().unwrap_or("-"));
+        rows.iter().map(|row| thread_of(frame, row, name_first).name.clone()).collect()
     }
 
     fn rt_rows(frame: &Frame<'_>, view: &mut View, size: Size) -> Vec<String> {
         let lines = lines(&draw(view, frame, size));
         let (_, rows) = table(&lines, "RT THREAD");
-        rows.iter()
-            .map(|row| thread_of(frame, row, true).name.clone())
-            .collect()
+        rows.iter().map(|row| thread_of(frame, row, true).name.clone()).collect()
     }
 
     #[test]
@@ -1366,19 +1020,10 @@ mod tests {
 
         press(&mut view, KeyCode::Char('m'));
         let by_misses = thread_rows(&frame, &mut view, LARGE);
-        let misses = |name: &String| {
-            second
-                .threads
-                .iter()
-                .find(|thread| &thread.name == name)
-                .and_then(|thread| thread.misses)
-                .unwrap_or(0)
-        };
+        let misses =
+            |name: &String| second.threads.iter().find(|thread| &thread.name == name).and_then(|thread| thread.misses).unwrap_or(0);
         let counts: Vec<i64> = by_misses.iter().map(misses).collect();
-        assert!(
-            counts.windows(2).all(|pair| pair[0] >= pair[1]),
-            "{counts:?}"
-        );
+        assert!(counts.windows(2).all(|pair| pair[0] >= pair[1]), "{counts:?}");
         assert_eq!(by_misses[0], "softirq-rt");
 
         // The RT section follows the order too: by p99, the largest first.
@@ -1386,19 +1031,9 @@ mod tests {
         let by_latency = rt_rows(&frame, &mut view, SMALL);
         let p99: Vec<i64> = by_latency
             .iter()
-            .map(|name| {
-                second
-                    .threads
-                    .iter()
-                    .find(|thread| &thread.name == name)
-                    .and_then(|thread| second.p99(thread))
-                    .unwrap_or(-1)
-            })
+            .map(|name| second.threads.iter().find(|thread| &thread.name == name).and_then(|thread| second.p99(thread)).unwrap_or(-1))
             .collect();
-        assert!(
-            p99.windows(2).all(|pair| pair[0] >= pair[1]),
-            "{by_latency:?} {p99:?}"
-        );
+        assert!(p99.windows(2).all(|pair| pair[0] >= pair[1]), "{by_latency:?} {p99:?}");
         assert_eq!(by_latency.last().map(String::as_str), Some("rt-sleeper"));
         let mut by_name = by_latency.clone();
         by_name.sort();
@@ -1413,11 +1048,7 @@ mod tests {
         let mut view = View::default();
         let top = thread_rows(&frame, &mut view, SMALL);
         let page = top.len();
-        assert!(
-            page > 3 && page < all.len(),
-            "80x24 shows {page} of {}",
-            all.len()
-        );
+        assert!(page > 3 && page < all.len(), "80x24 shows {page} of {}", all.len());
         assert_eq!(top, all[..page]);
 
         press(&mut view, KeyCode::Down);
@@ -1429,27 +1060,15 @@ mod tests {
         press(&mut view, KeyCode::PageDown);
         let end = all.len() - page;
         assert_eq!(view.offset(), end.min(page));
-        assert_eq!(
-            thread_rows(&frame, &mut view, SMALL),
-            all[end.min(page)..end.min(page) + page]
-        );
+        assert_eq!(thread_rows(&frame, &mut view, SMALL), all[end.min(page)..end.min(page) + page]);
 
         press(&mut view, KeyCode::End);
         let last = thread_rows(&frame, &mut view, SMALL);
         assert_eq!(last, all[end..]);
-        let footer = lines(&draw(&mut view, &frame, SMALL))
-            .pop()
-            .unwrap_or_default();
-        assert!(
-            footer.ends_with(&format!("{}-{}/{}", end + 1, all.len(), all.len())),
-            "{footer}"
-        );
+        let footer = lines(&draw(&mut view, &frame, SMALL)).pop().unwrap_or_default();
+        assert!(footer.ends_with(&format!("{}-{}/{}", end + 1, all.len(), all.len())), "{footer}");
         press(&mut view, KeyCode::Down);
-        assert_eq!(
-            thread_rows(&frame, &mut view, SMALL),
-            all[end..],
-            "no scrolling past the end"
-        );
+        assert_eq!(thread_rows(&frame, &mut view, SMALL), all[end..], "no scrolling past the end");
 
         press(&mut view, KeyCode::PageUp);
         assert_eq!(view.offset(), end.saturating_sub(page));
@@ -1471,30 +1090,14 @@ mod tests {
             let y = u16::try_from(line).unwrap_or(0);
             buffer.cell((x, y)).expect("cell").clone()
         };
-        let rt_row = lines
-            .iter()
-            .position(|line| line.starts_with("softirq-rt"))
-            .expect("softirq-rt in the RT section");
+        let rt_row = lines.iter().position(|line| line.starts_with("softirq-rt")).expect("softirq-rt in the RT section");
         assert_eq!(cell_at(rt_row, "softirq-rt").fg, Color::Magenta);
-        let misses = tables::number(
-            second
-                .threads
-                .iter()
-                .find(|thread| thread.name == "softirq-rt")
-                .and_then(|thread| thread.misses),
-        );
+        let misses = tables::number(second.threads.iter().find(|thread| thread.name == "softirq-rt").and_then(|thread| thread.misses));
         assert_eq!(cell_at(rt_row, &misses).fg, Color::Red);
-        let idle_row = lines
-            .iter()
-            .position(|line| line.starts_with("idle/0"))
-            .expect("idle/0 row");
+        let idle_row = lines.iter().position(|line| line.starts_with("idle/0")).expect("idle/0 row");
         assert_eq!(cell_at(idle_row, "idle/0").fg, Color::DarkGray);
         let footer = lines.len() - 1;
-        assert!(
-            lines[footer].starts_with("error: ERR busy"),
-            "{}",
-            lines[footer]
-        );
+        assert!(lines[footer].starts_with("error: ERR busy"), "{}", lines[footer]);
         assert_eq!(cell_at(footer, "error").bg, Color::Red);
     }
 
@@ -1506,12 +1109,7 @@ mod tests {
         assert_eq!(press(&mut view, KeyCode::Char(' ')), Action::Redraw);
         assert!(view.paused());
         let text = render_text(&mut view, &frame, SMALL);
-        assert!(
-            text.lines()
-                .last()
-                .is_some_and(|line| line.starts_with("PAUSED")),
-            "{text}"
-        );
+        assert!(text.lines().last().is_some_and(|line| line.starts_with("PAUSED")), "{text}");
         press(&mut view, KeyCode::Char(' '));
         assert!(!view.paused());
 
@@ -1526,16 +1124,10 @@ mod tests {
         assert_eq!(press(&mut view, KeyCode::Char('x')), Action::Nothing);
         assert_eq!(press(&mut view, KeyCode::Char('q')), Action::Quit);
         assert_eq!(press(&mut view, KeyCode::Esc), Action::Quit);
-        assert_eq!(
-            view.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
-            Action::Quit
-        );
+        assert_eq!(view.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)), Action::Quit);
         // Ctrl-C quits from the help too.
         press(&mut view, KeyCode::Char('h'));
-        assert_eq!(
-            view.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
-            Action::Quit
-        );
+        assert_eq!(view.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)), Action::Quit);
     }
 
     #[test]
@@ -1553,30 +1145,9 @@ mod tests {
     #[test]
     fn names_are_shortened_with_a_mark_only_when_nothing_else_can_go() {
         let mut columns = vec![
-            Column {
-                title: "NAME".into(),
-                align: Align::Left,
-                priority: 0,
-                flexible: true,
-                natural: 30,
-                cells: Vec::new(),
-            },
-            Column {
-                title: "ID".into(),
-                align: Align::Right,
-                priority: 4,
-                flexible: false,
-                natural: 2,
-                cells: Vec::new(),
-            },
-            Column {
-                title: "MISSES".into(),
-                align: Align::Right,
-                priority: 0,
-                flexible: false,
-                natural: 6,
-                cells: Vec::new(),
-            },
+            Column { title: "NAME".into(), align: Align::Left, priority: 0, flexible: true, natural: 30, cells: Vec::new() },
+            Column { title: "ID".into(), align: Align::Right, priority: 4, flexible: false, natural: 2, cells: Vec::new() },
+            Column { title: "MISSES".into(), align: Align::Right, priority: 0, flexible: false, natural: 6, cells: Vec::new() },
         ];
         // 30 + 2 + 6 + 2 gaps: the optional ID goes first, then the name
         // gives way, never MISSES.
@@ -1599,12 +1170,7 @@ mod tests {
     }
 
     fn value_map(fields: Vec<(&str, rtedge_proto::Value)>) -> rtedge_proto::Value {
-        rtedge_proto::Value::Map(
-            fields
-                .into_iter()
-                .map(|(key, value)| (text_value(key), value))
-                .collect(),
-        )
+        rtedge_proto::Value::Map(fields.into_iter().map(|(key, value)| (text_value(key), value)).collect())
     }
 
     fn text_value(text: &str) -> rtedge_proto::Value {
@@ -1657,20 +1223,8 @@ mod tests {
                     tasklet("net-rx-refill-tasklet", "idle", 123_456_789, 123_456_789),
                 ]),
             ),
-            (
-                "TIMERS",
-                rtedge_proto::Value::Array(vec![
-                    timer("heartbeat", 1, 61),
-                    timer("watchdog-kick", 0, 9_876_543_210),
-                ]),
-            ),
-            (
-                "WORKQUEUES",
-                rtedge_proto::Value::Array(vec![
-                    queue("jobs", 2, 1, 7),
-                    queue("storage-flush-writeback", 0, 0, 4_000_000_000),
-                ]),
-            ),
+            ("TIMERS", rtedge_proto::Value::Array(vec![timer("heartbeat", 1, 61), timer("watchdog-kick", 0, 9_876_543_210)])),
+            ("WORKQUEUES", rtedge_proto::Value::Array(vec![queue("jobs", 2, 1, 7), queue("storage-flush-writeback", 0, 0, 4_000_000_000)])),
         ])
     }
 
@@ -1697,18 +1251,11 @@ mod tests {
             }
             let lines = lines(&buffer);
             for line in &lines {
-                assert!(
-                    width_of(line) <= usize::from(size.width),
-                    "{line:?} wider than {}",
-                    size.width
-                );
+                assert!(width_of(line) <= usize::from(size.width), "{line:?} wider than {}", size.width);
             }
             let (header, rows) = table(&lines, "KIND");
             for title in ["KIND", "NAME", "RUNS"] {
-                assert!(
-                    titles(header).iter().any(|t| t == title),
-                    "{title} in {header:?}"
-                );
+                assert!(titles(header).iter().any(|t| t == title), "{title} in {header:?}");
             }
             // The listings come first: all of them fit even at 80x24;
             // the soft IRQs below them scroll (End shows the last page).
@@ -1719,18 +1266,14 @@ mod tests {
             let (_, last_rows) = table(&last_page, "KIND");
             let rows: Vec<&str> = rows.into_iter().chain(last_rows).collect();
             for entry in &deferred {
-                let row = rows
-                    .iter()
-                    .find(|row| contains_whole(row, &entry.name))
-                    .unwrap_or_else(|| panic!("{} whole in\n{text}", entry.name));
+                let row =
+                    rows.iter().find(|row| contains_whole(row, &entry.name)).unwrap_or_else(|| panic!("{} whole in\n{text}", entry.name));
                 assert!(contains_whole(row, entry.kind), "{row:?}");
                 assert!(contains_whole(row, &tables::number(entry.runs)), "{row:?}");
             }
             for (name, total) in &second.softirqs {
                 assert!(
-                    rows.iter()
-                        .any(|row| contains_whole(row, name)
-                            && contains_whole(row, &total.to_string())),
+                    rows.iter().any(|row| contains_whole(row, name) && contains_whole(row, &total.to_string())),
                     "soft IRQ {name} {total} in\n{text}"
                 );
             }
@@ -1743,28 +1286,19 @@ mod tests {
 
     #[test]
     fn v_and_tab_switch_between_threads_and_deferred_work() {
-        let (first, second) =
-            with_deferred(super::super::Deferred::take(&mut listings()).expect("listings"));
+        let (first, second) = with_deferred(super::super::Deferred::take(&mut listings()).expect("listings"));
         let frame = Frame::new(Some(&first), &second);
         let mut view = View::default();
         assert!(!view.wants_deferred());
         let before = lines(&draw(&mut view, &frame, SMALL));
         assert!(!before[2].starts_with("KIND"), "{before:?}");
-        assert!(
-            before
-                .iter()
-                .any(|line| contains_whole(line, "control-plane"))
-        );
+        assert!(before.iter().any(|line| contains_whole(line, "control-plane")));
         assert!(before[before.len() - 1].contains("v deferred"));
         assert_eq!(press(&mut view, KeyCode::Char('v')), Action::Redraw);
         assert!(view.wants_deferred());
         let after = lines(&draw(&mut view, &frame, SMALL));
         assert!(after[2].starts_with("KIND"), "{after:?}");
-        assert!(
-            after
-                .iter()
-                .any(|line| contains_whole(line, "net-rx-refill-tasklet"))
-        );
+        assert!(after.iter().any(|line| contains_whole(line, "net-rx-refill-tasklet")));
         assert_eq!(press(&mut view, KeyCode::Tab), Action::Redraw);
         assert!(!view.wants_deferred());
         assert_eq!(lines(&draw(&mut view, &frame, SMALL)), before);
@@ -1776,14 +1310,9 @@ mod tests {
 
     #[test]
     fn an_appliance_without_the_listings_still_renders_the_deferred_view() {
-        let unknown = |command: &str| {
-            rtedge_proto::Value::Error(format!("ERR unknown command '{command}'").into_bytes())
-        };
-        let mut old = Replay::from(vec![
-            ("TASKLETS", unknown("TASKLETS")),
-            ("TIMERS", unknown("TIMERS")),
-            ("WORKQUEUES", unknown("WORKQUEUES")),
-        ]);
+        let unknown = |command: &str| rtedge_proto::Value::Error(format!("ERR unknown command '{command}'").into_bytes());
+        let mut old =
+            Replay::from(vec![("TASKLETS", unknown("TASKLETS")), ("TIMERS", unknown("TIMERS")), ("WORKQUEUES", unknown("WORKQUEUES"))]);
         let deferred = super::super::Deferred::take(&mut old).expect("refusals are left out");
         assert!(deferred.is_empty());
         let (first, second) = with_deferred(deferred);
@@ -1804,8 +1333,7 @@ mod tests {
 
     #[test]
     fn the_deferred_view_fits_any_size_and_never_cuts_a_number() {
-        let (first, second) =
-            with_deferred(super::super::Deferred::take(&mut listings()).expect("listings"));
+        let (first, second) = with_deferred(super::super::Deferred::take(&mut listings()).expect("listings"));
         let frame = Frame::new(Some(&first), &second);
         let mut saw_runs = false;
         for width in (1..=200).step_by(3) {
@@ -1827,11 +1355,7 @@ mod tests {
                 }
                 // At 24 rows every listing is shown: where RUNS is, the
                 // widest count is there whole.
-                if height == 24
-                    && text
-                        .lines()
-                        .any(|line| line.starts_with("KIND") && line.contains("RUNS"))
-                {
+                if height == 24 && text.lines().any(|line| line.starts_with("KIND") && line.contains("RUNS")) {
                     saw_runs = true;
                     assert!(text.contains("9876543210"), "{size:?}:\n{text}");
                 }

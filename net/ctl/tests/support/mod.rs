@@ -40,18 +40,9 @@ impl Default for Config {
             hello: true,
             answers: true,
             messages: vec![
-                (
-                    "latency.rt0".into(),
-                    r#"{"t":1000,"kind":"release","thread":"rt0","latency_ns":1234,"miss":false}"#.into(),
-                ),
-                (
-                    "latency.rt0".into(),
-                    r#"{"t": 2000, "kind": "release", "thread": "rt0", "latency_ns": 2345, "miss": true}"#.into(),
-                ),
-                (
-                    "latency.rt0".into(),
-                    r#"{"t":3000,"kind":"release","thread":"rt0","latency_ns":99,"miss":false}"#.into(),
-                ),
+                ("latency.rt0".into(), r#"{"t":1000,"kind":"release","thread":"rt0","latency_ns":1234,"miss":false}"#.into()),
+                ("latency.rt0".into(), r#"{"t": 2000, "kind": "release", "thread": "rt0", "latency_ns": 2345, "miss": true}"#.into()),
+                ("latency.rt0".into(), r#"{"t":3000,"kind":"release","thread":"rt0","latency_ns":99,"miss":false}"#.into()),
             ],
         }
     }
@@ -95,15 +86,7 @@ impl FakeServer {
     pub fn commands(&self) -> Vec<String> {
         self.requests()
             .into_iter()
-            .filter(|request| {
-                !matches!(
-                    request
-                        .first()
-                        .map(|name| name.to_ascii_uppercase())
-                        .as_deref(),
-                    Some("HELLO" | "AUTH")
-                )
-            })
+            .filter(|request| !matches!(request.first().map(|name| name.to_ascii_uppercase()).as_deref(), Some("HELLO" | "AUTH")))
             .map(|request| request.join(" "))
             .collect()
     }
@@ -164,11 +147,8 @@ impl TempDir {
     /// A new empty directory.
     pub fn new(label: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "rtctl-test-{}-{label}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path =
+            std::env::temp_dir().join(format!("rtctl-test-{}-{label}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
         std::fs::create_dir_all(&path).expect("create temporary directory");
         TempDir(path)
     }
@@ -214,13 +194,7 @@ fn serve(mut stream: TcpStream, config: &Config, log: &Mutex<Vec<Vec<String>>>) 
         }
         while let Ok(Some(request)) = parser.next() {
             if let Ok(mut log) = log.lock() {
-                log.push(
-                    request
-                        .args()
-                        .iter()
-                        .map(|arg| String::from_utf8_lossy(arg).into_owned())
-                        .collect(),
-                );
+                log.push(request.args().iter().map(|arg| String::from_utf8_lossy(arg).into_owned()).collect());
             }
             if !config.answers {
                 continue;
@@ -241,12 +215,7 @@ fn text(request: &Request, index: usize) -> String {
 }
 
 fn map(fields: Vec<(&str, Reply)>) -> Reply {
-    Reply::Map(
-        fields
-            .into_iter()
-            .map(|(key, value)| (Reply::bulk_str(key), value))
-            .collect(),
-    )
+    Reply::Map(fields.into_iter().map(|(key, value)| (Reply::bulk_str(key), value)).collect())
 }
 
 fn int(value: i64) -> Reply {
@@ -272,9 +241,7 @@ fn respond(request: &Request, connection: &mut Connection, config: &Config) -> V
         return vec![Reply::noauth()];
     }
     let reply = match name.as_str() {
-        "HELLO" if !config.hello => {
-            Reply::unknown_command(request.name(), request.args_after_name())
-        }
+        "HELLO" if !config.hello => Reply::unknown_command(request.name(), request.args_after_name()),
         "HELLO" => {
             if upper(2) == "AUTH" {
                 if !token_ok(&arg(4)) {
@@ -318,20 +285,8 @@ fn respond(request: &Request, connection: &mut Connection, config: &Config) -> V
             threads(n)
         }
         "IRQS" => Reply::Array(vec![
-            map(vec![
-                ("vector", int(32)),
-                ("name", bulk("timer")),
-                ("cpu0", int(1000)),
-                ("cpu1", int(998)),
-                ("total", int(1998)),
-            ]),
-            map(vec![
-                ("vector", int(33)),
-                ("name", bulk("virtio-net")),
-                ("cpu0", int(12)),
-                ("cpu1", int(0)),
-                ("total", int(12)),
-            ]),
+            map(vec![("vector", int(32)), ("name", bulk("timer")), ("cpu0", int(1000)), ("cpu1", int(998)), ("total", int(1998))]),
+            map(vec![("vector", int(33)), ("name", bulk("virtio-net")), ("cpu0", int(12)), ("cpu1", int(0)), ("total", int(12))]),
         ]),
         "SOFTIRQS" => {
             let n = connection.softirqs_calls;
@@ -384,15 +339,11 @@ fn respond(request: &Request, connection: &mut Connection, config: &Config) -> V
             "banner" => Reply::error("ERR key 'banner' is read-only"),
             other => Reply::Error(format!("ERR no such key '{other}'")),
         },
-        "KEYS" => Reply::Array(
-            KEYS.iter()
-                .filter(|key| glob_match(arg(1).as_bytes(), key.as_bytes(), false))
-                .map(|key| bulk(key))
-                .collect(),
-        ),
+        "KEYS" => {
+            Reply::Array(KEYS.iter().filter(|key| glob_match(arg(1).as_bytes(), key.as_bytes(), false)).map(|key| bulk(key)).collect())
+        }
         "WAKE" | "KILL" => {
-            if name == "KILL" && request.len() > 2 && !matches!(upper(2).as_str(), "TERM" | "WAKE")
-            {
+            if name == "KILL" && request.len() > 2 && !matches!(upper(2).as_str(), "TERM" | "WAKE") {
                 Reply::error("ERR syntax error")
             } else if THREAD_NAMES.contains(&arg(1).as_str()) {
                 Reply::ok()
@@ -427,18 +378,8 @@ fn respond(request: &Request, connection: &mut Connection, config: &Config) -> V
         },
         "MODULE" => match (upper(1).as_str(), arg(2).as_str()) {
             ("LIST", _) => Reply::Array(vec![
-                map(vec![
-                    ("name", bulk("demo")),
-                    ("state", bulk("loaded")),
-                    ("threads", int(2)),
-                    ("loads", int(1)),
-                ]),
-                map(vec![
-                    ("name", bulk("logger")),
-                    ("state", bulk("unloaded")),
-                    ("threads", int(0)),
-                    ("loads", int(0)),
-                ]),
+                map(vec![("name", bulk("demo")), ("state", bulk("loaded")), ("threads", int(2)), ("loads", int(1))]),
+                map(vec![("name", bulk("logger")), ("state", bulk("unloaded")), ("threads", int(0)), ("loads", int(0))]),
             ]),
             ("LOAD", "demo") => Reply::error("ERR module 'demo' is already loaded"),
             ("LOAD" | "UNLOAD", "demo" | "logger") => Reply::ok(),
@@ -446,18 +387,10 @@ fn respond(request: &Request, connection: &mut Connection, config: &Config) -> V
         },
         "SUBSCRIBE" | "PSUBSCRIBE" => {
             let target = arg(1);
-            let mut replies = vec![Reply::subscription(
-                &name.to_ascii_lowercase(),
-                target.as_bytes(),
-                1,
-            )];
+            let mut replies = vec![Reply::subscription(&name.to_ascii_lowercase(), target.as_bytes(), 1)];
             for (channel, payload) in &config.messages {
                 replies.push(if name == "PSUBSCRIBE" {
-                    Reply::pattern_message(
-                        target.as_bytes(),
-                        channel.as_bytes(),
-                        payload.as_bytes(),
-                    )
+                    Reply::pattern_message(target.as_bytes(), channel.as_bytes(), payload.as_bytes())
                 } else {
                     Reply::message(target.as_bytes(), payload.as_bytes())
                 });
@@ -491,72 +424,31 @@ pub fn info_text(n: i64) -> String {
 /// `THREADS` for the `n`th call: per second of uptime, idle/0 runs 500 ms,
 /// rt0 100 ms and events/0 20 ms.
 fn threads(n: i64) -> Reply {
-    let thread = |id: i64,
-                  name: &str,
-                  kind: &str,
-                  priority: i64,
-                  nice: i64,
-                  state: &str,
-                  cpu: i64,
-                  affinity: &str,
-                  runtime: i64,
-                  periodic: bool| {
-        map(vec![
-            ("id", int(id)),
-            ("name", bulk(name)),
-            ("kind", bulk(kind)),
-            ("priority", int(priority)),
-            ("nice", int(nice)),
-            ("state", bulk(state)),
-            ("cpu", int(cpu)),
-            ("affinity", bulk(affinity)),
-            ("runtime_ns", int(runtime)),
-            ("switches", int(if periodic { 1200 } else { 7 })),
-            ("period_ns", int(if periodic { 1_000_000 } else { 0 })),
-            ("releases", int(if periodic { 1000 } else { 0 })),
-            ("misses", int(if periodic { 2 } else { 0 })),
-            ("latency_min_ns", int(if periodic { 900 } else { 0 })),
-            ("latency_max_ns", int(if periodic { 12_345 } else { 0 })),
-            ("latency_mean_ns", int(if periodic { 2_100 } else { 0 })),
-        ])
-    };
+    let thread =
+        |id: i64, name: &str, kind: &str, priority: i64, nice: i64, state: &str, cpu: i64, affinity: &str, runtime: i64, periodic: bool| {
+            map(vec![
+                ("id", int(id)),
+                ("name", bulk(name)),
+                ("kind", bulk(kind)),
+                ("priority", int(priority)),
+                ("nice", int(nice)),
+                ("state", bulk(state)),
+                ("cpu", int(cpu)),
+                ("affinity", bulk(affinity)),
+                ("runtime_ns", int(runtime)),
+                ("switches", int(if periodic { 1200 } else { 7 })),
+                ("period_ns", int(if periodic { 1_000_000 } else { 0 })),
+                ("releases", int(if periodic { 1000 } else { 0 })),
+                ("misses", int(if periodic { 2 } else { 0 })),
+                ("latency_min_ns", int(if periodic { 900 } else { 0 })),
+                ("latency_max_ns", int(if periodic { 12_345 } else { 0 })),
+                ("latency_mean_ns", int(if periodic { 2_100 } else { 0 })),
+            ])
+        };
     Reply::Array(vec![
-        thread(
-            0,
-            "idle/0",
-            "idle",
-            -1,
-            0,
-            "running",
-            0,
-            "0",
-            5_000_000_000 + n * 500_000_000,
-            false,
-        ),
-        thread(
-            1,
-            "rt0",
-            "rt",
-            90,
-            0,
-            "sleeping",
-            1,
-            "1",
-            1_500_000 + n * 100_000_000,
-            true,
-        ),
-        thread(
-            2,
-            "events/0",
-            "kernel",
-            -1,
-            -5,
-            "blocked",
-            0,
-            "0-1",
-            2_000_000_000 + n * 20_000_000,
-            false,
-        ),
+        thread(0, "idle/0", "idle", -1, 0, "running", 0, "0", 5_000_000_000 + n * 500_000_000, false),
+        thread(1, "rt0", "rt", 90, 0, "sleeping", 1, "1", 1_500_000 + n * 100_000_000, true),
+        thread(2, "events/0", "kernel", -1, -5, "blocked", 0, "0-1", 2_000_000_000 + n * 20_000_000, false),
     ])
 }
 
@@ -581,12 +473,7 @@ fn softirqs(n: i64) -> Reply {
             ("total", int(cpu0 + cpu1)),
         ])
     };
-    Reply::Array(vec![
-        row("HI", 0, 0),
-        row("TIMER", 1000 + n * 1000, 998 + n * 1000),
-        row("NET_RX", 12 + n * 10, 0),
-        row("TASKLET", 3, 1),
-    ])
+    Reply::Array(vec![row("HI", 0, 0), row("TIMER", 1000 + n * 1000, 998 + n * 1000), row("NET_RX", 12 + n * 10, 0), row("TASKLET", 3, 1)])
 }
 
 /// A current appliance's reply for an RT thread: log-linear buckets (32
@@ -610,15 +497,7 @@ fn thread_latency() -> Reply {
         ("releases", int(1000)),
         ("misses", int(2)),
         ("sub_buckets", int(32)),
-        (
-            "buckets",
-            Reply::Array(vec![
-                bucket(12_288, 10),
-                bucket(28_672, 900),
-                bucket(90_112, 80),
-                bucket(122_880, 10),
-            ]),
-        ),
+        ("buckets", Reply::Array(vec![bucket(12_288, 10), bucket(28_672, 900), bucket(90_112, 80), bucket(122_880, 10)])),
     ])
 }
 

@@ -60,11 +60,7 @@ impl Random {
             b"|1\r\n",
             b"*1000000\r\n",
         ];
-        let position = if input.is_empty() {
-            0
-        } else {
-            self.below(input.len() + 1)
-        };
+        let position = if input.is_empty() { 0 } else { self.below(input.len() + 1) };
         match self.below(5) {
             0 if !input.is_empty() => {
                 let index = self.below(input.len());
