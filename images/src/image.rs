@@ -219,14 +219,30 @@ pub fn dev_token(path: &Path) -> Result<String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    // Written whole to a private file, then linked into place: two first
+    // builds at once (the images crate's tests, in a clean clone) both saw
+    // no token; with `create_new` on the final path the loser failed with
+    // "File exists" (or could read it still empty). The link either
+    // publishes a whole token or finds the other one's.
+    static ATTEMPT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let attempt = ATTEMPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let partial = path.with_extension(format!("partial.{}.{attempt}", std::process::id()));
+    let _ = std::fs::remove_file(&partial);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    writeln!(file, "{token}").with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(token)
+        .open(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    writeln!(file, "{token}").with_context(|| format!("cannot write {}", partial.display()))?;
+    drop(file);
+    let linked = std::fs::hard_link(&partial, path);
+    let _ = std::fs::remove_file(&partial);
+    match linked {
+        Ok(()) => Ok(token),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => dev_token(path),
+        Err(error) => Err(error).with_context(|| format!("cannot create {}", path.display())),
+    }
 }
 
 fn is_token(text: &str) -> bool {
@@ -289,6 +305,21 @@ mod tests {
         let mut arm = elf_header();
         arm[18] = 183;
         assert_eq!(error(&mut arm), "not an x86_64 ELF (e_machine = 183, want 62)");
+    }
+
+    #[test]
+    fn concurrent_first_builds_agree_on_one_token() {
+        let dir = std::env::temp_dir().join(format!("rtedge-images-token-race-{}", std::process::id()));
+        for round in 0..20 {
+            let path = dir.join(format!("{round}/dev.token"));
+            let tokens: Vec<String> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..4).map(|_| scope.spawn(|| dev_token(&path))).collect();
+                handles.into_iter().map(|handle| handle.join().expect("thread").expect("a token for every caller")).collect()
+            });
+            assert!(tokens.iter().all(|token| token == &tokens[0]), "round {round}: {tokens:?}");
+            assert_eq!(std::fs::read_to_string(&path).expect("token file").trim(), tokens[0]);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

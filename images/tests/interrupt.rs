@@ -48,9 +48,13 @@ fn ctrl_c_during_the_build_says_interrupted_and_exits_130() {
     let started = directory.join("started");
     let cargo = directory.join("cargo");
     script(&cargo, &format!("touch '{}'\nexec sleep 60", started.display()));
-    let child = runner(&cargo).spawn().expect("start the runner");
+    let mut child = runner(&cargo).spawn().expect("start the runner");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !started.exists() {
+        if child.try_wait().expect("poll the runner").is_some() {
+            let output = finish(child);
+            panic!("the runner ended before its build step: {:?}", String::from_utf8_lossy(&output.stderr));
+        }
         assert!(Instant::now() < deadline, "the runner never started its build step");
         std::thread::sleep(Duration::from_millis(20));
     }
