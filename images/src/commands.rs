@@ -308,8 +308,8 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
     let accel = hypervisor.effective_accel(requested);
     let smp = resolve_smp(profile, args.smp)?;
     let mut forward = resolve_forward(profile, args.port)?;
-    let registry = Registry::new(&session.layout.output_dir());
-    let name = registry.free_name(&profile.name, args.name.as_deref())?;
+    let registry = instances::registry(&session.layout.output_dir());
+    let name = instances::free_name(&registry, &profile.name, args.name.as_deref())?;
     // A busy host port is found now, not after the build and boot: an asked-for
     // port must be free; otherwise the next free one is taken.
     if let Some(forward) = forward.as_mut().filter(|_| hypervisor.is_qemu()) {
@@ -437,7 +437,7 @@ fn run(session: &Session, args: &RunArgs) -> Result<ExitCode> {
     // Registered while it runs, so `rtctl` in another terminal finds its port and token.
     let mut register = |pid: u32| {
         instance.pid = pid;
-        if let Err(error) = registry.write(&instance) {
+        if let Err(error) = instances::write(&registry, &instance) {
             println!("rtedge-image: warning: {error:#}");
         }
     };
@@ -481,7 +481,7 @@ fn run_detached(
     let mut child = vm::spawn_detached(invocation, &console_log)?;
     instance.pid = child.id();
     instance.console_log = Some(console_log.clone());
-    if let Err(error) = registry.write(&instance) {
+    if let Err(error) = instances::write(registry, &instance) {
         let _ = child.kill();
         let _ = child.wait();
         return Err(error);

@@ -643,21 +643,7 @@ pub fn wait_output(mut child: Child, limit: Duration) -> Result<Output> {
         }
         bytes
     });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-                // SAFETY: kill(2) on the process group created for this child.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
-            }
-            let _ = child.wait();
-            bail!("did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = crate::vm::wait_or_kill(&mut child, limit)?;
     Ok(Output { status, stdout: out_reader.join().unwrap_or_default(), stderr: err_reader.join().unwrap_or_default() })
 }
 

@@ -48,6 +48,23 @@ fn kill_group(child: &mut Child) {
     let _ = child.kill();
 }
 
+/// Waits for `child` (started with `process_group(0)`) to end; at `limit`
+/// its whole group is killed and the error says so.
+pub fn wait_or_kill(child: &mut Child, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            kill_group(child);
+            let _ = child.wait();
+            anyhow::bail!("did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// uhyve's and QEMU's own chatter (`[WARN  uhyvelib::..]`, `qemu-...: warning:`),
 /// shown only with `--verbose`.
 pub fn is_hypervisor_noise(line: &str) -> bool {

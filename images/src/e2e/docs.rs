@@ -795,7 +795,7 @@ fn readme_tour(ctx: &mut Ctx<'_>) -> Result<()> {
         started: crate::instances::now_seconds(),
         detached: true,
     };
-    std::fs::write(registry.join("appliance.json"), serde_json::to_string_pretty(&entry.to_json())?)?;
+    crate::instances::write(&crate::instances::Registry { directory: registry.clone() }, &entry)?;
     let rtctl_dir: PathBuf = ctx.tools.rtctl.parent().map(Path::to_path_buf).context("rtctl has no directory")?;
     let path = format!("{}:{}", rtctl_dir.display(), std::env::var("PATH").unwrap_or_default());
     let prelude = assignments.join("\n");

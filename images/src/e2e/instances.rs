@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
 use super::{Plan, Report};
@@ -143,21 +143,7 @@ fn output(mut command: Command, limit: Duration) -> Result<(i32, String, String)
         .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start {description}"))?;
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-                // SAFETY: kill(2) on the process group created for this child.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
-            }
-            let _ = child.wait();
-            bail!("{description} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = crate::vm::wait_or_kill(&mut child, limit).with_context(|| description.clone())?;
     let out = std::fs::read_to_string(&out_path).unwrap_or_default();
     let err = std::fs::read_to_string(&err_path).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&scratch);

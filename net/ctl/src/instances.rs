@@ -1,6 +1,6 @@
 //! The instances `rtedge-image run` registered (one JSON file each under
 //! `target/rtedge/instances/`, or `$RTEDGE_INSTANCES`; the writer is
-//! `images/src/instances.rs`, whose field names this reads): `rtctl ps`,
+//! the record is `rtedge-instances`, shared with it): `rtctl ps`,
 //! `rtctl stop`, `rtctl console`, and picking the only running instance
 //! when no port is given.
 //!
@@ -11,90 +11,12 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value as Json, json};
+pub use rtedge_instances::Instance;
+use rtedge_instances::{DEFAULT_DIRECTORY, DIRECTORY_VARIABLE, Registry};
+use serde_json::Value as Json;
 
 use crate::client::{Client, Options};
 use crate::error::{CtlError, Result};
-
-/// Environment variable that moves the registry.
-pub const DIRECTORY_VARIABLE: &str = "RTEDGE_INSTANCES";
-/// The registry, relative to a repository root.
-const REGISTRY: &str = "target/rtedge/instances";
-
-/// One registered instance.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Instance {
-    pub name: String,
-    pub profile: String,
-    pub hypervisor: String,
-    pub pid: u32,
-    pub port: Option<u16>,
-    pub token_path: Option<PathBuf>,
-    pub console_log: Option<PathBuf>,
-    pub program: String,
-    pub started: u64,
-    pub detached: bool,
-}
-
-impl Instance {
-    fn from_json(value: &Json) -> Option<Instance> {
-        let text = |key: &str| value.get(key).and_then(Json::as_str).map(str::to_owned);
-        Some(Instance {
-            name: text("name")?,
-            profile: text("profile").unwrap_or_default(),
-            hypervisor: text("hypervisor").unwrap_or_default(),
-            pid: value.get("pid").and_then(Json::as_u64).and_then(|pid| u32::try_from(pid).ok())?,
-            port: value.get("port").and_then(Json::as_u64).and_then(|port| u16::try_from(port).ok()),
-            token_path: text("token_path").map(PathBuf::from),
-            console_log: text("console_log").map(PathBuf::from),
-            program: text("program").unwrap_or_default(),
-            started: value.get("started").and_then(Json::as_u64).unwrap_or_default(),
-            detached: value.get("detached").and_then(Json::as_bool).unwrap_or_default(),
-        })
-    }
-
-    fn to_json(&self) -> Json {
-        json!({
-            "name": self.name,
-            "profile": self.profile,
-            "hypervisor": self.hypervisor,
-            "pid": self.pid,
-            "port": self.port,
-            "token_path": self.token_path.as_ref().map(|path| path.display().to_string()),
-            "console_log": self.console_log.as_ref().map(|path| path.display().to_string()),
-            "started": self.started,
-            "detached": self.detached,
-        })
-    }
-
-    /// Whether its process still runs the hypervisor it was started as.
-    pub fn is_alive(&self) -> bool {
-        process_is(self.pid, &self.program)
-    }
-
-    /// The token in its token file, if it has one.
-    pub fn token(&self) -> Option<String> {
-        let path = self.token_path.as_ref()?;
-        let text = std::fs::read_to_string(path).ok()?;
-        Some(text.trim().to_owned()).filter(|token| !token.is_empty())
-    }
-}
-
-/// Whether `pid` is a live (not zombie) process whose command is `program`.
-fn process_is(pid: u32, program: &str) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-    if matches!(state, Some("Z" | "X") | None) {
-        return false;
-    }
-    program.is_empty()
-        || std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-            let first = cmdline.split(|byte| *byte == 0).next().unwrap_or_default();
-            Path::new(&*String::from_utf8_lossy(first)).file_name().is_some_and(|name| name == program)
-        })
-}
 
 /// The registry directory: `$RTEDGE_INSTANCES`, else
 /// `target/rtedge/instances` in the nearest ancestor of the current
@@ -105,10 +27,9 @@ pub fn directory() -> Option<PathBuf> {
     }
     let current = std::env::current_dir().ok();
     let executable = std::env::current_exe().ok().and_then(|path| path.parent().map(Path::to_path_buf));
-    current
-        .iter()
-        .chain(executable.iter())
-        .find_map(|start| start.ancestors().map(|ancestor| ancestor.join(REGISTRY)).find(|path| path.parent().is_some_and(Path::is_dir)))
+    current.iter().chain(executable.iter()).find_map(|start| {
+        start.ancestors().map(|ancestor| ancestor.join(DEFAULT_DIRECTORY)).find(|path| path.parent().is_some_and(Path::is_dir))
+    })
 }
 
 /// The live instances, sorted by name (stale entries are removed).
@@ -118,29 +39,7 @@ pub fn live() -> Vec<Instance> {
 
 /// The live instances registered in `directory`.
 pub fn live_in(directory: &Path) -> Vec<Instance> {
-    let Ok(entries) = std::fs::read_dir(directory) else {
-        return Vec::new();
-    };
-    let mut live = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|extension| extension != "json") {
-            continue;
-        }
-        let instance = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|text| serde_json::from_str::<Json>(&text).ok())
-            .and_then(|value| Instance::from_json(&value));
-        match instance {
-            Some(instance) if instance.is_alive() => live.push(instance),
-            Some(_) => {
-                let _ = std::fs::remove_file(&path);
-            }
-            None => {}
-        }
-    }
-    live.sort_by(|left, right| left.name.cmp(&right.name));
-    live
+    Registry { directory: directory.to_path_buf() }.live()
 }
 
 /// The instance called `name`.
@@ -389,6 +288,8 @@ pub fn console(name: &str, follow: bool, out: &mut dyn Write) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
