@@ -328,32 +328,8 @@ mod tests {
     #[test]
     fn microvm_captured_without_net() {
         assert_eq!(
-            qemu_microvm(&spec(ConsoleMode::Captured, None)),
-            [
-                "-M",
-                "microvm",
-                "-nodefaults",
-                "-no-user-config",
-                "-no-reboot",
-                "-accel",
-                "tcg",
-                "-m",
-                "256M",
-                "-smp",
-                "2",
-                "-kernel",
-                "/t/ktest.elf",
-                "-append",
-                "log=info auth=abc",
-                "-device",
-                "isa-debug-exit,iobase=0xf4,iosize=4",
-                "-display",
-                "none",
-                "-serial",
-                "stdio",
-                "-monitor",
-                "none",
-            ]
+            qemu_microvm(&spec(ConsoleMode::Captured, None)).join(", "),
+            "-M, microvm, -nodefaults, -no-user-config, -no-reboot, -accel, tcg, -m, 256M, -smp, 2, -kernel, /t/ktest.elf, -append, log=info auth=abc, -device, isa-debug-exit,iobase=0xf4,iosize=4, -display, none, -serial, stdio, -monitor, none"
         );
     }
 
@@ -362,72 +338,16 @@ mod tests {
         let mut spec = spec(ConsoleMode::Interactive, Some(FORWARD));
         spec.accel = Accel::Kvm;
         assert_eq!(
-            qemu_microvm(&spec),
-            [
-                "-M",
-                "microvm",
-                "-nodefaults",
-                "-no-user-config",
-                "-no-reboot",
-                "-accel",
-                "kvm",
-                "-m",
-                "256M",
-                "-smp",
-                "2",
-                "-kernel",
-                "/t/ktest.elf",
-                "-append",
-                "log=info auth=abc",
-                "-device",
-                "isa-debug-exit,iobase=0xf4,iosize=4",
-                "-display",
-                "none",
-                "-serial",
-                "mon:stdio",
-                "-netdev",
-                "user,id=n0,hostfwd=tcp:127.0.0.1:6380-:6379",
-                "-device",
-                "virtio-net-device,netdev=n0",
-            ]
+            qemu_microvm(&spec).join(", "),
+            "-M, microvm, -nodefaults, -no-user-config, -no-reboot, -accel, kvm, -m, 256M, -smp, 2, -kernel, /t/ktest.elf, -append, log=info auth=abc, -device, isa-debug-exit,iobase=0xf4,iosize=4, -display, none, -serial, mon:stdio, -netdev, user,id=n0,hostfwd=tcp:127.0.0.1:6380-:6379, -device, virtio-net-device,netdev=n0"
         );
     }
 
     #[test]
     fn q35_uses_qboot_and_virtio_net_pci() {
         assert_eq!(
-            qemu_q35(&spec(ConsoleMode::Captured, Some(FORWARD)), Path::new("/q/qboot.rom")),
-            [
-                "-M",
-                "q35",
-                "-bios",
-                "/q/qboot.rom",
-                "-nodefaults",
-                "-no-user-config",
-                "-no-reboot",
-                "-accel",
-                "tcg",
-                "-m",
-                "256M",
-                "-smp",
-                "2",
-                "-kernel",
-                "/t/ktest.elf",
-                "-append",
-                "log=info auth=abc",
-                "-device",
-                "isa-debug-exit,iobase=0xf4,iosize=4",
-                "-display",
-                "none",
-                "-serial",
-                "stdio",
-                "-monitor",
-                "none",
-                "-netdev",
-                "user,id=n0,hostfwd=tcp:127.0.0.1:6380-:6379",
-                "-device",
-                "virtio-net-pci,netdev=n0,disable-legacy=on",
-            ]
+            qemu_q35(&spec(ConsoleMode::Captured, Some(FORWARD)), Path::new("/q/qboot.rom")).join(", "),
+            "-M, q35, -bios, /q/qboot.rom, -nodefaults, -no-user-config, -no-reboot, -accel, tcg, -m, 256M, -smp, 2, -kernel, /t/ktest.elf, -append, log=info auth=abc, -device, isa-debug-exit,iobase=0xf4,iosize=4, -display, none, -serial, stdio, -monitor, none, -netdev, user,id=n0,hostfwd=tcp:127.0.0.1:6380-:6379, -device, virtio-net-pci,netdev=n0,disable-legacy=on"
         );
     }
 
