@@ -552,7 +552,7 @@ fn authenticate(stream: &mut TcpStream, token: &str) -> Result<()> {
 
 /// A connected, authenticated stream whose receive buffer is 4 KiB from
 /// the start (SO_RCVBUF before connect, so the window never grows).
-fn small_window_stream(target: &Target, token: &str) -> Result<TcpStream> {
+pub(super) fn small_window_stream(target: &Target, token: &str) -> Result<TcpStream> {
     use std::os::fd::FromRawFd;
     let Target::Loopback { port } = target else { bail!("the small-window client needs a loopback target") };
     // SAFETY: a plain socket(2) call; the descriptor is owned by the

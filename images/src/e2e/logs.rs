@@ -13,7 +13,9 @@
 //! - `logs::a_flood_keeps_the_heap_flat_and_counts_drops`: over a thousand
 //!   lines (one per job) while a subscriber listens on `log`: the history
 //!   stays at its capacity, counts what it pushed out, and the heap is
-//!   where it was.
+//!   where it was; a second subscriber with a 4 KiB receive window never
+//!   reads: its queued output stays under the per-client limit (or it is
+//!   reset) and the reading one is not starved.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -34,6 +36,8 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "logs::a_flood_keeps_the_heap_flat_and_counts_drops", run: flood, on: Where::Reference },
 ];
 
+/// The control plane's per-client output limit (`Config::output_limit_bytes`).
+const OUTPUT_LIMIT: i64 = 1024 * 1024;
 /// The appliance's history capacity (kernel `logs::HISTORY_LINES`).
 const CAPACITY: usize = 512;
 const FIELDS: [&str; 7] = ["seq", "mono_ns", "unix_ms", "level", "cpu", "thread", "text"];
@@ -328,6 +332,12 @@ fn flood(ctx: &mut Ctx<'_>) -> Result<()> {
     let _ = conn.call(&["MODULE", "LOAD", "job"])?;
     // A reading subscriber, so that the channel is fed throughout.
     let mut subscriber = subscribe_log(ctx)?;
+    // A subscriber that never reads, with a 4 KiB receive window: the
+    // channel must not queue without bound for it, nor stall the others.
+    let mut silent = super::isolation::small_window_stream(&ctx.target(), &ctx.token)?;
+    let mut frame = Vec::new();
+    rtedge_proto::request::encode_command(&["SUBSCRIBE", "log"], &mut frame);
+    std::io::Write::write_all(&mut silent, &frame).context("SUBSCRIBE log (silent subscriber)")?;
     let flood_jobs = 2 * CAPACITY + 100;
     // Warm-up with a flood of the same size: the job path's allocations
     // (work queue, connection buffers, and thread slots up to the flood's
@@ -373,9 +383,22 @@ fn flood(ctx: &mut Ctx<'_>) -> Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let received = reader.join().map_err(|_| anyhow::anyhow!("subscriber thread panicked"))?;
-    std::thread::sleep(Duration::from_secs(1));
-    let heap_after = info_number(&mut conn, "memory", "heap_used")?;
     let held = info_number(&mut conn, "logs", "log_lines_held")?;
+    // Subscribers' queued output (`CLIENT LIST` obuf) after the flood.
+    let clients = text(&conn.call(&["CLIENT", "LIST"])?);
+    let subscriber_obufs: Vec<i64> = clients
+        .lines()
+        .filter(|line| line.split_whitespace().any(|word| word == "sub=1"))
+        .filter_map(|line| line.split_whitespace().find_map(|word| word.strip_prefix("obuf=")).and_then(|value| value.parse().ok()))
+        .collect();
+    let largest_obuf = subscriber_obufs.iter().copied().max().unwrap_or(0);
+    ensure!(largest_obuf <= OUTPUT_LIMIT, "a log subscriber holds {largest_obuf} queued bytes (limit {OUTPUT_LIMIT}): {clients}");
+    ensure!(received > 0, "the reading subscriber received nothing beside the silent one");
+    // Closed without reading: its slot and queue are freed after the
+    // linger (5 s), then the heap is compared.
+    drop(silent);
+    std::thread::sleep(Duration::from_secs(7));
+    let heap_after = info_number(&mut conn, "memory", "heap_used")?;
     let dropped = info_number(&mut conn, "logs", "log_history_dropped")? - dropped_before;
     let lost = info_number(&mut conn, "logs", "log_channel_lost")?;
     let published = info_number(&mut conn, "logs", "log_channel_published")? - published_before;
@@ -391,7 +414,8 @@ fn flood(ctx: &mut Ctx<'_>) -> Result<()> {
     ctx.figure(
         "flood",
         format!(
-            "{new_lines} lines kept, {dropped} pushed out of the {CAPACITY}-line history, {published} published on log ({received} messages received, {lost} lost for the channel since boot); heap_used {heap_before} -> {heap_after} ({growth:+} bytes)"
+            "{new_lines} lines kept, {dropped} pushed out of the {CAPACITY}-line history, {published} published on log ({received} messages received, {lost} lost for the channel since boot); heap_used {heap_before} -> {heap_after} ({growth:+} bytes); a never-reading subscriber: {} subscribers listed after, largest queued output {largest_obuf} bytes",
+            subscriber_obufs.len()
         ),
     );
     Ok(())
