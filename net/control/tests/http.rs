@@ -5,23 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "test scaffolding: a failure is a test failure")]
 
-use std::collections::VecDeque;
+mod support;
 
 use rtedge_control::http::{HttpConfig, HttpServer, Parsed, Route, parse_head};
-use smoltcp::iface::{Config as InterfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config as InterfaceConfig, Interface, SocketSet};
 use smoltcp::phy::{Loopback, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use support::Client;
 
 const BODY: &[u8] = b"# HELP up x\n# TYPE up gauge\nup 1\n";
-
-struct Client {
-    handle: SocketHandle,
-    outgoing: VecDeque<u8>,
-    received: Vec<u8>,
-    reading: bool,
-}
 
 struct Harness {
     now_ms: u64,
@@ -63,7 +57,7 @@ impl Harness {
         socket.connect(self.iface.context(), (IpAddress::v4(127, 0, 0, 1), self.server.config().port), self.next_port).unwrap();
         self.next_port += 1;
         let handle = self.sockets.add(socket);
-        self.clients.push(Client { handle, outgoing: VecDeque::new(), received: Vec::new(), reading: true });
+        self.clients.push(Client::new(handle));
         self.steps(5);
         self.clients.len() - 1
     }
@@ -86,22 +80,7 @@ impl Harness {
         let instant = Instant::from_millis(self.net_ms);
         self.iface.poll(instant, &mut self.device, &mut self.sockets);
         for client in &mut self.clients {
-            let socket = self.sockets.get_mut::<tcp::Socket>(client.handle);
-            while !client.outgoing.is_empty() && socket.can_send() {
-                let (front, _) = client.outgoing.as_slices();
-                let sent = socket.send_slice(front).unwrap_or(0);
-                if sent == 0 {
-                    break;
-                }
-                client.outgoing.drain(..sent);
-            }
-            while client.reading && socket.can_recv() {
-                let data = socket.recv(|data| (data.len(), data.to_vec())).unwrap_or_default();
-                if data.is_empty() {
-                    break;
-                }
-                client.received.extend_from_slice(&data);
-            }
+            client.pump(&mut self.sockets);
         }
         self.server.poll(self.now_ms, &mut self.sockets);
         if self.provide && self.server.wants_body() {

@@ -163,6 +163,34 @@ pub struct Client {
     pub reading: bool,
 }
 
+impl Client {
+    /// A client with nothing sent or received yet, reading.
+    pub fn new(handle: SocketHandle) -> Client {
+        Client { handle, received: Vec::new(), outgoing: VecDeque::new(), reading: true }
+    }
+
+    /// Moves what the client has to send into its socket, as far as the
+    /// socket takes it, and (while it reads) what arrived out of it.
+    pub fn pump(&mut self, sockets: &mut SocketSet<'static>) {
+        let socket = sockets.get_mut::<tcp::Socket>(self.handle);
+        while !self.outgoing.is_empty() && socket.can_send() {
+            let (front, _) = self.outgoing.as_slices();
+            let sent = socket.send_slice(front).unwrap_or(0);
+            if sent == 0 {
+                break;
+            }
+            self.outgoing.drain(..sent);
+        }
+        while self.reading && socket.can_recv() {
+            let data = socket.recv(|data| (data.len(), data.to_vec())).unwrap_or_default();
+            if data.is_empty() {
+                break;
+            }
+            self.received.extend_from_slice(&data);
+        }
+    }
+}
+
 pub type ClientIndex = usize;
 
 pub struct Harness {
@@ -239,7 +267,7 @@ impl Harness {
         self.next_port = if self.next_port >= 60_000 { 40_000 } else { self.next_port + 1 };
         socket.connect(self.iface.context(), (IpAddress::v4(127, 0, 0, 1), self.port), local_port).unwrap();
         let handle = self.sockets.add(socket);
-        self.clients.push(Client { handle, received: Vec::new(), outgoing: VecDeque::new(), reading: true });
+        self.clients.push(Client::new(handle));
         let index = self.clients.len() - 1;
         self.steps(5);
         index
@@ -293,22 +321,7 @@ impl Harness {
         let net_now = Instant::from_millis(self.net_ms);
         self.iface.poll(net_now, &mut self.device, &mut self.sockets);
         for client in &mut self.clients {
-            let socket = self.sockets.get_mut::<tcp::Socket>(client.handle);
-            while !client.outgoing.is_empty() && socket.can_send() {
-                let (front, _) = client.outgoing.as_slices();
-                let sent = socket.send_slice(front).unwrap_or(0);
-                if sent == 0 {
-                    break;
-                }
-                client.outgoing.drain(..sent);
-            }
-            while client.reading && socket.can_recv() {
-                let data = socket.recv(|data| (data.len(), data.to_vec())).unwrap_or_default();
-                if data.is_empty() {
-                    break;
-                }
-                client.received.extend_from_slice(&data);
-            }
+            client.pump(&mut self.sockets);
         }
         let now = self.now();
         let mut jobs = Vec::new();
