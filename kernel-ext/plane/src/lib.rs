@@ -27,10 +27,27 @@ pub mod power;
 pub mod selftest;
 
 pub(crate) use rtedge_kernel::{
-    boot, clockevent, console, cpu_local, events, firmware, irq, latency, memory, modules, rtpool, shared, shutdown, smp, softirq, sync,
-    tasklet, thread, time, timer, trap, workqueue,
+    boot, clockevent, cpu_local, events, firmware, irq, latency, memory, modules, rtpool, shared, shutdown, smp, softirq, sync, tasklet,
+    thread, time, timer, trap, workqueue,
 };
 #[cfg(feature = "ktest")]
 pub(crate) use rtedge_kernel::{check, check_eq, ktest};
 
-pub use control::start;
+/// Wires the plane into the kernel and starts it (a service of `main!`,
+/// run at the end of boot before the `ready` banner): the kernel's hooks
+/// (module ownership for the listings, the NET_RX figures' reset with an
+/// RT thread's latency, the goodbye on the `power` channel), `REBOOT`, then
+/// the network and the control-plane thread if a device is found.
+pub fn start() {
+    modules::set_load_observer(observe_load);
+    latency::set_reset_observer(net::reset_poll_figures);
+    power::start();
+    let _ = control::start();
+}
+
+/// What a module's `init` registers is the module's (the listings' owner).
+fn observe_load(module: &'static str, init: &mut dyn FnMut()) {
+    let before = control::listings::registered_now();
+    init();
+    control::listings::claim_new(&before, module);
+}
