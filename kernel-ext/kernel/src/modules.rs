@@ -38,9 +38,11 @@ struct Entry {
 static MODULES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
 /// Watches a module's `init`: called with the module's name and a function
-/// that runs `init`, it runs it once (the plane's listings look at what was
-/// registered before and after, to name the module as the owner).
-pub type LoadObserver = fn(&'static str, &mut dyn FnMut());
+/// that runs `init` and says whether it succeeded (the plane's listings
+/// look at what was registered before and after, to name the module as the
+/// owner). `init` runs once whatever the observer does: a second call only
+/// repeats the first answer, and `load` runs it if the observer did not.
+pub type LoadObserver = fn(&'static str, &mut dyn FnMut() -> bool);
 
 static LOAD_OBSERVER: Hook<LoadObserver> = Hook::new();
 
@@ -87,13 +89,13 @@ pub fn load(name: &str) -> Result<(), ModuleError> {
     // What init registers is the module's (the listings' `owner`): the
     // observer, if a plane set one, runs `init` between its two looks.
     let module = entry.module;
-    let mut result = Ok(());
-    let mut init = || result = module.init();
-    match LOAD_OBSERVER.get() {
-        Some(observe) => observe(module.name(), &mut init),
-        None => init(),
+    let mut result = None;
+    let mut init = || result.get_or_insert_with(|| module.init()).is_ok();
+    if let Some(observe) = LOAD_OBSERVER.get() {
+        observe(module.name(), &mut init);
     }
-    result.map_err(ModuleError::InitFailed)?;
+    init();
+    result.unwrap_or(Ok(())).map_err(ModuleError::InitFailed)?;
     entry.loaded = true;
     entry.loads += 1;
     log::debug!("module {name} loaded");

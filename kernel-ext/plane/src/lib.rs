@@ -46,8 +46,9 @@ pub fn start() {
 }
 
 /// What a module's `init` registers is the module's (the listings' owner).
-fn observe_load(module: &'static str, init: &mut dyn FnMut()) {
+fn observe_load(module: &'static str, init: &mut dyn FnMut() -> bool) {
     let before = control::listings::registered_now();
-    init();
-    control::listings::claim_new(&before, module);
+    if init() {
+        control::listings::claim_new(&before, module);
+    }
 }
