@@ -53,7 +53,7 @@ test: deps ## the lint gate, host tests, every test image under every hypervisor
 lint: deps ## cargo fmt --check, and clippy with warnings denied on every crate (host crates and the kernel target)
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) clippy --release --target x86_64-unknown-none -p rtedge-kernel -p rtedge-arch -p rtedge-app -p rtedge-ktest --all-features --bins -- -D warnings
+	$(CARGO) clippy --release --target x86_64-unknown-none -p rtedge-kernel -p rtedge-arch -p rtedge-plane -p rtedge-app -p rtedge-ktest --all-features --bins -- -D warnings
 
 loom: ## model-check the engine's lock-free state machines (every interleaving, loom)
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release -p rtedge-engine --test 'loom_*'

@@ -155,6 +155,8 @@ fn run() -> u8 {
 // The command line keys the appliance reads besides the kernel's own
 // (`file`, `config`, `port` and `reserve` are kernel keys; `hostport` is
 // the host port the runner forwards, only shown in the connection help).
+// The plane (network and control plane) starts as a service at the end of
+// boot, where the kernel started it before it was a crate of its own.
 rtedge_kernel::main!(
     run,
     keys = [
@@ -166,5 +168,6 @@ rtedge_kernel::main!(
         "selftest_heap_slack",
         "tasklet_disable_at",
         "rtalloc_period_ms"
-    ]
+    ],
+    services = [rtedge_plane::start]
 );

@@ -28,7 +28,8 @@ use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use rtedge_kernel::files::{self, ArchiveFormat, FileError, FileKind};
 use rtedge_kernel::memory::raw::{RawError, RawRegion};
 use rtedge_kernel::memory::{heap, stacks};
-use rtedge_kernel::{commands, console_line, irq, latency, modules, shared, softirq, tasklet, thread, timer};
+use rtedge_kernel::{console_line, irq, latency, modules, shared, softirq, tasklet, thread, timer};
+use rtedge_plane::commands;
 
 use crate::programs::{self, buddy, job, kmore, shm, tasklet_disable};
 

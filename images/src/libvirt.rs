@@ -8,7 +8,7 @@
 //! with QEMU's own user networking passed through `<qemu:commandline>`
 //! (libvirt 9.0, Debian 12: its `<interface type='user'>` cannot forward
 //! ports). The virtio-net device sits on bus 0 either way: the kernel routes
-//! the INTx of bus-0 slots only (see `kernel/src/net/device.rs`).
+//! the INTx of bus-0 slots only (see `kernel-ext/plane/src/net/device.rs`).
 //!
 //! The private daemon runs in session mode (`qemu:///session`) with its own
 //! runtime, configuration and cache directories under one temporary

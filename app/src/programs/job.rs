@@ -26,12 +26,12 @@ use alloc::vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rtedge_control::CommandContext;
-use rtedge_kernel::commands;
 use rtedge_kernel::modules::Module;
 use rtedge_kernel::shared::{Access, SharedInt, SharedValue};
 use rtedge_kernel::sync::IrqSpinLock;
 use rtedge_kernel::workqueue::{self, FnWork, NamedItem, WorkItem, Workqueue};
 use rtedge_kernel::{thread, time};
+use rtedge_plane::commands;
 use rtedge_proto::{CommandFlags, CommandSpec, Reply, Request};
 
 use super::{THREAD_EXIT_TIMEOUT_NS, ThreadSet};

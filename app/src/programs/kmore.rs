@@ -22,11 +22,11 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use rtedge_control::CommandContext;
-use rtedge_kernel::commands;
 use rtedge_kernel::files::{self, File, FileError};
 use rtedge_kernel::modules::Module;
 use rtedge_kernel::shared::{Access, SharedInt, SharedValue};
 use rtedge_kernel::thread;
+use rtedge_plane::commands;
 use rtedge_proto::{CommandFlags, CommandSpec, Reply, Request};
 
 use super::ThreadSet;

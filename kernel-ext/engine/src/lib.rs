@@ -29,4 +29,5 @@ pub mod sync;
 pub mod tasklet;
 pub mod timerqueue;
 pub mod timers;
+pub mod value;
 pub mod work;

@@ -103,6 +103,9 @@ unsafe extern "Rust" {
     fn __rtedge_main() -> u8;
     /// Command line keys the application understands.
     static __RTEDGE_APP_KEYS: &'static [&'static str];
+    /// The services the application wires in (its control plane), started
+    /// at the end of boot.
+    static __RTEDGE_SERVICES: &'static [fn()];
 }
 
 fn report_unknown_keys(line: &str) {
@@ -253,7 +256,11 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
         console_line!("rtedge: no klogd ({error}): RT, softirq and IRQ log lines stay synchronous");
     }
     crate::power::init(info);
-    crate::control::start();
+    // SAFETY: defined by the `main!` macro in the binary as a plain static.
+    let services: &[fn()] = unsafe { __RTEDGE_SERVICES };
+    for service in services {
+        service();
+    }
     console_line!("rtedge {} ready in {} us", env!("CARGO_PKG_VERSION"), time::now_ns() / 1000);
     if cmdline::get(line, "boot_only").is_some_and(|v| cmdline::parse_bool(v).unwrap_or(false)) {
         shutdown::shutdown_with(ExitCode::Success);
@@ -309,5 +316,5 @@ fn banner(info: &BootInfo, memory: &memory::MemoryReport, calibration: calibrate
         log::warn!("command line longer than 4096 bytes; the rest was dropped");
     }
     // The control-plane token stays secret: show only that it is set.
-    console_line!("command line: '{}'", rtedge_proto::util::redact_command_line(info.command_line()));
+    console_line!("command line: '{}'", rtedge_engine::value::redact_command_line(info.command_line()));
 }

@@ -13,7 +13,7 @@
 //! emitter. The release stream of RT threads (`latency`, one event per
 //! release) has rings of its own, so it cannot crowd out other channels'
 //! events; beyond this layer, the control plane queues messages per
-//! channel (`rtedge_control::hub::Backlog`).
+//! channel (`rtedge_control::hub::Backlog`, in the plane).
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 
 use rtedge_engine::histogram::LatencyHistogram;
 
+use crate::hook::Hook;
 use crate::sync::IrqSpinLock;
 use crate::thread;
 
@@ -15,6 +16,15 @@ use crate::thread;
 pub type Source = IrqSpinLock<LatencyHistogram>;
 
 static SOURCES: IrqSpinLock<Vec<(&'static str, &'static Source)>> = IrqSpinLock::new(Vec::new());
+
+/// Called when an RT thread's latency is reset: the plane resets its
+/// NET_RX figures, whose measuring window is the thread's (`INFO net`).
+static RESET_OBSERVER: Hook<fn()> = Hook::new();
+
+/// Sets what else a reset of an RT thread's latency resets.
+pub fn set_reset_observer(observer: fn()) {
+    RESET_OBSERVER.set(observer);
+}
 
 /// Makes `histogram` available as `name`. Thread context (may allocate).
 pub fn register(name: &'static str, histogram: &'static Source) {
@@ -78,7 +88,9 @@ pub fn snapshot_with_releases(name: &str, reset: bool) -> Option<Snapshot> {
             // An RT thread's measuring window is that of the interrupts-off
             // and NET_RX figures too (`INFO cpu`, `INFO net`).
             crate::sync::reset_irqs_off();
-            crate::net::reset_poll_figures();
+            if let Some(observer) = RESET_OBSERVER.get() {
+                observer();
+            }
         }
         let releases = stats.periodic.map(|periodic| Releases {
             period_ns: periodic.period_ns(),

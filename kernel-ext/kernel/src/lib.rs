@@ -12,21 +12,19 @@ extern crate alloc;
 
 pub mod boot;
 pub mod clockevent;
-pub mod commands;
 pub mod console;
 pub mod context;
-pub mod control;
 pub mod cpu_local;
 pub mod events;
 pub mod files;
 pub mod firmware;
+pub mod hook;
 pub mod irq;
 pub mod ktest;
 pub mod latency;
 pub mod logs;
 pub mod memory;
 pub mod modules;
-pub mod net;
 pub mod power;
 pub mod rtpool;
 pub mod shared;
@@ -57,19 +55,32 @@ pub fn idle() {
 /// Declares the application's entry point: `main!(run)` makes the kernel
 /// call `run() -> u8` after boot and shut down with its result. An optional
 /// list names the command line keys the application reads, so the kernel
-/// does not warn about them: `main!(run, keys = ["file"])`.
+/// does not warn about them: `main!(run, keys = ["file"])`. An optional
+/// list of services names functions the kernel calls at the end of its
+/// boot, before the `ready` banner and before `run` (in the boot thread;
+/// they may spawn threads): the appliance wires its control plane in with
+/// `main!(run, keys = [..], services = [rtedge_plane::start])`. An image
+/// without services runs without a network.
 #[macro_export]
 macro_rules! main {
     ($entry:path) => {
-        $crate::main!($entry, keys = []);
+        $crate::main!($entry, keys = [], services = []);
     };
     ($entry:path, keys = [$($key:expr),* $(,)?]) => {
+        $crate::main!($entry, keys = [$($key),*], services = []);
+    };
+    ($entry:path, services = [$($service:path),* $(,)?]) => {
+        $crate::main!($entry, keys = [], services = [$($service),*]);
+    };
+    ($entry:path, keys = [$($key:expr),* $(,)?], services = [$($service:path),* $(,)?]) => {
         #[unsafe(no_mangle)]
         fn __rtedge_main() -> u8 {
             $entry()
         }
         #[unsafe(no_mangle)]
         static __RTEDGE_APP_KEYS: &[&str] = &[$($key),*];
+        #[unsafe(no_mangle)]
+        static __RTEDGE_SERVICES: &[fn()] = &[$($service),*];
     };
 }
 

@@ -1,6 +1,7 @@
 //! Remote logs: the history of the last [`HISTORY_LINES`] log lines
-//! (`rtedge_engine::loghistory`), the `LOGS` command that reads it, and
-//! the publisher of the `log` pub/sub channel.
+//! (`rtedge_engine::loghistory`), the parsing of the `LOGS` command that
+//! reads it (its reply is the plane's), and the publisher of the `log`
+//! pub/sub channel.
 //!
 //! **Invariant: keeping a line never allocates and never waits for
 //! anything but the history's own short lock.** Every line that reaches
@@ -25,7 +26,7 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use rtedge_engine::loghistory::{self, HistoryEntry, LineFacts, LogHistory};
-use rtedge_proto::{Reply, Request};
+use rtedge_engine::value::{parse_i64, push_json_string};
 
 use crate::sync::IrqSpinLock;
 use crate::time;
@@ -142,7 +143,7 @@ pub fn parse_query(args: &[Vec<u8>]) -> Result<Query, String> {
         && !first.eq_ignore_ascii_case(b"LEVEL")
         && !first.eq_ignore_ascii_case(b"SINCE")
     {
-        match rtedge_proto::util::parse_i64(first) {
+        match parse_i64(first) {
             Some(count) if (1..=HISTORY_LINES as i64).contains(&count) => query.count = count as usize,
             _ => return Err(alloc::format!("n must be an integer 1..{HISTORY_LINES} ({SYNTAX})")),
         }
@@ -162,37 +163,13 @@ pub fn parse_query(args: &[Vec<u8>]) -> Result<Query, String> {
         && keyword.eq_ignore_ascii_case(b"SINCE")
     {
         let Some((value, tail)) = tail.split_first() else { return Err(String::from(SYNTAX)) };
-        match rtedge_proto::util::parse_i64(value) {
+        match parse_i64(value) {
             Some(sequence) if sequence >= 0 => query.after = sequence as u64,
             _ => return Err(alloc::format!("seq must be an integer >= 0 ({SYNTAX})")),
         }
         rest = tail;
     }
     if rest.is_empty() { Ok(query) } else { Err(String::from(SYNTAX)) }
-}
-
-fn entry_reply(entry: &Entry) -> Reply {
-    let unix_ms = unix_ms(entry).map_or(Reply::Null, |ms| Reply::Integer(i64::try_from(ms).unwrap_or(i64::MAX)));
-    let pairs = [
-        ("seq", Reply::Integer(i64::try_from(entry.sequence).unwrap_or(i64::MAX))),
-        ("mono_ns", Reply::Integer(i64::try_from(entry.monotonic_ns).unwrap_or(i64::MAX))),
-        ("unix_ms", unix_ms),
-        ("level", Reply::bulk_str(loghistory::level_name(entry.level))),
-        ("cpu", Reply::Integer(i64::from(entry.cpu))),
-        ("thread", Reply::bulk_str(entry.thread())),
-        ("text", Reply::bulk_str(entry.text())),
-    ];
-    Reply::Map(pairs.into_iter().map(|(key, value)| (Reply::bulk_str(key), value)).collect())
-}
-
-/// `LOGS [n] [LEVEL level] [SINCE seq]`: the last `n` lines (100 by
-/// default) numbered above `seq` at `level` or more severe, oldest first,
-/// as maps {seq, mono_ns, unix_ms, level, cpu, thread, text}.
-pub fn command(request: &Request) -> Reply {
-    match parse_query(request.args_after_name()) {
-        Ok(query) => Reply::Array(read_last(query.count, query.most_verbose, query.after).iter().map(entry_reply).collect()),
-        Err(message) => Reply::Error(alloc::format!("ERR {message}")),
-    }
 }
 
 /// One line as the `log` channel's JSON message.
@@ -205,9 +182,9 @@ pub fn json(entry: &Entry, out: &mut String) {
         None => out.push_str("null"),
     }
     let _ = write!(out, ",\"level\":\"{}\",\"cpu\":{},\"thread\":", loghistory::level_name(entry.level), entry.cpu);
-    crate::control::json_string(out, entry.thread());
+    push_json_string(out, entry.thread());
     out.push_str(",\"text\":");
-    crate::control::json_string(out, entry.text());
+    push_json_string(out, entry.text());
     out.push('}');
 }
 

@@ -8,6 +8,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use crate::hook::Hook;
 use crate::sync::Mutex;
 
 /// A loadable part of the application.
@@ -35,6 +36,20 @@ struct Entry {
 
 /// Serialises loads and unloads (they may block), and guards the list.
 static MODULES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+/// Watches a module's `init`: called with the module's name and a function
+/// that runs `init` and says whether it succeeded (the plane's listings
+/// look at what was registered before and after, to name the module as the
+/// owner). `init` runs once whatever the observer does: a second call only
+/// repeats the first answer, and `load` runs it if the observer did not.
+pub type LoadObserver = fn(&'static str, &mut dyn FnMut() -> bool);
+
+static LOAD_OBSERVER: Hook<LoadObserver> = Hook::new();
+
+/// Sets the observer of module loads (see [`LoadObserver`]).
+pub fn set_load_observer(observer: LoadObserver) {
+    LOAD_OBSERVER.set(observer);
+}
 
 /// Why a load or unload failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,10 +86,16 @@ pub fn load(name: &str) -> Result<(), ModuleError> {
     if entry.loaded {
         return Err(ModuleError::AlreadyLoaded);
     }
-    // What init registers is the module's (the listings' `owner`).
-    let before = crate::control::listings::registered_now();
-    entry.module.init().map_err(ModuleError::InitFailed)?;
-    crate::control::listings::claim_new(&before, entry.module.name());
+    // What init registers is the module's (the listings' `owner`): the
+    // observer, if a plane set one, runs `init` between its two looks.
+    let module = entry.module;
+    let mut result = None;
+    let mut init = || result.get_or_insert_with(|| module.init()).is_ok();
+    if let Some(observe) = LOAD_OBSERVER.get() {
+        observe(module.name(), &mut init);
+    }
+    init();
+    result.unwrap_or(Ok(())).map_err(ModuleError::InitFailed)?;
     entry.loaded = true;
     entry.loads += 1;
     log::debug!("module {name} loaded");

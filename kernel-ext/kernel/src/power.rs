@@ -15,8 +15,8 @@
 //! the control plane's goodbye to subscribers, the rt-pool freed, logs
 //! written, then S5. `SHUTDOWN` takes the same path; it and the
 //! application's exit end in S5 when the test runner's `isa-debug-exit`
-//! device is absent. `REBOOT` (registered when the FADT has a reset
-//! register) takes it too and ends in the ACPI reset register.
+//! device is absent. `REBOOT` (the plane registers it when the FADT has
+//! a reset register; [`schedule_reboot`]) takes it too and ends in the ACPI reset register.
 //!
 //! Invariant: [`STATE`] is written once, at boot on the boot CPU before the
 //! SCI is unmasked, and only read afterwards.
@@ -27,6 +27,7 @@ use rtedge_arch::boot::{BootInfo, BootPath};
 use rtedge_arch::{acpi as tables, cpu};
 use rtedge_engine::acpi::{self, AddressSpace, Fadt, GenericAddress, GenericEventDevice};
 
+use crate::hook::Hook;
 use crate::irq::{self, Polarity, Trigger};
 use crate::workqueue::{self, FnDelayedWork, FnWork};
 use crate::{console_line, thread, time};
@@ -62,23 +63,47 @@ static REBOOT_WORK: FnDelayedWork = FnDelayedWork::new(reboot_work, 0);
 /// Jiffies between `REBOOT`'s reply and the orderly reboot.
 const REBOOT_DELAY_JIFFIES: u64 = 100;
 
-/// `REBOOT`: an orderly shutdown that ends in the ACPI reset register.
-const REBOOT_SPEC: rtedge_proto::CommandSpec = rtedge_proto::CommandSpec::new(
-    "reboot",
-    1,
-    rtedge_proto::CommandFlags::ADMIN,
-    "kernel",
-    "orderly shutdown (modules' exit, goodbye), then reset through the ACPI reset register",
-    "REBOOT",
-);
+/// Tells the subscribers that the machine goes: called with the JSON
+/// goodbye message, returns how many it reached. Set by the plane.
+static GOODBYE: Hook<fn(&str) -> usize> = Hook::new();
 
-fn reboot_command(_context: &mut rtedge_control::CommandContext<'_>, _request: &rtedge_proto::Request) -> rtedge_proto::Reply {
-    if state().and_then(|power| power.fadt.reset).is_none() {
-        return rtedge_proto::Reply::error("ERR this machine has no ACPI reset register");
+/// Sets who says goodbye at an orderly shutdown or reboot.
+pub fn set_goodbye(announce: fn(&str) -> usize) {
+    GOODBYE.set(announce);
+}
+
+/// Whether the machine has an ACPI reset register (what `REBOOT` needs).
+pub fn can_reset() -> bool {
+    state().and_then(|power| power.fadt.reset).is_some()
+}
+
+/// Why [`schedule_reboot`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RebootError {
+    /// The FADT names no reset register.
+    NoResetRegister,
+    /// The events workqueue could not take the reboot.
+    NoWorkqueue,
+}
+
+impl core::fmt::Display for RebootError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            RebootError::NoResetRegister => "this machine has no ACPI reset register",
+            RebootError::NoWorkqueue => "no workqueue to run the reboot",
+        })
+    }
+}
+
+/// An orderly shutdown that ends in the ACPI reset register, started a
+/// moment from now (so that `REBOOT`'s reply leaves first). Thread context.
+pub fn schedule_reboot() -> Result<(), RebootError> {
+    if !can_reset() {
+        return Err(RebootError::NoResetRegister);
     }
     match workqueue::schedule_delayed_work(&REBOOT_WORK, REBOOT_DELAY_JIFFIES) {
-        Ok(_) => rtedge_proto::Reply::ok(),
-        Err(_) => rtedge_proto::Reply::error("ERR no workqueue to run the reboot"),
+        Ok(_) => Ok(()),
+        Err(_) => Err(RebootError::NoWorkqueue),
     }
 }
 
@@ -185,11 +210,6 @@ pub fn init(info: &BootInfo) {
     // SAFETY: boot CPU, before READY is set: no reader yet.
     unsafe { *(&raw mut STATE) = Some(power) };
     READY.store(1, Ordering::Release);
-    if fadt.reset.is_some()
-        && let Err(error) = crate::commands::register(REBOOT_SPEC, reboot_command)
-    {
-        log::warn!("acpi: cannot register REBOOT: {error}");
-    }
 }
 
 /// SMI_CMD ← ACPI_ENABLE when the firmware left the machine in legacy
@@ -342,12 +362,14 @@ fn orderly_stop(reason: &str, code: u8, then: Then) -> ! {
     goodbye.push_str("{\"kind\":\"shutdown\",\"reason\":\"");
     goodbye.extend(reason.chars().filter(|c| *c != '"' && *c != '\\'));
     goodbye.push_str("\"}");
-    let told = crate::net::publish("power", &goodbye);
-    if told > 0 {
-        // Let NET_RX send it before the machine goes.
-        let _ = thread::sleep_ns(50_000_000);
+    if let Some(announce) = GOODBYE.get() {
+        let told = announce(&goodbye);
+        if told > 0 {
+            // Let NET_RX send it before the machine goes.
+            let _ = thread::sleep_ns(50_000_000);
+        }
+        log::info!("control plane: goodbye sent to {told} subscriber{}", if told == 1 { "" } else { "s" });
     }
-    log::info!("control plane: goodbye sent to {told} subscriber{}", if told == 1 { "" } else { "s" });
     crate::modules::unload_all();
     let freed = crate::rtpool::free_all();
     if freed > 0 {

@@ -15,7 +15,7 @@ use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use rtedge_engine::seqlock::SeqBytes;
 
-use rtedge_proto::util::{SHORT_TEXT_CAPACITY, Scalar, ScalarType, ShortText, ValueError, glob_match};
+use rtedge_engine::value::{SHORT_TEXT_CAPACITY, Scalar, ScalarType, ShortText, ValueError, glob_match};
 
 use crate::sync::IrqSpinLock;
 

@@ -30,5 +30,5 @@ pub use command::{CommandFlags, CommandSpec, SyntaxCheck};
 pub use error::ProtocolError;
 pub use reply::{ProtocolVersion, Reply};
 pub use request::{Limits, Request, RequestParser, parse_request};
-pub use util::{Scalar, ScalarType, ShortText, ValueError};
+pub use util::{Scalar, ScalarType, ShortText, ToReply, ValueError};
 pub use value::{Value, parse_value};

@@ -8,7 +8,7 @@ mod support;
 
 use rtedge_proto::reply::{ProtocolVersion, Reply};
 use rtedge_proto::request::{Limits, ProtocolError, Request, RequestParser, parse_request, split_args};
-use rtedge_proto::util::{Scalar, ScalarType, glob_match};
+use rtedge_proto::util::{Scalar, ScalarType, ToReply, glob_match};
 use rtedge_proto::value::parse_value;
 use support::Random;
 

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use rtedge_proto::reply::{ProtocolVersion, Reply};
-use rtedge_proto::util::{Scalar, ScalarType, ShortText, ValueError, constant_time_eq, glob_match, parse_f64, parse_i64};
+use rtedge_proto::util::{Scalar, ScalarType, ShortText, ToReply, ValueError, constant_time_eq, glob_match, parse_f64, parse_i64};
 use support::Random;
 
 // ---------------------------------------------------------------------------

@@ -15,10 +15,8 @@ use crate::{check, check_eq, clockevent, cpu_local, memory, time};
 mod bottom_half_rules;
 mod deferred;
 mod handler_rules;
-mod listings;
 mod log_pool_rules;
 mod logs;
-mod metrics_rules;
 mod rt_rules;
 mod smp;
 mod threads;
@@ -39,9 +37,7 @@ fn error(e: impl core::fmt::Display) -> alloc::string::String {
 pub fn groups() -> alloc::vec::Vec<&'static [Test]> {
     let mut groups: alloc::vec::Vec<&'static [Test]> = alloc::vec![TESTS, threads::TESTS, deferred::TESTS, rt_rules::TESTS];
     groups.push(workqueue_rules::TESTS);
-    groups.push(listings::TESTS);
     groups.push(log_pool_rules::tests());
-    groups.push(metrics_rules::TESTS);
     groups.push(logs::TESTS);
     if crate::thread::online_mask().count_ones() > 1 {
         groups.push(smp::TESTS);

@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use rtedge_control::{Backend, CommandContext, Completion, Config, Dispatcher, Job, NetServer};
 use rtedge_proto::util::parse_i64;
-use rtedge_proto::{CommandFlags, CommandSpec, Reply, Request, Scalar};
+use rtedge_proto::{CommandFlags, CommandSpec, Reply, Request, Scalar, ToReply};
 use smoltcp::iface::{Config as InterfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Loopback, Medium};
 use smoltcp::socket::tcp;

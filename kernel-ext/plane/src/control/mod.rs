@@ -159,21 +159,7 @@ fn publish_events() {
 
 /// Appends `text` as a JSON string.
 pub(crate) fn json_string(out: &mut String, text: &str) {
-    out.push('"');
-    for character in text.chars() {
-        match character {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            control if (control as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", control as u32);
-            }
-            other => out.push(other),
-        }
-    }
-    out.push('"');
+    rtedge_engine::value::push_json_string(out, text);
 }
 
 /// Messages published since boot.

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 
 use rtedge_control::{Backend, CommandContext};
 use rtedge_proto::util::ValueError;
-use rtedge_proto::{CommandSpec, Reply, Request};
+use rtedge_proto::{CommandSpec, Reply, Request, ToReply};
 
 use super::{info, listings};
 use crate::thread::{self, Kind, Signal};
