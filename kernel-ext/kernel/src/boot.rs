@@ -1,8 +1,6 @@
 //! Bringing the boot CPU up: console, traps, page tables and heap, local
 //! APIC and clock, then the banner and the application's main.
 
-use core::sync::atomic::Ordering;
-
 use rtedge_arch::boot::{self, BootInfo, BootPath};
 use rtedge_arch::tables::{CpuTables, GuardedStack, IST_COUNT};
 use rtedge_arch::{apic, calibrate, console as arch_console, cpu, traps as arch_traps};
@@ -184,7 +182,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     }
     // SAFETY: the APIC mode is chosen and its registers mapped; interrupts are off.
     unsafe { apic::init_local(vectors::TIMER, vectors::APIC_ERROR) };
-    cpu_local::current().apic_id.store(apic::id(), Ordering::Relaxed);
+    cpu_local::current().set_apic_id(apic::id());
 
     if info.path.is_acpi_pc() {
         calibrate::disable_legacy_pic();

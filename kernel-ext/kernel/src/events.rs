@@ -199,7 +199,7 @@ pub fn emit(channel: &'static str, kind: &'static str, fields: &[(&'static str, 
     // Interrupts off for the push only: this CPU's rings then have one
     // producer, and the CPU index cannot change under us.
     let interrupts_were_enabled = cpu::interrupts_save();
-    let index = if cpu_local::is_installed() { cpu_local::current().index as usize } else { 0 };
+    let index = if cpu_local::is_installed() { cpu_local::current().index() as usize } else { 0 };
     let stored = RINGS
         .get(index)
         .is_some_and(|rings| if channel == RELEASE_CHANNEL { rings.stream.push(&record) } else { rings.events.push(&record) });

@@ -81,7 +81,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         rtedge_arch::exit::exit(ExitCode::Panic as u8);
     }
     let cpu = context::cpu_index();
-    let thread = context::current_name();
+    let thread = thread::current_name();
     let location = info.location();
     let message = info.message();
     match location {

@@ -83,7 +83,7 @@ fn secondary_main(index: u32) -> ! {
         cpu_local::install(&mut *(prepared.local as *mut CpuLocal));
         apic::init_local(vectors::TIMER, vectors::APIC_ERROR);
     }
-    cpu_local::current().apic_id.store(apic::id(), Ordering::Relaxed);
+    cpu_local::current().set_apic_id(apic::id());
     cpu::interrupts_enable();
     thread::prepare_secondary_cpu();
     crate::timer::init_cpu();
@@ -219,12 +219,12 @@ pub fn start_per_cpu_threads() {
 
 /// Sends a reschedule IPI to every other online CPU (tests, shutdown).
 pub fn kick_others() {
-    let me = cpu_local::current().index;
+    let me = cpu_local::current().index();
     for index in 0..MAX_CPUS {
         if index as u32 != me
             && let Some(local) = cpu_local::get(index)
         {
-            apic::send_ipi(local.apic_id.load(Ordering::Relaxed), apic::Ipi::Fixed(vectors::RESCHEDULE));
+            apic::send_ipi(local.apic_id(), apic::Ipi::Fixed(vectors::RESCHEDULE));
         }
     }
 }

@@ -25,15 +25,16 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use rtedge_arch::cpu;
 use rtedge_engine::handler::HandlerSlot;
 use rtedge_engine::softirq::{self as policy, SoftirqCpu};
 
+use crate::cpu_local::{self, MAX_CPUS};
 use crate::sync::IrqSpinLock;
 use crate::thread::{self, ThreadId};
-use crate::{context, cpu_local, time};
+use crate::{context, time};
 
 /// The fixed soft interrupt vectors, in priority order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,9 +74,23 @@ struct Action {
 /// now (a typed slot: the handler is stored as what it is).
 static SLOTS: [HandlerSlot<Action>; MAX_VECTORS] = [const { HandlerSlot::new() }; MAX_VECTORS];
 /// Each CPU's pending vectors and its ksoftirqd's state.
-static CPUS: [SoftirqCpu; crate::cpu_local::MAX_CPUS] = [const { SoftirqCpu::new() }; crate::cpu_local::MAX_CPUS];
+static CPUS: [SoftirqCpu; MAX_CPUS] = [const { SoftirqCpu::new() }; MAX_CPUS];
 static DYNAMIC_NAMES: IrqSpinLock<Vec<Option<String>>> = IrqSpinLock::new(Vec::new());
-static KSOFTIRQD: IrqSpinLock<[Option<ThreadId>; crate::cpu_local::MAX_CPUS]> = IrqSpinLock::new([None; crate::cpu_local::MAX_CPUS]);
+static KSOFTIRQD: IrqSpinLock<[Option<ThreadId>; MAX_CPUS]> = IrqSpinLock::new([None; MAX_CPUS]);
+/// One CPU's softirq bookkeeping besides its pending word (which is in
+/// `CPUS`): the processing / bottom-half disable depth and the runs per
+/// vector. Only that CPU writes them.
+#[repr(align(64))]
+struct CpuSoftirq {
+    /// Softirq processing / bottom-half disable depth.
+    depth: AtomicU32,
+    /// Softirqs run per vector.
+    counts: [AtomicU64; MAX_VECTORS],
+}
+
+static LOCAL: [CpuSoftirq; MAX_CPUS] =
+    [const { CpuSoftirq { depth: AtomicU32::new(0), counts: [const { AtomicU64::new(0) }; MAX_VECTORS] } }; MAX_CPUS];
+
 /// Times the budget ran out and work moved to ksoftirqd.
 static HANDOVERS: AtomicU64 = AtomicU64::new(0);
 
@@ -121,7 +136,7 @@ fn raise_index_on(cpu_index: u32, index: usize, generation: Option<u32>) -> bool
         wake_ksoftirqd(cpu_index);
     }
     if !here && let Some(local) = cpu_local::get(cpu_index as usize) {
-        rtedge_arch::apic::send_ipi(local.apic_id.load(Ordering::Relaxed), rtedge_arch::apic::Ipi::Fixed(crate::vectors::RESCHEDULE));
+        rtedge_arch::apic::send_ipi(local.apic_id(), rtedge_arch::apic::Ipi::Fixed(crate::vectors::RESCHEDULE));
     }
     true
 }
@@ -135,7 +150,7 @@ fn wake_ksoftirqd(cpu_index: u32) {
 
 /// Whether this CPU is running softirq handlers (or has bottom halves disabled).
 pub fn in_softirq() -> bool {
-    cpu_local::is_installed() && cpu_local::current().softirq_depth.load(Ordering::Relaxed) != 0
+    cpu_local::is_installed() && LOCAL[cpu_local::current_index()].depth.load(Ordering::Relaxed) != 0
 }
 
 /// Whether softirqs are pending on this CPU.
@@ -150,12 +165,13 @@ pub fn run_pending() {
     if !cpu_local::is_installed() {
         return;
     }
-    let local = cpu_local::current();
-    let state = &CPUS[local.index as usize];
+    let cpu = cpu_local::current_index();
+    let state = &CPUS[cpu];
+    let here = context::on(cpu);
     if state.pending() == 0
-        || local.irq_depth.load(Ordering::Relaxed) != 0
-        || local.softirq_depth.load(Ordering::Relaxed) != 0
-        || local.realtime.load(Ordering::Relaxed) != 0
+        || here.in_interrupt()
+        || LOCAL[cpu].depth.load(Ordering::Relaxed) != 0
+        || here.in_realtime_thread()
         || state.is_deferred()
     {
         return;
@@ -167,9 +183,10 @@ pub fn run_pending() {
 /// budget (if `budgeted`); leftovers go to ksoftirqd.
 fn process(budgeted: bool) {
     let interrupts_were_enabled = cpu::interrupts_save();
-    let local = cpu_local::current();
-    let state = &CPUS[local.index as usize];
-    local.softirq_depth.fetch_add(1, Ordering::AcqRel);
+    let cpu = cpu_local::current_index();
+    let state = &CPUS[cpu];
+    let local = &LOCAL[cpu];
+    local.depth.fetch_add(1, Ordering::AcqRel);
     let start = time::now_ns();
     let mut rounds = 0;
     loop {
@@ -184,7 +201,7 @@ fn process(budgeted: bool) {
             bits &= bits - 1;
             // Runs only a live vector, and drops a stale bit of a freed one.
             policy::dispatch(state, &SLOTS[index], index, |action| {
-                local.softirq_counts[index].fetch_add(1, Ordering::Relaxed);
+                local.counts[index].fetch_add(1, Ordering::Relaxed);
                 (action.handler)(action.data);
             });
         }
@@ -192,12 +209,12 @@ fn process(budgeted: bool) {
         rounds += 1;
         if budgeted && (rounds >= MAX_ROUNDS || time::now_ns() - start >= MAX_TIME_NS) {
             if state.pending() != 0 {
-                hand_over_to_ksoftirqd(local.index);
+                hand_over_to_ksoftirqd(cpu as u32);
             }
             break;
         }
     }
-    local.softirq_depth.fetch_sub(1, Ordering::AcqRel);
+    local.depth.fetch_sub(1, Ordering::AcqRel);
     cpu::interrupts_restore(interrupts_were_enabled);
 }
 
@@ -388,12 +405,12 @@ pub struct SoftirqLine {
 
 /// Counts per vector and CPU, fixed vectors first, then the dynamic ones.
 pub fn counts() -> Vec<SoftirqLine> {
-    let cpus: Vec<_> = (0..cpu_local::MAX_CPUS).filter_map(cpu_local::get).collect();
+    let cpus: Vec<_> = (0..MAX_CPUS).filter(|&cpu| cpu_local::get(cpu).is_some()).map(|cpu| &LOCAL[cpu]).collect();
     let mut lines = Vec::new();
     for (index, name) in FIXED_NAMES.iter().enumerate() {
         lines.push(SoftirqLine {
             name: String::from(*name),
-            per_cpu: cpus.iter().map(|local| local.softirq_counts[index].load(Ordering::Relaxed)).collect(),
+            per_cpu: cpus.iter().map(|local| local.counts[index].load(Ordering::Relaxed)).collect(),
         });
     }
     let names = DYNAMIC_NAMES.lock().clone();
@@ -402,7 +419,7 @@ pub fn counts() -> Vec<SoftirqLine> {
             let index = FIXED_COUNT + position;
             lines.push(SoftirqLine {
                 name: name.clone(),
-                per_cpu: cpus.iter().map(|local| local.softirq_counts[index].load(Ordering::Relaxed)).collect(),
+                per_cpu: cpus.iter().map(|local| local.counts[index].load(Ordering::Relaxed)).collect(),
             });
         }
     }
@@ -418,7 +435,7 @@ pub struct BottomHalfGuard {
 /// `local_bh_disable`.
 pub fn bh_disable() -> BottomHalfGuard {
     if cpu_local::is_installed() {
-        cpu_local::current().softirq_depth.fetch_add(1, Ordering::AcqRel);
+        LOCAL[cpu_local::current_index()].depth.fetch_add(1, Ordering::AcqRel);
     }
     BottomHalfGuard { _not_send: core::marker::PhantomData }
 }
@@ -428,8 +445,7 @@ impl Drop for BottomHalfGuard {
         if !cpu_local::is_installed() {
             return;
         }
-        let local = cpu_local::current();
-        if local.softirq_depth.fetch_sub(1, Ordering::AcqRel) == 1 && !context::in_interrupt() {
+        if LOCAL[cpu_local::current_index()].depth.fetch_sub(1, Ordering::AcqRel) == 1 && !context::in_interrupt() {
             run_pending();
             // A wake-up deferred while bottom halves were off acts now.
             crate::thread::preempt_if_needed();
@@ -439,7 +455,21 @@ impl Drop for BottomHalfGuard {
 
 /// The bottom-half disable depth of this CPU (softirq processing counts one).
 pub fn bh_depth() -> u32 {
-    if cpu_local::is_installed() { cpu_local::current().softirq_depth.load(Ordering::Relaxed) } else { 0 }
+    if cpu_local::is_installed() { LOCAL[cpu_local::current_index()].depth.load(Ordering::Relaxed) } else { 0 }
+}
+
+/// The bottom-half disable depth of CPU `cpu` (the scheduler saves it with
+/// the thread it switches away from; an index below `MAX_CPUS`).
+#[inline(always)]
+pub(crate) fn bh_depth_on(cpu: usize) -> u32 {
+    LOCAL[cpu].depth.load(Ordering::Relaxed)
+}
+
+/// Sets the bottom-half disable depth of this CPU, `cpu`, to that of the
+/// thread switched in (the scheduler, interrupts off).
+#[inline(always)]
+pub(crate) fn set_bh_depth_on(cpu: usize, depth: u32) {
+    LOCAL[cpu].depth.store(depth, Ordering::Relaxed);
 }
 
 /// Whether vector `index` has a handler now (opened, or registered and not

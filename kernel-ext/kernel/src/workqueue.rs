@@ -563,7 +563,7 @@ impl Queue {
         let wanted = match cpu {
             Some(cpu) => cpu,
             None => {
-                let here = if cpu_local::is_installed() { cpu_local::current().index } else { 0 };
+                let here = if cpu_local::is_installed() { cpu_local::current().index() } else { 0 };
                 if thread::isolated_mask() & (1 << here) != 0 {
                     (thread::online_mask() & !thread::isolated_mask()).trailing_zeros()
                 } else {

@@ -15,11 +15,6 @@ mod pi;
 mod scheduler;
 mod wait;
 
-/// The per-CPU scheduler type, for `cpu_local`.
-pub(crate) mod scheduler_state {
-    pub use super::scheduler::CpuScheduler;
-}
-
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::mem::{MaybeUninit, align_of, size_of};
@@ -43,8 +38,9 @@ use crate::{context, cpu_local, time};
 pub use pi::RtMutex;
 pub(crate) use scheduler::reschedule_interrupt;
 pub use scheduler::{
-    cpu_switches, current, current_id, finish_boot_cpu, idle_loop, isolated_mask, online_mask, preempt_from_interrupt, preempt_if_needed,
-    prepare_secondary_cpu, schedule, set_isolated, try_current, yield_now,
+    RunningClass, cpu_switches, cpu_switches_on, current, current_id, current_on_address, finish_boot_cpu, idle_loop, isolated_mask,
+    online_mask, preempt_from_interrupt, preempt_if_needed, prepare_secondary_cpu, queued_on, reschedule_pending, running_class_on,
+    schedule, set_isolated, try_current, with_queue_locked, yield_now,
 };
 pub use wait::{WaitError, WaitQueue};
 
@@ -1403,7 +1399,16 @@ pub fn print_list() {
 
 /// Current CPU index of the calling code.
 pub fn current_cpu() -> u32 {
-    cpu_local::current().index
+    cpu_local::current().index()
+}
+
+/// The name of the running thread, for reports (a copy: a slot's name
+/// changes when the slot is reused); "boot" before the scheduler runs.
+pub fn current_name() -> ThreadName {
+    match try_current() {
+        Some(thread) => thread.name(),
+        None => ThreadName::new("boot"),
+    }
 }
 
 /// Signals a thread can be sent (RTLinux's remapped set: everything but a
