@@ -8,7 +8,7 @@ use rtedge_engine::cmdline;
 
 use crate::cpu_local::{self, CpuLocal};
 use crate::shutdown::{self, ExitCode};
-use crate::{console, console_line, memory, smp, softirq, thread, time, trap, vectors};
+use crate::{console, console_line, memory, smp, thread, time, trap, vectors};
 
 /// Size of each exception (IST) stack.
 const EXCEPTION_STACK_SIZE: usize = 16 * 1024;
@@ -237,7 +237,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
         thread::format_cpu_mask(thread::online_mask(), u64::MAX),
         if isolated == 0 { alloc::string::String::from("none") } else { thread::format_cpu_mask(isolated, u64::MAX) }
     );
-    if let Err(error) = softirq::start_ksoftirqd(0) {
+    if let Err(error) = thread::start_ksoftirqd(0) {
         console_line!("rtedge: boot failed: cannot start ksoftirqd/0: {error}");
         shutdown::shutdown_with(ExitCode::BootFailure);
     }

@@ -8,7 +8,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::sync::Mutex;
+use crate::thread::Mutex;
 
 /// A loadable part of the application.
 pub trait Module: Sync {

@@ -15,7 +15,7 @@ use rtedge_arch::{acpi, apic, cpu, smp, traps as arch_traps};
 use crate::cpu_local::{self, CpuLocal, MAX_CPUS};
 use crate::memory::{self, stacks};
 use crate::sync::IrqSpinLock;
-use crate::{firmware, softirq, thread, time, vectors};
+use crate::{firmware, thread, time, vectors};
 
 /// Per-CPU structures prepared by the boot CPU for a secondary CPU.
 struct Prepared {
@@ -210,7 +210,7 @@ fn bring_up_hermit(info: &BootInfo, report: &mut SmpReport) {
 pub fn start_per_cpu_threads() {
     for index in 1..MAX_CPUS as u32 {
         if thread::online_mask() & (1 << index) != 0
-            && let Err(error) = softirq::start_ksoftirqd(index)
+            && let Err(error) = thread::start_ksoftirqd(index)
         {
             log::warn!("smp: cannot start ksoftirqd/{index}: {error}");
         }

@@ -25,15 +25,15 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use rtedge_arch::cpu;
 use rtedge_engine::handler::HandlerSlot;
 use rtedge_engine::softirq::{self as policy, SoftirqCpu};
 
 use crate::cpu_local::{self, MAX_CPUS};
-use crate::sync::IrqSpinLock;
-use crate::thread::{self, ThreadId};
+use crate::sync::{IrqSpinLock, SpinLock, SpinLockGuard};
 use crate::{context, time};
 
 /// The fixed soft interrupt vectors, in priority order.
@@ -76,7 +76,6 @@ static SLOTS: [HandlerSlot<Action>; MAX_VECTORS] = [const { HandlerSlot::new() }
 /// Each CPU's pending vectors and its ksoftirqd's state.
 static CPUS: [SoftirqCpu; MAX_CPUS] = [const { SoftirqCpu::new() }; MAX_CPUS];
 static DYNAMIC_NAMES: IrqSpinLock<Vec<Option<String>>> = IrqSpinLock::new(Vec::new());
-static KSOFTIRQD: IrqSpinLock<[Option<ThreadId>; MAX_CPUS]> = IrqSpinLock::new([None; MAX_CPUS]);
 /// One CPU's softirq bookkeeping besides its pending word (which is in
 /// `CPUS`): the processing / bottom-half disable depth and the runs per
 /// vector. Only that CPU writes them.
@@ -142,9 +141,8 @@ fn raise_index_on(cpu_index: u32, index: usize, generation: Option<u32>) -> bool
 }
 
 fn wake_ksoftirqd(cpu_index: u32) {
-    let daemon = KSOFTIRQD.lock().get(cpu_index as usize).copied().flatten();
-    if let Some(daemon) = daemon {
-        let _ = thread::wake_up(daemon);
+    if let Some(hooks) = hooks() {
+        (hooks.wake_daemon)(cpu_index);
     }
 }
 
@@ -220,46 +218,63 @@ fn process(budgeted: bool) {
 
 fn hand_over_to_ksoftirqd(cpu_index: u32) {
     let Some(state) = CPUS.get(cpu_index as usize) else { return };
-    let daemon = KSOFTIRQD.lock().get(cpu_index as usize).copied().flatten();
-    if let Some(daemon) = daemon {
+    if let Some(hooks) = hooks() {
         HANDOVERS.fetch_add(1, Ordering::Relaxed);
         // Wake it whether or not it is marked asleep: it may be on its way.
         let _ = state.defer();
-        let _ = thread::wake_up(daemon);
+        (hooks.wake_daemon)(cpu_index);
     }
 }
 
-fn ksoftirqd_main(cpu_index: u32) -> i32 {
-    let Some(state) = CPUS.get(cpu_index as usize) else { return -1 };
-    loop {
-        if thread::should_stop() {
-            return 0;
-        }
-        // Sleeps only if nothing is pending, in the same step that ends
-        // the deferral: a raise after it from an interrupt runs on the
-        // interrupt's exit, one from thread context wakes us (and a wake-up
-        // sent before the suspend is not lost).
-        if state.daemon_try_sleep() {
-            thread::suspend_self();
-            state.daemon_awake();
-            continue;
-        }
-        // One budget's worth, then let the fair scheduler run others.
-        process(true);
-        thread::yield_cpu();
+/// ksoftirqd's sleep step on its CPU `cpu_index`: whether it may sleep
+/// (nothing pending), ending the deferral in the same step, so a raise
+/// after it from an interrupt runs on the interrupt's exit and one from
+/// thread context wakes the daemon (a wake-up sent before the suspend is
+/// not lost).
+pub(crate) fn daemon_try_sleep(cpu_index: u32) -> bool {
+    CPUS.get(cpu_index as usize).is_none_or(SoftirqCpu::daemon_try_sleep)
+}
+
+/// ksoftirqd on CPU `cpu_index` is awake again.
+pub(crate) fn daemon_awake(cpu_index: u32) {
+    if let Some(state) = CPUS.get(cpu_index as usize) {
+        state.daemon_awake();
     }
 }
 
-/// Starts `ksoftirqd/N` on CPU `cpu_index`.
-pub fn start_ksoftirqd(cpu_index: u32) -> Result<(), thread::ThreadError> {
-    let mut name = alloc::string::String::from("ksoftirqd/");
-    use core::fmt::Write;
-    let _ = write!(name, "{cpu_index}");
-    let id = thread::Builder::new(&name).cpu(cpu_index).spawn(move || ksoftirqd_main(cpu_index))?;
-    if let Some(slot) = KSOFTIRQD.lock().get_mut(cpu_index as usize) {
-        *slot = Some(id);
-    }
-    Ok(())
+/// One budget's worth of processing on this CPU (ksoftirqd's round).
+pub(crate) fn run_budget() {
+    process(true);
+}
+
+/// What softirq asks of the scheduler, a floor above it: the scheduler
+/// registers these once it runs (`set_scheduler_hooks`), so this module
+/// imports nothing of threads. Before that, wake-ups and preemption are
+/// no-ops (nothing else runs yet) and a sleep spins.
+pub struct SchedulerHooks {
+    /// Wakes the `ksoftirqd` of CPU `cpu_index` (asleep or on its way to sleep).
+    pub wake_daemon: fn(u32),
+    /// Reschedules now if a more urgent thread is waiting and switching is
+    /// allowed here (`bh_enable`'s exit).
+    pub preempt_if_needed: fn(),
+    /// Puts the calling thread to sleep for about this many nanoseconds.
+    pub sleep_ns: fn(u64),
+}
+
+static HOOKS: AtomicPtr<SchedulerHooks> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Registers the scheduler's side (once, when scheduling starts; a later
+/// call replaces it).
+pub fn set_scheduler_hooks(hooks: &'static SchedulerHooks) {
+    HOOKS.store(core::ptr::from_ref(hooks).cast_mut(), Ordering::Release);
+}
+
+#[inline(always)]
+fn hooks() -> Option<&'static SchedulerHooks> {
+    let hooks = HOOKS.load(Ordering::Acquire);
+    // SAFETY: only `set_scheduler_hooks` stores here, from a `&'static`
+    // that is never written through.
+    (!hooks.is_null()).then(|| unsafe { &*hooks })
 }
 
 /// Times a flood moved to ksoftirqd.
@@ -350,7 +365,10 @@ impl SoftIrq {
         let closed = policy::close(&SLOTS[index], index, u32::from(self.generation), CPUS.iter(), || {
             // Sleep rather than yield: the handler may be a softirq this
             // very thread preempted, which must get the CPU back to finish.
-            let _ = thread::sleep_ns(50_000);
+            match hooks() {
+                Some(hooks) => (hooks.sleep_ns)(50_000),
+                None => time::spin_for_ns(50_000),
+            }
         });
         if !closed {
             return;
@@ -448,8 +466,42 @@ impl Drop for BottomHalfGuard {
         if LOCAL[cpu_local::current_index()].depth.fetch_sub(1, Ordering::AcqRel) == 1 && !context::in_interrupt() {
             run_pending();
             // A wake-up deferred while bottom halves were off acts now.
-            crate::thread::preempt_if_needed();
+            if let Some(hooks) = hooks() {
+                (hooks.preempt_if_needed)();
+            }
         }
+    }
+}
+
+impl<T: ?Sized> SpinLock<T> {
+    /// `spin_lock_bh`: disables bottom halves on this CPU, then takes the
+    /// lock; both are undone when the guard drops (the unlock first, then
+    /// pending softirqs run). Never from a real-time thread (caught in
+    /// strict mode).
+    pub fn lock_bh(&self) -> SpinLockBhGuard<'_, T> {
+        crate::sync::check_realtime_context("spin_lock_bh");
+        let bottom_halves = bh_disable();
+        SpinLockBhGuard { guard: self.acquire(), _bottom_halves: bottom_halves }
+    }
+}
+
+/// Proof of holding a [`SpinLock`] with bottom halves off on this CPU.
+pub struct SpinLockBhGuard<'a, T: ?Sized> {
+    // Fields drop in order: the unlock, then `bh_enable`.
+    guard: SpinLockGuard<'a, T>,
+    _bottom_halves: BottomHalfGuard,
+}
+
+impl<T: ?Sized> Deref for SpinLockBhGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T: ?Sized> DerefMut for SpinLockBhGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
     }
 }
 

@@ -46,7 +46,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 use rtedge_engine::work::{CancelStep, Claim, WorkState, WorkerId};
 
 use crate::cpu_local::MAX_CPUS;
-use crate::sync::{IrqSpinLock, Semaphore};
+use crate::sync::IrqSpinLock;
+use crate::thread::Semaphore;
 use crate::thread::{self, ThreadError, ThreadId, WaitError, WaitQueue};
 use crate::timer::{Timer, TimerError};
 use crate::{context, cpu_local, time};

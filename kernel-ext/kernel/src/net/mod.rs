@@ -35,7 +35,8 @@ use smoltcp::phy::Device;
 use smoltcp::time::Instant;
 
 use crate::softirq::{self, Vector};
-use crate::sync::{IrqSpinLock, Semaphore, SpinLock};
+use crate::sync::{IrqSpinLock, SpinLock};
+use crate::thread::Semaphore;
 use crate::timer::{HrTimer, Mode, Restart};
 use crate::{cpu_local, time};
 

@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::ktest::{Outcome, Test};
-use crate::sync::Semaphore;
+use crate::thread::Semaphore;
 use crate::thread::{self, Builder, State, WaitQueue};
 use crate::{check, check_eq, clockevent, cpu_local, smp, time};
 

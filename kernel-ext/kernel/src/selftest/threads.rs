@@ -10,8 +10,9 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use rtedge_arch::cpu;
 
 use crate::ktest::{Outcome, Test};
-use crate::sync::{IrqSpinLock, Mutex, Semaphore};
+use crate::sync::IrqSpinLock;
 use crate::thread::{self, Builder, State, ThreadId, WaitError, WaitQueue};
+use crate::thread::{Mutex, Semaphore};
 use crate::{check, check_eq, clockevent, memory, time};
 
 pub const TESTS: &[Test] = &[

@@ -11,8 +11,11 @@
 //! Real-time threads allocate everything at creation (stack, control block,
 //! timer) and may not touch the general heap afterwards; the heap checks it.
 
+mod ksoftirqd;
+mod mutex;
 mod pi;
 mod scheduler;
+mod semaphore;
 mod wait;
 
 use core::cell::UnsafeCell;
@@ -35,6 +38,8 @@ use crate::memory::stacks::{self, Stack};
 use crate::sync::IrqSpinLock;
 use crate::{context, cpu_local, time};
 
+pub use ksoftirqd::start_ksoftirqd;
+pub use mutex::{Mutex, MutexGuard};
 pub use pi::RtMutex;
 pub(crate) use scheduler::reschedule_interrupt;
 pub use scheduler::{
@@ -42,6 +47,7 @@ pub use scheduler::{
     online_mask, preempt_from_interrupt, preempt_if_needed, prepare_secondary_cpu, queued_on, reschedule_pending, running_class_on,
     schedule, set_isolated, try_current, with_queue_locked, yield_now,
 };
+pub use semaphore::Semaphore;
 pub use wait::{WaitError, WaitQueue};
 
 /// Most threads that can exist at once (including idle threads).

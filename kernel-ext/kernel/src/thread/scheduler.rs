@@ -260,6 +260,7 @@ fn format_name<'a>(buffer: &'a mut [u8; 16], prefix: &'a str, index: u32) -> &'a
 pub fn finish_boot_cpu() {
     let idle = adopt_running_context_as_idle();
     init_cpu(idle);
+    super::ksoftirqd::register_hooks();
 }
 
 /// Starts scheduling on a secondary CPU: its boot context becomes its idle
