@@ -212,7 +212,10 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     report_unknown_keys(line);
     cpu::interrupts_enable();
     // The boot context becomes idle/0; then the other CPUs come up.
-    thread::finish_boot_cpu();
+    if let Err(error) = thread::finish_boot_cpu() {
+        console_line!("rtedge: cannot create the idle thread of cpu 0: {error}");
+        shutdown::shutdown_with(ExitCode::BootFailure);
+    }
     crate::tasklet::init();
     crate::timer::init_cpu();
     let smp = smp::bring_up(info);
@@ -228,7 +231,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     // `irqsoff=1`: time interrupts-off lock sections (INFO cpu irqs_off_*).
     crate::sync::set_irqs_off_timing(cmdline::get(line, "irqsoff").is_some_and(|value| value == "1"));
     crate::irq::init(info.path);
-    console::enable_input();
+    crate::serial_input::enable_input();
     console_line!(
         "cpus: {} online of {} offered{} (online {}, isolated {})",
         smp.online,

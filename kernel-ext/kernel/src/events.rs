@@ -22,7 +22,6 @@ use rtedge_arch::cpu;
 use rtedge_engine::eventring::{ChannelTable, EventRing};
 
 use crate::cpu_local::{self, MAX_CPUS};
-use crate::thread::ThreadId;
 use crate::time;
 
 /// Longest text an event carries.
@@ -281,8 +280,4 @@ pub fn channel_counts() -> Vec<(&'static str, u64, u64)> {
         out.push(("(other)", other.0, other.1));
     }
     out
-}
-
-pub(crate) fn thread_exited(id: ThreadId, name: &str, code: i32) {
-    emit("threads.exit", "exit", &[("id", i64::from(id.serial())), ("code", i64::from(code))], "thread", name);
 }

@@ -29,6 +29,7 @@ pub mod modules;
 pub mod net;
 pub mod power;
 pub mod rtpool;
+pub mod serial_input;
 pub mod shared;
 pub mod shutdown;
 pub mod smp;

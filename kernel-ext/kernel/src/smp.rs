@@ -85,7 +85,10 @@ fn secondary_main(index: u32) -> ! {
     }
     cpu_local::current().set_apic_id(apic::id());
     cpu::interrupts_enable();
-    thread::prepare_secondary_cpu();
+    if let Err(error) = thread::prepare_secondary_cpu() {
+        crate::console_line!("rtedge: cannot create the idle thread of cpu {index}: {error}");
+        crate::shutdown::shutdown_with(crate::ExitCode::BootFailure);
+    }
     crate::timer::init_cpu();
     ARRIVED.fetch_or(1 << index, Ordering::AcqRel);
     thread::idle_loop()

@@ -955,7 +955,13 @@ pub fn exit(code: i32) -> ! {
     if let Some(alarm) = thread.thread_alarm() {
         clockevent::cancel(alarm);
     }
-    crate::events::thread_exited(thread.id(), &thread.name(), code);
+    crate::events::emit(
+        "threads.exit",
+        "exit",
+        &[("id", i64::from(thread.id().serial())), ("code", i64::from(code))],
+        "thread",
+        &thread.name(),
+    );
     scheduler::exit_current(thread)
 }
 
@@ -1363,44 +1369,6 @@ pub fn format_cpu_mask(mask: u64, online: u64) -> String {
         cpu += 1;
     }
     out
-}
-
-/// Prints the thread list on the console.
-pub fn print_list() {
-    let online = scheduler::online_mask();
-    crate::console_line!(
-        "{:>4} {:<20} {:<6} {:>5} {:<9} {:>3} {:<5} {:>12} {:>8} {:>6}",
-        "ID",
-        "NAME",
-        "KIND",
-        "PRIO",
-        "STATE",
-        "CPU",
-        "AFF",
-        "RUNTIME(us)",
-        "SWITCH",
-        "MISSES"
-    );
-    for info in list() {
-        let priority = match info.kind {
-            Kind::Realtime { priority } => alloc::format!("{priority}"),
-            Kind::Kernel { nice } => alloc::format!("n{nice}"),
-            Kind::Idle => String::from("-"),
-        };
-        crate::console_line!(
-            "{:>4} {:<20} {:<6} {:>5} {:<9} {:>3} {:<5} {:>12} {:>8} {:>6}",
-            info.id,
-            info.name,
-            info.kind.name(),
-            priority,
-            info.state.name(),
-            info.cpu,
-            format_cpu_mask(info.affinity, online),
-            info.runtime_ns / 1000,
-            info.switches,
-            info.misses
-        );
-    }
 }
 
 /// Current CPU index of the calling code.

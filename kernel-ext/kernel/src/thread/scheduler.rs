@@ -223,16 +223,13 @@ fn init_cpu(idle: &'static Thread) {
     ONLINE.fetch_or(1 << index, Ordering::AcqRel);
 }
 
-fn adopt_running_context_as_idle() -> &'static Thread {
+fn adopt_running_context_as_idle() -> Result<&'static Thread, super::ThreadError> {
     let index = cpu_local::current().index();
-    let thread = super::claim_slot().unwrap_or_else(|error| {
-        crate::console_line!("rtedge: cannot create the idle thread of cpu {index}: {error}");
-        crate::shutdown::shutdown_with(crate::ExitCode::BootFailure)
-    });
+    let thread = super::claim_slot()?;
     let mut name = [0u8; 16];
     let text = format_name(&mut name, "idle/", index);
     super::set_name(thread, text);
-    thread
+    Ok(thread)
 }
 
 fn format_name<'a>(buffer: &'a mut [u8; 16], prefix: &'a str, index: u32) -> &'a str {
@@ -257,17 +254,21 @@ fn format_name<'a>(buffer: &'a mut [u8; 16], prefix: &'a str, index: u32) -> &'a
 }
 
 /// Starts scheduling on the boot CPU: the boot context becomes `idle/0`.
-pub fn finish_boot_cpu() {
-    let idle = adopt_running_context_as_idle();
+/// An error (no thread slot for it) is a boot failure the caller reports.
+pub fn finish_boot_cpu() -> Result<(), super::ThreadError> {
+    let idle = adopt_running_context_as_idle()?;
     init_cpu(idle);
     super::ksoftirqd::register_hooks();
+    Ok(())
 }
 
 /// Starts scheduling on a secondary CPU: its boot context becomes its idle
-/// thread. The caller then enters [`idle_loop`].
-pub fn prepare_secondary_cpu() {
-    let idle = adopt_running_context_as_idle();
+/// thread. The caller then enters [`idle_loop`]; an error (no thread slot)
+/// is a boot failure the caller reports.
+pub fn prepare_secondary_cpu() -> Result<(), super::ThreadError> {
+    let idle = adopt_running_context_as_idle()?;
     init_cpu(idle);
+    Ok(())
 }
 
 /// The idle loop: run whatever is ready, else halt until an interrupt.
