@@ -92,7 +92,11 @@ pub fn get(index: usize) -> Option<&'static CpuLocal> {
 /// caller knows the block is installed).
 #[inline(always)]
 pub fn current_index() -> usize {
-    current().index as usize
+    // `index < MAX_CPUS` (checked by `CpuLocal::new`), so the mask changes
+    // nothing; it lets the compiler drop the bounds checks of the per-CPU
+    // arrays on the hot paths (the trap entry, the switch).
+    const _: () = assert!(MAX_CPUS.is_power_of_two());
+    current().index as usize & (MAX_CPUS - 1)
 }
 
 /// Number of CPUs online.
