@@ -14,7 +14,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use rtedge_kernel::files;
-use rtedge_kernel::sync::Mutex;
+use rtedge_kernel::thread::Mutex;
 
 /// Keys the file may set.
 pub const KEYS: [&str; 4] = ["modules", "file", "tasklet_disable_at", "rtalloc_period_ms"];

@@ -26,7 +26,7 @@ use rtedge_kernel::modules::Module;
 use rtedge_kernel::shared::{Access, SharedBool, SharedInt, SharedValue};
 use rtedge_kernel::sync::IrqSpinLock;
 use rtedge_kernel::timer::Timer;
-use rtedge_kernel::{console, irq, time};
+use rtedge_kernel::{irq, serial_input, time};
 
 const HANDLER_NAME: &str = "serial-irq (app)";
 /// The reporting timer's period, in jiffies.
@@ -48,7 +48,7 @@ static LAST_REPORTED: AtomicI64 = AtomicI64::new(0);
 
 /// The hard-IRQ handler: drain the UART, count. Never allocates or blocks.
 fn handler(_vector: u8) {
-    let bytes = console::drain_serial_input();
+    let bytes = serial_input::drain_serial_input();
     IRQS.add(1);
     BYTES.add(bytes as i64);
 }
@@ -71,7 +71,7 @@ pub static MODULE: SerialIrqProgram = SerialIrqProgram;
 
 impl SerialIrqProgram {
     fn attach() -> Result<(), String> {
-        let Some(gsi) = console::serial_gsi() else {
+        let Some(gsi) = serial_input::serial_gsi() else {
             log::info!("serial-irq: the console has no UART receive interrupt here (uhyve): loaded, nothing attached");
             return Ok(());
         };

@@ -360,12 +360,12 @@ pub fn context_switch_cost() {
     );
 }
 
-static PI_MUTEX: crate::sync::Mutex<()> = crate::sync::Mutex::new(());
-static PI_LOW_GO: crate::sync::Semaphore = crate::sync::Semaphore::new(0);
-static PI_LOW_HOLDS: crate::sync::Semaphore = crate::sync::Semaphore::new(0);
-static PI_HIGH_GO: crate::sync::Semaphore = crate::sync::Semaphore::new(0);
-static PI_HOG_GO: crate::sync::Semaphore = crate::sync::Semaphore::new(0);
-static PI_ROUND_DONE: crate::sync::Semaphore = crate::sync::Semaphore::new(0);
+static PI_MUTEX: crate::thread::Mutex<()> = crate::thread::Mutex::new(());
+static PI_LOW_GO: crate::thread::Semaphore = crate::thread::Semaphore::new(0);
+static PI_LOW_HOLDS: crate::thread::Semaphore = crate::thread::Semaphore::new(0);
+static PI_HIGH_GO: crate::thread::Semaphore = crate::thread::Semaphore::new(0);
+static PI_HOG_GO: crate::thread::Semaphore = crate::thread::Semaphore::new(0);
+static PI_ROUND_DONE: crate::thread::Semaphore = crate::thread::Semaphore::new(0);
 static PI_STOP: AtomicBool = AtomicBool::new(false);
 /// How long the low thread holds the mutex, and how long the medium hog
 /// spins, per round.

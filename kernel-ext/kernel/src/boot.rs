@@ -1,8 +1,6 @@
 //! Bringing the boot CPU up: console, traps, page tables and heap, local
 //! APIC and clock, then the banner and the application's main.
 
-use core::sync::atomic::Ordering;
-
 use rtedge_arch::boot::{self, BootInfo, BootPath};
 use rtedge_arch::tables::{CpuTables, GuardedStack, IST_COUNT};
 use rtedge_arch::{apic, calibrate, console as arch_console, cpu, traps as arch_traps};
@@ -10,7 +8,7 @@ use rtedge_engine::cmdline;
 
 use crate::cpu_local::{self, CpuLocal};
 use crate::shutdown::{self, ExitCode};
-use crate::{console, console_line, memory, smp, softirq, thread, time, trap, vectors};
+use crate::{console, console_line, memory, smp, thread, time, trap, vectors};
 
 /// Size of each exception (IST) stack.
 const EXCEPTION_STACK_SIZE: usize = 16 * 1024;
@@ -187,7 +185,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     }
     // SAFETY: the APIC mode is chosen and its registers mapped; interrupts are off.
     unsafe { apic::init_local(vectors::TIMER, vectors::APIC_ERROR) };
-    cpu_local::current().apic_id.store(apic::id(), Ordering::Relaxed);
+    cpu_local::current().set_apic_id(apic::id());
 
     if info.path.is_acpi_pc() {
         calibrate::disable_legacy_pic();
@@ -217,7 +215,10 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     report_unknown_keys(line);
     cpu::interrupts_enable();
     // The boot context becomes idle/0; then the other CPUs come up.
-    thread::finish_boot_cpu();
+    if let Err(error) = thread::finish_boot_cpu() {
+        console_line!("rtedge: cannot create the idle thread of cpu 0: {error}");
+        shutdown::shutdown_with(ExitCode::BootFailure);
+    }
     crate::tasklet::init();
     crate::timer::init_cpu();
     let smp = smp::bring_up(info);
@@ -233,7 +234,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     // `irqsoff=1`: time interrupts-off lock sections (INFO cpu irqs_off_*).
     crate::sync::set_irqs_off_timing(cmdline::get(line, "irqsoff").is_some_and(|value| value == "1"));
     crate::irq::init(info.path);
-    console::enable_input();
+    crate::serial_input::enable_input();
     console_line!(
         "cpus: {} online of {} offered{} (online {}, isolated {})",
         smp.online,
@@ -242,7 +243,7 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
         thread::format_cpu_mask(thread::online_mask(), u64::MAX),
         if isolated == 0 { alloc::string::String::from("none") } else { thread::format_cpu_mask(isolated, u64::MAX) }
     );
-    if let Err(error) = softirq::start_ksoftirqd(0) {
+    if let Err(error) = thread::start_ksoftirqd(0) {
         console_line!("rtedge: boot failed: cannot start ksoftirqd/0: {error}");
         shutdown::shutdown_with(ExitCode::BootFailure);
     }

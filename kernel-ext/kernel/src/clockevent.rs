@@ -6,9 +6,10 @@
 //! be short and must not block or allocate.
 
 use rtedge_arch::apic;
-use rtedge_engine::timerqueue::TimerId;
+use rtedge_engine::timerqueue::{TimerId, TimerQueue};
 
-use crate::cpu_local::{self, CpuLocal};
+use crate::cpu_local::{self, CpuLocal, MAX_CPUS};
+use crate::sync::IrqSpinLock;
 use crate::time;
 
 /// What to do when an alarm fires.
@@ -16,6 +17,20 @@ use crate::time;
 pub struct Alarm {
     pub callback: fn(AlarmId, u64),
     pub data: u64,
+}
+
+/// Each CPU's alarms, earliest first; the CPU's local APIC timer is armed
+/// for the head.
+static ALARMS: [IrqSpinLock<TimerQueue<Alarm>>; MAX_CPUS] = [const { IrqSpinLock::new(TimerQueue::new()) }; MAX_CPUS];
+
+#[inline(always)]
+fn alarms_of(cpu: &CpuLocal) -> &'static IrqSpinLock<TimerQueue<Alarm>> {
+    &ALARMS[cpu.index() as usize]
+}
+
+/// Alarms armed on this CPU now.
+pub fn armed_here() -> usize {
+    alarms_of(cpu_local::current()).lock().armed_count()
 }
 
 /// A registered alarm: its CPU and its handle there.
@@ -35,16 +50,16 @@ impl AlarmId {
 /// Registers a disarmed alarm on the current CPU (may allocate).
 pub fn register(callback: fn(AlarmId, u64), data: u64) -> AlarmId {
     let cpu = cpu_local::current();
-    let timer = cpu.alarms.lock().register(Alarm { callback, data });
-    AlarmId { cpu: cpu.index, timer }
+    let timer = alarms_of(cpu).lock().register(Alarm { callback, data });
+    AlarmId { cpu: cpu.index(), timer }
 }
 
 /// Registers a disarmed alarm on CPU `cpu` (may allocate).
 pub fn register_on(cpu: u32, callback: fn(AlarmId, u64), data: u64) -> AlarmId {
     match cpu_local::get(cpu as usize) {
         Some(local) => {
-            let timer = local.alarms.lock().register(Alarm { callback, data });
-            AlarmId { cpu: local.index, timer }
+            let timer = alarms_of(local).lock().register(Alarm { callback, data });
+            AlarmId { cpu: local.index(), timer }
         }
         None => register(callback, data),
     }
@@ -53,7 +68,7 @@ pub fn register_on(cpu: u32, callback: fn(AlarmId, u64), data: u64) -> AlarmId {
 /// Removes an alarm, cancelling it.
 pub fn unregister(id: AlarmId) {
     if let Some(cpu) = cpu_local::get(id.cpu as usize) {
-        cpu.alarms.lock().unregister(id.timer);
+        alarms_of(cpu).lock().unregister(id.timer);
         reprogram_if_local(cpu);
     }
 }
@@ -62,7 +77,7 @@ pub fn unregister(id: AlarmId) {
 /// Never allocates.
 pub fn arm(id: AlarmId, deadline_ns: u64) {
     if let Some(cpu) = cpu_local::get(id.cpu as usize) {
-        cpu.alarms.lock().arm(id.timer, deadline_ns);
+        alarms_of(cpu).lock().arm(id.timer, deadline_ns);
         reprogram_if_local(cpu);
     }
 }
@@ -71,7 +86,7 @@ pub fn arm(id: AlarmId, deadline_ns: u64) {
 pub fn cancel(id: AlarmId) -> bool {
     match cpu_local::get(id.cpu as usize) {
         Some(cpu) => {
-            let was = cpu.alarms.lock().cancel(id.timer);
+            let was = alarms_of(cpu).lock().cancel(id.timer);
             reprogram_if_local(cpu);
             was
         }
@@ -81,7 +96,7 @@ pub fn cancel(id: AlarmId) -> bool {
 
 /// Whether `id` is armed.
 pub fn is_armed(id: AlarmId) -> bool {
-    cpu_local::get(id.cpu as usize).is_some_and(|cpu| cpu.alarms.lock().is_armed(id.timer))
+    cpu_local::get(id.cpu as usize).is_some_and(|cpu| alarms_of(cpu).lock().is_armed(id.timer))
 }
 
 /// Alarms armed or cancelled from another CPU than their own: each takes
@@ -95,12 +110,12 @@ pub fn remote_changes() -> u64 {
 }
 
 fn reprogram_if_local(cpu: &CpuLocal) {
-    if cpu.index == cpu_local::current().index {
+    if cpu.index() == cpu_local::current().index() {
         reprogram(cpu);
     } else {
         REMOTE_CHANGES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         // Another CPU's timer: let it re-arm itself for its new head.
-        apic::send_ipi(cpu.apic_id.load(core::sync::atomic::Ordering::Relaxed), apic::Ipi::Fixed(crate::vectors::TIMER));
+        apic::send_ipi(cpu.apic_id(), apic::Ipi::Fixed(crate::vectors::TIMER));
     }
 }
 
@@ -113,7 +128,7 @@ fn reprogram_if_local(cpu: &CpuLocal) {
 /// programs the timer again.
 fn reprogram(cpu: &CpuLocal) {
     let interrupts_were_enabled = rtedge_arch::cpu::interrupts_save();
-    let next = cpu.alarms.lock().next_deadline();
+    let next = alarms_of(cpu).lock().next_deadline();
     match next {
         Some(deadline) => apic::arm_at_tsc(time::ns_to_tsc_deadline(deadline)),
         None => apic::disarm(),
@@ -128,11 +143,11 @@ pub fn handle_interrupt() {
     loop {
         let now = time::now_ns();
         let due = {
-            let mut alarms = cpu.alarms.lock();
+            let mut alarms = alarms_of(cpu).lock();
             alarms.pop_expired(now).and_then(|(timer, _)| alarms.data(timer).map(|alarm| (timer, *alarm)))
         };
         let Some((timer, alarm)) = due else { break };
-        (alarm.callback)(AlarmId { cpu: cpu.index, timer }, alarm.data);
+        (alarm.callback)(AlarmId { cpu: cpu.index(), timer }, alarm.data);
     }
     reprogram(cpu);
 }

@@ -1,87 +1,50 @@
-//! Per-CPU data, reached through GS (one load, no lock): the CPU's index,
-//! its alarm queue, interrupt counts and the context it is running in.
+//! Per-CPU identity, reached through GS (one load, no lock): the CPU's
+//! dense index, its local APIC ID and the block's own address.
+//!
+//! A leaf: the state a subsystem keeps per CPU lives in that subsystem, in
+//! an array indexed by [`CpuLocal::index`] (the softirq pending word and
+//! counts in `softirq`, the run queue and running thread in the scheduler,
+//! the alarm queue in `clockevent`, the interrupt and real-time depth in
+//! `context`), as Hermit's `core_local` keeps only what every CPU is.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use rtedge_arch::switch;
-use rtedge_engine::timerqueue::TimerQueue;
-
-use crate::clockevent::Alarm;
-use crate::sync::IrqSpinLock;
-use crate::thread::scheduler_state::CpuScheduler;
 
 /// Most CPUs rtedge brings up.
 pub const MAX_CPUS: usize = 16;
 
-/// One CPU's local data. The first field must stay the block's own address
-/// (read through `gs:[0]`).
+/// One CPU's identity. The first field must stay the block's own address
+/// (read through `gs:[0]`); `index` is below `MAX_CPUS` (checked by
+/// [`CpuLocal::new`]), so per-CPU arrays are indexed without a miss.
 #[repr(C)]
 pub struct CpuLocal {
     self_address: u64,
-    /// Dense index, 0 for the boot CPU.
-    pub index: u32,
-    /// Local APIC ID.
-    pub apic_id: AtomicU32,
-    /// Hard-IRQ nesting depth (0 = not in an interrupt handler).
-    pub irq_depth: AtomicU32,
-    /// Non-zero while a real-time thread runs on this CPU.
-    pub realtime: AtomicU32,
-    /// Timers of this CPU, earliest first; the local APIC timer is armed
-    /// for the head.
-    pub alarms: IrqSpinLock<TimerQueue<Alarm>>,
-    /// Interrupts taken per vector.
-    pub interrupt_counts: [AtomicU64; 256],
-    /// The thread running here (a `&'static Thread`, 0 before scheduling).
-    pub current_thread: AtomicUsize,
-    /// The thread just switched away from, until its registers are saved.
-    pub previous_thread: AtomicUsize,
-    /// Set when a more urgent thread is ready here.
-    pub need_resched: AtomicBool,
-    /// A non-RT thread preempted (by an RT thread) inside softirq work or a
-    /// `bh_disable` section: it is kept out of the run queue and resumed
-    /// before any other non-RT thread, as Linux runs under RTLinux (0 = none).
-    pub bh_owner: AtomicUsize,
-    /// What runs here: 0 idle, 1 kernel thread, 2 RT thread.
-    pub running_class: AtomicU32,
-    /// Threads queued here (runnable, not running).
-    pub queued: AtomicU32,
-    /// This CPU's run queue.
-    pub scheduler: IrqSpinLock<Option<CpuScheduler>>,
-    /// Pending soft interrupts (bit n = vector n).
-    pub softirq_pending: AtomicU64,
-    /// Softirq processing / bottom-half disable depth.
-    pub softirq_depth: AtomicU32,
-    /// Set while ksoftirqd owns a flood on this CPU.
-    pub softirq_deferred: AtomicBool,
-    /// Softirqs run per vector.
-    pub softirq_counts: [AtomicU64; crate::softirq::MAX_VECTORS],
-    /// Context switches on this CPU.
-    pub switches: AtomicU64,
+    index: u32,
+    apic_id: AtomicU32,
 }
 
 impl CpuLocal {
+    /// The block of CPU `index` (panics at boot for an index past `MAX_CPUS`).
     pub const fn new(index: u32) -> Self {
-        Self {
-            self_address: 0,
-            index,
-            apic_id: AtomicU32::new(0),
-            irq_depth: AtomicU32::new(0),
-            realtime: AtomicU32::new(0),
-            alarms: IrqSpinLock::new(TimerQueue::new()),
-            interrupt_counts: [const { AtomicU64::new(0) }; 256],
-            current_thread: AtomicUsize::new(0),
-            previous_thread: AtomicUsize::new(0),
-            need_resched: AtomicBool::new(false),
-            bh_owner: AtomicUsize::new(0),
-            running_class: AtomicU32::new(0),
-            queued: AtomicU32::new(0),
-            scheduler: IrqSpinLock::new(None),
-            softirq_pending: AtomicU64::new(0),
-            softirq_depth: AtomicU32::new(0),
-            softirq_deferred: AtomicBool::new(false),
-            softirq_counts: [const { AtomicU64::new(0) }; crate::softirq::MAX_VECTORS],
-            switches: AtomicU64::new(0),
-        }
+        assert!((index as usize) < MAX_CPUS, "cpu index past MAX_CPUS");
+        Self { self_address: 0, index, apic_id: AtomicU32::new(0) }
+    }
+
+    /// Dense index, 0 for the boot CPU; always below `MAX_CPUS`.
+    #[inline(always)]
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Local APIC ID (0 until the CPU has recorded it).
+    pub fn apic_id(&self) -> u32 {
+        self.apic_id.load(Ordering::Relaxed)
+    }
+
+    /// Records the local APIC ID; the CPU does it once it runs.
+    pub fn set_apic_id(&self, apic_id: u32) {
+        self.apic_id.store(apic_id, Ordering::Relaxed);
     }
 }
 
@@ -123,6 +86,17 @@ pub fn get(index: usize) -> Option<&'static CpuLocal> {
     let address = CPUS.get(index)?.load(Ordering::Acquire);
     // SAFETY: only `install` stores non-zero addresses of 'static blocks.
     (address != 0).then(|| unsafe { &*(address as *const CpuLocal) })
+}
+
+/// The running CPU's index, to index a subsystem's per-CPU array (the
+/// caller knows the block is installed).
+#[inline(always)]
+pub fn current_index() -> usize {
+    // `index < MAX_CPUS` (checked by `CpuLocal::new`), so the mask changes
+    // nothing; it lets the compiler drop the bounds checks of the per-CPU
+    // arrays on the hot paths (the trap entry, the switch).
+    const _: () = assert!(MAX_CPUS.is_power_of_two());
+    current().index as usize & (MAX_CPUS - 1)
 }
 
 /// Number of CPUs online.

@@ -22,7 +22,6 @@ use rtedge_arch::cpu;
 use rtedge_engine::eventring::{ChannelTable, EventRing};
 
 use crate::cpu_local::{self, MAX_CPUS};
-use crate::thread::ThreadId;
 use crate::time;
 
 /// Longest text an event carries.
@@ -199,7 +198,7 @@ pub fn emit(channel: &'static str, kind: &'static str, fields: &[(&'static str, 
     // Interrupts off for the push only: this CPU's rings then have one
     // producer, and the CPU index cannot change under us.
     let interrupts_were_enabled = cpu::interrupts_save();
-    let index = if cpu_local::is_installed() { cpu_local::current().index as usize } else { 0 };
+    let index = if cpu_local::is_installed() { cpu_local::current().index() as usize } else { 0 };
     let stored = RINGS
         .get(index)
         .is_some_and(|rings| if channel == RELEASE_CHANNEL { rings.stream.push(&record) } else { rings.events.push(&record) });
@@ -281,8 +280,4 @@ pub fn channel_counts() -> Vec<(&'static str, u64, u64)> {
         out.push(("(other)", other.0, other.1));
     }
     out
-}
-
-pub(crate) fn thread_exited(id: ThreadId, name: &str, code: i32) {
-    emit("threads.exit", "exit", &[("id", i64::from(id.serial())), ("code", i64::from(code))], "thread", name);
 }

@@ -34,7 +34,7 @@ use core::fmt;
 
 use rtedge_arch::boot::BootPath;
 
-use crate::sync::Mutex;
+use crate::thread::Mutex;
 use crate::{boot, context};
 
 /// What a failed file operation reports. Each variant names the path.

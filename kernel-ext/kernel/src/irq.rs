@@ -7,7 +7,6 @@
 //! isolated (`isolcpus=`), so an isolated RT CPU sees only its own timer.
 
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
 
 use rtedge_arch::boot::BootPath;
 use rtedge_arch::ioapic::IoApic;
@@ -110,7 +109,7 @@ pub fn controllers() -> usize {
 fn target_apic_id() -> u32 {
     let candidates = thread::online_mask() & !thread::isolated_mask();
     let cpu = if candidates != 0 { candidates.trailing_zeros() } else { 0 };
-    cpu_local::get(cpu as usize).map_or(0, |local| local.apic_id.load(Ordering::Relaxed))
+    cpu_local::get(cpu as usize).map_or(0, |local| local.apic_id())
 }
 
 /// The GSI, trigger and polarity of ISA IRQ `irq` (MADT overrides applied).

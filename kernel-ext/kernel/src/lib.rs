@@ -27,6 +27,7 @@ pub mod memory;
 pub mod modules;
 pub mod power;
 pub mod rtpool;
+pub mod serial_input;
 pub mod shared;
 pub mod shutdown;
 pub mod smp;
@@ -92,7 +93,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         rtedge_arch::exit::exit(ExitCode::Panic as u8);
     }
     let cpu = context::cpu_index();
-    let thread = context::current_name();
+    let thread = thread::current_name();
     let location = info.location();
     let message = info.message();
     match location {

@@ -9,7 +9,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::hook::Hook;
-use crate::sync::Mutex;
+use crate::thread::Mutex;
 
 /// A loadable part of the application.
 pub trait Module: Sync {

@@ -30,10 +30,7 @@ use rtedge_engine::acpi::{self, AddressSpace, Fadt, GenericAddress, GenericEvent
 use crate::hook::Hook;
 use crate::irq::{self, Polarity, Trigger};
 use crate::workqueue::{self, FnDelayedWork, FnWork};
-use crate::{console_line, thread, time};
-
-/// The test runner's exit device (QEMU `isa-debug-exit,iobase=0xf4`).
-const TEST_EXIT_PORT: u16 = 0xf4;
+use crate::{console_line, shutdown, thread, time};
 
 /// What boot found.
 #[derive(Clone, Copy, Debug)]
@@ -51,11 +48,6 @@ static mut STATE: Option<Power> = None;
 static READY: AtomicU8 = AtomicU8::new(0);
 /// Set by the first power-button press; later presses are ignored.
 static PRESSED: AtomicBool = AtomicBool::new(false);
-/// Whether the test exit device answered the probe (probed once at boot).
-static TEST_DEVICE: AtomicU8 = AtomicU8::new(UNKNOWN);
-const UNKNOWN: u8 = 0;
-const PRESENT: u8 = 1;
-const ABSENT: u8 = 2;
 
 static BUTTON_WORK: FnWork = FnWork::new(button_work, 0);
 /// `REBOOT` runs this a moment after its `+OK` left.
@@ -119,26 +111,6 @@ fn state() -> Option<&'static Power> {
     unsafe { (*(&raw const STATE)).as_ref() }
 }
 
-/// Whether QEMU's `isa-debug-exit` device is there: it reads as 0, an
-/// unassigned port as all ones. Only the test runner adds it.
-pub fn test_exit_device_present() -> bool {
-    if rtedge_arch::console::kind() != rtedge_arch::console::Console::Serial {
-        return false;
-    }
-    match TEST_DEVICE.load(Ordering::Acquire) {
-        PRESENT => true,
-        ABSENT => false,
-        _ => {
-            // SAFETY: reading the port has no side effect on the exit device
-            // (it acts on writes) nor on an unassigned port.
-            let value = unsafe { cpu::inb(TEST_EXIT_PORT) };
-            let present = value != 0xff;
-            TEST_DEVICE.store(if present { PRESENT } else { ABSENT }, Ordering::Release);
-            present
-        }
-    }
-}
-
 /// Identity maps `[address, +len)` read-only where nothing is mapped yet
 /// (firmware tables outside the kernel's RAM mapping); pages already
 /// mapped keep their mapping. Installed as the ACPI reader's mapper.
@@ -160,7 +132,8 @@ pub fn map_firmware_table(address: u64, len: u64) {
 /// Reads the FADT and DSDT, enables ACPI mode and arms the power button.
 /// Boot, after the I/O APICs and the `events` workqueue are up.
 pub fn init(info: &BootInfo) {
-    let _ = test_exit_device_present();
+    let _ = shutdown::test_exit_device_present();
+    shutdown::set_power_off(&POWER_OFF);
     if info.path == BootPath::Hermit {
         log::debug!("acpi: uhyve offers no ACPI; power through the hypervisor's exit");
         return;
@@ -383,6 +356,9 @@ fn orderly_stop(reason: &str, code: u8, then: Then) -> ! {
 
 /// Enters S5 (soft off) through ACPI; returns only if that is impossible
 /// (no FADT, no `\_S5`) or did not take.
+/// Registered with `shutdown` at `init`: the ACPI S5 power-off.
+static POWER_OFF: fn() = acpi_power_off;
+
 pub fn acpi_power_off() {
     let Some(power) = state() else { return };
     let Some((type_a, type_b)) = power.s5 else { return };

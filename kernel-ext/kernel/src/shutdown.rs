@@ -4,7 +4,27 @@
 //! (isa-debug-exit) and as `code` under uhyve. The runner (images/) holds the
 //! same table.
 
-use rtedge_arch::exit;
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+
+use rtedge_arch::{cpu, exit};
+
+/// The test runner's exit device (QEMU `isa-debug-exit,iobase=0xf4`).
+const TEST_EXIT_PORT: u16 = 0xf4;
+
+/// Whether the test exit device answered the probe (probed once at boot).
+static TEST_DEVICE: AtomicU8 = AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+const PRESENT: u8 = 1;
+const ABSENT: u8 = 2;
+
+/// How to power the machine off (ACPI S5), registered by `power` once it
+/// has read the FADT: this file stays below power, which imports much.
+static POWER_OFF: AtomicPtr<fn()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Registers the power-off `shutdown` uses where no exit device is there.
+pub fn set_power_off(power_off: &'static fn()) {
+    POWER_OFF.store(core::ptr::from_ref(power_off).cast_mut(), Ordering::Release);
+}
 
 /// Why the kernel stopped. The numbers are the guest exit codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,9 +67,14 @@ pub fn shutdown(code: u8) -> ! {
     crate::console::flush_deferred();
     crate::console::line(format_args!("rtedge: shutdown code={code}"));
     let hypervisor_exit = rtedge_arch::console::kind() == rtedge_arch::console::Console::Uhyve;
-    if !hypervisor_exit && !crate::power::test_exit_device_present() {
+    let power_off = POWER_OFF.load(Ordering::Acquire);
+    if !hypervisor_exit && !test_exit_device_present() {
         crate::console::line(format_args!("rtedge: power off (ACPI S5)"));
-        crate::power::acpi_power_off();
+        if !power_off.is_null() {
+            // SAFETY: only `set_power_off` stores here, from a `&'static fn()`
+            // never written through.
+            (unsafe { *power_off })();
+        }
         crate::console::line(format_args!("rtedge: ACPI power-off did not take; halting"));
     }
     exit::exit(code)
@@ -58,4 +83,24 @@ pub fn shutdown(code: u8) -> ! {
 /// As [`shutdown`] with a symbolic code.
 pub fn shutdown_with(code: ExitCode) -> ! {
     shutdown(code as u8)
+}
+
+/// Whether QEMU's `isa-debug-exit` device is there: it reads as 0, an
+/// unassigned port as all ones. Only the test runner adds it.
+pub fn test_exit_device_present() -> bool {
+    if rtedge_arch::console::kind() != rtedge_arch::console::Console::Serial {
+        return false;
+    }
+    match TEST_DEVICE.load(Ordering::Acquire) {
+        PRESENT => true,
+        ABSENT => false,
+        _ => {
+            // SAFETY: reading the port has no side effect on the exit device
+            // (it acts on writes) nor on an unassigned port.
+            let value = unsafe { cpu::inb(TEST_EXIT_PORT) };
+            let present = value != 0xff;
+            TEST_DEVICE.store(if present { PRESENT } else { ABSENT }, Ordering::Release);
+            present
+        }
+    }
 }

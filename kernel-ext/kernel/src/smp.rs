@@ -15,7 +15,7 @@ use rtedge_arch::{acpi, apic, cpu, smp, traps as arch_traps};
 use crate::cpu_local::{self, CpuLocal, MAX_CPUS};
 use crate::memory::{self, stacks};
 use crate::sync::IrqSpinLock;
-use crate::{firmware, softirq, thread, time, vectors};
+use crate::{firmware, thread, time, vectors};
 
 /// Per-CPU structures prepared by the boot CPU for a secondary CPU.
 struct Prepared {
@@ -83,9 +83,12 @@ fn secondary_main(index: u32) -> ! {
         cpu_local::install(&mut *(prepared.local as *mut CpuLocal));
         apic::init_local(vectors::TIMER, vectors::APIC_ERROR);
     }
-    cpu_local::current().apic_id.store(apic::id(), Ordering::Relaxed);
+    cpu_local::current().set_apic_id(apic::id());
     cpu::interrupts_enable();
-    thread::prepare_secondary_cpu();
+    if let Err(error) = thread::prepare_secondary_cpu() {
+        crate::console_line!("rtedge: cannot create the idle thread of cpu {index}: {error}");
+        crate::shutdown::shutdown_with(crate::ExitCode::BootFailure);
+    }
     crate::timer::init_cpu();
     ARRIVED.fetch_or(1 << index, Ordering::AcqRel);
     thread::idle_loop()
@@ -210,7 +213,7 @@ fn bring_up_hermit(info: &BootInfo, report: &mut SmpReport) {
 pub fn start_per_cpu_threads() {
     for index in 1..MAX_CPUS as u32 {
         if thread::online_mask() & (1 << index) != 0
-            && let Err(error) = softirq::start_ksoftirqd(index)
+            && let Err(error) = thread::start_ksoftirqd(index)
         {
             log::warn!("smp: cannot start ksoftirqd/{index}: {error}");
         }
@@ -219,12 +222,12 @@ pub fn start_per_cpu_threads() {
 
 /// Sends a reschedule IPI to every other online CPU (tests, shutdown).
 pub fn kick_others() {
-    let me = cpu_local::current().index;
+    let me = cpu_local::current().index();
     for index in 0..MAX_CPUS {
         if index as u32 != me
             && let Some(local) = cpu_local::get(index)
         {
-            apic::send_ipi(local.apic_id.load(Ordering::Relaxed), apic::Ipi::Fixed(vectors::RESCHEDULE));
+            apic::send_ipi(local.apic_id(), apic::Ipi::Fixed(vectors::RESCHEDULE));
         }
     }
 }

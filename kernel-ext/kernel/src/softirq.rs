@@ -25,15 +25,16 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use rtedge_arch::cpu;
 use rtedge_engine::handler::HandlerSlot;
 use rtedge_engine::softirq::{self as policy, SoftirqCpu};
 
-use crate::sync::IrqSpinLock;
-use crate::thread::{self, ThreadId};
-use crate::{context, cpu_local, time};
+use crate::cpu_local::{self, MAX_CPUS};
+use crate::sync::{IrqSpinLock, SpinLock, SpinLockGuard};
+use crate::{context, time};
 
 /// The fixed soft interrupt vectors, in priority order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,9 +74,22 @@ struct Action {
 /// now (a typed slot: the handler is stored as what it is).
 static SLOTS: [HandlerSlot<Action>; MAX_VECTORS] = [const { HandlerSlot::new() }; MAX_VECTORS];
 /// Each CPU's pending vectors and its ksoftirqd's state.
-static CPUS: [SoftirqCpu; crate::cpu_local::MAX_CPUS] = [const { SoftirqCpu::new() }; crate::cpu_local::MAX_CPUS];
+static CPUS: [SoftirqCpu; MAX_CPUS] = [const { SoftirqCpu::new() }; MAX_CPUS];
 static DYNAMIC_NAMES: IrqSpinLock<Vec<Option<String>>> = IrqSpinLock::new(Vec::new());
-static KSOFTIRQD: IrqSpinLock<[Option<ThreadId>; crate::cpu_local::MAX_CPUS]> = IrqSpinLock::new([None; crate::cpu_local::MAX_CPUS]);
+/// One CPU's softirq bookkeeping besides its pending word (which is in
+/// `CPUS`): the processing / bottom-half disable depth and the runs per
+/// vector. Only that CPU writes them.
+#[repr(align(64))]
+struct CpuSoftirq {
+    /// Softirq processing / bottom-half disable depth.
+    depth: AtomicU32,
+    /// Softirqs run per vector.
+    counts: [AtomicU64; MAX_VECTORS],
+}
+
+static LOCAL: [CpuSoftirq; MAX_CPUS] =
+    [const { CpuSoftirq { depth: AtomicU32::new(0), counts: [const { AtomicU64::new(0) }; MAX_VECTORS] } }; MAX_CPUS];
+
 /// Times the budget ran out and work moved to ksoftirqd.
 static HANDOVERS: AtomicU64 = AtomicU64::new(0);
 
@@ -121,21 +135,20 @@ fn raise_index_on(cpu_index: u32, index: usize, generation: Option<u32>) -> bool
         wake_ksoftirqd(cpu_index);
     }
     if !here && let Some(local) = cpu_local::get(cpu_index as usize) {
-        rtedge_arch::apic::send_ipi(local.apic_id.load(Ordering::Relaxed), rtedge_arch::apic::Ipi::Fixed(crate::vectors::RESCHEDULE));
+        rtedge_arch::apic::send_ipi(local.apic_id(), rtedge_arch::apic::Ipi::Fixed(crate::vectors::RESCHEDULE));
     }
     true
 }
 
 fn wake_ksoftirqd(cpu_index: u32) {
-    let daemon = KSOFTIRQD.lock().get(cpu_index as usize).copied().flatten();
-    if let Some(daemon) = daemon {
-        let _ = thread::wake_up(daemon);
+    if let Some(hooks) = hooks() {
+        (hooks.wake_daemon)(cpu_index);
     }
 }
 
 /// Whether this CPU is running softirq handlers (or has bottom halves disabled).
 pub fn in_softirq() -> bool {
-    cpu_local::is_installed() && cpu_local::current().softirq_depth.load(Ordering::Relaxed) != 0
+    cpu_local::is_installed() && LOCAL[cpu_local::current_index()].depth.load(Ordering::Relaxed) != 0
 }
 
 /// Whether softirqs are pending on this CPU.
@@ -150,12 +163,13 @@ pub fn run_pending() {
     if !cpu_local::is_installed() {
         return;
     }
-    let local = cpu_local::current();
-    let state = &CPUS[local.index as usize];
+    let cpu = cpu_local::current_index();
+    let state = &CPUS[cpu];
+    let here = context::on(cpu);
     if state.pending() == 0
-        || local.irq_depth.load(Ordering::Relaxed) != 0
-        || local.softirq_depth.load(Ordering::Relaxed) != 0
-        || local.realtime.load(Ordering::Relaxed) != 0
+        || here.in_interrupt()
+        || LOCAL[cpu].depth.load(Ordering::Relaxed) != 0
+        || here.in_realtime_thread()
         || state.is_deferred()
     {
         return;
@@ -167,9 +181,10 @@ pub fn run_pending() {
 /// budget (if `budgeted`); leftovers go to ksoftirqd.
 fn process(budgeted: bool) {
     let interrupts_were_enabled = cpu::interrupts_save();
-    let local = cpu_local::current();
-    let state = &CPUS[local.index as usize];
-    local.softirq_depth.fetch_add(1, Ordering::AcqRel);
+    let cpu = cpu_local::current_index();
+    let state = &CPUS[cpu];
+    let local = &LOCAL[cpu];
+    local.depth.fetch_add(1, Ordering::AcqRel);
     let start = time::now_ns();
     let mut rounds = 0;
     loop {
@@ -184,7 +199,7 @@ fn process(budgeted: bool) {
             bits &= bits - 1;
             // Runs only a live vector, and drops a stale bit of a freed one.
             policy::dispatch(state, &SLOTS[index], index, |action| {
-                local.softirq_counts[index].fetch_add(1, Ordering::Relaxed);
+                local.counts[index].fetch_add(1, Ordering::Relaxed);
                 (action.handler)(action.data);
             });
         }
@@ -192,57 +207,74 @@ fn process(budgeted: bool) {
         rounds += 1;
         if budgeted && (rounds >= MAX_ROUNDS || time::now_ns() - start >= MAX_TIME_NS) {
             if state.pending() != 0 {
-                hand_over_to_ksoftirqd(local.index);
+                hand_over_to_ksoftirqd(cpu as u32);
             }
             break;
         }
     }
-    local.softirq_depth.fetch_sub(1, Ordering::AcqRel);
+    local.depth.fetch_sub(1, Ordering::AcqRel);
     cpu::interrupts_restore(interrupts_were_enabled);
 }
 
 fn hand_over_to_ksoftirqd(cpu_index: u32) {
     let Some(state) = CPUS.get(cpu_index as usize) else { return };
-    let daemon = KSOFTIRQD.lock().get(cpu_index as usize).copied().flatten();
-    if let Some(daemon) = daemon {
+    if let Some(hooks) = hooks() {
         HANDOVERS.fetch_add(1, Ordering::Relaxed);
         // Wake it whether or not it is marked asleep: it may be on its way.
         let _ = state.defer();
-        let _ = thread::wake_up(daemon);
+        (hooks.wake_daemon)(cpu_index);
     }
 }
 
-fn ksoftirqd_main(cpu_index: u32) -> i32 {
-    let Some(state) = CPUS.get(cpu_index as usize) else { return -1 };
-    loop {
-        if thread::should_stop() {
-            return 0;
-        }
-        // Sleeps only if nothing is pending, in the same step that ends
-        // the deferral: a raise after it from an interrupt runs on the
-        // interrupt's exit, one from thread context wakes us (and a wake-up
-        // sent before the suspend is not lost).
-        if state.daemon_try_sleep() {
-            thread::suspend_self();
-            state.daemon_awake();
-            continue;
-        }
-        // One budget's worth, then let the fair scheduler run others.
-        process(true);
-        thread::yield_cpu();
+/// ksoftirqd's sleep step on its CPU `cpu_index`: whether it may sleep
+/// (nothing pending), ending the deferral in the same step, so a raise
+/// after it from an interrupt runs on the interrupt's exit and one from
+/// thread context wakes the daemon (a wake-up sent before the suspend is
+/// not lost).
+pub(crate) fn daemon_try_sleep(cpu_index: u32) -> bool {
+    CPUS.get(cpu_index as usize).is_none_or(SoftirqCpu::daemon_try_sleep)
+}
+
+/// ksoftirqd on CPU `cpu_index` is awake again.
+pub(crate) fn daemon_awake(cpu_index: u32) {
+    if let Some(state) = CPUS.get(cpu_index as usize) {
+        state.daemon_awake();
     }
 }
 
-/// Starts `ksoftirqd/N` on CPU `cpu_index`.
-pub fn start_ksoftirqd(cpu_index: u32) -> Result<(), thread::ThreadError> {
-    let mut name = alloc::string::String::from("ksoftirqd/");
-    use core::fmt::Write;
-    let _ = write!(name, "{cpu_index}");
-    let id = thread::Builder::new(&name).cpu(cpu_index).spawn(move || ksoftirqd_main(cpu_index))?;
-    if let Some(slot) = KSOFTIRQD.lock().get_mut(cpu_index as usize) {
-        *slot = Some(id);
-    }
-    Ok(())
+/// One budget's worth of processing on this CPU (ksoftirqd's round).
+pub(crate) fn run_budget() {
+    process(true);
+}
+
+/// What softirq asks of the scheduler, a floor above it: the scheduler
+/// registers these once it runs (`set_scheduler_hooks`), so this module
+/// imports nothing of threads. Before that, wake-ups and preemption are
+/// no-ops (nothing else runs yet) and a sleep spins.
+pub struct SchedulerHooks {
+    /// Wakes the `ksoftirqd` of CPU `cpu_index` (asleep or on its way to sleep).
+    pub wake_daemon: fn(u32),
+    /// Reschedules now if a more urgent thread is waiting and switching is
+    /// allowed here (`bh_enable`'s exit).
+    pub preempt_if_needed: fn(),
+    /// Puts the calling thread to sleep for about this many nanoseconds.
+    pub sleep_ns: fn(u64),
+}
+
+static HOOKS: AtomicPtr<SchedulerHooks> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Registers the scheduler's side (once, when scheduling starts; a later
+/// call replaces it).
+pub fn set_scheduler_hooks(hooks: &'static SchedulerHooks) {
+    HOOKS.store(core::ptr::from_ref(hooks).cast_mut(), Ordering::Release);
+}
+
+#[inline(always)]
+fn hooks() -> Option<&'static SchedulerHooks> {
+    let hooks = HOOKS.load(Ordering::Acquire);
+    // SAFETY: only `set_scheduler_hooks` stores here, from a `&'static`
+    // that is never written through.
+    (!hooks.is_null()).then(|| unsafe { &*hooks })
 }
 
 /// Times a flood moved to ksoftirqd.
@@ -333,7 +365,10 @@ impl SoftIrq {
         let closed = policy::close(&SLOTS[index], index, u32::from(self.generation), CPUS.iter(), || {
             // Sleep rather than yield: the handler may be a softirq this
             // very thread preempted, which must get the CPU back to finish.
-            let _ = thread::sleep_ns(50_000);
+            match hooks() {
+                Some(hooks) => (hooks.sleep_ns)(50_000),
+                None => time::spin_for_ns(50_000),
+            }
         });
         if !closed {
             return;
@@ -388,12 +423,12 @@ pub struct SoftirqLine {
 
 /// Counts per vector and CPU, fixed vectors first, then the dynamic ones.
 pub fn counts() -> Vec<SoftirqLine> {
-    let cpus: Vec<_> = (0..cpu_local::MAX_CPUS).filter_map(cpu_local::get).collect();
+    let cpus: Vec<_> = (0..MAX_CPUS).filter(|&cpu| cpu_local::get(cpu).is_some()).map(|cpu| &LOCAL[cpu]).collect();
     let mut lines = Vec::new();
     for (index, name) in FIXED_NAMES.iter().enumerate() {
         lines.push(SoftirqLine {
             name: String::from(*name),
-            per_cpu: cpus.iter().map(|local| local.softirq_counts[index].load(Ordering::Relaxed)).collect(),
+            per_cpu: cpus.iter().map(|local| local.counts[index].load(Ordering::Relaxed)).collect(),
         });
     }
     let names = DYNAMIC_NAMES.lock().clone();
@@ -402,7 +437,7 @@ pub fn counts() -> Vec<SoftirqLine> {
             let index = FIXED_COUNT + position;
             lines.push(SoftirqLine {
                 name: name.clone(),
-                per_cpu: cpus.iter().map(|local| local.softirq_counts[index].load(Ordering::Relaxed)).collect(),
+                per_cpu: cpus.iter().map(|local| local.counts[index].load(Ordering::Relaxed)).collect(),
             });
         }
     }
@@ -418,7 +453,7 @@ pub struct BottomHalfGuard {
 /// `local_bh_disable`.
 pub fn bh_disable() -> BottomHalfGuard {
     if cpu_local::is_installed() {
-        cpu_local::current().softirq_depth.fetch_add(1, Ordering::AcqRel);
+        LOCAL[cpu_local::current_index()].depth.fetch_add(1, Ordering::AcqRel);
     }
     BottomHalfGuard { _not_send: core::marker::PhantomData }
 }
@@ -428,18 +463,65 @@ impl Drop for BottomHalfGuard {
         if !cpu_local::is_installed() {
             return;
         }
-        let local = cpu_local::current();
-        if local.softirq_depth.fetch_sub(1, Ordering::AcqRel) == 1 && !context::in_interrupt() {
+        if LOCAL[cpu_local::current_index()].depth.fetch_sub(1, Ordering::AcqRel) == 1 && !context::in_interrupt() {
             run_pending();
             // A wake-up deferred while bottom halves were off acts now.
-            crate::thread::preempt_if_needed();
+            if let Some(hooks) = hooks() {
+                (hooks.preempt_if_needed)();
+            }
         }
+    }
+}
+
+impl<T: ?Sized> SpinLock<T> {
+    /// `spin_lock_bh`: disables bottom halves on this CPU, then takes the
+    /// lock; both are undone when the guard drops (the unlock first, then
+    /// pending softirqs run). Never from a real-time thread (caught in
+    /// strict mode).
+    pub fn lock_bh(&self) -> SpinLockBhGuard<'_, T> {
+        crate::sync::check_realtime_context("spin_lock_bh");
+        let bottom_halves = bh_disable();
+        SpinLockBhGuard { guard: self.acquire(), _bottom_halves: bottom_halves }
+    }
+}
+
+/// Proof of holding a [`SpinLock`] with bottom halves off on this CPU.
+pub struct SpinLockBhGuard<'a, T: ?Sized> {
+    // Fields drop in order: the unlock, then `bh_enable`.
+    guard: SpinLockGuard<'a, T>,
+    _bottom_halves: BottomHalfGuard,
+}
+
+impl<T: ?Sized> Deref for SpinLockBhGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T: ?Sized> DerefMut for SpinLockBhGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
     }
 }
 
 /// The bottom-half disable depth of this CPU (softirq processing counts one).
 pub fn bh_depth() -> u32 {
-    if cpu_local::is_installed() { cpu_local::current().softirq_depth.load(Ordering::Relaxed) } else { 0 }
+    if cpu_local::is_installed() { LOCAL[cpu_local::current_index()].depth.load(Ordering::Relaxed) } else { 0 }
+}
+
+/// The bottom-half disable depth of CPU `cpu` (the scheduler saves it with
+/// the thread it switches away from; an index below `MAX_CPUS`).
+#[inline(always)]
+pub(crate) fn bh_depth_on(cpu: usize) -> u32 {
+    LOCAL[cpu].depth.load(Ordering::Relaxed)
+}
+
+/// Sets the bottom-half disable depth of this CPU, `cpu`, to that of the
+/// thread switched in (the scheduler, interrupts off).
+#[inline(always)]
+pub(crate) fn set_bh_depth_on(cpu: usize, depth: u32) {
+    LOCAL[cpu].depth.store(depth, Ordering::Relaxed);
 }
 
 /// Whether vector `index` has a handler now (opened, or registered and not

@@ -211,7 +211,7 @@ impl Tasklet {
     /// handler runs on this very CPU (the caller interrupted it: it could
     /// never finish while we spin).
     pub fn disable_in_atomic(&self) {
-        let here = if cpu_local::is_installed() { cpu_local::current().index } else { NO_CPU };
+        let here = if cpu_local::is_installed() { cpu_local::current().index() } else { NO_CPU };
         self.state.disable(|| {
             assert!(
                 self.running_on.load(Ordering::Acquire) != here,
@@ -285,7 +285,7 @@ fn enqueue_here(tasklet: &'static Tasklet, high: bool) {
     if !cpu_local::is_installed() {
         return;
     }
-    let cpu = cpu_local::current().index as usize;
+    let cpu = cpu_local::current().index() as usize;
     {
         let mut queues = QUEUES[cpu].lock();
         if high {
@@ -298,7 +298,7 @@ fn enqueue_here(tasklet: &'static Tasklet, high: bool) {
 }
 
 fn action(high: usize) {
-    let cpu = cpu_local::current().index as usize;
+    let cpu = cpu_local::current().index() as usize;
     let list = {
         let mut queues = QUEUES[cpu].lock();
         let list = if high != 0 { &mut queues.high } else { &mut queues.normal };

@@ -85,7 +85,7 @@ impl Bases {
 
     /// Registers the per-CPU alarm of this base on the current CPU.
     fn init_cpu(&'static self, fired: fn(AlarmId, u64)) {
-        let cpu = cpu_local::current().index as usize;
+        let cpu = cpu_local::current().index() as usize;
         let alarm = clockevent::register(fired, self as *const Bases as u64);
         *self.alarms[cpu].lock() = Some(alarm);
     }
@@ -143,7 +143,7 @@ fn register_in(bases: &'static Bases, registration: &Registration, owner: usize)
     if context::in_interrupt() || context::in_realtime_thread() {
         return Err(TimerError::NotSetUp);
     }
-    let cpu = cpu_local::current().index as usize;
+    let cpu = cpu_local::current().index() as usize;
     let id = bases.bases[cpu].lock().register(owner);
     registration.set(cpu, id);
     Ok((cpu, id))
@@ -296,7 +296,7 @@ impl Drop for Timer {
 }
 
 fn run_jiffy_timers(_: usize) {
-    let cpu = cpu_local::current().index as usize;
+    let cpu = cpu_local::current().index() as usize;
     let now = time::jiffies();
     loop {
         let due = {
@@ -454,7 +454,7 @@ impl Drop for HrTimer {
 }
 
 fn run_hrtimers(_: usize) {
-    let cpu = cpu_local::current().index as usize;
+    let cpu = cpu_local::current().index() as usize;
     loop {
         let now = time::now_ns();
         let due = {
@@ -481,7 +481,7 @@ fn run_hrtimers(_: usize) {
 /// Attaches the TIMER and HRTIMER softirqs (once) and this CPU's alarms
 /// (every CPU).
 pub fn init_cpu() {
-    if cpu_local::current().index == 0 {
+    if cpu_local::current().index() == 0 {
         softirq::open(Vector::Timer, run_jiffy_timers, 0);
         softirq::open(Vector::Hrtimer, run_hrtimers, 0);
     }

@@ -2,7 +2,7 @@
 //! distinct exit code; device and timer interrupts are counted, acknowledged
 //! and dispatched to their handlers (top halves: acknowledge, record, wake).
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use rtedge_arch::traps::{self, TrapFrame};
 use rtedge_arch::{apic, cpu};
@@ -10,7 +10,7 @@ use rtedge_engine::handler::HandlerSlot;
 
 use crate::shutdown::{self, ExitCode};
 use crate::sync::IrqSpinLock;
-use crate::{console_line, context, cpu_local, memory, vectors};
+use crate::{console_line, context, cpu_local, memory, thread, vectors};
 
 type IrqHandler = fn(u8);
 
@@ -93,27 +93,26 @@ fn handle(frame: &mut TrapFrame) {
     if vector == apic::SPURIOUS_VECTOR {
         // Spurious interrupts are not acknowledged.
         if cpu_local::is_installed() {
-            cpu_local::current().interrupt_counts[usize::from(vector)].fetch_add(1, Ordering::Relaxed);
+            COUNTS[cpu_local::current_index()][usize::from(vector)].fetch_add(1, Ordering::Relaxed);
         }
         return;
     }
-    let local = cpu_local::current();
-    local.interrupt_counts[usize::from(vector)].fetch_add(1, Ordering::Relaxed);
-    local.irq_depth.fetch_add(1, Ordering::Relaxed);
+    let cpu = cpu_local::current_index();
+    let here = context::on(cpu);
+    COUNTS[cpu][usize::from(vector)].fetch_add(1, Ordering::Relaxed);
+    here.irq_enter();
     HANDLERS[usize::from(vector)].call(|handler| handler(vector));
     apic::end_of_interrupt();
-    if local.irq_depth.fetch_sub(1, Ordering::Relaxed) == 1 {
+    if here.irq_exit() {
         // Back to thread level: bottom halves first (unless an RT thread
         // was interrupted), then a pending reschedule.
         // Not on a thread caught between a state change and its switch
         // (it is neither running nor parked yet).
-        if local.realtime.load(Ordering::Relaxed) == 0
-            && crate::thread::try_current().is_none_or(|thread| thread.state() == crate::thread::State::Running)
-        {
+        if !here.in_realtime_thread() && thread::try_current().is_none_or(|thread| thread.state() == thread::State::Running) {
             crate::softirq::run_pending();
         }
-        if local.need_resched.load(Ordering::Acquire) && local.current_thread.load(Ordering::Relaxed) != 0 {
-            crate::thread::preempt_from_interrupt();
+        if thread::reschedule_pending(cpu) {
+            thread::preempt_from_interrupt();
         }
     }
 }
@@ -123,7 +122,7 @@ fn exception(frame: &TrapFrame) -> ! {
     let name = traps::exception_name(vector).unwrap_or("unknown exception");
     crate::console::enter_panic();
     let cpu = context::cpu_index();
-    let thread = context::current_name();
+    let thread = thread::current_name();
     let mut code = shutdown::exception_exit_code(vector);
     if vector == vectors::PAGE_FAULT {
         let address = cpu::read_cr2();
@@ -150,6 +149,14 @@ fn exception(frame: &TrapFrame) -> ! {
     shutdown::shutdown(code)
 }
 
+/// Interrupts taken per CPU and vector (only that CPU adds to its row).
+static COUNTS: [[AtomicU64; 256]; cpu_local::MAX_CPUS] = [const { [const { AtomicU64::new(0) }; 256] }; cpu_local::MAX_CPUS];
+
+/// Interrupts CPU `cpu` took on `vector` (0 for a CPU past `MAX_CPUS`).
+pub fn interrupt_count(cpu: usize, vector: u8) -> u64 {
+    COUNTS.get(cpu).map_or(0, |counts| counts[usize::from(vector)].load(Ordering::Relaxed))
+}
+
 /// One line of the `/proc/interrupts` view.
 #[derive(Clone, Debug)]
 pub struct InterruptLine {
@@ -161,12 +168,11 @@ pub struct InterruptLine {
 
 /// Counts per vector and CPU for every vector with a handler or a count.
 pub fn interrupt_lines() -> alloc::vec::Vec<InterruptLine> {
-    let cpus: alloc::vec::Vec<_> = (0..cpu_local::MAX_CPUS).filter_map(cpu_local::get).collect();
+    let cpus: alloc::vec::Vec<_> = (0..cpu_local::MAX_CPUS).filter(|&cpu| cpu_local::get(cpu).is_some()).map(|cpu| &COUNTS[cpu]).collect();
     let names = *NAMES.lock();
     let mut lines = alloc::vec::Vec::new();
     for vector in traps::FIRST_EXTERNAL_VECTOR..=255u8 {
-        let per_cpu: alloc::vec::Vec<u64> =
-            cpus.iter().map(|local| local.interrupt_counts[usize::from(vector)].load(Ordering::Relaxed)).collect();
+        let per_cpu: alloc::vec::Vec<u64> = cpus.iter().map(|counts| counts[usize::from(vector)].load(Ordering::Relaxed)).collect();
         let total = per_cpu.iter().sum();
         let name = if vector == apic::SPURIOUS_VECTOR { Some("spurious") } else { names[usize::from(vector)] };
         if name.is_some() || total > 0 {

@@ -46,7 +46,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 use rtedge_engine::work::{CancelStep, Claim, WorkState, WorkerId};
 
 use crate::cpu_local::MAX_CPUS;
-use crate::sync::{IrqSpinLock, Semaphore};
+use crate::sync::IrqSpinLock;
+use crate::thread::Semaphore;
 use crate::thread::{self, ThreadError, ThreadId, WaitError, WaitQueue};
 use crate::timer::{Timer, TimerError};
 use crate::{context, cpu_local, time};
@@ -563,7 +564,7 @@ impl Queue {
         let wanted = match cpu {
             Some(cpu) => cpu,
             None => {
-                let here = if cpu_local::is_installed() { cpu_local::current().index } else { 0 };
+                let here = if cpu_local::is_installed() { cpu_local::current().index() } else { 0 };
                 if thread::isolated_mask() & (1 << here) != 0 {
                     (thread::online_mask() & !thread::isolated_mask()).trailing_zeros()
                 } else {

@@ -7,8 +7,9 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::ktest::{Outcome, Test};
 use crate::softirq::{self, SoftIrq};
-use crate::sync::{IrqSpinLock, Semaphore, SpinLock};
+use crate::sync::{IrqSpinLock, SpinLock};
 use crate::tasklet::Tasklet;
+use crate::thread::Semaphore;
 use crate::thread::{self, Builder, State, ThreadId};
 use crate::timer::{HrTimer, Mode, Restart, Timer};
 use crate::workqueue::{self, DelayedWorkItem, FnWork, Work, WorkItem, Workqueue};

@@ -38,7 +38,7 @@ fn unregister_waits() -> Outcome {
     let target = 63 - thread::online_mask().leading_zeros();
     let here = crate::context::cpu_index();
     check!(target != here, "the test thread runs on the last cpu {target}");
-    let apic_id = cpu_local::get(target as usize).ok_or("no last cpu")?.apic_id.load(Ordering::SeqCst);
+    let apic_id = cpu_local::get(target as usize).ok_or("no last cpu")?.apic_id();
     INSIDE.store(false, Ordering::SeqCst);
     FINISHED.store(false, Ordering::SeqCst);
     RUNS.store(0, Ordering::SeqCst);

@@ -12,8 +12,9 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use rtedge_arch::cpu;
 
 use crate::ktest::{Outcome, Test};
-use crate::sync::{self, IrqSpinLock, Mutex, Semaphore, SpinLock};
+use crate::sync::{self, IrqSpinLock, SpinLock};
 use crate::thread::{self, Builder, Kind, State, ThreadId};
+use crate::thread::{Mutex, Semaphore};
 use crate::{check, check_eq, time};
 
 use super::{MILLISECOND, SECOND, error};

@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::ktest::{Outcome, Test};
-use crate::sync::Semaphore;
+use crate::thread::Semaphore;
 use crate::thread::{self, Builder, State, WaitQueue};
 use crate::{check, check_eq, clockevent, cpu_local, smp, time};
 
@@ -222,9 +222,9 @@ fn all_online() -> Outcome {
     let mut apic_ids = Vec::new();
     for index in 0..report.online as usize {
         let local = cpu_local::get(index).ok_or_else(|| format!("cpu {index} has no per-CPU data"))?;
-        check_eq!(local.index as usize, index);
-        apic_ids.push(local.apic_id.load(Ordering::Relaxed));
-        check!(local.current_thread.load(Ordering::Relaxed) != 0, "cpu {index} runs no thread");
+        check_eq!(local.index() as usize, index);
+        apic_ids.push(local.apic_id());
+        check!(thread::current_on_address(index as u32) != 0, "cpu {index} runs no thread");
     }
     apic_ids.sort_unstable();
     apic_ids.dedup();
@@ -272,7 +272,7 @@ fn cross_cpu_wake() -> Outcome {
     WOKE_ON.store(u32::MAX, Ordering::SeqCst);
     while CROSS.try_down() {}
     let target = last_cpu();
-    let remote = cpu_local::get(target as usize).ok_or("no target cpu")?;
+    cpu_local::get(target as usize).ok_or("no target cpu")?;
     let sleeper = Builder::new("t-remote-sleeper")
         .cpu(target)
         .spawn(|| {
@@ -289,15 +289,13 @@ fn cross_cpu_wake() -> Outcome {
     super::threads::wait_for_state(sleeper, State::Blocked)?;
     let sleeper_address = thread::get(sleeper).map_or(0, |t| t as *const thread::Thread as usize);
     let give_up = time::now_ns() + 20 * SECOND;
-    while remote.current_thread.load(Ordering::SeqCst) == sleeper_address || remote.running_class.load(Ordering::SeqCst) != 0
-    /* 0: idle */
-    {
+    while thread::current_on_address(target) == sleeper_address || thread::running_class_on(target) != Some(thread::RunningClass::Idle) {
         if time::now_ns() >= give_up {
             return Err(format!("cpu {target} never went idle after its thread blocked"));
         }
         thread::yield_cpu();
     }
-    let ipis_before = remote.interrupt_counts[usize::from(crate::vectors::RESCHEDULE)].load(Ordering::SeqCst);
+    let ipis_before = crate::trap::interrupt_count(target as usize, crate::vectors::RESCHEDULE);
     // The waker runs on CPU 0.
     let waker = Builder::new("t-waker-cpu0")
         .cpu(0)
@@ -309,7 +307,7 @@ fn cross_cpu_wake() -> Outcome {
     thread::join(waker, Some(SECOND)).map_err(error)?;
     check_eq!(thread::join(sleeper, Some(SECOND)).map_err(error)?, 0);
     check_eq!(WOKE_ON.load(Ordering::SeqCst), target);
-    let ipis_after = remote.interrupt_counts[usize::from(crate::vectors::RESCHEDULE)].load(Ordering::SeqCst);
+    let ipis_after = crate::trap::interrupt_count(target as usize, crate::vectors::RESCHEDULE);
     check!(ipis_after > ipis_before, "no reschedule IPI reached cpu {target}");
     Ok(())
 }
@@ -318,7 +316,7 @@ fn counters_add_up() -> Outcome {
     // Quiesce a little, then compare per-CPU sums with the global figures.
     let online = thread::online_mask().count_ones() as usize;
     let switches_total = thread::cpu_switches();
-    let per_cpu: u64 = (0..online).filter_map(cpu_local::get).map(|local| local.switches.load(Ordering::SeqCst)).sum();
+    let per_cpu: u64 = (0..online as u32).map(thread::cpu_switches_on).sum();
     let switches_after = thread::cpu_switches();
     check!(
         switches_total <= per_cpu && per_cpu <= switches_after,
@@ -436,8 +434,7 @@ fn wake_during_switch_out() -> Outcome {
         .cpu(0)
         .spawn(move || {
             let sleeper = thread::get(sleeper);
-            let other_local = cpu_local::get(other as usize);
-            let (Some(sleeper), Some(own_local), Some(other_local)) = (sleeper, cpu_local::get(own as usize), other_local) else {
+            let (Some(sleeper), Some(_), Some(_)) = (sleeper, cpu_local::get(own as usize), cpu_local::get(other as usize)) else {
                 return -1;
             };
             // 1: tested; 2: the other CPU was busy at the wake-up (nothing
@@ -450,7 +447,7 @@ fn wake_during_switch_out() -> Outcome {
                     core::hint::spin_loop();
                 }
             };
-            let idle = || other_local.running_class.load(Ordering::SeqCst) == 0 && other_local.queued.load(Ordering::SeqCst) == 0;
+            let idle = || thread::running_class_on(other) == Some(thread::RunningClass::Idle) && thread::queued_on(other) == 0;
             // The test's own thread may still be leaving the other CPU.
             for _ in 0..1000 {
                 if idle() {
@@ -458,9 +455,8 @@ fn wake_during_switch_out() -> Outcome {
                 }
                 let _ = thread::sleep_ns(MILLISECOND);
             }
-            {
-                // Interrupts are off on this CPU while the guard lives.
-                let _own_queue = own_local.scheduler.lock();
+            // Interrupts are off on this CPU while the queue lock is held.
+            let _ = thread::with_queue_locked(own, || {
                 SWITCH_OUT_GO.store(true, Ordering::SeqCst);
                 spin_until(&|| sleeper.state() == State::Blocked, 5 * SECOND);
                 if sleeper.state() == State::Blocked {
@@ -471,7 +467,7 @@ fn wake_during_switch_out() -> Outcome {
                     // Give the idle CPU time to pick it (which it must not).
                     spin_until(&|| sleeper.state() == State::Running, 50 * MILLISECOND);
                 }
-            }
+            });
             verdict
         })
         .map_err(error)?;

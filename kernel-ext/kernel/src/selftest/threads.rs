@@ -10,8 +10,9 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use rtedge_arch::cpu;
 
 use crate::ktest::{Outcome, Test};
-use crate::sync::{IrqSpinLock, Mutex, Semaphore};
+use crate::sync::IrqSpinLock;
 use crate::thread::{self, Builder, State, ThreadId, WaitError, WaitQueue};
+use crate::thread::{Mutex, Semaphore};
 use crate::{check, check_eq, clockevent, memory, time};
 
 pub const TESTS: &[Test] = &[
@@ -833,7 +834,7 @@ fn thread_list() -> Outcome {
         .map_err(error)?;
     // With several CPUs it runs beside this thread: wait for its suspend.
     wait_for_state(sleeper, State::Suspended)?;
-    crate::thread::print_list();
+    print_list();
     let list = thread::list();
     let names: Vec<&str> = list.iter().map(|info| info.name.as_str()).collect();
     for expected in ["idle/0", "ksoftirqd/0", "main", "t-listed"] {
@@ -848,4 +849,42 @@ fn thread_list() -> Outcome {
     thread::wake_up(sleeper).map_err(error)?;
     thread::join(sleeper, Some(SECOND)).map_err(error)?;
     Ok(())
+}
+
+/// Prints the thread list on the console.
+fn print_list() {
+    let online = thread::online_mask();
+    crate::console_line!(
+        "{:>4} {:<20} {:<6} {:>5} {:<9} {:>3} {:<5} {:>12} {:>8} {:>6}",
+        "ID",
+        "NAME",
+        "KIND",
+        "PRIO",
+        "STATE",
+        "CPU",
+        "AFF",
+        "RUNTIME(us)",
+        "SWITCH",
+        "MISSES"
+    );
+    for info in thread::list() {
+        let priority = match info.kind {
+            thread::Kind::Realtime { priority } => alloc::format!("{priority}"),
+            thread::Kind::Kernel { nice } => alloc::format!("n{nice}"),
+            thread::Kind::Idle => alloc::string::String::from("-"),
+        };
+        crate::console_line!(
+            "{:>4} {:<20} {:<6} {:>5} {:<9} {:>3} {:<5} {:>12} {:>8} {:>6}",
+            info.id,
+            info.name,
+            info.kind.name(),
+            priority,
+            info.state.name(),
+            info.cpu,
+            thread::format_cpu_mask(info.affinity, online),
+            info.runtime_ns / 1000,
+            info.switches,
+            info.misses
+        );
+    }
 }

@@ -1,4 +1,7 @@
-//! Locks: spinlocks safe across CPUs and with interrupts.
+//! Locks: spinlocks safe across CPUs and with interrupts. The sleeping
+//! locks (`Mutex`, `Semaphore`) block, so they live with the threads
+//! (`thread::mutex`, `thread::semaphore`); `lock_bh` lives beside the
+//! bottom halves (`softirq`).
 //!
 //! Lock order (outermost first); never take an earlier lock while holding a
 //! later one:
@@ -18,12 +21,9 @@
 //! thread's priority to the owner) and `Semaphore` may be used; taking a
 //! `SpinLock` there is caught in strict mode (see `spin`).
 
-mod mutex;
-mod semaphore;
 mod spin;
 
-pub use mutex::{Mutex, MutexGuard};
-pub use semaphore::Semaphore;
+pub(crate) use spin::check_realtime_context;
 pub use spin::{
     IrqSpinLock, IrqSpinLockGuard, IrqsOffReport, LONG_SECTION_NS, SpinLock, SpinLockGuard, irqs_off_report, irqs_off_timing,
     realtime_violations, reset_irqs_off, set_irqs_off_timing, set_strict_realtime_check,

@@ -30,7 +30,7 @@ static STRICT_REALTIME_CHECK: AtomicBool = AtomicBool::new(true);
 
 /// Catches a real-time thread taking a lock that thread or softirq context
 /// may hold on its CPU with interrupts on (see the module comment).
-fn check_realtime_context(form: &'static str) {
+pub(crate) fn check_realtime_context(form: &'static str) {
     if crate::context::in_realtime_thread() && !crate::context::in_interrupt() {
         REALTIME_VIOLATIONS.fetch_add(1, Ordering::Relaxed);
         if STRICT_REALTIME_CHECK.load(Ordering::Relaxed) {
@@ -260,8 +260,9 @@ impl<T: ?Sized> Drop for IrqSpinLockGuard<'_, T> {
 }
 
 /// A ticket spinlock that leaves interrupts alone, for data shared only
-/// between threads and softirqs: take it with [`SpinLock::lock_bh`] from
-/// thread context (bottom halves off on this CPU) and with
+/// between threads and softirqs: take it with `lock_bh` (defined beside
+/// the bottom halves, in `softirq`) from thread context (bottom halves off
+/// on this CPU) and with
 /// [`SpinLock::lock`] inside softirq handlers (`spin_lock_bh` /
 /// `spin_lock`). Never touch it from a hard-IRQ handler.
 pub struct SpinLock<T: ?Sized> {
@@ -289,31 +290,20 @@ impl<T: ?Sized> SpinLock<T> {
         self.acquire()
     }
 
-    fn acquire(&self) -> SpinLockGuard<'_, T> {
+    /// Takes the lock without the real-time check (`softirq`'s `lock_bh`
+    /// made it already).
+    pub(crate) fn acquire(&self) -> SpinLockGuard<'_, T> {
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         while self.now_serving.load(Ordering::Acquire) != ticket {
             cpu::pause();
         }
-        SpinLockGuard { lock: self, _bottom_halves: None }
-    }
-
-    /// `spin_lock_bh`: disables bottom halves on this CPU, then takes the
-    /// lock; both are undone when the guard drops (pending softirqs then run).
-    /// Never from a real-time thread (caught in strict mode).
-    pub fn lock_bh(&self) -> SpinLockGuard<'_, T> {
-        check_realtime_context("spin_lock_bh");
-        let bottom_halves = crate::softirq::bh_disable();
-        let mut guard = self.acquire();
-        guard._bottom_halves = Some(bottom_halves);
-        guard
+        SpinLockGuard { lock: self }
     }
 }
 
 /// Proof of holding a [`SpinLock`].
 pub struct SpinLockGuard<'a, T: ?Sized> {
     lock: &'a SpinLock<T>,
-    // Dropped after the unlock in `drop` (fields drop after the body).
-    _bottom_halves: Option<crate::softirq::BottomHalfGuard>,
 }
 
 impl<T: ?Sized> Deref for SpinLockGuard<'_, T> {

@@ -11,14 +11,12 @@
 //! Real-time threads allocate everything at creation (stack, control block,
 //! timer) and may not touch the general heap afterwards; the heap checks it.
 
+mod ksoftirqd;
+mod mutex;
 mod pi;
 mod scheduler;
+mod semaphore;
 mod wait;
-
-/// The per-CPU scheduler type, for `cpu_local`.
-pub(crate) mod scheduler_state {
-    pub use super::scheduler::CpuScheduler;
-}
 
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -40,12 +38,16 @@ use crate::memory::stacks::{self, Stack};
 use crate::sync::IrqSpinLock;
 use crate::{context, cpu_local, time};
 
+pub use ksoftirqd::start_ksoftirqd;
+pub use mutex::{Mutex, MutexGuard};
 pub use pi::RtMutex;
 pub(crate) use scheduler::reschedule_interrupt;
 pub use scheduler::{
-    cpu_switches, current, current_id, finish_boot_cpu, idle_loop, isolated_mask, online_mask, preempt_from_interrupt, preempt_if_needed,
-    prepare_secondary_cpu, schedule, set_isolated, try_current, yield_now,
+    RunningClass, cpu_switches, cpu_switches_on, current, current_id, current_on_address, finish_boot_cpu, idle_loop, isolated_mask,
+    online_mask, preempt_from_interrupt, preempt_if_needed, prepare_secondary_cpu, queued_on, reschedule_pending, running_class_on,
+    schedule, set_isolated, try_current, with_queue_locked, yield_now,
 };
+pub use semaphore::Semaphore;
 pub use wait::{WaitError, WaitQueue};
 
 /// Most threads that can exist at once (including idle threads).
@@ -953,7 +955,13 @@ pub fn exit(code: i32) -> ! {
     if let Some(alarm) = thread.thread_alarm() {
         clockevent::cancel(alarm);
     }
-    crate::events::thread_exited(thread.id(), &thread.name(), code);
+    crate::events::emit(
+        "threads.exit",
+        "exit",
+        &[("id", i64::from(thread.id().serial())), ("code", i64::from(code))],
+        "thread",
+        &thread.name(),
+    );
     scheduler::exit_current(thread)
 }
 
@@ -1363,47 +1371,18 @@ pub fn format_cpu_mask(mask: u64, online: u64) -> String {
     out
 }
 
-/// Prints the thread list on the console.
-pub fn print_list() {
-    let online = scheduler::online_mask();
-    crate::console_line!(
-        "{:>4} {:<20} {:<6} {:>5} {:<9} {:>3} {:<5} {:>12} {:>8} {:>6}",
-        "ID",
-        "NAME",
-        "KIND",
-        "PRIO",
-        "STATE",
-        "CPU",
-        "AFF",
-        "RUNTIME(us)",
-        "SWITCH",
-        "MISSES"
-    );
-    for info in list() {
-        let priority = match info.kind {
-            Kind::Realtime { priority } => alloc::format!("{priority}"),
-            Kind::Kernel { nice } => alloc::format!("n{nice}"),
-            Kind::Idle => String::from("-"),
-        };
-        crate::console_line!(
-            "{:>4} {:<20} {:<6} {:>5} {:<9} {:>3} {:<5} {:>12} {:>8} {:>6}",
-            info.id,
-            info.name,
-            info.kind.name(),
-            priority,
-            info.state.name(),
-            info.cpu,
-            format_cpu_mask(info.affinity, online),
-            info.runtime_ns / 1000,
-            info.switches,
-            info.misses
-        );
-    }
-}
-
 /// Current CPU index of the calling code.
 pub fn current_cpu() -> u32 {
-    cpu_local::current().index
+    cpu_local::current().index()
+}
+
+/// The name of the running thread, for reports (a copy: a slot's name
+/// changes when the slot is reused); "boot" before the scheduler runs.
+pub fn current_name() -> ThreadName {
+    match try_current() {
+        Some(thread) => thread.name(),
+        None => ThreadName::new("boot"),
+    }
 }
 
 /// Signals a thread can be sent (RTLinux's remapped set: everything but a

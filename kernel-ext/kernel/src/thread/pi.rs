@@ -29,7 +29,7 @@ use crate::sync::IrqSpinLock;
 static INHERITANCE: IrqSpinLock<()> = IrqSpinLock::new(());
 
 /// A sleeping lock with priority inheritance (the raw lock of
-/// `sync::Mutex`). Threads only: never from interrupt or softirq context.
+/// `thread::Mutex`). Threads only: never from interrupt or softirq context.
 #[derive(Debug)]
 pub struct RtMutex {
     /// The owner (its packed id; 0 = free) and whether threads wait

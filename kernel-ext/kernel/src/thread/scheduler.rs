@@ -6,18 +6,19 @@
 //! The engine decides which thread runs next; this module keeps the
 //! bookkeeping and asks `rtedge_arch::switch` to switch.
 
-use core::sync::atomic::{AtomicU64, Ordering, fence};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
 use rtedge_arch::{apic, cpu, switch};
 use rtedge_engine::sched::{self, Candidate, Picked, RunQueue, Running};
 
 use super::{KIND_IDLE, MAX_THREADS, State, Thread, WakeReason, by_slot};
 use crate::clockevent::{self, AlarmId};
-use crate::cpu_local::{self, CpuLocal};
-use crate::{context, time, vectors};
+use crate::cpu_local::{self, MAX_CPUS};
+use crate::sync::IrqSpinLock;
+use crate::{context, softirq, time, vectors};
 
-/// One CPU's scheduler state.
-pub struct CpuScheduler {
+/// One CPU's run queue, idle thread and time-slice alarm.
+struct CpuScheduler {
     queue: RunQueue,
     idle: &'static Thread,
     slice_alarm: AlarmId,
@@ -30,9 +31,128 @@ static ISOLATED: AtomicU64 = AtomicU64::new(0);
 /// Context switches performed, all CPUs.
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
 
-const RUNNING_IDLE: u32 = 0;
-const RUNNING_FAIR: u32 = 1;
-const RUNNING_REALTIME: u32 = 2;
+/// What class of thread runs on a CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RunningClass {
+    /// The CPU's idle thread.
+    Idle = 0,
+    /// A kernel thread (fair share).
+    Fair = 1,
+    /// A real-time thread.
+    Realtime = 2,
+}
+
+impl RunningClass {
+    fn of(kind: super::Kind) -> Self {
+        match kind {
+            super::Kind::Realtime { .. } => RunningClass::Realtime,
+            super::Kind::Kernel { .. } => RunningClass::Fair,
+            super::Kind::Idle => RunningClass::Idle,
+        }
+    }
+
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => RunningClass::Fair,
+            2 => RunningClass::Realtime,
+            _ => RunningClass::Idle,
+        }
+    }
+}
+
+/// One CPU's scheduling state, on cache lines of its own: written by that
+/// CPU (its switch) and, for the queue and `need_resched`, by CPUs that
+/// wake threads onto it.
+#[repr(align(64))]
+struct PerCpu {
+    /// The thread running here (a `&'static Thread`, 0 before scheduling).
+    current: AtomicUsize,
+    /// The thread just switched away from, until its registers are saved.
+    previous: AtomicUsize,
+    /// Set when a more urgent thread is ready here.
+    need_resched: AtomicBool,
+    /// What runs here (a [`RunningClass`]).
+    running: AtomicU8,
+    /// Threads queued here (runnable, not running).
+    queued: AtomicU32,
+    /// A non-RT thread preempted (by an RT thread) inside softirq work or a
+    /// `bh_disable` section: it is kept out of the run queue and resumed
+    /// before any other non-RT thread, as Linux runs under RTLinux (0 = none).
+    bh_owner: AtomicUsize,
+    /// Context switches on this CPU.
+    switches: AtomicU64,
+    /// This CPU's run queue (`None` until the CPU schedules).
+    scheduler: IrqSpinLock<Option<CpuScheduler>>,
+}
+
+impl PerCpu {
+    const fn new() -> Self {
+        Self {
+            current: AtomicUsize::new(0),
+            previous: AtomicUsize::new(0),
+            need_resched: AtomicBool::new(false),
+            running: AtomicU8::new(RunningClass::Idle as u8),
+            queued: AtomicU32::new(0),
+            bh_owner: AtomicUsize::new(0),
+            switches: AtomicU64::new(0),
+            scheduler: IrqSpinLock::new(None),
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.running.load(Ordering::Relaxed) == RunningClass::Idle as u8 && self.queued.load(Ordering::Relaxed) == 0
+    }
+}
+
+static CPUS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
+
+/// This CPU's scheduling state (the per-CPU block is installed).
+#[inline(always)]
+fn here() -> &'static PerCpu {
+    &CPUS[cpu_local::current_index()]
+}
+
+/// The scheduling state of CPU `cpu`, if that CPU is up.
+fn on(cpu: u32) -> Option<&'static PerCpu> {
+    cpu_local::get(cpu as usize).map(|_| &CPUS[cpu as usize])
+}
+
+/// What class of thread runs on CPU `cpu` (`None`: no such CPU).
+pub fn running_class_on(cpu: u32) -> Option<RunningClass> {
+    on(cpu).map(|state| RunningClass::from_u8(state.running.load(Ordering::Acquire)))
+}
+
+/// Threads queued (runnable, not running) on CPU `cpu`.
+pub fn queued_on(cpu: u32) -> u32 {
+    on(cpu).map_or(0, |state| state.queued.load(Ordering::Acquire))
+}
+
+/// Context switches performed on CPU `cpu`.
+pub fn cpu_switches_on(cpu: u32) -> u64 {
+    on(cpu).map_or(0, |state| state.switches.load(Ordering::Relaxed))
+}
+
+/// The address of the thread running on CPU `cpu` (0: none yet), for
+/// identity checks only.
+pub fn current_on_address(cpu: u32) -> usize {
+    on(cpu).map_or(0, |state| state.current.load(Ordering::Acquire))
+}
+
+/// Whether CPU `cpu` (this one, at an interrupt's exit) has a reschedule
+/// pending and a thread to switch away from.
+#[inline(always)]
+pub fn reschedule_pending(cpu: usize) -> bool {
+    let state = &CPUS[cpu];
+    state.need_resched.load(Ordering::Acquire) && state.current.load(Ordering::Relaxed) != 0
+}
+
+/// Runs `body` while holding CPU `cpu`'s run queue lock, interrupts off
+/// (tests that need a wake-up to find the queue busy); `None`: no such CPU.
+pub fn with_queue_locked<R>(cpu: u32, body: impl FnOnce() -> R) -> Option<R> {
+    let _queue = on(cpu)?.scheduler.lock();
+    Some(body())
+}
 
 /// Mask of CPUs online in the scheduler.
 pub fn online_mask() -> u64 {
@@ -56,7 +176,7 @@ pub fn cpu_switches() -> u64 {
 
 /// The thread running on this CPU.
 pub fn current() -> &'static Thread {
-    let pointer = cpu_local::current().current_thread.load(Ordering::Acquire);
+    let pointer = here().current.load(Ordering::Acquire);
     debug_assert!(pointer != 0, "no current thread before the scheduler starts");
     // SAFETY: only the scheduler stores here, always a &'static Thread.
     unsafe { &*(pointer as *const Thread) }
@@ -67,7 +187,7 @@ pub fn try_current() -> Option<&'static Thread> {
     if !cpu_local::is_installed() {
         return None;
     }
-    let pointer = cpu_local::current().current_thread.load(Ordering::Acquire);
+    let pointer = here().current.load(Ordering::Acquire);
     // SAFETY: as in `current`.
     (pointer != 0).then(|| unsafe { &*(pointer as *const Thread) })
 }
@@ -88,30 +208,28 @@ fn running_of(thread: &Thread) -> Running {
 /// Makes `boot_thread` (the code running now on this CPU) the CPU's idle
 /// thread and starts scheduling here. Called once per CPU.
 fn init_cpu(idle: &'static Thread) {
-    let local = cpu_local::current();
+    let index = cpu_local::current().index();
+    let local = here();
     let slice_alarm = clockevent::register(slice_expired, 0);
     *local.scheduler.lock() = Some(CpuScheduler { queue: RunQueue::new(MAX_THREADS), idle, slice_alarm });
-    idle.cpu.store(local.index, Ordering::Relaxed);
-    idle.affinity.store(1 << local.index, Ordering::Relaxed);
+    idle.cpu.store(index, Ordering::Relaxed);
+    idle.affinity.store(1 << index, Ordering::Relaxed);
     idle.pinned.store(true, Ordering::Relaxed);
     idle.kind_tag.store(KIND_IDLE, Ordering::Relaxed);
     idle.context_saved.store(false, Ordering::Release);
     idle.switched_in_ns.store(time::now_ns(), Ordering::Relaxed);
     idle.set_state(State::Running);
-    local.current_thread.store(idle as *const Thread as usize, Ordering::Release);
-    ONLINE.fetch_or(1 << local.index, Ordering::AcqRel);
+    local.current.store(idle as *const Thread as usize, Ordering::Release);
+    ONLINE.fetch_or(1 << index, Ordering::AcqRel);
 }
 
-fn adopt_running_context_as_idle() -> &'static Thread {
-    let index = cpu_local::current().index;
-    let thread = super::claim_slot().unwrap_or_else(|error| {
-        crate::console_line!("rtedge: cannot create the idle thread of cpu {index}: {error}");
-        crate::shutdown::shutdown_with(crate::ExitCode::BootFailure)
-    });
+fn adopt_running_context_as_idle() -> Result<&'static Thread, super::ThreadError> {
+    let index = cpu_local::current().index();
+    let thread = super::claim_slot()?;
     let mut name = [0u8; 16];
     let text = format_name(&mut name, "idle/", index);
     super::set_name(thread, text);
-    thread
+    Ok(thread)
 }
 
 fn format_name<'a>(buffer: &'a mut [u8; 16], prefix: &'a str, index: u32) -> &'a str {
@@ -136,23 +254,28 @@ fn format_name<'a>(buffer: &'a mut [u8; 16], prefix: &'a str, index: u32) -> &'a
 }
 
 /// Starts scheduling on the boot CPU: the boot context becomes `idle/0`.
-pub fn finish_boot_cpu() {
-    let idle = adopt_running_context_as_idle();
+/// An error (no thread slot for it) is a boot failure the caller reports.
+pub fn finish_boot_cpu() -> Result<(), super::ThreadError> {
+    let idle = adopt_running_context_as_idle()?;
     init_cpu(idle);
+    super::ksoftirqd::register_hooks();
+    Ok(())
 }
 
 /// Starts scheduling on a secondary CPU: its boot context becomes its idle
-/// thread. The caller then enters [`idle_loop`].
-pub fn prepare_secondary_cpu() {
-    let idle = adopt_running_context_as_idle();
+/// thread. The caller then enters [`idle_loop`]; an error (no thread slot)
+/// is a boot failure the caller reports.
+pub fn prepare_secondary_cpu() -> Result<(), super::ThreadError> {
+    let idle = adopt_running_context_as_idle()?;
     init_cpu(idle);
+    Ok(())
 }
 
 /// The idle loop: run whatever is ready, else halt until an interrupt.
 pub fn idle_loop() -> ! {
     loop {
         cpu::interrupts_disable();
-        let local = cpu_local::current();
+        let local = here();
         let work = local.need_resched.load(Ordering::Acquire) || local.queued.load(Ordering::Acquire) != 0;
         if work {
             schedule_with(Reason::Preempt);
@@ -189,9 +312,9 @@ fn least_loaded(candidates: u64) -> u32 {
         if candidates & (1 << cpu) == 0 {
             continue;
         }
-        if let Some(local) = cpu_local::get(cpu as usize) {
-            let running = local.running_class.load(Ordering::Relaxed);
-            let load = local.queued.load(Ordering::Relaxed) * 2 + u32::from(running != RUNNING_IDLE);
+        if let Some(local) = on(cpu) {
+            let running = local.running.load(Ordering::Relaxed);
+            let load = local.queued.load(Ordering::Relaxed) * 2 + u32::from(running != RunningClass::Idle as u8);
             if load < best_load {
                 best = cpu;
                 best_load = load;
@@ -223,10 +346,7 @@ fn select_cpu(thread: &Thread) -> u32 {
     let candidates = if thread.is_pinned() { allowed } else { allowed & !isolated_mask() };
     let candidates = if candidates == 0 { allowed } else { candidates };
     let last = thread.cpu();
-    let idle = |cpu: u32| {
-        cpu_local::get(cpu as usize)
-            .is_some_and(|local| local.running_class.load(Ordering::Relaxed) == RUNNING_IDLE && local.queued.load(Ordering::Relaxed) == 0)
-    };
+    let idle = |cpu: u32| on(cpu).is_some_and(PerCpu::is_idle);
     if candidates & (1 << last) != 0 && idle(last) {
         return last;
     }
@@ -248,7 +368,7 @@ pub(super) fn enqueue_woken(thread: &'static Thread) {
     // Running, took it for preempted and queued it a second time.
     let target_cpu = if thread.context_saved.load(Ordering::Acquire) { select_cpu(thread) } else { thread.cpu() };
     thread.cpu.store(target_cpu, Ordering::Relaxed);
-    let Some(target) = cpu_local::get(target_cpu as usize) else { return };
+    let Some(target) = on(target_cpu) else { return };
     let preempt = {
         let mut guard = target.scheduler.lock();
         let Some(scheduler) = guard.as_mut() else { return };
@@ -272,7 +392,7 @@ pub(super) fn enqueue_woken(thread: &'static Thread) {
             super::Kind::Idle => return,
         };
         target.queued.store((scheduler.queue.realtime_len() + scheduler.queue.fair_len()) as u32, Ordering::Release);
-        let running = target.current_thread.load(Ordering::Acquire);
+        let running = target.current.load(Ordering::Acquire);
         if running == 0 {
             false
         } else {
@@ -293,7 +413,7 @@ pub(super) fn enqueue_woken(thread: &'static Thread) {
         }
     };
     if preempt {
-        request_reschedule(target, thread.is_realtime());
+        request_reschedule(target_cpu, thread.is_realtime());
     }
 }
 
@@ -306,7 +426,7 @@ pub(super) fn enqueue_woken(thread: &'static Thread) {
 pub(super) fn reprioritize(thread: &'static Thread) {
     loop {
         let cpu = thread.cpu();
-        let Some(target) = cpu_local::get(cpu as usize) else { return };
+        let Some(target) = on(cpu) else { return };
         let mut guard = target.scheduler.lock();
         let Some(scheduler) = guard.as_mut() else { return };
         // `enqueue_woken` names the CPU before it takes that CPU's queue
@@ -314,7 +434,7 @@ pub(super) fn reprioritize(thread: &'static Thread) {
         if thread.cpu() != cpu {
             continue;
         }
-        let running = target.current_thread.load(Ordering::Acquire);
+        let running = target.current.load(Ordering::Acquire);
         let preempt = if scheduler.queue.remove(thread.slot) {
             let candidate = match thread.effective_kind() {
                 super::Kind::Realtime { priority } => {
@@ -336,16 +456,9 @@ pub(super) fn reprioritize(thread: &'static Thread) {
             // Running here (interrupts are off, so no switch is under way):
             // the context checks see its new class at once. Another CPU's
             // flags follow at its next switch.
-            if target.index == cpu_local::current().index {
-                target.running_class.store(
-                    match thread.effective_kind() {
-                        super::Kind::Realtime { .. } => RUNNING_REALTIME,
-                        super::Kind::Kernel { .. } => RUNNING_FAIR,
-                        super::Kind::Idle => RUNNING_IDLE,
-                    },
-                    Ordering::Release,
-                );
-                target.realtime.store(u32::from(thread.is_realtime()), Ordering::Release);
+            if cpu == cpu_local::current().index() {
+                target.running.store(RunningClass::of(thread.effective_kind()) as u8, Ordering::Release);
+                context::on(cpu as usize).set_realtime(thread.is_realtime());
             }
             scheduler.queue.best_candidate().is_some_and(|best| sched::should_preempt(running_of(thread), best))
         } else {
@@ -353,18 +466,20 @@ pub(super) fn reprioritize(thread: &'static Thread) {
         };
         drop(guard);
         if preempt {
-            request_reschedule(target, true);
+            request_reschedule(cpu, true);
         }
         return;
     }
 }
 
 /// Makes `target` CPU reschedule as soon as possible.
-fn request_reschedule(target: &CpuLocal, candidate_is_realtime: bool) {
-    target.need_resched.store(true, Ordering::Release);
-    let local = cpu_local::current();
-    if target.index != local.index {
-        apic::send_ipi(target.apic_id.load(Ordering::Relaxed), apic::Ipi::Fixed(vectors::RESCHEDULE));
+fn request_reschedule(target: u32, candidate_is_realtime: bool) {
+    let Some(state) = on(target) else { return };
+    state.need_resched.store(true, Ordering::Release);
+    if target != cpu_local::current().index() {
+        if let Some(remote) = cpu_local::get(target as usize) {
+            apic::send_ipi(remote.apic_id(), apic::Ipi::Fixed(vectors::RESCHEDULE));
+        }
     } else if context::in_interrupt() {
         // The interrupt's exit path reschedules.
     } else if crate::softirq::in_softirq() && !candidate_is_realtime {
@@ -394,7 +509,7 @@ enum Reason {
 pub fn preempt_from_interrupt() {
     if crate::softirq::in_softirq() {
         // Softirq processing is preempted only by real-time threads.
-        let local = cpu_local::current();
+        let local = here();
         let realtime_waiting = local.scheduler.lock().as_ref().is_some_and(|scheduler| scheduler.queue.best_realtime_priority().is_some());
         if !realtime_waiting {
             return;
@@ -408,7 +523,7 @@ pub fn preempt_from_interrupt() {
 /// halves disabled).
 pub fn preempt_if_needed() {
     if cpu_local::is_installed()
-        && cpu_local::current().need_resched.load(Ordering::Acquire)
+        && here().need_resched.load(Ordering::Acquire)
         && !context::in_interrupt()
         && !crate::softirq::in_softirq()
         && cpu::interrupts_enabled()
@@ -429,8 +544,9 @@ pub fn schedule() {
 
 fn schedule_with(reason: Reason) {
     let interrupts_were_enabled = cpu::interrupts_save();
-    let local = cpu_local::current();
-    if local.irq_depth.load(Ordering::Relaxed) != 0 {
+    let cpu = cpu_local::current_index();
+    let local = &CPUS[cpu];
+    if context::on(cpu).in_interrupt() {
         // Never switch inside an interrupt handler; its exit path will.
         cpu::interrupts_restore(interrupts_were_enabled);
         return;
@@ -452,7 +568,7 @@ fn schedule_with(reason: Reason) {
             let weight = previous.weight.load(Ordering::Relaxed);
             previous.vruntime.fetch_add(sched::virtual_runtime(ran, weight), Ordering::Relaxed);
         }
-        let holds_bottom_halves = !previous.is_realtime() && local.softirq_depth.load(Ordering::Relaxed) != 0;
+        let holds_bottom_halves = !previous.is_realtime() && softirq::bh_depth_on(cpu) != 0;
         // "Scheduling while atomic": a thread may leave the CPU inside
         // softirq work or a bh_disable section only when preempted, never
         // by sleeping there (its depth would be stranded with it).
@@ -520,7 +636,7 @@ fn schedule_with(reason: Reason) {
             }
         };
         next.set_state(State::Running);
-        next.cpu.store(local.index, Ordering::Relaxed);
+        next.cpu.store(cpu as u32, Ordering::Relaxed);
         // Kernel threads share the CPU by slices, armed only while others wait.
         match next.effective_kind() {
             super::Kind::Kernel { .. } if scheduler.queue.fair_len() > 0 => {
@@ -534,14 +650,7 @@ fn schedule_with(reason: Reason) {
                 clockevent::cancel(scheduler.slice_alarm);
             }
         }
-        local.running_class.store(
-            match next.effective_kind() {
-                super::Kind::Realtime { .. } => RUNNING_REALTIME,
-                super::Kind::Kernel { .. } => RUNNING_FAIR,
-                super::Kind::Idle => RUNNING_IDLE,
-            },
-            Ordering::Release,
-        );
+        local.running.store(RunningClass::of(next.effective_kind()) as u8, Ordering::Release);
         local.queued.store((scheduler.queue.realtime_len() + scheduler.queue.fair_len()) as u32, Ordering::Release);
         next
     };
@@ -553,17 +662,17 @@ fn schedule_with(reason: Reason) {
     next.switches.fetch_add(1, Ordering::Relaxed);
     SWITCHES.fetch_add(1, Ordering::Relaxed);
     local.switches.fetch_add(1, Ordering::Relaxed);
-    local.previous_thread.store(previous as *const Thread as usize, Ordering::Release);
-    local.current_thread.store(next as *const Thread as usize, Ordering::Release);
-    local.realtime.store(u32::from(next.is_realtime()), Ordering::Release);
+    local.previous.store(previous as *const Thread as usize, Ordering::Release);
+    local.current.store(next as *const Thread as usize, Ordering::Release);
+    context::on(cpu).set_realtime(next.is_realtime());
     // Published to whichever CPU resumes `previous` by the Release store of
     // its `context_saved` in `finish_switch`.
-    previous.bh_depth.store(local.softirq_depth.load(Ordering::Relaxed), Ordering::Relaxed);
+    previous.bh_depth.store(softirq::bh_depth_on(cpu), Ordering::Relaxed);
     // Another CPU may still be saving `next`'s registers (and its depth).
     while !next.context_saved.load(Ordering::Acquire) {
         cpu::pause();
     }
-    local.softirq_depth.store(next.bh_depth.load(Ordering::Relaxed), Ordering::Relaxed);
+    softirq::set_bh_depth_on(cpu, next.bh_depth.load(Ordering::Relaxed));
     next.context_saved.store(false, Ordering::Relaxed);
     // SAFETY: interrupts are off; `previous` is this CPU's running thread and
     // `next` holds saved (or prepared) registers no other CPU is using.
@@ -573,7 +682,7 @@ fn schedule_with(reason: Reason) {
     // halves runs before a non-RT thread continues.
     if !previous.is_realtime() {
         crate::softirq::run_pending();
-        if cpu_local::current().need_resched.load(Ordering::Acquire) && !crate::softirq::in_softirq() {
+        if here().need_resched.load(Ordering::Acquire) && !crate::softirq::in_softirq() {
             cpu::interrupts_restore(interrupts_were_enabled);
             if interrupts_were_enabled {
                 schedule_with(Reason::Preempt);
@@ -587,8 +696,7 @@ fn schedule_with(reason: Reason) {
 /// Runs on the new thread right after a switch: the previous thread's
 /// registers are now saved, so another CPU may resume it.
 fn finish_switch() {
-    let local = cpu_local::current();
-    let previous = local.previous_thread.swap(0, Ordering::AcqRel);
+    let previous = here().previous.swap(0, Ordering::AcqRel);
     if previous != 0 {
         // SAFETY: the scheduler stores only &'static Thread pointers here.
         let previous = unsafe { &*(previous as *const Thread) };
@@ -716,10 +824,10 @@ pub(super) fn thread_alarm_fired(_: AlarmId, slot: u64) {
 
 /// A kernel thread's time slice ended while others wait: reschedule.
 fn slice_expired(_: AlarmId, _: u64) {
-    cpu_local::current().need_resched.store(true, Ordering::Release);
+    here().need_resched.store(true, Ordering::Release);
 }
 
 /// The reschedule IPI's handler: the flag is set; the exit path acts.
 pub(crate) fn reschedule_interrupt(_vector: u8) {
-    cpu_local::current().need_resched.store(true, Ordering::Release);
+    here().need_resched.store(true, Ordering::Release);
 }

@@ -4,7 +4,7 @@
 #![no_std]
 #![no_main]
 
-use rtedge_kernel::sync::Semaphore;
+use rtedge_kernel::thread::Semaphore;
 
 static NEVER: Semaphore = Semaphore::new(0);
 

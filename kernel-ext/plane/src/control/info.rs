@@ -7,7 +7,6 @@
 
 use alloc::string::String;
 use core::fmt::Write;
-use core::sync::atomic::Ordering;
 
 use rtedge_proto::Reply;
 
@@ -129,17 +128,17 @@ fn cpu(out: &mut String) -> core::fmt::Result {
     write!(out, "remote_alarm_changes:{}\r\n", crate::clockevent::remote_changes())?;
     for index in 0..cpu_local::MAX_CPUS {
         if let Some(local) = cpu_local::get(index) {
-            let running = match local.running_class.load(Ordering::Relaxed) {
-                0 => "idle",
-                1 => "kernel",
-                _ => "rt",
+            let running = match thread::running_class_on(index as u32) {
+                Some(thread::RunningClass::Realtime) => "rt",
+                Some(thread::RunningClass::Fair) => "kernel",
+                _ => "idle",
             };
             write!(
                 out,
                 "cpu{index}:apic_id={},switches={},running={running},queued={}\r\n",
-                local.apic_id.load(Ordering::Relaxed),
-                local.switches.load(Ordering::Relaxed),
-                local.queued.load(Ordering::Relaxed)
+                local.apic_id(),
+                thread::cpu_switches_on(index as u32),
+                thread::queued_on(index as u32)
             )?;
         }
     }

@@ -21,7 +21,6 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
 
 use rtedge_control::metrics::{Exposition, MetricType, Value};
 use rtedge_control::{HttpConfig, HttpServer};
@@ -99,9 +98,9 @@ fn system(exposition: &mut Exposition) {
     exposition.single("rtedge_cpus", MetricType::Gauge, "CPUs online.", Value::Integer(u64::from(thread::online_mask().count_ones())));
     exposition.family("rtedge_cpu_context_switches_total", MetricType::Counter, "Context switches per CPU.");
     for index in 0..cpu_local::MAX_CPUS {
-        if let Some(local) = cpu_local::get(index) {
+        if cpu_local::get(index).is_some() {
             let cpu = format!("{index}");
-            exposition.sample(&[("cpu", &cpu)], Value::Integer(local.switches.load(Ordering::Relaxed)));
+            exposition.sample(&[("cpu", &cpu)], Value::Integer(thread::cpu_switches_on(index as u32)));
         }
     }
 }

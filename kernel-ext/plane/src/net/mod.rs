@@ -35,7 +35,8 @@ use smoltcp::phy::Device;
 use smoltcp::time::Instant;
 
 use crate::softirq::{self, Vector};
-use crate::sync::{IrqSpinLock, Semaphore, SpinLock};
+use crate::sync::{IrqSpinLock, SpinLock};
+use crate::thread::Semaphore;
 use crate::timer::{HrTimer, Mode, Restart};
 use crate::{cpu_local, time};
 
@@ -334,7 +335,7 @@ fn net_rx(_: usize) {
 /// Installs a started network and starts polling it.
 pub(crate) fn install(net: Box<dyn NetOps>, ack: InterruptAck) {
     *ACK.lock() = Some(ack);
-    NET_CPU.store(if cpu_local::is_installed() { cpu_local::current().index } else { 0 }, Ordering::Relaxed);
+    NET_CPU.store(if cpu_local::is_installed() { cpu_local::current().index() } else { 0 }, Ordering::Relaxed);
     softirq::open(Vector::NetRx, net_rx, 0);
     let _ = POLL_TIMER.setup();
     let _ = FAN_OUT_TIMER.setup();

@@ -10,7 +10,7 @@ use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 
-use crate::thread::RtMutex;
+use super::pi::RtMutex;
 
 /// A mutual-exclusion lock that puts waiters to sleep and lends their
 /// priority to its owner.

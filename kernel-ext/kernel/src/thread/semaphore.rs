@@ -6,7 +6,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::thread::{WaitError, WaitQueue};
+use super::wait::{WaitError, WaitQueue};
 use crate::time;
 
 /// A counting semaphore.
