@@ -258,6 +258,11 @@ fn finish<T: Transport + 'static>(
         // uhyve: see the call site.
         device.set_always_notify(true);
         device.set_max_frame(1500);
+    } else {
+        // One notification per poll for all the frames it sent: each is a
+        // hypervisor exit (issue 12, RT isolation). uhyve keeps one per
+        // frame (see the call site).
+        device.set_batched_notifications(true);
     }
     let mac = device.mac();
     let ack = device.interrupt_ack();
@@ -280,6 +285,7 @@ fn finish<T: Transport + 'static>(
                     net_config,
                     auth_required,
                     |_| rtedge_virtio::NetStats::default(),
+                    |_| {},
                     |_| false,
                 )
                 .map_err(|error| NetError::Config(format!("{error:?}")))?,
@@ -294,7 +300,9 @@ fn finish<T: Transport + 'static>(
                 net_config,
                 auth_required,
                 |device| device.stats(),
+                |device| device.disable_interrupts(),
                 |device| {
+                    device.flush_transmit();
                     device.reclaim_transmitted();
                     device.enable_interrupts()
                 },

@@ -75,6 +75,11 @@ pub struct Net<D: Device> {
     mac: [u8; 6],
     description: String,
     stats: fn(&D) -> DeviceStats,
+    /// Before a poll: asks the device not to interrupt while the poll runs
+    /// (NAPI: the poll sees what arrives; [`Self::reclaim`] re-enables).
+    quiesce: fn(&mut D),
+    /// After a poll: notifies the device of the frames sent, reclaims,
+    /// re-enables interrupts; true if work arrived meanwhile.
     reclaim: fn(&mut D) -> bool,
 }
 
@@ -88,6 +93,7 @@ impl<D: Device> Net<D> {
         net_config: rtedge_control::NetConfig,
         auth_required: bool,
         stats: fn(&D) -> DeviceStats,
+        quiesce: fn(&mut D),
         reclaim: fn(&mut D) -> bool,
     ) -> Result<Self, rtedge_control::ServerError> {
         let iface_config = rtedge_control::stack::interface_config(mac);
@@ -100,13 +106,14 @@ impl<D: Device> Net<D> {
         if let Some(address) = stack.address() {
             log::info!("net: address {address} (static)");
         }
-        Ok(Self { device, iface, sockets, stack, server, http, mac, description, stats, reclaim })
+        Ok(Self { device, iface, sockets, stack, server, http, mac, description, stats, quiesce, reclaim })
     }
 }
 
 impl<D: Device> NetOps for Net<D> {
     fn poll(&mut self, now_ms: u64, jobs: &mut Vec<Job>) -> Option<u64> {
         let timestamp = Instant::from_millis(now_ms as i64);
+        (self.quiesce)(&mut self.device);
         self.iface.poll(timestamp, &mut self.device, &mut self.sockets);
         match self.stack.poll(&mut self.iface, &mut self.sockets) {
             Some(StackEvent::Configured { address, gateway }) => {
@@ -177,6 +184,9 @@ impl<D: Device> NetOps for Net<D> {
         if let Some(http) = self.http.as_mut() {
             http.provide_body(now_ms, &mut self.sockets, body);
             self.iface.poll(Instant::from_millis(now_ms as i64), &mut self.device, &mut self.sockets);
+            // Notify the device of what was sent (the caller raises NET_RX,
+            // which re-checks for work).
+            let _ = (self.reclaim)(&mut self.device);
         }
     }
 
