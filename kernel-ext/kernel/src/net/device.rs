@@ -258,11 +258,6 @@ fn finish<T: Transport + 'static>(
         // uhyve: see the call site.
         device.set_always_notify(true);
         device.set_max_frame(1500);
-    } else {
-        // One notification per poll for all the frames it sent: each is a
-        // hypervisor exit (issue 12, RT isolation). uhyve keeps one per
-        // frame (see the call site).
-        device.set_batched_notifications(true);
     }
     let mac = device.mac();
     let ack = device.interrupt_ack();
@@ -293,7 +288,16 @@ fn finish<T: Transport + 'static>(
         }
         None => Box::new(
             Net::new(
-                device,
+                {
+                    // One notification per poll for all the frames it sent:
+                    // each is a hypervisor exit (issue 12, RT isolation); the
+                    // poll's end flushes. Not behind the fault injector, whose
+                    // hooks cannot reach the device to flush, nor on uhyve,
+                    // which keeps one per frame (see the call site).
+                    let mut device = device;
+                    device.set_batched_notifications(!always_notify);
+                    device
+                },
                 mac,
                 description.clone(),
                 config,
