@@ -142,6 +142,13 @@ struct Phase {
     fan_out_max_ns: i64,
     poll_ns: i64,
     poll_max_ns: i64,
+    /// The NIC in the same window (`INFO net` `net_rx_*`): transmit-queue
+    /// notifications (each an exit the hypervisor handles), frames sent and
+    /// received, device interrupts. -1: not reported.
+    tx_kicks: i64,
+    tx_packets: i64,
+    rx_packets: i64,
+    net_interrupts: i64,
     /// Guest CPUs busy (not idle), percent of all of them.
     guest_busy_percent: f64,
     /// The hypervisor process's host CPU (100 = one host core) and the
@@ -246,6 +253,10 @@ fn measure(conn: &mut Conn, pid: u32) -> Result<Phase> {
                 fan_out_max_ns: info_int(&net, "net_rx_fan_out_max_ns"),
                 poll_ns: info_int(&net, "net_rx_poll_ns"),
                 poll_max_ns: info_int(&net, "net_rx_poll_max_ns"),
+                tx_kicks: info_field(&net, "net_rx_tx_kicks").and_then(|value| value.trim().parse().ok()).unwrap_or(-1),
+                tx_packets: info_field(&net, "net_rx_tx_packets").and_then(|value| value.trim().parse().ok()).unwrap_or(-1),
+                rx_packets: info_field(&net, "net_rx_rx_packets").and_then(|value| value.trim().parse().ok()).unwrap_or(-1),
+                net_interrupts: info_field(&net, "net_rx_interrupts").and_then(|value| value.trim().parse().ok()).unwrap_or(-1),
                 guest_busy_percent: 100.0 * (1.0 - (idle_after - idle_before) as f64 / guest_span).clamp(0.0, 1.0),
                 hypervisor_cpu_percent: 100.0 * host_after.hypervisor_ticks.saturating_sub(host_before.hypervisor_ticks) as f64
                     / ticks_per_second
@@ -424,7 +435,7 @@ fn print_table(phases: &[(&str, Phase)], idle_rate: f64, idle_p99: f64) {
     println!();
     println!("rt-isolation: softirq-rt (1 ms period), {PHASE_RELEASES} releases per phase; ratios to the worse idle phase");
     println!(
-        "{:<16} {:>7} {:>7} {:>7} {:>8} {:>8} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7}",
+        "{:<16} {:>7} {:>7} {:>7} {:>8} {:>8} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
         "phase",
         "misses",
         "miss%",
@@ -441,11 +452,16 @@ fn print_table(phases: &[(&str, Phase)], idle_rate: f64, idle_p99: f64) {
         "poll ms",
         "guest%",
         "qemu%",
-        "host%"
+        "host%",
+        "polls",
+        "tx pkt",
+        "tx kick",
+        "rx pkt",
+        "net irq"
     );
     for (name, phase) in phases {
         println!(
-            "{:<16} {:>7} {:>7.2} {:>7.2} {:>8.1} {:>8.1} {:>9.2} {:>7.0} {:>9} {:>8} {:>8.0} {:>8} {:>9.1} {:>9.1} {:>7.0} {:>7.0} {:>7.0}",
+            "{:<16} {:>7} {:>7.2} {:>7.2} {:>8.1} {:>8.1} {:>9.2} {:>7.0} {:>9} {:>8} {:>8.0} {:>8} {:>9.1} {:>9.1} {:>7.0} {:>7.0} {:>7.0} {:>7} {:>7} {:>7} {:>7} {:>7}",
             name,
             phase.misses,
             phase.miss_percent(),
@@ -462,7 +478,12 @@ fn print_table(phases: &[(&str, Phase)], idle_rate: f64, idle_p99: f64) {
             phase.poll_ns as f64 / 1e6,
             phase.guest_busy_percent,
             phase.hypervisor_cpu_percent,
-            phase.host_busy_percent
+            phase.host_busy_percent,
+            phase.net_rx_polls,
+            phase.tx_packets,
+            phase.tx_kicks,
+            phase.rx_packets,
+            phase.net_interrupts
         );
     }
     println!(
@@ -470,6 +491,9 @@ fn print_table(phases: &[(&str, Phase)], idle_rate: f64, idle_p99: f64) {
     );
     println!(
         "irqoff: longest IrqSpinLock interrupts-off section (us); remote: alarms armed/cancelled from another CPU (each takes that CPU's alarm lock and interrupts it); guest%: guest CPUs not idle; qemu%: the QEMU process's host CPU (100 = one core); host%: the whole host busy"
+    );
+    println!(
+        "polls: NET_RX polls; tx pkt / tx kick: frames sent / transmit notifications (exits); rx pkt: frames received; net irq: NIC interrupts (all in the phase)"
     );
 }
 

@@ -78,6 +78,12 @@ pub struct NetStats {
     pub interrupts: u64,
     /// Configuration-change interrupts.
     pub config_changes: u64,
+    /// Notifications ("kicks") written to the device for the receive
+    /// queue: each is a register write the hypervisor must handle.
+    pub rx_notifications: u64,
+    /// Notifications written for the transmit queue (one per frame, or
+    /// one per [`VirtioNet::flush_transmit`] with batched notifications).
+    pub tx_notifications: u64,
 }
 
 /// A pool of equal buffers in one DMA region; buffer `i` is always
@@ -139,6 +145,7 @@ struct Receiver<H: Hal> {
     bytes: u64,
     dropped: u64,
     errors: u64,
+    notifications: u64,
 }
 
 impl<H: Hal> Receiver<H> {
@@ -154,6 +161,7 @@ impl<H: Hal> Receiver<H> {
         self.post(id);
         if self.queue.should_notify() {
             transport.notify(RX_QUEUE);
+            self.notifications += 1;
         }
     }
 
@@ -201,6 +209,13 @@ struct Transmitter<H: Hal> {
     bytes: u64,
     dropped: u64,
     errors: u64,
+    notifications: u64,
+    /// Batched notifications: [`Self::send`] only publishes the frame and
+    /// [`Self::flush`] notifies once for all of them.
+    batched: bool,
+    /// Frames published since the last notification (batched mode). Invariant:
+    /// false whenever the device has been told of every available frame.
+    unnotified: bool,
 }
 
 impl<H: Hal> Transmitter<H> {
@@ -234,6 +249,23 @@ impl<H: Hal> Transmitter<H> {
         Some(self.free[self.free_len])
     }
 
+    /// Notifies the device of the available frames unless it asked for none.
+    fn notify<T: Transport>(&mut self, transport: &T) {
+        self.unnotified = false;
+        if self.queue.should_notify() {
+            transport.notify(TX_QUEUE);
+            self.notifications += 1;
+        }
+    }
+
+    /// Batched mode: one notification for every frame published since the
+    /// last one (none if there were none).
+    fn flush<T: Transport>(&mut self, transport: &T) {
+        if self.unnotified {
+            self.notify(transport);
+        }
+    }
+
     /// Sends a frame of `len` bytes that `fill` writes.
     fn send<T: Transport, R>(&mut self, transport: &T, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
         let total = self.header_len + len;
@@ -251,8 +283,10 @@ impl<H: Hal> Transmitter<H> {
         self.queue.set_descriptor(id, phys, total as u32, 0);
         self.pool.owned_by_device[usize::from(id)] = true;
         self.queue.push_available(id);
-        if self.queue.should_notify() {
-            transport.notify(TX_QUEUE);
+        if self.batched {
+            self.unnotified = true;
+        } else {
+            self.notify(transport);
         }
         self.packets += 1;
         self.bytes += len as u64;
@@ -353,7 +387,7 @@ impl<T: Transport, H: Hal> VirtioNet<T, H> {
         let mac = if features & feature::NET_MAC != 0 { read_mac(&transport) } else { config.fallback_mac };
         let mut net = Self {
             transport,
-            rx: Receiver { queue: rx_queue, pool: rx_pool, header_len, packets: 0, bytes: 0, dropped: 0, errors: 0 },
+            rx: Receiver { queue: rx_queue, pool: rx_pool, header_len, packets: 0, bytes: 0, dropped: 0, errors: 0, notifications: 0 },
             tx: Transmitter {
                 queue: tx_queue,
                 pool: tx_pool,
@@ -365,6 +399,9 @@ impl<T: Transport, H: Hal> VirtioNet<T, H> {
                 bytes: 0,
                 dropped: 0,
                 errors: 0,
+                notifications: 0,
+                batched: false,
+                unnotified: false,
             },
             mac,
             features,
@@ -409,6 +446,25 @@ impl<T: Transport, H: Hal> VirtioNet<T, H> {
     pub fn set_always_notify(&mut self, on: bool) {
         self.rx.queue.set_always_notify(on);
         self.tx.queue.set_always_notify(on);
+    }
+
+    /// Batched transmit notifications: frames the stack sends are only
+    /// published in the available ring, and [`Self::flush_transmit`]
+    /// notifies the device once for all of them (one register write, one
+    /// hypervisor exit, per poll instead of per frame). The owner must call
+    /// `flush_transmit` after every poll of the stack, or frames wait.
+    /// Turning it off flushes.
+    pub fn set_batched_notifications(&mut self, on: bool) {
+        self.tx.batched = on;
+        if !on {
+            self.tx.flush(&self.transport);
+        }
+    }
+
+    /// Notifies the device once of every frame sent since the last
+    /// notification (batched mode; nothing to do otherwise).
+    pub fn flush_transmit(&mut self) {
+        self.tx.flush(&self.transport);
     }
 
     pub fn mac(&self) -> [u8; 6] {
@@ -468,16 +524,20 @@ impl<T: Transport, H: Hal> VirtioNet<T, H> {
         self.tx.reclaim()
     }
 
-    /// Asks the device to interrupt again when it returns buffers. Returns
-    /// whether work is already waiting — a received frame, or a transmitted
-    /// buffer not yet reclaimed: then the caller must poll (receive and
-    /// [`Self::reclaim_transmitted`]) once more, or it may sleep through it
-    /// (NAPI's re-check).
+    /// Asks the device to interrupt again when it receives a frame, and
+    /// when it returns a transmit buffer only if the pool is empty (the
+    /// stack then waits for one; otherwise buffers are reclaimed when the
+    /// stack next sends, with no interrupt per completed frame). Returns
+    /// whether work is already waiting — a received frame, or (pool empty)
+    /// a transmitted buffer not yet reclaimed: then the caller must poll
+    /// (receive and [`Self::reclaim_transmitted`]) once more, or it may
+    /// sleep through it (NAPI's re-check).
     pub fn enable_interrupts(&mut self) -> bool {
+        let transmit_waits = self.tx.free_len == 0;
         self.rx.queue.set_interrupts(true);
-        self.tx.queue.set_interrupts(true);
+        self.tx.queue.set_interrupts(transmit_waits);
         fence(Ordering::SeqCst);
-        self.rx.queue.has_used() || self.tx.queue.has_used()
+        self.rx.queue.has_used() || (transmit_waits && self.tx.queue.has_used())
     }
 
     /// Asks the device not to interrupt (`VIRTQ_AVAIL_F_NO_INTERRUPT`) while
@@ -500,6 +560,8 @@ impl<T: Transport, H: Hal> VirtioNet<T, H> {
             tx_errors: self.tx.errors,
             interrupts: self.interrupts,
             config_changes: self.config_changes,
+            rx_notifications: self.rx.notifications,
+            tx_notifications: self.tx.notifications,
         }
     }
 

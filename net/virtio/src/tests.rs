@@ -433,6 +433,66 @@ fn notifications_are_skipped_while_the_device_asks_for_none() {
 }
 
 #[test]
+fn batched_notifications_kick_once_per_poll_for_all_its_frames() {
+    let (model, mut net) = mmio_net(2, QEMU_MODERN, 16, small(16));
+    net.set_batched_notifications(true);
+    model.borrow_mut().hold_tx = true;
+    // One "poll": the stack sends five frames (the device never asks for
+    // no notifications here, so an unbatched driver kicks five times).
+    for seed in 0..5 {
+        send(&mut net, &frame(seed, 64));
+    }
+    assert_eq!(model.borrow().notifications[1], 0, "nothing kicked before the flush");
+    net.flush_transmit();
+    assert_eq!(model.borrow().notifications[1], 1, "one kick for the poll's five frames");
+    net.flush_transmit();
+    assert_eq!(model.borrow().notifications[1], 1, "a flush with nothing new does not kick");
+    assert_eq!(net.stats().tx_notifications, 1);
+    model.borrow_mut().process_tx();
+    let sent = model.borrow_mut().take_tx_frames();
+    assert_eq!(sent, (0..5).map(|seed| frame(seed, 64)).collect::<Vec<_>>(), "nothing lost or reordered");
+    // The device asking for no notifications is still honoured at the flush.
+    model.borrow_mut().queues[1].set_no_notify(true);
+    send(&mut net, &frame(7, 64));
+    net.flush_transmit();
+    assert_eq!(model.borrow().notifications[1], 1);
+    // Turning batching off flushes nothing lost: the next frame kicks itself.
+    model.borrow_mut().queues[1].set_no_notify(false);
+    net.set_batched_notifications(false);
+    send(&mut net, &frame(8, 64));
+    assert_eq!(model.borrow().notifications[1], 2);
+    assert_no_violations(&model);
+}
+
+#[test]
+fn transmit_completions_do_not_interrupt_unless_the_pool_is_empty() {
+    let (model, mut net) = mmio_net(2, QEMU_MODERN, 8, small(4));
+    model.borrow_mut().hold_tx = true;
+    assert!(!net.enable_interrupts());
+    send(&mut net, &frame(1, 64));
+    model.borrow_mut().process_tx();
+    assert_eq!(model.borrow().isr, 0, "a completed frame with buffers to spare raises nothing");
+    assert!(!net.enable_interrupts(), "nor is it work to poll for");
+    // The pool runs dry: now the stack waits for a buffer, and the device
+    // must say when one returns.
+    for seed in 2..6 {
+        send(&mut net, &frame(seed, 64));
+    }
+    assert!(net.transmit(Instant::ZERO).is_none(), "pool of 4 exhausted");
+    assert!(!net.enable_interrupts());
+    model.borrow_mut().process_tx();
+    assert_eq!(model.borrow().isr, 1, "a buffer came back to an empty pool: interrupt");
+    assert!(net.enable_interrupts(), "and the re-check sees it");
+    assert_eq!(net.reclaim_transmitted(), 4);
+    // Receiving always interrupts once enabled.
+    assert!(net.ack_interrupt());
+    assert!(!net.enable_interrupts());
+    assert!(model.borrow_mut().inject_rx(&frame(9, 64)));
+    assert_eq!(model.borrow().isr, 1);
+    assert_no_violations(&model);
+}
+
+#[test]
 fn the_largest_frame_can_be_lowered_for_the_stack() {
     use smoltcp::phy::Device;
     let (_model, mut net) = mmio_net(2, QEMU_MODERN, 8, small(8));

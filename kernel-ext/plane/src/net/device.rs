@@ -280,6 +280,7 @@ fn finish<T: Transport + 'static>(
                     net_config,
                     auth_required,
                     |_| rtedge_virtio::NetStats::default(),
+                    |_| {},
                     |_| false,
                 )
                 .map_err(|error| NetError::Config(format!("{error:?}")))?,
@@ -287,14 +288,25 @@ fn finish<T: Transport + 'static>(
         }
         None => Box::new(
             Net::new(
-                device,
+                {
+                    // One notification per poll for all the frames it sent:
+                    // each is a hypervisor exit (issue 12, RT isolation); the
+                    // poll's end flushes. Not behind the fault injector, whose
+                    // hooks cannot reach the device to flush, nor on uhyve,
+                    // which keeps one per frame (see the call site).
+                    let mut device = device;
+                    device.set_batched_notifications(!always_notify);
+                    device
+                },
                 mac,
                 description.clone(),
                 config,
                 net_config,
                 auth_required,
                 |device| device.stats(),
+                |device| device.disable_interrupts(),
                 |device| {
+                    device.flush_transmit();
                     device.reclaim_transmitted();
                     device.enable_interrupts()
                 },

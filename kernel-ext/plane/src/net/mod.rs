@@ -60,6 +60,8 @@ pub trait NetOps {
     fn metrics_wanted(&self) -> bool;
     /// Answers the waiting `GET /metrics` requests with `body`.
     fn provide_metrics(&mut self, now_ms: u64, body: &[u8]);
+    /// The device's counters (zero behind the fault injector).
+    fn device_stats(&self) -> DeviceStats;
 }
 
 /// One device with its interface, sockets, address keeper and server.
@@ -74,6 +76,11 @@ pub struct Net<D: Device> {
     mac: [u8; 6],
     description: String,
     stats: fn(&D) -> DeviceStats,
+    /// Before a poll: asks the device not to interrupt while the poll runs
+    /// (NAPI: the poll sees what arrives; [`Self::reclaim`] re-enables).
+    quiesce: fn(&mut D),
+    /// After a poll: notifies the device of the frames sent, reclaims,
+    /// re-enables interrupts; true if work arrived meanwhile.
     reclaim: fn(&mut D) -> bool,
 }
 
@@ -87,6 +94,7 @@ impl<D: Device> Net<D> {
         net_config: rtedge_control::NetConfig,
         auth_required: bool,
         stats: fn(&D) -> DeviceStats,
+        quiesce: fn(&mut D),
         reclaim: fn(&mut D) -> bool,
     ) -> Result<Self, rtedge_control::ServerError> {
         let iface_config = rtedge_control::stack::interface_config(mac);
@@ -99,13 +107,14 @@ impl<D: Device> Net<D> {
         if let Some(address) = stack.address() {
             log::info!("net: address {address} (static)");
         }
-        Ok(Self { device, iface, sockets, stack, server, http, mac, description, stats, reclaim })
+        Ok(Self { device, iface, sockets, stack, server, http, mac, description, stats, quiesce, reclaim })
     }
 }
 
 impl<D: Device> NetOps for Net<D> {
     fn poll(&mut self, now_ms: u64, jobs: &mut Vec<Job>) -> Option<u64> {
         let timestamp = Instant::from_millis(now_ms as i64);
+        (self.quiesce)(&mut self.device);
         self.iface.poll(timestamp, &mut self.device, &mut self.sockets);
         match self.stack.poll(&mut self.iface, &mut self.sockets) {
             Some(StackEvent::Configured { address, gateway }) => {
@@ -176,7 +185,14 @@ impl<D: Device> NetOps for Net<D> {
         if let Some(http) = self.http.as_mut() {
             http.provide_body(now_ms, &mut self.sockets, body);
             self.iface.poll(Instant::from_millis(now_ms as i64), &mut self.device, &mut self.sockets);
+            // Notify the device of what was sent (the caller raises NET_RX,
+            // which re-checks for work).
+            let _ = (self.reclaim)(&mut self.device);
         }
+    }
+
+    fn device_stats(&self) -> DeviceStats {
+        (self.stats)(&self.device)
     }
 
     fn write_info(&self, out: &mut String) {
@@ -203,7 +219,7 @@ impl<D: Device> NetOps for Net<D> {
         let stats = (self.stats)(&self.device);
         let _ = write!(
             out,
-            "rx_packets:{}\r\nrx_bytes:{}\r\nrx_dropped:{}\r\nrx_errors:{}\r\ntx_packets:{}\r\ntx_bytes:{}\r\ntx_dropped:{}\r\ntx_errors:{}\r\ndevice_interrupts:{}\r\n",
+            "rx_packets:{}\r\nrx_bytes:{}\r\nrx_dropped:{}\r\nrx_errors:{}\r\ntx_packets:{}\r\ntx_bytes:{}\r\ntx_dropped:{}\r\ntx_errors:{}\r\ndevice_interrupts:{}\r\nrx_kicks:{}\r\ntx_kicks:{}\r\n",
             stats.rx_packets,
             stats.rx_bytes,
             stats.rx_dropped,
@@ -212,7 +228,9 @@ impl<D: Device> NetOps for Net<D> {
             stats.tx_bytes,
             stats.tx_dropped,
             stats.tx_errors,
-            stats.interrupts
+            stats.interrupts,
+            stats.rx_notifications,
+            stats.tx_notifications
         );
         self.server.write_info(out);
     }
@@ -438,6 +456,32 @@ pub fn reset_poll_figures() {
     {
         figure.store(0, Ordering::Relaxed);
     }
+    *WINDOW_START.lock() = window_counts();
+}
+
+/// What the device did, cumulative: the `net_rx_*` window's base.
+#[derive(Clone, Copy, Default)]
+struct WindowCounts {
+    tx_kicks: u64,
+    rx_kicks: u64,
+    tx_packets: u64,
+    rx_packets: u64,
+    interrupts: u64,
+}
+
+/// The counts when the `net_rx_*` window began ([`reset_poll_figures`]).
+static WINDOW_START: IrqSpinLock<WindowCounts> =
+    IrqSpinLock::new(WindowCounts { tx_kicks: 0, rx_kicks: 0, tx_packets: 0, rx_packets: 0, interrupts: 0 });
+
+fn window_counts() -> WindowCounts {
+    let device = NET.lock_bh().as_ref().map(|net| net.0.device_stats()).unwrap_or_default();
+    WindowCounts {
+        tx_kicks: device.tx_notifications,
+        rx_kicks: device.rx_notifications,
+        tx_packets: device.tx_packets,
+        rx_packets: device.rx_packets,
+        interrupts: DEVICE_INTERRUPTS.load(Ordering::Relaxed),
+    }
 }
 
 /// Connected subscribers (any channel).
@@ -493,6 +537,19 @@ fn write_event_info(out: &mut String) {
         POLL_FIGURES.fan_out_max_ns.load(Ordering::Relaxed),
         POLL_FIGURES.poll_ns.load(Ordering::Relaxed),
         POLL_FIGURES.poll_max_ns.load(Ordering::Relaxed)
+    );
+    // The device's work in the same window: each kick and interrupt is a
+    // hypervisor exit, each packet work for its network backend.
+    let start = *WINDOW_START.lock();
+    let now = window_counts();
+    let _ = write!(
+        out,
+        "net_rx_tx_kicks:{}\r\nnet_rx_rx_kicks:{}\r\nnet_rx_tx_packets:{}\r\nnet_rx_rx_packets:{}\r\nnet_rx_interrupts:{}\r\n",
+        now.tx_kicks.saturating_sub(start.tx_kicks),
+        now.rx_kicks.saturating_sub(start.rx_kicks),
+        now.tx_packets.saturating_sub(start.tx_packets),
+        now.rx_packets.saturating_sub(start.rx_packets),
+        now.interrupts.saturating_sub(start.interrupts)
     );
     for (channel, emitted, dropped) in crate::events::channel_counts() {
         let _ = write!(out, "events_channel_{channel}:emitted={emitted},dropped={dropped}\r\n");
