@@ -43,15 +43,18 @@ pub fn count() -> usize {
 }
 
 /// Binds the built-in commands: the control plane's own and the kernel's
-/// `handlers`. Logs any built-in spec left without a handler.
+/// `handlers`. Logs a handler whose name has no built-in spec, and any
+/// built-in spec left without a handler.
 pub(crate) fn register_builtins(handlers: &[(&str, Handler)]) {
     let mut refused = alloc::vec::Vec::new();
     let unbound: alloc::vec::Vec<&'static str> = {
         let mut registry = REGISTRY.lock();
         registry.register_session_commands();
         for &(name, handler) in handlers {
-            if let Err(error) = registry.register_builtin(name, rtedge_control::Handler::Function(handler)) {
-                refused.push((name, error));
+            match registry.register_builtin(name, rtedge_control::Handler::Function(handler)) {
+                // Bound already: a second start keeps the first binding.
+                Ok(()) | Err(CommandError::Exists) => {}
+                Err(error) => refused.push((name, error)),
             }
         }
         registry.unbound_builtins().map(|spec| spec.name).collect()
