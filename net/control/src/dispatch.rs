@@ -1,8 +1,8 @@
 //! The command half: per-connection sessions and the built-in commands
-//! (connection, introspection and pub/sub), with everything else handed to
-//! a [`Backend`]. It runs in a kernel thread and may block inside the
-//! backend; it shares nothing with the network half but the [`Job`]s and
-//! [`Completion`]s passing between them.
+//! (connection, introspection and pub/sub), with everything else run by
+//! the handlers the [`Backend`]'s registry holds. It runs in a kernel
+//! thread and may block inside a handler; it shares nothing with the
+//! network half but the [`Job`]s and [`Completion`]s passing between them.
 //!
 //! Every command is an entry of the one [`Registry`] (`{spec, handler}`):
 //! the request's name is looked up once there, and the entry found is what
