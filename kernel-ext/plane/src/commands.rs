@@ -1,83 +1,73 @@
-//! Commands the application registers with the control plane: its
-//! "system calls". Each has a `CommandSpec` (name, arity, summary, syntax,
-//! listed by `COMMAND DOCS` and `HELP`) and a handler that runs in the
-//! control-plane kernel thread (it may block).
+//! The control plane's command table: one [`Registry`] of `{spec,
+//! handler}` entries holding the control plane's own commands, the
+//! kernel's (bound when the control plane starts) and the commands the
+//! application registers, its "system calls". Each has a `CommandSpec`
+//! (name, arity, summary, syntax, listed by `COMMAND DOCS` and `HELP`) and
+//! a handler that runs in the control-plane kernel thread (it may block).
+//! The dispatcher looks a request's name up here once, copies the entry
+//! out and runs it with the lock released (a handler such as
+//! `MODULE LOAD` may register commands itself).
 
-use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use rtedge_control::{CommandFn, Registry};
+use rtedge_proto::CommandSpec;
 
-use rtedge_control::CommandContext;
-use rtedge_proto::{CommandSpec, Reply, Request};
-
+use crate::control::KernelBackend;
 use crate::sync::IrqSpinLock;
 
 /// A command handler.
-pub type Handler = fn(&mut CommandContext<'_>, &Request) -> Reply;
+pub type Handler = CommandFn;
 
-#[derive(Clone, Copy)]
-struct Entry {
-    spec: CommandSpec,
-    handler: Handler,
-}
+/// Why a registration was refused (a built-in command has the name, or
+/// an application command has it already).
+pub use rtedge_control::RegisterError as CommandError;
 
-static REGISTRY: IrqSpinLock<Vec<Entry>> = IrqSpinLock::new(Vec::new());
-static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// The table. Held only to look up, copy out or change entries, never
+/// while a handler runs.
+static REGISTRY: IrqSpinLock<Registry<KernelBackend>> = IrqSpinLock::new(Registry::new());
 
-/// Why a registration was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommandError {
-    /// A built-in command has that name.
-    Builtin,
-    /// An application command has that name already.
-    Exists,
-}
-
-impl core::fmt::Display for CommandError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            CommandError::Builtin => "a built-in command has that name",
-            CommandError::Exists => "a command with that name is registered already",
-        })
-    }
-}
-
-/// Registers an application command. Thread context (may allocate).
+/// Registers an application command. Refused if a built-in command has
+/// its name (ASCII case ignored) or an application command has it
+/// already. Thread context (may allocate).
 pub fn register(spec: CommandSpec, handler: Handler) -> Result<(), CommandError> {
-    if rtedge_proto::command::lookup(spec.name.as_bytes()).is_some() {
-        return Err(CommandError::Builtin);
-    }
-    let mut registry = REGISTRY.lock();
-    if registry.iter().any(|entry| entry.spec.name.eq_ignore_ascii_case(spec.name)) {
-        return Err(CommandError::Exists);
-    }
-    registry.push(Entry { spec, handler });
-    GENERATION.fetch_add(1, Ordering::AcqRel);
-    Ok(())
+    REGISTRY.lock().register(spec, rtedge_control::Handler::Function(handler))
 }
 
 /// Removes an application command (module unload).
 pub fn unregister(name: &str) {
-    REGISTRY.lock().retain(|entry| !entry.spec.name.eq_ignore_ascii_case(name));
-    GENERATION.fetch_add(1, Ordering::AcqRel);
+    REGISTRY.lock().unregister(name);
 }
 
-/// The handler of `name` (ASCII case-insensitive).
-pub fn find(name: &[u8]) -> Option<Handler> {
-    let registry = REGISTRY.lock();
-    registry.iter().find(|entry| entry.spec.name.as_bytes().eq_ignore_ascii_case(name)).map(|entry| entry.handler)
-}
-
-/// The registered specs.
-pub fn specs() -> Vec<CommandSpec> {
-    REGISTRY.lock().iter().map(|entry| entry.spec).collect()
-}
-
-/// Changes whenever the set of commands changes.
-pub fn generation() -> u64 {
-    GENERATION.load(Ordering::Acquire)
-}
-
-/// Registered commands.
+/// Registered application commands.
 pub fn count() -> usize {
-    REGISTRY.lock().len()
+    REGISTRY.lock().application_count()
+}
+
+/// Binds the built-in commands: the control plane's own and the kernel's
+/// `handlers`. Logs a handler whose name has no built-in spec, and any
+/// built-in spec left without a handler.
+pub(crate) fn register_builtins(handlers: &[(&str, Handler)]) {
+    let mut refused = alloc::vec::Vec::new();
+    let unbound: alloc::vec::Vec<&'static str> = {
+        let mut registry = REGISTRY.lock();
+        registry.register_session_commands();
+        for &(name, handler) in handlers {
+            match registry.register_builtin(name, rtedge_control::Handler::Function(handler)) {
+                // Bound already: a second start keeps the first binding.
+                Ok(()) | Err(CommandError::Exists) => {}
+                Err(error) => refused.push((name, error)),
+            }
+        }
+        registry.unbound_builtins().map(|spec| spec.name).collect()
+    };
+    for (name, error) in refused {
+        log::error!("control plane: cannot bind {name}: {error}");
+    }
+    for name in unbound {
+        log::error!("control plane: built-in command '{name}' has no handler");
+    }
+}
+
+/// Calls `reader` with the table, under its lock.
+pub(crate) fn with_registry<R>(reader: impl FnOnce(&Registry<KernelBackend>) -> R) -> R {
+    reader(&REGISTRY.lock())
 }

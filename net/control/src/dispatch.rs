@@ -1,8 +1,14 @@
 //! The command half: per-connection sessions and the built-in commands
-//! (connection, introspection and pub/sub), with everything else handed to
-//! a [`Backend`]. It runs in a kernel thread and may block inside the
-//! backend; it shares nothing with the network half but the [`Job`]s and
-//! [`Completion`]s passing between them.
+//! (connection, introspection and pub/sub), with everything else run by
+//! the handlers the [`Backend`]'s registry holds. It runs in a kernel
+//! thread and may block inside a handler; it shares nothing with the
+//! network half but the [`Job`]s and [`Completion`]s passing between them.
+//!
+//! Every command is an entry of the one [`Registry`] (`{spec, handler}`):
+//! the request's name is looked up once there, and the entry found is what
+//! the checks below read and what runs (the dispatcher's own commands by
+//! their [`SessionCommand`], the kernel's and the application's through
+//! their function).
 //!
 //! Checks, in this order (CONTROL.md): before authentication only commands
 //! flagged `no-auth` (`PING`, `HELLO`, `AUTH`, `QUIT`) run, anything else,
@@ -35,6 +41,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
 
+use crate::registry::{Entry, Handler, Registry, SessionCommand};
 use rtedge_proto::command::{self, CommandFlags, CommandSpec, SyntaxCheck};
 use rtedge_proto::util::{constant_time_eq, glob_match, parse_i64};
 use rtedge_proto::{ProtocolVersion, Reply, Request};
@@ -49,22 +56,23 @@ pub const AUTH_DELAY_FIRST_MS: u64 = 100;
 /// The longest delay after failed authentications.
 pub const AUTH_DELAY_MAX_MS: u64 = 2_000;
 
-/// What the application and kernel provide: every command the dispatcher
-/// does not answer itself (`GET`, `SET`, `INFO`, `THREADS`, `SHUTDOWN`,
-/// the application's commands...), the token, and the clock.
-pub trait Backend {
-    /// Executes `request`, whose name is a known command (built-in or in
-    /// [`Backend::app_commands`]) with a valid arity, for an authenticated
-    /// session. Runs in the control-plane thread; it may block.
-    fn execute(&mut self, context: &mut CommandContext<'_>, request: &Request) -> Reply;
+/// What the application and kernel provide: the command table (with the
+/// handlers of every command the dispatcher does not answer itself:
+/// `GET`, `SET`, `INFO`, `THREADS`, `SHUTDOWN`, the application's
+/// commands...), the token, the connection list and the clock.
+pub trait Backend: Sized {
+    /// Calls `reader` with the command table (under whatever lock guards
+    /// it: the application registers commands from other threads). The
+    /// dispatcher copies out what it needs and calls no handler inside.
+    /// Handlers run in the control-plane thread and may block.
+    fn with_registry<R>(&self, reader: impl FnOnce(&Registry<Self>) -> R) -> R;
 
     /// The token `AUTH` must present; empty means no authentication.
     fn auth_token(&self) -> &[u8];
 
-    /// The application's commands: validated for arity, gated by their
-    /// flags, listed by `COMMAND` and `HELP`. A name that is also a
-    /// built-in command is ignored.
-    fn app_commands(&self) -> &[CommandSpec];
+    /// `CLIENT LIST`: the open connections, which only the network glue
+    /// sees.
+    fn client_list(&mut self) -> Reply;
 
     /// Monotonic milliseconds, the same clock the network half is polled
     /// with (the delay after a failed `AUTH` is measured with it).
@@ -109,6 +117,13 @@ impl CommandContext<'_> {
     /// The code passed to [`CommandContext::request_shutdown`], if any.
     pub fn shutdown_requested(&self) -> Option<i64> {
         self.shutdown
+    }
+
+    /// The outcome of a handler that answered `reply` in this context: a
+    /// requested shutdown closes the connection after the reply.
+    fn outcome(self, reply: Reply) -> Outcome {
+        let shutdown = self.shutdown;
+        Outcome { close_after: shutdown.is_some(), shutdown, ..Outcome::reply(reply) }
     }
 }
 
@@ -345,31 +360,11 @@ pub struct Dispatcher<B: Backend> {
     stats: DispatchStats,
 }
 
-/// Built-in commands the dispatcher answers itself; the rest of the
-/// built-in table goes to the backend.
-const OWN_COMMANDS: [&str; 18] = [
-    "auth",
-    "client",
-    "command",
-    "config",
-    "discard",
-    "echo",
-    "exec",
-    "hello",
-    "help",
-    "multi",
-    "ping",
-    "psubscribe",
-    "punsubscribe",
-    "quit",
-    "subscribe",
-    "unsubscribe",
-    "unwatch",
-    "watch",
-];
-
-/// Commands that act on the transaction itself, or cannot be queued.
-const NOT_QUEUED: [&str; 5] = ["multi", "exec", "discard", "watch", "quit"];
+/// Whether a command acts on the transaction itself, or cannot be queued:
+/// it runs at once even inside `MULTI`.
+fn runs_inside_multi(command: SessionCommand) -> bool {
+    matches!(command, SessionCommand::Multi | SessionCommand::Exec | SessionCommand::Discard | SessionCommand::Watch | SessionCommand::Quit)
+}
 
 /// The result of one job before encoding.
 #[derive(Default)]
@@ -510,17 +505,16 @@ impl<B: Backend> Dispatcher<B> {
     }
 }
 
-/// A command found in the built-in table or among the application's.
-fn find_spec<'a>(name: &[u8], app: &'a [CommandSpec]) -> Option<&'a CommandSpec> {
-    if let Some(spec) = command::lookup(name) {
-        return Some(spec);
-    }
-    app.iter().find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
+/// The spec called `name` among `specs` (a copy of the registry's, in its
+/// order), ignoring ASCII case.
+fn find_spec<'a>(name: &[u8], specs: &'a [CommandSpec]) -> Option<&'a CommandSpec> {
+    specs.iter().find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
 }
 
-/// Built-in specs, then the application's that do not shadow one.
-fn all_specs(app: &[CommandSpec]) -> impl Iterator<Item = &CommandSpec> {
-    command::all().iter().chain(app.iter().filter(|spec| command::lookup(spec.name.as_bytes()).is_none()))
+/// A copy of every spec in the registry, in `COMMAND`'s order, taken so
+/// that the replies are built outside the registry's lock.
+fn registry_specs<B: Backend>(backend: &B) -> Vec<CommandSpec> {
+    backend.with_registry(|registry| registry.specs().copied().collect())
 }
 
 /// What one job needs besides its session.
@@ -535,18 +529,21 @@ struct Parts<'a, B: Backend> {
 }
 
 /// The checks every command passes before it runs or is queued: the
-/// authentication gate, the command table, its grammar, subscribed mode.
-fn check<B: Backend>(backend: &B, session: &Session, request: &Request) -> Result<CommandSpec, Reply> {
-    let spec = find_spec(request.name(), backend.app_commands()).copied();
-    if !session.authenticated && !spec.is_some_and(|spec| spec.has(CommandFlags::ALLOWED_BEFORE_AUTH)) {
+/// authentication gate, the command table (the one lookup of the
+/// request's name), its grammar, subscribed mode. The entry found is what
+/// runs.
+fn check<B: Backend>(backend: &B, session: &Session, request: &Request) -> Result<Entry<B>, Reply> {
+    let entry = backend.with_registry(|registry| registry.lookup(request.name()).copied());
+    if !session.authenticated && !entry.is_some_and(|entry| entry.spec.has(CommandFlags::ALLOWED_BEFORE_AUTH)) {
         return Err(Reply::noauth());
     }
-    let Some(spec) = spec else {
+    let Some(entry) = entry else {
         return Err(Reply::unknown_command(request.name(), request.args_after_name()));
     };
+    let spec = &entry.spec;
     // HELLO's own option parser already refuses what its grammar would,
     // with Redis's exact messages; for it the grammar is only the arity.
-    let syntax = if spec.name == "hello" {
+    let syntax = if matches!(entry.handler, Handler::Session(SessionCommand::Hello)) {
         if spec.check_arity(request.len()) { SyntaxCheck::Fits } else { SyntaxCheck::WrongArity }
     } else {
         spec.check_syntax(request.args())
@@ -562,13 +559,13 @@ fn check<B: Backend>(backend: &B, session: &Session, request: &Request) -> Resul
     if session.protocol == ProtocolVersion::Resp2 && session.subscription_count() > 0 && !spec.has(CommandFlags::ALLOWED_WHILE_SUBSCRIBED) {
         return Err(Reply::not_allowed_while_subscribed(spec.name));
     }
-    Ok(spec)
+    Ok(entry)
 }
 
 /// Runs `request`, or queues it when `MULTI` is open.
 fn run_or_queue<B: Backend>(parts: &mut Parts<'_, B>, session: &mut Session, request: &Request) -> Outcome {
-    let spec = match check(parts.backend, session, request) {
-        Ok(spec) => spec,
+    let entry = match check(parts.backend, session, request) {
+        Ok(entry) => entry,
         Err(reply) => {
             if let Some(transaction) = session.transaction.as_mut() {
                 transaction.failed = true;
@@ -577,15 +574,17 @@ fn run_or_queue<B: Backend>(parts: &mut Parts<'_, B>, session: &mut Session, req
         }
     };
     let Some(transaction) = session.transaction.as_mut() else {
-        return run(parts, session, request, spec);
+        return run(parts, session, request, entry);
     };
-    if NOT_QUEUED.contains(&spec.name) {
-        return run(parts, session, request, spec);
+    if let Handler::Session(command) = entry.handler
+        && runs_inside_multi(command)
+    {
+        return run(parts, session, request, entry);
     }
-    if spec.has(CommandFlags::PUBSUB) || matches!(spec.name, "auth" | "hello") {
+    if entry.spec.has(CommandFlags::PUBSUB) || matches!(entry.handler, Handler::Session(SessionCommand::Auth | SessionCommand::Hello)) {
         transaction.failed = true;
         let mut text = String::from("ERR Command not allowed inside a transaction: '");
-        text.push_str(spec.name);
+        text.push_str(entry.spec.name);
         text.push('\'');
         return Outcome::reply(Reply::Error(text));
     }
@@ -617,18 +616,18 @@ fn take_transaction(session: &mut Session, memory: &MemoryBudget) -> Option<Tran
 }
 
 /// `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH`.
-fn transaction_command<B: Backend>(parts: &mut Parts<'_, B>, session: &mut Session, name: &str) -> Outcome {
-    match name {
-        "multi" if session.transaction.is_some() => Outcome::reply(Reply::error("ERR MULTI calls can not be nested")),
-        "multi" => {
+fn transaction_command<B: Backend>(parts: &mut Parts<'_, B>, session: &mut Session, command: SessionCommand) -> Outcome {
+    match command {
+        SessionCommand::Multi if session.transaction.is_some() => Outcome::reply(Reply::error("ERR MULTI calls can not be nested")),
+        SessionCommand::Multi => {
             session.transaction = Some(Transaction::default());
             Outcome::reply(Reply::ok())
         }
-        "discard" => match take_transaction(session, parts.memory) {
+        SessionCommand::Discard => match take_transaction(session, parts.memory) {
             Some(_) => Outcome::reply(Reply::ok()),
             None => Outcome::reply(Reply::error("ERR DISCARD without MULTI")),
         },
-        "exec" => {
+        SessionCommand::Exec => {
             let Some(transaction) = take_transaction(session, parts.memory) else {
                 return Outcome::reply(Reply::error("ERR EXEC without MULTI"));
             };
@@ -643,7 +642,7 @@ fn transaction_command<B: Backend>(parts: &mut Parts<'_, B>, session: &mut Sessi
                 // Checked when queued; checked again, as the session may
                 // have changed (e.g. an application command went away).
                 let outcome = match check(parts.backend, session, request) {
-                    Ok(spec) => run(parts, session, request, spec),
+                    Ok(entry) => run(parts, session, request, entry),
                     Err(reply) => Outcome::reply(reply),
                 };
                 let mut outcome_replies = outcome.replies.into_iter();
@@ -655,47 +654,59 @@ fn transaction_command<B: Backend>(parts: &mut Parts<'_, B>, session: &mut Sessi
             combined.replies.push(Reply::Array(replies));
             combined
         }
-        "watch" if session.transaction.is_some() => Outcome::reply(Reply::error("ERR WATCH inside MULTI is not allowed")),
-        "watch" => {
+        SessionCommand::Watch if session.transaction.is_some() => Outcome::reply(Reply::error("ERR WATCH inside MULTI is not allowed")),
+        SessionCommand::Watch => {
             Outcome::reply(Reply::error("ERR WATCH is not supported: MULTI/EXEC runs its commands with no other client's in between"))
         }
         _ => Outcome::reply(Reply::ok()),
     }
 }
 
-fn run<B: Backend>(parts: &mut Parts<'_, B>, session: &mut Session, request: &Request, spec: CommandSpec) -> Outcome {
+/// Runs the command of `entry`, which passed [`check`].
+fn run<B: Backend>(parts: &mut Parts<'_, B>, session: &mut Session, request: &Request, entry: Entry<B>) -> Outcome {
     let backend = &mut *parts.backend;
     let stats = &mut *parts.stats;
     let now_ms = parts.now_ms;
+    let command = match entry.handler {
+        Handler::Session(command) => command,
+        Handler::Backend(handler) => {
+            stats.backend_commands = stats.backend_commands.saturating_add(1);
+            let mut context = CommandContext { session, shutdown: None };
+            let reply = handler(backend, &mut context, request);
+            return context.outcome(reply);
+        }
+        Handler::Function(handler) => {
+            stats.backend_commands = stats.backend_commands.saturating_add(1);
+            let mut context = CommandContext { session, shutdown: None };
+            let reply = handler(&mut context, request);
+            return context.outcome(reply);
+        }
+    };
     // `CLIENT LIST` needs the connections, which only the backend (the
     // network glue) sees; the other CLIENT subcommands are the session's.
-    let client_list = spec.name == "client" && request.arg(1).is_some_and(|sub| sub.eq_ignore_ascii_case(b"LIST"));
-    let own = command::lookup(spec.name.as_bytes()).is_some() && OWN_COMMANDS.contains(&spec.name) && !client_list;
-    if !own {
+    if command == SessionCommand::Client && request.arg(1).is_some_and(|sub| sub.eq_ignore_ascii_case(b"LIST")) {
         stats.backend_commands = stats.backend_commands.saturating_add(1);
-        let mut context = CommandContext { session, shutdown: None };
-        let reply = backend.execute(&mut context, request);
-        let shutdown = context.shutdown;
-        return Outcome { close_after: shutdown.is_some(), shutdown, ..Outcome::reply(reply) };
+        return Outcome::reply(backend.client_list());
     }
     let token = backend.auth_token();
     let mut gate = AuthGate { throttle: &mut *parts.throttle, peer: parts.peer, timeout_ms: parts.config.auth_timeout_ms };
-    match spec.name {
-        "ping" => Outcome::reply(ping(session, request)),
-        "echo" => Outcome::reply(Reply::bulk(request.arg(1).unwrap_or_default())),
-        "auth" => auth(session, request, token, now_ms, stats, &mut gate),
-        "hello" => hello(session, request, token, now_ms, stats, &mut gate),
-        "multi" | "exec" | "discard" | "watch" | "unwatch" => transaction_command(parts, session, spec.name),
-        "quit" => Outcome { close_after: true, ..Outcome::reply(Reply::ok()) },
-        "command" => Outcome::reply(command_command(request, backend.app_commands())),
-        "help" => Outcome::reply(help(request, backend.app_commands())),
-        "client" => Outcome::reply(client(session, request)),
-        "config" => Outcome::reply(config(request, parts.config)),
-        "subscribe" => subscribe(session, request, Kind::Channel, parts.config, parts.memory, stats),
-        "psubscribe" => subscribe(session, request, Kind::Pattern, parts.config, parts.memory, stats),
-        "unsubscribe" => unsubscribe(session, request, Kind::Channel, parts.memory),
-        "punsubscribe" => unsubscribe(session, request, Kind::Pattern, parts.memory),
-        _ => Outcome::reply(Reply::unknown_command(request.name(), request.args_after_name())),
+    match command {
+        SessionCommand::Ping => Outcome::reply(ping(session, request)),
+        SessionCommand::Echo => Outcome::reply(Reply::bulk(request.arg(1).unwrap_or_default())),
+        SessionCommand::Auth => auth(session, request, token, now_ms, stats, &mut gate),
+        SessionCommand::Hello => hello(session, request, token, now_ms, stats, &mut gate),
+        SessionCommand::Multi | SessionCommand::Exec | SessionCommand::Discard | SessionCommand::Watch | SessionCommand::Unwatch => {
+            transaction_command(parts, session, command)
+        }
+        SessionCommand::Quit => Outcome { close_after: true, ..Outcome::reply(Reply::ok()) },
+        SessionCommand::Command => Outcome::reply(command_command(request, &registry_specs(backend))),
+        SessionCommand::Help => Outcome::reply(help(request, &registry_specs(backend))),
+        SessionCommand::Client => Outcome::reply(client(session, request)),
+        SessionCommand::Config => Outcome::reply(config(request, parts.config)),
+        SessionCommand::Subscribe => subscribe(session, request, Kind::Channel, parts.config, parts.memory, stats),
+        SessionCommand::PatternSubscribe => subscribe(session, request, Kind::Pattern, parts.config, parts.memory, stats),
+        SessionCommand::Unsubscribe => unsubscribe(session, request, Kind::Channel, parts.memory),
+        SessionCommand::PatternUnsubscribe => unsubscribe(session, request, Kind::Pattern, parts.memory),
     }
 }
 
@@ -897,27 +908,22 @@ fn subcommand_arity(container: &str, subcommand: &[u8]) -> Reply {
     Reply::wrong_arity(&name)
 }
 
-fn command_command(request: &Request, app: &[CommandSpec]) -> Reply {
+fn command_command(request: &Request, specs: &[CommandSpec]) -> Reply {
     let Some(subcommand) = request.arg(1) else {
-        return Reply::Array(all_specs(app).map(command::info_reply).collect());
+        return Reply::Array(specs.iter().map(command::info_reply).collect());
     };
     let names = request.args().get(2..).unwrap_or_default();
     let upper = subcommand.to_ascii_uppercase();
     match upper.as_slice() {
-        b"COUNT" if names.is_empty() => Reply::Integer(i64::try_from(all_specs(app).count()).unwrap_or(i64::MAX)),
+        b"COUNT" if names.is_empty() => Reply::Integer(i64::try_from(specs.len()).unwrap_or(i64::MAX)),
         b"COUNT" => subcommand_arity("command", subcommand),
-        b"LIST" if names.is_empty() => Reply::Array(all_specs(app).map(|spec| Reply::bulk_str(spec.name)).collect()),
+        b"LIST" if names.is_empty() => Reply::Array(specs.iter().map(|spec| Reply::bulk_str(spec.name)).collect()),
         b"LIST" => subcommand_arity("command", subcommand),
-        b"DOCS" if names.is_empty() => command::docs_reply(all_specs(app)),
+        b"DOCS" if names.is_empty() => command::docs_reply(specs),
         // As Redis: unknown names are left out.
-        b"DOCS" => command::docs_reply(names.iter().filter_map(|name| find_spec(name, app).filter(|spec| listed(spec, app)))),
-        b"INFO" if names.is_empty() => Reply::Array(all_specs(app).map(command::info_reply).collect()),
-        b"INFO" => Reply::Array(
-            names
-                .iter()
-                .map(|name| find_spec(name, app).filter(|spec| listed(spec, app)).map_or(Reply::NullArray, command::info_reply))
-                .collect(),
-        ),
+        b"DOCS" => command::docs_reply(names.iter().filter_map(|name| find_spec(name, specs))),
+        b"INFO" if names.is_empty() => Reply::Array(specs.iter().map(command::info_reply).collect()),
+        b"INFO" => Reply::Array(names.iter().map(|name| find_spec(name, specs).map_or(Reply::NullArray, command::info_reply)).collect()),
         b"HELP" => Reply::Array(
             [
                 "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -942,17 +948,11 @@ fn command_command(request: &Request, app: &[CommandSpec]) -> Reply {
     }
 }
 
-/// Whether `spec` is one [`all_specs`] lists (an application command
-/// shadowed by a built-in one is not).
-fn listed(spec: &CommandSpec, app: &[CommandSpec]) -> bool {
-    command::lookup(spec.name.as_bytes()).is_some_and(|builtin| builtin == spec) || app.contains(spec)
-}
-
-fn help(request: &Request, app: &[CommandSpec]) -> Reply {
+fn help(request: &Request, specs: &[CommandSpec]) -> Reply {
     match request.arg(1) {
-        None => command::help_reply(all_specs(app)),
+        None => command::help_reply(specs),
         Some(_) if request.len() > 2 => Reply::wrong_arity("help"),
-        Some(name) => match find_spec(name, app) {
+        Some(name) => match find_spec(name, specs) {
             Some(spec) => command::help_reply(core::iter::once(spec)),
             None => {
                 let mut text = String::from("ERR no such command '");

@@ -6,8 +6,9 @@
 //! NET_RX soft interrupt, turns socket bytes into [`Job`]s and writes the
 //! replies; the command half ([`Dispatcher`] over a [`Backend`]) runs in
 //! the control-plane kernel thread, keeps each connection's [`Session`]
-//! and turns jobs into [`Completion`]s. [`stack`] sets the interface's
-//! address (static or DHCPv4).
+//! and turns jobs into [`Completion`]s, finding every command (its own,
+//! the kernel's and the application's) in one [`Registry`]. [`stack`]
+//! sets the interface's address (static or DHCPv4).
 //!
 //! It must never block in the network half, never let one client's bad
 //! input or slow reading affect another client (a protocol error closes
@@ -72,6 +73,7 @@ pub mod hub;
 pub mod job;
 pub mod memory;
 pub mod metrics;
+pub mod registry;
 pub mod server;
 pub mod stack;
 
@@ -81,5 +83,6 @@ pub use http::{HttpConfig, HttpError, HttpServer, HttpStats};
 pub use hub::{Hub, HubStats};
 pub use job::{Completion, ConnectionId, Job, SubscriptionChange};
 pub use memory::MemoryBudget;
+pub use registry::{BackendFn, CommandFn, Entry, Handler, Origin, RegisterError, Registry, SessionCommand};
 pub use server::{NetServer, NetStats, PublishReport, PushOutcome, ServerError};
 pub use stack::{NetConfig, NetConfigError, Stack, StackEvent, parse_net_config};

@@ -1,12 +1,13 @@
-//! The command model: a static table of every built-in control-plane
-//! command, used for dispatch checks (arity, authentication, pub/sub
-//! mode), for `COMMAND`, `COMMAND DOCS`, `COMMAND INFO` and `HELP`, and by
-//! `rtctl`.
+//! The command model: the spec of every built-in control-plane command
+//! (the contract `net/CONTROL.md` documents), the grammar their syntax
+//! lines are read as, and the `COMMAND DOCS`, `COMMAND INFO` and `HELP`
+//! reply builders.
 //!
-//! Commands the application registers at run time live in a registry in
-//! the server; they are described with the same [`CommandSpec`], which
-//! anyone can build (`const fn new`), and the reply builders here take any
-//! list of specs.
+//! The server does not look requests up here: its one command registry
+//! (`rtedge_control::Registry`) binds each built-in spec to its handler at
+//! start-up and holds the application's commands beside them, described
+//! with the same [`CommandSpec`], which anyone can build (`const fn new`);
+//! the reply builders take any list of specs.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -625,7 +626,8 @@ pub fn all() -> &'static [CommandSpec] {
     &COMMANDS
 }
 
-/// The built-in command called `name`, ignoring ASCII case.
+/// The built-in spec called `name`, ignoring ASCII case (for binding a
+/// handler to it; requests are looked up in the server's registry).
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     COMMANDS.iter().find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
 }

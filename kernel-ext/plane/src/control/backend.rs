@@ -2,48 +2,80 @@
 //! application (`net/CONTROL.md` has the contract): INFO, SHUTDOWN, shared
 //! statics, the thread/IRQ/softirq views, WAKE/KILL (through buddies),
 //! TASKLET, SOFTIRQ, TIMER, WORK, LATENCY, METRICS, MODULE and the application's own
-//! commands. Runs in the control-plane thread; may block.
+//! commands. Each is a handler bound to its built-in spec in the command
+//! table ([`crate::commands`]) when the control plane starts; the
+//! dispatcher finds it there with one lookup. Runs in the control-plane
+//! thread; may block.
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use rtedge_control::{Backend, CommandContext};
+use rtedge_control::{Backend, CommandContext, Registry};
 use rtedge_proto::util::ValueError;
-use rtedge_proto::{CommandSpec, Reply, Request, ToReply};
+use rtedge_proto::{Reply, Request, ToReply};
 
 use super::{info, listings};
 use crate::thread::{self, Kind, Signal};
 use crate::{commands, latency, modules, shared, softirq, tasklet, time, timer, trap, workqueue};
 
-/// The kernel's [`Backend`].
+/// The kernel's [`Backend`]: the token, the command table of
+/// [`crate::commands`], the connections and the clock.
 pub struct KernelBackend {
     token: String,
-    app_specs: Vec<CommandSpec>,
-    generation: u64,
 }
 
 impl KernelBackend {
+    /// A backend checking `AUTH` against `token`; binds the kernel's
+    /// built-in commands in the command table.
     pub fn new(token: String) -> Self {
-        Self { token, app_specs: Vec::new(), generation: u64::MAX }
-    }
-
-    /// Picks up application commands registered or removed since last time.
-    pub fn refresh(&mut self) {
-        let generation = commands::generation();
-        if generation != self.generation {
-            self.app_specs = commands::specs();
-            self.generation = generation;
-        }
+        commands::register_builtins(&KERNEL_COMMANDS);
+        Self { token }
     }
 }
+
+/// The kernel's built-in commands, by the name of their spec in
+/// `rtedge_proto::command` (the control plane's own are the dispatcher's).
+const KERNEL_COMMANDS: [(&str, commands::Handler); 22] = [
+    ("info", |_, request| info::info(request.arg(1).map(text).as_deref().unwrap_or("all"))),
+    ("shutdown", shutdown),
+    ("get", |_, request| get(request.arg(1).unwrap_or_default())),
+    ("mget", |_, request| Reply::Array(request.args_after_name().iter().map(|key| get(key)).collect())),
+    ("set", |_, request| set(request.arg(1).unwrap_or_default(), request.arg(2).unwrap_or_default())),
+    ("keys", |_, request| {
+        Reply::Array(shared::keys(request.arg(1).unwrap_or(b"*")).into_iter().map(|key| Reply::bulk_str(&key)).collect())
+    }),
+    ("threads", |_, _| threads()),
+    ("irqs", |_, _| irqs()),
+    ("softirqs", |_, _| listings::softirqs()),
+    ("tasklets", |_, _| listings::tasklets()),
+    ("timers", |_, _| listings::timers()),
+    ("workqueues", |_, request| match request.arg(1) {
+        None => listings::workqueues(),
+        Some(word) if word.eq_ignore_ascii_case(b"ITEMS") => listings::work_items(),
+        Some(_) => error("syntax: WORKQUEUES [ITEMS]"),
+    }),
+    ("wake", |_, request| signal(request.arg(1).unwrap_or_default(), Some(b"WAKE"))),
+    ("kill", |_, request| signal(request.arg(1).unwrap_or_default(), request.arg(2))),
+    ("tasklet", |_, request| tasklet_command(request)),
+    ("softirq", |_, request| softirq_command(request)),
+    ("timer", |_, request| timer_command(request)),
+    ("work", |_, request| work_command(request)),
+    ("latency", |_, request| latency_command(request)),
+    ("metrics", |_, _| Reply::Verbatim { format: *b"txt", text: super::metrics::render() }),
+    ("module", |_, request| module_command(request)),
+    ("logs", |_, request| crate::logs::command(request)),
+];
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn upper(bytes: &[u8]) -> String {
-    text(bytes).to_ascii_uppercase()
+/// The first of `choices` whose keyword `word` is, ignoring ASCII case
+/// (no allocation).
+fn keyword<T: Copy>(word: Option<&[u8]>, choices: &[(&str, T)]) -> Option<T> {
+    let word = word?;
+    choices.iter().find(|(keyword, _)| word.eq_ignore_ascii_case(keyword.as_bytes())).map(|&(_, choice)| choice)
 }
 
 fn error(message: impl core::fmt::Display) -> Reply {
@@ -54,62 +86,22 @@ fn map(entries: Vec<(&str, Reply)>) -> Reply {
     Reply::Map(entries.into_iter().map(|(key, value)| (Reply::bulk_str(key), value)).collect())
 }
 
-/// `CLIENT LIST`: the open connections, as Redis prints them.
-fn client_command(request: &Request) -> Reply {
-    match request.arg(1).map(upper).as_deref() {
-        Some("LIST") => Reply::Bulk(crate::net::client_list().into_bytes()),
-        _ => error("CLIENT supports LIST"),
-    }
-}
-
 fn int(value: impl TryInto<i64>) -> Reply {
     Reply::Integer(value.try_into().unwrap_or(i64::MAX))
 }
 
 impl Backend for KernelBackend {
-    fn execute(&mut self, context: &mut CommandContext<'_>, request: &Request) -> Reply {
-        let name = upper(request.name());
-        match name.as_str() {
-            "INFO" => info::info(request.arg(1).map(text).as_deref().unwrap_or("all")),
-            "SHUTDOWN" => shutdown(context, request),
-            "GET" => get(request.arg(1).unwrap_or_default()),
-            "MGET" => Reply::Array(request.args_after_name().iter().map(|key| get(key)).collect()),
-            "SET" => set(request.arg(1).unwrap_or_default(), request.arg(2).unwrap_or_default()),
-            "KEYS" => Reply::Array(shared::keys(request.arg(1).unwrap_or(b"*")).into_iter().map(|key| Reply::bulk_str(&key)).collect()),
-            "THREADS" => threads(),
-            "IRQS" => irqs(),
-            "SOFTIRQS" => listings::softirqs(),
-            "TASKLETS" => listings::tasklets(),
-            "TIMERS" => listings::timers(),
-            "WORKQUEUES" => match request.arg(1).map(upper).as_deref() {
-                None => listings::workqueues(),
-                Some("ITEMS") => listings::work_items(),
-                Some(_) => error("syntax: WORKQUEUES [ITEMS]"),
-            },
-            "WAKE" => signal(request.arg(1).unwrap_or_default(), Some(b"WAKE")),
-            "KILL" => signal(request.arg(1).unwrap_or_default(), request.arg(2)),
-            "TASKLET" => tasklet_command(request),
-            "SOFTIRQ" => softirq_command(request),
-            "TIMER" => timer_command(request),
-            "WORK" => work_command(request),
-            "LATENCY" => latency_command(request),
-            "METRICS" => Reply::Verbatim { format: *b"txt", text: super::metrics::render() },
-            "MODULE" => module_command(request),
-            "CLIENT" => client_command(request),
-            "LOGS" => crate::logs::command(request),
-            _ => match commands::find(request.name()) {
-                Some(handler) => handler(context, request),
-                None => Reply::unknown_command(request.name(), request.args_after_name()),
-            },
-        }
+    fn with_registry<R>(&self, reader: impl FnOnce(&Registry<Self>) -> R) -> R {
+        commands::with_registry(reader)
     }
 
     fn auth_token(&self) -> &[u8] {
         self.token.as_bytes()
     }
 
-    fn app_commands(&self) -> &[CommandSpec] {
-        &self.app_specs
+    /// `CLIENT LIST`: the open connections, as Redis prints them.
+    fn client_list(&mut self) -> Reply {
+        Reply::Bulk(crate::net::client_list().into_bytes())
     }
 
     fn now_ms(&self) -> u64 {
@@ -250,25 +242,40 @@ fn signal(target: &[u8], signal_name: Option<&[u8]>) -> Reply {
     }
 }
 
+#[derive(Clone, Copy)]
+enum TaskletOperation {
+    Schedule,
+    HiSchedule,
+    Disable,
+    Enable,
+    Kill,
+}
+
 fn tasklet_command(request: &Request) -> Reply {
-    let operation = upper(request.arg(1).unwrap_or_default());
     let name = text(request.arg(2).unwrap_or_default());
     let Some(tasklet) = tasklet::find(&name) else {
         return error(format!("no such tasklet '{name}'"));
     };
-    match operation.as_str() {
-        "SCHEDULE" => tasklet.schedule(),
-        "HI" => tasklet.hi_schedule(),
-        "DISABLE" => tasklet.disable(),
-        "ENABLE" => tasklet.enable(),
-        "KILL" => tasklet.kill(),
-        _ => return error("syntax: TASKLET SCHEDULE|HI|DISABLE|ENABLE|KILL name"),
+    let operations = [
+        ("SCHEDULE", TaskletOperation::Schedule),
+        ("HI", TaskletOperation::HiSchedule),
+        ("DISABLE", TaskletOperation::Disable),
+        ("ENABLE", TaskletOperation::Enable),
+        ("KILL", TaskletOperation::Kill),
+    ];
+    match keyword(request.arg(1), &operations) {
+        Some(TaskletOperation::Schedule) => tasklet.schedule(),
+        Some(TaskletOperation::HiSchedule) => tasklet.hi_schedule(),
+        Some(TaskletOperation::Disable) => tasklet.disable(),
+        Some(TaskletOperation::Enable) => tasklet.enable(),
+        Some(TaskletOperation::Kill) => tasklet.kill(),
+        None => return error("syntax: TASKLET SCHEDULE|HI|DISABLE|ENABLE|KILL name"),
     }
     Reply::ok()
 }
 
 fn softirq_command(request: &Request) -> Reply {
-    if upper(request.arg(1).unwrap_or_default()) != "RAISE" {
+    if !request.arg(1).unwrap_or_default().eq_ignore_ascii_case(b"RAISE") {
         return error("syntax: SOFTIRQ RAISE name");
     }
     let name = text(request.arg(2).unwrap_or_default());
@@ -283,14 +290,19 @@ fn softirq_command(request: &Request) -> Reply {
     }
 }
 
+#[derive(Clone, Copy)]
+enum TimerOperation {
+    Modify,
+    Delete,
+}
+
 fn timer_command(request: &Request) -> Reply {
-    let operation = upper(request.arg(1).unwrap_or_default());
     let name = text(request.arg(2).unwrap_or_default());
     let Some(timer) = timer::find(&name) else {
         return error(format!("no such timer '{name}'"));
     };
-    match operation.as_str() {
-        "MOD" => {
+    match keyword(request.arg(1), &[("MOD", TimerOperation::Modify), ("DEL", TimerOperation::Delete)]) {
+        Some(TimerOperation::Modify) => {
             let Some(ms) = request.arg(3).and_then(rtedge_proto::util::parse_i64).filter(|ms| *ms >= 0) else {
                 return error("syntax: TIMER MOD name ms (ms >= 0)");
             };
@@ -299,8 +311,8 @@ fn timer_command(request: &Request) -> Reply {
                 Err(reason) => error(reason),
             }
         }
-        "DEL" => Reply::Integer(i64::from(timer.delete_sync())),
-        _ => error("syntax: TIMER MOD name ms | TIMER DEL name"),
+        Some(TimerOperation::Delete) => Reply::Integer(i64::from(timer.delete_sync())),
+        None => error("syntax: TIMER MOD name ms | TIMER DEL name"),
     }
 }
 
@@ -308,11 +320,18 @@ fn timer_command(request: &Request) -> Reply {
 /// thread waiting.
 const WORK_WAIT_NS: u64 = 2_000_000_000;
 
+#[derive(Clone, Copy)]
+enum WorkOperation {
+    Queue,
+    Cancel,
+    Flush,
+}
+
 fn work_command(request: &Request) -> Reply {
-    let operation = upper(request.arg(1).unwrap_or_default());
     let queue = text(request.arg(2).unwrap_or_default());
-    match operation.as_str() {
-        "QUEUE" => {
+    let operations = [("QUEUE", WorkOperation::Queue), ("CANCEL", WorkOperation::Cancel), ("FLUSH", WorkOperation::Flush)];
+    match keyword(request.arg(1), &operations) {
+        Some(WorkOperation::Queue) => {
             let item = text(request.arg(3).unwrap_or_default());
             let delay = match request.arg(4) {
                 None => None,
@@ -326,7 +345,7 @@ fn work_command(request: &Request) -> Reply {
                 Err(reason) => error(format!("{reason} ('{queue}' / '{item}')")),
             }
         }
-        "CANCEL" => {
+        Some(WorkOperation::Cancel) => {
             // WORK CANCEL queue item (the queue is named for symmetry).
             let item = text(request.arg(3).unwrap_or_default());
             if workqueue::find(&queue).is_none() {
@@ -341,7 +360,7 @@ fn work_command(request: &Request) -> Reply {
             }
         }
         // Bounded: at the bound the reply says so and the work goes on.
-        "FLUSH" => match workqueue::find(&queue) {
+        Some(WorkOperation::Flush) => match workqueue::find(&queue) {
             Some(found) => match found.flush_until(Some(time::now_ns().saturating_add(WORK_WAIT_NS))) {
                 Ok(()) => Reply::ok(),
                 Err(reason) => error(format!(
@@ -352,7 +371,7 @@ fn work_command(request: &Request) -> Reply {
             },
             None => error(format!("no such workqueue '{queue}'")),
         },
-        _ => error("syntax: WORK QUEUE queue item [delay_ms] | WORK CANCEL queue item | WORK FLUSH queue"),
+        None => error("syntax: WORK QUEUE queue item [delay_ms] | WORK CANCEL queue item | WORK FLUSH queue"),
     }
 }
 
@@ -395,7 +414,7 @@ fn latency_command(request: &Request) -> Reply {
     };
     let reset = match request.arg(2) {
         None => false,
-        Some(word) if upper(word) == "RESET" => true,
+        Some(word) if word.eq_ignore_ascii_case(b"RESET") => true,
         Some(_) => return error("syntax: LATENCY source [RESET]"),
     };
     // A bare thread name works too.
@@ -407,11 +426,18 @@ fn latency_command(request: &Request) -> Reply {
     }
 }
 
+#[derive(Clone, Copy)]
+enum ModuleOperation {
+    List,
+    Load,
+    Unload,
+}
+
 fn module_command(request: &Request) -> Reply {
-    let operation = upper(request.arg(1).unwrap_or_default());
     let name = text(request.arg(2).unwrap_or_default());
-    match operation.as_str() {
-        "LIST" => Reply::Array(
+    let operations = [("LIST", ModuleOperation::List), ("LOAD", ModuleOperation::Load), ("UNLOAD", ModuleOperation::Unload)];
+    match keyword(request.arg(1), &operations) {
+        Some(ModuleOperation::List) => Reply::Array(
             modules::list()
                 .into_iter()
                 .map(|module| {
@@ -425,18 +451,18 @@ fn module_command(request: &Request) -> Reply {
                 })
                 .collect(),
         ),
-        "LOAD" => match modules::load(&name) {
+        Some(ModuleOperation::Load) => match modules::load(&name) {
             Ok(()) => Reply::ok(),
             Err(modules::ModuleError::NoSuchModule) => error(format!("no such module '{name}'")),
             Err(modules::ModuleError::AlreadyLoaded) => error(format!("module '{name}' is already loaded")),
             Err(other) => error(format!("module '{name}': {other}")),
         },
-        "UNLOAD" => match modules::unload(&name) {
+        Some(ModuleOperation::Unload) => match modules::unload(&name) {
             Ok(()) => Reply::ok(),
             Err(modules::ModuleError::NoSuchModule) => error(format!("no such module '{name}'")),
             Err(modules::ModuleError::NotLoaded) => error(format!("module '{name}' is not loaded")),
             Err(other) => error(format!("module '{name}': {other}")),
         },
-        _ => error("syntax: MODULE LIST | MODULE LOAD name | MODULE UNLOAD name"),
+        None => error("syntax: MODULE LIST | MODULE LOAD name | MODULE UNLOAD name"),
     }
 }

@@ -84,7 +84,6 @@ fn control_main(token: String) -> i32 {
         dispatcher.reap();
         while let Some(mut job) = net::next_job() {
             loop {
-                dispatcher.backend_mut().refresh();
                 let completion = dispatcher.execute(job);
                 let connection = completion.connection;
                 let shutdown = completion.shutdown;

@@ -14,9 +14,9 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use rtedge_control::{Backend, CommandContext, Completion, Config, Dispatcher, Job, NetServer};
+use rtedge_control::{Backend, CommandContext, Completion, Config, Dispatcher, Handler, Job, NetServer, Registry};
 use rtedge_proto::util::parse_i64;
-use rtedge_proto::{CommandFlags, CommandSpec, Reply, Request, Scalar, ToReply};
+use rtedge_proto::{CommandFlags, CommandSpec, Reply, Request, Scalar, ToReply, command};
 use smoltcp::iface::{Config as InterfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Loopback, Medium};
 use smoltcp::socket::tcp;
@@ -35,16 +35,29 @@ pub struct Static {
 }
 
 /// Shared statics with types, a fake THREADS table, SHUTDOWN, INFO and
-/// one application command.
+/// one application command, all in the backend's command registry; the
+/// other built-in commands are bound to a handler that answers "not
+/// implemented here".
 pub struct FakeBackend {
     pub clock: Rc<Cell<u64>>,
     pub token: Vec<u8>,
     pub statics: Vec<Static>,
     pub executed: Vec<Vec<u8>>,
+    pub registry: Registry<FakeBackend>,
+    /// Calls of `with_registry`: each request's name is looked up once.
+    pub registry_reads: Cell<usize>,
 }
 
 impl FakeBackend {
     pub fn new(clock: Rc<Cell<u64>>, token: &[u8]) -> FakeBackend {
+        let mut registry = Registry::with_session_commands();
+        for spec in command::all() {
+            // The session commands are bound already.
+            let _ = registry.register_builtin(spec.name, Handler::Backend(FakeBackend::execute));
+        }
+        for spec in &APP_COMMANDS {
+            registry.register(*spec, Handler::Backend(FakeBackend::execute)).unwrap();
+        }
         FakeBackend {
             clock,
             token: token.to_vec(),
@@ -54,15 +67,11 @@ impl FakeBackend {
                 Static { name: "ratio", value: Scalar::Float(0.5), writable: false },
             ],
             executed: Vec::new(),
+            registry,
+            registry_reads: Cell::new(0),
         }
     }
-}
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-impl Backend for FakeBackend {
     fn execute(&mut self, context: &mut CommandContext<'_>, request: &Request) -> Reply {
         self.executed.push(request.name_upper());
         let arg = |index| request.arg(index).unwrap_or_default();
@@ -104,13 +113,25 @@ impl Backend for FakeBackend {
             _ => Reply::error("ERR not implemented here"),
         }
     }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl Backend for FakeBackend {
+    fn with_registry<R>(&self, reader: impl FnOnce(&Registry<FakeBackend>) -> R) -> R {
+        self.registry_reads.set(self.registry_reads.get() + 1);
+        reader(&self.registry)
+    }
 
     fn auth_token(&self) -> &[u8] {
         &self.token
     }
 
-    fn app_commands(&self) -> &[CommandSpec] {
-        &APP_COMMANDS
+    fn client_list(&mut self) -> Reply {
+        self.executed.push(b"CLIENT".to_vec());
+        Reply::error("ERR not implemented here")
     }
 
     fn now_ms(&self) -> u64 {
