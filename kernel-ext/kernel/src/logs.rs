@@ -222,15 +222,3 @@ pub fn publish_pending(listening: impl FnOnce() -> bool, mut publish: impl FnMut
     }
     PUBLISHED_UP_TO.store(cursor, Ordering::Relaxed);
 }
-
-/// The `INFO logs` lines.
-pub fn write_info(out: &mut String) -> core::fmt::Result {
-    let stats = stats();
-    let rings = crate::console::ring_stats();
-    out.push_str("# Logs\r\n");
-    write!(out, "log_history_capacity:{HISTORY_LINES}\r\nlog_lines_kept:{}\r\nlog_lines_held:{}\r\n", stats.kept, stats.held)?;
-    write!(out, "log_first_seq:{}\r\nlog_history_dropped:{}\r\n", stats.first_sequence, stats.dropped)?;
-    write!(out, "log_channel_published:{}\r\nlog_channel_lost:{}\r\n", stats.channel_published, stats.channel_lost)?;
-    write!(out, "log_ring_deferred:{}\r\nlog_ring_lost:{}\r\n", rings.deferred, rings.lost)?;
-    Ok(())
-}

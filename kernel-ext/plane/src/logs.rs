@@ -2,6 +2,9 @@
 //! the lines `rtedge_kernel::logs` keeps. The kernel's module is
 //! re-exported here whole, so `crate::logs` names both.
 
+use alloc::string::String;
+use core::fmt::Write;
+
 use rtedge_engine::loghistory;
 pub use rtedge_kernel::logs::*;
 use rtedge_proto::{Reply, Request};
@@ -28,4 +31,16 @@ pub fn command(request: &Request) -> Reply {
         Ok(query) => Reply::Array(read_last(query.count, query.most_verbose, query.after).iter().map(entry_reply).collect()),
         Err(message) => Reply::Error(alloc::format!("ERR {message}")),
     }
+}
+
+/// The `INFO logs` lines.
+pub fn write_info(out: &mut String) -> core::fmt::Result {
+    let stats = rtedge_kernel::logs::stats();
+    let rings = rtedge_kernel::console::ring_stats();
+    out.push_str("# Logs\r\n");
+    write!(out, "log_history_capacity:{}\r\nlog_lines_kept:{}\r\nlog_lines_held:{}\r\n", HISTORY_LINES, stats.kept, stats.held)?;
+    write!(out, "log_first_seq:{}\r\nlog_history_dropped:{}\r\n", stats.first_sequence, stats.dropped)?;
+    write!(out, "log_channel_published:{}\r\nlog_channel_lost:{}\r\n", stats.channel_published, stats.channel_lost)?;
+    write!(out, "log_ring_deferred:{}\r\nlog_ring_lost:{}\r\n", rings.deferred, rings.lost)?;
+    Ok(())
 }
