@@ -9,10 +9,6 @@
 //! point of boot where the kernel's own services are up. What the kernel
 //! must tell the plane (a module's objects, a latency reset, the goodbye
 //! at shutdown) it tells through hooks that [`start`] installs.
-//!
-//! The kernel modules the plane uses are re-exported at this crate's root
-//! (`crate::thread` is `rtedge_kernel::thread`), so code moved out of the
-//! kernel names them as it did there.
 #![no_std]
 
 extern crate alloc;
@@ -26,21 +22,14 @@ pub mod power;
 #[cfg(feature = "ktest")]
 pub mod selftest;
 
-pub(crate) use rtedge_kernel::{
-    boot, clockevent, cpu_local, events, firmware, irq, latency, memory, modules, rtpool, shared, shutdown, smp, softirq, sync, tasklet,
-    thread, time, timer, trap, workqueue,
-};
-#[cfg(feature = "ktest")]
-pub(crate) use rtedge_kernel::{check, check_eq, ktest};
-
 /// Wires the plane into the kernel and starts it (a service of `main!`,
 /// run at the end of boot before the `ready` banner): the kernel's hooks
 /// (module ownership for the listings, the NET_RX figures' reset with an
 /// RT thread's latency, the goodbye on the `power` channel), `REBOOT`, then
 /// the network and the control-plane thread if a device is found.
 pub fn start() {
-    modules::set_load_observer(observe_load);
-    latency::set_reset_observer(net::reset_poll_figures);
+    rtedge_kernel::modules::set_load_observer(observe_load);
+    rtedge_kernel::latency::set_reset_observer(net::reset_poll_figures);
     power::start();
     let _ = control::start();
 }

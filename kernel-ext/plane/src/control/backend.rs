@@ -3,7 +3,7 @@
 //! statics, the thread/IRQ/softirq views, WAKE/KILL (through buddies),
 //! TASKLET, SOFTIRQ, TIMER, WORK, LATENCY, METRICS, MODULE and the application's own
 //! commands. Each is a handler bound to its built-in spec in the command
-//! table ([`crate::commands`]) when the control plane starts; the
+//! table (below) when the control plane starts; the
 //! dispatcher finds it there with one lookup. Runs in the control-plane
 //! thread; may block.
 
@@ -11,16 +11,17 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use rtedge_control::{Backend, CommandContext, Registry};
+use rtedge_control::{Backend, CommandContext, CommandFn as Handler, RegisterError, Registry};
 use rtedge_proto::util::ValueError;
 use rtedge_proto::{Reply, Request, ToReply};
 
 use super::{info, listings};
-use crate::thread::{self, Kind, Signal};
-use crate::{commands, latency, modules, shared, softirq, tasklet, time, timer, trap, workqueue};
+use rtedge_kernel::sync::IrqSpinLock;
+use rtedge_kernel::thread::{self, Kind, Signal};
+use rtedge_kernel::{latency, modules, shared, softirq, tasklet, time, timer, trap, workqueue};
 
-/// The kernel's [`Backend`]: the token, the command table of
-/// [`crate::commands`], the connections and the clock.
+/// The kernel's [`Backend`]: the token, the command table below, the
+/// connections and the clock.
 pub struct KernelBackend {
     token: String,
 }
@@ -29,14 +30,54 @@ impl KernelBackend {
     /// A backend checking `AUTH` against `token`; binds the kernel's
     /// built-in commands in the command table.
     pub fn new(token: String) -> Self {
-        commands::register_builtins(&KERNEL_COMMANDS);
+        register_builtins(&KERNEL_COMMANDS);
         Self { token }
     }
 }
 
+/// The table. Held only to look up, copy out or change entries, never
+/// while a handler runs.
+static REGISTRY: IrqSpinLock<Registry<KernelBackend>> = IrqSpinLock::new(Registry::new());
+
+/// Binds the built-in commands: the control plane's own and the kernel's
+/// `handlers`. Logs a handler whose name has no built-in spec, and any
+/// built-in spec left without a handler.
+fn register_builtins(handlers: &[(&str, Handler)]) {
+    let mut refused = alloc::vec::Vec::new();
+    let unbound: alloc::vec::Vec<&'static str> = {
+        let mut registry = REGISTRY.lock();
+        registry.register_session_commands();
+        for &(name, handler) in handlers {
+            match registry.register_builtin(name, rtedge_control::Handler::Function(handler)) {
+                // Bound already: a second start keeps the first binding.
+                Ok(()) | Err(RegisterError::Exists) => {}
+                Err(error) => refused.push((name, error)),
+            }
+        }
+        registry.unbound_builtins().map(|spec| spec.name).collect()
+    };
+    for (name, error) in refused {
+        log::error!("control plane: cannot bind {name}: {error}");
+    }
+    for name in unbound {
+        log::error!("control plane: built-in command '{name}' has no handler");
+    }
+}
+
+/// Calls `reader` with the table, under its lock.
+fn with_registry<R>(reader: impl FnOnce(&Registry<KernelBackend>) -> R) -> R {
+    reader(&REGISTRY.lock())
+}
+
+/// Calls `change` with the table, under its lock (application commands:
+/// [`crate::commands`]).
+pub(crate) fn with_registry_mut<R>(change: impl FnOnce(&mut Registry<KernelBackend>) -> R) -> R {
+    change(&mut REGISTRY.lock())
+}
+
 /// The kernel's built-in commands, by the name of their spec in
 /// `rtedge_proto::command` (the control plane's own are the dispatcher's).
-const KERNEL_COMMANDS: [(&str, commands::Handler); 22] = [
+const KERNEL_COMMANDS: [(&str, Handler); 22] = [
     ("info", |_, request| info::info(request.arg(1).map(text).as_deref().unwrap_or("all"))),
     ("shutdown", shutdown),
     ("get", |_, request| get(request.arg(1).unwrap_or_default())),
@@ -92,7 +133,7 @@ fn int(value: impl TryInto<i64>) -> Reply {
 
 impl Backend for KernelBackend {
     fn with_registry<R>(&self, reader: impl FnOnce(&Registry<Self>) -> R) -> R {
-        commands::with_registry(reader)
+        with_registry(reader)
     }
 
     fn auth_token(&self) -> &[u8] {
@@ -117,7 +158,7 @@ fn shutdown(context: &mut CommandContext<'_>, request: &Request) -> Reply {
             _ => return error("shutdown code must be an integer 0..127"),
         },
     };
-    if crate::shutdown::is_kernel_failure_code(code as u8) {
+    if rtedge_kernel::shutdown::is_kernel_failure_code(code as u8) {
         return error(format_args!("shutdown code {code} is reserved for kernel failures (1..6, 32..63); use 0, 7..31 or 64..127"));
     }
     context.request_shutdown(code);

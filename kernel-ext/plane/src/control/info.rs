@@ -10,7 +10,8 @@ use core::fmt::Write;
 
 use rtedge_proto::Reply;
 
-use crate::{cpu_local, memory, net, rtpool, smp, softirq, tasklet, thread, time, timer, trap};
+use crate::net;
+use rtedge_kernel::{cpu_local, memory, rtpool, smp, softirq, tasklet, thread, time, timer, trap};
 
 const SECTIONS: [&str; 9] = ["server", "memory", "cpu", "threads", "softirqs", "interrupts", "net", "rtpool", "logs"];
 
@@ -53,7 +54,7 @@ fn write_section(name: &str, out: &mut String) {
 }
 
 fn server(out: &mut String) -> core::fmt::Result {
-    let info = crate::boot::info();
+    let info = rtedge_kernel::boot::info();
     let uptime = time::now_ns();
     out.push_str("# Server\r\n");
     write!(out, "rtedge_version:{}\r\n", env!("CARGO_PKG_VERSION"))?;
@@ -110,11 +111,11 @@ fn cpu(out: &mut String) -> core::fmt::Result {
     write!(out, "context_switches:{}\r\n", thread::cpu_switches())?;
     // Interrupts-off sections of IrqSpinLocks since the last RT thread
     // LATENCY RESET (the measuring window of an RT phase).
-    let irqs_off = crate::sync::irqs_off_report();
+    let irqs_off = rtedge_kernel::sync::irqs_off_report();
     let place = |site: Option<&core::panic::Location<'static>>| {
         site.map_or(String::from("none"), |site| alloc::format!("{}:{}", site.file(), site.line()))
     };
-    write!(out, "irqs_off_timing:{}\r\n", if crate::sync::irqs_off_timing() { "on" } else { "off (boot with irqsoff=1)" })?;
+    write!(out, "irqs_off_timing:{}\r\n", if rtedge_kernel::sync::irqs_off_timing() { "on" } else { "off (boot with irqsoff=1)" })?;
     write!(
         out,
         "irqs_off_max_ns:{}\r\nirqs_off_max_site:{}\r\nirqs_off_long:{}\r\nlock_spin_max_ns:{}\r\nlock_spin_max_site:{}\r\n",
@@ -125,7 +126,7 @@ fn cpu(out: &mut String) -> core::fmt::Result {
         place(irqs_off.longest_spin_site)
     )?;
     write!(out, "stack_scan_max_ns:{}\r\n", thread::stack_scan_max_ns())?;
-    write!(out, "remote_alarm_changes:{}\r\n", crate::clockevent::remote_changes())?;
+    write!(out, "remote_alarm_changes:{}\r\n", rtedge_kernel::clockevent::remote_changes())?;
     for index in 0..cpu_local::MAX_CPUS {
         if let Some(local) = cpu_local::get(index) {
             let running = match thread::running_class_on(index as u32) {

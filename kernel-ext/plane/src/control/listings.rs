@@ -18,9 +18,9 @@ use alloc::vec::Vec;
 
 use rtedge_proto::Reply;
 
-use crate::sync::IrqSpinLock;
-use crate::workqueue::{self, NamedItem};
-use crate::{softirq, tasklet, time, timer};
+use rtedge_kernel::sync::IrqSpinLock;
+use rtedge_kernel::workqueue::{self, NamedItem};
+use rtedge_kernel::{softirq, tasklet, time, timer};
 
 /// What kind of object a [`Key`] names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

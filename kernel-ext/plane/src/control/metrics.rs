@@ -4,13 +4,12 @@
 //! `SOFTIRQS`, `THREADS` and `LATENCY`) and written by
 //! `rtedge_control::metrics` (text exposition format 0.0.4).
 //!
-//! The port is `metrics_port=` on the kernel command line (default
-//! [`DEFAULT_PORT`], `0` turns the server off). The HTTP half runs in
+//! The HTTP half (`crate::net`: the server on `metrics_port=`) runs in
 //! NET_RX under the network lock and only parses and writes; gathering
 //! takes other subsystems' locks and allocates, so it runs in process
-//! context: NET_RX queues [`GATHER`] on the system workqueue when a
-//! request waits, and the work item renders the text outside the network
-//! lock and hands it back ([`crate::net::provide_metrics`]).
+//! context: when a request waits, NET_RX queues a work item on the system
+//! workqueue that calls [`render`] (plugged in by the control plane's
+//! start) outside the network lock and hands the text back.
 //!
 //! Names follow Prometheus's conventions: an `rtedge_` prefix, base units
 //! (seconds, bytes), `_total` on counters. Threads carry `thread` (name)
@@ -23,63 +22,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use rtedge_control::metrics::{Exposition, MetricType, Value};
-use rtedge_control::{HttpConfig, HttpServer};
 use rtedge_engine::histogram::LatencyHistogram;
-use smoltcp::iface::SocketSet;
 
-use crate::workqueue::{self, FnWork};
-use crate::{cpu_local, events, latency, memory, net, rtpool, softirq, thread, time, trap};
-
-/// The metrics port when the command line names none (node_exporter's).
-pub const DEFAULT_PORT: u16 = 9100;
-
-/// Builds the metrics server on `metrics_port=` (None: turned off with
-/// `metrics_port=0`, the same port as the control plane, a bad value, or
-/// no sockets).
-pub(crate) fn http_server(control_port: u16, sockets: &mut SocketSet<'static>) -> Option<HttpServer> {
-    let line = crate::boot::info().command_line();
-    let port = match rtedge_engine::cmdline::get(line, "metrics_port") {
-        None => DEFAULT_PORT,
-        Some(value) => match value.parse::<u16>() {
-            Ok(port) => port,
-            Err(_) => {
-                log::warn!("metrics: metrics_port={value} is not a port number; metrics off");
-                return None;
-            }
-        },
-    };
-    if port == 0 {
-        log::info!("metrics: off (metrics_port=0)");
-        return None;
-    }
-    if port == control_port {
-        log::warn!("metrics: metrics_port={port} is the control port; metrics off");
-        return None;
-    }
-    match HttpServer::new(HttpConfig { port, ..HttpConfig::DEFAULT }, sockets) {
-        Ok(server) => {
-            log::info!("metrics: GET /metrics on port {port}");
-            Some(server)
-        }
-        Err(error) => {
-            log::warn!("metrics: {error}; metrics off");
-            None
-        }
-    }
-}
-
-/// Renders the text for the waiting HTTP requests (system workqueue).
-static GATHER: FnWork = FnWork::new(gather_and_reply, 0);
-
-/// Asks for [`GATHER`] (NET_RX: never blocks; coalesces while pending).
-pub(crate) fn gather_soon() {
-    workqueue::schedule_work(&GATHER);
-}
-
-fn gather_and_reply(_: &'static FnWork) {
-    let text = render();
-    net::provide_metrics(text.as_bytes());
-}
+use crate::net;
+use rtedge_kernel::{cpu_local, events, latency, memory, rtpool, softirq, thread, time, trap};
 
 /// The whole exposition.
 pub fn render() -> String {

@@ -4,7 +4,7 @@
 //! command backend (`backend`), and the publisher that turns kernel events
 //! into pub/sub messages.
 
-mod backend;
+pub(crate) mod backend;
 mod info;
 pub mod listings;
 pub(crate) mod metrics;
@@ -16,8 +16,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rtedge_control::{Config, Dispatcher};
 
 use crate::net;
-use crate::thread::{self, Builder, ThreadId};
-use crate::{events, time};
+use rtedge_kernel::thread::{self, Builder, ThreadId};
+use rtedge_kernel::{events, time};
 
 pub use backend::KernelBackend;
 
@@ -27,11 +27,12 @@ static PUBLISHED: AtomicU64 = AtomicU64::new(0);
 /// Starts the network (if a device is found) and the control-plane thread.
 /// Returns the thread, or `None` without a network.
 pub fn start() -> Option<ThreadId> {
-    let info = crate::boot::info();
+    let info = rtedge_kernel::boot::info();
     if rtedge_engine::cmdline::get(info.command_line(), "net").is_some_and(|value| value == "off" || value == "0") {
         log::info!("control plane: off (net=off)");
         return None;
     }
+    net::set_metrics_renderer(metrics::render);
     match net::device::start(info) {
         Ok(()) => {}
         Err(net::device::NetError::NoDevice) => {
@@ -119,7 +120,7 @@ fn shut_down(connection: rtedge_control::ConnectionId, code: i64) -> ! {
     log::info!("control plane: SHUTDOWN {code} requested");
     // The same orderly path as the power button (modules' exit, goodbye,
     // rt-pool), ending in S5 on a machine without the test exit device.
-    crate::power::orderly_shutdown("SHUTDOWN", code.clamp(0, 127) as u8)
+    rtedge_kernel::power::orderly_shutdown("SHUTDOWN", code.clamp(0, 127) as u8)
 }
 
 /// Turns queued kernel events into JSON messages on their channels. Events

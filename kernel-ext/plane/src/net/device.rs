@@ -22,8 +22,8 @@ use rtedge_virtio::{MmioTransport, PciTransport, Transport, VirtioNet, parse_mmi
 
 use super::hal::{KernelHal, PortPciConfig};
 use super::{Net, device_interrupt, install};
-use crate::irq::{self, Polarity, Trigger};
-use crate::memory;
+use rtedge_kernel::irq::{self, Polarity, Trigger};
+use rtedge_kernel::memory;
 
 const MICROVM_WINDOW: u64 = 0xfeb0_0000;
 const MICROVM_SLOT: u64 = 512;
@@ -91,7 +91,7 @@ fn control_config(line: &str) -> Result<Config, NetError> {
         config.max_transaction_bytes = bytes as usize;
     }
     // The budget stays under the heap: at most a quarter of it by default.
-    let heap = crate::memory::heap::statistics().claimed_bytes;
+    let heap = rtedge_kernel::memory::heap::statistics().claimed_bytes;
     if heap > 0 {
         config.memory_limit_bytes = config.memory_limit_bytes.min((heap / 4).max(64 * 1024));
     }
@@ -166,7 +166,7 @@ pub fn start(info: &BootInfo) -> Result<(), NetError> {
         return finish(transport, description, device.irq, Trigger::Level, Polarity::High, config, net_config, auth_required, false);
     }
     if info.path.is_acpi_pc() {
-        let base_gsi = match crate::firmware::madt() {
+        let base_gsi = match rtedge_kernel::firmware::madt() {
             Some(madt) if madt.io_apics().iter().any(|chip| chip.gsi_base == 24) => 24,
             Some(_) => 16,
             None => 5,
@@ -261,7 +261,7 @@ fn finish<T: Transport + 'static>(
     }
     let mac = device.mac();
     let ack = device.interrupt_ack();
-    let net: Box<dyn super::NetOps> = match fault_injection(crate::boot::command_line())? {
+    let net: Box<dyn super::NetOps> = match fault_injection(rtedge_kernel::boot::command_line())? {
         Some((drop_pct, corrupt_pct)) => {
             // Test mode (issue 12): smoltcp's fault injector between the
             // stack and the NIC. It hides the device, so the device's

@@ -8,8 +8,8 @@ use core::ptr::NonNull;
 use rtedge_arch::cpu;
 use rtedge_virtio::{Hal, PAGE_SIZE, PciConfig};
 
-use crate::memory;
-use crate::sync::IrqSpinLock;
+use rtedge_kernel::memory;
+use rtedge_kernel::sync::IrqSpinLock;
 
 /// The kernel's side of the virtio driver's [`Hal`].
 #[derive(Debug)]

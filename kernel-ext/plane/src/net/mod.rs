@@ -27,18 +27,21 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use rtedge_control::hub::Backlog;
 use rtedge_control::{
-    Completion, Config, ConnectionId, HttpServer, HttpStats, Job, MemoryBudget, NetServer, NetStats, PublishReport, Stack, StackEvent,
+    Completion, Config, ConnectionId, HttpConfig, HttpServer, HttpStats, Job, MemoryBudget, NetServer, NetStats, PublishReport, Stack,
+    StackEvent,
 };
 use rtedge_virtio::{InterruptAck, NetStats as DeviceStats};
 use smoltcp::iface::{Interface, SocketSet};
 use smoltcp::phy::Device;
 use smoltcp::time::Instant;
 
-use crate::softirq::{self, Vector};
-use crate::sync::{IrqSpinLock, SpinLock};
-use crate::thread::Semaphore;
-use crate::timer::{HrTimer, Mode, Restart};
-use crate::{cpu_local, time};
+use rtedge_kernel::hook::Hook;
+use rtedge_kernel::softirq::{self, Vector};
+use rtedge_kernel::sync::{IrqSpinLock, SpinLock};
+use rtedge_kernel::thread::Semaphore;
+use rtedge_kernel::timer::{HrTimer, Mode, Restart};
+use rtedge_kernel::workqueue::{self, FnWork};
+use rtedge_kernel::{cpu_local, time};
 
 /// What the softirq and the control thread ask of the network, whatever
 /// the device type.
@@ -103,7 +106,7 @@ impl<D: Device> Net<D> {
         let stack = Stack::new(net_config, &mut iface, &mut sockets);
         let mut server = NetServer::new(config, &mut sockets)?;
         server.set_auth_required(auth_required);
-        let http = crate::control::metrics::http_server(config.port, &mut sockets);
+        let http = metrics_server(config.port, &mut sockets);
         if let Some(address) = stack.address() {
             log::info!("net: address {address} (static)");
         }
@@ -328,7 +331,7 @@ fn net_rx(_: usize) {
         let delay = net.0.poll(now, &mut jobs);
         POLL_FIGURES.record(fanned_ns.saturating_sub(started_ns), time::now_ns().saturating_sub(fanned_ns));
         if net.0.metrics_wanted() {
-            crate::control::metrics::gather_soon();
+            workqueue::schedule_work(&GATHER);
         }
         if more_waiting { Some(0) } else { delay }
     };
@@ -371,6 +374,61 @@ pub(crate) fn provide_metrics(body: &[u8]) {
         net.0.provide_metrics(now_ms(), body);
     }
     softirq::raise(Vector::NetRx);
+}
+
+/// The metrics port when the command line names none (node_exporter's).
+pub const METRICS_DEFAULT_PORT: u16 = 9100;
+
+/// Builds the metrics server on `metrics_port=` (None: turned off with
+/// `metrics_port=0`, the same port as the control plane, a bad value, or
+/// no sockets).
+fn metrics_server(control_port: u16, sockets: &mut SocketSet<'static>) -> Option<HttpServer> {
+    let line = rtedge_kernel::boot::info().command_line();
+    let port = match rtedge_engine::cmdline::get(line, "metrics_port") {
+        None => METRICS_DEFAULT_PORT,
+        Some(value) => match value.parse::<u16>() {
+            Ok(port) => port,
+            Err(_) => {
+                log::warn!("metrics: metrics_port={value} is not a port number; metrics off");
+                return None;
+            }
+        },
+    };
+    if port == 0 {
+        log::info!("metrics: off (metrics_port=0)");
+        return None;
+    }
+    if port == control_port {
+        log::warn!("metrics: metrics_port={port} is the control port; metrics off");
+        return None;
+    }
+    match HttpServer::new(HttpConfig { port, ..HttpConfig::DEFAULT }, sockets) {
+        Ok(server) => {
+            log::info!("metrics: GET /metrics on port {port}");
+            Some(server)
+        }
+        Err(error) => {
+            log::warn!("metrics: {error}; metrics off");
+            None
+        }
+    }
+}
+
+/// Renders the text for the waiting HTTP requests (system workqueue).
+static GATHER: FnWork = FnWork::new(gather_and_reply, 0);
+
+/// What renders the metrics text (process context; may take locks and
+/// allocate): `control::metrics::render`, plugged in by the control plane.
+static METRICS_RENDERER: Hook<fn() -> String> = Hook::new();
+
+/// Plugs in the metrics renderer (before the device starts).
+pub(crate) fn set_metrics_renderer(render: fn() -> String) {
+    METRICS_RENDERER.set(render);
+}
+
+fn gather_and_reply(_: &'static FnWork) {
+    let text = METRICS_RENDERER.get().map(|render| render()).unwrap_or_default();
+    provide_metrics(text.as_bytes());
 }
 
 /// The RESP server's counters and the metrics server's (None: no network).
@@ -523,9 +581,9 @@ fn write_event_info(out: &mut String) {
     let _ = write!(
         out,
         "events_emitted:{}\r\nevents_dropped:{}\r\nevents_queued:{}\r\nfan_out_deliveries:{}\r\nfan_out_budget:{}\r\n",
-        crate::events::emitted(),
-        crate::events::dropped(),
-        crate::events::queued(),
+        rtedge_kernel::events::emitted(),
+        rtedge_kernel::events::dropped(),
+        rtedge_kernel::events::queued(),
         FANNED_OUT.load(Ordering::Relaxed),
         FAN_OUT_BUDGET
     );
@@ -551,7 +609,7 @@ fn write_event_info(out: &mut String) {
         now.rx_packets.saturating_sub(start.rx_packets),
         now.interrupts.saturating_sub(start.interrupts)
     );
-    for (channel, emitted, dropped) in crate::events::channel_counts() {
+    for (channel, emitted, dropped) in rtedge_kernel::events::channel_counts() {
         let _ = write!(out, "events_channel_{channel}:emitted={emitted},dropped={dropped}\r\n");
     }
     let backlog = BACKLOG.lock_bh();

@@ -8,12 +8,12 @@ use alloc::vec::Vec;
 use rtedge_proto::Reply;
 
 use crate::control::listings;
-use crate::ktest::{Outcome, Test};
-use crate::modules::{self, Module};
-use crate::softirq;
-use crate::tasklet::Tasklet;
-use crate::timer::Timer;
-use crate::{check, check_eq, time};
+use rtedge_kernel::ktest::{Outcome, Test};
+use rtedge_kernel::modules::{self, Module};
+use rtedge_kernel::softirq;
+use rtedge_kernel::tasklet::Tasklet;
+use rtedge_kernel::timer::Timer;
+use rtedge_kernel::{check, check_eq, time};
 
 pub const TESTS: &[Test] = &[
     Test { name: "listings::every_open_fixed_vector_names_its_handler", run: fixed_handlers_named },
@@ -120,7 +120,7 @@ fn owned_while_loaded() -> Outcome {
     softirq::run_pending();
     let deadline = time::now_ns() + 2_000_000_000;
     while TEST_TASKLET.runs() == runs as u64 && time::now_ns() < deadline {
-        let _ = crate::thread::sleep_ns(1_000_000);
+        let _ = rtedge_kernel::thread::sleep_ns(1_000_000);
     }
     let tasklet = row(&listings::tasklets(), TASKLET_NAME).ok_or("TASKLETS lost the tasklet")?;
     check_eq!(integer(&tasklet, "schedules"), Some(schedules + 2));

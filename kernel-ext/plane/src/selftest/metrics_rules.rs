@@ -12,10 +12,10 @@ use alloc::vec::Vec;
 use rtedge_engine::histogram::LatencyHistogram;
 
 use crate::control::metrics;
-use crate::ktest::{Outcome, Test};
-use crate::latency::{self, Source};
-use crate::sync::IrqSpinLock;
-use crate::{check, check_eq, thread};
+use rtedge_kernel::ktest::{Outcome, Test};
+use rtedge_kernel::latency::{self, Source};
+use rtedge_kernel::sync::IrqSpinLock;
+use rtedge_kernel::{check, check_eq, thread};
 
 pub const TESTS: &[Test] = &[
     Test { name: "metrics::every_thread_appears_with_its_id", run: every_thread },
