@@ -636,6 +636,13 @@ pub fn all() -> Vec<&'static Thread> {
     table.threads.iter().flatten().copied().filter(|thread| thread.state() != State::Free).collect()
 }
 
+/// Control blocks ever allocated (slots are reused, never freed: the
+/// table's high-water mark), and the heap bytes each one holds.
+pub fn slot_count() -> (usize, usize) {
+    let table = TABLE.lock();
+    (table.threads.iter().flatten().count(), core::mem::size_of::<Thread>())
+}
+
 /// Number of threads that are not free or exited.
 pub fn live_count() -> usize {
     let table = TABLE.lock();

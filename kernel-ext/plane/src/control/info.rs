@@ -154,6 +154,8 @@ fn threads(out: &mut String) -> core::fmt::Result {
     write!(out, "threads:{live}\r\nrealtime_threads:{realtime}\r\nexited_unjoined:{}\r\n", list.len() - live)?;
     let misses: u64 = list.iter().map(|info| info.misses).sum();
     write!(out, "deadline_misses:{misses}\r\n")?;
+    let (slots, slot_bytes) = thread::slot_count();
+    write!(out, "thread_slots:{slots}\r\nthread_slot_bytes:{slot_bytes}\r\n")?;
     let (timers, hrtimers) = timer::registered_counts();
     let (timers_pending, hrtimers_pending) = timer::pending_counts();
     write!(out, "timers:{timers}\r\nhrtimers:{hrtimers}\r\ntimers_pending:{timers_pending}\r\nhrtimers_pending:{hrtimers_pending}\r\n")?;
