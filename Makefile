@@ -67,8 +67,9 @@ fuzz: ## millions of generated frames through the RESP parser and the dispatcher
 soak: deps ## >= 1 000 000 requests against the booted appliance with subscribers; errors, heap, slots and misses before/after
 	RTEDGE_SOAK=1 $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only soak::
 
-rt-isolation: deps ## the 1 ms RT thread's misses and release latency idle vs 20 silent, 20 reading, 20 non-reading subscribers (ratios, one run)
+rt-isolation: deps ## the 1 ms RT thread's misses and release latency idle vs 20 silent, 20 reading, 20 non-reading subscribers (ratios, one run); then again with its vCPU's host thread pinned alone
 	RTEDGE_RT_BENCH=1 RTEDGE_E2E_APPEND=irqsoff=1 $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only isolation::rt_deadlines
+	RTEDGE_RT_BENCH=1 RTEDGE_RT_PIN=1 RTEDGE_E2E_APPEND=irqsoff=1 $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only isolation::rt_deadlines
 
 faults: deps ## every command completes while the guest's NIC path drops and corrupts 10 % of the packets (net_faults=10,10)
 	RTEDGE_E2E_APPEND="net_faults=10,10" $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only faults::

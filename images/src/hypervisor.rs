@@ -137,9 +137,11 @@ fn owned(args: &[&str]) -> Vec<String> {
 }
 
 /// Arguments every QEMU machine shares: memory, CPUs, accelerator, the
-/// kernel, the exit device and the console.
+/// kernel, the exit device and the console. QEMU names its threads
+/// (`CPU 1/TCG`, ...) so that a benchmark can pin a vCPU's host thread
+/// (`make rt-isolation`).
 fn qemu_common(spec: &BootSpec) -> Vec<String> {
-    let mut args = owned(&["-nodefaults", "-no-user-config", "-no-reboot"]);
+    let mut args = owned(&["-nodefaults", "-no-user-config", "-no-reboot", "-name", "rtedge,debug-threads=on"]);
     args.extend(owned(&["-accel", spec.accel.name()]));
     args.extend(["-m".to_string(), format!("{}M", spec.memory_mib)]);
     args.extend(["-smp".to_string(), spec.smp.to_string()]);
@@ -329,7 +331,7 @@ mod tests {
     fn microvm_captured_without_net() {
         assert_eq!(
             qemu_microvm(&spec(ConsoleMode::Captured, None)).join(", "),
-            "-M, microvm, -nodefaults, -no-user-config, -no-reboot, -accel, tcg, -m, 256M, -smp, 2, -kernel, /t/ktest.elf, -append, log=info auth=abc, -device, isa-debug-exit,iobase=0xf4,iosize=4, -display, none, -serial, stdio, -monitor, none"
+            "-M, microvm, -nodefaults, -no-user-config, -no-reboot, -name, rtedge,debug-threads=on, -accel, tcg, -m, 256M, -smp, 2, -kernel, /t/ktest.elf, -append, log=info auth=abc, -device, isa-debug-exit,iobase=0xf4,iosize=4, -display, none, -serial, stdio, -monitor, none"
         );
     }
 
@@ -339,7 +341,7 @@ mod tests {
         spec.accel = Accel::Kvm;
         assert_eq!(
             qemu_microvm(&spec).join(", "),
-            "-M, microvm, -nodefaults, -no-user-config, -no-reboot, -accel, kvm, -m, 256M, -smp, 2, -kernel, /t/ktest.elf, -append, log=info auth=abc, -device, isa-debug-exit,iobase=0xf4,iosize=4, -display, none, -serial, mon:stdio, -netdev, user,id=n0,hostfwd=tcp:127.0.0.1:6380-:6379, -device, virtio-net-device,netdev=n0"
+            "-M, microvm, -nodefaults, -no-user-config, -no-reboot, -name, rtedge,debug-threads=on, -accel, kvm, -m, 256M, -smp, 2, -kernel, /t/ktest.elf, -append, log=info auth=abc, -device, isa-debug-exit,iobase=0xf4,iosize=4, -display, none, -serial, mon:stdio, -netdev, user,id=n0,hostfwd=tcp:127.0.0.1:6380-:6379, -device, virtio-net-device,netdev=n0"
         );
     }
 
@@ -347,7 +349,7 @@ mod tests {
     fn q35_uses_qboot_and_virtio_net_pci() {
         assert_eq!(
             qemu_q35(&spec(ConsoleMode::Captured, Some(FORWARD)), Path::new("/q/qboot.rom")).join(", "),
-            "-M, q35, -bios, /q/qboot.rom, -nodefaults, -no-user-config, -no-reboot, -accel, tcg, -m, 256M, -smp, 2, -kernel, /t/ktest.elf, -append, log=info auth=abc, -device, isa-debug-exit,iobase=0xf4,iosize=4, -display, none, -serial, stdio, -monitor, none, -netdev, user,id=n0,hostfwd=tcp:127.0.0.1:6380-:6379, -device, virtio-net-pci,netdev=n0,disable-legacy=on"
+            "-M, q35, -bios, /q/qboot.rom, -nodefaults, -no-user-config, -no-reboot, -name, rtedge,debug-threads=on, -accel, tcg, -m, 256M, -smp, 2, -kernel, /t/ktest.elf, -append, log=info auth=abc, -device, isa-debug-exit,iobase=0xf4,iosize=4, -display, none, -serial, stdio, -monitor, none, -netdev, user,id=n0,hostfwd=tcp:127.0.0.1:6380-:6379, -device, virtio-net-pci,netdev=n0,disable-legacy=on"
         );
     }
 

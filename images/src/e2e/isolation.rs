@@ -305,6 +305,71 @@ fn benchmark_mode() -> bool {
     std::env::var_os("RTEDGE_RT_BENCH").is_some_and(|value| value == "1")
 }
 
+/// Whether the benchmark pins the RT vCPU's host thread
+/// (`RTEDGE_RT_PIN=1`, the second run of `make rt-isolation`).
+fn pin_mode() -> bool {
+    benchmark_mode() && std::env::var_os("RTEDGE_RT_PIN").is_some_and(|value| value == "1")
+}
+
+/// Pins QEMU's thread of the guest's isolated CPU (`CPU 1/TCG`, named by
+/// `-name ...,debug-threads=on`) on the host's last CPU together with
+/// QEMU's main-loop and I/O threads, and the other vCPU thread and this
+/// process's current thread (the test's clients are spawned from it and
+/// inherit it) on the other host CPUs: the host-side counterpart of the
+/// guest's `isolcpus=1`, as one pins an RT guest's vCPU in production.
+/// Under TCG the emulated APIC timer fires in QEMU's main loop, which
+/// then kicks the vCPU: with the main loop queued behind the other vCPU
+/// and the 20 readers on a 2-core host, the RT thread's timer interrupt
+/// comes late. (The vCPU thread alone on its core, main loop elsewhere,
+/// changed nothing.) Returns what was pinned.
+fn pin_rt_vcpu(pid: u32) -> Result<String> {
+    let host_cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    ensure!(host_cpus >= 2, "pinning needs at least 2 host CPUs, this host has {host_cpus}");
+    let rt_cpu = host_cpus - 1;
+    let set_affinity = |tid: libc::pid_t, cpus: &[usize]| -> Result<()> {
+        // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes
+        // within it for indices below CPU_SETSIZE (host_cpus is far below).
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &cpu in cpus {
+            // SAFETY: see above.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        // SAFETY: `set` is a valid cpu_set_t of the size passed.
+        let done = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        ensure!(done == 0, "sched_setaffinity({tid}): {}", std::io::Error::last_os_error());
+        Ok(())
+    };
+    let others: Vec<usize> = (0..rt_cpu).collect();
+    let mut vcpu = None;
+    let (mut main_threads, mut other_vcpus) = (0, 0);
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).context("QEMU's threads")? {
+        let task = task?;
+        let Some(tid) = task.file_name().to_str().and_then(|name| name.parse::<libc::pid_t>().ok()) else { continue };
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        match name.trim() {
+            "CPU 1/TCG" => {
+                set_affinity(tid, &[rt_cpu])?;
+                vcpu = Some(tid);
+            }
+            "CPU 0/TCG" => {
+                set_affinity(tid, &others)?;
+                other_vcpus += 1;
+            }
+            _ => {
+                set_affinity(tid, &[rt_cpu])?;
+                main_threads += 1;
+            }
+        }
+    }
+    let vcpu = vcpu.context("no QEMU thread named `CPU 1/TCG` (QEMU without -name debug-threads=on, or not TCG)")?;
+    set_affinity(0, &others)?;
+    Ok(format!(
+        "QEMU thread `CPU 1/TCG` ({vcpu}) and QEMU's {main_threads} main-loop/IO threads on host CPU {rt_cpu}; \
+         {other_vcpus} other vCPU thread(s) and the test's clients on host CPUs 0-{}",
+        rt_cpu - 1
+    ))
+}
+
 fn record_phase(ctx: &mut Ctx<'_>, what: &str, phase: &Phase) {
     ctx.figure(&format!("softirq-rt {what}"), phase.figure());
     ctx.figure(&format!("softirq-rt {what}: where it went"), phase.breakdown());
@@ -315,6 +380,10 @@ fn rt_deadlines_with_subscribers(ctx: &mut Ctx<'_>) -> Result<()> {
     rt_counts(&mut conn)?;
     let pid = ctx.guest.pid();
     let mut phases: Vec<(&str, Phase)> = Vec::new();
+    if pin_mode() {
+        let pinned = pin_rt_vcpu(pid)?;
+        ctx.figure("pinned", pinned);
+    }
 
     let idle = measure(&mut conn, pid)?;
     record_phase(ctx, "idle", &idle);
