@@ -245,16 +245,23 @@ impl Timer {
 
     /// [`modify`](Self::modify) for a pinned timer.
     pub fn modify_pinned(self: Pin<&Self>, expires: u64) -> Result<bool, TimerError> {
-        let (cpu, id) = register_in(&JIFFY_BASES, &self.registration, &*self as *const Timer as usize)?;
-        self.armed_for.store(expires.saturating_sub(time::jiffies()), Ordering::Relaxed);
-        let was = JIFFY_BASES.bases[cpu].lock().modify(id, expires).unwrap_or(false);
-        JIFFY_BASES.reprogram(cpu);
-        Ok(was)
+        self.arm(expires, expires.saturating_sub(time::jiffies()))
     }
 
     /// [`modify_in`](Self::modify_in) for a pinned timer.
     pub fn modify_in_pinned(self: Pin<&Self>, delay: u64) -> Result<bool, TimerError> {
-        self.modify_pinned(time::jiffies().saturating_add(delay))
+        self.arm(time::jiffies().saturating_add(delay), delay)
+    }
+
+    /// Arms for jiffy `expires`, remembering `armed_for` as asked (read
+    /// once: a second `jiffies()` after registering could be a tick later,
+    /// and `TIMERS` showed a 60 000 ms period as 59 999).
+    fn arm(self: Pin<&Self>, expires: u64, armed_for: u64) -> Result<bool, TimerError> {
+        let (cpu, id) = register_in(&JIFFY_BASES, &self.registration, &*self as *const Timer as usize)?;
+        self.armed_for.store(armed_for, Ordering::Relaxed);
+        let was = JIFFY_BASES.bases[cpu].lock().modify(id, expires).unwrap_or(false);
+        JIFFY_BASES.reprogram(cpu);
+        Ok(was)
     }
 
     /// `del_timer`: disarms; returns whether it was pending. Its callback

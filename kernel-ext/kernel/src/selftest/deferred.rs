@@ -30,6 +30,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "tasklet::scheduled_from_rt_thread_runs_before_kernel_thread", run: tasklet_before_kernel },
     Test { name: "timer::timers_fire_in_expiry_order_in_softirq_context", run: timer_order },
     Test { name: "timer::modify_and_delete_report_pending", run: timer_modify_delete },
+    Test { name: "timer::armed_for_is_the_delay_asked_for_across_ticks", run: timer_armed_for },
     Test { name: "hrtimer::relative_start_fires_after_deadline", run: hrtimer_relative },
     Test { name: "hrtimer::restart_with_forward_is_periodic_and_cancel_stops", run: hrtimer_periodic },
     Test { name: "lock_bh::spinlock_shared_with_a_softirq", run: lock_bh },
@@ -474,6 +475,31 @@ fn timer_order() -> Outcome {
     settle();
     check_eq!(take_trace(), alloc::vec![2, 3, 1]);
     check!(!A.is_pending() && !B.is_pending() && !C.is_pending());
+    Ok(())
+}
+
+/// `TIMERS` shows a timer's period as the delay its last arm asked for.
+/// Arming for 60 000 jiffies over and over for 300 ms crosses ~300 jiffy
+/// ticks: the old code read `jiffies()` a second time after registering
+/// and recorded 59 999 whenever a tick fell between the two reads.
+fn timer_armed_for() -> Outcome {
+    static T: Timer = Timer::new("test-armed-for", timer_callback, 6);
+    const DELAY: u64 = 60_000;
+    T.setup().map_err(error)?;
+    let until = time::now_ns() + 300 * MILLISECOND;
+    let mut arms = 0u64;
+    let mut wrong = 0u64;
+    let mut seen = DELAY;
+    while time::now_ns() < until {
+        T.modify_in(DELAY).map_err(error)?;
+        arms += 1;
+        if T.armed_for() != DELAY {
+            wrong += 1;
+            seen = T.armed_for();
+        }
+    }
+    T.delete_sync();
+    check!(wrong == 0, "{wrong} of {arms} arms recorded a period of {seen} jiffies, not {DELAY}");
     Ok(())
 }
 
