@@ -237,7 +237,7 @@ pub enum Command {
         #[arg(long, conflicts_with = "names")]
         all: bool,
         /// Seconds to wait for an orderly shutdown before killing.
-        #[arg(long, default_value_t = crate::instances::DEFAULT_STOP_TIMEOUT_S, value_name = "N")]
+        #[arg(long, default_value_t = DEFAULT_STOP_TIMEOUT_S, value_name = "N")]
         timeout_s: u64,
     },
     /// Print a detached instance's console log and follow it.
@@ -369,6 +369,9 @@ pub enum ModuleAction {
 
 /// The port when `--port` is not given.
 pub const DEFAULT_PORT: u16 = 6380;
+
+/// How long `rtctl stop` waits for the guest to shut down before killing it.
+pub const DEFAULT_STOP_TIMEOUT_S: u64 = 30;
 
 impl TaskletAction {
     /// The word on the wire.

@@ -189,9 +189,6 @@ pub fn ps(json: bool, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// How long `stop` waits for the guest to shut down before killing it.
-pub const DEFAULT_STOP_TIMEOUT_S: u64 = 30;
-
 /// `rtctl stop`: `SHUTDOWN` over the control plane, then SIGTERM and
 /// SIGKILL once `bound` has passed without the process ending.
 pub fn stop(names: &[String], all: bool, bound: Duration, timeout: Duration, out: &mut dyn Write) -> Result<()> {

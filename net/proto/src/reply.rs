@@ -4,7 +4,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::util::{format_double, write_i64};
+use rtedge_engine::value::{format_double, write_i64};
 
 /// The protocol a connection speaks; `HELLO 3` switches to RESP3.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
