@@ -533,6 +533,10 @@ fn tasklet_disable(ctx: &mut Ctx<'_>) -> Result<()> {
     let pending = events.wait("events", "tasklet-pending-run", WAIT, |_| true)?;
     ensure!(json_int(&pending, "runs")? == at_disable + 1 && json_int(&pending, "since_enable")? == 1, "the pending run: {pending}");
     events.wait("threads.exit", "exit", WAIT, |payload| json_raw(payload, "thread") == Some("tasklet-disable-rt"))?;
+    // The tasklet's line goes through its CPU's log ring and reaches the
+    // console when klogd drains it, possibly after the event did: wait
+    // for it (a clean-clone run saw it 130 console lines later).
+    ctx.guest.wait_console_from(mark, "the pending run happened after the re-enable", WAIT)?;
     in_order(
         &ctx.guest.console_since(mark),
         &["tasklet-disable-rt: cleanup handler: re-enabled the tasklet", "the pending run happened after the re-enable"],
