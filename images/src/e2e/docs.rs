@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use rtedge_proto::command::check_syntax;
+use rtedge_proto::command::{Token, check_syntax, tokenize};
 use rtedge_proto::{CommandFlags, CommandSpec, SyntaxCheck, Value};
 use serde_json::Value as Json;
 
@@ -324,41 +324,6 @@ pub fn instances(syntax: &str, limit: usize) -> Vec<Vec<String>> {
     out
 }
 
-#[derive(Clone, Debug, PartialEq)]
-enum Token {
-    Open,
-    Close,
-    Bar,
-    Ellipsis,
-    Word(String),
-}
-
-fn tokenize(syntax: &str) -> Vec<Token> {
-    let mut tokens = Vec::new();
-    for mut word in syntax.split_whitespace() {
-        while let Some(rest) = word.strip_prefix('[') {
-            tokens.push(Token::Open);
-            word = rest;
-        }
-        let mut closes = 0;
-        while let Some(rest) = word.strip_suffix(']') {
-            closes += 1;
-            word = rest;
-        }
-        let ellipsis = word.strip_suffix("...").map(|rest| word = rest).is_some();
-        match word {
-            "" => {}
-            "|" => tokens.push(Token::Bar),
-            word => tokens.push(Token::Word(word.to_string())),
-        }
-        if ellipsis {
-            tokens.push(Token::Ellipsis);
-        }
-        tokens.extend(std::iter::repeat_n(Token::Close, closes));
-    }
-    tokens
-}
-
 #[derive(Clone, Debug)]
 enum Node {
     /// Keyword alternatives (`A|B`), or a placeholder (`None`).
@@ -370,7 +335,7 @@ enum Node {
     Repeat(Box<Node>),
 }
 
-fn parse_sequence_alternatives(tokens: &[Token], position: &mut usize) -> Vec<Vec<Node>> {
+fn parse_sequence_alternatives(tokens: &[Token<'_>], position: &mut usize) -> Vec<Vec<Node>> {
     let mut alternatives = vec![Vec::new()];
     while let Some(token) = tokens.get(*position) {
         match token {

@@ -239,19 +239,23 @@ enum Node {
     Repeat(alloc::boxed::Box<Node>),
 }
 
+/// One token of a syntax line (`SET key value [EX seconds]`): brackets,
+/// `|` between alternatives, `...` after a repeated element, or a word.
+/// Also read by the runner's documentation check (`images/src/e2e/docs.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Token {
+pub enum Token<'a> {
     Open,
     Close,
     Bar,
     Ellipsis,
-    Word(&'static str),
+    Word(&'a str),
 }
 
 /// Deepest bracket nesting read; deeper syntax is left unchecked.
 const MAX_GRAMMAR_DEPTH: usize = 8;
 
-fn tokenize(syntax: &'static str) -> Vec<Token> {
+/// The tokens of a syntax line, in order.
+pub fn tokenize(syntax: &str) -> Vec<Token<'_>> {
     let mut tokens = Vec::new();
     for mut word in syntax.split_ascii_whitespace() {
         while let Some(rest) = word.strip_prefix('[') {
@@ -306,7 +310,7 @@ impl Grammar {
 }
 
 /// Sequences separated by `|` up to a `]` or the end (not consumed).
-fn parse_alternatives(tokens: &[Token], position: &mut usize, depth: usize) -> Option<Vec<Vec<Node>>> {
+fn parse_alternatives(tokens: &[Token<'static>], position: &mut usize, depth: usize) -> Option<Vec<Vec<Node>>> {
     if depth > MAX_GRAMMAR_DEPTH {
         return None;
     }
