@@ -13,38 +13,7 @@ use std::time::Instant;
 
 use rtedge_control::{Config, ConnectionId, Dispatcher, Job};
 use rtedge_proto::RequestParser;
-use support::{FakeBackend, Random, TOKEN, command};
-
-const WORDS: &[&str] = &[
-    "PING",
-    "ECHO",
-    "AUTH",
-    "HELLO",
-    "GET",
-    "SET",
-    "MGET",
-    "INFO",
-    "SHUTDOWN",
-    "MULTI",
-    "EXEC",
-    "DISCARD",
-    "WATCH",
-    "SUBSCRIBE",
-    "PSUBSCRIBE",
-    "UNSUBSCRIBE",
-    "CLIENT",
-    "COMMAND",
-    "CONFIG",
-    "HELP",
-    "KILL",
-    "DEMO.ADD",
-    "counter",
-    "3",
-    "s3cret",
-    "default",
-    "GET",
-    "*",
-];
+use support::{FakeBackend, Random, TOKEN, WORDS, command};
 
 /// One generated frame: a well-formed command from the vocabulary, a
 /// mutated one, or random bytes.

@@ -12,44 +12,7 @@ use std::rc::Rc;
 use proptest::prelude::*;
 use rtedge_control::{Config, ConnectionId, Dispatcher, Job};
 use rtedge_proto::{Request, Scalar};
-use support::{FakeBackend, TOKEN};
-
-const WORDS: &[&str] = &[
-    "PING",
-    "ECHO",
-    "AUTH",
-    "HELLO",
-    "QUIT",
-    "GET",
-    "SET",
-    "MGET",
-    "INFO",
-    "SHUTDOWN",
-    "MULTI",
-    "EXEC",
-    "DISCARD",
-    "WATCH",
-    "UNWATCH",
-    "SUBSCRIBE",
-    "PSUBSCRIBE",
-    "UNSUBSCRIBE",
-    "CLIENT",
-    "COMMAND",
-    "CONFIG",
-    "HELP",
-    "KILL",
-    "DEMO.ADD",
-    "counter",
-    "flag",
-    "3",
-    "s3cret",
-    "default",
-    "GETNAME",
-    "SETNAME",
-    "DOCS",
-    "*",
-    "x",
-];
+use support::{FakeBackend, TOKEN, WORDS};
 
 fn request() -> impl Strategy<Value = Vec<Vec<u8>>> {
     prop::collection::vec(

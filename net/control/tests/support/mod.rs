@@ -25,6 +25,46 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
 pub const TOKEN: &[u8] = b"s3cret";
 
+/// Words the fuzzer and the property tests build commands from: every
+/// command name the dispatcher or the fake backend knows, keys, numbers,
+/// the token, and words that are none of those.
+pub const WORDS: &[&str] = &[
+    "PING",
+    "ECHO",
+    "AUTH",
+    "HELLO",
+    "QUIT",
+    "GET",
+    "SET",
+    "MGET",
+    "INFO",
+    "SHUTDOWN",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "WATCH",
+    "UNWATCH",
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "UNSUBSCRIBE",
+    "CLIENT",
+    "COMMAND",
+    "CONFIG",
+    "HELP",
+    "KILL",
+    "DEMO.ADD",
+    "counter",
+    "flag",
+    "3",
+    "s3cret",
+    "default",
+    "GETNAME",
+    "SETNAME",
+    "DOCS",
+    "*",
+    "x",
+];
+
 pub static APP_COMMANDS: [CommandSpec; 1] =
     [CommandSpec::new("demo.add", 3, CommandFlags::WRITE, "app", "Adds two integers (an application command).", "DEMO.ADD a b")];
 
