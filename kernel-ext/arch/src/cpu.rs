@@ -160,6 +160,16 @@ pub fn enable_and_halt() {
     unsafe { asm!("sti; hlt", options(nostack)) };
 }
 
+/// Takes any pending interrupt and disables interrupts again: a polling
+/// loop's interrupt check. STI holds interrupts off for one more
+/// instruction, hence the NOP between it and CLI. (No PAUSE: under QEMU's
+/// TCG it leaves the vCPU's execution loop, which takes QEMU's global lock.)
+#[inline(always)]
+pub fn interrupt_window() {
+    // SAFETY: as `interrupts_enable`.
+    unsafe { asm!("sti; nop; cli", options(nostack)) };
+}
+
 /// Halts until the next interrupt (interrupts stay as they are).
 #[inline(always)]
 pub fn halt() {

@@ -70,6 +70,7 @@ const KERNEL_KEYS: &[&str] = &[
     "x2apic",
     "reserve",
     "isolcpus",
+    "rt_idle",
     "irqsoff",
     "ip",
     "gw",
@@ -231,17 +232,31 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
         None => 0,
     };
     thread::set_isolated(isolated);
+    // `rt_idle=poll`: the isolated CPUs poll the clock when idle instead of
+    // halting (a release then never waits for the timer interrupt's
+    // delivery; each such CPU stays busy, a whole host core under a
+    // hypervisor). `rt_idle=halt`, the default, halts.
+    let polling = match cmdline::get(line, "rt_idle") {
+        Some("poll") => isolated,
+        Some("halt") | None => 0,
+        Some(other) => {
+            log::warn!("command line: rt_idle={other} is not poll or halt; isolated CPUs halt when idle");
+            0
+        }
+    };
+    thread::set_polling(polling);
     // `irqsoff=1`: time interrupts-off lock sections (INFO cpu irqs_off_*).
     crate::sync::set_irqs_off_timing(cmdline::get(line, "irqsoff").is_some_and(|value| value == "1"));
     crate::irq::init(info.path);
     crate::serial_input::enable_input();
     console_line!(
-        "cpus: {} online of {} offered{} (online {}, isolated {})",
+        "cpus: {} online of {} offered{} (online {}, isolated {}{})",
         smp.online,
         smp.offered,
         if smp.failed > 0 { alloc::format!(", {} failed to start", smp.failed) } else { alloc::string::String::new() },
         thread::format_cpu_mask(thread::online_mask(), u64::MAX),
-        if isolated == 0 { alloc::string::String::from("none") } else { thread::format_cpu_mask(isolated, u64::MAX) }
+        if isolated == 0 { alloc::string::String::from("none") } else { thread::format_cpu_mask(isolated, u64::MAX) },
+        if polling == 0 { "" } else { ", polling when idle" }
     );
     if let Err(error) = thread::start_ksoftirqd(0) {
         console_line!("rtedge: boot failed: cannot start ksoftirqd/0: {error}");

@@ -1,12 +1,20 @@
 //! Per-CPU alarms on the local APIC timer, tickless: the timer is armed for
 //! the earliest alarm of its CPU and disarmed when there is none, so an idle
-//! CPU takes no timer interrupts at all.
+//! CPU takes no timer interrupts at all. The APIC is written only when that
+//! changes what is armed (each write is an exit to the hypervisor).
+//!
+//! A CPU whose idle loop polls the clock (`rt_idle=poll`, the isolated
+//! CPUs) runs its due alarms from that loop ([`run_due_here`]): a release
+//! does not wait for the timer interrupt's delivery, and its timer is armed
+//! only while a thread runs there, for the alarm that must interrupt it.
 //!
 //! An alarm's callback runs in hard-IRQ context on the alarm's CPU; it must
 //! be short and must not block or allocate.
 
 use rtedge_arch::apic;
 use rtedge_engine::timerqueue::{TimerId, TimerQueue};
+
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use crate::cpu_local::{self, CpuLocal, MAX_CPUS};
 use crate::sync::IrqSpinLock;
@@ -22,6 +30,33 @@ pub struct Alarm {
 /// Each CPU's alarms, earliest first; the CPU's local APIC timer is armed
 /// for the head.
 static ALARMS: [IrqSpinLock<TimerQueue<Alarm>>; MAX_CPUS] = [const { IrqSpinLock::new(TimerQueue::new()) }; MAX_CPUS];
+
+/// The deadline (clock ns) each CPU's timer was last armed for, 0 when it
+/// is disarmed or has fired. Only its CPU writes it, interrupts off: an
+/// unchanged head is not written to the APIC again (each write is an exit
+/// to the hypervisor; under QEMU's TCG one that takes its global lock).
+static PROGRAMMED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Each CPU's earliest alarm (clock ns, 0: none), for an idle loop that
+/// polls the clock instead of waiting for the timer ([`run_due_here`]).
+static NEXT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// For the CPUs whose idle loop polls the clock: whether the CPU runs its
+/// idle loop now (then its timer is not needed). Unset on the others.
+static POLLING: [PollingState; MAX_CPUS] = [const { PollingState(AtomicU8::new(0)) }; MAX_CPUS];
+
+/// 0: the CPU does not poll; 1: it polls and runs a thread; 2: it polls and
+/// runs its idle loop. Only its CPU writes it.
+struct PollingState(AtomicU8);
+
+impl PollingState {
+    fn get(&self) -> Option<bool> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            state => Some(state == 2),
+        }
+    }
+}
 
 #[inline(always)]
 fn alarms_of(cpu: &CpuLocal) -> &'static IrqSpinLock<TimerQueue<Alarm>> {
@@ -102,18 +137,18 @@ pub fn is_armed(id: AlarmId) -> bool {
 /// Alarms armed or cancelled from another CPU than their own: each takes
 /// that CPU's alarm lock, which its timer interrupt needs too, and sends it
 /// an interrupt (the `remote_alarm_changes` of `INFO cpu`).
-static REMOTE_CHANGES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static REMOTE_CHANGES: AtomicU64 = AtomicU64::new(0);
 
 /// See [`REMOTE_CHANGES`].
 pub fn remote_changes() -> u64 {
-    REMOTE_CHANGES.load(core::sync::atomic::Ordering::Relaxed)
+    REMOTE_CHANGES.load(Ordering::Relaxed)
 }
 
 fn reprogram_if_local(cpu: &CpuLocal) {
     if cpu.index() == cpu_local::current().index() {
         reprogram(cpu);
     } else {
-        REMOTE_CHANGES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        REMOTE_CHANGES.fetch_add(1, Ordering::Relaxed);
         // Another CPU's timer: let it re-arm itself for its new head.
         apic::send_ipi(cpu.apic_id(), apic::Ipi::Fixed(crate::vectors::TIMER));
     }
@@ -125,21 +160,49 @@ fn reprogram_if_local(cpu: &CpuLocal) {
 /// spin on the lock meanwhile); interrupts stay off from the read to the
 /// write, so nothing on this CPU changes its alarms in between, and a
 /// change from another CPU after the read sends the interrupt that
-/// programs the timer again.
+/// programs the timer again. Nothing is written when the head is the
+/// deadline already armed, or when there is none and the armed one has
+/// passed (its interrupt, if still to come, finds nothing due).
 fn reprogram(cpu: &CpuLocal) {
     let interrupts_were_enabled = rtedge_arch::cpu::interrupts_save();
     let next = alarms_of(cpu).lock().next_deadline();
-    match next {
-        Some(deadline) => apic::arm_at_tsc(time::ns_to_tsc_deadline(deadline)),
-        None => apic::disarm(),
+    let index = cpu.index() as usize;
+    let programmed = &PROGRAMMED[index];
+    let armed = programmed.load(Ordering::Relaxed);
+    NEXT[index].store(next.map_or(0, |deadline| deadline.max(1)), Ordering::Relaxed);
+    if let Some(polling_idle) = POLLING[index].get() {
+        // A polling CPU: its idle loop runs due alarms by looking at the
+        // clock, so the timer only has to interrupt a running thread by
+        // its earliest alarm. An armed deadline no later than that serves
+        // (an early interrupt finds nothing due and re-arms), so the timer
+        // is written only when it would come too late, never to disarm.
+        let wanted = if polling_idle { None } else { next.map(|deadline| deadline.max(1)) };
+        if let Some(deadline) = wanted
+            && (armed == 0 || armed > deadline)
+        {
+            apic::arm_at_tsc(time::ns_to_tsc_deadline(deadline));
+            programmed.store(deadline, Ordering::Relaxed);
+        }
+        rtedge_arch::cpu::interrupts_restore(interrupts_were_enabled);
+        return;
+    }
+    match next.map(|deadline| deadline.max(1)) {
+        Some(deadline) if deadline == armed => {}
+        Some(deadline) => {
+            apic::arm_at_tsc(time::ns_to_tsc_deadline(deadline));
+            programmed.store(deadline, Ordering::Relaxed);
+        }
+        None if armed == 0 || armed <= time::now_ns() => programmed.store(0, Ordering::Relaxed),
+        None => {
+            apic::disarm();
+            programmed.store(0, Ordering::Relaxed);
+        }
     }
     rtedge_arch::cpu::interrupts_restore(interrupts_were_enabled);
 }
 
-/// The local timer interrupt: runs every due alarm, then re-arms the timer
-/// for the next one.
-pub fn handle_interrupt() {
-    let cpu = cpu_local::current();
+/// Runs every due alarm of `cpu`.
+fn run_expired(cpu: &CpuLocal) {
     loop {
         let now = time::now_ns();
         let due = {
@@ -149,5 +212,71 @@ pub fn handle_interrupt() {
         let Some((timer, alarm)) = due else { break };
         (alarm.callback)(AlarmId { cpu: cpu.index(), timer }, alarm.data);
     }
+}
+
+/// The local timer interrupt: runs every due alarm, then re-arms the timer
+/// for the next one.
+pub fn handle_interrupt() {
+    let cpu = cpu_local::current();
+    // The timer has fired (or another CPU asks for a re-arm): whatever the
+    // head is now gets written.
+    PROGRAMMED[cpu.index() as usize].store(0, Ordering::Relaxed);
+    run_expired(cpu);
     reprogram(cpu);
+}
+
+/// For the scheduler, on a CPU whose idle loop polls the clock
+/// (`rt_idle=poll`): at each switch, `Some(to_idle)`, whether the CPU now
+/// runs its idle loop (then its alarms are the poll's; otherwise the timer
+/// must come by the earliest alarm, to interrupt the thread that runs);
+/// `None` when the CPU stops polling (its timer is armed for the earliest
+/// alarm again).
+pub fn set_polling_here(state: Option<bool>) {
+    let cpu = cpu_local::current();
+    let encoded = match state {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    };
+    POLLING[cpu.index() as usize].0.store(encoded, Ordering::Relaxed);
+    reprogram(cpu);
+}
+
+/// Whether this CPU's timer is in the polling CPU's mode
+/// ([`set_polling_here`]).
+pub fn polling_here() -> bool {
+    POLLING[cpu_local::current().index() as usize].get().is_some()
+}
+
+/// [`arm`] for a thread about to switch away on a polling CPU: the alarm
+/// is queued and the timer left as it is, for the switch to program
+/// ([`set_polling_here`]); arming it first and disarming it at the
+/// switch to idle would be two writes to the APIC per sleep, each of which
+/// can wait for the emulator.
+pub fn arm_before_switch(id: AlarmId, deadline_ns: u64) {
+    match cpu_local::get(id.cpu as usize) {
+        Some(cpu) if cpu.index() == cpu_local::current().index() => {
+            let interrupts_were_enabled = rtedge_arch::cpu::interrupts_save();
+            alarms_of(cpu).lock().arm(id.timer, deadline_ns);
+            rtedge_arch::cpu::interrupts_restore(interrupts_were_enabled);
+        }
+        _ => arm(id, deadline_ns),
+    }
+}
+
+/// For an idle loop that polls the clock (`rt_idle=poll`), interrupts off:
+/// if this CPU's earliest alarm is due, runs the due alarms as the timer
+/// interrupt would, without waiting for it, and returns true.
+pub fn run_due_here() -> bool {
+    let cpu = cpu_local::current();
+    let next = NEXT[cpu.index() as usize].load(Ordering::Relaxed);
+    if next == 0 || next > time::now_ns() {
+        return false;
+    }
+    let context = crate::context::here();
+    context.irq_enter();
+    run_expired(cpu);
+    reprogram(cpu);
+    context.irq_exit();
+    true
 }

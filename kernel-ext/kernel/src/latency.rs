@@ -88,6 +88,7 @@ pub fn snapshot_with_releases(name: &str, reset: bool) -> Option<Snapshot> {
             // An RT thread's measuring window is that of the interrupts-off
             // and NET_RX figures too (`INFO cpu`, `INFO net`).
             crate::sync::reset_irqs_off();
+            thread::reset_poll_stalls();
             if let Some(observer) = RESET_OBSERVER.get() {
                 observer();
             }

@@ -17,6 +17,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "smp::cross_cpu_wakeup_arrives_by_ipi", run: cross_cpu_wake },
     Test { name: "smp::per_cpu_counters_add_up", run: counters_add_up },
     Test { name: "smp::isolated_cpu_gets_no_unpinned_kernel_thread", run: isolation },
+    Test { name: "smp::polling_cpu_releases_its_rt_thread_without_timer_interrupts", run: polling_release },
     Test { name: "smp::a_tasklet_never_runs_on_two_cpus_at_once", run: tasklet_exclusive },
     Test { name: "smp::different_tasklets_run_on_cpus_in_parallel", run: tasklets_parallel },
     Test { name: "smp::timer_delete_sync_waits_for_a_running_callback", run: timer_delete_sync },
@@ -262,6 +263,59 @@ fn pinned_rt() -> Outcome {
     check_eq!(thread::join(id, Some(10 * SECOND)).map_err(error)?, 0);
     check_eq!(RUNS.load(Ordering::SeqCst), 200);
     check_eq!(WRONG.load(Ordering::SeqCst), 0);
+    Ok(())
+}
+
+/// `rt_idle=poll` switched on for the isolated CPU: a 1 ms RT thread there
+/// is released by the idle loop's look at the clock, so its CPU takes (far)
+/// fewer timer interrupts than it has releases (halting, it takes one per
+/// release); switched off again, sleeps there still end (the timer is
+/// armed again).
+fn polling_release() -> Outcome {
+    const PERIODS: u32 = 300;
+    let isolated = thread::isolated_mask();
+    check!(isolated != 0, "run this image with isolcpus= (the SMP profiles set it)");
+    let target = isolated.trailing_zeros();
+    let before_mask = thread::polling_mask();
+    thread::set_polling(before_mask | 1 << target);
+    let timer_interrupts = || crate::trap::interrupt_count(target as usize, crate::vectors::TIMER);
+    let interrupts_before = timer_interrupts();
+    let periodic = Builder::new("t-poll-rt")
+        .realtime(30)
+        .cpu(target)
+        .spawn(|| {
+            if thread::make_periodic(time::now_ns() + MILLISECOND, MILLISECOND).is_err() {
+                return -1;
+            }
+            for _ in 0..PERIODS {
+                if thread::wait_next_period().is_err() {
+                    return -2;
+                }
+            }
+            0
+        })
+        .map_err(error);
+    let result = periodic.and_then(|id| thread::join(id, Some(30 * SECOND)).map_err(error));
+    let interrupts = timer_interrupts() - interrupts_before;
+    thread::set_polling(before_mask);
+    check_eq!(result?, 0);
+    check!(
+        interrupts < u64::from(PERIODS) / 4,
+        "{interrupts} timer interrupts on cpu {target} for {PERIODS} releases: the timer, not the poll, released the thread"
+    );
+    // Halting again: its timer must be armed for the sleeps there.
+    let sleeper = Builder::new("t-poll-off")
+        .cpu(target)
+        .spawn(|| {
+            for _ in 0..5 {
+                if thread::sleep_ns(2 * MILLISECOND).is_err() {
+                    return -1;
+                }
+            }
+            0
+        })
+        .map_err(error)?;
+    check_eq!(thread::join(sleeper, Some(10 * SECOND)).map_err(error)?, 0);
     Ok(())
 }
 

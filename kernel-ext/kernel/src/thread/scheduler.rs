@@ -28,6 +28,10 @@ struct CpuScheduler {
 static ONLINE: AtomicU64 = AtomicU64::new(0);
 /// CPUs reserved for pinned work (`isolcpus=`).
 static ISOLATED: AtomicU64 = AtomicU64::new(0);
+
+/// CPUs whose idle loop polls the clock for their next alarm instead of
+/// halting until the timer interrupt (`rt_idle=poll`: the isolated CPUs).
+static POLLING: AtomicU64 = AtomicU64::new(0);
 /// Context switches performed, all CPUs.
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
 
@@ -169,6 +173,16 @@ pub fn isolated_mask() -> u64 {
     ISOLATED.load(Ordering::Acquire)
 }
 
+/// Sets the CPUs whose idle loop polls the clock instead of halting.
+pub fn set_polling(mask: u64) {
+    POLLING.store(mask, Ordering::Release);
+}
+
+/// CPUs whose idle loop polls the clock instead of halting.
+pub fn polling_mask() -> u64 {
+    POLLING.load(Ordering::Acquire)
+}
+
 /// Context switches since boot, all CPUs.
 pub fn cpu_switches() -> u64 {
     SWITCHES.load(Ordering::Relaxed)
@@ -271,22 +285,75 @@ pub fn prepare_secondary_cpu() -> Result<(), super::ThreadError> {
     Ok(())
 }
 
-/// The idle loop: run whatever is ready, else halt until an interrupt.
+/// Longest time a polling idle CPU went without looking at the clock, and
+/// how many such stalls exceeded [`POLL_STALL_LONG_NS`], since the last
+/// [`reset_poll_stalls`] (all CPUs). A stall is time the CPU was taken
+/// away from its poll: interrupt handlers, or, under a hypervisor, the
+/// vCPU not running (`INFO cpu` `poll_stall_*`).
+static POLL_STALL_MAX_NS: AtomicU64 = AtomicU64::new(0);
+static POLL_STALLS_LONG: AtomicU64 = AtomicU64::new(0);
+/// A poll stall longer than this is counted.
+pub const POLL_STALL_LONG_NS: u64 = 250_000;
+
+/// (longest poll stall in ns, stalls longer than [`POLL_STALL_LONG_NS`]).
+pub fn poll_stalls() -> (u64, u64) {
+    (POLL_STALL_MAX_NS.load(Ordering::Relaxed), POLL_STALLS_LONG.load(Ordering::Relaxed))
+}
+
+/// Starts a new window for [`poll_stalls`].
+pub fn reset_poll_stalls() {
+    POLL_STALL_MAX_NS.store(0, Ordering::Relaxed);
+    POLL_STALLS_LONG.store(0, Ordering::Relaxed);
+}
+
+/// The idle loop: run whatever is ready, else halt until an interrupt
+/// (or, on a polling CPU, look at the clock again).
 pub fn idle_loop() -> ! {
+    // When this CPU last looked at the clock in its poll (0: not polling).
+    let mut last_look = 0u64;
     loop {
         cpu::interrupts_disable();
         let local = here();
         let work = local.need_resched.load(Ordering::Acquire) || local.queued.load(Ordering::Acquire) != 0;
         if work {
+            last_look = 0;
             schedule_with(Reason::Preempt);
             cpu::interrupts_enable();
             continue;
         }
         if crate::softirq::pending_here() {
+            last_look = 0;
             cpu::interrupts_enable();
             crate::softirq::run_pending();
             continue;
         }
+        if POLLING.load(Ordering::Relaxed) & (1u64 << (cpu_local::current_index() & 63)) != 0 {
+            // A polling CPU releases its threads when the clock says so,
+            // not when the timer interrupt arrives (under a hypervisor its
+            // delivery can wait behind the emulator's other work), and
+            // takes other interrupts between two looks at the clock.
+            let now = time::now_ns();
+            if last_look != 0 {
+                let stall = now.saturating_sub(last_look);
+                POLL_STALL_MAX_NS.fetch_max(stall, Ordering::Relaxed);
+                if stall > POLL_STALL_LONG_NS {
+                    POLL_STALLS_LONG.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            last_look = now;
+            if clockevent::run_due_here() {
+                last_look = 0;
+            } else {
+                cpu::interrupt_window();
+            }
+            cpu::interrupts_enable();
+            continue;
+        }
+        if clockevent::polling_here() {
+            // Polling just turned off: the timer is armed again before the halt.
+            clockevent::set_polling_here(None);
+        }
+        last_look = 0;
         // STI's shadow covers HLT: an interrupt between the check and the
         // halt wakes the halt instead of being lost.
         cpu::enable_and_halt();
@@ -637,6 +704,13 @@ fn schedule_with(reason: Reason) {
         };
         next.set_state(State::Running);
         next.cpu.store(cpu as u32, Ordering::Relaxed);
+        // First, so that the slice alarm's change below programs the timer
+        // for what runs next.
+        if POLLING.load(Ordering::Relaxed) & (1u64 << (cpu & 63)) != 0 {
+            clockevent::set_polling_here(Some(core::ptr::eq(next, scheduler.idle)));
+        } else if clockevent::polling_here() {
+            clockevent::set_polling_here(None);
+        }
         // Kernel threads share the CPU by slices, armed only while others wait.
         match next.effective_kind() {
             super::Kind::Kernel { .. } if scheduler.queue.fair_len() > 0 => {
@@ -753,7 +827,12 @@ pub(super) fn sleep_current(thread: &'static Thread, deadline_ns: u64) {
         cpu::interrupts_restore(interrupts_were_enabled);
         return;
     }
-    clockevent::arm(alarm, deadline_ns);
+    if POLLING.load(Ordering::Relaxed) & (1u64 << (cpu_local::current_index() & 63)) != 0 {
+        // The switch just below programs this CPU's timer.
+        clockevent::arm_before_switch(alarm, deadline_ns);
+    } else {
+        clockevent::arm(alarm, deadline_ns);
+    }
     schedule_with(Reason::Block);
     clockevent::cancel(alarm);
     cpu::interrupts_restore(interrupts_were_enabled);

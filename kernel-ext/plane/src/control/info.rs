@@ -127,6 +127,16 @@ fn cpu(out: &mut String) -> core::fmt::Result {
     )?;
     write!(out, "stack_scan_max_ns:{}\r\n", thread::stack_scan_max_ns())?;
     write!(out, "remote_alarm_changes:{}\r\n", rtedge_kernel::clockevent::remote_changes())?;
+    // `rt_idle=poll`: the isolated CPUs poll the clock when idle; a stall
+    // is time one went without looking (same window as irqs_off_*).
+    let polling = thread::polling_mask();
+    let (stall_max_ns, stalls_long) = thread::poll_stalls();
+    write!(
+        out,
+        "idle_polling:{}\r\npoll_stall_max_ns:{stall_max_ns}\r\npoll_stalls_over_{}us:{stalls_long}\r\n",
+        if polling == 0 { String::from("none") } else { thread::format_cpu_mask(polling, u64::MAX) },
+        thread::POLL_STALL_LONG_NS / 1000
+    )?;
     for index in 0..cpu_local::MAX_CPUS {
         if let Some(local) = cpu_local::get(index) {
             let running = match thread::running_class_on(index as u32) {
