@@ -67,9 +67,10 @@ fuzz: ## millions of generated frames through the RESP parser and the dispatcher
 soak: deps ## >= 1 000 000 requests against the booted appliance with subscribers; errors, heap, slots and misses before/after
 	RTEDGE_SOAK=1 $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only soak::
 
-rt-isolation: deps ## the 1 ms RT thread's misses and release latency idle vs 20 silent, 20 reading, 20 non-reading subscribers (ratios, one run); then again with its vCPU's host thread pinned alone
+rt-isolation: deps ## the 1 ms RT thread's misses and release latency idle vs 20 silent, 20 reading, 20 non-reading subscribers (ratios per run): RT CPU halting when idle, polling (rt_idle=poll), polling with its vCPU pinned alone (over a tap device when root)
 	RTEDGE_RT_BENCH=1 RTEDGE_E2E_APPEND=irqsoff=1 $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only isolation::rt_deadlines
-	RTEDGE_RT_BENCH=1 RTEDGE_RT_PIN=1 RTEDGE_E2E_APPEND=irqsoff=1 $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only isolation::rt_deadlines
+	RTEDGE_RT_BENCH=1 RTEDGE_E2E_APPEND="irqsoff=1 rt_idle=poll" $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only isolation::rt_deadlines
+	RTEDGE_RT_BENCH=1 RTEDGE_RT_PIN=1 RTEDGE_E2E_APPEND="irqsoff=1 rt_idle=poll" $(if $(filter 0,$(shell id -u)),RTEDGE_E2E_NET=tap) $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only isolation::rt_deadlines
 
 faults: deps ## every command completes while the guest's NIC path drops and corrupts 10 % of the packets (net_faults=10,10)
 	RTEDGE_E2E_APPEND="net_faults=10,10" $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only faults::
@@ -82,8 +83,9 @@ image: deps ## build the appliance image and print its path and size
 disk: deps ## build the appliance as disk images (hybrid ISO for BIOS+UEFI, GPT raw/qcow2 for UEFI) and print their sizes; RELEASE=1 needs RTEDGE_TOKEN or RTEDGE_TOKEN_FILE
 	$(RUNNER) $(RUNNER_FLAGS) disk $(if $(RELEASE),--release)
 
-bench: deps ## run the benchmark image and print its figures per hypervisor
+bench: deps ## run the benchmark image and print its figures per hypervisor; then `make rt-isolation`
 	$(RUNNER) $(RUNNER_FLAGS) bench $(HV_ARGS)
+	$(MAKE) --no-print-directory rt-isolation
 
 boot-time: deps ## boot the ktest image RUNS times per hypervisor and report boot times
 	$(RUNNER) $(RUNNER_FLAGS) boot-time --runs $(RUNS) $(HV_ARGS)

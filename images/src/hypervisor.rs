@@ -184,6 +184,14 @@ fn qemu_netdev(forward: PortForward) -> Vec<String> {
     vec!["-netdev".to_string(), format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-:{}", forward.host, forward.guest)]
 }
 
+/// QEMU's network device for `hypervisor` on host tap device `tap`
+/// (created beforehand; QEMU runs no script), instead of user networking.
+pub fn qemu_tap_netdev(hypervisor: Hypervisor, tap: &str) -> Vec<String> {
+    let device =
+        if hypervisor == Hypervisor::QemuMicrovm { "virtio-net-device,netdev=n0" } else { "virtio-net-pci,netdev=n0,disable-legacy=on" };
+    vec!["-netdev".into(), format!("tap,id=n0,ifname={tap},script=no,downscript=no"), "-device".into(), device.into()]
+}
+
 /// QEMU `microvm`: virtio-mmio devices (QEMU adds their location to the cmdline).
 pub fn qemu_microvm(spec: &BootSpec) -> Vec<String> {
     let mut args = owned(&["-M", "microvm"]);
@@ -325,6 +333,18 @@ mod tests {
         assert_eq!(guest_metrics_port("metrics_port=9200 log=info"), Some(9200));
         assert_eq!(guest_metrics_port("metrics_port=9200 metrics_port=0"), None);
         assert_eq!(guest_metrics_port("metrics_port=x"), None);
+    }
+
+    #[test]
+    fn a_tap_device_replaces_user_networking_with_the_machines_own_nic() {
+        assert_eq!(
+            qemu_tap_netdev(Hypervisor::QemuMicrovm, "tap0").join(" "),
+            "-netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device virtio-net-device,netdev=n0"
+        );
+        assert_eq!(
+            qemu_tap_netdev(Hypervisor::QemuQ35, "tap1").join(" "),
+            "-netdev tap,id=n0,ifname=tap1,script=no,downscript=no -device virtio-net-pci,netdev=n0,disable-legacy=on"
+        );
     }
 
     #[test]

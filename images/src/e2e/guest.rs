@@ -195,6 +195,32 @@ impl Guest {
                 )
             }
             (Hypervisor::Uhyve, None) => bail!("uhyve end-to-end runs need a network namespace"),
+            (hypervisor, Some(namespace)) => {
+                // QEMU on a tap device in the namespace (`RTEDGE_E2E_NET=tap`):
+                // the host kernel carries the clients' TCP, not QEMU's user
+                // networking in its main loop.
+                let boot = BootSpec {
+                    image: spec.image.clone(),
+                    cmdline: format!("{} ip={}/24 gw={}", spec.cmdline, namespace.guest_address, namespace.host_address),
+                    smp: spec.smp,
+                    memory_mib: spec.memory_mib,
+                    accel: Accel::Tcg,
+                    console: ConsoleMode::Captured,
+                    net: None,
+                };
+                let qemu = spec.tools.invocation(hypervisor, &boot)?;
+                let mut args = vec!["netns".to_string(), "exec".into(), namespace.name.clone(), qemu.program.display().to_string()];
+                args.extend(qemu.args);
+                args.extend(crate::hypervisor::qemu_tap_netdev(hypervisor, &namespace.tap));
+                if let Some(initrd) = &spec.initrd {
+                    args.push("-initrd".into());
+                    args.push(initrd.display().to_string());
+                }
+                (
+                    Invocation { program: PathBuf::from("ip"), args },
+                    Target::Netns { namespace: namespace.name.clone(), address: namespace.guest_address.clone(), port: spec.guest_port },
+                )
+            }
             (hypervisor, _) => {
                 let port = free_port()?;
                 let boot = BootSpec {

@@ -136,6 +136,12 @@ struct Phase {
     lock_spin_site: String,
     /// Alarms armed or cancelled from another CPU than their own.
     remote_alarm_changes: i64,
+    /// `rt_idle=poll`: poll stalls over 250 us and the longest (-1: not
+    /// reported).
+    poll_stalls: i64,
+    poll_stall_max_ns: i64,
+    /// Interrupts the RT thread's CPU took in the phase, by name.
+    rt_cpu_interrupts: Vec<(String, i64)>,
     /// NET_RX: polls, fan-out and poll time (sum and longest).
     net_rx_polls: i64,
     fan_out_ns: i64,
@@ -176,8 +182,17 @@ impl Phase {
 
     /// Where the latency went, and the load on guest and host.
     fn breakdown(&self) -> String {
+        let interrupts: Vec<String> = self.rt_cpu_interrupts.iter().map(|(name, count)| format!("{name} {count}")).collect();
         format!(
-            "timer IRQ late >250us {} (max {:.0} us), IRQ->running >250us {} (max {:.0} us); longest IRQs-off lock section {:.0} us at {}, longest lock spin {:.0} us at {}; {} alarms changed from another CPU; NET_RX {} polls, fan-out {:.1} ms (max {:.0} us), poll {:.1} ms (max {:.0} us); guest busy {:.0} %, hypervisor {:.0} % of a host core, host busy {:.0} %",
+            "RT CPU interrupts: {}; {}",
+            if interrupts.is_empty() { String::from("none") } else { interrupts.join(", ") },
+            self.breakdown_rest()
+        )
+    }
+
+    fn breakdown_rest(&self) -> String {
+        format!(
+            "timer IRQ late >250us {} (max {:.0} us), IRQ->running >250us {} (max {:.0} us); longest IRQs-off lock section {:.0} us at {}, longest lock spin {:.0} us at {}; {} alarms changed from another CPU; idle poll stalls >250us {} (max {:.0} us); NET_RX {} polls, fan-out {:.1} ms (max {:.0} us), poll {:.1} ms (max {:.0} us); guest busy {:.0} %, hypervisor {:.0} % of a host core, host busy {:.0} %",
             self.timer_late,
             self.timer_late_max_ns as f64 / 1000.0,
             self.dispatch_late,
@@ -187,6 +202,8 @@ impl Phase {
             self.lock_spin_max_ns as f64 / 1000.0,
             self.lock_spin_site,
             self.remote_alarm_changes,
+            self.poll_stalls,
+            self.poll_stall_max_ns as f64 / 1000.0,
             self.net_rx_polls,
             self.fan_out_ns as f64 / 1e6,
             self.fan_out_max_ns as f64 / 1000.0,
@@ -213,6 +230,8 @@ fn measure(conn: &mut Conn, pid: u32) -> Result<Phase> {
     ensure!(field_int(&reset, "count").is_ok(), "LATENCY thread:{RT_THREAD} RESET: {reset:?}");
     let (_, idle_before) = rt_row(conn)?;
     let remote_before = info_number(conn, "cpu", "remote_alarm_changes").unwrap_or(0);
+    let rt_cpu = field_int(&rt_row(conn)?.0, "cpu").unwrap_or(1);
+    let irqs_before = cpu_interrupts(conn, rt_cpu)?;
     let uptime_before = uptime_ns(conn)?;
     let host_before = host_sample(pid);
     let started = Instant::now();
@@ -225,6 +244,12 @@ fn measure(conn: &mut Conn, pid: u32) -> Result<Phase> {
             let host_after = host_sample(pid);
             let wall = started.elapsed().as_secs_f64();
             let uptime_after = uptime_ns(conn)?;
+            let irqs_after = cpu_interrupts(conn, rt_cpu)?;
+            let rt_cpu_interrupts = irqs_after
+                .iter()
+                .map(|(name, count)| (name.clone(), count - irqs_before.iter().find(|(before, _)| before == name).map_or(0, |(_, n)| *n)))
+                .filter(|(_, count)| *count > 0)
+                .collect();
             let latency = conn.call(&["LATENCY", &format!("thread:{RT_THREAD}")])?;
             let cpu = text(&conn.call(&["INFO", "cpu"])?);
             let net = text(&conn.call(&["INFO", "net"])?);
@@ -248,6 +273,9 @@ fn measure(conn: &mut Conn, pid: u32) -> Result<Phase> {
                 lock_spin_max_ns: info_int(&cpu, "lock_spin_max_ns"),
                 lock_spin_site: info_field(&cpu, "lock_spin_max_site").unwrap_or_default().trim().to_string(),
                 remote_alarm_changes: info_int(&cpu, "remote_alarm_changes") - remote_before,
+                rt_cpu_interrupts,
+                poll_stalls: info_field(&cpu, "poll_stalls_over_250us").and_then(|value| value.trim().parse().ok()).unwrap_or(-1),
+                poll_stall_max_ns: info_field(&cpu, "poll_stall_max_ns").and_then(|value| value.trim().parse().ok()).unwrap_or(-1),
                 net_rx_polls: info_int(&net, "net_rx_polls"),
                 fan_out_ns: info_int(&net, "net_rx_fan_out_ns"),
                 fan_out_max_ns: info_int(&net, "net_rx_fan_out_max_ns"),
@@ -268,6 +296,13 @@ fn measure(conn: &mut Conn, pid: u32) -> Result<Phase> {
             bail!("{RT_THREAD} released {} times in 120 s", releases - releases_before);
         }
     }
+}
+
+/// CPU `cpu`'s interrupt counts by handler name (`IRQS`).
+fn cpu_interrupts(conn: &mut Conn, cpu: i64) -> Result<Vec<(String, i64)>> {
+    let reply = conn.call(&["IRQS"])?;
+    let key = format!("cpu{cpu}");
+    Ok(items(&reply)?.iter().filter_map(|line| Some((text(field(line, "name")?), field_int(line, &key).ok()?))).collect())
 }
 
 /// A subscriber to `STREAM`, confirmed.
@@ -306,22 +341,19 @@ fn benchmark_mode() -> bool {
 }
 
 /// Whether the benchmark pins the RT vCPU's host thread
-/// (`RTEDGE_RT_PIN=1`, the second run of `make rt-isolation`).
+/// (`RTEDGE_RT_PIN=1`, the third run of `make rt-isolation`).
 fn pin_mode() -> bool {
     benchmark_mode() && std::env::var_os("RTEDGE_RT_PIN").is_some_and(|value| value == "1")
 }
 
 /// Pins QEMU's thread of the guest's isolated CPU (`CPU 1/TCG`, named by
-/// `-name ...,debug-threads=on`) on the host's last CPU together with
-/// QEMU's main-loop and I/O threads, and the other vCPU thread and this
-/// process's current thread (the test's clients are spawned from it and
-/// inherit it) on the other host CPUs: the host-side counterpart of the
-/// guest's `isolcpus=1`, as one pins an RT guest's vCPU in production.
-/// Under TCG the emulated APIC timer fires in QEMU's main loop, which
-/// then kicks the vCPU: with the main loop queued behind the other vCPU
-/// and the 20 readers on a 2-core host, the RT thread's timer interrupt
-/// comes late. (The vCPU thread alone on its core, main loop elsewhere,
-/// changed nothing.) Returns what was pinned.
+/// `-name ...,debug-threads=on`) alone on the host's last CPU, and QEMU's
+/// other threads and this process's current thread (the test's clients are
+/// spawned from it and inherit it) on the other host CPUs: the host-side
+/// counterpart of the guest's `isolcpus=1`, as one pins an RT guest's vCPU
+/// in production. Meant with `rt_idle=poll` (the third run of `make
+/// rt-isolation`): the vCPU then never waits for QEMU's main loop to
+/// deliver its timer. Returns what was pinned.
 fn pin_rt_vcpu(pid: u32) -> Result<String> {
     let host_cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     ensure!(host_cpus >= 2, "pinning needs at least 2 host CPUs, this host has {host_cpus}");
@@ -356,7 +388,7 @@ fn pin_rt_vcpu(pid: u32) -> Result<String> {
                 other_vcpus += 1;
             }
             _ => {
-                set_affinity(tid, &[rt_cpu])?;
+                set_affinity(tid, &others)?;
                 main_threads += 1;
             }
         }
@@ -364,7 +396,7 @@ fn pin_rt_vcpu(pid: u32) -> Result<String> {
     let vcpu = vcpu.context("no QEMU thread named `CPU 1/TCG` (QEMU without -name debug-threads=on, or not TCG)")?;
     set_affinity(0, &others)?;
     Ok(format!(
-        "QEMU thread `CPU 1/TCG` ({vcpu}) and QEMU's {main_threads} main-loop/IO threads on host CPU {rt_cpu}; \
+        "QEMU thread `CPU 1/TCG` ({vcpu}) alone on host CPU {rt_cpu}; QEMU's {main_threads} main-loop/IO threads, \
          {other_vcpus} other vCPU thread(s) and the test's clients on host CPUs 0-{}",
         rt_cpu - 1
     ))
@@ -494,17 +526,28 @@ fn rt_deadlines_with_subscribers(ctx: &mut Ctx<'_>) -> Result<()> {
         ctx.figure("longest stack scan of one thread by THREADS (ns)", scan.trim().to_string());
     }
     if benchmark_mode() {
-        print_table(&phases, idle_rate, idle_p99);
+        let polling = info_field(&cpu, "idle_polling").map(|cpus| cpus.trim().to_string()).unwrap_or_else(|| String::from("?"));
+        let setup = format!(
+            "guest idle {}; network {}; {}",
+            if polling == "none" { String::from("halts (rt_idle=halt)") } else { format!("polls on cpu {polling} (rt_idle=poll)") },
+            match ctx.target() {
+                Target::Loopback { .. } => "QEMU user networking",
+                Target::Netns { .. } => "tap device in a network namespace",
+            },
+            if pin_mode() { "RT vCPU pinned alone on the last host CPU" } else { "nothing pinned" }
+        );
+        print_table(&setup, &phases, idle_rate, idle_p99);
     }
     Ok(())
 }
 
 /// The benchmark's table: one row per phase, ratios to the worse idle phase.
-fn print_table(phases: &[(&str, Phase)], idle_rate: f64, idle_p99: f64) {
+fn print_table(setup: &str, phases: &[(&str, Phase)], idle_rate: f64, idle_p99: f64) {
     println!();
     println!("rt-isolation: softirq-rt (1 ms period), {PHASE_RELEASES} releases per phase; ratios to the worse idle phase");
+    println!("rt-isolation: {setup}");
     println!(
-        "{:<16} {:>7} {:>7} {:>7} {:>8} {:>8} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "{:<16} {:>7} {:>7} {:>7} {:>8} {:>8} {:>9} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
         "phase",
         "misses",
         "miss%",
@@ -517,6 +560,8 @@ fn print_table(phases: &[(&str, Phase)], idle_rate: f64, idle_p99: f64) {
         "disp>250",
         "irqoff",
         "remote",
+        "stall>250",
+        "stall us",
         "fanout ms",
         "poll ms",
         "guest%",
@@ -530,7 +575,7 @@ fn print_table(phases: &[(&str, Phase)], idle_rate: f64, idle_p99: f64) {
     );
     for (name, phase) in phases {
         println!(
-            "{:<16} {:>7} {:>7.2} {:>7.2} {:>8.1} {:>8.1} {:>9.2} {:>7.0} {:>9} {:>8} {:>8.0} {:>8} {:>9.1} {:>9.1} {:>7.0} {:>7.0} {:>7.0} {:>7} {:>7} {:>7} {:>7} {:>7}",
+            "{:<16} {:>7} {:>7.2} {:>7.2} {:>8.1} {:>8.1} {:>9.2} {:>7.0} {:>9} {:>8} {:>8.0} {:>8} {:>9} {:>8.0} {:>9.1} {:>9.1} {:>7.0} {:>7.0} {:>7.0} {:>7} {:>7} {:>7} {:>7} {:>7}",
             name,
             phase.misses,
             phase.miss_percent(),
@@ -543,6 +588,8 @@ fn print_table(phases: &[(&str, Phase)], idle_rate: f64, idle_p99: f64) {
             phase.dispatch_late,
             phase.irqs_off_max_ns as f64 / 1000.0,
             phase.remote_alarm_changes,
+            phase.poll_stalls,
+            phase.poll_stall_max_ns as f64 / 1000.0,
             phase.fan_out_ns as f64 / 1e6,
             phase.poll_ns as f64 / 1e6,
             phase.guest_busy_percent,
@@ -557,6 +604,9 @@ fn print_table(phases: &[(&str, Phase)], idle_rate: f64, idle_p99: f64) {
     }
     println!(
         "irq-late: releases whose timer interrupt came > 250 us after the due instant; disp>250: > 250 us from that interrupt to the thread running;"
+    );
+    println!(
+        "stall>250 / stall us: the RT CPU's idle poll went > 250 us without looking at the clock / the longest such gap (rt_idle=poll; 0 when halting);"
     );
     println!(
         "irqoff: longest IrqSpinLock interrupts-off section (us); remote: alarms armed/cancelled from another CPU (each takes that CPU's alarm lock and interrupts it); guest%: guest CPUs not idle; qemu%: the QEMU process's host CPU (100 = one core); host%: the whole host busy"

@@ -340,6 +340,11 @@ pub fn run(plan: &Plan<'_>) -> Result<Report> {
                     continue;
                 }
             }
+        } else if qemu_on_tap() {
+            match Namespace::create() {
+                Ok(namespace) => Some(namespace),
+                Err(reason) => bail!("RTEDGE_E2E_NET=tap: {reason:#}"),
+            }
         } else {
             None
         };
@@ -425,6 +430,13 @@ pub fn run(plan: &Plan<'_>) -> Result<Report> {
         instances::record(plan, reference, &mut report);
     }
     Ok(report)
+}
+
+/// Whether QEMU guests get a tap device in a network namespace instead of
+/// user networking (`RTEDGE_E2E_NET=tap`; needs root): the clients' TCP is
+/// then the host kernel's, not QEMU's main loop's (`make rt-isolation`).
+pub fn qemu_on_tap() -> bool {
+    std::env::var_os("RTEDGE_E2E_NET").is_some_and(|value| value == "tap")
 }
 
 /// uhyve needs KVM and root (for the namespace and the tap device).
