@@ -135,6 +135,18 @@ impl<T> TimerQueue<T> {
         self.heap.first().map(|&index| self.slots[index as usize].deadline)
     }
 
+    /// The earliest armed deadline among the timers whose data passes
+    /// `wanted` (a walk over every armed timer).
+    pub fn next_deadline_where(&self, mut wanted: impl FnMut(&T) -> bool) -> Option<u64> {
+        self.heap
+            .iter()
+            .filter_map(|&index| {
+                let slot = &self.slots[index as usize];
+                slot.data.as_ref().filter(|data| wanted(data)).map(|_| slot.deadline)
+            })
+            .min()
+    }
+
     /// Number of armed timers.
     pub fn armed_count(&self) -> usize {
         self.heap.len()
@@ -264,6 +276,20 @@ mod tests {
         assert!(!queue.cancel(b));
         assert!(!queue.is_armed(b));
         assert_eq!(drain(&mut queue, 100), vec![("a", 30)]);
+    }
+
+    #[test]
+    fn the_earliest_wanted_deadline_skips_the_others() {
+        let mut queue = TimerQueue::new();
+        let low = queue.register("low");
+        let high = queue.register("high");
+        let idle = queue.register("high, disarmed");
+        queue.arm(low, 10);
+        queue.arm(high, 30);
+        assert_eq!(queue.next_deadline_where(|name| name.starts_with("high")), Some(30));
+        assert_eq!(queue.next_deadline_where(|_| true), Some(10));
+        queue.cancel(high);
+        assert_eq!(queue.next_deadline_where(|name| name.starts_with("high")), None, "{idle:?} is not armed");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use rtedge_arch::apic;
 use rtedge_engine::timerqueue::{TimerId, TimerQueue};
 
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 use crate::cpu_local::{self, CpuLocal, MAX_CPUS};
 use crate::sync::IrqSpinLock;
@@ -25,6 +25,23 @@ use crate::time;
 pub struct Alarm {
     pub callback: fn(AlarmId, u64),
     pub data: u64,
+    /// How urgent it is on a polling CPU: it must interrupt a running
+    /// thread only if its level is above that thread's
+    /// ([`set_polling_here`]). [`LEVEL_ORDINARY`] unless armed with
+    /// [`arm_with_level`].
+    pub level: u8,
+}
+
+/// The level of an ordinary alarm (timers, time slices, a kernel thread's
+/// sleep): it interrupts a kernel thread, never a real-time one (whose
+/// level is [`realtime_level`]).
+pub const LEVEL_ORDINARY: u8 = 1;
+
+/// The level of a real-time thread of `priority`: running, it is
+/// interrupted only by the alarm of a more urgent one; asleep, its alarm
+/// interrupts every thread of a lower level.
+pub const fn realtime_level(priority: u8) -> u8 {
+    priority.saturating_add(2)
 }
 
 /// Each CPU's alarms, earliest first; the CPU's local APIC timer is armed
@@ -41,20 +58,41 @@ static PROGRAMMED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPU
 /// polls the clock instead of waiting for the timer ([`run_due_here`]).
 static NEXT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
-/// For the CPUs whose idle loop polls the clock: whether the CPU runs its
-/// idle loop now (then its timer is not needed). Unset on the others.
-static POLLING: [PollingState; MAX_CPUS] = [const { PollingState(AtomicU8::new(0)) }; MAX_CPUS];
+/// For the CPUs whose idle loop polls the clock, what runs there now
+/// ([`Running`]); 0 on the others. Only its CPU writes it.
+static POLLING: [PollingState; MAX_CPUS] = [const { PollingState(AtomicU16::new(0)) }; MAX_CPUS];
 
-/// 0: the CPU does not poll; 1: it polls and runs a thread; 2: it polls and
-/// runs its idle loop. Only its CPU writes it.
-struct PollingState(AtomicU8);
+/// What a polling CPU runs, for its timer ([`set_polling_here`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Running {
+    /// Its idle loop: the poll runs the due alarms, no timer is needed.
+    Idle,
+    /// A thread of `level` (0 for a kernel thread, [`realtime_level`] for
+    /// a real-time one): the timer must come by the earliest alarm of a
+    /// higher level, the only ones that preempt it (the others wait for
+    /// it to sleep, when the poll finds them due).
+    Thread { level: u8 },
+}
+
+/// 0: the CPU does not poll; 1: idle; 2 + level: a thread.
+struct PollingState(AtomicU16);
 
 impl PollingState {
-    fn get(&self) -> Option<bool> {
+    fn get(&self) -> Option<Running> {
         match self.0.load(Ordering::Relaxed) {
             0 => None,
-            state => Some(state == 2),
+            1 => Some(Running::Idle),
+            state => Some(Running::Thread { level: (state - 2) as u8 }),
         }
+    }
+
+    fn set(&self, running: Option<Running>) {
+        let encoded = match running {
+            None => 0,
+            Some(Running::Idle) => 1,
+            Some(Running::Thread { level }) => 2 + u16::from(level),
+        };
+        self.0.store(encoded, Ordering::Relaxed);
     }
 }
 
@@ -85,7 +123,7 @@ impl AlarmId {
 /// Registers a disarmed alarm on the current CPU (may allocate).
 pub fn register(callback: fn(AlarmId, u64), data: u64) -> AlarmId {
     let cpu = cpu_local::current();
-    let timer = alarms_of(cpu).lock().register(Alarm { callback, data });
+    let timer = alarms_of(cpu).lock().register(Alarm { callback, data, level: LEVEL_ORDINARY });
     AlarmId { cpu: cpu.index(), timer }
 }
 
@@ -93,7 +131,7 @@ pub fn register(callback: fn(AlarmId, u64), data: u64) -> AlarmId {
 pub fn register_on(cpu: u32, callback: fn(AlarmId, u64), data: u64) -> AlarmId {
     match cpu_local::get(cpu as usize) {
         Some(local) => {
-            let timer = alarms_of(local).lock().register(Alarm { callback, data });
+            let timer = alarms_of(local).lock().register(Alarm { callback, data, level: LEVEL_ORDINARY });
             AlarmId { cpu: local.index(), timer }
         }
         None => register(callback, data),
@@ -113,6 +151,21 @@ pub fn unregister(id: AlarmId) {
 pub fn arm(id: AlarmId, deadline_ns: u64) {
     if let Some(cpu) = cpu_local::get(id.cpu as usize) {
         alarms_of(cpu).lock().arm(id.timer, deadline_ns);
+        reprogram_if_local(cpu);
+    }
+}
+
+/// [`arm`] with the alarm's level ([`Alarm::level`]): a thread's alarm
+/// carries the level of the thread it wakes.
+pub fn arm_with_level(id: AlarmId, deadline_ns: u64, level: u8) {
+    if let Some(cpu) = cpu_local::get(id.cpu as usize) {
+        {
+            let mut alarms = alarms_of(cpu).lock();
+            if let Some(alarm) = alarms.data_mut(id.timer) {
+                alarm.level = level;
+            }
+            alarms.arm(id.timer, deadline_ns);
+        }
         reprogram_if_local(cpu);
     }
 }
@@ -165,19 +218,29 @@ fn reprogram_if_local(cpu: &CpuLocal) {
 /// passed (its interrupt, if still to come, finds nothing due).
 fn reprogram(cpu: &CpuLocal) {
     let interrupts_were_enabled = rtedge_arch::cpu::interrupts_save();
-    let next = alarms_of(cpu).lock().next_deadline();
     let index = cpu.index() as usize;
+    let running = POLLING[index].get();
+    let (next, wanted) = {
+        let alarms = alarms_of(cpu).lock();
+        let next = alarms.next_deadline();
+        let wanted = match running {
+            Some(Running::Idle) => None,
+            Some(Running::Thread { level }) if level > 0 => alarms.next_deadline_where(|alarm| alarm.level > level),
+            Some(Running::Thread { .. }) | None => next,
+        };
+        (next, wanted)
+    };
     let programmed = &PROGRAMMED[index];
     let armed = programmed.load(Ordering::Relaxed);
     NEXT[index].store(next.map_or(0, |deadline| deadline.max(1)), Ordering::Relaxed);
-    if let Some(polling_idle) = POLLING[index].get() {
+    if running.is_some() {
         // A polling CPU: its idle loop runs due alarms by looking at the
-        // clock, so the timer only has to interrupt a running thread by
-        // its earliest alarm. An armed deadline no later than that serves
-        // (an early interrupt finds nothing due and re-arms), so the timer
-        // is written only when it would come too late, never to disarm.
-        let wanted = if polling_idle { None } else { next.map(|deadline| deadline.max(1)) };
-        if let Some(deadline) = wanted
+        // clock, so the timer only has to interrupt a running thread, by
+        // the earliest alarm that preempts it. An armed deadline no later
+        // than that serves (an early interrupt finds nothing due and
+        // re-arms), so the timer is written only when it would come too
+        // late, never to disarm.
+        if let Some(deadline) = wanted.map(|deadline| deadline.max(1))
             && (armed == 0 || armed > deadline)
         {
             apic::arm_at_tsc(time::ns_to_tsc_deadline(deadline));
@@ -226,19 +289,12 @@ pub fn handle_interrupt() {
 }
 
 /// For the scheduler, on a CPU whose idle loop polls the clock
-/// (`rt_idle=poll`): at each switch, `Some(to_idle)`, whether the CPU now
-/// runs its idle loop (then its alarms are the poll's; otherwise the timer
-/// must come by the earliest alarm, to interrupt the thread that runs);
-/// `None` when the CPU stops polling (its timer is armed for the earliest
-/// alarm again).
-pub fn set_polling_here(state: Option<bool>) {
+/// (`rt_idle=poll`): at each switch, what runs next ([`Running`]); `None`
+/// when the CPU stops polling (its timer is armed for the earliest alarm
+/// again).
+pub fn set_polling_here(running: Option<Running>) {
     let cpu = cpu_local::current();
-    let encoded = match state {
-        None => 0,
-        Some(false) => 1,
-        Some(true) => 2,
-    };
-    POLLING[cpu.index() as usize].0.store(encoded, Ordering::Relaxed);
+    POLLING[cpu.index() as usize].set(running);
     reprogram(cpu);
 }
 
@@ -253,14 +309,20 @@ pub fn polling_here() -> bool {
 /// ([`set_polling_here`]); arming it first and disarming it at the
 /// switch to idle would be two writes to the APIC per sleep, each of which
 /// can wait for the emulator.
-pub fn arm_before_switch(id: AlarmId, deadline_ns: u64) {
+pub fn arm_before_switch(id: AlarmId, deadline_ns: u64, level: u8) {
     match cpu_local::get(id.cpu as usize) {
         Some(cpu) if cpu.index() == cpu_local::current().index() => {
             let interrupts_were_enabled = rtedge_arch::cpu::interrupts_save();
-            alarms_of(cpu).lock().arm(id.timer, deadline_ns);
+            {
+                let mut alarms = alarms_of(cpu).lock();
+                if let Some(alarm) = alarms.data_mut(id.timer) {
+                    alarm.level = level;
+                }
+                alarms.arm(id.timer, deadline_ns);
+            }
             rtedge_arch::cpu::interrupts_restore(interrupts_were_enabled);
         }
-        _ => arm(id, deadline_ns),
+        _ => arm_with_level(id, deadline_ns, level),
     }
 }
 

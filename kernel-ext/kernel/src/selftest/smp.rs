@@ -18,6 +18,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "smp::per_cpu_counters_add_up", run: counters_add_up },
     Test { name: "smp::isolated_cpu_gets_no_unpinned_kernel_thread", run: isolation },
     Test { name: "smp::polling_cpu_releases_its_rt_thread_without_timer_interrupts", run: polling_release },
+    Test { name: "smp::on_a_polling_cpu_a_more_urgent_rt_thread_still_preempts", run: polling_preempt },
     Test { name: "smp::a_tasklet_never_runs_on_two_cpus_at_once", run: tasklet_exclusive },
     Test { name: "smp::different_tasklets_run_on_cpus_in_parallel", run: tasklets_parallel },
     Test { name: "smp::timer_delete_sync_waits_for_a_running_callback", run: timer_delete_sync },
@@ -316,6 +317,51 @@ fn polling_release() -> Outcome {
         })
         .map_err(error)?;
     check_eq!(thread::join(sleeper, Some(10 * SECOND)).map_err(error)?, 0);
+    Ok(())
+}
+
+/// `rt_idle=poll` on the isolated CPU: its timer is armed only for alarms
+/// that preempt the running thread, so a more urgent RT thread's sleep
+/// must still end while a less urgent one spins there (both pinned):
+/// the urgent one runs before the spinner finishes.
+fn polling_preempt() -> Outcome {
+    static URGENT_RAN_AT: AtomicU64 = AtomicU64::new(0);
+    static SPIN_ENDED_AT: AtomicU64 = AtomicU64::new(0);
+    URGENT_RAN_AT.store(0, Ordering::SeqCst);
+    SPIN_ENDED_AT.store(0, Ordering::SeqCst);
+    let isolated = thread::isolated_mask();
+    check!(isolated != 0, "run this image with isolcpus= (the SMP profiles set it)");
+    let target = isolated.trailing_zeros();
+    let before_mask = thread::polling_mask();
+    thread::set_polling(before_mask | 1 << target);
+    let outcome = (|| -> Outcome {
+        let spinner = Builder::new("t-poll-low")
+            .realtime(20)
+            .cpu(target)
+            .spawn(|| {
+                // Long enough for the urgent thread's 2 ms sleep to end inside it.
+                time::spin_for_ns(30 * MILLISECOND);
+                SPIN_ENDED_AT.store(time::now_ns(), Ordering::SeqCst);
+                0
+            })
+            .map_err(error)?;
+        let urgent = Builder::new("t-poll-high")
+            .realtime(40)
+            .cpu(target)
+            .spawn(|| {
+                let _ = thread::sleep_ns(2 * MILLISECOND);
+                URGENT_RAN_AT.store(time::now_ns(), Ordering::SeqCst);
+                0
+            })
+            .map_err(error)?;
+        check_eq!(thread::join(urgent, Some(10 * SECOND)).map_err(error)?, 0);
+        check_eq!(thread::join(spinner, Some(10 * SECOND)).map_err(error)?, 0);
+        Ok(())
+    })();
+    thread::set_polling(before_mask);
+    outcome?;
+    let (urgent, spin_end) = (URGENT_RAN_AT.load(Ordering::SeqCst), SPIN_ENDED_AT.load(Ordering::SeqCst));
+    check!(urgent != 0 && urgent < spin_end, "the urgent thread ran at {urgent} ns, after the spinner ended at {spin_end} ns");
     Ok(())
 }
 

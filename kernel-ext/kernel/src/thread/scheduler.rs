@@ -707,7 +707,13 @@ fn schedule_with(reason: Reason) {
         // First, so that the slice alarm's change below programs the timer
         // for what runs next.
         if POLLING.load(Ordering::Relaxed) & (1u64 << (cpu & 63)) != 0 {
-            clockevent::set_polling_here(Some(core::ptr::eq(next, scheduler.idle)));
+            let running = if core::ptr::eq(next, scheduler.idle) {
+                clockevent::Running::Idle
+            } else {
+                // Its own priority, not a boost it may lose while it runs.
+                clockevent::Running::Thread { level: running_level(next.kind()) }
+            };
+            clockevent::set_polling_here(Some(running));
         } else if clockevent::polling_here() {
             clockevent::set_polling_here(None);
         }
@@ -810,6 +816,24 @@ pub(super) fn exit_current(thread: &'static Thread) -> ! {
     unreachable!("an exited thread was resumed")
 }
 
+/// The level of the alarm that wakes `thread` (`clockevent::Alarm::level`):
+/// on a polling CPU it interrupts the threads running below it.
+fn alarm_level(thread: &Thread) -> u8 {
+    match thread.effective_kind() {
+        super::Kind::Realtime { priority } => clockevent::realtime_level(priority),
+        _ => clockevent::LEVEL_ORDINARY,
+    }
+}
+
+/// The level of a thread running on a polling CPU (`clockevent::Running`):
+/// only alarms above it need the timer.
+fn running_level(kind: super::Kind) -> u8 {
+    match kind {
+        super::Kind::Realtime { priority } => clockevent::realtime_level(priority),
+        _ => 0,
+    }
+}
+
 /// Sleeps the calling thread until `deadline_ns` (or an earlier wake-up).
 pub(super) fn sleep_current(thread: &'static Thread, deadline_ns: u64) {
     let Some(alarm) = thread.thread_alarm() else { return };
@@ -829,9 +853,9 @@ pub(super) fn sleep_current(thread: &'static Thread, deadline_ns: u64) {
     }
     if POLLING.load(Ordering::Relaxed) & (1u64 << (cpu_local::current_index() & 63)) != 0 {
         // The switch just below programs this CPU's timer.
-        clockevent::arm_before_switch(alarm, deadline_ns);
+        clockevent::arm_before_switch(alarm, deadline_ns, alarm_level(thread));
     } else {
-        clockevent::arm(alarm, deadline_ns);
+        clockevent::arm_with_level(alarm, deadline_ns, alarm_level(thread));
     }
     schedule_with(Reason::Block);
     clockevent::cancel(alarm);
@@ -858,7 +882,7 @@ pub(super) fn suspend_current(thread: &'static Thread) {
 pub(super) fn block_current(thread: &'static Thread, deadline_ns: Option<u64>) {
     let alarm = deadline_ns.and_then(|deadline| thread.thread_alarm().map(|alarm| (alarm, deadline)));
     if let Some((alarm, deadline)) = alarm {
-        clockevent::arm(alarm, deadline);
+        clockevent::arm_with_level(alarm, deadline, alarm_level(thread));
     }
     schedule_with(Reason::Block);
     if let Some((alarm, _)) = alarm {
