@@ -67,7 +67,7 @@ fuzz: ## millions of generated frames through the RESP parser and the dispatcher
 soak: deps ## >= 1 000 000 requests against the booted appliance with subscribers; errors, heap, slots and misses before/after
 	RTEDGE_SOAK=1 $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only soak::
 
-rt-isolation: deps ## the 1 ms RT thread's misses and release latency idle vs 20 silent, 20 reading, 20 non-reading subscribers (ratios per run): RT CPU halting when idle, polling (rt_idle=poll), polling with its vCPU pinned alone (over a tap device when root)
+rt-isolation: deps ## the 1 ms RT thread's misses and release latency idle vs 20 silent, 20 reading, 20 non-reading subscribers (3 interleaved rounds, RTEDGE_RT_ROUNDS=n; ratios and ranges per run): RT CPU halting when idle, polling (rt_idle=poll), polling with its vCPU pinned alone (over a tap device when root)
 	RTEDGE_RT_BENCH=1 RTEDGE_E2E_APPEND=irqsoff=1 $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only isolation::rt_deadlines
 	RTEDGE_RT_BENCH=1 RTEDGE_E2E_APPEND="irqsoff=1 rt_idle=poll" $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only isolation::rt_deadlines
 	RTEDGE_RT_BENCH=1 RTEDGE_RT_PIN=1 RTEDGE_E2E_APPEND="irqsoff=1 rt_idle=poll" $(if $(filter 0,$(shell id -u)),RTEDGE_E2E_NET=tap) $(RUNNER) $(RUNNER_FLAGS) e2e --hv qemu-microvm --only isolation::rt_deadlines
