@@ -14,6 +14,8 @@ CARGO ?= cargo
 RUNNER_STALE = $(shell test -x target/release/rtedge-image && test -z "$$(find images/src images/Cargo.toml net/proto/src Cargo.lock README.md net/CONTROL.md -newer target/release/rtedge-image -print -quit 2>/dev/null)" || echo stale)
 RUNNER = $(CARGO) run --release $(if $(RUNNER_STALE),,--quiet) -p rtedge-images --
 HV_ARGS = $(foreach hv,$(HV),--hv $(hv))
+# Kernel command line words for run/run-uhyve/start (`make run APPEND=rt_idle=poll`).
+APPEND_ARGS = $(if $(APPEND),--append '$(APPEND)')
 RUNNER_FLAGS = $(if $(V),--verbose)
 RUNS ?= 5
 
@@ -30,14 +32,14 @@ help: ## list the targets
 deps: ## install what is missing: kernel target, QEMU, redis-cli, uhyve 0.10.0
 	@ci/deps.sh
 
-run: deps ## boot the appliance under QEMU with the console here (Ctrl-A X quits)
-	$(RUNNER) $(RUNNER_FLAGS) run appliance $(HV_ARGS)
+run: deps ## boot the appliance under QEMU with the console here (Ctrl-A X quits; APPEND='k=v ...' adds kernel command line words)
+	$(RUNNER) $(RUNNER_FLAGS) run appliance $(HV_ARGS) $(APPEND_ARGS)
 
 run-uhyve: deps ## boot the appliance under uhyve (Ctrl-C quits)
-	$(RUNNER) $(RUNNER_FLAGS) run appliance --hv uhyve
+	$(RUNNER) $(RUNNER_FLAGS) run appliance --hv uhyve $(APPEND_ARGS)
 
 start: deps ## boot the appliance in the background (NAME=...); then rtctl ps | console | stop
-	$(RUNNER) $(RUNNER_FLAGS) run appliance --detach $(HV_ARGS) $(if $(NAME),--name $(NAME))
+	$(RUNNER) $(RUNNER_FLAGS) run appliance --detach $(HV_ARGS) $(if $(NAME),--name $(NAME)) $(APPEND_ARGS)
 
 stop: ## stop the background appliances: SHUTDOWN, then kill after 30 s (NAME=... for one)
 	$(CARGO) run --release --quiet -p rtedge-ctl -- stop $(if $(NAME),$(NAME),--all)

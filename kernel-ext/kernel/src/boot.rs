@@ -237,6 +237,10 @@ fn __rtedge_kernel_entry(info: &'static BootInfo) -> ! {
     // delivery; each such CPU stays busy, a whole host core under a
     // hypervisor). `rt_idle=halt`, the default, halts.
     let polling = match cmdline::get(line, "rt_idle") {
+        Some("poll") if isolated == 0 => {
+            log::warn!("command line: rt_idle=poll applies to the isolated CPUs and there are none (isolcpus=); nothing polls");
+            0
+        }
         Some("poll") => isolated,
         Some("halt") | None => 0,
         Some(other) => {
