@@ -121,6 +121,26 @@ impl Namespace {
     }
 }
 
+impl Namespace {
+    /// `cmdline` with the guest's static address in the namespace.
+    fn guest_cmdline(&self, cmdline: &str) -> String {
+        format!("{cmdline} ip={}/24 gw={}", self.guest_address, self.host_address)
+    }
+
+    /// `program args` run inside the namespace (`ip netns exec`, which
+    /// execs it: the process is the hypervisor's).
+    fn exec(&self, program: &Path, args: Vec<String>) -> Invocation {
+        let mut all = vec!["netns".to_string(), "exec".into(), self.name.clone(), program.display().to_string()];
+        all.extend(args);
+        Invocation { program: PathBuf::from("ip"), args: all }
+    }
+
+    /// Where the guest's `port` answers, from inside the namespace.
+    fn target(&self, port: u16) -> Target {
+        Target::Netns { namespace: self.name.clone(), address: self.guest_address.clone(), port }
+    }
+}
+
 impl Drop for Namespace {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
@@ -170,10 +190,8 @@ impl Guest {
                 // Under uhyve on an emulated CPU (as on nested KVM) a context
                 // switch costs ~0.7 ms, so the 1 kHz soft-interrupt test and
                 // the console-IRQ program (no UART there) are left out.
-                let cmdline = format!(
-                    "{} ip={}/24 gw={} modules=tasklet,tasklet-disable,rtalloc,buddy,shm,job,kmore",
-                    spec.cmdline, namespace.guest_address, namespace.host_address
-                );
+                let cmdline =
+                    format!("{} modules=tasklet,tasklet-disable,rtalloc,buddy,shm,job,kmore", namespace.guest_cmdline(&spec.cmdline));
                 let boot = BootSpec {
                     image: spec.image.clone(),
                     cmdline,
@@ -184,15 +202,9 @@ impl Guest {
                     net: None,
                 };
                 let uhyve = spec.tools.invocation(Hypervisor::Uhyve, &boot)?;
-                let mut args = vec!["netns".to_string(), "exec".into(), namespace.name.clone()];
-                args.push(uhyve.program.display().to_string());
-                args.push("--net".into());
-                args.push(format!("tap:{}", namespace.tap));
+                let mut args = vec!["--net".to_string(), format!("tap:{}", namespace.tap)];
                 args.extend(uhyve.args);
-                (
-                    Invocation { program: PathBuf::from("ip"), args },
-                    Target::Netns { namespace: namespace.name.clone(), address: namespace.guest_address.clone(), port: spec.guest_port },
-                )
+                (namespace.exec(&uhyve.program, args), namespace.target(spec.guest_port))
             }
             (Hypervisor::Uhyve, None) => bail!("uhyve end-to-end runs need a network namespace"),
             (hypervisor, Some(namespace)) => {
@@ -201,7 +213,7 @@ impl Guest {
                 // networking in its main loop.
                 let boot = BootSpec {
                     image: spec.image.clone(),
-                    cmdline: format!("{} ip={}/24 gw={}", spec.cmdline, namespace.guest_address, namespace.host_address),
+                    cmdline: namespace.guest_cmdline(&spec.cmdline),
                     smp: spec.smp,
                     memory_mib: spec.memory_mib,
                     accel: Accel::Tcg,
@@ -209,17 +221,13 @@ impl Guest {
                     net: None,
                 };
                 let qemu = spec.tools.invocation(hypervisor, &boot)?;
-                let mut args = vec!["netns".to_string(), "exec".into(), namespace.name.clone(), qemu.program.display().to_string()];
-                args.extend(qemu.args);
+                let mut args = qemu.args;
                 args.extend(crate::hypervisor::qemu_tap_netdev(hypervisor, &namespace.tap));
                 if let Some(initrd) = &spec.initrd {
                     args.push("-initrd".into());
                     args.push(initrd.display().to_string());
                 }
-                (
-                    Invocation { program: PathBuf::from("ip"), args },
-                    Target::Netns { namespace: namespace.name.clone(), address: namespace.guest_address.clone(), port: spec.guest_port },
-                )
+                (namespace.exec(&qemu.program, args), namespace.target(spec.guest_port))
             }
             (hypervisor, _) => {
                 let port = free_port()?;

@@ -341,10 +341,7 @@ pub fn run(plan: &Plan<'_>) -> Result<Report> {
                 }
             }
         } else if qemu_on_tap() {
-            match Namespace::create() {
-                Ok(namespace) => Some(namespace),
-                Err(reason) => bail!("RTEDGE_E2E_NET=tap: {reason:#}"),
-            }
+            Some(Namespace::create().context("RTEDGE_E2E_NET=tap")?)
         } else {
             None
         };

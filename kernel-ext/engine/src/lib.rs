@@ -27,6 +27,7 @@ pub mod seqlock;
 pub mod softirq;
 pub mod sync;
 pub mod tasklet;
+pub mod tickless;
 pub mod timerqueue;
 pub mod timers;
 pub mod value;

@@ -12,6 +12,8 @@
 //! be short and must not block or allocate.
 
 use rtedge_arch::apic;
+use rtedge_engine::tickless::{self, Write};
+pub use rtedge_engine::tickless::{LEVEL_ORDINARY, Running, realtime_level};
 use rtedge_engine::timerqueue::{TimerId, TimerQueue};
 
 use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -32,18 +34,6 @@ pub struct Alarm {
     pub level: u8,
 }
 
-/// The level of an ordinary alarm (timers, time slices, a kernel thread's
-/// sleep): it interrupts a kernel thread, never a real-time one (whose
-/// level is [`realtime_level`]).
-pub const LEVEL_ORDINARY: u8 = 1;
-
-/// The level of a real-time thread of `priority`: running, it is
-/// interrupted only by the alarm of a more urgent one; asleep, its alarm
-/// interrupts every thread of a lower level.
-pub const fn realtime_level(priority: u8) -> u8 {
-    priority.saturating_add(2)
-}
-
 /// Each CPU's alarms, earliest first; the CPU's local APIC timer is armed
 /// for the head.
 static ALARMS: [IrqSpinLock<TimerQueue<Alarm>>; MAX_CPUS] = [const { IrqSpinLock::new(TimerQueue::new()) }; MAX_CPUS];
@@ -61,18 +51,6 @@ static NEXT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// For the CPUs whose idle loop polls the clock, what runs there now
 /// ([`Running`]); 0 on the others. Only its CPU writes it.
 static POLLING: [PollingState; MAX_CPUS] = [const { PollingState(AtomicU16::new(0)) }; MAX_CPUS];
-
-/// What a polling CPU runs, for its timer ([`set_polling_here`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Running {
-    /// Its idle loop: the poll runs the due alarms, no timer is needed.
-    Idle,
-    /// A thread of `level` (0 for a kernel thread, [`realtime_level`] for
-    /// a real-time one): the timer must come by the earliest alarm of a
-    /// higher level, the only ones that preempt it (the others wait for
-    /// it to sleep, when the poll finds them due).
-    Thread { level: u8 },
-}
 
 /// 0: the CPU does not poll; 1: idle; 2 + level: a thread.
 struct PollingState(AtomicU16);
@@ -159,15 +137,18 @@ pub fn arm(id: AlarmId, deadline_ns: u64) {
 /// carries the level of the thread it wakes.
 pub fn arm_with_level(id: AlarmId, deadline_ns: u64, level: u8) {
     if let Some(cpu) = cpu_local::get(id.cpu as usize) {
-        {
-            let mut alarms = alarms_of(cpu).lock();
-            if let Some(alarm) = alarms.data_mut(id.timer) {
-                alarm.level = level;
-            }
-            alarms.arm(id.timer, deadline_ns);
-        }
+        queue_with_level(cpu, id, deadline_ns, level);
         reprogram_if_local(cpu);
     }
+}
+
+/// Arms `id` in `cpu`'s queue with `level`, the timer left as it is.
+fn queue_with_level(cpu: &CpuLocal, id: AlarmId, deadline_ns: u64, level: u8) {
+    let mut alarms = alarms_of(cpu).lock();
+    if let Some(alarm) = alarms.data_mut(id.timer) {
+        alarm.level = level;
+    }
+    alarms.arm(id.timer, deadline_ns);
 }
 
 /// Disarms `id`; returns whether it was armed.
@@ -213,54 +194,25 @@ fn reprogram_if_local(cpu: &CpuLocal) {
 /// spin on the lock meanwhile); interrupts stay off from the read to the
 /// write, so nothing on this CPU changes its alarms in between, and a
 /// change from another CPU after the read sends the interrupt that
-/// programs the timer again. Nothing is written when the head is the
-/// deadline already armed, or when there is none and the armed one has
-/// passed (its interrupt, if still to come, finds nothing due).
+/// programs the timer again. What is written, if anything, is
+/// `tickless::decide`'s: nothing when that changes nothing, and on a
+/// polling CPU only what preempts the running thread.
 fn reprogram(cpu: &CpuLocal) {
     let interrupts_were_enabled = rtedge_arch::cpu::interrupts_save();
     let index = cpu.index() as usize;
-    let running = POLLING[index].get();
-    let (next, wanted) = {
+    let polling = POLLING[index].get();
+    let (next, needed) = {
         let alarms = alarms_of(cpu).lock();
-        let next = alarms.next_deadline();
-        let wanted = match running {
-            Some(Running::Idle) => None,
-            Some(Running::Thread { level }) if level > 0 => alarms.next_deadline_where(|alarm| alarm.level > level),
-            Some(Running::Thread { .. }) | None => next,
-        };
-        (next, wanted)
+        (alarms.next_deadline(), tickless::needed(&alarms, polling, |alarm| alarm.level))
     };
-    let programmed = &PROGRAMMED[index];
-    let armed = programmed.load(Ordering::Relaxed);
     NEXT[index].store(next.map_or(0, |deadline| deadline.max(1)), Ordering::Relaxed);
-    if running.is_some() {
-        // A polling CPU: its idle loop runs due alarms by looking at the
-        // clock, so the timer only has to interrupt a running thread, by
-        // the earliest alarm that preempts it. An armed deadline no later
-        // than that serves (an early interrupt finds nothing due and
-        // re-arms), so the timer is written only when it would come too
-        // late, never to disarm.
-        if let Some(deadline) = wanted.map(|deadline| deadline.max(1))
-            && (armed == 0 || armed > deadline)
-        {
-            apic::arm_at_tsc(time::ns_to_tsc_deadline(deadline));
-            programmed.store(deadline, Ordering::Relaxed);
-        }
-        rtedge_arch::cpu::interrupts_restore(interrupts_were_enabled);
-        return;
+    let decision = tickless::decide(polling.is_some(), needed, PROGRAMMED[index].load(Ordering::Relaxed), time::now_ns());
+    match decision.write {
+        Write::Nothing => {}
+        Write::Arm(deadline) => apic::arm_at_tsc(time::ns_to_tsc_deadline(deadline)),
+        Write::Disarm => apic::disarm(),
     }
-    match next.map(|deadline| deadline.max(1)) {
-        Some(deadline) if deadline == armed => {}
-        Some(deadline) => {
-            apic::arm_at_tsc(time::ns_to_tsc_deadline(deadline));
-            programmed.store(deadline, Ordering::Relaxed);
-        }
-        None if armed == 0 || armed <= time::now_ns() => programmed.store(0, Ordering::Relaxed),
-        None => {
-            apic::disarm();
-            programmed.store(0, Ordering::Relaxed);
-        }
-    }
+    PROGRAMMED[index].store(decision.armed, Ordering::Relaxed);
     rtedge_arch::cpu::interrupts_restore(interrupts_were_enabled);
 }
 
@@ -313,13 +265,7 @@ pub fn arm_before_switch(id: AlarmId, deadline_ns: u64, level: u8) {
     match cpu_local::get(id.cpu as usize) {
         Some(cpu) if cpu.index() == cpu_local::current().index() => {
             let interrupts_were_enabled = rtedge_arch::cpu::interrupts_save();
-            {
-                let mut alarms = alarms_of(cpu).lock();
-                if let Some(alarm) = alarms.data_mut(id.timer) {
-                    alarm.level = level;
-                }
-                alarms.arm(id.timer, deadline_ns);
-            }
+            queue_with_level(cpu, id, deadline_ns, level);
             rtedge_arch::cpu::interrupts_restore(interrupts_were_enabled);
         }
         _ => arm_with_level(id, deadline_ns, level),

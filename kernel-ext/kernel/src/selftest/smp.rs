@@ -19,6 +19,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "smp::isolated_cpu_gets_no_unpinned_kernel_thread", run: isolation },
     Test { name: "smp::polling_cpu_releases_its_rt_thread_without_timer_interrupts", run: polling_release },
     Test { name: "smp::on_a_polling_cpu_a_more_urgent_rt_thread_still_preempts", run: polling_preempt },
+    Test { name: "smp::a_sleep_ends_when_polling_is_switched_off_while_it_goes_to_sleep", run: polling_off_mid_sleep },
     Test { name: "smp::a_tasklet_never_runs_on_two_cpus_at_once", run: tasklet_exclusive },
     Test { name: "smp::different_tasklets_run_on_cpus_in_parallel", run: tasklets_parallel },
     Test { name: "smp::timer_delete_sync_waits_for_a_running_callback", run: timer_delete_sync },
@@ -362,6 +363,60 @@ fn polling_preempt() -> Outcome {
     outcome?;
     let (urgent, spin_end) = (URGENT_RAN_AT.load(Ordering::SeqCst), SPIN_ENDED_AT.load(Ordering::SeqCst));
     check!(urgent != 0 && urgent < spin_end, "the urgent thread ran at {urgent} ns, after the spinner ended at {spin_end} ns");
+    Ok(())
+}
+
+/// The window between a thread queueing its sleep's alarm and switching
+/// away, widened: polling is switched on for the isolated CPU just before
+/// a thread there goes to sleep (its CPU's timer not yet in the polling
+/// mode), and off again inside that window, as another CPU may do. The
+/// sleep must still end: the alarm has to reach the timer. (On the code
+/// that chose the deferred arm by the mask it ended too, rescued by the
+/// time-slice alarm's cancel, which reprograms at every switch; the arm is
+/// now deferred only when the CPU's timer is already in polling mode.)
+fn polling_off_mid_sleep() -> Outcome {
+    static TARGET: AtomicU32 = AtomicU32::new(0);
+    static GO: AtomicBool = AtomicBool::new(false);
+    static SLEPT: AtomicU32 = AtomicU32::new(0);
+    fn switch_polling_off() {
+        let bit = 1u64 << TARGET.load(Ordering::SeqCst);
+        thread::set_polling(thread::polling_mask() & !bit);
+    }
+    GO.store(false, Ordering::SeqCst);
+    SLEPT.store(0, Ordering::SeqCst);
+    let isolated = thread::isolated_mask();
+    check!(isolated != 0, "run this image with isolcpus= (the SMP profiles set it)");
+    let target = isolated.trailing_zeros();
+    TARGET.store(target, Ordering::SeqCst);
+    let before_mask = thread::polling_mask();
+    thread::set_polling(before_mask & !(1 << target));
+    let sleeper = Builder::new("t-poll-flip")
+        .cpu(target)
+        .spawn(|| {
+            // Switched in while nothing polls; spins (no switch) until told.
+            while !GO.load(Ordering::SeqCst) {
+                core::hint::spin_loop();
+            }
+            if thread::sleep_ns(2 * MILLISECOND).is_err() {
+                return -1;
+            }
+            SLEPT.store(1, Ordering::SeqCst);
+            0
+        })
+        .map_err(error)?;
+    thread::widen_sleep_window(Some(switch_polling_off));
+    thread::set_polling(before_mask | 1 << target);
+    GO.store(true, Ordering::SeqCst);
+    let joined = thread::join(sleeper, Some(3 * SECOND));
+    thread::widen_sleep_window(None);
+    thread::set_polling(before_mask);
+    if joined.is_err() {
+        // Unstick it: any alarm change there programs its timer.
+        let _ = thread::sleep_ns(MILLISECOND);
+        return Err(format!("a sleep on cpu {target} did not end in 3 s after polling was switched off while it went to sleep"));
+    }
+    check_eq!(joined.map_err(error)?, 0);
+    check_eq!(SLEPT.load(Ordering::SeqCst), 1);
     Ok(())
 }
 

@@ -45,8 +45,8 @@ pub(crate) use scheduler::reschedule_interrupt;
 pub use scheduler::{
     POLL_STALL_LONG_NS, RunningClass, cpu_switches, cpu_switches_on, current, current_id, current_on_address, finish_boot_cpu, idle_loop,
     isolated_mask, online_mask, poll_stalls, polling_mask, preempt_from_interrupt, preempt_if_needed, prepare_secondary_cpu, queued_on,
-    reschedule_pending, reset_poll_stalls, running_class_on, schedule, set_isolated, set_polling, try_current, with_queue_locked,
-    yield_now,
+    reschedule_pending, reset_poll_stalls, running_class_on, schedule, set_isolated, set_polling, try_current, widen_sleep_window,
+    with_queue_locked, yield_now,
 };
 pub use semaphore::Semaphore;
 pub use wait::{WaitError, WaitQueue};

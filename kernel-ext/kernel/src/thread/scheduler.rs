@@ -173,6 +173,24 @@ pub fn isolated_mask() -> u64 {
     ISOLATED.load(Ordering::Acquire)
 }
 
+/// Whether CPU `cpu`'s idle loop polls the clock.
+fn polls(cpu: usize) -> bool {
+    POLLING.load(Ordering::Relaxed) & (1u64 << (cpu & 63)) != 0
+}
+
+/// A kernel test's hook between a sleeping thread queueing its alarm and
+/// its switch away (`None` in normal runs): there it changes what another
+/// CPU may change meanwhile, `set_polling`, widening that window.
+static SLEEP_WINDOW: IrqSpinLock<Option<fn()>> = IrqSpinLock::new(None);
+static SLEEP_WINDOW_SET: AtomicBool = AtomicBool::new(false);
+
+/// Kernel tests only: calls `hook` in every sleep between queueing the
+/// thread's alarm and switching away (`None` removes it).
+pub fn widen_sleep_window(hook: Option<fn()>) {
+    *SLEEP_WINDOW.lock() = hook;
+    SLEEP_WINDOW_SET.store(hook.is_some(), Ordering::Release);
+}
+
 /// Sets the CPUs whose idle loop polls the clock instead of halting.
 pub fn set_polling(mask: u64) {
     POLLING.store(mask, Ordering::Release);
@@ -327,7 +345,7 @@ pub fn idle_loop() -> ! {
             crate::softirq::run_pending();
             continue;
         }
-        if POLLING.load(Ordering::Relaxed) & (1u64 << (cpu_local::current_index() & 63)) != 0 {
+        if polls(cpu_local::current_index()) {
             // A polling CPU releases its threads when the clock says so,
             // not when the timer interrupt arrives (under a hypervisor its
             // delivery can wait behind the emulator's other work), and
@@ -706,7 +724,7 @@ fn schedule_with(reason: Reason) {
         next.cpu.store(cpu as u32, Ordering::Relaxed);
         // First, so that the slice alarm's change below programs the timer
         // for what runs next.
-        if POLLING.load(Ordering::Relaxed) & (1u64 << (cpu & 63)) != 0 {
+        if polls(cpu) {
             let running = if core::ptr::eq(next, scheduler.idle) {
                 clockevent::Running::Idle
             } else {
@@ -851,11 +869,19 @@ pub(super) fn sleep_current(thread: &'static Thread, deadline_ns: u64) {
         cpu::interrupts_restore(interrupts_were_enabled);
         return;
     }
-    if POLLING.load(Ordering::Relaxed) & (1u64 << (cpu_local::current_index() & 63)) != 0 {
-        // The switch just below programs this CPU's timer.
+    // Deferred only when this CPU's timer is already in polling mode: the
+    // switch below then reprograms it whatever the polling mask says by
+    // then (another CPU may change the mask in between).
+    if clockevent::polling_here() {
         clockevent::arm_before_switch(alarm, deadline_ns, alarm_level(thread));
     } else {
         clockevent::arm_with_level(alarm, deadline_ns, alarm_level(thread));
+    }
+    if SLEEP_WINDOW_SET.load(Ordering::Acquire) {
+        let hook = *SLEEP_WINDOW.lock();
+        if let Some(hook) = hook {
+            hook();
+        }
     }
     schedule_with(Reason::Block);
     clockevent::cancel(alarm);
